@@ -1,0 +1,159 @@
+//! Finding and reading the files to migrate: paths walked with `.gitignore` respected, each
+//! program's partner files pulled in by naming convention, unreadable input reported.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ignore::WalkBuilder;
+
+use crate::report::Diagnostic;
+use crate::rules;
+use crate::source::SourceFile;
+
+/// File kinds bpf-migrate reads.
+pub fn is_candidate(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("c" | "h"))
+}
+
+#[derive(Default)]
+pub struct Discovered {
+    /// Sorted by display path.
+    pub files: Vec<SourceFile>,
+    pub errors: Vec<Diagnostic>,
+    /// Candidate files with no trigger string (counted, not parsed).
+    pub skipped: usize,
+}
+
+pub fn display_path(p: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let shown = cwd
+        .as_deref()
+        .and_then(|c| p.strip_prefix(c).ok())
+        .unwrap_or(p);
+    let s = shown.to_string_lossy().replace('\\', "/");
+    s.strip_prefix("./").map(str::to_string).unwrap_or(s)
+}
+
+pub fn discover(paths: &[PathBuf]) -> Discovered {
+    let mut out = Discovered::default();
+    let mut found: BTreeMap<PathBuf, bool> = BTreeMap::new(); // path → named explicitly
+    for p in paths {
+        match fs::metadata(p) {
+            Err(e) => out.errors.push(Diagnostic::file_error(
+                &display_path(p),
+                rules::IO_ERROR,
+                format!("cannot read: {e}"),
+            )),
+            Ok(m) if m.is_dir() => {
+                for entry in WalkBuilder::new(p).follow_links(false).build() {
+                    match entry {
+                        Ok(e)
+                            if e.file_type().is_some_and(|t| t.is_file())
+                                && is_candidate(e.path()) =>
+                        {
+                            found.entry(clean(e.path())).or_insert(false);
+                        }
+                        Ok(_) => {}
+                        Err(err) => out.errors.push(Diagnostic::file_error(
+                            &display_path(p),
+                            rules::IO_ERROR,
+                            format!("cannot walk: {err}"),
+                        )),
+                    }
+                }
+            }
+            Ok(_) => {
+                found.insert(clean(p), true);
+            }
+        }
+    }
+    // Partners: `x.c` beside `x.bpf.c` and the other way round, and the BPF source of an
+    // included skeleton, so that a program is seen whole even when one file was named.
+    let mut partners = Vec::new();
+    for p in found.keys() {
+        let dir = p.parent().unwrap_or(Path::new(""));
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(stem) = name.strip_suffix(".bpf.c") {
+            partners.push(dir.join(format!("{stem}.c")));
+        } else if let Some(stem) = name.strip_suffix(".c") {
+            partners.push(dir.join(format!("{stem}.bpf.c")));
+            if let Ok(text) = fs::read_to_string(p) {
+                for line in text.lines() {
+                    if let Some(skel) = line
+                        .trim_start()
+                        .strip_prefix("#include")
+                        .map(|r| r.trim().trim_matches(['"', '<', '>']))
+                        .and_then(|r| r.rsplit('/').next())
+                        .and_then(|r| r.strip_suffix(".skel.h"))
+                    {
+                        partners.push(dir.join(format!("{skel}.bpf.c")));
+                    }
+                }
+            }
+        }
+    }
+    for p in partners {
+        if p.is_file() {
+            found.entry(p).or_insert(false);
+        }
+    }
+
+    for (path, explicit) in found {
+        let display = display_path(&path);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                out.errors.push(Diagnostic::file_error(
+                    &display,
+                    rules::IO_ERROR,
+                    format!("cannot read: {e}"),
+                ));
+                continue;
+            }
+        };
+        if bytes.iter().take(8192).any(|&b| b == 0) {
+            if explicit || is_candidate(&path) {
+                out.errors.push(Diagnostic::file_error(
+                    &display,
+                    rules::IO_ERROR,
+                    "binary file (it holds NUL bytes); not a source file",
+                ));
+            }
+            continue;
+        }
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let b = e.as_bytes();
+                let line = b[..at].iter().filter(|&&c| c == b'\n').count() + 1;
+                let mut d = Diagnostic::file_error(
+                    &display,
+                    rules::IO_ERROR,
+                    format!(
+                        "not valid UTF-8 (byte offset {at}, line {line}); the file was not changed"
+                    ),
+                );
+                d.line = line;
+                d.column = 1;
+                out.errors.push(d);
+                continue;
+            }
+        };
+        if !crate::engine::has_trigger(&text) {
+            out.skipped += 1;
+            continue;
+        }
+        out.files.push(SourceFile::new(path, display, text));
+    }
+    out.files.sort_by(|a, b| a.display.cmp(&b.display));
+    out
+}
+
+fn clean(p: &Path) -> PathBuf {
+    p.components().collect()
+}

@@ -1,0 +1,107 @@
+//! Byte-range edits on the original text: sorted, de-duplicated, overlap-checked.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+    /// Rule that produced the edit.
+    pub rule: &'static str,
+}
+
+impl Edit {
+    pub fn replace(start: usize, end: usize, text: impl Into<String>, rule: &'static str) -> Self {
+        Edit {
+            start,
+            end,
+            text: text.into(),
+            rule,
+        }
+    }
+
+    pub fn insert(at: usize, text: impl Into<String>, rule: &'static str) -> Self {
+        Self::replace(at, at, text, rule)
+    }
+
+    pub fn delete(start: usize, end: usize, rule: &'static str) -> Self {
+        Self::replace(start, end, "", rule)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlapError {
+    pub first: (usize, usize, &'static str),
+    pub second: (usize, usize, &'static str),
+}
+
+impl fmt::Display for OverlapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "internal error: edits overlap ({} at {}..{} and {} at {}..{})",
+            self.first.2, self.first.0, self.first.1, self.second.2, self.second.0, self.second.1
+        )
+    }
+}
+
+/// Sorts and de-duplicates `edits` (the same edit planned twice, e.g. for a callback shared by
+/// two perf buffers, is applied once) and checks that no two overlap.
+pub fn normalize(edits: &mut Vec<Edit>) -> Result<(), OverlapError> {
+    edits.sort_by_key(|e| (e.start, e.end));
+    edits.dedup_by(|b, a| a.start == b.start && a.end == b.end && a.text == b.text);
+    for w in edits.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        // Two insertions at one point, or a range starting inside another, are ambiguous.
+        if b.start < a.end || (a.start == a.end && b.start == b.end && b.start == a.start) {
+            return Err(OverlapError {
+                first: (a.start, a.end, a.rule),
+                second: (b.start, b.end, b.rule),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Applies normalized edits. Newlines in inserted text follow the file's line ending.
+pub fn apply(text: &str, edits: &[Edit], crlf: bool) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut pos = 0;
+    for e in edits {
+        out.push_str(&text[pos..e.start]);
+        if crlf {
+            out.push_str(&e.text.replace("\r\n", "\n").replace('\n', "\r\n"));
+        } else {
+            out.push_str(&e.text);
+        }
+        pos = e.end;
+    }
+    out.push_str(&text[pos..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_is_refused_and_duplicates_merge() {
+        let mut v = vec![
+            Edit::replace(4, 6, "x", "a"),
+            Edit::replace(0, 2, "y", "a"),
+            Edit::replace(0, 2, "y", "a"),
+        ];
+        normalize(&mut v).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(apply("abcdefg", &v, false), "ycdxg");
+        let mut bad = vec![Edit::replace(0, 3, "", "a"), Edit::replace(2, 4, "", "b")];
+        assert!(normalize(&mut bad).is_err());
+    }
+
+    #[test]
+    fn crlf_follows_file() {
+        let v = vec![Edit::insert(1, "x\ny", "a")];
+        assert_eq!(apply("a\r\nb", &v, true), "ax\r\ny\r\nb");
+    }
+}

@@ -1,0 +1,600 @@
+//! The BPF side: perf event array map definitions and `bpf_perf_event_output` calls.
+
+use tree_sitter::Node;
+
+use super::{Analysis, Ctx, MapDef, OutputSite};
+use crate::edit::Edit;
+use crate::lang::c::{self, Tok};
+use crate::report::Severity;
+use crate::rules;
+use crate::source::{indent_at, line_end_incl, line_start};
+
+/// Identifiers whose every occurrence must be explained by a site this module understood.
+const TRIGGERS: &[&str] = &[
+    "BPF_MAP_TYPE_PERF_EVENT_ARRAY",
+    "bpf_perf_event_output",
+    "bpf_skb_output",
+    "bpf_xdp_output",
+];
+
+/// Helpers that read perf event counters: a perf event array used with them holds counters,
+/// not an event stream, and is not ours to convert.
+const COUNTER_READERS: &[&str] = &["bpf_perf_event_read", "bpf_perf_event_read_value"];
+
+pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
+    let src = cx.src();
+    let mut explained: Vec<(usize, usize)> = Vec::new();
+    let mut defs = Vec::new();
+
+    for decl in c::of_kind(cx.nodes, "declaration") {
+        if let Some(def) = btf_map_def(cx, decl).or_else(|| legacy_map_def(cx, decl)) {
+            explained.push((decl.start_byte(), decl.end_byte()));
+            defs.push(def);
+        }
+    }
+
+    // Counter arrays are left alone, definition and uses.
+    let mut counters = Vec::new();
+    for call in c::of_kind(cx.nodes, "call_expression") {
+        if let Some(name) = c::call_name(call, src)
+            && COUNTER_READERS.contains(&name)
+            && let Some(&(s, e)) = c::arg_spans(call, src).first()
+            && let Some(map) = c::strip_parens(&src[s..e]).strip_prefix('&')
+        {
+            counters.push(map.trim().to_string());
+        }
+    }
+    defs.retain(|d: &DefSite| !counters.contains(&d.name));
+
+    let mut outputs = Vec::new();
+    for call in c::of_kind(cx.nodes, "call_expression") {
+        let Some(name) = c::call_name(call, src) else {
+            continue;
+        };
+        if !matches!(
+            name,
+            "bpf_perf_event_output" | "bpf_skb_output" | "bpf_xdp_output"
+        ) {
+            continue;
+        }
+        let f = call.child_by_field_name("function").unwrap();
+        explained.push((f.start_byte(), f.end_byte()));
+        if let Some(site) = output_call(cx, call, name) {
+            outputs.push(site);
+        }
+    }
+
+    // Every other mention of a perf map of this file, or of one this file writes to, is a use
+    // bpf-migrate does not know how to carry over (a wrapper taking the map as an argument, a
+    // lookup, a second program type).
+    let mut names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
+    names.extend(outputs.iter().map(|o: &OutputSite| o.map.clone()));
+    names.sort();
+    names.dedup();
+    let mut allowed: Vec<(usize, usize)> = defs.iter().map(|d| d.name_span).collect();
+    allowed.extend(outputs.iter().map(|o| o.map_span));
+    for n in c::of_kind(cx.nodes, "identifier") {
+        let t = c::text(n, src);
+        if names.iter().any(|m| m == t)
+            && !allowed
+                .iter()
+                .any(|&(s, e)| n.start_byte() >= s && n.end_byte() <= e)
+            && !counters.iter().any(|m| m == t)
+        {
+            cx.manual(
+                n.start_byte(),
+                rules::MAP_OTHER_USE,
+                format!("perf event array `{t}` is used here, not only as the map of bpf_perf_event_output()"),
+                "bpf-migrate converts maps whose only uses are their definition and bpf_perf_event_output(&map, ...); migrate this use by hand, or inline the wrapper",
+            );
+        }
+    }
+
+    account_triggers(cx, &explained, TRIGGERS);
+
+    if !outputs.is_empty() || !defs.is_empty() {
+        nmi_warning(cx);
+    }
+    for d in defs {
+        out.maps.push(MapDef {
+            name: d.name,
+            offset: d.name_span.0,
+        });
+    }
+    out.outputs.extend(outputs);
+}
+
+struct DefSite {
+    name: String,
+    name_span: (usize, usize),
+}
+
+/// A member macro of a BTF map definition: `__uint(key, value);`.
+struct Member {
+    key: String,
+    value: (usize, usize),
+    /// From the macro name to the `;`.
+    span: (usize, usize),
+}
+
+fn btf_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
+    let src = cx.src();
+    let ty = decl.child_by_field_name("type")?;
+    if ty.kind() != "struct_specifier" {
+        return None;
+    }
+    let body = ty.child_by_field_name("body")?;
+    if !c::text(body, src).contains("BPF_MAP_TYPE_PERF_EVENT_ARRAY") {
+        return None;
+    }
+    let declarator = decl.child_by_field_name("declarator")?;
+    let name_node = declarator_name(declarator)?;
+    let name = c::text(name_node, src).to_string();
+    let members = btf_members(src, body.start_byte() + 1, body.end_byte() - 1);
+    let ty_member = members.iter().find(|m| m.key == "type")?;
+    if c::strip_parens(&src[ty_member.value.0..ty_member.value.1])
+        != "BPF_MAP_TYPE_PERF_EVENT_ARRAY"
+    {
+        return None;
+    }
+    let mut edits = vec![Edit::replace(
+        ty_member.value.0,
+        ty_member.value.1,
+        "BPF_MAP_TYPE_RINGBUF",
+        rules::PERF_MAP_DEF,
+    )];
+    let mut ok = true;
+    let mut has_max = false;
+    for m in &members {
+        match m.key.as_str() {
+            "type" => {}
+            "key_size" | "value_size" | "key" | "value" => {
+                edits.push(delete_member_with_comment(src, m.span, rules::PERF_MAP_DEF));
+            }
+            "max_entries" => {
+                has_max = true;
+                edits.push(Edit::replace(
+                    m.value.0,
+                    m.value.1,
+                    cx.size_expr(),
+                    rules::PERF_MAP_DEF,
+                ));
+            }
+            other => {
+                ok = false;
+                cx.manual(
+                    m.span.0,
+                    rules::MAP_DEF_FIELD,
+                    format!("perf event array `{name}` sets `{other}`, which a ring buffer does not take over as it is"),
+                    "a pinned or flagged perf map is shared with other programs or loaders; migrate all of them together by hand",
+                );
+            }
+        }
+    }
+    // Text inside the body that is not a member macro (a macro hiding members, an #ifdef):
+    // the definition is not plain enough to edit.
+    if let Some(off) = stray_body_text(src, body, &members) {
+        ok = false;
+        cx.manual(
+            off,
+            rules::UNSUPPORTED_FORM,
+            format!("the definition of perf event array `{name}` holds text bpf-migrate does not understand"),
+            "write the map with __uint()/__type() members only, or migrate it by hand",
+        );
+    }
+    if !has_max {
+        let (s, e) = ty_member.span;
+        let semi = e;
+        if own_line(src, s, semi) {
+            let indent = indent_at(src, s).to_string();
+            edits.push(Edit::insert(
+                line_end_incl(src, semi),
+                format!("{indent}__uint(max_entries, {});\n", cx.size_expr()),
+                rules::PERF_MAP_DEF,
+            ));
+        } else {
+            edits.push(Edit::insert(
+                semi,
+                format!(" __uint(max_entries, {});", cx.size_expr()),
+                rules::PERF_MAP_DEF,
+            ));
+        }
+    }
+    if ok {
+        cx.edits.extend(edits);
+    }
+    Some(DefSite {
+        name,
+        name_span: (name_node.start_byte(), name_node.end_byte()),
+    })
+}
+
+fn declarator_name(mut n: Node) -> Option<Node> {
+    loop {
+        match n.kind() {
+            "identifier" => return Some(n),
+            "init_declarator" | "attributed_declarator" => {
+                n = n
+                    .child_by_field_name("declarator")
+                    .or_else(|| n.named_child(0))?;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The `__uint(k, v);`-style members between `start` and `end`.
+fn btf_members(src: &str, start: usize, end: usize) -> Vec<Member> {
+    let toks = c::lex(src, start..end);
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < toks.len() {
+        let (t, s, e) = toks[k];
+        if t == Tok::Ident
+            && matches!(&src[s..e], "__uint" | "__type" | "__ulong" | "__array")
+            && matches!(toks.get(k + 1), Some((Tok::Punct(b'('), _, _)))
+            && let Some(close) = c::matching_paren(&toks, k + 1)
+        {
+            // key: the first token; value: from after the first comma to the close paren.
+            let comma = (k + 2..close).find(|&j| toks[j].0 == Tok::Punct(b','));
+            let key = src[toks[k + 2].1..toks[k + 2].2].to_string();
+            let value = match comma {
+                Some(j) if j + 1 < close => (toks[j + 1].1, toks[close - 1].2),
+                _ => (toks[close].1, toks[close].1),
+            };
+            let mut span_end = toks[close].2;
+            if matches!(toks.get(close + 1), Some((Tok::Punct(b';'), _, _))) {
+                span_end = toks[close + 1].2;
+                k = close + 2;
+            } else {
+                k = close + 1;
+            }
+            out.push(Member {
+                key,
+                value,
+                span: (s, span_end),
+            });
+            continue;
+        }
+        k += 1;
+    }
+    out
+}
+
+fn stray_body_text(src: &str, body: Node, members: &[Member]) -> Option<usize> {
+    let toks = c::lex(src, body.start_byte() + 1..body.end_byte() - 1);
+    toks.iter()
+        .filter(|t| t.0 != Tok::Comment)
+        .find(|t| !members.iter().any(|m| t.1 >= m.span.0 && t.2 <= m.span.1))
+        .map(|t| t.1)
+}
+
+/// Whether `s..e` is alone on its line(s), but for whitespace and a trailing comment.
+fn own_line(src: &str, s: usize, e: usize) -> bool {
+    let before = &src[line_start(src, s)..s];
+    let after_end = line_end_incl(src, e);
+    let after = src[e..after_end].trim();
+    before.trim().is_empty()
+        && (after.is_empty()
+            || after.starts_with("//")
+            || (after.starts_with("/*") && after.ends_with("*/")))
+}
+
+/// Deletes `s..e` with its line when it stands alone on it, else with the space after it.
+pub fn delete_member(src: &str, (s, e): (usize, usize), rule: &'static str) -> Edit {
+    if own_line(src, s, e) {
+        Edit::delete(line_start(src, s), line_end_incl(src, e), rule)
+    } else {
+        let ws = src[e..].len() - src[e..].trim_start_matches([' ', '\t']).len();
+        Edit::delete(s, e + ws, rule)
+    }
+}
+
+/// Like `delete_member`, and comment lines right above the member go with it: they spoke of
+/// the key or value that is removed.
+pub fn delete_member_with_comment(src: &str, (s, e): (usize, usize), rule: &'static str) -> Edit {
+    let mut d = delete_member(src, (s, e), rule);
+    if d.start == line_start(src, s) {
+        loop {
+            if d.start == 0 {
+                break;
+            }
+            let prev = line_start(src, d.start - 1);
+            let t = src[prev..d.start].trim();
+            let is_comment = t.starts_with("//") || (t.starts_with("/*") && t.ends_with("*/"));
+            if !is_comment {
+                break;
+            }
+            d.start = prev;
+        }
+    }
+    d
+}
+
+fn legacy_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
+    let src = cx.src();
+    let ty = decl.child_by_field_name("type")?;
+    if ty.kind() != "struct_specifier"
+        || ty.child_by_field_name("name").map(|n| c::text(n, src)) != Some("bpf_map_def")
+    {
+        return None;
+    }
+    let init = decl.child_by_field_name("declarator")?;
+    if init.kind() != "init_declarator" {
+        return None;
+    }
+    let name_node = declarator_name(init.child_by_field_name("declarator")?)?;
+    let list = init.child_by_field_name("value")?;
+    if list.kind() != "initializer_list" {
+        return None;
+    }
+    let name = c::text(name_node, src).to_string();
+    let mut pairs = Vec::new();
+    let mut cursor = list.walk();
+    for p in list.named_children(&mut cursor) {
+        if p.kind() != "initializer_pair" {
+            continue;
+        }
+        let field = p
+            .child_by_field_name("designator")
+            .map(|d| c::text(d, src).trim_start_matches('.').to_string())
+            .unwrap_or_default();
+        let value = p.child_by_field_name("value")?;
+        // Extend the pair over its trailing comma.
+        let mut end = p.end_byte();
+        if let Some(next) = p.next_sibling()
+            && next.kind() == ","
+        {
+            end = next.end_byte();
+        }
+        pairs.push((field, value, (p.start_byte(), end)));
+    }
+    let (_, ty_value, ty_span) = pairs.iter().find(|(f, _, _)| f == "type")?;
+    if c::strip_parens(c::text(*ty_value, src)) != "BPF_MAP_TYPE_PERF_EVENT_ARRAY" {
+        return None;
+    }
+    let mut edits = vec![Edit::replace(
+        ty_value.start_byte(),
+        ty_value.end_byte(),
+        "BPF_MAP_TYPE_RINGBUF",
+        rules::LEGACY_PERF_MAP_DEF,
+    )];
+    let mut ok = true;
+    let mut has_max = false;
+    for (field, value, span) in &pairs {
+        match field.as_str() {
+            "type" => {}
+            "key_size" | "value_size" => {
+                edits.push(delete_member(src, *span, rules::LEGACY_PERF_MAP_DEF))
+            }
+            "max_entries" => {
+                has_max = true;
+                edits.push(Edit::replace(
+                    value.start_byte(),
+                    value.end_byte(),
+                    cx.size_expr(),
+                    rules::LEGACY_PERF_MAP_DEF,
+                ));
+            }
+            "map_flags" if c::strip_parens(c::text(*value, src)) == "0" => {}
+            other => {
+                ok = false;
+                cx.manual(
+                    span.0,
+                    rules::MAP_DEF_FIELD,
+                    format!("perf event array `{name}` sets `.{other}`, which a ring buffer does not take over as it is"),
+                    "migrate this map by hand",
+                );
+            }
+        }
+    }
+    if !has_max {
+        let (s, e) = *ty_span;
+        let has_comma = src[s..e].trim_end().ends_with(',');
+        if own_line(src, s, e) && has_comma {
+            let indent = indent_at(src, s).to_string();
+            edits.push(Edit::insert(
+                line_end_incl(src, e),
+                format!("{indent}.max_entries = {},\n", cx.size_expr()),
+                rules::LEGACY_PERF_MAP_DEF,
+            ));
+        } else if has_comma {
+            edits.push(Edit::insert(
+                e,
+                format!(" .max_entries = {},", cx.size_expr()),
+                rules::LEGACY_PERF_MAP_DEF,
+            ));
+        } else {
+            edits.push(Edit::insert(
+                e,
+                format!(", .max_entries = {}", cx.size_expr()),
+                rules::LEGACY_PERF_MAP_DEF,
+            ));
+        }
+    }
+    if ok {
+        cx.edits.extend(edits);
+    }
+    Some(DefSite {
+        name,
+        name_span: (name_node.start_byte(), name_node.end_byte()),
+    })
+}
+
+fn output_call(cx: &mut Ctx, call: Node, name: &str) -> Option<OutputSite> {
+    let src = cx.src();
+    let args = c::arg_spans(call, src);
+    let argt = |i: usize| &src[args[i].0..args[i].1];
+    if c::has_error_in(cx.root(), call.start_byte(), call.end_byte()) {
+        cx.manual(
+            call.start_byte(),
+            rules::UNSUPPORTED_FORM,
+            format!("this {name}() call does not parse as C"),
+            "bpf-migrate edits only code it can parse; check the macros around this call",
+        );
+        return None;
+    }
+    let map_arg = 1;
+    if args.len() != 5 {
+        cx.manual(
+            call.start_byte(),
+            rules::UNSUPPORTED_FORM,
+            format!("{name}() called with {} arguments, not 5", args.len()),
+            "migrate this call by hand",
+        );
+        return None;
+    }
+    let map_text = c::strip_parens(argt(map_arg));
+    let Some(map) = map_text
+        .strip_prefix('&')
+        .map(str::trim)
+        .filter(|m| c::is_ident(m))
+    else {
+        cx.manual(
+            args[map_arg].0,
+            rules::MAP_OTHER_USE,
+            format!("{name}() writes to `{map_text}`, not to a map named directly (`&map`)"),
+            "bpf-migrate follows maps by name; inline the wrapper that passes the map, or migrate by hand",
+        );
+        return None;
+    };
+    let map = map.to_string();
+    let map_start = args[map_arg].0 + argt(map_arg).find(map.as_str()).unwrap_or(0);
+    let map_span = (map_start, map_start + map.len());
+    if name != "bpf_perf_event_output" {
+        cx.manual(
+            call.start_byte(),
+            rules::SKB_XDP_OUTPUT,
+            format!("{name}() appends packet data to the event written to `{map}`; the ring buffer has no such helper"),
+            "copy the packet bytes into the event with bpf_skb_load_bytes()/bpf_xdp_load_bytes() and migrate by hand",
+        );
+        return Some(OutputSite {
+            map,
+            map_span,
+            offset: call.start_byte(),
+        });
+    }
+    let flags = argt(2);
+    let bare = strip_casts(flags);
+    if !matches!(bare, "BPF_F_CURRENT_CPU" | "BPF_F_INDEX_MASK") {
+        if flags.contains("<<") || flags.contains("CTXLEN") {
+            cx.manual(
+                args[2].0,
+                rules::OUTPUT_CTXLEN,
+                format!("the flags `{flags}` append packet data (BPF_F_CTXLEN_MASK bits) to the event written to `{map}`"),
+                "the ring buffer cannot append packet data: copy the bytes into the event with bpf_skb_load_bytes() and migrate by hand",
+            );
+        } else {
+            cx.manual(
+                args[2].0,
+                rules::OUTPUT_FLAGS,
+                format!("the event written to `{map}` goes to the buffer of CPU `{flags}`, not of the current CPU"),
+                "a ring buffer is shared by all CPUs; if the CPU matters to user space, put it in the event, then change the flags to BPF_F_CURRENT_CPU and run bpf-migrate again",
+            );
+        }
+        return Some(OutputSite {
+            map,
+            map_span,
+            offset: call.start_byte(),
+        });
+    }
+    let new_args = vec![
+        argt(1).to_string(),
+        argt(3).to_string(),
+        argt(4).to_string(),
+        "0".to_string(),
+    ];
+    let text = c::layout_call(
+        src,
+        call.start_byte(),
+        call.end_byte(),
+        "bpf_ringbuf_output",
+        &new_args,
+    );
+    cx.edits.push(Edit::replace(
+        call.start_byte(),
+        call.end_byte(),
+        text,
+        rules::PERF_EVENT_OUTPUT,
+    ));
+    Some(OutputSite {
+        map,
+        map_span,
+        offset: call.start_byte(),
+    })
+}
+
+/// `(u64)BPF_F_CURRENT_CPU` → `BPF_F_CURRENT_CPU`.
+fn strip_casts(s: &str) -> &str {
+    let mut s = c::strip_parens(s);
+    loop {
+        if s.starts_with('(')
+            && let Some(close) = s.find(')')
+        {
+            let inner = &s[1..close];
+            if inner.split_whitespace().all(c::is_ident) || inner.ends_with('*') {
+                s = c::strip_parens(&s[close + 1..]);
+                continue;
+            }
+        }
+        return s;
+    }
+}
+
+/// Programs attached to perf events run in NMI context, where a ring buffer reservation can
+/// fail under contention even when the ring has room.
+fn nmi_warning(cx: &mut Ctx) {
+    let src = cx.src();
+    let toks = cx.tokens();
+    for w in toks.windows(3) {
+        if w[0].0 == Tok::Ident
+            && &src[w[0].1..w[0].2] == "SEC"
+            && w[2].0 == Tok::Str
+            && src[w[2].1..w[2].2]
+                .trim_matches('"')
+                .starts_with("perf_event")
+        {
+            cx.diag(
+                w[0].1,
+                rules::NMI_CONTEXT,
+                Severity::Warning,
+                "this program runs in NMI context (perf_event): ring buffer writes can fail under contention even when the ring has room",
+                Some("check the return value of bpf_ringbuf_output() and count failures in a map, so drops show"),
+            );
+        }
+    }
+}
+
+/// Reports every trigger identifier that no understood site explains.
+pub fn account_triggers(cx: &mut Ctx, explained: &[(usize, usize)], triggers: &[&str]) {
+    let src = cx.src();
+    let toks = cx.tokens();
+    for &(t, s, e) in toks.iter() {
+        if t != Tok::Ident || !triggers.contains(&&src[s..e]) {
+            continue;
+        }
+        if explained.iter().any(|&(a, b)| s >= a && e <= b) {
+            continue;
+        }
+        let word = &src[s..e];
+        let in_macro = cx
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.kind(), "preproc_function_def" | "preproc_def"))
+            .find(|n| n.start_byte() <= s && e <= n.end_byte())
+            .and_then(|n| n.child_by_field_name("name"))
+            .map(|n| c::text(n, src).to_string());
+        let msg = match in_macro {
+            Some(m) => format!(
+                "`{word}` is used inside the macro `{m}`, where bpf-migrate cannot follow it"
+            ),
+            None => format!("`{word}` is used in a form bpf-migrate does not understand"),
+        };
+        cx.manual(
+            s,
+            rules::UNSUPPORTED_FORM,
+            msg,
+            "expand the macro or wrapper by hand, then run bpf-migrate again, or migrate this program by hand",
+        );
+    }
+}

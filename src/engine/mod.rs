@@ -1,0 +1,595 @@
+//! The migration engine: analyse every file, link the sites that touch one perf map into a
+//! program, and keep the edits of the programs that can be migrated whole.
+//!
+//! Each file analysis plans its edits as if its program will migrate, and records refusals
+//! (`Severity::Manual`) where it cannot. Linking then groups files into programs (a BPF object
+//! and every consumer of its maps); a program with any refusal keeps none of its edits.
+
+pub mod bpf;
+pub mod user;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use tree_sitter::{Node, Tree};
+
+use crate::edit::{self, Edit};
+use crate::lang::c::{self, Tok};
+use crate::report::{Diagnostic, Severity};
+use crate::rules;
+use crate::source::SourceFile;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Ring buffer size in bytes: a power of two and a multiple of 4096.
+    pub ring_size: u64,
+    /// The user asked for this size (rather than the default).
+    pub ring_size_given: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ring_size: 256 * 1024,
+            ring_size_given: false,
+        }
+    }
+}
+
+/// Checks a ring buffer size the way the kernel does (libbpf >= 0.8 rounds up; other loaders
+/// do not, so the tool never writes a size that needs rounding).
+pub fn check_ring_size(bytes: u64) -> Result<(), String> {
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        return Err(format!(
+            "ring buffer size {bytes} must be a power of two and a multiple of 4096 (e.g. 262144 or 256K)"
+        ));
+    }
+    Ok(())
+}
+
+/// The C expression written for a ring buffer size: `256 * 1024`, `4 * 1024 * 1024`.
+pub fn size_expr(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} * 1024 * 1024", bytes >> 20)
+    } else {
+        format!("{} * 1024", bytes >> 10)
+    }
+}
+
+/// A perf event array defined in a BPF C file.
+#[derive(Debug, Clone)]
+pub struct MapDef {
+    pub name: String,
+    pub offset: usize,
+}
+
+/// A `bpf_perf_event_output` (or packet output) call.
+#[derive(Debug, Clone)]
+pub struct OutputSite {
+    pub map: String,
+    pub map_span: (usize, usize),
+    pub offset: usize,
+}
+
+/// A `perf_buffer__new` whose map is known.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub map: String,
+    pub offset: usize,
+    /// Pages per CPU, when the page count is a constant the tool can read.
+    pub pages: Option<u64>,
+}
+
+/// What one file contributes to linking.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    pub maps: Vec<MapDef>,
+    pub outputs: Vec<OutputSite>,
+    pub consumers: Vec<Consumer>,
+    /// File names (no directory) of the BPF sources this loader names: `x.bpf.c` for a
+    /// skeleton `x.skel.h` or an object `x.bpf.o`.
+    pub bpf_sources: Vec<String>,
+    /// Files this file includes with `#include "..."`, as written.
+    pub includes: Vec<String>,
+    pub edits: Vec<Edit>,
+    pub diags: Vec<Diagnostic>,
+}
+
+/// What analysis code sees of one parsed file.
+pub struct Ctx<'a, 't> {
+    pub file: &'a SourceFile,
+    pub tree: &'t Tree,
+    pub nodes: &'a [Node<'t>],
+    toks: &'a [(Tok, usize, usize)],
+    pub opts: &'a Options,
+    pub edits: Vec<Edit>,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl<'a, 't> Ctx<'a, 't> {
+    pub fn src(&self) -> &'a str {
+        &self.file.text
+    }
+
+    pub fn root(&self) -> Node<'t> {
+        self.tree.root_node()
+    }
+
+    pub fn tokens(&self) -> &'a [(Tok, usize, usize)] {
+        self.toks
+    }
+
+    pub fn size_expr(&self) -> String {
+        size_expr(self.opts.ring_size)
+    }
+
+    pub fn manual(
+        &mut self,
+        offset: usize,
+        rule: &'static str,
+        msg: impl Into<String>,
+        help: &str,
+    ) {
+        self.diag(offset, rule, Severity::Manual, msg, Some(help));
+    }
+
+    pub fn diag(
+        &mut self,
+        offset: usize,
+        rule: &'static str,
+        sev: Severity,
+        msg: impl Into<String>,
+        help: Option<&str>,
+    ) {
+        let mut d = Diagnostic::at(self.file, offset, rule, sev, msg);
+        if let Some(h) = help {
+            d = d.help(h);
+        }
+        self.diags.push(d);
+    }
+}
+
+/// Strings whose presence makes a C file worth parsing.
+pub const C_TRIGGERS: &[&str] = &[
+    "PERF_EVENT_ARRAY",
+    "perf_event_output",
+    "bpf_skb_output",
+    "bpf_xdp_output",
+    "perf_buffer",
+];
+
+pub fn has_trigger(text: &str) -> bool {
+    C_TRIGGERS.iter().any(|t| text.contains(t))
+}
+
+/// Analyses one C file. Files without a trigger string are not parsed.
+pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
+    let mut a = Analysis::default();
+    if !has_trigger(&file.text) {
+        return a;
+    }
+    let bom = if file.text.starts_with('\u{feff}') {
+        3
+    } else {
+        0
+    };
+    let range = [bom..file.text.len()];
+    let Some(parsed) = c::parse(&file.text, Some(&range)) else {
+        a.diags.push(Diagnostic::file_error(
+            &file.display,
+            rules::PARSE_ERROR,
+            "the C parser gave up on this file",
+        ));
+        return a;
+    };
+    let nodes = c::descendants(parsed.tree.root_node());
+    let toks = c::lex(&file.text, range[0].clone());
+    // A trigger inside code that does not parse cannot be migrated, nor left silently.
+    let errors = c::error_nodes(parsed.tree.root_node());
+    if let Some(&(_, s, e)) = toks.iter().find(|&&(t, s, e)| {
+        t == Tok::Ident
+            && C_TRIGGERS.iter().any(|w| file.text[s..e].contains(w))
+            && errors.iter().any(|&(a, b)| a <= s && e <= b)
+    }) {
+        a.diags.push(
+            Diagnostic::at(
+                file,
+                s,
+                rules::PARSE_ERROR,
+                Severity::Error,
+                format!(
+                    "cannot parse the C code around `{}`; this file's program is left untouched",
+                    &file.text[s..e]
+                ),
+            )
+            .help("check for unbalanced braces or parentheses, or macros that hide C syntax"),
+        );
+        return a;
+    }
+    let mut cx = Ctx {
+        file,
+        tree: &parsed.tree,
+        nodes: &nodes,
+        toks: &toks,
+        opts,
+        edits: Vec::new(),
+        diags: Vec::new(),
+    };
+    bpf::analyze(&mut cx, &mut a);
+    user::analyze(&mut cx, &mut a);
+    for n in c::of_kind(&nodes, "preproc_include") {
+        if let Some(p) = n.child_by_field_name("path")
+            && p.kind() == "string_literal"
+        {
+            a.includes
+                .push(c::text(p, &file.text).trim_matches('"').to_string());
+        }
+    }
+    a.edits = cx.edits;
+    a.diags.extend(cx.diags);
+    a
+}
+
+/// The result of a run: every file's new text (where it changed) and every diagnostic.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub changes: Vec<Change>,
+    pub diags: Vec<Diagnostic>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub file: usize,
+    /// Changes with the same program number belong to one program: written all or none.
+    pub program: usize,
+    pub new_text: String,
+    pub edits: Vec<Edit>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Stats {
+    pub files_scanned: usize,
+    pub files_changed: usize,
+    pub programs_migrated: usize,
+    pub programs_manual: usize,
+}
+
+struct Dsu(Vec<usize>);
+
+impl Dsu {
+    fn find(&mut self, x: usize) -> usize {
+        let mut r = x;
+        while self.0[r] != r {
+            r = self.0[r];
+        }
+        let mut y = x;
+        while self.0[y] != r {
+            let n = self.0[y];
+            self.0[y] = r;
+            y = n;
+        }
+        r
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.0[ra.max(rb)] = ra.min(rb);
+        }
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn dir_of(p: &Path) -> PathBuf {
+    p.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Migrates a set of files: analysis, linking, and the edits of every program that can move
+/// whole. `files` should already hold each program's partner files (see `discover`).
+pub fn migrate(files: &[SourceFile], opts: &Options) -> Outcome {
+    let mut analyses: Vec<Analysis> = files.iter().map(|f| analyze_c(f, opts)).collect();
+    link_and_apply(files, &mut analyses, opts)
+}
+
+pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Options) -> Outcome {
+    let n = files.len();
+    let mut dsu = Dsu((0..n).collect());
+    let mut link_diags: Vec<Diagnostic> = Vec::new();
+
+    // Map name → files defining a perf event array of that name.
+    let mut defs: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, a) in analyses.iter().enumerate() {
+        for m in &a.maps {
+            defs.entry(m.name.as_str()).or_default().push(i);
+        }
+    }
+    let mut consumed: HashMap<(usize, String), Vec<Option<u64>>> = HashMap::new();
+
+    // BPF output calls: the map is defined in this file or in a file it includes.
+    for (i, a) in analyses.iter().enumerate() {
+        for o in &a.outputs {
+            if a.maps.iter().any(|m| m.name == o.map) {
+                continue;
+            }
+            let cands: Vec<usize> = defs
+                .get(o.map.as_str())
+                .map(|v| {
+                    v.iter()
+                        .copied()
+                        .filter(|&j| {
+                            let fname = file_name(&files[j].path);
+                            a.includes.iter().any(|inc| {
+                                Path::new(inc)
+                                    .file_name()
+                                    .map(|f| f.to_string_lossy() == fname)
+                                    .unwrap_or(false)
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let [j] = cands[..] {
+                dsu.union(i, j);
+            } else {
+                link_diags.push(
+                    Diagnostic::at(&files[i], o.offset, rules::UNLINKED_PROGRAM, Severity::Manual,
+                        format!("the perf event array `{}` written here is not defined in this file or in a header it includes that bpf-migrate was given", o.map))
+                        .help("pass the file that defines the map as well"),
+                );
+            }
+        }
+    }
+
+    // Consumers: the BPF source named by the skeleton or object, else the one file in the
+    // loader's directory that defines a perf map of that name.
+    for (i, a) in analyses.iter().enumerate() {
+        for cons in &a.consumers {
+            let all: Vec<usize> = defs.get(cons.map.as_str()).cloned().unwrap_or_default();
+            let named: Vec<usize> = (0..n)
+                .filter(|&j| {
+                    a.bpf_sources
+                        .iter()
+                        .any(|s| *s == file_name(&files[j].path))
+                })
+                .collect();
+            let target = if !named.is_empty() {
+                let hit: Vec<usize> = named.iter().copied().filter(|j| all.contains(j)).collect();
+                // The map may live in a header the BPF source includes.
+                let hit = if hit.is_empty() {
+                    all.iter()
+                        .copied()
+                        .filter(|&j| {
+                            named.iter().any(|&k| {
+                                let fname = file_name(&files[j].path);
+                                analyses[k].includes.iter().any(|inc| inc.ends_with(&fname))
+                            })
+                        })
+                        .collect()
+                } else {
+                    hit
+                };
+                match hit[..] {
+                    [j] => Ok(j),
+                    [] => Err(format!(
+                        "this perf buffer reads map `{}`, but {} defines no perf event array of that name",
+                        cons.map,
+                        named
+                            .iter()
+                            .map(|&k| files[k].display.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                    _ => Err(format!(
+                        "several files define a perf event array `{}`",
+                        cons.map
+                    )),
+                }
+            } else {
+                let dir = dir_of(&files[i].path);
+                let near: Vec<usize> = all
+                    .iter()
+                    .copied()
+                    .filter(|&j| dir_of(&files[j].path) == dir)
+                    .collect();
+                match (&near[..], &all[..]) {
+                    ([j], _) => Ok(*j),
+                    ([], [j]) => Ok(*j),
+                    ([], []) => Err(format!(
+                        "this perf buffer reads map `{}`, but no BPF source given to bpf-migrate defines it{}",
+                        cons.map,
+                        if a.bpf_sources.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (looked for {})", a.bpf_sources.join(", "))
+                        }
+                    )),
+                    _ => Err(format!(
+                        "several BPF sources define a perf event array `{}`; bpf-migrate cannot tell which this loader opens",
+                        cons.map
+                    )),
+                }
+            };
+            match target {
+                Ok(j) => {
+                    dsu.union(i, j);
+                    consumed
+                        .entry((j, cons.map.clone()))
+                        .or_default()
+                        .push(cons.pages);
+                }
+                Err(msg) => link_diags.push(
+                    Diagnostic::at(
+                        &files[i],
+                        cons.offset,
+                        rules::UNLINKED_PROGRAM,
+                        Severity::Manual,
+                        msg,
+                    )
+                    .help("pass the BPF source (the .bpf.c file) together with its loader"),
+                ),
+            }
+        }
+    }
+
+    // A map with no consumer in sight cannot be migrated alone: its reader would break.
+    for (j, a) in analyses.iter().enumerate() {
+        for m in &a.maps {
+            match consumed.get(&(j, m.name.clone())) {
+                None => {
+                    // The consumer may read a map defined in a header through a BPF source
+                    // that includes it; that case was linked above under the header's index.
+                    link_diags.push(
+                        Diagnostic::at(&files[j], m.offset, rules::UNLINKED_PROGRAM, Severity::Manual,
+                            format!("no user-space reader of perf event array `{}` was found (perf_buffer__new in a C loader)", m.name))
+                            .help("pass the loader too (bpf-migrate looks for X.c beside X.bpf.c), or migrate the reader by hand and then this map"),
+                    );
+                }
+                Some(pages) => {
+                    let per_cpu = pages.iter().flatten().max().copied();
+                    let size = opts.ring_size;
+                    let msg = match per_cpu {
+                        Some(p) => format!(
+                            "ring buffer `{}`: {} KiB shared by all CPUs; the perf buffer had {} pages ({} KiB) per CPU",
+                            m.name,
+                            size / 1024,
+                            p,
+                            p * 4
+                        ),
+                        None => format!(
+                            "ring buffer `{}`: {} KiB shared by all CPUs",
+                            m.name,
+                            size / 1024
+                        ),
+                    };
+                    let mut d = Diagnostic::at(
+                        &files[j],
+                        m.offset,
+                        rules::PERF_MAP_DEF,
+                        Severity::Note,
+                        msg,
+                    );
+                    if !opts.ring_size_given {
+                        d = d.help(
+                            "--ringbuf-size sets another size (a power of two, at least 4096)",
+                        );
+                    }
+                    link_diags.push(d);
+                }
+            }
+        }
+    }
+
+    // Programs: connected groups of files. Files with nothing to say are left out.
+    let mut diags_by_file: Vec<Vec<Diagnostic>> = analyses
+        .iter_mut()
+        .map(|a| std::mem::take(&mut a.diags))
+        .collect();
+    for d in link_diags {
+        let idx = files.iter().position(|f| f.display == d.file).unwrap();
+        diags_by_file[idx].push(d);
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..n {
+        if !analyses[i].edits.is_empty() || !diags_by_file[i].is_empty() {
+            groups.entry(dsu.find(i)).or_default().push(i);
+        }
+    }
+
+    let mut out = Outcome::default();
+    out.stats.files_scanned = n;
+    for members in groups.values() {
+        let refused = members.iter().any(|&i| {
+            diags_by_file[i]
+                .iter()
+                .any(|d| matches!(d.severity, Severity::Manual | Severity::Error))
+        });
+        let has_edits = members.iter().any(|&i| !analyses[i].edits.is_empty());
+        if refused {
+            if has_edits
+                || members
+                    .iter()
+                    .any(|&i| !analyses[i].maps.is_empty() || !analyses[i].consumers.is_empty())
+            {
+                out.stats.programs_manual += 1;
+            }
+            for &i in members {
+                out.diags.extend(
+                    diags_by_file[i]
+                        .drain(..)
+                        .filter(|d| matches!(d.severity, Severity::Manual | Severity::Error)),
+                );
+            }
+            continue;
+        }
+        // Apply, then re-parse: an edit must not add a parse error.
+        let mut changes = Vec::new();
+        let mut failed = None;
+        for &i in members {
+            let mut edits = std::mem::take(&mut analyses[i].edits);
+            if edits.is_empty() {
+                continue;
+            }
+            if let Err(e) = edit::normalize(&mut edits) {
+                failed = Some(Diagnostic::at(
+                    &files[i],
+                    e.first.0,
+                    rules::INTERNAL_ERROR,
+                    Severity::Error,
+                    e.to_string(),
+                ));
+                break;
+            }
+            let new_text = edit::apply(&files[i].text, &edits, files[i].crlf);
+            if parse_errors(&new_text) > parse_errors(&files[i].text) {
+                failed = Some(
+                    Diagnostic::at(&files[i], edits[0].start, rules::INTERNAL_ERROR, Severity::Error,
+                        "the migrated text of this file would not parse; nothing was changed in this program")
+                        .help("please report this with the file"),
+                );
+                break;
+            }
+            changes.push(Change {
+                file: i,
+                program: members[0],
+                new_text,
+                edits,
+            });
+        }
+        if let Some(d) = failed {
+            out.diags.push(d);
+            out.stats.programs_manual += 1;
+            continue;
+        }
+        if !changes.is_empty() {
+            out.stats.programs_migrated += 1;
+        }
+        for &i in members {
+            out.diags.append(&mut diags_by_file[i]);
+        }
+        out.changes.extend(changes);
+    }
+    out.stats.files_changed = out.changes.len();
+    out.changes
+        .sort_by(|a, b| files[a.file].display.cmp(&files[b.file].display));
+    out.diags.sort_by(|a, b| {
+        (a.file.as_str(), a.line, a.column, a.rule).cmp(&(
+            b.file.as_str(),
+            b.line,
+            b.column,
+            b.rule,
+        ))
+    });
+    out
+}
+
+fn parse_errors(text: &str) -> usize {
+    let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
+    c::parse(text, Some(&[bom..text.len()]))
+        .map(|p| c::error_nodes(p.tree.root_node()).len())
+        .unwrap_or(usize::MAX)
+}

@@ -1,0 +1,471 @@
+//! C front end: a small lexer (for masking and trigger accounting) and tree-sitter-c parsing.
+//!
+//! BPF C is full of macros that a plain C grammar misreads (`SEC("...")` after a declarator,
+//! `__uint(type, ...)` as a struct member, `__always_inline`). Before parsing, such macros are
+//! masked with text of the same length, so every byte offset in the tree is an offset in the
+//! original text; the analysis reads macro arguments from the original text.
+
+use std::ops::Range;
+
+use tree_sitter::{Node, Parser, Tree};
+
+/// A token of C source text, as far as masking and trigger accounting need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tok {
+    Ident,
+    Number,
+    Str,
+    Char,
+    Comment,
+    Punct(u8),
+}
+
+/// Tokenizes `text[range]`; comments, strings and character literals are single tokens.
+pub fn lex(text: &str, range: Range<usize>) -> Vec<(Tok, usize, usize)> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = range.start;
+    let end = range.end.min(b.len());
+    while i < end {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'/' && i + 1 < end && b[i + 1] == b'/' {
+            let s = i;
+            while i < end && b[i] != b'\n' {
+                i += 1;
+            }
+            out.push((Tok::Comment, s, i));
+        } else if c == b'/' && i + 1 < end && b[i + 1] == b'*' {
+            let s = i;
+            i += 2;
+            while i < end && !(b[i] == b'*' && i + 1 < end && b[i + 1] == b'/') {
+                i += 1;
+            }
+            i = (i + 2).min(end);
+            out.push((Tok::Comment, s, i));
+        } else if c == b'"' || c == b'\'' {
+            let s = i;
+            i += 1;
+            while i < end && b[i] != c && b[i] != b'\n' {
+                if b[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i = (i + 1).min(end);
+            out.push((if c == b'"' { Tok::Str } else { Tok::Char }, s, i));
+        } else if c == b'_' || c.is_ascii_alphabetic() {
+            let s = i;
+            while i < end && (b[i] == b'_' || b[i].is_ascii_alphanumeric()) {
+                i += 1;
+            }
+            out.push((Tok::Ident, s, i));
+        } else if c.is_ascii_digit() {
+            let s = i;
+            while i < end && (b[i] == b'_' || b[i] == b'.' || b[i].is_ascii_alphanumeric()) {
+                i += 1;
+            }
+            out.push((Tok::Number, s, i));
+        } else {
+            // Multi-byte UTF-8 characters outside strings and comments are kept whole.
+            let len = text[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+            out.push((Tok::Punct(c), i, i + len));
+            i += len;
+        }
+    }
+    out
+}
+
+/// Index of the token closing the parenthesis opened at token `open`.
+pub fn matching_paren(toks: &[(Tok, usize, usize)], open: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    for (k, t) in toks.iter().enumerate().skip(open) {
+        match t.0 {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(k);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Macros and attributes that a C grammar misreads in BPF code; masked with spaces.
+const MASKED_WORDS: &[&str] = &[
+    "__always_inline",
+    "__noinline",
+    "__weak",
+    "__hidden",
+    "__ksym",
+    "__kconfig",
+    "__kptr",
+    "__kptr_ref",
+    "__kptr_untrusted",
+    "__percpu_kptr",
+    "__rcu",
+    "__user",
+    "__arg_ctx",
+    "__arg_nonnull",
+    "__arg_trusted",
+    "__arg_nullable",
+    "__arg_arena",
+    "__contains",
+    "__uptr",
+];
+
+/// Struct-member macros of BTF map definitions; masked as `int _`.
+const MEMBER_MACROS: &[&str] = &["__uint", "__type", "__array", "__ulong"];
+
+fn blank(out: &mut [u8], s: usize, e: usize) {
+    for c in &mut out[s..e] {
+        if *c != b'\n' {
+            *c = b' ';
+        }
+    }
+}
+
+/// Returns `text` with BPF macros masked (same length, same newlines).
+pub fn mask(text: &str, ranges: &[Range<usize>]) -> String {
+    let mut out = text.as_bytes().to_vec();
+    for r in ranges {
+        let toks = lex(text, r.clone());
+        let mut k = 0;
+        while k < toks.len() {
+            let (t, s, e) = toks[k];
+            if t == Tok::Ident {
+                let word = &text[s..e];
+                let call_like = word == "SEC" || MEMBER_MACROS.contains(&word);
+                if call_like && matches!(toks.get(k + 1), Some((Tok::Punct(b'('), _, _))) {
+                    if let Some(close) = matching_paren(&toks, k + 1) {
+                        let end = toks[close].2;
+                        blank(&mut out, s, end);
+                        if word != "SEC" {
+                            out[s..s + 5].copy_from_slice(b"int _");
+                        }
+                        k = close + 1;
+                        continue;
+                    }
+                } else if MASKED_WORDS.contains(&word) {
+                    blank(&mut out, s, e);
+                }
+            }
+            k += 1;
+        }
+    }
+    // Only ASCII bytes were replaced, and only whole tokens: still valid UTF-8.
+    String::from_utf8(out).expect("masking keeps UTF-8 valid")
+}
+
+pub struct CParse {
+    pub tree: Tree,
+}
+
+/// Parses C in `text`; with `ranges`, only those byte ranges (C embedded in another file).
+pub fn parse(text: &str, ranges: Option<&[Range<usize>]>) -> Option<CParse> {
+    let whole = [0..text.len()];
+    let rs = ranges.unwrap_or(&whole);
+    let masked = mask(text, rs);
+    let mut parser = Parser::new();
+    parser
+        .set_language(&tree_sitter_c::LANGUAGE.into())
+        .expect("tree-sitter-c grammar matches the tree-sitter version");
+    if let Some(ranges) = ranges {
+        let ts: Vec<tree_sitter::Range> = ranges
+            .iter()
+            .map(|r| tree_sitter::Range {
+                start_byte: r.start,
+                end_byte: r.end,
+                start_point: point_at(text, r.start),
+                end_point: point_at(text, r.end),
+            })
+            .collect();
+        parser.set_included_ranges(&ts).ok()?;
+    }
+    let tree = parser.parse(masked.as_bytes(), None)?;
+    Some(CParse { tree })
+}
+
+fn point_at(text: &str, off: usize) -> tree_sitter::Point {
+    let before = &text[..off];
+    let row = before.matches('\n').count();
+    let col = off - before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    tree_sitter::Point { row, column: col }
+}
+
+pub fn text<'a>(node: Node, src: &'a str) -> &'a str {
+    &src[node.start_byte()..node.end_byte()]
+}
+
+/// All nodes below (and including) `root`, in document order.
+pub fn descendants(root: Node) -> Vec<Node> {
+    let mut out = Vec::new();
+    let mut cursor = root.walk();
+    loop {
+        out.push(cursor.node());
+        if cursor.goto_first_child() {
+            continue;
+        }
+        loop {
+            if cursor.node() == root {
+                return out;
+            }
+            if cursor.goto_next_sibling() {
+                break;
+            }
+            if !cursor.goto_parent() {
+                return out;
+            }
+        }
+    }
+}
+
+pub fn of_kind<'t>(all: &[Node<'t>], kind: &str) -> Vec<Node<'t>> {
+    all.iter().copied().filter(|n| n.kind() == kind).collect()
+}
+
+/// Nearest ancestor of `node` of the given kind.
+pub fn ancestor<'t>(node: Node<'t>, kind: &str) -> Option<Node<'t>> {
+    let mut n = node.parent();
+    while let Some(p) = n {
+        if p.kind() == kind {
+            return Some(p);
+        }
+        n = p.parent();
+    }
+    None
+}
+
+/// The name of the function a call expression calls, when it is a plain identifier.
+pub fn call_name<'a>(call: Node, src: &'a str) -> Option<&'a str> {
+    let f = call.child_by_field_name("function")?;
+    (f.kind() == "identifier").then(|| text(f, src))
+}
+
+/// The byte ranges of a call's arguments: the text between the parentheses and commas,
+/// trimmed (comments travel with the argument they stand beside).
+pub fn arg_spans(call: Node, src: &str) -> Vec<(usize, usize)> {
+    let Some(args) = call.child_by_field_name("arguments") else {
+        return Vec::new();
+    };
+    let mut seps = Vec::new();
+    let mut cursor = args.walk();
+    for child in args.children(&mut cursor) {
+        match child.kind() {
+            "(" | ")" | "," => seps.push((child.start_byte(), child.end_byte())),
+            _ => {}
+        }
+    }
+    let mut spans = Vec::new();
+    for w in seps.windows(2) {
+        let (s, e) = (w[0].1, w[1].0);
+        let raw = &src[s..e];
+        let lead = raw.len() - raw.trim_start().len();
+        let trail = raw.len() - raw.trim_end().len();
+        if s + lead <= e - trail {
+            spans.push((s + lead, e - trail));
+        }
+    }
+    if spans.len() == 1 && spans[0].0 == spans[0].1 {
+        spans.clear();
+    }
+    spans
+}
+
+/// The identifier that is the whole of `expr` (through parentheses and casts), if any.
+pub fn strip_parens(s: &str) -> &str {
+    let mut s = s.trim();
+    while s.starts_with('(') && s.ends_with(')') && balanced(&s[1..s.len() - 1]) {
+        s = s[1..s.len() - 1].trim();
+    }
+    s
+}
+
+fn balanced(s: &str) -> bool {
+    let mut d = 0i32;
+    for c in s.chars() {
+        match c {
+            '(' => d += 1,
+            ')' => {
+                d -= 1;
+                if d < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    d == 0
+}
+
+pub fn is_ident(s: &str) -> bool {
+    let mut cs = s.chars();
+    matches!(cs.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && cs.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// `NULL`, `0`, `nullptr` and the like.
+pub fn is_null(s: &str) -> bool {
+    matches!(
+        strip_parens(s),
+        "NULL" | "0" | "nullptr" | "(void *)0" | "((void *)0)"
+    )
+}
+
+/// Visual column (tabs to 8) of the end of `prefix`.
+pub fn visual_width(prefix: &str) -> usize {
+    let mut col = 0;
+    for c in prefix.chars() {
+        if c == '\t' {
+            col = (col / 8 + 1) * 8;
+        } else {
+            col += 1;
+        }
+    }
+    col
+}
+
+/// Whitespace reaching visual column `col`: tabs then spaces when `tabs`, else spaces.
+pub fn pad_to(col: usize, tabs: bool) -> String {
+    if tabs {
+        format!("{}{}", "\t".repeat(col / 8), " ".repeat(col % 8))
+    } else {
+        " ".repeat(col)
+    }
+}
+
+/// Text for a call to `name(args)` that replaces the call at `start..end` of `src`, laid out
+/// like the original: on one line if the original was, else wrapped to the original's width
+/// with continuation lines aligned the way the original aligned them.
+pub fn layout_call(src: &str, start: usize, end: usize, name: &str, args: &[String]) -> String {
+    let orig = &src[start..end];
+    let one_line = format!("{name}({})", args.join(", "));
+    if !orig.contains('\n') {
+        return one_line;
+    }
+    let line_begin = crate::source::line_start(src, start);
+    let prefix = &src[line_begin..start];
+    let start_col = visual_width(prefix);
+    let line_width = src[line_begin..crate::source::line_end_incl(src, end)]
+        .lines()
+        .map(visual_width)
+        .max()
+        .unwrap_or(80);
+    let limit = line_width.clamp(80, 100);
+    if start_col + one_line.len() + 2 <= limit {
+        return one_line;
+    }
+    // How did the original indent its continuation lines?
+    let paren = orig.find('(').unwrap_or(0);
+    let open_col = visual_width(&format!("{prefix}{}", &orig[..=paren]));
+    let second = orig.split('\n').nth(1).unwrap_or("");
+    let cont_ws: String = second
+        .chars()
+        .take_while(|c| *c == ' ' || *c == '\t')
+        .collect();
+    let cont_col = visual_width(&cont_ws);
+    let tabs = cont_ws.contains('\t') || prefix.starts_with('\t');
+    let indent = if cont_col == open_col {
+        pad_to(start_col + name.len() + 1, tabs)
+    } else {
+        cont_ws
+    };
+    let indent_col = visual_width(&indent);
+    // Greedy fill; where that leaves one short argument alone on the last line, break one
+    // argument earlier so that it has company.
+    let fill = |early: Option<usize>| {
+        let mut out = format!("{name}(");
+        let mut col = start_col + name.len() + 1;
+        let mut breaks = Vec::new();
+        for (i, a) in args.iter().enumerate() {
+            let piece = if i + 1 == args.len() {
+                format!("{a})")
+            } else {
+                format!("{a},")
+            };
+            if i > 0 {
+                if col + 1 + piece.len() > limit || early == Some(i) {
+                    out.push('\n');
+                    out.push_str(&indent);
+                    col = indent_col;
+                    breaks.push(i);
+                } else {
+                    out.push(' ');
+                    col += 1;
+                }
+            }
+            out.push_str(&piece);
+            col += piece.len();
+        }
+        (out, breaks)
+    };
+    let (out, breaks) = fill(None);
+    let n = args.len();
+    if n >= 3
+        && breaks.last() == Some(&(n - 1))
+        && args[n - 1].len() <= 8
+        && !breaks.contains(&(n - 2))
+    {
+        return fill(Some(n - 2)).0;
+    }
+    out
+}
+
+/// Whether any ERROR or MISSING node lies inside `start..end`.
+pub fn has_error_in(root: Node, start: usize, end: usize) -> bool {
+    error_nodes(root)
+        .iter()
+        .any(|&(s, e)| s < end.max(start + 1) && e > start)
+}
+
+/// Byte ranges of ERROR and MISSING nodes.
+pub fn error_nodes(root: Node) -> Vec<(usize, usize)> {
+    if !root.has_error() {
+        return Vec::new();
+    }
+    descendants(root)
+        .into_iter()
+        .filter(|n| n.is_error() || n.is_missing())
+        .map(|n| (n.start_byte(), n.end_byte()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_keep_length_and_parse_clean() {
+        let src = "struct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\t__type(key, u32);\n} events SEC(\".maps\");\n\nSEC(\"tp/sched/sched_process_exec\")\nint handle(void *ctx)\n{\n\treturn 0;\n}\nstatic __always_inline int f(void) { return 1; }\n";
+        let m = mask(src, &[0..src.len()]);
+        assert_eq!(m.len(), src.len());
+        let p = parse(src, None).unwrap();
+        assert!(
+            !p.tree.root_node().has_error(),
+            "{}",
+            p.tree.root_node().to_sexp()
+        );
+    }
+
+    #[test]
+    fn layout_rewraps_aligned_calls() {
+        let src = "\tbpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU,\n\t\t\t      e, sizeof(*e));\n";
+        let out = layout_call(
+            src,
+            1,
+            src.len() - 2,
+            "bpf_ringbuf_output",
+            &[
+                "&events".into(),
+                "e".into(),
+                "sizeof(*e)".into(),
+                "0".into(),
+            ],
+        );
+        assert_eq!(out, "bpf_ringbuf_output(&events, e, sizeof(*e), 0)");
+    }
+}

@@ -1,0 +1,2 @@
+//! Language front ends.
+pub mod c;

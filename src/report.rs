@@ -1,0 +1,135 @@
+//! Diagnostics: what could not be migrated (and why), what a migration changed that a user
+//! should know, and errors reading input. Rendered rustc-style for people, JSON for tools.
+
+use serde::Serialize;
+
+use crate::source::SourceFile;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Input could not be read or parsed; exit code 2.
+    Error,
+    /// A program was left untouched: it needs manual work.
+    Manual,
+    /// A program was migrated, but something needs a look.
+    Warning,
+    /// A program was migrated; this says what changed that a user can see.
+    Note,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Manual => "manual",
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnostic {
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    #[serde(skip)]
+    pub snippet: Option<String>,
+    #[serde(skip)]
+    pub offset: usize,
+}
+
+impl Diagnostic {
+    pub fn at(
+        file: &SourceFile,
+        offset: usize,
+        rule: &'static str,
+        severity: Severity,
+        message: impl Into<String>,
+    ) -> Self {
+        let (line, column) = file.line_col(offset);
+        Diagnostic {
+            rule,
+            severity,
+            file: file.display.clone(),
+            line,
+            column,
+            message: message.into(),
+            help: None,
+            snippet: Some(file.line_text(line).to_string()),
+            offset,
+        }
+    }
+
+    /// A diagnostic about a file as a whole (it could not be read).
+    pub fn file_error(display: &str, rule: &'static str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            rule,
+            severity: Severity::Error,
+            file: display.to_string(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+            help: None,
+            snippet: None,
+            offset: 0,
+        }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// rustc-style text: header, location, snippet with a caret, help.
+    pub fn render(&self, color: bool) -> String {
+        let (sev_on, bold, blue, off) = if color {
+            let c = match self.severity {
+                Severity::Error | Severity::Manual => "\x1b[1;31m",
+                Severity::Warning => "\x1b[1;33m",
+                Severity::Note => "\x1b[1;32m",
+            };
+            (c, "\x1b[1m", "\x1b[1;34m", "\x1b[0m")
+        } else {
+            ("", "", "", "")
+        };
+        let mut s = format!(
+            "{sev_on}{}[{}]{off}{bold}: {}{off}\n",
+            self.severity.label(),
+            self.rule,
+            self.message
+        );
+        if self.line == 0 {
+            s.push_str(&format!("  {blue}-->{off} {}\n", self.file));
+        } else {
+            let num = self.line.to_string();
+            let pad = " ".repeat(num.len());
+            s.push_str(&format!(
+                "{pad}{blue}-->{off} {}:{}:{}\n",
+                self.file, self.line, self.column
+            ));
+            if let Some(snippet) = &self.snippet {
+                let shown = snippet.replace('\t', "    ");
+                let before: String = snippet.chars().take(self.column - 1).collect();
+                let caret_col = before.replace('\t', "    ").chars().count();
+                s.push_str(&format!("{pad} {blue}|{off}\n"));
+                s.push_str(&format!("{blue}{num} |{off} {shown}\n"));
+                s.push_str(&format!(
+                    "{pad} {blue}|{off} {}{sev_on}^{off}\n",
+                    " ".repeat(caret_col)
+                ));
+            }
+        }
+        if let Some(help) = &self.help {
+            let pad = " ".repeat(self.line.max(1).to_string().len());
+            s.push_str(&format!("{pad} {blue}={off} {bold}help{off}: {help}\n"));
+        }
+        s
+    }
+}

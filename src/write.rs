@@ -1,0 +1,57 @@
+//! `--write`: replace a file atomically (temp file in the same directory, fsync, rename),
+//! keeping its mode and owner, and only if it still holds what was read.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Checks that `path` can be replaced: writable, and still holding what was read.
+pub fn preflight(path: &Path, expected_old: &str) -> std::io::Result<()> {
+    let target = fs::canonicalize(path)?;
+    let meta = fs::metadata(&target)?;
+    if meta.permissions().readonly() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the file is read-only; make it writable or apply the diff by hand",
+        ));
+    }
+    if fs::read(&target)? != expected_old.as_bytes() {
+        return Err(std::io::Error::other(
+            "the file changed while bpf-migrate was working; run it again",
+        ));
+    }
+    Ok(())
+}
+
+pub fn atomic_replace(path: &Path, expected_old: &str, new: &str) -> std::io::Result<()> {
+    // Write through a symlink to its target, never over the link itself.
+    let target = fs::canonicalize(path)?;
+    let meta = fs::metadata(&target)?;
+    if meta.permissions().readonly() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the file is read-only; make it writable or apply the diff by hand",
+        ));
+    }
+    let current = fs::read(&target)?;
+    if current != expected_old.as_bytes() {
+        return Err(std::io::Error::other(
+            "the file changed while bpf-migrate was working; run it again",
+        ));
+    }
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".bpf-migrate-")
+        .tempfile_in(dir)?;
+    tmp.write_all(new.as_bytes())?;
+    tmp.as_file().set_permissions(meta.permissions())?;
+    // Keep the owner where we may (as root); elsewhere the file is ours already.
+    let _ = std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid()));
+    tmp.as_file().sync_all()?;
+    tmp.persist(&target).map_err(|e| e.error)?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! Command-line behaviour: exit codes, output streams, JSON, bad input, `--write` details.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+fn fixture_input(name: &str) -> std::collections::BTreeMap<String, String> {
+    read_tree(&root().join("fixtures").join(name).join("input"))
+}
+
+#[test]
+fn nothing_to_do_exits_zero_and_prints_nothing() {
+    let tmp = tempdir();
+    fs::write(tmp.path().join("plain.c"), "int main(void) { return 0; }\n").unwrap();
+    let o = run(tmp.path(), &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn diff_goes_to_stdout_and_diagnostics_to_stderr() {
+    let tmp = tempdir();
+    write_tree(tmp.path(), &fixture_input("execsnoop"));
+    let o = run(tmp.path(), &["--diff"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).starts_with("diff --git a/execsnoop.bpf.c b/execsnoop.bpf.c\n"));
+    assert!(!stdout(&o).contains("note["));
+    assert!(stderr(&o).contains("note[lost-callback]"));
+    // A path given as a file pulls in its partner (the loader beside it).
+    let f = run(tmp.path(), &["execsnoop.bpf.c"]);
+    assert!(stdout(&f).contains("+++ b/execsnoop.c"), "{}", stdout(&f));
+    // -q keeps only what needs action.
+    let q = run(tmp.path(), &["-q"]);
+    assert!(stderr(&q).is_empty(), "{}", stderr(&q));
+}
+
+#[test]
+fn json_lines_cover_edits_diagnostics_and_summary() {
+    let tmp = tempdir();
+    write_tree(tmp.path(), &fixture_input("execsnoop"));
+    write_tree(&tmp.path().join("cpu"), &fixture_input("cpu_in_callback"));
+    let o = run(tmp.path(), &["--format", "json"]);
+    assert_eq!(code(&o), 1);
+    let vals: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    let edit = vals
+        .iter()
+        .find(|v| v["type"] == "edit" && v["rule"] == "perf-event-output")
+        .expect("an edit");
+    assert_eq!(edit["file"], "execsnoop.bpf.c");
+    assert!(
+        edit["line"].as_u64().unwrap() > 0
+            && edit["replacement"]
+                .as_str()
+                .unwrap()
+                .starts_with("bpf_ringbuf_output(")
+    );
+    let manual = vals
+        .iter()
+        .find(|v| v["type"] == "diagnostic" && v["rule"] == "callback-uses-cpu")
+        .expect("a refusal");
+    assert_eq!(manual["severity"], "manual");
+    assert_eq!(manual["file"], "cpu/cpu_in_callback.c");
+    let summary = vals.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["programs_migrated"], 1);
+    assert_eq!(summary["programs_manual"], 1);
+}
+
+#[test]
+fn bad_input_is_reported_and_other_files_still_processed() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    write_tree(&d.join("good"), &fixture_input("execsnoop"));
+    fs::write(d.join("binary.c"), b"\x7fELF\x00\x00perf_buffer__new").unwrap();
+    fs::write(
+        d.join("latin1.c"),
+        b"/* caf\xe9 */\nint x; // perf_buffer__new\n",
+    )
+    .unwrap();
+    fs::write(d.join("broken.bpf.c"), "struct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n} events SEC(\".maps\");\nint f(void *ctx) {\n\tif (x {{ bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &e, 4);\n").unwrap();
+    std::os::unix::fs::symlink("nowhere.c", d.join("dangling.c")).unwrap();
+    let before = read_tree(d);
+    let o = run(d, &[".", "dangling.c", "missing-dir"]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("binary.c") && err.contains("binary file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("latin1.c") && err.contains("not valid UTF-8") && err.contains("line 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error[parse-error]") && err.contains("broken.bpf.c:5:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("dangling.c") && err.contains("missing-dir"),
+        "{err}"
+    );
+    assert!(
+        stdout(&o).contains("+++ b/good/execsnoop.c"),
+        "the good program is still migrated"
+    );
+    // --write touches only the good program.
+    let w = run(d, &["--write", "."]);
+    assert_eq!(code(&w), 2);
+    let after = read_tree(d);
+    for (k, v) in &before {
+        if !k.starts_with("good/") {
+            assert_eq!(after.get(k), Some(v), "{k} must not change");
+        }
+    }
+    assert_ne!(
+        after.get("good/execsnoop.c"),
+        before.get("good/execsnoop.c")
+    );
+}
+
+#[test]
+fn bad_options_exit_two() {
+    let tmp = tempdir();
+    for args in [
+        &["--ringbuf-size", "3000"][..],
+        &["--diff", "--write"],
+        &["--no-such-flag"],
+    ] {
+        let o = run(tmp.path(), args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn ringbuf_size_option_sets_max_entries() {
+    let tmp = tempdir();
+    write_tree(tmp.path(), &fixture_input("execsnoop"));
+    let o = run(tmp.path(), &["--ringbuf-size", "1M"]);
+    assert!(
+        stdout(&o).contains("+\t__uint(max_entries, 1 * 1024 * 1024);"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn write_keeps_mode_and_crlf_and_does_not_follow_links_away() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    let mut files = fixture_input("execsnoop");
+    for v in files.values_mut() {
+        *v = v.replace('\n', "\r\n");
+    }
+    write_tree(d, &files);
+    fs::set_permissions(d.join("execsnoop.c"), fs::Permissions::from_mode(0o751)).unwrap();
+    // The BPF file is reached through a symlink: the target is written, the link stays.
+    fs::rename(d.join("execsnoop.bpf.c"), d.join("real.bpf.c.txt")).unwrap();
+    std::os::unix::fs::symlink("real.bpf.c.txt", d.join("execsnoop.bpf.c")).unwrap();
+    let o = run(d, &["--write", "execsnoop.c", "execsnoop.bpf.c"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mode = fs::metadata(d.join("execsnoop.c"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o751);
+    assert!(
+        fs::symlink_metadata(d.join("execsnoop.bpf.c"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let bpf = fs::read_to_string(d.join("real.bpf.c.txt")).unwrap();
+    assert!(bpf.contains("BPF_MAP_TYPE_RINGBUF"));
+    for text in [bpf, fs::read_to_string(d.join("execsnoop.c")).unwrap()] {
+        assert_eq!(
+            text.matches('\n').count(),
+            text.matches("\r\n").count(),
+            "every line ends in CRLF"
+        );
+    }
+    // No temp files are left behind.
+    assert!(fs::read_dir(d).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".bpf-migrate-")
+    }));
+}
+
+#[test]
+fn read_only_file_is_reported_not_forced() {
+    let tmp = tempdir();
+    write_tree(tmp.path(), &fixture_input("execsnoop"));
+    let p = tmp.path().join("execsnoop.c");
+    let before = fs::read_to_string(&p).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o444)).unwrap();
+    let o = run(tmp.path(), &["--write"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(&p).unwrap(), before);
+    // Nor is the rest of its program written: never half a program.
+    assert!(stderr(&o).contains("rest of its program was not written"));
+    assert_eq!(read_tree(tmp.path()), fixture_input("execsnoop"));
+}
