@@ -32,6 +32,59 @@ enum Cmd {
     Rules,
     /// Explain one rule, with its example.
     Explain { id: String },
+    /// Prove a migration in a VM: build both versions, load both, compare their events.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// Original BPF source (file or directory); with --after, verify that migration.
+    #[arg(long, requires = "after")]
+    before: Option<PathBuf>,
+    /// Migrated BPF source (file or directory).
+    #[arg(long, requires = "before")]
+    after: Option<PathBuf>,
+    /// Guest kernel (vmlinux or bzImage with BTF); else $BPF_MIGRATE_KERNEL, else the cache,
+    /// else Debian's kernel is downloaded into the cache once.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    accel: AccelArg,
+    /// Guest CPUs; with more than one, events are compared as multisets.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    cpus: u32,
+    /// An extra command run in the guest after the built-in workload (copied in with its
+    /// libraries).
+    #[arg(long)]
+    workload: Option<String>,
+    /// Seconds the guest may run.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Include directory for the BPF build.
+    #[arg(short = 'I', value_name = "DIR")]
+    include: Vec<PathBuf>,
+    /// Macro definition for the BPF build.
+    #[arg(short = 'D', value_name = "NAME[=VALUE]")]
+    define: Vec<String>,
+    /// Extra clang flags for the BPF build (space separated).
+    #[arg(long)]
+    cflags: Option<String>,
+    /// Keep the work directory (objects, initramfs, guest console log).
+    #[arg(long)]
+    keep: bool,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    ringbuf_size: Option<u64>,
+    /// Programs to migrate in memory and verify (default: the current directory).
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
 }
 
 #[derive(Args, Debug)]
@@ -101,8 +154,43 @@ pub fn main() -> ExitCode {
     match cli.cmd {
         Some(Cmd::Rules) => list_rules(),
         Some(Cmd::Explain { id }) => explain(&id),
+        Some(Cmd::Verify(v)) => verify(v),
         None => run(cli.run),
     }
+}
+
+fn verify(v: VerifyArgs) -> ExitCode {
+    if v.before.is_some() && !v.paths.is_empty() {
+        eprintln!("error: give either --before/--after or paths, not both");
+        return ExitCode::from(2);
+    }
+    let opts = crate::verify::VerifyOptions {
+        paths: v.paths,
+        before: v.before,
+        after: v.after,
+        kernel: v.kernel,
+        accel: match v.accel {
+            AccelArg::Auto => crate::verify::qemu::Accel::Auto,
+            AccelArg::Kvm => crate::verify::qemu::Accel::Kvm,
+            AccelArg::Tcg => crate::verify::qemu::Accel::Tcg,
+        },
+        cpus: v.cpus,
+        workload: v.workload,
+        timeout: std::time::Duration::from_secs(v.timeout),
+        includes: v.include,
+        defines: v.define,
+        cflags: v
+            .cflags
+            .map(|c| c.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
+        keep: v.keep,
+        json: v.format == Format::Json,
+        engine: Options {
+            ring_size: v.ringbuf_size.unwrap_or(256 * 1024),
+            ring_size_given: v.ringbuf_size.is_some(),
+        },
+    };
+    ExitCode::from(crate::verify::run(&opts))
 }
 
 fn list_rules() -> ExitCode {

@@ -16,4 +16,5 @@ pub mod lang;
 pub mod report;
 pub mod rules;
 pub mod source;
+pub mod verify;
 pub mod write;

@@ -33,6 +33,7 @@ pub const MAP_DEF_FIELD: &str = "map-def-field";
 pub const UNRESOLVED_MAP: &str = "unresolved-map";
 pub const UNLINKED_PROGRAM: &str = "unlinked-program";
 pub const OPTS_UNSUPPORTED: &str = "opts-unsupported";
+pub const CONSUME_RESULT: &str = "consume-result";
 // Warnings on a migrated program.
 pub const NMI_CONTEXT: &str = "nmi-context";
 // Not rules: input that could not be processed.

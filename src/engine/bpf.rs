@@ -99,6 +99,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         out.maps.push(MapDef {
             name: d.name,
             offset: d.name_span.0,
+            legacy: d.legacy,
         });
     }
     out.outputs.extend(outputs);
@@ -107,6 +108,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
 struct DefSite {
     name: String,
     name_span: (usize, usize),
+    legacy: bool,
 }
 
 /// A member macro of a BTF map definition: `__uint(key, value);`.
@@ -206,6 +208,7 @@ fn btf_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
     Some(DefSite {
         name,
         name_span: (name_node.start_byte(), name_node.end_byte()),
+        legacy: false,
     })
 }
 
@@ -418,6 +421,7 @@ fn legacy_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
     Some(DefSite {
         name,
         name_span: (name_node.start_byte(), name_node.end_byte()),
+        legacy: true,
     })
 }
 
@@ -466,7 +470,7 @@ fn output_call(cx: &mut Ctx, call: Node, name: &str) -> Option<OutputSite> {
             call.start_byte(),
             rules::SKB_XDP_OUTPUT,
             format!("{name}() appends packet data to the event written to `{map}`; the ring buffer has no such helper"),
-            "copy the packet bytes into the event with bpf_skb_load_bytes()/bpf_xdp_load_bytes() and migrate by hand",
+            "copy the packet bytes the consumer needs into the event (bpf_skb_load_bytes() in tc programs, bpf_probe_read_kernel() from skb->data in tracing programs) and migrate by hand",
         );
         return Some(OutputSite {
             map,

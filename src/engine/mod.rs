@@ -61,6 +61,8 @@ pub fn size_expr(bytes: u64) -> String {
 pub struct MapDef {
     pub name: String,
     pub offset: usize,
+    /// A `struct bpf_map_def SEC("maps")` definition.
+    pub legacy: bool,
 }
 
 /// A `bpf_perf_event_output` (or packet output) call.
@@ -436,10 +438,28 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         }
     }
 
+    // A loader belongs with the BPF sources it names even when it was refused: its program
+    // then stays whole, and its maps are not reported as having no reader.
+    let mut named_by_refused = std::collections::HashSet::new();
+    for (i, a) in analyses.iter().enumerate() {
+        let refused = a.diags.iter().any(|d| d.severity == Severity::Manual);
+        for j in (0..n).filter(|&j| {
+            a.bpf_sources
+                .iter()
+                .any(|s| *s == file_name(&files[j].path))
+        }) {
+            dsu.union(i, j);
+            if refused {
+                named_by_refused.insert(j);
+            }
+        }
+    }
+
     // A map with no consumer in sight cannot be migrated alone: its reader would break.
     for (j, a) in analyses.iter().enumerate() {
         for m in &a.maps {
             match consumed.get(&(j, m.name.clone())) {
+                None if named_by_refused.contains(&j) => {}
                 None => {
                     // The consumer may read a map defined in a header through a BPF source
                     // that includes it; that case was linked above under the header's index.
@@ -469,7 +489,11 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                     let mut d = Diagnostic::at(
                         &files[j],
                         m.offset,
-                        rules::PERF_MAP_DEF,
+                        if m.legacy {
+                            rules::LEGACY_PERF_MAP_DEF
+                        } else {
+                            rules::PERF_MAP_DEF
+                        },
                         Severity::Note,
                         msg,
                     );

@@ -29,6 +29,9 @@ const NO_EQUIVALENT: &[&str] = &[
     "perf_buffer__buffer_cnt",
 ];
 
+/// Functions that print a plain message.
+const MESSAGE_FNS: &[&str] = &["perror", "puts", "fputs", "die", "fatal", "bail"];
+
 /// Functions whose variadic arguments follow a printf format.
 const PRINTF_LIKE: &[&str] = &[
     "printf", "fprintf", "sprintf", "snprintf", "dprintf", "syslog", "warn", "warnx", "err",
@@ -80,6 +83,9 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         let t = c::text(n, src);
         if RENAMED.contains(&t) {
             st.explained.push((n.start_byte(), n.end_byte()));
+            if t == "perf_buffer__consume" {
+                consume_result(cx, n);
+            }
             cx.edits.push(Edit::replace(
                 n.start_byte(),
                 n.end_byte(),
@@ -133,6 +139,121 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 "migrate this use by hand, or rewrite it in the plain libbpf form and run bpf-migrate again",
             );
         }
+    }
+}
+
+/// `perf_buffer__consume()` returns 0 or an error, `ring_buffer__consume()` the number of
+/// records or an error. A result only compared with 0 for sign, or thrown away, means the
+/// same; a truth test of the call becomes `< 0`; anything else is refused.
+fn consume_result(cx: &mut Ctx, ident: Node) {
+    let src = cx.src();
+    let Some(call) = ident.parent().filter(|p| p.kind() == "call_expression") else {
+        return;
+    };
+    let is_zero = |n: Option<Node>| n.is_some_and(|n| c::strip_parens(c::text(n, src)) == "0");
+    let sign_test = |n: Node| -> bool {
+        n.kind() == "binary_expression"
+            && n.child_by_field_name("operator")
+                .is_some_and(|o| matches!(c::text(o, src), "<" | ">="))
+            && is_zero(n.child_by_field_name("right"))
+    };
+    let Some(parent) = call.parent() else { return };
+    match parent.kind() {
+        "expression_statement" => return,
+        "binary_expression" if sign_test(parent) => return,
+        "parenthesized_expression"
+            if parent
+                .parent()
+                .is_some_and(|g| matches!(g.kind(), "if_statement" | "while_statement")) =>
+        {
+            cx.edits.push(Edit::insert(
+                call.end_byte(),
+                " < 0",
+                rules::PERF_BUFFER_API,
+            ));
+            return;
+        }
+        "unary_expression" if c::text(parent, src).starts_with('!') => {
+            cx.edits.push(Edit::replace(
+                parent.start_byte(),
+                parent.start_byte() + 1,
+                "",
+                rules::PERF_BUFFER_API,
+            ));
+            cx.edits.push(Edit::insert(
+                call.end_byte(),
+                " >= 0",
+                rules::PERF_BUFFER_API,
+            ));
+            return;
+        }
+        _ => {}
+    }
+    // `v = perf_buffer__consume(pb);`: every read of v until it is set again tests its sign.
+    let var = match parent.kind() {
+        "assignment_expression" => parent.child_by_field_name("left").map(|l| c::text(l, src)),
+        "init_declarator" => parent
+            .child_by_field_name("declarator")
+            .map(|d| c::text(d, src)),
+        _ => None,
+    };
+    let scope = c::ancestor(call, "function_definition");
+    let ok = match (var, scope) {
+        (Some(v), Some(f)) if c::is_ident(v) => {
+            let mut ok = true;
+            for n in cx.nodes.iter().filter(|n| {
+                n.kind() == "identifier"
+                    && c::text(**n, src) == v
+                    && n.start_byte() > call.end_byte()
+                    && n.end_byte() <= f.end_byte()
+            }) {
+                let p = n.parent();
+                if p.is_some_and(|p| {
+                    p.kind() == "assignment_expression" && p.child_by_field_name("left") == Some(*n)
+                }) {
+                    break;
+                }
+                if p.is_some_and(|p| sign_test(p) && p.child_by_field_name("left") == Some(*n)) {
+                    continue;
+                }
+                // Inside `if (v < 0) ...` the value is an error code in both APIs.
+                let in_error_branch = {
+                    let mut a = n.parent();
+                    let mut found = false;
+                    while let Some(x) = a {
+                        if x.kind() == "if_statement"
+                            && let (Some(cond), Some(then)) = (
+                                x.child_by_field_name("condition"),
+                                x.child_by_field_name("consequence"),
+                            )
+                            && c::strip_parens(c::text(cond, src)).replace(' ', "")
+                                == format!("{v}<0")
+                            && n.start_byte() >= then.start_byte()
+                            && n.end_byte() <= then.end_byte()
+                        {
+                            found = true;
+                            break;
+                        }
+                        a = x.parent();
+                    }
+                    found
+                };
+                if !in_error_branch {
+                    ok = false;
+                    break;
+                }
+            }
+            ok
+        }
+        _ => false,
+    };
+    if !ok {
+        cx.manual(
+            call.start_byte(),
+            rules::CONSUME_RESULT,
+            "the result of perf_buffer__consume() is used as 0-or-error, but ring_buffer__consume() returns the number of records consumed",
+            "test it with `< 0` (errors are negative in both APIs), then run bpf-migrate again",
+        );
     }
 }
 
@@ -261,11 +382,69 @@ fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analysis) {
     if args.len() == 6 || args.len() == 3 {
         st.page_args.push(args[1]);
     }
+    let pages = eval_int(cx, argt(1), 0);
+    if pages.is_none() {
+        runtime_page_count(cx, call, argt(1), args[1]);
+    }
     out.consumers.push(Consumer {
         map,
         offset: at,
-        pages: eval_int(cx, argt(1), 0),
+        pages,
     });
+}
+
+/// A page count chosen at run time no longer sizes anything: the ring's size is fixed in the
+/// BPF map. Say so; a local variable that only held it would be left unused, so refuse that.
+fn runtime_page_count(cx: &mut Ctx, call: Node, text: &str, span: (usize, usize)) {
+    let src = cx.src();
+    if c::is_ident(text)
+        && let Some(func) = c::ancestor(call, "function_definition")
+    {
+        let local = cx.nodes.iter().any(|n| {
+            n.kind() == "declaration"
+                && n.start_byte() >= func.start_byte()
+                && n.end_byte() <= func.end_byte()
+                && {
+                    let mut cursor = n.walk();
+                    n.children_by_field_name("declarator", &mut cursor)
+                        .any(|d| {
+                            let d = if d.kind() == "init_declarator" {
+                                d.child_by_field_name("declarator").unwrap_or(d)
+                            } else {
+                                d
+                            };
+                            strip_ptr(d, src) == text
+                        })
+                }
+        });
+        let uses = cx
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.kind() == "identifier"
+                    && c::text(**n, src) == text
+                    && n.start_byte() >= func.start_byte()
+                    && n.end_byte() <= func.end_byte()
+            })
+            .count();
+        // The declaration and the perf_buffer__new argument: nothing else reads it.
+        if local && uses <= 2 {
+            cx.manual(
+                span.0,
+                rules::UNSUPPORTED_FORM,
+                format!("the page count `{text}` is a local variable that only sizes this perf buffer; it would be left unused"),
+                "the ring buffer's size is set in the BPF map (max_entries); remove the variable or make the page count a constant, then run bpf-migrate again",
+            );
+            return;
+        }
+    }
+    cx.diag(
+        span.0,
+        rules::PERF_BUFFER_NEW,
+        Severity::Note,
+        format!("the page count `{text}` is chosen at run time and no longer applies"),
+        Some("a ring buffer's size is fixed by the map's max_entries in the BPF program (--ringbuf-size); an option that set the page count now does nothing"),
+    );
 }
 
 /// A `#define` that only gave perf buffers their page count is dead once they are gone.
@@ -612,7 +791,7 @@ fn resolve_map(
         });
     }
     if !c::is_ident(inner) {
-        return None;
+        return resolve_field(cx, inner, span, depth);
     }
     // A variable: its initializer or the last assignment before `at` in the same function.
     let func = c::ancestor(at, "function_definition");
@@ -678,6 +857,48 @@ fn resolve_map(
         let args = c::arg_spans(call, src);
         let &(s, e) = args.get(idx)?;
         let (m, spans) = resolve_map(cx, &src[s..e], s, call, depth + 1)?;
+        match &mut found {
+            None => found = Some((m, spans)),
+            Some((m0, s0)) if *m0 == m => s0.extend(spans),
+            Some(_) => return None,
+        }
+    }
+    found.map(|(m, mut s)| {
+        s.push(span);
+        (m, s)
+    })
+}
+
+/// A struct field holding the fd (`env.events_fd`, `app->fd`): the assignments to it in this
+/// file must all resolve to the same map.
+fn resolve_field(
+    cx: &Ctx,
+    path: &str,
+    span: (usize, usize),
+    depth: usize,
+) -> Option<(String, Vec<(usize, usize)>)> {
+    let src = cx.src();
+    let squash = |t: &str| t.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let want = squash(path);
+    let is_path = want
+        .split(['.', '>'])
+        .all(|p| c::is_ident(p.trim_end_matches('-')));
+    if !is_path {
+        return None;
+    }
+    let mut found: Option<(String, Vec<(usize, usize)>)> = None;
+    for n in cx
+        .nodes
+        .iter()
+        .filter(|n| n.kind() == "assignment_expression")
+    {
+        if n.child_by_field_name("left")
+            .is_none_or(|l| squash(c::text(l, src)) != want)
+        {
+            continue;
+        }
+        let v = n.child_by_field_name("right")?;
+        let (m, spans) = resolve_map(cx, c::text(v, src), v.start_byte(), v, depth + 1)?;
         match &mut found {
             None => found = Some((m, spans)),
             Some((m0, s0)) if *m0 == m => s0.extend(spans),
@@ -1051,7 +1272,7 @@ fn callback_body(
 /// is removed (else `-Wunused-function` would warn), with file-scope statics only it used.
 fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, usize)]) {
     let at = creation[0].0;
-    const HELP: &str = "when the ring is full, bpf_ringbuf_output() returns -ENOSPC on the BPF side: count those failures there (e.g. in a per-CPU array) and read the counter from user space";
+    const HELP: &str = "when the ring is full, bpf_ringbuf_output() returns -EAGAIN on the BPF side: count those failures there (e.g. in a per-CPU array) and read the counter from user space";
     if !st.done_callbacks.insert(name.to_string()) {
         return;
     }
@@ -1193,12 +1414,22 @@ fn messages(cx: &mut Ctx) {
         ("Perf buffer", "Ring buffer"),
         ("PERF BUFFER", "RING BUFFER"),
         ("perf_buffer", "ring_buffer"),
-        ("perf-buffer", "ring-buffer"),
-        ("perfbuf", "ringbuf"),
+        ("perf event buffer", "ring buffer"),
     ];
     for n in c::of_kind(cx.nodes, "string_literal") {
         let t = c::text(n, src);
         if !PAIRS.iter().any(|(a, _)| t.contains(a)) {
+            continue;
+        }
+        // Only messages: strings handed to printf-like functions. A map name looked up by
+        // string or a command-line option keeps its spelling.
+        let printed = n
+            .parent()
+            .filter(|p| p.kind() == "argument_list")
+            .and_then(|p| p.parent())
+            .and_then(|call| c::call_name(call, src))
+            .is_some_and(|f| PRINTF_LIKE.contains(&f) || MESSAGE_FNS.contains(&f));
+        if !printed {
             continue;
         }
         let mut new = t.to_string();

@@ -342,6 +342,19 @@ pub fn pad_to(col: usize, tabs: bool) -> String {
 /// like the original: on one line if the original was, else wrapped to the original's width
 /// with continuation lines aligned the way the original aligned them.
 pub fn layout_call(src: &str, start: usize, end: usize, name: &str, args: &[String]) -> String {
+    // An argument that spanned lines is joined: its old continuation indent would not fit
+    // its new column (a `//` comment inside it keeps it as it is).
+    let joined: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.contains('\n') && !a.contains("//") {
+                a.split('\n').map(str::trim).collect::<Vec<_>>().join(" ")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let args = &joined[..];
     let orig = &src[start..end];
     let one_line = format!("{name}({})", args.join(", "));
     if !orig.contains('\n') {

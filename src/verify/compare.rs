@@ -1,0 +1,308 @@
+//! Comparing what user space received: per map, the original's records (first load) against
+//! the migrated program's, with the bytes that differ between two loads of the original
+//! calibrated as noise, perf sample padding ignored, and order ignored when the guest has
+//! more than one CPU.
+
+use serde::Serialize;
+
+use super::btf::Layout;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Equivalent,
+    Different,
+    Inconclusive,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MapReport {
+    pub map: String,
+    pub original: usize,
+    pub original_second_load: usize,
+    pub migrated: usize,
+    pub matched: usize,
+    pub noise_offsets: Vec<usize>,
+    pub lost_original: u64,
+    pub verdict: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding: Option<String>,
+}
+
+/// The size of a perf sample's raw data for an n-byte record: the kernel pads the sample
+/// (with its 4-byte size header) to 8 bytes.
+pub fn perf_padded(n: usize) -> usize {
+    (n + 4).div_ceil(8) * 8 - 4
+}
+
+pub fn decode_hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// `layout` is the event's struct, when BTF tells it: findings name fields, and noise
+/// covers whole integer fields.
+pub fn compare_map(
+    map: &str,
+    orig: &[Vec<u8>],
+    orig2: &[Vec<u8>],
+    new: &[Vec<u8>],
+    lost: u64,
+    cpus: u32,
+    layout: Option<&Layout>,
+) -> MapReport {
+    let mut r = MapReport {
+        map: map.to_string(),
+        original: orig.len(),
+        original_second_load: orig2.len(),
+        migrated: new.len(),
+        matched: 0,
+        noise_offsets: Vec::new(),
+        lost_original: lost,
+        verdict: Verdict::Inconclusive,
+        finding: None,
+    };
+    if orig.is_empty() && new.is_empty() {
+        r.finding = Some(
+            "no events: the workload never reached this program's hooks (try --workload)".into(),
+        );
+        return r;
+    }
+    if orig.len() != orig2.len() || lost > 0 {
+        r.finding = Some(format!(
+            "the original delivered {} and {} events in two loads ({} lost): the run is not repeatable enough to compare",
+            orig.len(),
+            orig2.len(),
+            lost
+        ));
+        return r;
+    }
+    // Noise: offsets where the two loads of the same original differ (same hook invocation,
+    // same index, so the same event).
+    let width = orig.iter().map(Vec::len).max().unwrap_or(0);
+    let mut noise = vec![false; width];
+    for (a, b) in orig.iter().zip(orig2) {
+        for i in 0..a.len().min(b.len()) {
+            if a[i] != b[i] {
+                noise[i] = true;
+            }
+        }
+    }
+    if let Some(l) = layout {
+        for (_, off, size) in &l.fields {
+            let end = (off + size).min(width);
+            if *size <= 8 && (*off..end).any(|i| noise[i]) {
+                noise[*off..end].iter_mut().for_each(|b| *b = true);
+            }
+        }
+    }
+    r.noise_offsets = (0..width).filter(|&i| noise[i]).collect();
+    let masked = |rec: &[u8], n: usize| -> Vec<u8> {
+        rec.iter()
+            .take(n)
+            .enumerate()
+            .map(|(i, &b)| {
+                if noise.get(i).copied().unwrap_or(false) {
+                    0
+                } else {
+                    b
+                }
+            })
+            .collect()
+    };
+    // Sizes: a ring record of n bytes matches a perf sample of perf_padded(n) bytes.
+    let pair_size_ok = |p: &[u8], q: &[u8]| p.len() == perf_padded(q.len()) || p.len() == q.len();
+    let same = |p: &[u8], q: &[u8]| pair_size_ok(p, q) && masked(p, q.len()) == masked(q, q.len());
+    if cpus <= 1 && orig.len() != new.len() {
+        // Events missing (or added) in order: say which, rather than the first byte that
+        // differs once the sequences are out of step.
+        let (mut i, mut j, mut missing) = (0, 0, Vec::new());
+        while i < orig.len() {
+            if j < new.len() && same(&orig[i], &new[j]) {
+                j += 1;
+                r.matched += 1;
+            } else {
+                missing.push(i);
+            }
+            i += 1;
+        }
+        if j == new.len() && !missing.is_empty() {
+            let first = missing[0];
+            let shown: Vec<String> = missing.iter().take(8).map(|m| format!("#{m}")).collect();
+            r.verdict = Verdict::Different;
+            r.finding = Some(format!(
+                "the migrated program delivered {} events, the original {}: original event(s) {}{} have no counterpart (an event dropped on some path, a full ring, or a program that no longer runs)\n  first missing: {}",
+                new.len(),
+                orig.len(),
+                shown.join(", "),
+                if missing.len() > 8 { ", ..." } else { "" },
+                hexdump(&orig[first], usize::MAX)
+            ));
+            return r;
+        }
+        r.matched = 0;
+    }
+    if cpus <= 1 {
+        for (i, (p, q)) in orig.iter().zip(new).enumerate() {
+            if !pair_size_ok(p, q) {
+                r.verdict = Verdict::Different;
+                r.finding = Some(format!(
+                    "event #{i}: the migrated record has {} bytes, the original {} (a perf sample of n bytes arrives padded to {} bytes)",
+                    q.len(),
+                    p.len(),
+                    perf_padded(q.len())
+                ));
+                return r;
+            }
+            let (mp, mq) = (masked(p, q.len()), masked(q, q.len()));
+            if let Some(off) = (0..q.len()).find(|&k| mp[k] != mq[k]) {
+                r.verdict = Verdict::Different;
+                let name = layout
+                    .and_then(|l| {
+                        l.field_at(off).map(|(f, o, _)| {
+                            format!(
+                                " (field `{f}` of struct {}, byte {} of it)",
+                                l.name,
+                                off - o
+                            )
+                        })
+                    })
+                    .unwrap_or_default();
+                r.finding = Some(format!(
+                    "event #{i} differs at byte {off}{name}: original {:02x}, migrated {:02x}\n  original: {}\n  migrated: {}",
+                    p[off],
+                    q[off],
+                    hexdump(&p[..q.len()], off),
+                    hexdump(q, off)
+                ));
+                return r;
+            }
+            r.matched += 1;
+        }
+    } else {
+        // Perf buffers deliver per CPU, a ring buffer in one global order: compare multisets.
+        let mut a: Vec<Vec<u8>> = orig.to_vec();
+        let mut b: Vec<Vec<u8>> = Vec::new();
+        for q in new {
+            match a.iter().position(|p| same(p, q)) {
+                Some(k) => {
+                    a.swap_remove(k);
+                    r.matched += 1;
+                }
+                None => b.push(q.clone()),
+            }
+        }
+        if let Some(q) = b.first() {
+            r.verdict = Verdict::Different;
+            r.finding = Some(format!(
+                "{} migrated event(s) have no equal among the original's; the first: {}",
+                b.len(),
+                hexdump(q, usize::MAX)
+            ));
+            return r;
+        }
+    }
+    if orig.len() != new.len() {
+        r.verdict = Verdict::Different;
+        r.finding = Some(if new.len() < orig.len() {
+            format!(
+                "the migrated program delivered {} events, the original {}: event #{} and later are missing (an event dropped on some path, a full ring, or a program that no longer runs)",
+                new.len(),
+                orig.len(),
+                new.len()
+            )
+        } else {
+            format!(
+                "the migrated program delivered {} events, the original only {}",
+                new.len(),
+                orig.len()
+            )
+        });
+        return r;
+    }
+    r.verdict = Verdict::Equivalent;
+    r
+}
+
+/// Hex bytes with the byte at `mark` in brackets (at most 64 bytes around it).
+fn hexdump(b: &[u8], mark: usize) -> String {
+    let start = if mark == usize::MAX {
+        0
+    } else {
+        mark.saturating_sub(16) & !7
+    };
+    let end = (start + 64).min(b.len());
+    let mut s = String::new();
+    if start > 0 {
+        s.push_str(&format!("[+{start}] "));
+    }
+    for (i, x) in b[start..end].iter().enumerate() {
+        if start + i == mark {
+            s.push_str(&format!("[{x:02x}]"));
+        } else {
+            s.push_str(&format!("{x:02x}"));
+        }
+        if (start + i) % 8 == 7 {
+            s.push(' ');
+        }
+    }
+    if end < b.len() {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_and_noise_are_ignored_but_real_differences_are_not() {
+        // 12-byte events: the perf copy is padded to 12 (12+4=16); bytes 8..12 are a timestamp.
+        let o1 = vec![vec![1, 0, 0, 0, 7, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd]];
+        let o2 = vec![vec![1, 0, 0, 0, 7, 0, 0, 0, 0x11, 0x22, 0x33, 0x44]];
+        let same = vec![vec![1, 0, 0, 0, 7, 0, 0, 0, 0x99, 0x98, 0x97, 0x96]];
+        let r = compare_map("e", &o1, &o2, &same, 0, 1, None);
+        assert_eq!(r.verdict, Verdict::Equivalent, "{:?}", r.finding);
+        let wrong = vec![vec![1, 0, 0, 0, 8, 0, 0, 0, 0x99, 0x98, 0x97, 0x96]];
+        let r = compare_map("e", &o1, &o2, &wrong, 0, 1, None);
+        assert_eq!(r.verdict, Verdict::Different);
+        assert!(r.finding.unwrap().contains("byte 4"));
+        // A 10-byte event arrives as a 12-byte perf sample.
+        let p = vec![vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0]];
+        let q = vec![vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]];
+        assert_eq!(
+            compare_map("e", &p, &p, &q, 0, 1, None).verdict,
+            Verdict::Equivalent
+        );
+        assert_eq!(
+            compare_map("e", &[], &[], &[], 0, 1, None).verdict,
+            Verdict::Inconclusive
+        );
+        let fewer = compare_map(
+            "e",
+            &[q[0].clone(), q[0].clone()],
+            &[q[0].clone(), q[0].clone()],
+            &q,
+            0,
+            1,
+            None,
+        );
+        assert_eq!(fewer.verdict, Verdict::Different);
+    }
+
+    #[test]
+    fn order_is_ignored_with_several_cpus() {
+        let a = vec![vec![1u8; 4], vec![2u8; 4]];
+        let b = vec![vec![2u8; 4], vec![1u8; 4]];
+        assert_eq!(
+            compare_map("e", &a, &a, &b, 0, 2, None).verdict,
+            Verdict::Equivalent
+        );
+        assert_eq!(
+            compare_map("e", &a, &a, &b, 0, 1, None).verdict,
+            Verdict::Different
+        );
+    }
+}

@@ -1,0 +1,639 @@
+//! `bpf-migrate verify`: build the original and the migrated BPF program, load both in a VM
+//! side by side (the original twice, to calibrate noise), drive one workload through all of
+//! them, and compare what user space receives from each map.
+
+pub mod btf;
+pub mod compare;
+pub mod initramfs;
+pub mod kernel;
+pub mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::engine::{self, Options};
+use compare::{MapReport, Verdict, compare_map, decode_hex};
+
+pub struct VerifyOptions {
+    pub paths: Vec<PathBuf>,
+    pub before: Option<PathBuf>,
+    pub after: Option<PathBuf>,
+    pub kernel: Option<PathBuf>,
+    pub accel: qemu::Accel,
+    pub cpus: u32,
+    pub workload: Option<String>,
+    pub timeout: Duration,
+    pub includes: Vec<PathBuf>,
+    pub defines: Vec<String>,
+    pub cflags: Vec<String>,
+    pub keep: bool,
+    pub json: bool,
+    pub engine: Options,
+}
+
+/// One program to verify: its BPF source before and after migration.
+struct Pair {
+    name: String,
+    before: PathBuf,
+    after: PathBuf,
+    /// Include directories searched before the source's own (the migrated copies of a
+    /// program's other changed files).
+    after_includes: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct ProgramReport {
+    pub name: String,
+    pub verdict: Verdict,
+    pub maps: Vec<MapReport>,
+    pub problems: Vec<String>,
+}
+
+/// Exit code: 0 equivalent, 1 different or inconclusive, 2 could not run.
+pub fn run(opts: &VerifyOptions) -> u8 {
+    match run_inner(opts) {
+        Ok((reports, timing)) => {
+            let code = if reports.iter().all(|r| r.verdict == Verdict::Equivalent) {
+                0
+            } else {
+                1
+            };
+            print_reports(opts, &reports, &timing);
+            code
+        }
+        Err(e) => {
+            if opts.json {
+                println!(
+                    "{}",
+                    json!({"type": "verdict", "verdict": "error", "message": format!("{e:#}")})
+                );
+            }
+            eprintln!("error: verify could not run: {e:#}");
+            2
+        }
+    }
+}
+
+struct Timing {
+    accel: &'static str,
+    boot: Duration,
+    vm: Duration,
+    total: Duration,
+    workdir: Option<PathBuf>,
+    workload_log: Vec<String>,
+}
+
+fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
+    let started = Instant::now();
+    let work = tempfile::Builder::new()
+        .prefix("bpf-migrate-verify-")
+        .tempdir()?;
+    let wd = work.path().to_path_buf();
+    let pairs = collect_pairs(opts, &wd)?;
+    if pairs.is_empty() {
+        bail!(
+            "nothing to verify: no migratable BPF program found (bpf-migrate --diff shows what it would change)"
+        );
+    }
+    let (kernel, _) = kernel::find(opts.kernel.as_deref())?;
+    let agent = agent_path()?;
+
+    // Build every object.
+    let objdir = wd.join("objs");
+    std::fs::create_dir_all(&objdir)?;
+    let mut cpio = initramfs::Cpio::default();
+    cpio.executable("/init", &agent)?;
+    let mut manifest_objs = Vec::new();
+    for (k, p) in pairs.iter().enumerate() {
+        let before = objdir.join(format!("p{k}-orig.o"));
+        let after = objdir.join(format!("p{k}-new.o"));
+        compile(opts, &kernel, &p.before, &[], &before)
+            .with_context(|| format!("building the original {}", p.before.display()))?;
+        compile(opts, &kernel, &p.after, &p.after_includes, &after)
+            .with_context(|| format!("building the migrated {}", p.name))?;
+        for (id, obj, poison) in [
+            ("orig-1", &before, 0),
+            ("orig-2", &before, 0xa5),
+            ("new", &after, 0),
+        ] {
+            let guest = format!("/objs/p{k}-{id}.o");
+            cpio.file(&guest, &std::fs::read(obj)?, 0o644);
+            manifest_objs
+                .push(json!({"id": format!("p{k}/{id}"), "path": guest, "poison": poison}));
+        }
+    }
+    let mut workload = Value::Null;
+    if let Some(cmd) = &opts.workload {
+        let mut argv: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+        if argv.is_empty() {
+            bail!("--workload is empty");
+        }
+        let host = which(&argv[0]).ok_or_else(|| anyhow!("--workload: `{}` not found", argv[0]))?;
+        let guest = format!("/work/{}", host.file_name().unwrap().to_string_lossy());
+        cpio.executable(&guest, &host)?;
+        argv[0] = guest;
+        workload = json!(argv);
+    }
+    let manifest =
+        json!({"objects": manifest_objs, "workload": workload, "builtin_workload": true});
+    cpio.file("/manifest.json", manifest.to_string().as_bytes(), 0o644);
+    for d in ["/proc", "/sys", "/dev", "/tmp", "/mnt"] {
+        cpio.dir(d);
+    }
+    let initrd = wd.join("initramfs.cpio");
+    std::fs::write(&initrd, cpio.finish())?;
+
+    let vm = qemu::run(&qemu::VmConfig {
+        kernel: &kernel,
+        initrd: &initrd,
+        cpus: opts.cpus,
+        accel: opts.accel,
+        timeout: opts.timeout,
+        workdir: &wd,
+    })?;
+    let result = vm
+        .frames
+        .iter()
+        .find(|f| f["type"] == "result")
+        .ok_or_else(|| anyhow!("the agent sent no result"))?;
+    if let Some(fatal) = result["fatal"].as_str() {
+        bail!("the guest agent failed: {fatal}");
+    }
+    let mut reports = Vec::new();
+    for (k, p) in pairs.iter().enumerate() {
+        reports.push(judge(
+            &p.name,
+            result,
+            k,
+            opts.cpus,
+            &objdir.join(format!("p{k}-new.o")),
+            &p.after,
+        )?);
+    }
+    let workload_log = result["workload_log"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let workdir = if opts.keep {
+        let kept = work.keep();
+        Some(kept)
+    } else {
+        None
+    };
+    Ok((
+        reports,
+        Timing {
+            accel: vm.accel,
+            boot: vm.boot,
+            vm: vm.total,
+            total: started.elapsed(),
+            workdir,
+            workload_log,
+        },
+    ))
+}
+
+fn agent_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BPF_MIGRATE_AGENT") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name("bpf-migrate-agent");
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!(
+        "the guest agent bpf-migrate-agent is not installed beside {} (cargo install installs both)",
+        exe.display()
+    )
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    if cmd.contains('/') {
+        return Some(PathBuf::from(cmd)).filter(|p| p.is_file());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>> {
+    match (&opts.before, &opts.after) {
+        (Some(a), Some(b)) => {
+            if a.is_file() && b.is_file() {
+                return Ok(vec![Pair {
+                    name: b.display().to_string(),
+                    before: a.clone(),
+                    after: b.clone(),
+                    after_includes: Vec::new(),
+                }]);
+            }
+            if !(a.is_dir() && b.is_dir()) {
+                bail!("--before and --after must both be files or both directories");
+            }
+            let mut pairs = Vec::new();
+            for entry in ignore::WalkBuilder::new(a).build().filter_map(|e| e.ok()) {
+                let p = entry.path();
+                if !p.to_string_lossy().ends_with(".bpf.c") {
+                    continue;
+                }
+                let rel = p.strip_prefix(a).unwrap();
+                let other = b.join(rel);
+                if other.is_file() {
+                    pairs.push(Pair {
+                        name: other.display().to_string(),
+                        before: p.to_path_buf(),
+                        after: other,
+                        after_includes: Vec::new(),
+                    });
+                }
+            }
+            pairs.sort_by(|x, y| x.name.cmp(&y.name));
+            Ok(pairs)
+        }
+        (None, None) => {
+            let paths = if opts.paths.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                opts.paths.clone()
+            };
+            let found = crate::discover::discover(&paths);
+            if let Some(e) = found.errors.first() {
+                bail!("{}: {}", e.file, e.message);
+            }
+            let outcome = engine::migrate(&found.files, &opts.engine);
+            for d in outcome
+                .diags
+                .iter()
+                .filter(|d| d.severity == crate::report::Severity::Manual)
+            {
+                eprint!("{}", d.render(false));
+            }
+            let after_root = wd.join("after");
+            let mut pairs = Vec::new();
+            // Every changed file goes into the migrated tree, so that migrated headers shadow
+            // the originals; each changed BPF source is one program to verify.
+            for ch in &outcome.changes {
+                let f = &found.files[ch.file];
+                let dest = after_root.join(&f.display);
+                std::fs::create_dir_all(dest.parent().unwrap())?;
+                std::fs::write(&dest, &ch.new_text)?;
+            }
+            for ch in &outcome.changes {
+                let f = &found.files[ch.file];
+                if !f.text.contains("SEC(")
+                    || !ch.new_text.contains("BPF_MAP_TYPE_RINGBUF")
+                        && !ch.new_text.contains("bpf_ringbuf_output")
+                {
+                    continue;
+                }
+                let dest = after_root.join(&f.display);
+                let mut incs = vec![dest.parent().unwrap().to_path_buf()];
+                incs.push(f.path.parent().map(Path::to_path_buf).unwrap_or_default());
+                pairs.push(Pair {
+                    name: f.display.clone(),
+                    before: f.path.clone(),
+                    after: dest,
+                    after_includes: incs,
+                });
+            }
+            Ok(pairs)
+        }
+        _ => bail!("--before and --after go together"),
+    }
+}
+
+fn compile(
+    opts: &VerifyOptions,
+    kernel: &Path,
+    src: &Path,
+    first_includes: &[PathBuf],
+    out: &Path,
+) -> Result<()> {
+    let text =
+        std::fs::read_to_string(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let src_dir = src.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut cmd = Command::new("clang");
+    cmd.args(["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-c"]);
+    for i in first_includes {
+        cmd.arg("-I").arg(i);
+    }
+    cmd.arg("-I").arg(&src_dir);
+    for i in &opts.includes {
+        cmd.arg("-I").arg(i);
+    }
+    for d in &opts.defines {
+        cmd.arg(format!("-D{d}"));
+    }
+    for f in &opts.cflags {
+        cmd.arg(f);
+    }
+    // vmlinux.h from the guest kernel's BTF when the program wants one and none is at hand.
+    if text.contains("vmlinux.h")
+        && !first_includes
+            .iter()
+            .chain([&src_dir])
+            .chain(&opts.includes)
+            .any(|d| d.join("vmlinux.h").is_file())
+    {
+        cmd.arg("-I").arg(kernel::vmlinux_h(kernel)?);
+    }
+    cmd.args(["-idirafter", "/usr/include/x86_64-linux-gnu"]);
+    cmd.arg(src).arg("-o").arg(out);
+    let o = cmd
+        .output()
+        .context("clang not found (apt-get install clang)")?;
+    if !o.status.success() {
+        bail!(
+            "clang failed:\n{}",
+            String::from_utf8_lossy(&o.stderr).trim_end()
+        );
+    }
+    Ok(())
+}
+
+fn obj<'a>(result: &'a Value, id: &str) -> Option<&'a Value> {
+    result["objects"].as_array()?.iter().find(|o| o["id"] == id)
+}
+
+fn records(map: &Value) -> Vec<Vec<u8>> {
+    map["records"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(decode_hex))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn judge(
+    name: &str,
+    result: &Value,
+    k: usize,
+    cpus: u32,
+    new_obj: &Path,
+    new_src: &Path,
+) -> Result<ProgramReport> {
+    let o1 = obj(result, &format!("p{k}/orig-1")).ok_or_else(|| anyhow!("no result for {name}"))?;
+    let o2 = obj(result, &format!("p{k}/orig-2")).ok_or_else(|| anyhow!("no result for {name}"))?;
+    let nw = obj(result, &format!("p{k}/new")).ok_or_else(|| anyhow!("no result for {name}"))?;
+    let mut rep = ProgramReport {
+        name: name.to_string(),
+        verdict: Verdict::Equivalent,
+        maps: Vec::new(),
+        problems: Vec::new(),
+    };
+    if let Some(e) = o1["load_error"].as_str() {
+        bail!(
+            "the original {name} does not load in the guest kernel:\n{}",
+            qemu::tail(e, 40)
+        );
+    }
+    if let Some(e) = nw["load_error"].as_str() {
+        rep.verdict = Verdict::Different;
+        rep.problems.push(format!(
+            "the migrated program does not load (verifier log follows):\n{}",
+            qemu::tail(e, 40)
+        ));
+        return Ok(rep);
+    }
+    let progs = |o: &Value| o["programs"].as_array().cloned().unwrap_or_default();
+    for p in progs(o1) {
+        let pname = p["name"].as_str().unwrap_or("?");
+        let twin = progs(nw).into_iter().find(|q| q["name"] == p["name"]);
+        match (
+            p["attach"].as_str(),
+            twin.as_ref().and_then(|t| t["attach"].as_str()),
+        ) {
+            (Some("ok"), Some("ok")) | (Some("test_run"), Some("test_run")) => {}
+            (Some("ok"), _) => {
+                rep.verdict = Verdict::Different;
+                rep.problems.push(format!(
+                    "program `{pname}` ({}) attaches in the original but not in the migrated program: {}",
+                    p["section"].as_str().unwrap_or(""),
+                    twin.as_ref().and_then(|t| t["error"].as_str()).unwrap_or("missing")
+                ));
+            }
+            (Some("error"), _) => {
+                rep.problems.push(format!(
+                    "program `{pname}` does not attach in the guest even in the original: {}",
+                    p["error"].as_str().unwrap_or("")
+                ));
+                if rep.verdict == Verdict::Equivalent {
+                    rep.verdict = Verdict::Inconclusive;
+                }
+            }
+            _ => {}
+        }
+    }
+    let maps = |o: &Value| o["maps"].as_array().cloned().unwrap_or_default();
+    let perf_maps: Vec<Value> = maps(o1)
+        .into_iter()
+        .filter(|m| m["kind"] == "perf")
+        .collect();
+    if perf_maps.is_empty() {
+        rep.verdict = Verdict::Inconclusive;
+        rep.problems
+            .push("the original has no perf event array to compare".into());
+    }
+    for m in perf_maps {
+        let mname = m["name"].as_str().unwrap_or("?").to_string();
+        let m2 = maps(o2)
+            .into_iter()
+            .find(|x| x["name"] == m["name"])
+            .unwrap_or(Value::Null);
+        let Some(mn) = maps(nw)
+            .into_iter()
+            .find(|x| x["name"] == m["name"] && x["kind"] == "ring")
+        else {
+            rep.verdict = Verdict::Different;
+            rep.problems.push(format!(
+                "map `{mname}` is not a ring buffer in the migrated program"
+            ));
+            continue;
+        };
+        let lost = m["lost"].as_u64().unwrap_or(0) + m2["lost"].as_u64().unwrap_or(0);
+        let new_recs = records(&mn);
+        let layout = event_struct(new_src, &mname)
+            .and_then(|s| btf::layout_named(new_obj, &s))
+            .or_else(|| {
+                new_recs
+                    .iter()
+                    .map(Vec::len)
+                    .max()
+                    .and_then(|len| btf::layout_for(new_obj, len))
+            });
+        let r = compare_map(
+            &mname,
+            &records(&m),
+            &records(&m2),
+            &new_recs,
+            lost,
+            cpus,
+            layout.as_ref(),
+        );
+        match r.verdict {
+            Verdict::Different => rep.verdict = Verdict::Different,
+            Verdict::Inconclusive if rep.verdict == Verdict::Equivalent => {
+                rep.verdict = Verdict::Inconclusive
+            }
+            _ => {}
+        }
+        rep.maps.push(r);
+    }
+    Ok(rep)
+}
+
+fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
+    if opts.json {
+        for r in reports {
+            for m in &r.maps {
+                let mut v = serde_json::to_value(m).unwrap();
+                v["type"] = json!("map");
+                v["program"] = json!(r.name);
+                println!("{v}");
+            }
+            println!(
+                "{}",
+                json!({"type": "program", "program": r.name, "verdict": r.verdict, "problems": r.problems})
+            );
+        }
+        let all = if reports.iter().all(|r| r.verdict == Verdict::Equivalent) {
+            "equivalent"
+        } else if reports.iter().any(|r| r.verdict == Verdict::Different) {
+            "different"
+        } else {
+            "inconclusive"
+        };
+        println!(
+            "{}",
+            json!({"type": "verdict", "verdict": all, "accel": t.accel, "boot_ms": t.boot.as_millis(), "vm_ms": t.vm.as_millis(), "total_ms": t.total.as_millis()})
+        );
+        return;
+    }
+    let mut s = String::new();
+    for r in reports {
+        s.push_str(&format!(
+            "{}: {}\n",
+            r.name,
+            match r.verdict {
+                Verdict::Equivalent => "equivalent",
+                Verdict::Different => "DIFFERENT",
+                Verdict::Inconclusive => "inconclusive",
+            }
+        ));
+        for m in &r.maps {
+            s.push_str(&format!(
+                "  map {:<16} events: original {} (second load {}), migrated {}, matched {}{}\n",
+                m.map,
+                m.original,
+                m.original_second_load,
+                m.migrated,
+                m.matched,
+                if m.noise_offsets.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} noisy byte(s) ignored", m.noise_offsets.len())
+                }
+            ));
+            if let Some(f) = &m.finding {
+                for line in f.lines() {
+                    s.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+        for p in &r.problems {
+            for line in p.lines() {
+                s.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
+    s.push_str(&format!(
+        "verify: guest ({}) booted to the agent in {:.2} s, VM {:.2} s, total {:.2} s\n",
+        t.accel,
+        t.boot.as_secs_f64(),
+        t.vm.as_secs_f64(),
+        t.total.as_secs_f64()
+    ));
+    if let Some(w) = &t.workdir {
+        s.push_str(&format!("work directory kept: {}\n", w.display()));
+    }
+    for l in &t.workload_log {
+        if !l.starts_with("child exited") {
+            s.push_str(&format!("workload: {l}\n"));
+        }
+    }
+    print!("{s}");
+}
+
+/// The struct a migrated program writes to `map`: the type of `e` in
+/// `bpf_ringbuf_output(&map, &e, ...)` (or `e` for a pointer), from its declaration in the
+/// same function.
+fn event_struct(src_path: &Path, map: &str) -> Option<String> {
+    use crate::lang::c;
+    let src = std::fs::read_to_string(src_path).ok()?;
+    let parsed = c::parse(&src, None)?;
+    let nodes = c::descendants(parsed.tree.root_node());
+    for call in c::of_kind(&nodes, "call_expression") {
+        if c::call_name(call, &src) != Some("bpf_ringbuf_output") {
+            continue;
+        }
+        let args = c::arg_spans(call, &src);
+        if args.len() != 4
+            || c::strip_parens(&src[args[0].0..args[0].1])
+                .trim_start_matches('&')
+                .trim()
+                != map
+        {
+            continue;
+        }
+        let data = c::strip_parens(&src[args[1].0..args[1].1])
+            .trim_start_matches('&')
+            .trim();
+        if !c::is_ident(data) {
+            continue;
+        }
+        let func = c::ancestor(call, "function_definition")?;
+        for d in nodes.iter().filter(|n| {
+            n.kind() == "declaration"
+                && n.start_byte() >= func.start_byte()
+                && n.end_byte() <= func.end_byte()
+        }) {
+            let ty = d.child_by_field_name("type")?;
+            if ty.kind() != "struct_specifier" {
+                continue;
+            }
+            let mut cursor = d.walk();
+            let declares = d
+                .children_by_field_name("declarator", &mut cursor)
+                .any(|decl| {
+                    let t = c::text(decl, &src);
+                    let name = t
+                        .split('=')
+                        .next()
+                        .unwrap_or(t)
+                        .trim()
+                        .trim_start_matches('*')
+                        .trim();
+                    name == data
+                });
+            if declares {
+                return ty
+                    .child_by_field_name("name")
+                    .map(|n| c::text(n, &src).to_string());
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,240 @@
+//! Running the guest: `qemu-system-x86_64` with the kernel and initramfs, the console on the
+//! first serial port (a log file) and results on the second. KVM only where it works: a KVM
+//! guest that does not reach the agent by a deadline is killed and the run repeats under TCG.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+pub struct VmConfig<'a> {
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub cpus: u32,
+    pub accel: Accel,
+    pub timeout: Duration,
+    pub workdir: &'a Path,
+}
+
+pub struct VmRun {
+    /// Frames the agent sent, in order.
+    pub frames: Vec<Value>,
+    pub console: String,
+    pub accel: &'static str,
+    /// From qemu's start to the agent's first frame.
+    pub boot: Duration,
+    pub total: Duration,
+}
+
+/// Kills qemu when dropped, so no guest outlives a failed or interrupted run.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+pub fn run(cfg: &VmConfig) -> Result<VmRun> {
+    match cfg.accel {
+        Accel::Tcg => boot(cfg, "tcg", cfg.timeout),
+        Accel::Kvm => boot(cfg, "kvm", cfg.timeout),
+        Accel::Auto if kvm_usable() => {
+            // /dev/kvm existing is no proof (nested setups hang): give KVM a deadline to reach
+            // the agent, then fall back to TCG.
+            match boot_until_ready(cfg, "kvm", Duration::from_secs(10)) {
+                Ok(r) => Ok(r),
+                Err(_) => boot(cfg, "tcg", cfg.timeout),
+            }
+        }
+        Accel::Auto => boot(cfg, "tcg", cfg.timeout),
+    }
+}
+
+fn boot(cfg: &VmConfig, accel: &'static str, timeout: Duration) -> Result<VmRun> {
+    run_vm(cfg, accel, timeout, None)
+}
+
+fn boot_until_ready(
+    cfg: &VmConfig,
+    accel: &'static str,
+    ready_deadline: Duration,
+) -> Result<VmRun> {
+    run_vm(cfg, accel, cfg.timeout, Some(ready_deadline))
+}
+
+fn run_vm(
+    cfg: &VmConfig,
+    accel: &'static str,
+    timeout: Duration,
+    ready_deadline: Option<Duration>,
+) -> Result<VmRun> {
+    let console = cfg.workdir.join(format!("console-{accel}.log"));
+    let results = cfg.workdir.join(format!("results-{accel}.log"));
+    let _ = std::fs::remove_file(&console);
+    let _ = std::fs::remove_file(&results);
+    let mem = 256 + 128 * cfg.cpus;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-machine",
+        "pc",
+        "-nodefaults",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+    ])
+    .args(["-accel", accel])
+    .args(["-cpu", if accel == "kvm" { "host" } else { "max" }])
+    .args(["-m", &mem.to_string(), "-smp", &cfg.cpus.to_string()])
+    .arg("-kernel")
+    .arg(cfg.kernel)
+    .arg("-initrd")
+    .arg(cfg.initrd)
+    .args([
+        "-append",
+        "console=ttyS0 panic=-1 oops=panic loglevel=4 mitigations=off",
+    ])
+    .arg("-serial")
+    .arg(format!("file:{}", console.display()))
+    .arg("-serial")
+    .arg(format!("file:{}", results.display()))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .context("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")?;
+    let mut guard = Guard(child);
+    let mut boot = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let frames = read_frames(&results);
+        if boot.is_none() && !frames.is_empty() {
+            boot = Some(start.elapsed());
+        }
+        let done = frames.iter().any(|f| f["type"] == "done");
+        let exited = guard.0.try_wait()?.is_some();
+        if done || exited {
+            // Let qemu flush and exit on its own after the power-off.
+            let wait_until = Instant::now() + Duration::from_secs(2);
+            while guard.0.try_wait()?.is_none() && Instant::now() < wait_until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let frames = read_frames(&results);
+            let console_text = std::fs::read_to_string(&console).unwrap_or_default();
+            if !frames.iter().any(|f| f["type"] == "done") {
+                let mut stderr = String::new();
+                if let Some(mut e) = guard.0.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                bail!(
+                    "the guest stopped before the agent finished{}\n--- qemu: {}\n--- guest console (last lines):\n{}",
+                    if console_text.contains("Kernel panic") {
+                        " (kernel panic)"
+                    } else {
+                        ""
+                    },
+                    stderr.trim(),
+                    tail(&console_text, 30)
+                );
+            }
+            return Ok(VmRun {
+                frames,
+                console: console_text,
+                accel,
+                boot: boot.unwrap_or_default(),
+                total: start.elapsed(),
+            });
+        }
+        if let Some(d) = ready_deadline
+            && boot.is_none()
+            && start.elapsed() > d
+        {
+            bail!("the {accel} guest did not reach the agent within {d:?}");
+        }
+        if start.elapsed() > timeout {
+            let console_text = std::fs::read_to_string(&console).unwrap_or_default();
+            bail!(
+                "the guest did not finish within {timeout:?} (--timeout); qemu was stopped\n--- guest console (last lines):\n{}",
+                tail(&console_text, 30)
+            );
+        }
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Valid frames in the results file: `BPFM1 <len> <fnv1a64> <json>`; anything else (or a
+/// frame whose length or checksum is off) is ignored.
+pub fn read_frames(path: &PathBuf) -> Vec<Value> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines().filter_map(parse_frame).collect()
+}
+
+pub fn parse_frame(line: &str) -> Option<Value> {
+    let at = line.find("BPFM1 ")?;
+    let mut parts = line[at + 6..].splitn(3, ' ');
+    let len: usize = parts.next()?.parse().ok()?;
+    let sum = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let body = parts.next()?.trim_end_matches('\r');
+    if body.len() != len || fnv1a(body.as_bytes()) != sum {
+        return None;
+    }
+    serde_json::from_str(body).ok()
+}
+
+fn fnv1a(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for x in b {
+        h ^= u64::from(*x);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_survive_noise_and_reject_damage() {
+        let body = r#"{"type":"done"}"#;
+        let good = format!(
+            "BPFM1 {} {:016x} {}",
+            body.len(),
+            fnv1a(body.as_bytes()),
+            body
+        );
+        assert!(parse_frame(&format!("[  1.0] noise {good}")).is_some());
+        assert!(parse_frame(&good.replace("done", "dona")).is_none());
+        assert!(parse_frame("BPFM1 3 0 {}").is_none());
+    }
+}

@@ -1,0 +1,175 @@
+//! `bpf-migrate verify` end to end: real clang builds, a real Debian kernel under qemu, the
+//! guest agent loading the objects through libbpf-rs. Nothing is loaded into the host kernel.
+//! The kernel is provisioned into the cache on first use (`apt-get download`).
+
+mod common;
+
+use serde_json::Value;
+
+use common::*;
+
+fn json_lines(out: &std::process::Output) -> Vec<Value> {
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn maps_of<'a>(lines: &'a [Value], program: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "map" && v["program"].as_str().unwrap_or("").contains(program))
+        .collect()
+}
+
+#[test]
+fn migrated_fixtures_verify_equivalent() {
+    // Tracepoint, kprobe, fentry, raw tracepoint and tc programs; stack events, per-CPU heaps,
+    // variable-length records, timestamps; two maps in one program. One VM for all of them.
+    let programs = [
+        "execsnoop",
+        "opensnoop",
+        "vfsstat_fentry",
+        "rawtp_openat",
+        "tcpkt",
+        "twomaps",
+        "epoll_consume",
+    ];
+    let mut args = vec!["verify", "--format", "json"];
+    let paths: Vec<String> = programs
+        .iter()
+        .map(|p| format!("fixtures/{p}/input"))
+        .collect();
+    args.extend(paths.iter().map(String::as_str));
+    let out = run(&root(), &args);
+    let lines = json_lines(&out);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    for p in programs {
+        let maps = maps_of(&lines, &format!("{p}.bpf.c"));
+        assert!(!maps.is_empty(), "{p}: no map compared");
+        for m in maps {
+            assert_eq!(m["verdict"], "equivalent", "{p}: {m}");
+            let n = m["original"].as_u64().unwrap();
+            assert!(n > 0, "{p}: map {} saw no events", m["map"]);
+            assert_eq!(m["migrated"].as_u64().unwrap(), n, "{p}: {m}");
+            assert_eq!(m["matched"].as_u64().unwrap(), n, "{p}: {m}");
+        }
+    }
+    let verdict = lines.last().unwrap();
+    assert_eq!(verdict["verdict"], "equivalent");
+}
+
+#[test]
+fn wrong_migrations_are_caught_with_the_map_and_event_named() {
+    let out = run(
+        &root(),
+        &[
+            "verify",
+            "--format",
+            "json",
+            "--before",
+            "fixtures/verify-wrong/before",
+            "--after",
+            "fixtures/verify-wrong/after",
+        ],
+    );
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    let lines = json_lines(&out);
+    let finding = |prog: &str, map: &str| -> String {
+        maps_of(&lines, prog)
+            .into_iter()
+            .find(|m| m["map"] == map)
+            .map(|m| {
+                assert_eq!(m["verdict"], "different", "{prog}/{map}: {m}");
+                m["finding"].as_str().unwrap_or("").to_string()
+            })
+            .unwrap_or_else(|| panic!("{prog}: no map {map}"))
+    };
+    let f = finding("field_unset", "exec_events");
+    assert!(f.contains("event #0") && f.contains("field `ppid`"), "{f}");
+    let f = finding("wrong_size", "exec_events");
+    assert!(
+        f.contains("event #0") && f.contains("has 160 bytes, the original 172"),
+        "{f}"
+    );
+    let f = finding("dropped_path", "exit_events");
+    assert!(f.contains("have no counterpart") && f.contains("#1"), "{f}");
+    let prog = lines
+        .iter()
+        .find(|v| v["type"] == "program" && v["program"].as_str().unwrap().contains("no_attach"))
+        .unwrap();
+    assert_eq!(prog["verdict"], "different");
+    assert!(
+        prog["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("`handle_exec`"),
+        "{prog}"
+    );
+    // The maps the wrong migrations did not touch still match.
+    for p in ["field_unset", "wrong_size", "no_attach"] {
+        assert_eq!(
+            maps_of(&lines, p)
+                .iter()
+                .find(|m| m["map"] == "exit_events")
+                .unwrap()["verdict"],
+            "equivalent"
+        );
+    }
+}
+
+#[test]
+fn hooks_the_workload_never_reaches_are_inconclusive() {
+    // Block I/O tracepoints: the guest has no disk.
+    let out = run(&root(), &["verify", "fixtures/biosnoop_varlen/input"]);
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("inconclusive") && stdout(&out).contains("no events"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn verify_that_cannot_run_exits_two_and_says_why() {
+    let tmp = tempdir();
+    let out = run(
+        &root(),
+        &[
+            "verify",
+            "--kernel",
+            "/nonexistent/vmlinux",
+            "fixtures/execsnoop/input",
+        ],
+    );
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("/nonexistent/vmlinux"),
+        "{}",
+        stderr(&out)
+    );
+    // A migrated source that does not build.
+    let before = root().join("fixtures/verify-wrong/before/field_unset.bpf.c");
+    let after = tmp.path().join("broken.bpf.c");
+    std::fs::write(&after, "int oops(void) { return }\n").unwrap();
+    let out = run(
+        &root(),
+        &[
+            "verify",
+            "--before",
+            before.to_str().unwrap(),
+            "--after",
+            after.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("clang failed"), "{}", stderr(&out));
+    // Nothing to verify.
+    let out = run(tmp.path(), &["verify", "."]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("nothing to verify"),
+        "{}",
+        stderr(&out)
+    );
+}
