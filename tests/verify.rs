@@ -35,7 +35,8 @@ fn migrated_fixtures_verify_equivalent() {
         "twomaps",
         "epoll_consume",
     ];
-    let mut args = vec!["verify", "--format", "json"];
+    // `true` as the user's workload: one more exec, copied into the guest with its libraries.
+    let mut args = vec!["verify", "--format", "json", "--workload", "true"];
     let paths: Vec<String> = programs
         .iter()
         .map(|p| format!("fixtures/{p}/input"))
@@ -57,6 +58,9 @@ fn migrated_fixtures_verify_equivalent() {
     }
     let verdict = lines.last().unwrap();
     assert_eq!(verdict["verdict"], "equivalent");
+    // Three children of the built-in workload and the user's command.
+    let exec = maps_of(&lines, "execsnoop.bpf.c")[0];
+    assert_eq!(exec["original"], 4, "{exec}");
 }
 
 #[test]

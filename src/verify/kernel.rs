@@ -99,7 +99,10 @@ pub fn provision(dir: &Path) -> Result<PathBuf> {
                 .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
         })
         .ok_or_else(|| anyhow!("{pkg} holds no boot/vmlinuz-*"))?;
-    let vmlinux = extract_vmlinux(&fs::read(&vmlinuz)?)?;
+    let bzimage = fs::read(&vmlinuz)?;
+    let vmlinux = extract_vmlinux(&bzimage)?;
+    // The compressed image too: the benchmark boots it as a baseline.
+    fs::write(dir.join("vmlinuz"), &bzimage)?;
     let tmp = dir.join("vmlinux.tmp");
     fs::write(&tmp, vmlinux)?;
     fs::rename(&tmp, dir.join("vmlinux"))?;
@@ -161,9 +164,16 @@ pub fn vmlinux_h(kernel: &Path) -> Result<PathBuf> {
         return Ok(dir);
     }
     fs::create_dir_all(&dir)?;
+    // A bzImage carries its BTF inside the compressed kernel.
+    let mut elf = kernel.to_path_buf();
+    let data = fs::read(kernel)?;
+    if !data.starts_with(b"\x7fELF") {
+        elf = dir.join("vmlinux.tmp");
+        fs::write(&elf, extract_vmlinux(&data)?)?;
+    }
     let out = Command::new("bpftool")
         .args(["btf", "dump", "file"])
-        .arg(kernel)
+        .arg(&elf)
         .args(["format", "c"])
         .output()
         .context("bpftool not found (apt-get install bpftool): it generates vmlinux.h from the guest kernel")?;
@@ -173,6 +183,9 @@ pub fn vmlinux_h(kernel: &Path) -> Result<PathBuf> {
             kernel.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
+    }
+    if elf != kernel {
+        let _ = fs::remove_file(&elf);
     }
     let tmp = dir.join("vmlinux.h.tmp");
     fs::write(&tmp, &out.stdout)?;

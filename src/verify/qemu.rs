@@ -121,6 +121,14 @@ fn run_vm(
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
+    // If bpf-migrate dies (Ctrl-C, kill), the guest dies with it: no stray qemu.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let start = Instant::now();
     let child = cmd
         .spawn()
