@@ -13,7 +13,10 @@ use crate::source::SourceFile;
 
 /// File kinds bpf-migrate reads.
 pub fn is_candidate(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()), Some("c" | "h"))
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("c" | "h" | "py")
+    )
 }
 
 #[derive(Default)]
@@ -79,6 +82,16 @@ pub fn discover(paths: &[PathBuf]) -> Discovered {
             .unwrap_or_default();
         if let Some(stem) = name.strip_suffix(".bpf.c") {
             partners.push(dir.join(format!("{stem}.c")));
+        } else if name.ends_with(".py") {
+            // BCC's BPF(src_file="x.c"): the C file, relative to the tool.
+            if let Ok(text) = fs::read_to_string(p) {
+                for line in text.lines().filter(|l| l.contains("src_file")) {
+                    let quoted: Vec<&str> = line.split(['"', '\'']).skip(1).step_by(2).collect();
+                    if let Some(last) = quoted.last() {
+                        partners.push(dir.join(last.trim_start_matches('/')));
+                    }
+                }
+            }
         } else if let Some(stem) = name.strip_suffix(".c") {
             partners.push(dir.join(format!("{stem}.bpf.c")));
             if let Ok(text) = fs::read_to_string(p) {

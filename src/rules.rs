@@ -20,6 +20,11 @@ pub const NULL_CHECK: &str = "null-check";
 pub const SAMPLE_CALLBACK: &str = "sample-callback";
 pub const LOST_CALLBACK: &str = "lost-callback";
 pub const PERF_BUFFER_MESSAGE: &str = "perf-buffer-message";
+pub const BCC_PERF_OUTPUT: &str = "bcc-perf-output";
+pub const BCC_PERF_SUBMIT: &str = "bcc-perf-submit";
+pub const BCC_OPEN_PERF_BUFFER: &str = "bcc-open-perf-buffer";
+pub const BCC_POLL: &str = "bcc-poll";
+pub const BCC_CALLBACK: &str = "bcc-callback";
 // Refusals: the program is left untouched.
 pub const OUTPUT_FLAGS: &str = "output-flags";
 pub const OUTPUT_CTXLEN: &str = "output-ctxlen";
@@ -34,6 +39,7 @@ pub const UNRESOLVED_MAP: &str = "unresolved-map";
 pub const UNLINKED_PROGRAM: &str = "unlinked-program";
 pub const OPTS_UNSUPPORTED: &str = "opts-unsupported";
 pub const CONSUME_RESULT: &str = "consume-result";
+pub const BCC_SUBMIT_SKB: &str = "bcc-submit-skb";
 // Warnings on a migrated program.
 pub const NMI_CONTEXT: &str = "nmi-context";
 // Not rules: input that could not be processed.

@@ -2,7 +2,7 @@
 
 use tree_sitter::Node;
 
-use super::{Analysis, Ctx, MapDef, OutputSite};
+use super::{Analysis, Ctx, MapDef, MapKind, OutputSite};
 use crate::edit::Edit;
 use crate::lang::c::{self, Tok};
 use crate::report::Severity;
@@ -99,7 +99,11 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         out.maps.push(MapDef {
             name: d.name,
             offset: d.name_span.0,
-            legacy: d.legacy,
+            kind: if d.legacy {
+                MapKind::Legacy
+            } else {
+                MapKind::Btf
+            },
         });
     }
     out.outputs.extend(outputs);

@@ -5,7 +5,9 @@
 //! (`Severity::Manual`) where it cannot. Linking then groups files into programs (a BPF object
 //! and every consumer of its maps); a program with any refusal keeps none of its edits.
 
+pub mod bcc;
 pub mod bpf;
+pub mod python;
 pub mod user;
 
 use std::collections::{BTreeMap, HashMap};
@@ -61,8 +63,17 @@ pub fn size_expr(bytes: u64) -> String {
 pub struct MapDef {
     pub name: String,
     pub offset: usize,
-    /// A `struct bpf_map_def SEC("maps")` definition.
-    pub legacy: bool,
+    pub kind: MapKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapKind {
+    /// `struct { __uint(type, ...); ... } name SEC(".maps");`
+    Btf,
+    /// `struct bpf_map_def SEC("maps") name = { ... };`
+    Legacy,
+    /// BCC's `BPF_PERF_OUTPUT(name);`
+    Bcc,
 }
 
 /// A `bpf_perf_event_output` (or packet output) call.
@@ -93,6 +104,8 @@ pub struct Analysis {
     pub bpf_sources: Vec<String>,
     /// Files this file includes with `#include "..."`, as written.
     pub includes: Vec<String>,
+    /// C files a BCC tool loads with `BPF(src_file=...)`.
+    pub bcc_sources: Vec<PathBuf>,
     pub edits: Vec<Edit>,
     pub diags: Vec<Diagnostic>,
 }
@@ -109,6 +122,24 @@ pub struct Ctx<'a, 't> {
 }
 
 impl<'a, 't> Ctx<'a, 't> {
+    pub fn new(
+        file: &'a SourceFile,
+        tree: &'t Tree,
+        nodes: &'a [Node<'t>],
+        toks: &'a [(Tok, usize, usize)],
+        opts: &'a Options,
+    ) -> Self {
+        Ctx {
+            file,
+            tree,
+            nodes,
+            toks,
+            opts,
+            edits: Vec::new(),
+            diags: Vec::new(),
+        }
+    }
+
     pub fn src(&self) -> &'a str {
         &self.file.text
     }
@@ -158,6 +189,9 @@ pub const C_TRIGGERS: &[&str] = &[
     "bpf_skb_output",
     "bpf_xdp_output",
     "perf_buffer",
+    "BPF_PERF_OUTPUT",
+    "perf_submit",
+    "kprobe_poll",
 ];
 
 pub fn has_trigger(text: &str) -> bool {
@@ -176,7 +210,12 @@ pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
         0
     };
     let range = [bom..file.text.len()];
-    let Some(parsed) = c::parse(&file.text, Some(&range)) else {
+    let parsed = if bcc::has_trigger(&file.text) {
+        c::parse_bcc(&file.text, Some(&range))
+    } else {
+        c::parse(&file.text, Some(&range))
+    };
+    let Some(parsed) = parsed else {
         a.diags.push(Diagnostic::file_error(
             &file.display,
             rules::PARSE_ERROR,
@@ -208,17 +247,12 @@ pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
         );
         return a;
     }
-    let mut cx = Ctx {
-        file,
-        tree: &parsed.tree,
-        nodes: &nodes,
-        toks: &toks,
-        opts,
-        edits: Vec::new(),
-        diags: Vec::new(),
-    };
+    let mut cx = Ctx::new(file, &parsed.tree, &nodes, &toks, opts);
     bpf::analyze(&mut cx, &mut a);
     user::analyze(&mut cx, &mut a);
+    if bcc::has_trigger(&file.text) {
+        bcc::analyze(&mut cx, &mut a);
+    }
     for n in c::of_kind(&nodes, "preproc_include") {
         if let Some(p) = n.child_by_field_name("path")
             && p.kind() == "string_literal"
@@ -293,8 +327,24 @@ fn dir_of(p: &Path) -> PathBuf {
 
 /// Migrates a set of files: analysis, linking, and the edits of every program that can move
 /// whole. `files` should already hold each program's partner files (see `discover`).
+pub fn is_python(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "py")
+}
+
+/// Analyses one file of any kind bpf-migrate reads.
+pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
+    if !has_trigger(&file.text) {
+        return Analysis::default();
+    }
+    if is_python(&file.path) {
+        python::analyze(file, opts)
+    } else {
+        analyze_c(file, opts)
+    }
+}
+
 pub fn migrate(files: &[SourceFile], opts: &Options) -> Outcome {
-    let mut analyses: Vec<Analysis> = files.iter().map(|f| analyze_c(f, opts)).collect();
+    let mut analyses: Vec<Analysis> = files.iter().map(|f| analyze(f, opts)).collect();
     link_and_apply(files, &mut analyses, opts)
 }
 
@@ -351,12 +401,21 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     // loader's directory that defines a perf map of that name.
     for (i, a) in analyses.iter().enumerate() {
         for cons in &a.consumers {
+            // A BCC tool whose C is in its own strings.
+            if a.maps.iter().any(|m| m.name == cons.map) {
+                consumed
+                    .entry((i, cons.map.clone()))
+                    .or_default()
+                    .push(cons.pages);
+                continue;
+            }
             let all: Vec<usize> = defs.get(cons.map.as_str()).cloned().unwrap_or_default();
             let named: Vec<usize> = (0..n)
                 .filter(|&j| {
                     a.bpf_sources
                         .iter()
                         .any(|s| *s == file_name(&files[j].path))
+                        || a.bcc_sources.iter().any(|p| *p == files[j].path)
                 })
                 .collect();
             let target = if !named.is_empty() {
@@ -447,6 +506,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
             a.bpf_sources
                 .iter()
                 .any(|s| *s == file_name(&files[j].path))
+                || a.bcc_sources.iter().any(|p| *p == files[j].path)
         }) {
             dsu.union(i, j);
             if refused {
@@ -455,11 +515,23 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         }
     }
 
+    let mut bcc_pages: HashMap<(usize, String), u64> = HashMap::new();
     // A map with no consumer in sight cannot be migrated alone: its reader would break.
     for (j, a) in analyses.iter().enumerate() {
         for m in &a.maps {
             match consumed.get(&(j, m.name.clone())) {
                 None if named_by_refused.contains(&j) => {}
+                // A BCC tool whose own reader was refused: that refusal says it all.
+                None if m.kind == MapKind::Bcc
+                    && is_python(&files[j].path)
+                    && a.diags.iter().any(|d| d.severity == Severity::Manual) => {}
+                None if m.kind == MapKind::Bcc => {
+                    link_diags.push(
+                        Diagnostic::at(&files[j], m.offset, rules::UNLINKED_PROGRAM, Severity::Manual,
+                            format!("no open_perf_buffer() reading table `{}` was found", m.name))
+                            .help("pass the Python tool that reads it (bpf-migrate follows BPF(src_file=...)), or migrate it by hand"),
+                    );
+                }
                 None => {
                     // The consumer may read a map defined in a header through a BPF source
                     // that includes it; that case was linked above under the header's index.
@@ -468,6 +540,23 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                             format!("no user-space reader of perf event array `{}` was found (perf_buffer__new in a C loader)", m.name))
                             .help("pass the loader too (bpf-migrate looks for X.c beside X.bpf.c), or migrate the reader by hand and then this map"),
                     );
+                }
+                Some(pages) if m.kind == MapKind::Bcc => {
+                    let (ring_pages, msg) = bcc_ring_pages(&m.name, pages, opts);
+                    bcc_pages.insert((j, m.name.clone()), ring_pages);
+                    let mut d = Diagnostic::at(
+                        &files[j],
+                        m.offset,
+                        rules::BCC_PERF_OUTPUT,
+                        Severity::Note,
+                        msg,
+                    );
+                    if !opts.ring_size_given {
+                        d = d.help(
+                            "--ringbuf-size sets another size (a power of two, at least 4096)",
+                        );
+                    }
+                    link_diags.push(d);
                 }
                 Some(pages) => {
                     let per_cpu = pages.iter().flatten().max().copied();
@@ -489,10 +578,10 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                     let mut d = Diagnostic::at(
                         &files[j],
                         m.offset,
-                        if m.legacy {
-                            rules::LEGACY_PERF_MAP_DEF
-                        } else {
-                            rules::PERF_MAP_DEF
+                        match m.kind {
+                            MapKind::Btf => rules::PERF_MAP_DEF,
+                            MapKind::Legacy => rules::LEGACY_PERF_MAP_DEF,
+                            MapKind::Bcc => rules::BCC_PERF_OUTPUT,
                         },
                         Severity::Note,
                         msg,
@@ -558,6 +647,14 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
             if edits.is_empty() {
                 continue;
             }
+            // BPF_RINGBUF_OUTPUT page counts, now that the consumer's request is known.
+            for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
+                for ((f, name), pages) in &bcc_pages {
+                    if *f == i {
+                        e.text = e.text.replace(&bcc::pages_marker(name), &pages.to_string());
+                    }
+                }
+            }
             if let Err(e) = edit::normalize(&mut edits) {
                 failed = Some(Diagnostic::at(
                     &files[i],
@@ -569,7 +666,10 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                 break;
             }
             let new_text = edit::apply(&files[i].text, &edits, files[i].crlf);
-            if parse_errors(&new_text) > parse_errors(&files[i].text) {
+            if parse_errors(&files[i].path, &new_text)
+                > parse_errors(&files[i].path, &files[i].text)
+                || new_text.contains('\u{1}')
+            {
                 failed = Some(
                     Diagnostic::at(&files[i], edits[0].start, rules::INTERNAL_ERROR, Severity::Error,
                         "the migrated text of this file would not parse; nothing was changed in this program")
@@ -611,7 +711,38 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     out
 }
 
-fn parse_errors(text: &str) -> usize {
+/// The BCC C page count of a ring buffer: room for what the tool asked per CPU (its
+/// `page_cnt`, 8 by default) on `ASSUMED_CPUS` CPUs, rounded up to a power of two.
+const ASSUMED_CPUS: u64 = 8;
+
+fn bcc_ring_pages(name: &str, asked: &[Option<u64>], opts: &Options) -> (u64, String) {
+    if opts.ring_size_given {
+        let p = opts.ring_size / 4096;
+        return (
+            p,
+            format!(
+                "BPF_RINGBUF_OUTPUT({name}, {p}): {} KiB shared by all CPUs (--ringbuf-size)",
+                p * 4
+            ),
+        );
+    }
+    let per_cpu = asked.iter().flatten().max().copied().unwrap_or(8).max(1);
+    let pages = (per_cpu * ASSUMED_CPUS).next_power_of_two();
+    (
+        pages,
+        format!(
+            "BPF_RINGBUF_OUTPUT({name}, {pages}): {} KiB shared by all CPUs, the {per_cpu} pages per CPU the perf buffer had, for {ASSUMED_CPUS} CPUs",
+            pages * 4
+        ),
+    )
+}
+
+fn parse_errors(path: &Path, text: &str) -> usize {
+    if is_python(path) {
+        return python::parse(text)
+            .map(|t| c::error_nodes(t.root_node()).len())
+            .unwrap_or(usize::MAX);
+    }
     let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
     c::parse(text, Some(&[bom..text.len()]))
         .map(|p| c::error_nodes(p.tree.root_node()).len())

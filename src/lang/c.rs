@@ -167,9 +167,43 @@ pub struct CParse {
 
 /// Parses C in `text`; with `ranges`, only those byte ranges (C embedded in another file).
 pub fn parse(text: &str, ranges: Option<&[Range<usize>]>) -> Option<CParse> {
+    parse_with(text, ranges, false)
+}
+
+/// Parses BCC C: as `parse`, and placeholders that tools replace before compiling (`FILTER`,
+/// `FILTER_PID` on a line of their own) are masked too.
+pub fn parse_bcc(text: &str, ranges: Option<&[Range<usize>]>) -> Option<CParse> {
+    parse_with(text, ranges, true)
+}
+
+/// Lines holding nothing but one upper-case identifier: text substitution placeholders.
+fn mask_placeholders(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
+    for r in ranges {
+        let mut pos = r.start;
+        for line in text[r.start..r.end.min(text.len())].split_inclusive('\n') {
+            let t = line.trim();
+            let placeholder = t.len() >= 2
+                && t.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && t.chars().any(|c| c.is_ascii_uppercase());
+            if placeholder {
+                let s = pos + line.find(t).unwrap_or(0);
+                blank(out, s, s + t.len());
+            }
+            pos += line.len();
+        }
+    }
+}
+
+fn parse_with(text: &str, ranges: Option<&[Range<usize>]>, placeholders: bool) -> Option<CParse> {
     let whole = [0..text.len()];
     let rs = ranges.unwrap_or(&whole);
-    let masked = mask(text, rs);
+    let mut masked = mask(text, rs);
+    if placeholders {
+        let mut bytes = std::mem::take(&mut masked).into_bytes();
+        mask_placeholders(text, rs, &mut bytes);
+        masked = String::from_utf8(bytes).expect("masking keeps UTF-8 valid");
+    }
     let mut parser = Parser::new();
     parser
         .set_language(&tree_sitter_c::LANGUAGE.into())

@@ -1,2 +1,3 @@
 //! Language front ends.
 pub mod c;
+pub mod python;

@@ -1,0 +1,184 @@
+//! BCC's C dialect (in Python strings or a `src_file`): `BPF_PERF_OUTPUT(name);` and
+//! `name.perf_submit(ctx, data, size)`.
+
+use tree_sitter::Node;
+
+use super::{Analysis, Ctx, MapDef, MapKind, OutputSite};
+use crate::edit::Edit;
+use crate::lang::c::{self, Tok};
+use crate::rules;
+
+/// Identifiers whose every occurrence must be explained by a site this module understood.
+const TRIGGERS: &[&str] = &["BPF_PERF_OUTPUT", "perf_submit", "perf_submit_skb"];
+
+/// Marks the page count of `BPF_RINGBUF_OUTPUT(name, PAGES)` in a planned edit; linking puts
+/// the number in once it knows what the Python side asked for.
+pub fn pages_marker(map: &str) -> String {
+    format!("\u{1}{map}\u{1}")
+}
+
+pub fn has_trigger(text: &str) -> bool {
+    TRIGGERS.iter().any(|t| text.contains(t))
+}
+
+pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
+    let src = cx.src();
+    let mut explained: Vec<(usize, usize)> = Vec::new();
+    let mut defs: Vec<(String, (usize, usize))> = Vec::new();
+    let mut outputs: Vec<OutputSite> = Vec::new();
+
+    for call in c::of_kind(cx.nodes, "call_expression") {
+        let Some(f) = call.child_by_field_name("function") else {
+            continue;
+        };
+        match f.kind() {
+            "identifier" if c::text(f, src) == "BPF_PERF_OUTPUT" => {
+                explained.push((f.start_byte(), f.end_byte()));
+                let args = c::arg_spans(call, src);
+                let name = args
+                    .first()
+                    .map(|&(s, e)| &src[s..e])
+                    .filter(|n| args.len() == 1 && c::is_ident(n));
+                let Some(name) = name else {
+                    cx.manual(
+                        call.start_byte(),
+                        rules::UNSUPPORTED_FORM,
+                        "BPF_PERF_OUTPUT() takes one table name",
+                        "migrate by hand",
+                    );
+                    continue;
+                };
+                let (s, e) = args[0];
+                defs.push((name.to_string(), (s, e)));
+                cx.edits.push(Edit::replace(
+                    call.start_byte(),
+                    call.end_byte(),
+                    format!("BPF_RINGBUF_OUTPUT({name}, {})", pages_marker(name)),
+                    rules::BCC_PERF_OUTPUT,
+                ));
+            }
+            "field_expression" => {
+                let Some(field) = f.child_by_field_name("field") else {
+                    continue;
+                };
+                let method = c::text(field, src);
+                if !matches!(method, "perf_submit" | "perf_submit_skb") {
+                    continue;
+                }
+                explained.push((field.start_byte(), field.end_byte()));
+                let Some(table) = f
+                    .child_by_field_name("argument")
+                    .filter(|a| a.kind() == "identifier")
+                else {
+                    cx.manual(
+                        call.start_byte(),
+                        rules::MAP_OTHER_USE,
+                        format!("{method}() is called on an expression, not on a table name"),
+                        "migrate by hand",
+                    );
+                    continue;
+                };
+                let map = c::text(table, src).to_string();
+                let site = OutputSite {
+                    map: map.clone(),
+                    map_span: (table.start_byte(), table.end_byte()),
+                    offset: call.start_byte(),
+                };
+                if method == "perf_submit_skb" {
+                    cx.manual(
+                        call.start_byte(),
+                        rules::BCC_SUBMIT_SKB,
+                        format!("{map}.perf_submit_skb() appends packet data to the event; a ring buffer has no such call"),
+                        "copy the packet bytes the tool needs into the event (bpf_skb_load_bytes()) and use ringbuf_output(), by hand",
+                    );
+                } else {
+                    submit(cx, call, f, &map);
+                }
+                outputs.push(site);
+            }
+            _ => {}
+        }
+    }
+
+    // Any other mention of a perf table: an argument to a helper, a macro.
+    let names: Vec<String> = defs
+        .iter()
+        .map(|d| d.0.clone())
+        .chain(outputs.iter().map(|o| o.map.clone()))
+        .collect();
+    let mut allowed: Vec<(usize, usize)> = defs.iter().map(|d| d.1).collect();
+    allowed.extend(outputs.iter().map(|o| o.map_span));
+    for n in c::of_kind(cx.nodes, "identifier") {
+        let t = c::text(n, src);
+        if names.iter().any(|m| m == t)
+            && !allowed
+                .iter()
+                .any(|&(s, e)| n.start_byte() >= s && n.end_byte() <= e)
+        {
+            cx.manual(
+                n.start_byte(),
+                rules::MAP_OTHER_USE,
+                format!("perf table `{t}` is used here, not only with perf_submit()"),
+                "bpf-migrate converts tables whose only uses are BPF_PERF_OUTPUT() and perf_submit(); migrate this use by hand",
+            );
+        }
+    }
+
+    account(cx, &explained);
+    for (name, (s, _)) in defs {
+        out.maps.push(MapDef {
+            name,
+            offset: s,
+            kind: MapKind::Bcc,
+        });
+    }
+    out.outputs.extend(outputs);
+}
+
+/// `t.perf_submit(ctx, data, size)` → `t.ringbuf_output(data, size, 0)`.
+fn submit(cx: &mut Ctx, call: Node, f: Node, map: &str) {
+    let src = cx.src();
+    let args = c::arg_spans(call, src);
+    if args.len() != 3 {
+        cx.manual(
+            call.start_byte(),
+            rules::UNSUPPORTED_FORM,
+            format!("{map}.perf_submit() with {} arguments, not 3", args.len()),
+            "migrate by hand",
+        );
+        return;
+    }
+    let callee = format!(
+        "{}.ringbuf_output",
+        c::text(f.child_by_field_name("argument").unwrap(), src)
+    );
+    let new_args = vec![
+        src[args[1].0..args[1].1].to_string(),
+        src[args[2].0..args[2].1].to_string(),
+        "0".to_string(),
+    ];
+    let text = c::layout_call(src, call.start_byte(), call.end_byte(), &callee, &new_args);
+    cx.edits.push(Edit::replace(
+        call.start_byte(),
+        call.end_byte(),
+        text,
+        rules::BCC_PERF_SUBMIT,
+    ));
+}
+
+fn account(cx: &mut Ctx, explained: &[(usize, usize)]) {
+    let src = cx.src();
+    for &(t, s, e) in cx.tokens() {
+        if t == Tok::Ident
+            && TRIGGERS.contains(&&src[s..e])
+            && !explained.iter().any(|&(a, b)| s >= a && e <= b)
+        {
+            cx.manual(
+                s,
+                rules::UNSUPPORTED_FORM,
+                format!("`{}` is used in a form bpf-migrate does not understand", &src[s..e]),
+                "migrate this use by hand, or write it as BPF_PERF_OUTPUT(name); / name.perf_submit(ctx, data, size) and run bpf-migrate again",
+            );
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Python front end (BCC tools): tree-sitter-python. Node helpers are shared with the C
+//! front end (`lang::c::{descendants, of_kind, text}` work on any tree).
+
+use tree_sitter::{Parser, Tree};
+
+pub fn parse(text: &str) -> Option<Tree> {
+    let mut p = Parser::new();
+    p.set_language(&tree_sitter_python::LANGUAGE.into())
+        .expect("tree-sitter-python grammar matches the tree-sitter version");
+    p.parse(text, None)
+}
