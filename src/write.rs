@@ -25,21 +25,10 @@ pub fn preflight(path: &Path, expected_old: &str) -> std::io::Result<()> {
 }
 
 pub fn atomic_replace(path: &Path, expected_old: &str, new: &str) -> std::io::Result<()> {
+    preflight(path, expected_old)?;
     // Write through a symlink to its target, never over the link itself.
     let target = fs::canonicalize(path)?;
     let meta = fs::metadata(&target)?;
-    if meta.permissions().readonly() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "the file is read-only; make it writable or apply the diff by hand",
-        ));
-    }
-    let current = fs::read(&target)?;
-    if current != expected_old.as_bytes() {
-        return Err(std::io::Error::other(
-            "the file changed while bpf-migrate was working; run it again",
-        ));
-    }
     let dir = target.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".bpf-migrate-")

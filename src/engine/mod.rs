@@ -541,51 +541,31 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                             .help("pass the loader too (bpf-migrate looks for X.c beside X.bpf.c), or migrate the reader by hand and then this map"),
                     );
                 }
-                Some(pages) if m.kind == MapKind::Bcc => {
-                    let (ring_pages, msg) = bcc_ring_pages(&m.name, pages, opts);
-                    bcc_pages.insert((j, m.name.clone()), ring_pages);
-                    let mut d = Diagnostic::at(
-                        &files[j],
-                        m.offset,
-                        rules::BCC_PERF_OUTPUT,
-                        Severity::Note,
-                        msg,
-                    );
-                    if !opts.ring_size_given {
-                        d = d.help(
-                            "--ringbuf-size sets another size (a power of two, at least 4096)",
-                        );
-                    }
-                    link_diags.push(d);
-                }
                 Some(pages) => {
-                    let per_cpu = pages.iter().flatten().max().copied();
-                    let size = opts.ring_size;
-                    let msg = match per_cpu {
-                        Some(p) => format!(
-                            "ring buffer `{}`: {} KiB shared by all CPUs; the perf buffer had {} pages ({} KiB) per CPU",
-                            m.name,
-                            size / 1024,
-                            p,
-                            p * 4
-                        ),
-                        None => format!(
-                            "ring buffer `{}`: {} KiB shared by all CPUs",
-                            m.name,
-                            size / 1024
-                        ),
+                    let (rule, msg) = if m.kind == MapKind::Bcc {
+                        let (ring_pages, msg) = bcc_ring_pages(&m.name, pages, opts);
+                        bcc_pages.insert((j, m.name.clone()), ring_pages);
+                        (rules::BCC_PERF_OUTPUT, msg)
+                    } else {
+                        let rule = if m.kind == MapKind::Legacy {
+                            rules::LEGACY_PERF_MAP_DEF
+                        } else {
+                            rules::PERF_MAP_DEF
+                        };
+                        let kib = opts.ring_size / 1024;
+                        let msg = match pages.iter().flatten().max() {
+                            Some(p) => format!(
+                                "ring buffer `{}`: {kib} KiB shared by all CPUs; the perf buffer had {p} pages ({} KiB) per CPU",
+                                m.name,
+                                p * 4
+                            ),
+                            None => {
+                                format!("ring buffer `{}`: {kib} KiB shared by all CPUs", m.name)
+                            }
+                        };
+                        (rule, msg)
                     };
-                    let mut d = Diagnostic::at(
-                        &files[j],
-                        m.offset,
-                        match m.kind {
-                            MapKind::Btf => rules::PERF_MAP_DEF,
-                            MapKind::Legacy => rules::LEGACY_PERF_MAP_DEF,
-                            MapKind::Bcc => rules::BCC_PERF_OUTPUT,
-                        },
-                        Severity::Note,
-                        msg,
-                    );
+                    let mut d = Diagnostic::at(&files[j], m.offset, rule, Severity::Note, msg);
                     if !opts.ring_size_given {
                         d = d.help(
                             "--ringbuf-size sets another size (a power of two, at least 4096)",

@@ -129,6 +129,13 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
                 py.explained.push((attr.start_byte(), attr.end_byte()));
                 open_perf_buffer(&mut py, call, f, attr, &mut a);
             }
+            "attach_perf_event" if bcc::has_trigger(src) => {
+                py.diags.push(
+                    Diagnostic::at(file, call.start_byte(), rules::NMI_CONTEXT, Severity::Warning,
+                        "this tool attaches programs to perf events (NMI context): ring buffer writes can fail under contention even when the ring has room")
+                        .help("check the return value of ringbuf_output() and count failures in a BPF_PERCPU_ARRAY, so drops show"),
+                );
+            }
             name @ ("perf_buffer_poll" | "perf_buffer_consume" | "kprobe_poll") => {
                 py.explained.push((attr.start_byte(), attr.end_byte()));
                 let new = if name == "perf_buffer_consume" {
@@ -431,7 +438,7 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
     let body = def.child_by_field_name("body").unwrap_or(def);
     let uses: Vec<Node> = descendants(body)
         .into_iter()
-        .filter(|n| n.kind() == "identifier" && text(*n, src) == cpu_name)
+        .filter(|n| is_variable(*n) && text(*n, src) == cpu_name)
         .collect();
     if let Some(u) = uses.first() {
         py.manual(
@@ -446,7 +453,7 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
         names.contains(&n)
             || descendants(body)
                 .iter()
-                .any(|x| x.kind() == "identifier" && text(*x, src) == n)
+                .any(|x| is_variable(*x) && text(*x, src) == n)
     };
     let new = ["ctx", "_ctx", "ring_ctx"]
         .into_iter()
@@ -461,6 +468,15 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
         ));
     }
     true
+}
+
+/// An identifier that names a variable: not the `cpu` of `event.cpu`, nor a keyword name.
+fn is_variable(n: Node) -> bool {
+    n.kind() == "identifier"
+        && !n.parent().is_some_and(|p| {
+            (p.kind() == "attribute" && p.child_by_field_name("attribute") == Some(n))
+                || (p.kind() == "keyword_argument" && p.child_by_field_name("name") == Some(n))
+        })
 }
 
 /// The function (def or lambda) a callback expression names, and its parameter name nodes.

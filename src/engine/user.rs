@@ -1277,16 +1277,15 @@ fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, u
         return;
     }
     let src = cx.src();
-    if !c::is_ident(name) {
-        cx.diag(
-            at,
-            rules::LOST_CALLBACK,
-            Severity::Note,
-            format!(
-                "the lost-sample callback `{name}` is no longer called: a ring buffer has none"
-            ),
-            Some(HELP),
+    // Kept (not static, used elsewhere, or not a plain function): it just is no longer called.
+    let kept = |cx: &mut Ctx| {
+        let msg = format!(
+            "the lost-sample callback `{name}` is no longer called: a ring buffer has none"
         );
+        cx.diag(at, rules::LOST_CALLBACK, Severity::Note, msg, Some(HELP));
+    };
+    if !c::is_ident(name) {
+        kept(cx);
         return;
     }
     let fns = functions_named(cx, name);
@@ -1305,15 +1304,7 @@ fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, u
             .any(|c| c.kind() == "storage_class_specifier" && c::text(c, src) == "static")
     });
     let Some(def) = def.filter(|_| is_static && other_uses(cx, name, &allowed).is_empty()) else {
-        cx.diag(
-            at,
-            rules::LOST_CALLBACK,
-            Severity::Note,
-            format!(
-                "the lost-sample callback `{name}` is no longer called: a ring buffer has none"
-            ),
-            Some(HELP),
-        );
+        kept(cx);
         return;
     };
     for (n, _) in &fns {

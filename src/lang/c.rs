@@ -182,10 +182,22 @@ fn mask_placeholders(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
         let mut pos = r.start;
         for line in text[r.start..r.end.min(text.len())].split_inclusive('\n') {
             let t = line.trim();
-            let placeholder = t.len() >= 2
+            let word = t.len() >= 2
                 && t.chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
                 && t.chars().any(|c| c.is_ascii_uppercase());
+            // `%s` of a %-formatted template, `{name}` of a .format() one.
+            let format_spec = t.len() >= 2
+                && t.starts_with('%')
+                && t[1..t.len() - 1]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '-' || c == '.')
+                && t.ends_with(['s', 'd', 'i', 'u']);
+            let format_field = t.len() >= 3
+                && t.starts_with('{')
+                && t.ends_with('}')
+                && is_ident(&t[1..t.len() - 1]);
+            let placeholder = word || format_spec || format_field;
             if placeholder {
                 let s = pos + line.find(t).unwrap_or(0);
                 blank(out, s, s + t.len());
@@ -195,13 +207,76 @@ fn mask_placeholders(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
     }
 }
 
+/// Keeps only the first branch of each `#if`/`#ifdef` and blanks the directives, so that a
+/// function header split across `#if ... #else ... #endif` reads as one header.
+fn mask_else_branches(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
+    for r in ranges {
+        let mut pos = r.start;
+        // For each open conditional: are we past its first branch?
+        let mut stack: Vec<bool> = Vec::new();
+        for line in text[r.start..r.end.min(text.len())].split_inclusive('\n') {
+            let t = line.trim_start();
+            let directive = t.strip_prefix('#').map(|d| {
+                d.trim_start()
+                    .split(|c: char| !c.is_ascii_alphabetic())
+                    .next()
+                    .unwrap_or("")
+            });
+            let skipping = stack.iter().any(|&b| b);
+            let line_end = pos + line.trim_end().len();
+            match directive {
+                Some("if" | "ifdef" | "ifndef") => {
+                    stack.push(false);
+                    blank(out, pos, line_end);
+                }
+                Some("else" | "elif" | "elifdef" | "elifndef") if !stack.is_empty() => {
+                    *stack.last_mut().unwrap() = true;
+                    blank(out, pos, line_end);
+                }
+                Some("endif") if !stack.is_empty() => {
+                    stack.pop();
+                    blank(out, pos, line_end);
+                }
+                _ if skipping => blank(out, pos, pos + line.len()),
+                _ => {}
+            }
+            pos += line.len();
+        }
+    }
+}
+
 fn parse_with(text: &str, ranges: Option<&[Range<usize>]>, placeholders: bool) -> Option<CParse> {
+    let first = parse_masked(text, ranges, placeholders, false)?;
+    if !first.tree.root_node().has_error() || !text.contains("#if") {
+        return Some(first);
+    }
+    // Conditionals may split a declaration: try the first branches alone, keep the better.
+    let second = parse_masked(text, ranges, placeholders, true)?;
+    let errs = |p: &CParse| error_nodes(p.tree.root_node()).len();
+    Some(if errs(&second) < errs(&first) {
+        second
+    } else {
+        first
+    })
+}
+
+fn parse_masked(
+    text: &str,
+    ranges: Option<&[Range<usize>]>,
+    placeholders: bool,
+    first_branches: bool,
+) -> Option<CParse> {
     let whole = [0..text.len()];
     let rs = ranges.unwrap_or(&whole);
     let mut masked = mask(text, rs);
-    if placeholders {
+    if placeholders || first_branches {
         let mut bytes = std::mem::take(&mut masked).into_bytes();
-        mask_placeholders(text, rs, &mut bytes);
+        if placeholders {
+            mask_placeholders(text, rs, &mut bytes);
+        }
+        if first_branches {
+            mask_else_branches(text, rs, &mut bytes);
+        }
         masked = String::from_utf8(bytes).expect("masking keeps UTF-8 valid");
     }
     let mut parser = Parser::new();
