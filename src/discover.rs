@@ -15,7 +15,7 @@ use crate::source::SourceFile;
 pub fn is_candidate(p: &Path) -> bool {
     matches!(
         p.extension().and_then(|e| e.to_str()),
-        Some("c" | "h" | "py")
+        Some("c" | "h" | "py" | "rs")
     )
 }
 
@@ -82,6 +82,23 @@ pub fn discover(paths: &[PathBuf]) -> Discovered {
             .unwrap_or_default();
         if let Some(stem) = name.strip_suffix(".bpf.c") {
             partners.push(dir.join(format!("{stem}.c")));
+        } else if name.ends_with(".rs") {
+            // libbpf-cargo skeletons: `include!(concat!(env!("OUT_DIR"), "/x.skel.rs"))` names
+            // src/bpf/x.bpf.c by convention.
+            if let Ok(text) = fs::read_to_string(p) {
+                for (at, _) in text.match_indices(".skel.rs") {
+                    let before = &text[..at];
+                    let stem_start = before
+                        .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+                        .map(|i| i + 1)
+                        .unwrap_or(0);
+                    let stem = &before[stem_start..];
+                    if !stem.is_empty() {
+                        partners.push(dir.join("bpf").join(format!("{stem}.bpf.c")));
+                        partners.push(dir.join(format!("{stem}.bpf.c")));
+                    }
+                }
+            }
         } else if name.ends_with(".py") {
             // BCC's BPF(src_file="x.c"): the C file, relative to the tool.
             if let Ok(text) = fs::read_to_string(p) {

@@ -25,6 +25,9 @@ pub const BCC_PERF_SUBMIT: &str = "bcc-perf-submit";
 pub const BCC_OPEN_PERF_BUFFER: &str = "bcc-open-perf-buffer";
 pub const BCC_POLL: &str = "bcc-poll";
 pub const BCC_CALLBACK: &str = "bcc-callback";
+pub const RS_PERF_BUFFER_BUILDER: &str = "rs-perf-buffer-builder";
+pub const RS_CALLBACK: &str = "rs-callback";
+pub const RS_LOST_CALLBACK: &str = "rs-lost-callback";
 // Refusals: the program is left untouched.
 pub const OUTPUT_FLAGS: &str = "output-flags";
 pub const OUTPUT_CTXLEN: &str = "output-ctxlen";

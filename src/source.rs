@@ -51,6 +51,21 @@ impl SourceFile {
         (line + 1, col)
     }
 
+    /// Byte offset of a 1-based line and a 0-based column counted in characters (the
+    /// positions proc-macro2 reports).
+    pub fn offset_of(&self, line: usize, col_chars: usize) -> usize {
+        let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
+            return self.text.len();
+        };
+        let rest = &self.text[start..];
+        start
+            + rest
+                .char_indices()
+                .nth(col_chars)
+                .map(|(i, _)| i)
+                .unwrap_or(rest.len())
+    }
+
     /// The text of a 1-based line, without its line ending.
     pub fn line_text(&self, line: usize) -> &str {
         let start = self.line_starts[line - 1];

@@ -8,6 +8,7 @@
 pub mod bcc;
 pub mod bpf;
 pub mod python;
+pub mod rust;
 pub mod user;
 
 use std::collections::{BTreeMap, HashMap};
@@ -192,6 +193,7 @@ pub const C_TRIGGERS: &[&str] = &[
     "BPF_PERF_OUTPUT",
     "perf_submit",
     "kprobe_poll",
+    "PerfBuffer",
 ];
 
 pub fn has_trigger(text: &str) -> bool {
@@ -327,6 +329,10 @@ fn dir_of(p: &Path) -> PathBuf {
 
 /// Migrates a set of files: analysis, linking, and the edits of every program that can move
 /// whole. `files` should already hold each program's partner files (see `discover`).
+pub fn is_rust(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "rs")
+}
+
 pub fn is_python(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "py")
 }
@@ -338,6 +344,8 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     }
     if is_python(&file.path) {
         python::analyze(file, opts)
+    } else if is_rust(&file.path) {
+        rust::analyze(file)
     } else {
         analyze_c(file, opts)
     }
@@ -718,6 +726,9 @@ fn bcc_ring_pages(name: &str, asked: &[Option<u64>], opts: &Options) -> (u64, St
 }
 
 fn parse_errors(path: &Path, text: &str) -> usize {
+    if is_rust(path) {
+        return usize::from(syn::parse_file(text).is_err());
+    }
     if is_python(path) {
         return python::parse(text)
             .map(|t| c::error_nodes(t.root_node()).len())
