@@ -1,16 +1,15 @@
 //! Command line: `bpf-migrate [--diff|--check|--write] [PATH...]`, `rules`, `explain ID`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::json;
 
-use crate::engine::{self, Options, Outcome};
+use crate::engine::{self, Options, Outcome, RuleFilter};
 use crate::report::{Diagnostic, Severity};
 use crate::source::SourceFile;
-use crate::{diff, discover, rules, write};
+use crate::{diff, discover, output, rules, write};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -117,6 +116,19 @@ struct RunArgs {
     /// Print only what needs action (no notes, no summary).
     #[arg(short, long)]
     quiet: bool,
+    /// Leave out paths matching this glob (repeatable; `**` crosses directories).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Migrate only programs whose rules are all among these (ids or prefixes like `bcc-*`,
+    /// comma separated); show only their diagnostics.
+    #[arg(long, value_delimiter = ',', value_name = "RULES")]
+    select: Vec<String>,
+    /// Leave programs that need these rules alone, and hide their diagnostics.
+    #[arg(long, value_delimiter = ',', value_name = "RULES")]
+    ignore: Vec<String>,
+    /// With --write: write even files with uncommitted changes in their git work tree.
+    #[arg(long)]
+    allow_dirty: bool,
     /// Files or directories (default: the current directory).
     paths: Vec<PathBuf>,
 }
@@ -125,6 +137,10 @@ struct RunArgs {
 enum Format {
     Human,
     Json,
+    /// SARIF 2.1.0, with fixes, for code scanning.
+    Sarif,
+    /// GitHub Actions workflow annotations.
+    Github,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -188,6 +204,7 @@ fn verify(v: VerifyArgs) -> ExitCode {
         engine: Options {
             ring_size: v.ringbuf_size.unwrap_or(256 * 1024),
             ring_size_given: v.ringbuf_size.is_some(),
+            rules: RuleFilter::default(),
         },
     };
     ExitCode::from(crate::verify::run(&opts))
@@ -239,14 +256,65 @@ fn run(args: RunArgs) -> ExitCode {
     let opts = Options {
         ring_size: args.ringbuf_size.unwrap_or(256 * 1024),
         ring_size_given: args.ringbuf_size.is_some(),
+        rules: RuleFilter {
+            select: args.select.clone(),
+            ignore: args.ignore.clone(),
+        },
     };
-    let found = discover::discover(&paths);
-    let mut outcome = engine::migrate(&found.files, &opts);
+    let found = match discover::discover_with(&paths, &args.exclude) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // A progress bar on a terminal, for runs long enough to want one; never in pipes.
+    let bar =
+        (std::io::stderr().is_terminal() && !args.quiet && found.files.len() >= 200).then(|| {
+            let b = indicatif::ProgressBar::new(found.files.len() as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {pos}/{len} files {wide_bar} {elapsed}",
+                )
+                .expect("valid template"),
+            );
+            b
+        });
+    let mut outcome = engine::migrate_with_progress(&found.files, &opts, &|| {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     outcome.stats.files_scanned += found.skipped;
     let mut diags: Vec<Diagnostic> = found.errors;
     diags.append(&mut outcome.diags);
+    diags.retain(|d| d.severity == Severity::Error || opts.rules.allows(d.rule));
 
     if args.mode.write {
+        let files: Vec<&std::path::Path> = outcome
+            .changes
+            .iter()
+            .map(|c| found.files[c.file].path.as_path())
+            .collect();
+        let dirty = if args.allow_dirty {
+            Vec::new()
+        } else {
+            write::dirty_files(&files)
+        };
+        if !dirty.is_empty() {
+            eprintln!(
+                "error: these files have uncommitted changes; commit or stash them, or pass --allow-dirty:\n  {}",
+                dirty
+                    .iter()
+                    .map(|p| discover::display_path(p))
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            );
+            return ExitCode::from(2);
+        }
         write_programs(&found.files, &outcome, &mut diags);
     }
 
@@ -258,8 +326,21 @@ fn run(args: RunArgs) -> ExitCode {
     let stdout = std::io::stdout();
     let mut so = stdout.lock();
     let result = match args.format {
-        Format::Json => print_json(&mut so, &found.files, &outcome, &diags),
-        Format::Human => print_human(&mut so, &args, color, &found.files, &outcome, &diags),
+        Format::Json => output::json(&mut so, &found.files, &outcome, &diags),
+        Format::Sarif => output::sarif(&mut so, &found.files, &outcome, &diags),
+        Format::Github => output::github(&mut so, &found.files, &outcome, &diags),
+        Format::Human => output::human(
+            &mut so,
+            output::HumanOpts {
+                show_diff: !args.mode.check && !args.mode.write,
+                wrote: args.mode.write,
+                quiet: args.quiet,
+                color,
+            },
+            &found.files,
+            &outcome,
+            &diags,
+        ),
     };
     if let Err(e) = result
         && e.kind() != std::io::ErrorKind::BrokenPipe
@@ -314,107 +395,4 @@ fn write_programs(files: &[SourceFile], outcome: &Outcome, diags: &mut Vec<Diagn
             }
         }
     }
-}
-
-fn print_human(
-    so: &mut impl Write,
-    args: &RunArgs,
-    color: bool,
-    files: &[SourceFile],
-    outcome: &Outcome,
-    diags: &[Diagnostic],
-) -> std::io::Result<()> {
-    let out_color = color && std::io::stdout().is_terminal();
-    let err_color = color && std::io::stderr().is_terminal();
-    if !args.mode.check && !args.mode.write {
-        for ch in &outcome.changes {
-            let f = &files[ch.file];
-            let d = diff::unified(&f.display, &f.text, &ch.new_text);
-            so.write_all(if out_color { diff::colorize(&d) } else { d }.as_bytes())?;
-        }
-    }
-    so.flush()?;
-    let mut err = String::new();
-    for d in diags {
-        if args.quiet && matches!(d.severity, Severity::Note | Severity::Warning) {
-            continue;
-        }
-        err.push_str(&d.render(err_color));
-        err.push('\n');
-    }
-    if !args.quiet {
-        let s = &outcome.stats;
-        let verb = if args.mode.write {
-            "migrated"
-        } else {
-            "to migrate"
-        };
-        err.push_str(&format!(
-            "bpf-migrate: {} file(s) scanned, {} program(s) {verb} ({} file(s)), {} program(s) need manual work{}\n",
-            s.files_scanned,
-            s.programs_migrated,
-            s.files_changed,
-            s.programs_manual,
-            match diags.iter().filter(|d| d.severity == Severity::Error).count() {
-                0 => String::new(),
-                n => format!(", {n} error(s)"),
-            }
-        ));
-    }
-    std::io::stderr().write_all(err.as_bytes())
-}
-
-fn print_json(
-    so: &mut impl Write,
-    files: &[SourceFile],
-    outcome: &Outcome,
-    diags: &[Diagnostic],
-) -> std::io::Result<()> {
-    let catalogue = rules::catalogue();
-    let summary_of = |id: &str| {
-        catalogue
-            .iter()
-            .find(|r| r.id == id)
-            .map(|r| r.summary.clone())
-            .unwrap_or_default()
-    };
-    for ch in &outcome.changes {
-        let f = &files[ch.file];
-        for e in &ch.edits {
-            let (line, column) = f.line_col(e.start);
-            let (end_line, end_column) = f.line_col(e.end);
-            let obj = json!({
-                "type": "edit",
-                "rule": e.rule,
-                "severity": "fix",
-                "file": f.display,
-                "line": line,
-                "column": column,
-                "end_line": end_line,
-                "end_column": end_column,
-                "message": summary_of(e.rule),
-                "original": &f.text[e.start..e.end],
-                "replacement": e.text,
-            });
-            writeln!(so, "{obj}")?;
-        }
-    }
-    for d in diags {
-        let mut v = serde_json::to_value(d).expect("diagnostics serialize");
-        v["type"] = json!("diagnostic");
-        writeln!(so, "{v}")?;
-    }
-    let s = &outcome.stats;
-    writeln!(
-        so,
-        "{}",
-        json!({
-            "type": "summary",
-            "files_scanned": s.files_scanned,
-            "files_changed": s.files_changed,
-            "programs_migrated": s.programs_migrated,
-            "programs_manual": s.programs_manual,
-            "errors": diags.iter().filter(|d| d.severity == Severity::Error).count(),
-        })
-    )
 }

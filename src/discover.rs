@@ -39,6 +39,54 @@ pub fn display_path(p: &Path) -> String {
 }
 
 pub fn discover(paths: &[PathBuf]) -> Discovered {
+    discover_with(paths, &[]).unwrap_or_default()
+}
+
+/// As `discover`, with `--exclude` globs, and paths that do not exist but hold `*`, `?` or
+/// `[` expanded as globs (for shells and hooks that pass them quoted).
+pub fn discover_with(paths: &[PathBuf], exclude: &[String]) -> Result<Discovered, String> {
+    let excluded: Vec<glob::Pattern> = exclude
+        .iter()
+        .map(|g| {
+            glob::Pattern::new(g.trim_start_matches("./"))
+                .map_err(|e| format!("--exclude {g}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let is_excluded = |p: &Path| {
+        let shown = display_path(p);
+        let shown = Path::new(&shown);
+        // A pattern matches the path, one of its leading parts (a directory), or one component.
+        excluded.iter().any(|g| {
+            shown
+                .ancestors()
+                .any(|a| !a.as_os_str().is_empty() && g.matches_path(a))
+                || shown
+                    .components()
+                    .any(|c| g.matches(&c.as_os_str().to_string_lossy()))
+        })
+    };
+    let mut expanded = Vec::new();
+    for p in paths {
+        let s = p.to_string_lossy();
+        if !p.exists() && s.contains(['*', '?', '[']) {
+            let matches: Vec<PathBuf> = glob::glob(&s)
+                .map_err(|e| format!("{s}: {e}"))?
+                .filter_map(Result::ok)
+                .collect();
+            if matches.is_empty() {
+                return Err(format!("{s}: no file matches"));
+            }
+            expanded.extend(matches);
+        } else {
+            expanded.push(p.clone());
+        }
+    }
+    let mut out = discover_paths(&expanded, &is_excluded);
+    out.files.retain(|f| !is_excluded(&f.path));
+    Ok(out)
+}
+
+fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Discovered {
     let mut out = Discovered::default();
     let mut found: BTreeMap<PathBuf, bool> = BTreeMap::new(); // path → named explicitly
     for p in paths {
@@ -53,7 +101,8 @@ pub fn discover(paths: &[PathBuf]) -> Discovered {
                     match entry {
                         Ok(e)
                             if e.file_type().is_some_and(|t| t.is_file())
-                                && is_candidate(e.path()) =>
+                                && is_candidate(e.path())
+                                && !is_excluded(e.path()) =>
                         {
                             found.entry(clean(e.path())).or_insert(false);
                         }

@@ -13,6 +13,7 @@ pub mod discover;
 pub mod edit;
 pub mod engine;
 pub mod lang;
+pub mod output;
 pub mod report;
 pub mod rules;
 pub mod source;

@@ -44,3 +44,27 @@ pub fn atomic_replace(path: &Path, expected_old: &str, new: &str) -> std::io::Re
     }
     Ok(())
 }
+
+/// Files with uncommitted changes in their git work tree (files outside one are never dirty).
+pub fn dirty_files(files: &[&Path]) -> Vec<std::path::PathBuf> {
+    let mut dirty = Vec::new();
+    for f in files {
+        let Ok(target) = fs::canonicalize(f) else {
+            continue;
+        };
+        let dir = target.parent().unwrap_or(Path::new("."));
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["status", "--porcelain", "--"])
+            .arg(&target)
+            .output();
+        if let Ok(o) = out
+            && o.status.success()
+            && !o.stdout.is_empty()
+        {
+            dirty.push(f.to_path_buf());
+        }
+    }
+    dirty
+}

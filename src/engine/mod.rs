@@ -28,6 +28,7 @@ pub struct Options {
     pub ring_size: u64,
     /// The user asked for this size (rather than the default).
     pub ring_size_given: bool,
+    pub rules: RuleFilter,
 }
 
 impl Default for Options {
@@ -35,7 +36,30 @@ impl Default for Options {
         Options {
             ring_size: 256 * 1024,
             ring_size_given: false,
+            rules: RuleFilter::default(),
         }
+    }
+}
+
+/// `--select` and `--ignore`: rule ids or prefixes ending in `*` (`bcc-*`). A program is
+/// migrated only if every rule it needs is selected: a partial migration would break it.
+#[derive(Debug, Clone, Default)]
+pub struct RuleFilter {
+    pub select: Vec<String>,
+    pub ignore: Vec<String>,
+}
+
+impl RuleFilter {
+    fn matches(pat: &str, id: &str) -> bool {
+        match pat.strip_suffix('*') {
+            Some(prefix) => id.starts_with(prefix),
+            None => pat == id,
+        }
+    }
+
+    pub fn allows(&self, id: &str) -> bool {
+        (self.select.is_empty() || self.select.iter().any(|p| Self::matches(p, id)))
+            && !self.ignore.iter().any(|p| Self::matches(p, id))
     }
 }
 
@@ -291,6 +315,8 @@ pub struct Stats {
     pub files_changed: usize,
     pub programs_migrated: usize,
     pub programs_manual: usize,
+    /// Programs left alone because a rule they need is not selected (`--select`/`--ignore`).
+    pub programs_deselected: usize,
 }
 
 struct Dsu(Vec<usize>);
@@ -352,7 +378,25 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
 }
 
 pub fn migrate(files: &[SourceFile], opts: &Options) -> Outcome {
-    let mut analyses: Vec<Analysis> = files.iter().map(|f| analyze(f, opts)).collect();
+    migrate_with_progress(files, opts, &|| {})
+}
+
+/// As `migrate`, calling `tick` once a file is analysed (files are analysed in parallel;
+/// results come out in the same order whatever the thread count).
+pub fn migrate_with_progress(
+    files: &[SourceFile],
+    opts: &Options,
+    tick: &(dyn Fn() + Sync),
+) -> Outcome {
+    use rayon::prelude::*;
+    let mut analyses: Vec<Analysis> = files
+        .par_iter()
+        .map(|f| {
+            let a = analyze(f, opts);
+            tick();
+            a
+        })
+        .collect();
     link_and_apply(files, &mut analyses, opts)
 }
 
@@ -610,6 +654,13 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                 .any(|d| matches!(d.severity, Severity::Manual | Severity::Error))
         });
         let has_edits = members.iter().any(|&i| !analyses[i].edits.is_empty());
+        let deselected = members
+            .iter()
+            .any(|&i| analyses[i].edits.iter().any(|e| !opts.rules.allows(e.rule)));
+        if deselected && !refused {
+            out.stats.programs_deselected += 1;
+            continue;
+        }
         if refused {
             if has_edits
                 || members
