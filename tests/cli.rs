@@ -4,6 +4,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use common::*;
 
@@ -208,4 +209,19 @@ fn read_only_file_is_reported_not_forced() {
     // Nor is the rest of its program written: never half a program.
     assert!(stderr(&o).contains("rest of its program was not written"));
     assert_eq!(read_tree(tmp.path()), fixture_input("execsnoop"));
+}
+
+#[test]
+fn library_and_kernel_headers_are_left_alone() {
+    // vmlinux.h has the enumerator BPF_MAP_TYPE_PERF_EVENT_ARRAY and the kernel's own
+    // struct perf_buffer; bpf_helper_defs.h declares the helpers; libbpf.h declares
+    // perf_buffer__new. None of them is code to migrate.
+    let tmp = tempdir();
+    fs::copy(vmlinux_dir().join("vmlinux.h"), tmp.path().join("vmlinux.h")).unwrap();
+    for h in ["bpf_helper_defs.h", "libbpf.h"] {
+        fs::copy(Path::new("/usr/include/bpf").join(h), tmp.path().join(h)).unwrap();
+    }
+    let o = run(tmp.path(), &["-q"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).is_empty() && stderr(&o).is_empty(), "{}{}", stdout(&o), stderr(&o));
 }

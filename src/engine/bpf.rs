@@ -581,7 +581,8 @@ pub fn account_triggers(cx: &mut Ctx, explained: &[(usize, usize)], triggers: &[
         if t != Tok::Ident || !triggers.contains(&&src[s..e]) {
             continue;
         }
-        if explained.iter().any(|&(a, b)| s >= a && e <= b) {
+        if explained.iter().any(|&(a, b)| s >= a && e <= b) || c::is_declared_name(cx.root(), s, e)
+        {
             continue;
         }
         let word = &src[s..e];

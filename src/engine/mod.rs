@@ -224,10 +224,39 @@ pub fn has_trigger(text: &str) -> bool {
     C_TRIGGERS.iter().any(|t| text.contains(t))
 }
 
+/// Whether C text uses (not merely declares) a perf buffer API: a cheap token scan that keeps
+/// big headers (vmlinux.h, with its enumerator BPF_MAP_TYPE_PERF_EVENT_ARRAY and the kernel's
+/// struct perf_buffer; bpf_helper_defs.h, declaring the helpers) from being parsed.
+pub fn c_needs_parse(text: &str) -> bool {
+    let toks = c::lex(text, 0..text.len());
+    let tok = |k: usize| toks.get(k).map(|&(_, s, e)| &text[s..e]).unwrap_or("");
+    toks.iter().enumerate().any(|(k, &(t, s, e))| {
+        if t != Tok::Ident {
+            return false;
+        }
+        let w = &text[s..e];
+        let trigger = w == "BPF_MAP_TYPE_PERF_EVENT_ARRAY"
+            || w == "bpf_perf_event_output"
+            || w == "bpf_skb_output"
+            || w == "bpf_xdp_output"
+            || w.starts_with("perf_buffer_")
+            || w == "BPF_PERF_OUTPUT"
+            || w == "perf_submit"
+            || w == "perf_submit_skb";
+        if !trigger {
+            return false;
+        }
+        // `X = 4,` in an enum, `(*bpf_perf_event_output)(...)` declaring a helper.
+        let enumerator = tok(k + 1) == "=" && matches!(tok(k.wrapping_sub(1)), "," | "{");
+        let helper_decl = k >= 2 && tok(k - 1) == "*" && tok(k - 2) == "(";
+        !(enumerator || helper_decl)
+    })
+}
+
 /// Analyses one C file. Files without a trigger string are not parsed.
 pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     let mut a = Analysis::default();
-    if !has_trigger(&file.text) {
+    if !has_trigger(&file.text) || !c_needs_parse(&file.text) {
         return a;
     }
     let bom = if file.text.starts_with('\u{feff}') {

@@ -51,10 +51,19 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let src = cx.src();
     collect_bpf_sources(cx, out);
     let toks = cx.tokens();
+    // Only a file that calls the perf buffer API is a consumer; others (vmlinux.h, with the
+    // kernel's own struct perf_buffer) are left alone.
     if !toks
         .iter()
-        .any(|&(t, s, e)| t == Tok::Ident && src[s..e].starts_with("perf_buffer"))
+        .any(|&(t, s, e)| t == Tok::Ident && src[s..e].starts_with("perf_buffer__"))
     {
+        return;
+    }
+    // A header that declares the perf buffer API (libbpf.h vendored into a project) is the
+    // library, not a consumer.
+    if toks.iter().any(|&(t, s, e)| {
+        t == Tok::Ident && &src[s..e] == "perf_buffer__new" && c::is_declared_name(cx.root(), s, e)
+    }) {
         return;
     }
     let mut st = State::default();
@@ -129,8 +138,19 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 .rev()
                 .find(|x| x.2 <= s && x.0 != Tok::Comment)
                 .is_some_and(|x| &src[x.1..x.2] == "struct");
+        // `struct perf_buffer { ... }`: the kernel's own struct of that name (vmlinux.h).
+        let defines_struct = is_struct_tag
+            && cx
+                .root()
+                .descendant_for_byte_range(s, e)
+                .and_then(|n| n.parent())
+                .is_some_and(|p| {
+                    p.kind() == "struct_specifier" && p.child_by_field_name("body").is_some()
+                });
         if (w.starts_with("perf_buffer_") || is_struct_tag)
+            && !defines_struct
             && !st.explained.iter().any(|&(a, b)| s >= a && e <= b)
+            && !c::is_declared_name(cx.root(), s, e)
         {
             cx.manual(
                 s,

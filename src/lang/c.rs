@@ -537,6 +537,45 @@ pub fn layout_call(src: &str, start: usize, end: usize, name: &str, args: &[Stri
     out
 }
 
+/// Whether the identifier at `start..end` is a name being declared or defined (a function
+/// prototype, a variable, an enumerator, a macro) rather than a use of it: a library header
+/// that declares `bpf_perf_event_output` or `perf_buffer__new` is not code to migrate.
+pub fn is_declared_name(root: Node, start: usize, end: usize) -> bool {
+    let Some(mut n) = root.descendant_for_byte_range(start, end) else {
+        return false;
+    };
+    let Some(p) = n.parent() else { return false };
+    if matches!(
+        p.kind(),
+        "enumerator" | "preproc_def" | "preproc_function_def"
+    ) && p.child_by_field_name("name") == Some(n)
+    {
+        return true;
+    }
+    while let Some(p) = n.parent() {
+        match p.kind() {
+            "function_declarator"
+            | "pointer_declarator"
+            | "parenthesized_declarator"
+            | "array_declarator"
+            | "init_declarator"
+                if p.child_by_field_name("declarator") == Some(n)
+                    || p.kind() == "parenthesized_declarator" =>
+            {
+                n = p
+            }
+            "declaration" | "field_declaration" | "type_definition" | "parameter_declaration" => {
+                let mut cursor = p.walk();
+                return p
+                    .children_by_field_name("declarator", &mut cursor)
+                    .any(|d| d == n);
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Whether any ERROR or MISSING node lies inside `start..end`.
 pub fn has_error_in(root: Node, start: usize, end: usize) -> bool {
     error_nodes(root)
