@@ -217,11 +217,20 @@ fn library_and_kernel_headers_are_left_alone() {
     // struct perf_buffer; bpf_helper_defs.h declares the helpers; libbpf.h declares
     // perf_buffer__new. None of them is code to migrate.
     let tmp = tempdir();
-    fs::copy(vmlinux_dir().join("vmlinux.h"), tmp.path().join("vmlinux.h")).unwrap();
+    fs::copy(
+        vmlinux_dir().join("vmlinux.h"),
+        tmp.path().join("vmlinux.h"),
+    )
+    .unwrap();
     for h in ["bpf_helper_defs.h", "libbpf.h"] {
         fs::copy(Path::new("/usr/include/bpf").join(h), tmp.path().join(h)).unwrap();
     }
     let o = run(tmp.path(), &["-q"]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).is_empty() && stderr(&o).is_empty(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).is_empty() && stderr(&o).is_empty(),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
 }

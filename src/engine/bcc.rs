@@ -27,7 +27,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let mut defs: Vec<(String, (usize, usize))> = Vec::new();
     let mut outputs: Vec<OutputSite> = Vec::new();
 
-    for call in c::of_kind(cx.nodes, "call_expression") {
+    for call in cx.of_kind("call_expression") {
         let Some(f) = call.child_by_field_name("function") else {
             continue;
         };
@@ -108,7 +108,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         .collect();
     let mut allowed: Vec<(usize, usize)> = defs.iter().map(|d| d.1).collect();
     allowed.extend(outputs.iter().map(|o| o.map_span));
-    for n in c::of_kind(cx.nodes, "identifier") {
+    for n in cx.of_kind("identifier") {
         let t = c::text(n, src);
         if names.iter().any(|m| m == t)
             && !allowed

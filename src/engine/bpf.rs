@@ -26,7 +26,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let mut explained: Vec<(usize, usize)> = Vec::new();
     let mut defs = Vec::new();
 
-    for decl in c::of_kind(cx.nodes, "declaration") {
+    for decl in cx.of_kind("declaration") {
         if let Some(def) = btf_map_def(cx, decl).or_else(|| legacy_map_def(cx, decl)) {
             explained.push((decl.start_byte(), decl.end_byte()));
             defs.push(def);
@@ -35,7 +35,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
 
     // Counter arrays are left alone, definition and uses.
     let mut counters = Vec::new();
-    for call in c::of_kind(cx.nodes, "call_expression") {
+    for call in cx.of_kind("call_expression") {
         if let Some(name) = c::call_name(call, src)
             && COUNTER_READERS.contains(&name)
             && let Some(&(s, e)) = c::arg_spans(call, src).first()
@@ -47,7 +47,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     defs.retain(|d: &DefSite| !counters.contains(&d.name));
 
     let mut outputs = Vec::new();
-    for call in c::of_kind(cx.nodes, "call_expression") {
+    for call in cx.of_kind("call_expression") {
         let Some(name) = c::call_name(call, src) else {
             continue;
         };
@@ -73,7 +73,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     names.dedup();
     let mut allowed: Vec<(usize, usize)> = defs.iter().map(|d| d.name_span).collect();
     allowed.extend(outputs.iter().map(|o| o.map_span));
-    for n in c::of_kind(cx.nodes, "identifier") {
+    for n in cx.of_kind("identifier") {
         let t = c::text(n, src);
         if names.iter().any(|m| m == t)
             && !allowed

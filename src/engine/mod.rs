@@ -131,6 +131,9 @@ pub struct Analysis {
     pub includes: Vec<String>,
     /// C files a BCC tool loads with `BPF(src_file=...)`.
     pub bcc_sources: Vec<PathBuf>,
+    /// Parse errors in the file as it is (see `parse_errors`): the migrated text may not have
+    /// more.
+    pub errors_before: usize,
     pub edits: Vec<Edit>,
     pub diags: Vec<Diagnostic>,
 }
@@ -140,6 +143,8 @@ pub struct Ctx<'a, 't> {
     pub file: &'a SourceFile,
     pub tree: &'t Tree,
     pub nodes: &'a [Node<'t>],
+    /// Nodes by kind id: analysis asks for one kind at a time, many times over.
+    by_kind: HashMap<u16, Vec<Node<'t>>>,
     toks: &'a [(Tok, usize, usize)],
     pub opts: &'a Options,
     pub edits: Vec<Edit>,
@@ -154,10 +159,15 @@ impl<'a, 't> Ctx<'a, 't> {
         toks: &'a [(Tok, usize, usize)],
         opts: &'a Options,
     ) -> Self {
+        let mut by_kind: HashMap<u16, Vec<Node<'t>>> = HashMap::new();
+        for n in nodes {
+            by_kind.entry(n.kind_id()).or_default().push(*n);
+        }
         Ctx {
             file,
             tree,
             nodes,
+            by_kind,
             toks,
             opts,
             edits: Vec::new(),
@@ -167,6 +177,12 @@ impl<'a, 't> Ctx<'a, 't> {
 
     pub fn src(&self) -> &'a str {
         &self.file.text
+    }
+
+    /// The nodes of one kind, in document order.
+    pub fn of_kind(&self, kind: &str) -> Vec<Node<'t>> {
+        let id = self.tree.language().id_for_node_kind(kind, true);
+        self.by_kind.get(&id).cloned().unwrap_or_default()
     }
 
     pub fn root(&self) -> Node<'t> {
@@ -227,8 +243,7 @@ pub fn has_trigger(text: &str) -> bool {
 /// Whether C text uses (not merely declares) a perf buffer API: a cheap token scan that keeps
 /// big headers (vmlinux.h, with its enumerator BPF_MAP_TYPE_PERF_EVENT_ARRAY and the kernel's
 /// struct perf_buffer; bpf_helper_defs.h, declaring the helpers) from being parsed.
-pub fn c_needs_parse(text: &str) -> bool {
-    let toks = c::lex(text, 0..text.len());
+pub fn c_needs_parse(text: &str, toks: &[(Tok, usize, usize)]) -> bool {
     let tok = |k: usize| toks.get(k).map(|&(_, s, e)| &text[s..e]).unwrap_or("");
     toks.iter().enumerate().any(|(k, &(t, s, e))| {
         if t != Tok::Ident {
@@ -256,7 +271,7 @@ pub fn c_needs_parse(text: &str) -> bool {
 /// Analyses one C file. Files without a trigger string are not parsed.
 pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     let mut a = Analysis::default();
-    if !has_trigger(&file.text) || !c_needs_parse(&file.text) {
+    if !has_trigger(&file.text) {
         return a;
     }
     let bom = if file.text.starts_with('\u{feff}') {
@@ -265,11 +280,11 @@ pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
         0
     };
     let range = [bom..file.text.len()];
-    let parsed = if bcc::has_trigger(&file.text) {
-        c::parse_bcc(&file.text, Some(&range))
-    } else {
-        c::parse(&file.text, Some(&range))
-    };
+    let toks = c::lex(&file.text, range[0].clone());
+    if !c_needs_parse(&file.text, &toks) {
+        return a;
+    }
+    let parsed = c::parse_auto_lexed(&file.text, range[0].clone(), &toks);
     let Some(parsed) = parsed else {
         a.diags.push(Diagnostic::file_error(
             &file.display,
@@ -279,9 +294,9 @@ pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
         return a;
     };
     let nodes = c::descendants(parsed.tree.root_node());
-    let toks = c::lex(&file.text, range[0].clone());
     // A trigger inside code that does not parse cannot be migrated, nor left silently.
     let errors = c::error_nodes(parsed.tree.root_node());
+    a.errors_before = errors.len();
     if let Some(&(_, s, e)) = toks.iter().find(|&&(t, s, e)| {
         t == Tok::Ident
             && C_TRIGGERS.iter().any(|w| file.text[s..e].contains(w))
@@ -674,6 +689,49 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         }
     }
 
+    // Apply every candidate program's edits and re-parse (in parallel: this is most of a
+    // run's work): an edit must not add a parse error.
+    let candidate: Vec<bool> = {
+        let mut v = vec![false; n];
+        for members in groups.values() {
+            let refused = members.iter().any(|&i| {
+                diags_by_file[i]
+                    .iter()
+                    .any(|d| matches!(d.severity, Severity::Manual | Severity::Error))
+            });
+            let deselected = members
+                .iter()
+                .any(|&i| analyses[i].edits.iter().any(|e| !opts.rules.allows(e.rule)));
+            if !refused && !deselected {
+                members
+                    .iter()
+                    .for_each(|&i| v[i] = !analyses[i].edits.is_empty());
+            }
+        }
+        v
+    };
+    let mut applied: Vec<Option<Result<(String, Vec<Edit>), Diagnostic>>> = {
+        use rayon::prelude::*;
+        let jobs: Vec<(usize, Vec<Edit>)> = (0..n)
+            .filter(|&i| candidate[i])
+            .map(|i| (i, std::mem::take(&mut analyses[i].edits)))
+            .collect();
+        let done: Vec<(usize, Result<(String, Vec<Edit>), Diagnostic>)> = jobs
+            .into_par_iter()
+            .map(|(i, edits)| {
+                (
+                    i,
+                    apply_checked(&files[i], edits, analyses[i].errors_before, &bcc_pages, i),
+                )
+            })
+            .collect();
+        let mut v: Vec<Option<_>> = (0..n).map(|_| None).collect();
+        for (i, r) in done {
+            v[i] = Some(r);
+        }
+        v
+    };
+
     let mut out = Outcome::default();
     out.stats.files_scanned = n;
     for members in groups.values() {
@@ -707,50 +765,22 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
             }
             continue;
         }
-        // Apply, then re-parse: an edit must not add a parse error.
         let mut changes = Vec::new();
         let mut failed = None;
         for &i in members {
-            let mut edits = std::mem::take(&mut analyses[i].edits);
-            if edits.is_empty() {
-                continue;
-            }
-            // BPF_RINGBUF_OUTPUT page counts, now that the consumer's request is known.
-            for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
-                for ((f, name), pages) in &bcc_pages {
-                    if *f == i {
-                        e.text = e.text.replace(&bcc::pages_marker(name), &pages.to_string());
-                    }
+            match applied[i].take() {
+                None => {}
+                Some(Ok((new_text, edits))) => changes.push(Change {
+                    file: i,
+                    program: members[0],
+                    new_text,
+                    edits,
+                }),
+                Some(Err(d)) => {
+                    failed = Some(d);
+                    break;
                 }
             }
-            if let Err(e) = edit::normalize(&mut edits) {
-                failed = Some(Diagnostic::at(
-                    &files[i],
-                    e.first.0,
-                    rules::INTERNAL_ERROR,
-                    Severity::Error,
-                    e.to_string(),
-                ));
-                break;
-            }
-            let new_text = edit::apply(&files[i].text, &edits, files[i].crlf);
-            if parse_errors(&files[i].path, &new_text)
-                > parse_errors(&files[i].path, &files[i].text)
-                || new_text.contains('\u{1}')
-            {
-                failed = Some(
-                    Diagnostic::at(&files[i], edits[0].start, rules::INTERNAL_ERROR, Severity::Error,
-                        "the migrated text of this file would not parse; nothing was changed in this program")
-                        .help("please report this with the file"),
-                );
-                break;
-            }
-            changes.push(Change {
-                file: i,
-                program: members[0],
-                new_text,
-                edits,
-            });
         }
         if let Some(d) = failed {
             out.diags.push(d);
@@ -777,6 +807,45 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         ))
     });
     out
+}
+
+/// A file's new text, if its edits apply cleanly and add no parse error.
+fn apply_checked(
+    file: &SourceFile,
+    mut edits: Vec<Edit>,
+    errors_before: usize,
+    bcc_pages: &HashMap<(usize, String), u64>,
+    i: usize,
+) -> Result<(String, Vec<Edit>), Diagnostic> {
+    // BPF_RINGBUF_OUTPUT page counts, now that the consumer's request is known.
+    for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
+        for ((f, name), pages) in bcc_pages {
+            if *f == i {
+                e.text = e.text.replace(&bcc::pages_marker(name), &pages.to_string());
+            }
+        }
+    }
+    if let Err(e) = edit::normalize(&mut edits) {
+        return Err(Diagnostic::at(
+            file,
+            e.first.0,
+            rules::INTERNAL_ERROR,
+            Severity::Error,
+            e.to_string(),
+        ));
+    }
+    let new_text = edit::apply(&file.text, &edits, file.crlf);
+    if new_text.contains('\u{1}') || parse_errors(&file.path, &new_text) > errors_before {
+        return Err(Diagnostic::at(
+            file,
+            edits[0].start,
+            rules::INTERNAL_ERROR,
+            Severity::Error,
+            "the migrated text of this file would not parse; nothing was changed in this program",
+        )
+        .help("please report this with the file"));
+    }
+    Ok((new_text, edits))
 }
 
 /// The BCC C page count of a ring buffer: room for what the tool asked per CPU (its
@@ -815,7 +884,7 @@ fn parse_errors(path: &Path, text: &str) -> usize {
             .unwrap_or(usize::MAX);
     }
     let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
-    c::parse(text, Some(&[bom..text.len()]))
+    c::parse_auto(text, Some(&[bom..text.len()]))
         .map(|p| c::error_nodes(p.tree.root_node()).len())
         .unwrap_or(usize::MAX)
 }

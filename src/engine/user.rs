@@ -68,7 +68,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     }
     let mut st = State::default();
 
-    for call in c::of_kind(cx.nodes, "call_expression") {
+    for call in cx.of_kind("call_expression") {
         let Some(name) = c::call_name(call, src) else {
             continue;
         };
@@ -88,7 +88,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         }
     }
 
-    for n in c::of_kind(cx.nodes, "identifier") {
+    for n in cx.of_kind("identifier") {
         let t = c::text(n, src);
         if RENAMED.contains(&t) {
             st.explained.push((n.start_byte(), n.end_byte()));
@@ -103,7 +103,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
             ));
         }
     }
-    for n in c::of_kind(cx.nodes, "struct_specifier") {
+    for n in cx.of_kind("struct_specifier") {
         if n.child_by_field_name("body").is_some() {
             continue;
         }
@@ -221,7 +221,7 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
     let ok = match (var, scope) {
         (Some(v), Some(f)) if c::is_ident(v) => {
             let mut ok = true;
-            for n in cx.nodes.iter().filter(|n| {
+            for n in cx.of_kind("identifier").iter().filter(|n| {
                 n.kind() == "identifier"
                     && c::text(**n, src) == v
                     && n.start_byte() > call.end_byte()
@@ -280,7 +280,7 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
 /// `#include "x.skel.h"` and `bpf_object__open_file("x.bpf.o", ...)` name the BPF source.
 fn collect_bpf_sources(cx: &Ctx, out: &mut Analysis) {
     let src = cx.src();
-    for n in c::of_kind(cx.nodes, "preproc_include") {
+    for n in cx.of_kind("preproc_include") {
         if let Some(p) = n.child_by_field_name("path") {
             let path = c::text(p, src).trim_matches(['"', '<', '>']);
             let fname = path.rsplit('/').next().unwrap_or(path);
@@ -289,7 +289,7 @@ fn collect_bpf_sources(cx: &Ctx, out: &mut Analysis) {
             }
         }
     }
-    for call in c::of_kind(cx.nodes, "call_expression") {
+    for call in cx.of_kind("call_expression") {
         if !matches!(
             c::call_name(call, src),
             Some("bpf_object__open_file" | "bpf_object__open")
@@ -438,7 +438,7 @@ fn runtime_page_count(cx: &mut Ctx, call: Node, text: &str, span: (usize, usize)
                 }
         });
         let uses = cx
-            .nodes
+            .of_kind("identifier")
             .iter()
             .filter(|n| {
                 n.kind() == "identifier"
@@ -479,7 +479,7 @@ fn unused_page_defines(cx: &mut Ctx, st: &State) {
     names.sort();
     names.dedup();
     for name in names {
-        let Some(def) = c::of_kind(cx.nodes, "preproc_def").into_iter().find(|d| {
+        let Some(def) = cx.of_kind("preproc_def").into_iter().find(|d| {
             d.child_by_field_name("name")
                 .is_some_and(|n| c::text(n, src) == name)
         }) else {
@@ -709,7 +709,7 @@ fn handle_of(call: Node, src: &str) -> Option<String> {
 fn null_checks(cx: &mut Ctx, st: &mut State, call: Node, handle: &str) {
     let src = cx.src();
     let scope = c::ancestor(call, "function_definition").unwrap_or(cx.root());
-    for n in c::of_kind(cx.nodes, "call_expression") {
+    for n in cx.of_kind("call_expression") {
         if n.start_byte() < call.end_byte() || n.end_byte() > scope.end_byte() {
             continue;
         }
@@ -754,7 +754,7 @@ fn null_checks(cx: &mut Ctx, st: &mut State, call: Node, handle: &str) {
 
 fn add_errno_include(cx: &mut Ctx) {
     let src = cx.src();
-    let includes = c::of_kind(cx.nodes, "preproc_include");
+    let includes = cx.of_kind("preproc_include");
     let anchor = includes
         .iter()
         .rfind(|n| {
@@ -870,7 +870,7 @@ fn resolve_map(
                 .is_some_and(|d| strip_ptr(d, src) == inner)
         })?;
     let mut found: Option<(String, Vec<(usize, usize)>)> = None;
-    for call in c::of_kind(cx.nodes, "call_expression") {
+    for call in cx.of_kind("call_expression") {
         if c::call_name(call, src) != Some(fname) {
             continue;
         }
@@ -908,7 +908,7 @@ fn resolve_field(
     }
     let mut found: Option<(String, Vec<(usize, usize)>)> = None;
     for n in cx
-        .nodes
+        .of_kind("assignment_expression")
         .iter()
         .filter(|n| n.kind() == "assignment_expression")
     {
@@ -999,7 +999,7 @@ fn eval_int(cx: &Ctx, expr: &str, depth: usize) -> Option<u64> {
         return None;
     }
     let src = cx.src();
-    c::of_kind(cx.nodes, "preproc_def")
+    cx.of_kind("preproc_def")
         .into_iter()
         .find(|d| {
             d.child_by_field_name("name")
@@ -1035,10 +1035,9 @@ fn functions_named<'t>(cx: &Ctx<'_, 't>, name: &str) -> Vec<(Node<'t>, Node<'t>)
 /// Uses of identifier `name` outside the given spans.
 fn other_uses<'t>(cx: &Ctx<'_, 't>, name: &str, allowed: &[(usize, usize)]) -> Vec<Node<'t>> {
     let src = cx.src();
-    cx.nodes
-        .iter()
-        .copied()
-        .filter(|n| n.kind() == "identifier" && c::text(*n, src) == name)
+    cx.of_kind("identifier")
+        .into_iter()
+        .filter(|n| c::text(*n, src) == name)
         .filter(|n| {
             !allowed
                 .iter()
@@ -1334,7 +1333,7 @@ fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, u
     // File-scope statics that only the callback used would now be unused.
     let body = def.child_by_field_name("body").unwrap();
     let used: HashSet<&str> = cx
-        .nodes
+        .of_kind("identifier")
         .iter()
         .filter(|n| {
             n.kind() == "identifier"
@@ -1427,7 +1426,7 @@ fn messages(cx: &mut Ctx) {
         ("perf_buffer", "ring_buffer"),
         ("perf event buffer", "ring buffer"),
     ];
-    for n in c::of_kind(cx.nodes, "string_literal") {
+    for n in cx.of_kind("string_literal") {
         let t = c::text(n, src);
         if !PAIRS.iter().any(|(a, _)| t.contains(a)) {
             continue;

@@ -129,11 +129,19 @@ fn blank(out: &mut [u8], s: usize, e: usize) {
     }
 }
 
-/// Returns `text` with BPF macros masked (same length, same newlines).
-pub fn mask(text: &str, ranges: &[Range<usize>]) -> String {
+/// Returns `text` with BPF macros masked (same length, same newlines); `toks`, when given,
+/// are the tokens of the single range (so that a file is lexed once).
+pub fn mask(text: &str, ranges: &[Range<usize>], toks: Option<&[(Tok, usize, usize)]>) -> Vec<u8> {
     let mut out = text.as_bytes().to_vec();
     for r in ranges {
-        let toks = lex(text, r.clone());
+        let owned;
+        let toks = match toks {
+            Some(t) if ranges.len() == 1 => t,
+            _ => {
+                owned = lex(text, r.clone());
+                &owned[..]
+            }
+        };
         let mut k = 0;
         while k < toks.len() {
             let (t, s, e) = toks[k];
@@ -158,7 +166,7 @@ pub fn mask(text: &str, ranges: &[Range<usize>]) -> String {
         }
     }
     // Only ASCII bytes were replaced, and only whole tokens: still valid UTF-8.
-    String::from_utf8(out).expect("masking keeps UTF-8 valid")
+    out
 }
 
 pub struct CParse {
@@ -167,13 +175,40 @@ pub struct CParse {
 
 /// Parses C in `text`; with `ranges`, only those byte ranges (C embedded in another file).
 pub fn parse(text: &str, ranges: Option<&[Range<usize>]>) -> Option<CParse> {
-    parse_with(text, ranges, false)
+    parse_with(text, ranges, false, None)
 }
 
 /// Parses BCC C: as `parse`, and placeholders that tools replace before compiling (`FILTER`,
 /// `FILTER_PID` on a line of their own) are masked too.
 pub fn parse_bcc(text: &str, ranges: Option<&[Range<usize>]>) -> Option<CParse> {
-    parse_with(text, ranges, true)
+    parse_with(text, ranges, true, None)
+}
+
+/// BCC C (before or after migration), parsed with placeholders masked.
+pub fn looks_bcc(text: &str) -> bool {
+    [
+        "BPF_PERF_OUTPUT",
+        "perf_submit",
+        "BPF_RINGBUF_OUTPUT",
+        ".ringbuf_output(",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+}
+
+/// `parse_bcc` for BCC C, else `parse`: the same choice for a file before and after migration,
+/// so their error counts compare.
+pub fn parse_auto(text: &str, ranges: Option<&[Range<usize>]>) -> Option<CParse> {
+    parse_with(text, ranges, looks_bcc(text), None)
+}
+
+/// `parse_auto` of one range whose tokens are already known.
+pub fn parse_auto_lexed(
+    text: &str,
+    range: Range<usize>,
+    toks: &[(Tok, usize, usize)],
+) -> Option<CParse> {
+    parse_with(text, Some(&[range]), looks_bcc(text), Some(toks))
 }
 
 /// Lines holding nothing but one upper-case identifier: text substitution placeholders.
@@ -245,13 +280,18 @@ fn mask_else_branches(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
     }
 }
 
-fn parse_with(text: &str, ranges: Option<&[Range<usize>]>, placeholders: bool) -> Option<CParse> {
-    let first = parse_masked(text, ranges, placeholders, false)?;
+fn parse_with(
+    text: &str,
+    ranges: Option<&[Range<usize>]>,
+    placeholders: bool,
+    toks: Option<&[(Tok, usize, usize)]>,
+) -> Option<CParse> {
+    let first = parse_masked(text, ranges, placeholders, false, toks)?;
     if !first.tree.root_node().has_error() || !text.contains("#if") {
         return Some(first);
     }
     // Conditionals may split a declaration: try the first branches alone, keep the better.
-    let second = parse_masked(text, ranges, placeholders, true)?;
+    let second = parse_masked(text, ranges, placeholders, true, toks)?;
     let errs = |p: &CParse| error_nodes(p.tree.root_node()).len();
     Some(if errs(&second) < errs(&first) {
         second
@@ -265,19 +305,16 @@ fn parse_masked(
     ranges: Option<&[Range<usize>]>,
     placeholders: bool,
     first_branches: bool,
+    toks: Option<&[(Tok, usize, usize)]>,
 ) -> Option<CParse> {
     let whole = [0..text.len()];
     let rs = ranges.unwrap_or(&whole);
-    let mut masked = mask(text, rs);
-    if placeholders || first_branches {
-        let mut bytes = std::mem::take(&mut masked).into_bytes();
-        if placeholders {
-            mask_placeholders(text, rs, &mut bytes);
-        }
-        if first_branches {
-            mask_else_branches(text, rs, &mut bytes);
-        }
-        masked = String::from_utf8(bytes).expect("masking keeps UTF-8 valid");
+    let mut masked = mask(text, rs, toks);
+    if placeholders {
+        mask_placeholders(text, rs, &mut masked);
+    }
+    if first_branches {
+        mask_else_branches(text, rs, &mut masked);
     }
     let mut parser = Parser::new();
     parser
@@ -295,7 +332,7 @@ fn parse_masked(
             .collect();
         parser.set_included_ranges(&ts).ok()?;
     }
-    let tree = parser.parse(masked.as_bytes(), None)?;
+    let tree = parser.parse(&masked, None)?;
     Some(CParse { tree })
 }
 
@@ -602,7 +639,7 @@ mod tests {
     #[test]
     fn masks_keep_length_and_parse_clean() {
         let src = "struct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\t__type(key, u32);\n} events SEC(\".maps\");\n\nSEC(\"tp/sched/sched_process_exec\")\nint handle(void *ctx)\n{\n\treturn 0;\n}\nstatic __always_inline int f(void) { return 1; }\n";
-        let m = mask(src, &[0..src.len()]);
+        let m = mask(src, &[0..src.len()], None);
         assert_eq!(m.len(), src.len());
         let p = parse(src, None).unwrap();
         assert!(
