@@ -710,13 +710,13 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         }
         v
     };
-    let mut applied: Vec<Option<Result<(String, Vec<Edit>), Diagnostic>>> = {
+    let mut applied: Vec<Option<Applied>> = {
         use rayon::prelude::*;
         let jobs: Vec<(usize, Vec<Edit>)> = (0..n)
             .filter(|&i| candidate[i])
             .map(|i| (i, std::mem::take(&mut analyses[i].edits)))
             .collect();
-        let done: Vec<(usize, Result<(String, Vec<Edit>), Diagnostic>)> = jobs
+        let done: Vec<(usize, Applied)> = jobs
             .into_par_iter()
             .map(|(i, edits)| {
                 (
@@ -777,7 +777,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                     edits,
                 }),
                 Some(Err(d)) => {
-                    failed = Some(d);
+                    failed = Some(*d);
                     break;
                 }
             }
@@ -809,6 +809,9 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     out
 }
 
+/// A file's new text and its edits, or why the program cannot be changed.
+type Applied = Result<(String, Vec<Edit>), Box<Diagnostic>>;
+
 /// A file's new text, if its edits apply cleanly and add no parse error.
 fn apply_checked(
     file: &SourceFile,
@@ -816,7 +819,7 @@ fn apply_checked(
     errors_before: usize,
     bcc_pages: &HashMap<(usize, String), u64>,
     i: usize,
-) -> Result<(String, Vec<Edit>), Diagnostic> {
+) -> Applied {
     // BPF_RINGBUF_OUTPUT page counts, now that the consumer's request is known.
     for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
         for ((f, name), pages) in bcc_pages {
@@ -826,24 +829,26 @@ fn apply_checked(
         }
     }
     if let Err(e) = edit::normalize(&mut edits) {
-        return Err(Diagnostic::at(
+        return Err(Box::new(Diagnostic::at(
             file,
             e.first.0,
             rules::INTERNAL_ERROR,
             Severity::Error,
             e.to_string(),
-        ));
+        )));
     }
     let new_text = edit::apply(&file.text, &edits, file.crlf);
     if new_text.contains('\u{1}') || parse_errors(&file.path, &new_text) > errors_before {
-        return Err(Diagnostic::at(
-            file,
-            edits[0].start,
-            rules::INTERNAL_ERROR,
-            Severity::Error,
-            "the migrated text of this file would not parse; nothing was changed in this program",
-        )
-        .help("please report this with the file"));
+        return Err(Box::new(
+            Diagnostic::at(
+                file,
+                edits[0].start,
+                rules::INTERNAL_ERROR,
+                Severity::Error,
+                "the migrated text of this file would not parse; nothing was changed in this program",
+            )
+            .help("please report this with the file"),
+        ));
     }
     Ok((new_text, edits))
 }
