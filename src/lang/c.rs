@@ -149,7 +149,7 @@ pub fn mask(text: &str, ranges: &[Range<usize>], toks: Option<&[(Tok, usize, usi
                 let word = &text[s..e];
                 let call_like = word == "SEC" || MEMBER_MACROS.contains(&word);
                 if call_like && matches!(toks.get(k + 1), Some((Tok::Punct(b'('), _, _))) {
-                    if let Some(close) = matching_paren(&toks, k + 1) {
+                    if let Some(close) = matching_paren(toks, k + 1) {
                         let end = toks[close].2;
                         blank(&mut out, s, end);
                         if word != "SEC" {
