@@ -110,6 +110,18 @@ fn wrong_migrations_are_caught_with_the_map_and_event_named() {
             .contains("`handle_exec`"),
         "{prog}"
     );
+    let rejected = lines
+        .iter()
+        .find(|v| {
+            v["type"] == "program" && v["program"].as_str().unwrap().contains("verifier_reject")
+        })
+        .unwrap();
+    assert_eq!(rejected["verdict"], "different");
+    let problem = rejected["problems"][0].as_str().unwrap();
+    assert!(
+        problem.contains("does not load") && problem.contains("invalid indirect access to stack"),
+        "the verifier log is shown: {problem}"
+    );
     // The maps the wrong migrations did not touch still match.
     for p in ["field_unset", "wrong_size", "no_attach"] {
         assert_eq!(
@@ -176,4 +188,54 @@ fn verify_that_cannot_run_exits_two_and_says_why() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn an_interrupted_verify_leaves_no_guest_and_no_files() {
+    let tmp = tempdir();
+    let child = std::process::Command::new(bin())
+        .args(["verify", "fixtures/execsnoop/input"])
+        .current_dir(root())
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the guest runs (its initramfs is in the work directory), then Ctrl-C.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let qemu_running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| {
+                        String::from_utf8_lossy(&c).contains(&*tmp.path().to_string_lossy())
+                            && String::from_utf8_lossy(&c).contains("qemu")
+                    })
+                    .unwrap_or(false)
+            })
+    };
+    while !qemu_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!qemu_running(), "qemu outlived bpf-migrate");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "temp files left behind: {left:?}");
 }

@@ -281,6 +281,24 @@ pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     };
     let range = [bom..file.text.len()];
     let toks = c::lex(&file.text, range[0].clone());
+    // A block comment running to the end of the file hides whatever follows it.
+    if let Some(&(Tok::Comment, s, e)) = toks.last()
+        && file.text[s..e].starts_with("/*")
+        && !file.text[s..e].ends_with("*/")
+        && has_trigger(&file.text[s..e])
+    {
+        a.diags.push(
+            Diagnostic::at(
+                file,
+                s,
+                rules::PARSE_ERROR,
+                Severity::Error,
+                "unterminated comment: everything after it is part of it",
+            )
+            .help("close the comment; the file is left untouched"),
+        );
+        return a;
+    }
     if !c_needs_parse(&file.text, &toks) {
         return a;
     }
@@ -407,10 +425,54 @@ pub fn is_python(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "py")
 }
 
+/// Files with a trigger larger than this are reported, not parsed (a generated file, most
+/// likely; a parse would take seconds and hundreds of MiB).
+const MAX_PARSED_BYTES: usize = 16 << 20;
+
+/// Bracket nesting beyond which a file is not parsed: syn and the analyses recurse.
+const MAX_NESTING: usize = 256;
+
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// Analyses one file of any kind bpf-migrate reads.
 pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     if !has_trigger(&file.text) {
         return Analysis::default();
+    }
+    if file.text.len() > MAX_PARSED_BYTES {
+        let mut a = Analysis::default();
+        a.diags.push(Diagnostic::file_error(
+            &file.display,
+            rules::PARSE_ERROR,
+            format!(
+                "{} MiB is more than bpf-migrate parses ({} MiB); the file is left untouched",
+                file.text.len() >> 20,
+                MAX_PARSED_BYTES >> 20
+            ),
+        ));
+        return a;
+    }
+    if nesting(&file.text) > MAX_NESTING {
+        let mut a = Analysis::default();
+        a.diags.push(Diagnostic::file_error(
+            &file.display,
+            rules::PARSE_ERROR,
+            format!("brackets nest deeper than {MAX_NESTING} levels; the file is left untouched"),
+        ));
+        return a;
     }
     if is_python(&file.path) {
         python::analyze(file, opts)

@@ -67,6 +67,23 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         return;
     }
     let mut st = State::default();
+    // Using a perf buffer this file does not create: its creation, elsewhere, is out of reach,
+    // and renaming only the uses would break the program.
+    if !toks
+        .iter()
+        .any(|&(t, s, e)| t == Tok::Ident && &src[s..e] == "perf_buffer__new")
+        && let Some(&(_, s, e)) = toks
+            .iter()
+            .find(|&&(t, s, e)| t == Tok::Ident && RENAMED.contains(&&src[s..e]))
+    {
+        cx.manual(
+            s,
+            rules::UNLINKED_PROGRAM,
+            format!("{}() on a perf buffer created in another file", &src[s..e]),
+            "bpf-migrate migrates a perf buffer with the file that creates it (perf_buffer__new); keep them together or migrate by hand",
+        );
+        return;
+    }
 
     for call in cx.of_kind("call_expression") {
         let Some(name) = c::call_name(call, src) else {

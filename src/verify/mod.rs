@@ -53,8 +53,24 @@ pub struct ProgramReport {
     pub problems: Vec<String>,
 }
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Ctrl-C (or SIGTERM) during verify: the run stops at its next check, qemu is killed and
+/// the work directory removed as the stack unwinds normally.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Exit code: 0 equivalent, 1 different or inconclusive, 2 could not run.
 pub fn run(opts: &VerifyOptions) -> u8 {
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
     match run_inner(opts) {
         Ok((reports, timing)) => {
             let code = if reports.iter().all(|r| r.verdict == Verdict::Equivalent) {

@@ -137,6 +137,9 @@ fn run_vm(
     let mut boot = None;
     loop {
         std::thread::sleep(Duration::from_millis(10));
+        if super::interrupted() {
+            bail!("interrupted; the guest was stopped");
+        }
         let frames = read_frames(&results);
         if boot.is_none() && !frames.is_empty() {
             boot = Some(start.elapsed());
