@@ -315,3 +315,16 @@ fn every_severity_is_one_the_exit_code_accounts_for() {
     let out = engine::migrate(&srcs, &Options::default());
     assert!(out.diags.iter().all(|d| d.severity != Severity::Error));
 }
+
+#[test]
+fn control_bytes_in_the_input_are_just_text() {
+    // Found by fuzzing: a \x01 byte in a comment was taken for an internal marker.
+    let tmp = tempdir();
+    let mut files = read_tree(&root().join("fixtures/execsnoop/input"));
+    let bpf = files.get_mut("execsnoop.bpf.c").unwrap();
+    *bpf = bpf.replacen("/*", "/* \u{1}", 1);
+    write_tree(tmp.path(), &files);
+    let o = run(tmp.path(), &["--write"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(fs::read_to_string(tmp.path().join("execsnoop.bpf.c")).unwrap().contains("/* \u{1}"));
+}

@@ -188,6 +188,18 @@ fn btf_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
             "write the map with __uint()/__type() members only, or migrate it by hand",
         );
     }
+    // Comments in the definition about the perf buffer (a lint suppression such as
+    // `bpflint: disable=perfbuf-usage`) are stale once it is a ring buffer.
+    for &(t, cs, ce) in &c::lex(src, body.start_byte() + 1..body.end_byte() - 1) {
+        let text = &src[cs..ce];
+        let lower = text.to_ascii_lowercase();
+        if t == Tok::Comment
+            && own_line(src, cs, ce)
+            && ["perfbuf", "perf buffer", "perf_buffer", "perf_event_array", "perf event array"].iter().any(|w| lower.contains(w))
+        {
+            edits.push(Edit::delete(line_start(src, cs), line_end_incl(src, ce.saturating_sub(1)), rules::PERF_MAP_DEF));
+        }
+    }
     if !has_max {
         let (s, e) = ty_member.span;
         let semi = e;

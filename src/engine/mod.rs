@@ -900,7 +900,10 @@ fn apply_checked(
         )));
     }
     let new_text = edit::apply(&file.text, &edits, file.crlf);
-    if new_text.contains('\u{1}') || parse_errors(&file.path, &new_text) > errors_before {
+    // A page-count marker left in an edit (its table had no reader) must not reach a file;
+    // the input itself may hold any byte.
+    let unresolved = edits.iter().any(|e| e.text.contains('\u{1}'));
+    if unresolved || parse_errors(&file.path, &new_text) > errors_before {
         return Err(Box::new(
             Diagnostic::at(
                 file,

@@ -908,11 +908,8 @@ fn lost_callback(rs: &mut Rs, col: &Collect, lost: &Expr, func: Option<Func>) {
             && others.is_empty()
         {
             let (a, b) = rs.range(l.span());
-            rs.edits.push(Edit::delete(
-                line_start(&src, a),
-                line_end_incl(&src, b.saturating_sub(1)),
-                rules::RS_LOST_CALLBACK,
-            ));
+            let (ds, de) = item_lines(&src, a, b);
+            rs.edits.push(Edit::delete(ds, de, rules::RS_LOST_CALLBACK));
             closure_range = (a, b);
         } else if let Some(f) = col.fns.iter().find(|f| f.sig.ident == name)
             && others.is_empty()
@@ -966,11 +963,8 @@ fn lost_callback(rs: &mut Rs, col: &Collect, lost: &Expr, func: Option<Func>) {
                     !in_own && !in_removed
                 });
                 if in_removed && !elsewhere {
-                    rs.edits.push(Edit::delete(
-                        line_start(&src, a),
-                        line_end_incl(&src, b.saturating_sub(1)),
-                        rules::RS_LOST_CALLBACK,
-                    ));
+                    let (ds, de) = item_lines(&src, a, b);
+                    rs.edits.push(Edit::delete(ds, de, rules::RS_LOST_CALLBACK));
                     removed.push((a, b));
                     changed = true;
                 }
