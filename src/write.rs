@@ -68,3 +68,23 @@ pub fn dirty_files(files: &[&Path]) -> Vec<std::path::PathBuf> {
     }
     dirty
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_changed_since_it_was_read_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.c");
+        fs::write(&p, "changed by someone else").unwrap();
+        let e = atomic_replace(&p, "what was read", "new").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("changed while bpf-migrate was working")
+        );
+        assert_eq!(fs::read_to_string(&p).unwrap(), "changed by someone else");
+        atomic_replace(&p, "changed by someone else", "new").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "new");
+    }
+}

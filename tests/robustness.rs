@@ -326,5 +326,9 @@ fn control_bytes_in_the_input_are_just_text() {
     write_tree(tmp.path(), &files);
     let o = run(tmp.path(), &["--write"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(fs::read_to_string(tmp.path().join("execsnoop.bpf.c")).unwrap().contains("/* \u{1}"));
+    assert!(
+        fs::read_to_string(tmp.path().join("execsnoop.bpf.c"))
+            .unwrap()
+            .contains("/* \u{1}")
+    );
 }

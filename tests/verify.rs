@@ -110,6 +110,20 @@ fn wrong_migrations_are_caught_with_the_map_and_event_named() {
             .contains("`handle_exec`"),
         "{prog}"
     );
+    // A ring too small for the workload's bursts: drops show as missing events.
+    let full = maps_of(&lines, "full_ring")
+        .into_iter()
+        .find(|m| m["map"] == "opens")
+        .unwrap();
+    assert_eq!(full["verdict"], "different");
+    assert!(
+        full["migrated"].as_u64() < full["original"].as_u64(),
+        "{full}"
+    );
+    assert!(
+        full["finding"].as_str().unwrap().contains("a full ring"),
+        "{full}"
+    );
     let rejected = lines
         .iter()
         .find(|v| {
@@ -180,6 +194,17 @@ fn verify_that_cannot_run_exits_two_and_says_why() {
     );
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("clang failed"), "{}", stderr(&out));
+    // A guest that does not finish in time: stopped, with its console log.
+    let out = run(
+        &root(),
+        &["verify", "--timeout", "1", "fixtures/execsnoop/input"],
+    );
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("did not finish within") && stderr(&out).contains("guest console"),
+        "{}",
+        stderr(&out)
+    );
     // Nothing to verify.
     let out = run(tmp.path(), &["verify", "."]);
     assert_eq!(code(&out), 2);

@@ -195,9 +195,21 @@ fn btf_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
         let lower = text.to_ascii_lowercase();
         if t == Tok::Comment
             && own_line(src, cs, ce)
-            && ["perfbuf", "perf buffer", "perf_buffer", "perf_event_array", "perf event array"].iter().any(|w| lower.contains(w))
+            && [
+                "perfbuf",
+                "perf buffer",
+                "perf_buffer",
+                "perf_event_array",
+                "perf event array",
+            ]
+            .iter()
+            .any(|w| lower.contains(w))
         {
-            edits.push(Edit::delete(line_start(src, cs), line_end_incl(src, ce.saturating_sub(1)), rules::PERF_MAP_DEF));
+            edits.push(Edit::delete(
+                line_start(src, cs),
+                line_end_incl(src, ce.saturating_sub(1)),
+                rules::PERF_MAP_DEF,
+            ));
         }
     }
     if !has_max {

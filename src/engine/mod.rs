@@ -343,10 +343,13 @@ pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     }
     for n in c::of_kind(&nodes, "preproc_include") {
         if let Some(p) = n.child_by_field_name("path")
-            && p.kind() == "string_literal"
+            && matches!(p.kind(), "string_literal" | "system_lib_string")
         {
-            a.includes
-                .push(c::text(p, &file.text).trim_matches('"').to_string());
+            a.includes.push(
+                c::text(p, &file.text)
+                    .trim_matches(['"', '<', '>'])
+                    .to_string(),
+            );
         }
     }
     a.edits = cx.edits;
@@ -695,8 +698,8 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                     // that includes it; that case was linked above under the header's index.
                     link_diags.push(
                         Diagnostic::at(&files[j], m.offset, rules::UNLINKED_PROGRAM, Severity::Manual,
-                            format!("no user-space reader of perf event array `{}` was found (perf_buffer__new in a C loader)", m.name))
-                            .help("pass the loader too (bpf-migrate looks for X.c beside X.bpf.c), or migrate the reader by hand and then this map"),
+                            format!("no user-space reader of perf event array `{}` was found among the files given", m.name))
+                            .help("pass the reader too: a libbpf C loader (X.c beside X.bpf.c is found by itself), a BCC tool or a libbpf-rs crate; readers in other languages (Go, C++) are not migrated yet, so migrate the reader and this map together by hand"),
                     );
                 }
                 Some(pages) => {
@@ -891,13 +894,18 @@ fn apply_checked(
         }
     }
     if let Err(e) = edit::normalize(&mut edits) {
-        return Err(Box::new(Diagnostic::at(
-            file,
-            e.first.0,
-            rules::INTERNAL_ERROR,
-            Severity::Error,
-            e.to_string(),
-        )));
+        // Two changes to one stretch of code: it is not plain enough to migrate (code that
+        // does not parse, typically), so the program is left to be done by hand.
+        return Err(Box::new(
+            Diagnostic::at(
+                file,
+                e.second.0,
+                rules::UNSUPPORTED_FORM,
+                Severity::Manual,
+                format!("the changes planned here overlap ({} and {}); the code around this line is not plain enough to migrate", e.first.2, e.second.2),
+            )
+            .help("check that this code compiles (unbalanced braces?), or migrate by hand"),
+        ));
     }
     let new_text = edit::apply(&file.text, &edits, file.crlf);
     // A page-count marker left in an edit (its table had no reader) must not reach a file;
