@@ -196,6 +196,20 @@ pub fn analyze(file: &SourceFile) -> Analysis {
             return a;
         }
     };
+    // Byte offsets come from proc-macro2's span locations; a build without them (cargo fuzz
+    // sets cfg(fuzzing), which turns them off) would place every edit at offset 0.
+    if ast
+        .items
+        .first()
+        .is_some_and(|i| i.span().start().line == 0)
+    {
+        a.diags.push(Diagnostic::file_error(
+            &file.display,
+            rules::INTERNAL_ERROR,
+            "this build of bpf-migrate has no source positions for Rust; the file is left untouched",
+        ));
+        return a;
+    }
     let mut col = Collect::default();
     col.visit_file(&ast);
     let mut rs = Rs {

@@ -1342,9 +1342,14 @@ fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, u
     // Code that does not parse can make a function appear to run on over what follows it:
     // such a definition is not deleted.
     let whole = |d: &Node| {
-        !d.has_error() && !creation.iter().any(|&(s, e)| s < d.end_byte() && e > d.start_byte())
+        !d.has_error()
+            && !creation
+                .iter()
+                .any(|&(s, e)| s < d.end_byte() && e > d.start_byte())
     };
-    let Some(def) = def.filter(|d| is_static && whole(d) && other_uses(cx, name, &allowed).is_empty()) else {
+    let Some(def) =
+        def.filter(|d| is_static && whole(d) && other_uses(cx, name, &allowed).is_empty())
+    else {
         kept(cx);
         return;
     };
