@@ -911,7 +911,22 @@ fn apply_checked(
     // A page-count marker left in an edit (its table had no reader) must not reach a file;
     // the input itself may hold any byte.
     let unresolved = edits.iter().any(|e| e.text.contains('\u{1}'));
-    if unresolved || parse_errors(&file.path, &new_text) > errors_before {
+    let errors_after = parse_errors(&file.path, &new_text);
+    if !unresolved && errors_before > 0 && errors_after > errors_before {
+        // The file did not parse cleanly to begin with: error recovery may shift with any
+        // change, so the migration cannot be checked. Not our bug, but not safe either.
+        return Err(Box::new(
+            Diagnostic::at(
+                file,
+                edits[0].start,
+                rules::UNSUPPORTED_FORM,
+                Severity::Manual,
+                format!("this file does not parse cleanly ({errors_before} error(s)), so the migration of its program cannot be checked"),
+            )
+            .help("fix the code that does not parse (or the macros that hide C syntax), or migrate by hand"),
+        ));
+    }
+    if unresolved || errors_after > errors_before {
         return Err(Box::new(
             Diagnostic::at(
                 file,
