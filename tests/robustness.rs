@@ -332,3 +332,25 @@ fn control_bytes_in_the_input_are_just_text() {
             .contains("/* \u{1}")
     );
 }
+
+#[test]
+fn control_bytes_in_copied_text_are_just_text() {
+    // Found by fuzzing: a message string holding \x01, copied into an edit, was taken for an
+    // unresolved page-count marker.
+    let tmp = tempdir();
+    let mut files = read_tree(&root().join("fixtures/execsnoop/input"));
+    let loader = files.get_mut("execsnoop.c").unwrap();
+    *loader = loader.replacen(
+        "failed to open perf buffer",
+        "failed to open perf buffer \u{1}",
+        1,
+    );
+    write_tree(tmp.path(), &files);
+    let o = run(tmp.path(), &["--write"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        fs::read_to_string(tmp.path().join("execsnoop.c"))
+            .unwrap()
+            .contains("failed to open ring buffer \u{1}")
+    );
+}

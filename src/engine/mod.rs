@@ -886,7 +886,10 @@ fn apply_checked(
     i: usize,
 ) -> Applied {
     // BPF_RINGBUF_OUTPUT page counts, now that the consumer's request is known.
-    for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
+    for e in edits
+        .iter_mut()
+        .filter(|e| e.rule == rules::BCC_PERF_OUTPUT && e.text.contains('\u{1}'))
+    {
         for ((f, name), pages) in bcc_pages {
             if *f == i {
                 e.text = e.text.replace(&bcc::pages_marker(name), &pages.to_string());
@@ -910,7 +913,9 @@ fn apply_checked(
     let new_text = edit::apply(&file.text, &edits, file.crlf);
     // A page-count marker left in an edit (its table had no reader) must not reach a file;
     // the input itself may hold any byte.
-    let unresolved = edits.iter().any(|e| e.text.contains('\u{1}'));
+    let unresolved = edits
+        .iter()
+        .any(|e| e.rule == rules::BCC_PERF_OUTPUT && e.text.contains('\u{1}'));
     let errors_after = parse_errors(&file.path, &new_text);
     if !unresolved && errors_before > 0 && errors_after > errors_before {
         // The file did not parse cleanly to begin with: error recovery may shift with any
