@@ -181,56 +181,77 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
         }
     }
 
-    for (path, explicit) in found {
-        let display = display_path(&path);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                out.errors.push(Diagnostic::file_error(
-                    &display,
-                    rules::IO_ERROR,
-                    format!("cannot read: {e}"),
-                ));
-                continue;
-            }
-        };
-        if bytes.iter().take(8192).any(|&b| b == 0) {
-            if explicit || is_candidate(&path) {
-                out.errors.push(Diagnostic::file_error(
-                    &display,
-                    rules::IO_ERROR,
-                    "binary file (it holds NUL bytes); not a source file",
-                ));
-            }
-            continue;
+    // Read in parallel; the results keep the walk's (sorted) order.
+    use rayon::prelude::*;
+    let read: Vec<Read> = found
+        .into_par_iter()
+        .map(|(path, explicit)| read_one(path, explicit))
+        .collect();
+    for r in read {
+        match r {
+            Read::File(f) => out.files.push(f),
+            Read::Skipped => out.skipped += 1,
+            Read::Error(d) => out.errors.push(*d),
+            Read::Ignored => {}
         }
-        let text = match String::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(e) => {
-                let at = e.utf8_error().valid_up_to();
-                let b = e.as_bytes();
-                let line = b[..at].iter().filter(|&&c| c == b'\n').count() + 1;
-                let mut d = Diagnostic::file_error(
-                    &display,
-                    rules::IO_ERROR,
-                    format!(
-                        "not valid UTF-8 (byte offset {at}, line {line}); the file was not changed"
-                    ),
-                );
-                d.line = line;
-                d.column = 1;
-                out.errors.push(d);
-                continue;
-            }
-        };
-        if !crate::engine::has_trigger(&text) {
-            out.skipped += 1;
-            continue;
-        }
-        out.files.push(SourceFile::new(path, display, text));
     }
     out.files.sort_by(|a, b| a.display.cmp(&b.display));
     out
+}
+
+enum Read {
+    File(SourceFile),
+    /// A candidate without any trigger string: counted, never parsed.
+    Skipped,
+    Error(Box<Diagnostic>),
+    /// A binary file found by walking that is not a source file.
+    Ignored,
+}
+
+fn read_one(path: PathBuf, explicit: bool) -> Read {
+    let display = display_path(&path);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            return Read::Error(Box::new(Diagnostic::file_error(
+                &display,
+                rules::IO_ERROR,
+                format!("cannot read: {e}"),
+            )));
+        }
+    };
+    if bytes.iter().take(8192).any(|&b| b == 0) {
+        if explicit || is_candidate(&path) {
+            return Read::Error(Box::new(Diagnostic::file_error(
+                &display,
+                rules::IO_ERROR,
+                "binary file (it holds NUL bytes); not a source file",
+            )));
+        }
+        return Read::Ignored;
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let b = e.as_bytes();
+            let line = b[..at].iter().filter(|&&c| c == b'\n').count() + 1;
+            let mut d = Diagnostic::file_error(
+                &display,
+                rules::IO_ERROR,
+                format!(
+                    "not valid UTF-8 (byte offset {at}, line {line}); the file was not changed"
+                ),
+            );
+            d.line = line;
+            d.column = 1;
+            return Read::Error(Box::new(d));
+        }
+    };
+    if !crate::engine::has_trigger(&text) {
+        return Read::Skipped;
+    }
+    Read::File(SourceFile::new(path, display, text))
 }
 
 fn clean(p: &Path) -> PathBuf {
