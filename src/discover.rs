@@ -180,6 +180,33 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
             found.entry(p).or_insert(false);
         }
     }
+    // Local headers a C file includes: a map may be defined in one.
+    let mut headers = Vec::new();
+    for p in found
+        .keys()
+        .filter(|p| p.extension().is_some_and(|e| e == "c"))
+    {
+        let dir = p.parent().unwrap_or(Path::new(""));
+        if let Ok(text) = fs::read_to_string(p) {
+            for line in text.lines() {
+                if let Some(inc) = line
+                    .trim_start()
+                    .strip_prefix("#include")
+                    .map(str::trim)
+                    .and_then(|r| r.strip_prefix('"'))
+                    .and_then(|r| r.split('"').next())
+                    .filter(|r| !r.ends_with(".skel.h") && *r != "vmlinux.h")
+                {
+                    headers.push(dir.join(inc));
+                }
+            }
+        }
+    }
+    for p in headers {
+        if p.is_file() {
+            found.entry(clean(&p)).or_insert(false);
+        }
+    }
 
     // Read in parallel; the results keep the walk's (sorted) order.
     use rayon::prelude::*;

@@ -114,6 +114,12 @@ fn a_file_given_alone_brings_its_program_or_nothing_is_written() {
     let o = run(tmp.path(), &["--write", "execsnoop.c"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(read_tree(tmp.path()), expected("execsnoop"));
+    // Only the loader named, the map in a header its BPF source includes: all three move.
+    let tmp2 = tempdir();
+    write_tree(tmp2.path(), &fixture("header_map"));
+    let o = run(tmp2.path(), &["--write", "header_map.c"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(read_tree(tmp2.path()), expected("header_map"));
     // A loader whose BPF source is nowhere: a message, and no file changes.
     let tmp = tempdir();
     let mut t = fixture("execsnoop");
