@@ -120,100 +120,41 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
             }
         }
     }
-    // Partners: `x.c` beside `x.bpf.c` and the other way round, and the BPF source of an
-    // included skeleton, so that a program is seen whole even when one file was named.
-    let mut partners = Vec::new();
-    for p in found.keys() {
-        let dir = p.parent().unwrap_or(Path::new(""));
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(stem) = name.strip_suffix(".bpf.c") {
-            partners.push(dir.join(format!("{stem}.c")));
-        } else if name.ends_with(".rs") {
-            // libbpf-cargo skeletons: `include!(concat!(env!("OUT_DIR"), "/x.skel.rs"))` names
-            // src/bpf/x.bpf.c by convention.
-            if let Ok(text) = fs::read_to_string(p) {
-                for (at, _) in text.match_indices(".skel.rs") {
-                    let before = &text[..at];
-                    let stem_start = before
-                        .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
-                        .map(|i| i + 1)
-                        .unwrap_or(0);
-                    let stem = &before[stem_start..];
-                    if !stem.is_empty() {
-                        partners.push(dir.join("bpf").join(format!("{stem}.bpf.c")));
-                        partners.push(dir.join(format!("{stem}.bpf.c")));
-                    }
-                }
-            }
-        } else if name.ends_with(".py") {
-            // BCC's BPF(src_file="x.c"): the C file, relative to the tool.
-            if let Ok(text) = fs::read_to_string(p) {
-                for line in text.lines().filter(|l| l.contains("src_file")) {
-                    let quoted: Vec<&str> = line.split(['"', '\'']).skip(1).step_by(2).collect();
-                    if let Some(last) = quoted.last() {
-                        partners.push(dir.join(last.trim_start_matches('/')));
-                    }
-                }
-            }
-        } else if let Some(stem) = name.strip_suffix(".c") {
-            partners.push(dir.join(format!("{stem}.bpf.c")));
-            if let Ok(text) = fs::read_to_string(p) {
-                for line in text.lines() {
-                    if let Some(skel) = line
-                        .trim_start()
-                        .strip_prefix("#include")
-                        .map(|r| r.trim().trim_matches(['"', '<', '>']))
-                        .and_then(|r| r.rsplit('/').next())
-                        .and_then(|r| r.strip_suffix(".skel.h"))
-                    {
-                        partners.push(dir.join(format!("{skel}.bpf.c")));
-                    }
-                }
-            }
-        }
-    }
-    for p in partners {
-        if p.is_file() {
-            found.entry(p).or_insert(false);
-        }
-    }
-    // Local headers a C file includes: a map may be defined in one.
-    let mut headers = Vec::new();
-    for p in found
-        .keys()
-        .filter(|p| p.extension().is_some_and(|e| e == "c"))
-    {
-        let dir = p.parent().unwrap_or(Path::new(""));
-        if let Ok(text) = fs::read_to_string(p) {
-            for line in text.lines() {
-                if let Some(inc) = line
-                    .trim_start()
-                    .strip_prefix("#include")
-                    .map(str::trim)
-                    .and_then(|r| r.strip_prefix('"'))
-                    .and_then(|r| r.split('"').next())
-                    .filter(|r| !r.ends_with(".skel.h") && *r != "vmlinux.h")
-                {
-                    headers.push(dir.join(inc));
-                }
-            }
-        }
-    }
-    for p in headers {
-        if p.is_file() {
-            found.entry(clean(&p)).or_insert(false);
-        }
-    }
-
-    // Read in parallel; the results keep the walk's (sorted) order.
+    // Every file is read once. The partners its name or text points to (see `partners_of`)
+    // are read in the next round, so that a program is seen whole even when one file was
+    // named; four rounds reach from a loader to its BPF source to the header with the map.
     use rayon::prelude::*;
-    let read: Vec<Read> = found
-        .into_par_iter()
-        .map(|(path, explicit)| read_one(path, explicit))
-        .collect();
+    let mut done: BTreeMap<PathBuf, Read> = BTreeMap::new();
+    let mut round: Vec<(PathBuf, bool)> = found.into_iter().collect();
+    for _ in 0..4 {
+        if round.is_empty() {
+            break;
+        }
+        let results: Vec<(PathBuf, Read, Vec<PathBuf>)> = round
+            .into_par_iter()
+            .map(|(path, explicit)| {
+                let bytes = fs::read(&path);
+                let partners = match &bytes {
+                    Ok(b) => std::str::from_utf8(b)
+                        .map(|t| partners_of(&path, t))
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                let r = classify(&path, explicit, bytes);
+                (path, r, partners)
+            })
+            .collect();
+        round = Vec::new();
+        for (path, r, partners) in results {
+            done.insert(path, r);
+            for q in partners.iter().map(|q| clean(q)) {
+                if !done.contains_key(&q) && !round.iter().any(|(x, _)| *x == q) && q.is_file() {
+                    round.push((q, false));
+                }
+            }
+        }
+    }
+    let read = done.into_values();
     for r in read {
         match r {
             Read::File(f) => out.files.push(f),
@@ -235,9 +176,72 @@ enum Read {
     Ignored,
 }
 
-fn read_one(path: PathBuf, explicit: bool) -> Read {
-    let display = display_path(&path);
-    let bytes = match fs::read(&path) {
+/// Files that belong with `path` by convention: `x.c` beside `x.bpf.c` and back, the
+/// `x.bpf.c` of an included skeleton `x.skel.h`, the local headers a C file includes (a map
+/// may be defined in one), a BCC tool's `src_file`, and the `bpf/x.bpf.c` of a Rust file that
+/// includes `x.skel.rs`.
+fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    // `#include "x"` (local) and `#include <x>`: (path, local).
+    let includes = || {
+        text.lines().filter_map(|line| {
+            let r = line.trim_start().strip_prefix("#include")?.trim();
+            let (open, close, local) = match r.chars().next()? {
+                '"' => ('"', '"', true),
+                '<' => ('<', '>', false),
+                _ => return None,
+            };
+            r.strip_prefix(open)?
+                .split(close)
+                .next()
+                .map(|p| (p, local))
+        })
+    };
+    if name.ends_with(".rs") {
+        for (at, _) in text.match_indices(".skel.rs") {
+            let before = &text[..at];
+            let stem_start = before
+                .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            let stem = &before[stem_start..];
+            if !stem.is_empty() {
+                out.push(dir.join("bpf").join(format!("{stem}.bpf.c")));
+                out.push(dir.join(format!("{stem}.bpf.c")));
+            }
+        }
+    } else if name.ends_with(".py") {
+        for line in text.lines().filter(|l| l.contains("src_file")) {
+            let quoted: Vec<&str> = line.split(['"', '\'']).skip(1).step_by(2).collect();
+            if let Some(last) = quoted.last() {
+                out.push(dir.join(last.trim_start_matches('/')));
+            }
+        }
+    } else if name.ends_with(".c") {
+        match name.strip_suffix(".bpf.c") {
+            Some(stem) => out.push(dir.join(format!("{stem}.c"))),
+            None => out.push(dir.join(format!("{}.bpf.c", name.trim_end_matches(".c")))),
+        }
+        for (inc, local) in includes() {
+            let file = inc.rsplit('/').next().unwrap_or(inc);
+            match file.strip_suffix(".skel.h") {
+                Some(skel) => out.push(dir.join(format!("{skel}.bpf.c"))),
+                None if local && file != "vmlinux.h" => out.push(dir.join(inc)),
+                None => {}
+            }
+        }
+    }
+    out
+}
+
+fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> Read {
+    let display = display_path(path);
+    let bytes = match bytes {
         Ok(b) => b,
         Err(e) => {
             return Read::Error(Box::new(Diagnostic::file_error(
@@ -248,7 +252,7 @@ fn read_one(path: PathBuf, explicit: bool) -> Read {
         }
     };
     if bytes.iter().take(8192).any(|&b| b == 0) {
-        if explicit || is_candidate(&path) {
+        if explicit || is_candidate(path) {
             return Read::Error(Box::new(Diagnostic::file_error(
                 &display,
                 rules::IO_ERROR,
@@ -278,7 +282,7 @@ fn read_one(path: PathBuf, explicit: bool) -> Read {
     if !crate::engine::has_trigger(&text) {
         return Read::Skipped;
     }
-    Read::File(SourceFile::new(path, display, text))
+    Read::File(SourceFile::new(path.to_path_buf(), display, text))
 }
 
 fn clean(p: &Path) -> PathBuf {
