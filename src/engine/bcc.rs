@@ -108,21 +108,13 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         .collect();
     let mut allowed: Vec<(usize, usize)> = defs.iter().map(|d| d.1).collect();
     allowed.extend(outputs.iter().map(|o| o.map_span));
-    for n in cx.of_kind("identifier") {
-        let t = c::text(n, src);
-        if names.iter().any(|m| m == t)
-            && !allowed
-                .iter()
-                .any(|&(s, e)| n.start_byte() >= s && n.end_byte() <= e)
-        {
-            cx.manual(
-                n.start_byte(),
-                rules::MAP_OTHER_USE,
-                format!("perf table `{t}` is used here, not only with perf_submit()"),
-                "bpf-migrate converts tables whose only uses are BPF_PERF_OUTPUT() and perf_submit(); migrate this use by hand",
-            );
-        }
-    }
+    super::other_map_uses(
+        cx,
+        &names,
+        &allowed,
+        &|t| format!("perf table `{t}` is used here, not only with perf_submit()"),
+        "bpf-migrate converts tables whose only uses are BPF_PERF_OUTPUT() and perf_submit(); migrate this use by hand",
+    );
 
     account(cx, &explained);
     for (name, (s, _)) in defs {

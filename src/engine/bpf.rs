@@ -71,24 +71,20 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     names.extend(outputs.iter().map(|o: &OutputSite| o.map.clone()));
     names.sort();
     names.dedup();
+    names.retain(|n| !counters.contains(n));
     let mut allowed: Vec<(usize, usize)> = defs.iter().map(|d| d.name_span).collect();
     allowed.extend(outputs.iter().map(|o| o.map_span));
-    for n in cx.of_kind("identifier") {
-        let t = c::text(n, src);
-        if names.iter().any(|m| m == t)
-            && !allowed
-                .iter()
-                .any(|&(s, e)| n.start_byte() >= s && n.end_byte() <= e)
-            && !counters.iter().any(|m| m == t)
-        {
-            cx.manual(
-                n.start_byte(),
-                rules::MAP_OTHER_USE,
-                format!("perf event array `{t}` is used here, not only as the map of bpf_perf_event_output()"),
-                "bpf-migrate converts maps whose only uses are their definition and bpf_perf_event_output(&map, ...); migrate this use by hand, or inline the wrapper",
-            );
-        }
-    }
+    super::other_map_uses(
+        cx,
+        &names,
+        &allowed,
+        &|t| {
+            format!(
+                "perf event array `{t}` is used here, not only as the map of bpf_perf_event_output()"
+            )
+        },
+        "bpf-migrate converts maps whose only uses are their definition and bpf_perf_event_output(&map, ...); migrate this use by hand, or inline the wrapper",
+    );
 
     account_triggers(cx, &explained, TRIGGERS);
 

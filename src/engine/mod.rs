@@ -223,6 +223,29 @@ impl<'a, 't> Ctx<'a, 't> {
     }
 }
 
+/// Reports every identifier that names one of the perf maps `names` outside the `allowed`
+/// spans (their definitions and output calls): a use the migration cannot carry over (a
+/// wrapper taking the map as an argument, a lookup, a macro).
+pub fn other_map_uses(
+    cx: &mut Ctx,
+    names: &[String],
+    allowed: &[(usize, usize)],
+    message: &dyn Fn(&str) -> String,
+    help: &str,
+) {
+    let src = cx.src();
+    for n in cx.of_kind("identifier") {
+        let t = c::text(n, src);
+        if names.iter().any(|m| m == t)
+            && !allowed
+                .iter()
+                .any(|&(s, e)| n.start_byte() >= s && n.end_byte() <= e)
+        {
+            cx.manual(n.start_byte(), rules::MAP_OTHER_USE, message(t), help);
+        }
+    }
+}
+
 /// Strings whose presence makes a C file worth parsing.
 pub const C_TRIGGERS: &[&str] = &[
     "PERF_EVENT_ARRAY",

@@ -789,13 +789,7 @@ fn add_errno_include(cx: &mut Ctx) {
 /// Which map an fd expression reads: `bpf_map__fd(skel->maps.NAME)`,
 /// `bpf_object__find_map_fd_by_name(obj, "NAME")`, or a variable (or parameter) set from one.
 /// Returns the map name and the spans of the expressions followed.
-fn resolve_map(
-    cx: &Ctx,
-    expr: &str,
-    expr_at: usize,
-    at: Node,
-    depth: usize,
-) -> Option<(String, Vec<(usize, usize)>)> {
+fn resolve_map(cx: &Ctx, expr: &str, expr_at: usize, at: Node, depth: usize) -> Option<Resolved> {
     if depth > 4 {
         return None;
     }
@@ -886,7 +880,7 @@ fn resolve_map(
             p.child_by_field_name("declarator")
                 .is_some_and(|d| strip_ptr(d, src) == inner)
         })?;
-    let mut found: Option<(String, Vec<(usize, usize)>)> = None;
+    let mut found: Option<Resolved> = None;
     for call in cx.of_kind("call_expression") {
         if c::call_name(call, src) != Some(fname) {
             continue;
@@ -894,11 +888,7 @@ fn resolve_map(
         let args = c::arg_spans(call, src);
         let &(s, e) = args.get(idx)?;
         let (m, spans) = resolve_map(cx, &src[s..e], s, call, depth + 1)?;
-        match &mut found {
-            None => found = Some((m, spans)),
-            Some((m0, s0)) if *m0 == m => s0.extend(spans),
-            Some(_) => return None,
-        }
+        found = Some(agree(found, m, spans)?);
     }
     found.map(|(m, mut s)| {
         s.push(span);
@@ -906,14 +896,25 @@ fn resolve_map(
     })
 }
 
+/// Several places (callers, assignments) must name the same map: their spans merge; a
+/// different map makes the answer unknown.
+fn agree(found: Option<Resolved>, m: String, spans: Vec<(usize, usize)>) -> Option<Resolved> {
+    match found {
+        None => Some((m, spans)),
+        Some((m0, mut s0)) if m0 == m => {
+            s0.extend(spans);
+            Some((m0, s0))
+        }
+        Some(_) => None,
+    }
+}
+
+/// A map name and the spans of the expressions followed to find it.
+type Resolved = (String, Vec<(usize, usize)>);
+
 /// A struct field holding the fd (`env.events_fd`, `app->fd`): the assignments to it in this
 /// file must all resolve to the same map.
-fn resolve_field(
-    cx: &Ctx,
-    path: &str,
-    span: (usize, usize),
-    depth: usize,
-) -> Option<(String, Vec<(usize, usize)>)> {
+fn resolve_field(cx: &Ctx, path: &str, span: (usize, usize), depth: usize) -> Option<Resolved> {
     let src = cx.src();
     let squash = |t: &str| t.chars().filter(|c| !c.is_whitespace()).collect::<String>();
     let want = squash(path);
@@ -923,12 +924,8 @@ fn resolve_field(
     if !is_path {
         return None;
     }
-    let mut found: Option<(String, Vec<(usize, usize)>)> = None;
-    for n in cx
-        .of_kind("assignment_expression")
-        .iter()
-        .filter(|n| n.kind() == "assignment_expression")
-    {
+    let mut found: Option<Resolved> = None;
+    for n in cx.of_kind("assignment_expression").iter() {
         if n.child_by_field_name("left")
             .is_none_or(|l| squash(c::text(l, src)) != want)
         {
@@ -936,11 +933,7 @@ fn resolve_field(
         }
         let v = n.child_by_field_name("right")?;
         let (m, spans) = resolve_map(cx, c::text(v, src), v.start_byte(), v, depth + 1)?;
-        match &mut found {
-            None => found = Some((m, spans)),
-            Some((m0, s0)) if *m0 == m => s0.extend(spans),
-            Some(_) => return None,
-        }
+        found = Some(agree(found, m, spans)?);
     }
     found.map(|(m, mut s)| {
         s.push(span);
