@@ -71,3 +71,19 @@ fn migrated_rust_crates_build_without_warnings() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(checked >= 4, "only {checked} migrated crates were built");
 }
+
+/// A callback that prints the CPU through a format-string capture (`{cpu}`) uses it, even in a
+/// function with lifetimes around (which a C lexer would take for character literals).
+#[test]
+fn cpu_captured_by_a_format_string_is_a_use() {
+    let tmp = tempdir();
+    let mut crate_files = read_tree(&root().join("fixtures/rs_closures/input"));
+    let main = crate_files.get_mut("src/main.rs").unwrap();
+    let before = main.clone();
+    *main = main.replacen("move |_cpu: i32, data: &[u8]| {", "move |cpu: i32, data: &[u8]| {\n            let _tag: &'static str = \"x\";\n            eprintln!(\"on {cpu}\");", 1);
+    assert_ne!(*main, before, "the fixture still has the closure this test edits");
+    write_tree(tmp.path(), &crate_files);
+    let o = run(tmp.path(), &["--check"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("manual[callback-uses-cpu]") && stderr(&o).contains("uses `cpu`"), "{}", stderr(&o));
+}

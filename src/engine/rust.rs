@@ -108,6 +108,8 @@ struct Rs<'a> {
     diags: Vec<Diagnostic>,
     /// Every identifier of the file, macro arguments included: (text, start, end).
     idents: Vec<(String, usize, usize)>,
+    /// Every string literal: (start, end).
+    strings: Vec<(usize, usize)>,
     explained: Vec<(usize, usize)>,
     done_fns: HashSet<usize>,
     /// The sample_cb and lost_cb arguments of every chain in the file.
@@ -146,12 +148,14 @@ impl Rs<'_> {
             .map(|x| x.1)
             .collect();
         // Format strings capture variables by name: `println!("{cpu}")`.
-        for &(t, s, e) in &crate::lang::c::lex(&self.file.text, start..end) {
-            if t == crate::lang::c::Tok::Str {
-                let lit = &self.file.text[s..e];
-                if lit.contains(&format!("{{{name}}}")) || lit.contains(&format!("{{{name}:")) {
-                    v.push(s);
-                }
+        for &(s, e) in self
+            .strings
+            .iter()
+            .filter(|&&(s, e)| s >= start && e <= end)
+        {
+            let lit = &self.file.text[s..e];
+            if lit.contains(&format!("{{{name}}}")) || lit.contains(&format!("{{{name}:")) {
+                v.push(s);
             }
         }
         v.sort();
@@ -166,14 +170,30 @@ impl Rs<'_> {
     }
 }
 
-fn collect_idents(ts: TokenStream, rs: &Rs, out: &mut Vec<(String, usize, usize)>) {
+/// Identifiers and string literals of the file, macro arguments included, in one walk of
+/// the token stream (a lexer for another language would take `'a` for a character literal).
+fn collect_tokens(
+    ts: TokenStream,
+    rs: &Rs,
+    idents: &mut Vec<(String, usize, usize)>,
+    strings: &mut Vec<(usize, usize)>,
+) {
     for tt in ts {
         match tt {
             TokenTree::Ident(i) => {
                 let (s, e) = rs.range(i.span());
-                out.push((i.to_string(), s, e));
+                idents.push((i.to_string(), s, e));
             }
-            TokenTree::Group(g) => collect_idents(g.stream(), rs, out),
+            TokenTree::Literal(l) => {
+                let text = l.to_string();
+                let body = text.trim_start_matches(['r', 'b', 'c', '#']);
+                let (s, e) = rs.range(l.span());
+                // Doc comments reach the token stream as `#[doc = "..."]`: not literals.
+                if body.starts_with('"') && !rs.file.text[s..e].starts_with('/') {
+                    strings.push((s, e));
+                }
+            }
+            TokenTree::Group(g) => collect_tokens(g.stream(), rs, idents, strings),
             _ => {}
         }
     }
@@ -220,10 +240,12 @@ pub fn analyze(file: &SourceFile) -> Analysis {
         explained: Vec::new(),
         done_fns: HashSet::new(),
         cb_args: Vec::new(),
+        strings: Vec::new(),
     };
-    let mut idents = Vec::new();
-    collect_idents(ast.to_token_stream(), &rs, &mut idents);
+    let (mut idents, mut strings) = (Vec::new(), Vec::new());
+    collect_tokens(ast.to_token_stream(), &rs, &mut idents, &mut strings);
     rs.idents = idents;
+    rs.strings = strings;
 
     for (s, _) in rs.src().match_indices(".skel.rs\"") {
         let before = &rs.src()[..s];
@@ -623,9 +645,8 @@ fn message_text(s: &str) -> String {
 /// String literals elsewhere in the file that name the perf buffer.
 fn messages(rs: &mut Rs, skip: &[(usize, usize)]) {
     let src = rs.src().to_string();
-    let toks = crate::lang::c::lex(&src, 0..src.len());
-    for &(t, s, e) in &toks {
-        if t != crate::lang::c::Tok::Str || skip.iter().any(|&(a, b)| s >= a && e <= b) {
+    for (s, e) in rs.strings.clone() {
+        if skip.iter().any(|&(a, b)| s >= a && e <= b) {
             continue;
         }
         let lit = &src[s..e];
