@@ -316,3 +316,44 @@ fn sarif_and_github_formats() {
         "one command a line:\n{text}"
     );
 }
+
+#[test]
+fn no_progress_output_in_pipes_even_for_long_runs() {
+    // 250 programs: past the bar's threshold; stderr is a pipe here, so nothing but the
+    // diagnostics and the summary may appear on it.
+    let tmp = tempdir();
+    let files = fixture("execsnoop");
+    for i in 0..250 {
+        write_tree(&tmp.path().join(format!("p{i}")), &files);
+    }
+    let o = run(tmp.path(), &["--check", "-q"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).is_empty(),
+        "{}",
+        &stderr(&o)[..stderr(&o).len().min(400)]
+    );
+    assert!(!stderr(&o).contains('\r') && !stdout(&o).contains('\r'));
+    let o = run(tmp.path(), &["--check"]);
+    assert!(
+        stderr(&o)
+            .ends_with("250 program(s) to migrate (500 file(s)), 0 program(s) need manual work\n"),
+        "{}",
+        stderr(&o).lines().last().unwrap_or("")
+    );
+}
+
+#[test]
+fn copies_of_one_tool_in_several_directories_stay_apart() {
+    // Same file names, same map name, a map in an included header: each copy links to its
+    // own files, so both migrate (a collection of tools, arch-specific copies).
+    let tmp = tempdir();
+    for d in ["x86", "arm64"] {
+        write_tree(&tmp.path().join(d), &fixture("header_map"));
+    }
+    let o = run(tmp.path(), &["--write"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for d in ["x86", "arm64"] {
+        assert_eq!(read_tree(&tmp.path().join(d)), expected("header_map"));
+    }
+}

@@ -437,6 +437,66 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Which of `candidates` file `k` includes (`includes` as written in it): resolved against
+/// its directory first; by file name only when no path matches (an include path of the
+/// build), so that copies of one tool in several directories stay apart.
+fn included_among(
+    files: &[SourceFile],
+    includes: &[String],
+    k: usize,
+    candidates: &[usize],
+) -> Vec<usize> {
+    let dir = dir_of(&files[k].path);
+    let exact: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&j| {
+            includes
+                .iter()
+                .any(|inc| dir.join(inc).components().collect::<PathBuf>() == files[j].path)
+        })
+        .collect();
+    if !exact.is_empty() {
+        return exact;
+    }
+    candidates
+        .iter()
+        .copied()
+        .filter(|&j| {
+            let fname = file_name(&files[j].path);
+            includes.iter().any(|inc| {
+                Path::new(inc)
+                    .file_name()
+                    .is_some_and(|f| f.to_string_lossy() == fname)
+            })
+        })
+        .collect()
+}
+
+/// The files user-space file `i` names as its BPF source: by path (`src_file`), or by file
+/// name (`x.bpf.c` from a skeleton), those in its own directory (or its `bpf/`) first, since a
+/// collection of tools may hold several programs of one name.
+fn named_sources(files: &[SourceFile], a: &Analysis, i: usize) -> Vec<usize> {
+    let named: Vec<usize> = (0..files.len())
+        .filter(|&j| {
+            a.bpf_sources
+                .iter()
+                .any(|s| *s == file_name(&files[j].path))
+                || a.bcc_sources.iter().any(|p| *p == files[j].path)
+        })
+        .collect();
+    let dir = dir_of(&files[i].path);
+    let near: Vec<usize> = named
+        .iter()
+        .copied()
+        .filter(|&j| {
+            let d = dir_of(&files[j].path);
+            d == dir || d == dir.join("bpf")
+        })
+        .collect();
+    if near.is_empty() { named } else { near }
+}
+
 fn dir_of(p: &Path) -> PathBuf {
     p.parent().map(Path::to_path_buf).unwrap_or_default()
 }
@@ -554,20 +614,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
             }
             let cands: Vec<usize> = defs
                 .get(o.map.as_str())
-                .map(|v| {
-                    v.iter()
-                        .copied()
-                        .filter(|&j| {
-                            let fname = file_name(&files[j].path);
-                            a.includes.iter().any(|inc| {
-                                Path::new(inc)
-                                    .file_name()
-                                    .map(|f| f.to_string_lossy() == fname)
-                                    .unwrap_or(false)
-                            })
-                        })
-                        .collect()
-                })
+                .map(|v| included_among(files, &a.includes, i, v))
                 .unwrap_or_default();
             if let [j] = cands[..] {
                 dsu.union(i, j);
@@ -594,26 +641,16 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                 continue;
             }
             let all: Vec<usize> = defs.get(cons.map.as_str()).cloned().unwrap_or_default();
-            let named: Vec<usize> = (0..n)
-                .filter(|&j| {
-                    a.bpf_sources
-                        .iter()
-                        .any(|s| *s == file_name(&files[j].path))
-                        || a.bcc_sources.iter().any(|p| *p == files[j].path)
-                })
-                .collect();
+            let named = named_sources(files, a, i);
             let target = if !named.is_empty() {
                 let hit: Vec<usize> = named.iter().copied().filter(|j| all.contains(j)).collect();
                 // The map may live in a header the BPF source includes.
                 let hit = if hit.is_empty() {
-                    all.iter()
-                        .copied()
-                        .filter(|&j| {
-                            named.iter().any(|&k| {
-                                let fname = file_name(&files[j].path);
-                                analyses[k].includes.iter().any(|inc| inc.ends_with(&fname))
-                            })
-                        })
+                    named
+                        .iter()
+                        .flat_map(|&k| included_among(files, &analyses[k].includes, k, &all))
+                        .collect::<std::collections::BTreeSet<usize>>()
+                        .into_iter()
                         .collect()
                 } else {
                     hit
@@ -686,12 +723,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     let mut named_by_refused = std::collections::HashSet::new();
     for (i, a) in analyses.iter().enumerate() {
         let refused = a.diags.iter().any(|d| d.severity == Severity::Manual);
-        for j in (0..n).filter(|&j| {
-            a.bpf_sources
-                .iter()
-                .any(|s| *s == file_name(&files[j].path))
-                || a.bcc_sources.iter().any(|p| *p == files[j].path)
-        }) {
+        for j in named_sources(files, a, i) {
             dsu.union(i, j);
             if refused {
                 named_by_refused.insert(j);
