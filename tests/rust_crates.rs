@@ -81,9 +81,16 @@ fn cpu_captured_by_a_format_string_is_a_use() {
     let main = crate_files.get_mut("src/main.rs").unwrap();
     let before = main.clone();
     *main = main.replacen("move |_cpu: i32, data: &[u8]| {", "move |cpu: i32, data: &[u8]| {\n            let _tag: &'static str = \"x\";\n            eprintln!(\"on {cpu}\");", 1);
-    assert_ne!(*main, before, "the fixture still has the closure this test edits");
+    assert_ne!(
+        *main, before,
+        "the fixture still has the closure this test edits"
+    );
     write_tree(tmp.path(), &crate_files);
     let o = run(tmp.path(), &["--check"]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("manual[callback-uses-cpu]") && stderr(&o).contains("uses `cpu`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("manual[callback-uses-cpu]") && stderr(&o).contains("uses `cpu`"),
+        "{}",
+        stderr(&o)
+    );
 }

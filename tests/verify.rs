@@ -264,3 +264,29 @@ fn an_interrupted_verify_leaves_no_guest_and_no_files() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "temp files left behind: {left:?}");
 }
+
+#[test]
+fn several_cpus_and_a_kept_work_directory() {
+    // With two guest CPUs, perf buffers deliver per CPU and the ring buffer in one order: the
+    // comparison is as multisets. --keep leaves the objects and the guest's console log.
+    let out = run(
+        &root(),
+        &["verify", "--cpus", "2", "--keep", "fixtures/twomaps/input"],
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("twomaps.bpf.c: equivalent"), "{text}");
+    let kept = text
+        .lines()
+        .find_map(|l| l.strip_prefix("work directory kept: "))
+        .expect("the kept directory is named");
+    let dir = std::path::Path::new(kept);
+    assert!(dir.join("objs").join("p0-new.o").is_file());
+    assert!(std::fs::read_dir(dir).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("console-")
+    }));
+    std::fs::remove_dir_all(dir).unwrap();
+}
