@@ -75,8 +75,29 @@ struct VerifyArgs {
     format: Format,
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     ringbuf_size: Option<u64>,
+    /// How events get into the ring buffer in the migration verified.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Copy)]
+    strategy: StrategyArg,
     /// Programs to migrate in memory and verify (default: the current directory).
     paths: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum StrategyArg {
+    /// bpf_ringbuf_output(): the event is built where it was, then copied into the ring.
+    Copy,
+    /// bpf_ringbuf_reserve()/submit(): stack and per-CPU-array events are built in the ring;
+    /// sites that cannot be converted safely keep the copy, with a note.
+    Reserve,
+}
+
+impl From<StrategyArg> for crate::engine::Strategy {
+    fn from(s: StrategyArg) -> Self {
+        match s {
+            StrategyArg::Copy => crate::engine::Strategy::Copy,
+            StrategyArg::Reserve => crate::engine::Strategy::Reserve,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -110,6 +131,10 @@ struct RunArgs {
     /// Size of each ring buffer: a power of two, at least 4096 (e.g. 262144, 256K, 1M).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     ringbuf_size: Option<u64>,
+    /// How events get into the ring buffer: `copy` (bpf_ringbuf_output, the default) or
+    /// `reserve` (built in place with bpf_ringbuf_reserve/submit where that is safe).
+    #[arg(long, value_enum, default_value_t = StrategyArg::Copy)]
+    strategy: StrategyArg,
     /// Colour diffs and diagnostics.
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     color: Color,
@@ -205,6 +230,7 @@ fn verify(v: VerifyArgs) -> ExitCode {
             ring_size: v.ringbuf_size.unwrap_or(256 * 1024),
             ring_size_given: v.ringbuf_size.is_some(),
             rules: RuleFilter::default(),
+            strategy: v.strategy.into(),
         },
     };
     ExitCode::from(crate::verify::run(&opts))
@@ -233,6 +259,9 @@ fn explain(id: &str) -> ExitCode {
     );
     if let Some(ex) = r.example.first() {
         s.push_str(&format!("\nExample: {}\n", ex.name));
+        if !ex.args.is_empty() {
+            s.push_str(&format!("(bpf-migrate {})\n", ex.args.join(" ")));
+        }
         for (name, before) in &ex.before {
             match ex.after.get(name) {
                 Some(after) => s.push_str(&diff::unified(name, before, after)),
@@ -260,6 +289,7 @@ fn run(args: RunArgs) -> ExitCode {
             select: args.select.clone(),
             ignore: args.ignore.clone(),
         },
+        strategy: args.strategy.into(),
     };
     let found = match discover::discover_with(&paths, &args.exclude) {
         Ok(f) => f,

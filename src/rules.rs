@@ -28,6 +28,8 @@ pub const BCC_CALLBACK: &str = "bcc-callback";
 pub const RS_PERF_BUFFER_BUILDER: &str = "rs-perf-buffer-builder";
 pub const RS_CALLBACK: &str = "rs-callback";
 pub const RS_LOST_CALLBACK: &str = "rs-lost-callback";
+pub const RESERVE_SUBMIT: &str = "reserve-submit";
+pub const RESERVE_HEAP: &str = "reserve-heap";
 // Refusals: the program is left untouched.
 pub const OUTPUT_FLAGS: &str = "output-flags";
 pub const OUTPUT_CTXLEN: &str = "output-ctxlen";
@@ -45,6 +47,8 @@ pub const CONSUME_RESULT: &str = "consume-result";
 pub const BCC_SUBMIT_SKB: &str = "bcc-submit-skb";
 // Warnings on a migrated program.
 pub const NMI_CONTEXT: &str = "nmi-context";
+// Notes.
+pub const RESERVE_FALLBACK: &str = "reserve-fallback";
 // Not rules: input that could not be processed.
 pub const IO_ERROR: &str = "io-error";
 pub const PARSE_ERROR: &str = "parse-error";
@@ -74,6 +78,9 @@ pub struct Example {
     /// The files that change, as they must read after migration.
     #[serde(default)]
     pub after: BTreeMap<String, String>,
+    /// Command-line options the example runs with (`--strategy reserve`).
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 /// Every rule, sorted by id. Panics only if a compiled-in file is malformed, which the test

@@ -13,6 +13,21 @@ use std::process::Command;
 
 use common::*;
 
+/// Extra command-line options of a fixture (`fixtures/X/args`, e.g. `--strategy reserve`).
+fn fixture_args(fx: &Path) -> Vec<String> {
+    fs::read_to_string(fx.join("args"))
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// `run` with the fixture's own options after `args`.
+fn run_fx(fx: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
+    let extra = fixture_args(fx);
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(extra.iter().map(String::as_str));
+    run(dir, &all)
+}
+
 fn check_fixture(fx: &Path) -> Result<(), String> {
     let name = fx.file_name().unwrap().to_string_lossy().into_owned();
     let input = read_tree(&fx.join("input"));
@@ -21,7 +36,7 @@ fn check_fixture(fx: &Path) -> Result<(), String> {
     // --write on one copy.
     let wdir = tmp.path().join("write");
     write_tree(&wdir, &input);
-    let w = run(&wdir, &["--write", "--color", "never"]);
+    let w = run_fx(fx, &wdir, &["--write", "--color", "never"]);
     let written = read_tree(&wdir);
     let changed: std::collections::BTreeMap<String, String> = written
         .iter()
@@ -68,7 +83,7 @@ fn check_fixture(fx: &Path) -> Result<(), String> {
     // --diff on a second copy, applied with git apply, must give the same tree.
     let ddir = tmp.path().join("diff");
     write_tree(&ddir, &input);
-    let d = run(&ddir, &[]);
+    let d = run_fx(fx, &ddir, &[]);
     let patch = stdout(&d);
     let want = if changed.is_empty() && !manual { 0 } else { 1 };
     if code(&d) != want {
@@ -114,7 +129,7 @@ fn check_fixture(fx: &Path) -> Result<(), String> {
     // --check prints no diff and exits like --diff.
     let cdir = tmp.path().join("check");
     write_tree(&cdir, &input);
-    let c = run(&cdir, &["--check"]);
+    let c = run_fx(fx, &cdir, &["--check"]);
     if !stdout(&c).is_empty() || code(&c) != want {
         errs.push(format!(
             "{name}: --check printed {:?} and exited {}",
@@ -127,7 +142,7 @@ fn check_fixture(fx: &Path) -> Result<(), String> {
     }
 
     // Idempotence: the written tree has nothing left to migrate.
-    let again = run(&wdir, &["--diff"]);
+    let again = run_fx(fx, &wdir, &["--diff"]);
     if !stdout(&again).is_empty() {
         errs.push(format!(
             "{name}: second run proposes changes:\n{}",
@@ -184,7 +199,7 @@ fn migrated_bcc_tools_compile_and_their_c_parses() {
         let tmp = tempdir();
         copy_tree(&fx.join("input"), tmp.path());
         let before = read_tree(tmp.path());
-        run(tmp.path(), &["--write"]);
+        run_fx(&fx, tmp.path(), &["--write"]);
         for (rel, text) in read_tree(tmp.path()) {
             if !rel.ends_with(".py") {
                 continue;
@@ -255,7 +270,7 @@ fn migrated_programs_compile() {
                             {
                                 errs.push_str(&format!("{name} (original, must compile too): {e}"));
                             }
-                            run(&out, &["--write"]);
+                            run_fx(fx, &out, &["--write"]);
                             if let Err(e) = compile_program(&out, &tmp.path().join("new")) {
                                 errs.push_str(&format!("{name} (migrated): {e}"));
                             }

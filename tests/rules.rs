@@ -19,6 +19,7 @@ fn catalogue_is_complete_and_examples_hold() {
         "src/engine/mod.rs",
         "src/engine/bpf.rs",
         "src/engine/user.rs",
+        "src/engine/reserve.rs",
         "src/rules.rs",
     ]
     .iter()
@@ -51,7 +52,8 @@ fn catalogue_is_complete_and_examples_hold() {
         for ex in &r.example {
             let tmp = tempdir();
             write_tree(tmp.path(), &ex.before);
-            let out = run(tmp.path(), &["--write"]);
+            let extra: Vec<&str> = ex.args.iter().map(String::as_str).collect();
+            let out = run(tmp.path(), &[&["--write"][..], &extra].concat());
             let after = read_tree(tmp.path());
             for (name, before) in &ex.before {
                 let want = ex.after.get(name).unwrap_or(before);
@@ -65,7 +67,7 @@ fn catalogue_is_complete_and_examples_hold() {
             // Diagnostics come from the run on the original files.
             let tmp2 = tempdir();
             write_tree(tmp2.path(), &ex.before);
-            let j = run(tmp2.path(), &["--format", "json"]);
+            let j = run(tmp2.path(), &[&["--format", "json"][..], &extra].concat());
             let got: BTreeSet<String> = stdout(&j)
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -3,7 +3,7 @@
 
 use tree_sitter::Node;
 
-use super::{Analysis, Ctx, MapDef, MapKind, OutputSite};
+use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Strategy, reserve};
 use crate::edit::Edit;
 use crate::lang::c::{self, Tok};
 use crate::rules;
@@ -26,6 +26,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let mut explained: Vec<(usize, usize)> = Vec::new();
     let mut defs: Vec<(String, (usize, usize))> = Vec::new();
     let mut outputs: Vec<OutputSite> = Vec::new();
+    let mut cands = Vec::new();
 
     for call in cx.of_kind("call_expression") {
         let Some(f) = call.child_by_field_name("function") else {
@@ -92,13 +93,15 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                         "copy the packet bytes the tool needs into the event (bpf_skb_load_bytes()) and use ringbuf_output(), by hand",
                     );
                 } else {
-                    submit(cx, call, f, &map);
+                    submit(cx, call, f, &map, &mut cands);
                 }
                 outputs.push(site);
             }
             _ => {}
         }
     }
+
+    reserve::settle(cx, cands, out);
 
     // Any other mention of a perf table: an argument to a helper, a macro.
     let names: Vec<String> = defs
@@ -128,7 +131,13 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
 }
 
 /// `t.perf_submit(ctx, data, size)` → `t.ringbuf_output(data, size, 0)`.
-fn submit(cx: &mut Ctx, call: Node, f: Node, map: &str) {
+fn submit<'t>(
+    cx: &mut Ctx<'_, 't>,
+    call: Node<'t>,
+    f: Node<'t>,
+    map: &str,
+    cands: &mut Vec<reserve::Candidate<'t>>,
+) {
     let src = cx.src();
     let args = c::arg_spans(call, src);
     if args.len() != 3 {
@@ -150,12 +159,25 @@ fn submit(cx: &mut Ctx, call: Node, f: Node, map: &str) {
         "0".to_string(),
     ];
     let text = c::layout_call(src, call.start_byte(), call.end_byte(), &callee, &new_args);
-    cx.edits.push(Edit::replace(
+    let copy = Edit::replace(
         call.start_byte(),
         call.end_byte(),
         text,
         rules::BCC_PERF_SUBMIT,
-    ));
+    );
+    if cx.opts.strategy == Strategy::Reserve {
+        cands.push(reserve::Candidate {
+            call,
+            data: args[1],
+            size: args[2],
+            dialect: reserve::Dialect::Bcc {
+                table: c::text(f.child_by_field_name("argument").unwrap(), src).to_string(),
+            },
+            copy,
+        });
+    } else {
+        cx.edits.push(copy);
+    }
 }
 
 fn account(cx: &mut Ctx, explained: &[(usize, usize)]) {

@@ -2,7 +2,7 @@
 
 use tree_sitter::Node;
 
-use super::{Analysis, Ctx, MapDef, MapKind, OutputSite};
+use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Strategy, reserve};
 use crate::edit::Edit;
 use crate::lang::c::{self, Tok};
 use crate::report::Severity;
@@ -47,6 +47,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     defs.retain(|d: &DefSite| !counters.contains(&d.name));
 
     let mut outputs = Vec::new();
+    let mut cands = Vec::new();
     for call in cx.of_kind("call_expression") {
         let Some(name) = c::call_name(call, src) else {
             continue;
@@ -59,10 +60,11 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         }
         let f = call.child_by_field_name("function").unwrap();
         explained.push((f.start_byte(), f.end_byte()));
-        if let Some(site) = output_call(cx, call, name) {
+        if let Some(site) = output_call(cx, call, name, &mut cands) {
             outputs.push(site);
         }
     }
+    super::reserve::settle(cx, cands, out);
 
     // Every other mention of a perf map of this file, or of one this file writes to, is a use
     // bpf-migrate does not know how to carry over (a wrapper taking the map as an argument, a
@@ -449,7 +451,12 @@ fn legacy_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
     })
 }
 
-fn output_call(cx: &mut Ctx, call: Node, name: &str) -> Option<OutputSite> {
+fn output_call<'t>(
+    cx: &mut Ctx<'_, 't>,
+    call: Node<'t>,
+    name: &str,
+    cands: &mut Vec<reserve::Candidate<'t>>,
+) -> Option<OutputSite> {
     let src = cx.src();
     let args = c::arg_spans(call, src);
     let argt = |i: usize| &src[args[i].0..args[i].1];
@@ -539,12 +546,25 @@ fn output_call(cx: &mut Ctx, call: Node, name: &str) -> Option<OutputSite> {
         "bpf_ringbuf_output",
         &new_args,
     );
-    cx.edits.push(Edit::replace(
+    let copy = Edit::replace(
         call.start_byte(),
         call.end_byte(),
         text,
         rules::PERF_EVENT_OUTPUT,
-    ));
+    );
+    if cx.opts.strategy == Strategy::Reserve {
+        cands.push(reserve::Candidate {
+            call,
+            data: args[3],
+            size: args[4],
+            dialect: reserve::Dialect::Libbpf {
+                map_arg: argt(1).to_string(),
+            },
+            copy,
+        });
+    } else {
+        cx.edits.push(copy);
+    }
     Some(OutputSite {
         map,
         map_span,

@@ -8,6 +8,7 @@
 pub mod bcc;
 pub mod bpf;
 pub mod python;
+pub mod reserve;
 pub mod rust;
 pub mod user;
 
@@ -29,6 +30,7 @@ pub struct Options {
     /// The user asked for this size (rather than the default).
     pub ring_size_given: bool,
     pub rules: RuleFilter,
+    pub strategy: Strategy,
 }
 
 impl Default for Options {
@@ -37,8 +39,19 @@ impl Default for Options {
             ring_size: 256 * 1024,
             ring_size_given: false,
             rules: RuleFilter::default(),
+            strategy: Strategy::Copy,
         }
     }
+}
+
+/// How an event gets into the ring buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// `bpf_ringbuf_output`: the event is built where it was and copied in.
+    #[default]
+    Copy,
+    /// `bpf_ringbuf_reserve`/`submit`: the event is built in the ring (see `reserve`).
+    Reserve,
 }
 
 /// `--select` and `--ignore`: rule ids or prefixes ending in `*` (`bcc-*`). A program is
@@ -136,6 +149,9 @@ pub struct Analysis {
     pub errors_before: usize,
     pub edits: Vec<Edit>,
     pub diags: Vec<Diagnostic>,
+    /// Per-CPU arrays the reserve strategy deletes, with the deletion edit's start: kept if
+    /// another file of the program names them (a loader reading the map, say).
+    pub heap_maps: Vec<(String, usize)>,
 }
 
 /// What analysis code sees of one parsed file.
@@ -809,6 +825,24 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         }
     }
 
+    // A per-CPU array the reserve strategy made unused stays when another file of its program
+    // names it: the loader may size it or read it.
+    for members in groups.values() {
+        for &i in members {
+            let heaps = std::mem::take(&mut analyses[i].heap_maps);
+            for (name, start) in heaps {
+                if members
+                    .iter()
+                    .any(|&j| j != i && mentions_word(&files[j].text, &name))
+                {
+                    analyses[i]
+                        .edits
+                        .retain(|e| !(e.rule == rules::RESERVE_HEAP && e.start == start));
+                }
+            }
+        }
+    }
+
     // Apply every candidate program's edits and re-parse (in parallel: this is most of a
     // run's work): an edit must not add a parse error.
     let candidate: Vec<bool> = {
@@ -927,6 +961,16 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         ))
     });
     out
+}
+
+/// `word` occurs in `text` as a whole identifier.
+fn mentions_word(text: &str, word: &str) -> bool {
+    let ident = |b: u8| b == b'_' || b.is_ascii_alphanumeric();
+    text.match_indices(word).any(|(i, _)| {
+        let before = i.checked_sub(1).map(|j| text.as_bytes()[j]);
+        let after = text.as_bytes().get(i + word.len()).copied();
+        !before.is_some_and(ident) && !after.is_some_and(ident)
+    })
 }
 
 /// A file's new text and its edits, or why the program cannot be changed.

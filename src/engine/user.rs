@@ -45,6 +45,9 @@ struct State {
     needs_errno: bool,
     /// Page-count arguments of the perf buffers migrated.
     page_args: Vec<(usize, usize)>,
+    /// Lost callbacks and the creation calls that pass them: one callback may serve several
+    /// perf buffers, and is removed only once all of them are seen.
+    lost: Vec<(String, Vec<(usize, usize)>)>,
 }
 
 pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
@@ -103,6 +106,10 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 "the ring buffer has no per-CPU buffers to drain one by one; restructure this consumer around ring_buffer__poll()/ring_buffer__consume() by hand",
             );
         }
+    }
+
+    for (name, creation) in std::mem::take(&mut st.lost) {
+        lost_callback(cx, &mut st, &name, &creation);
     }
 
     for n in cx.of_kind("identifier") {
@@ -395,7 +402,10 @@ fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analysis) {
     }
     sample_callback(cx, st, &sample, &creation, at);
     if !c::is_null(&lost) {
-        lost_callback(cx, st, &lost, &creation);
+        match st.lost.iter_mut().find(|(n, _)| *n == lost) {
+            Some((_, spans)) => spans.extend(creation.iter().copied()),
+            None => st.lost.push((lost, creation.clone())),
+        }
     }
 
     let new_args = vec![fd.clone(), sample, ctx_arg, "NULL".to_string()];
