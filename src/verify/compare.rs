@@ -29,6 +29,11 @@ pub struct MapReport {
     pub finding: Option<String>,
 }
 
+/// What the second load of the original finds in its per-CPU arrays (the first finds zeros).
+pub const HEAP_POISON: u8 = 0xa5;
+/// What the migrated program finds in ring buffer space it reserves and leaves unset.
+pub const RING_POISON: u8 = 0xa5;
+
 /// The size of a perf sample's raw data for an n-byte record: the kernel pads the sample
 /// (with its 4-byte size header) to 8 bytes.
 pub fn perf_padded(n: usize) -> usize {
@@ -143,6 +148,21 @@ pub fn compare_map(
         }
         r.matched = 0;
     }
+    // A per-CPU "heap" is not cleared between events: bytes an event leaves unset hold the
+    // previous event's, the same in both loads. A record reserved in the ring holds older ring
+    // data there instead (the poison). Such a byte is a match when the map shows heap
+    // behaviour (its first event carried each load's heap poison) and the original's byte
+    // carried over from the previous event in both loads.
+    let heap = orig
+        .first()
+        .zip(orig2.first())
+        .is_some_and(|(a, b)| a.iter().zip(b).any(|(x, y)| *x == 0 && *y == HEAP_POISON));
+    let stale = |i: usize, k: usize, q: &[u8]| {
+        heap && i > 0
+            && q[k] == RING_POISON
+            && orig[i - 1].get(k) == Some(&orig[i][k])
+            && orig2[i - 1].get(k) == orig2[i].get(k)
+    };
     if cpus <= 1 {
         for (i, (p, q)) in orig.iter().zip(new).enumerate() {
             if !pair_size_ok(p, q) {
@@ -156,17 +176,24 @@ pub fn compare_map(
                 return r;
             }
             let (mp, mq) = (masked(p, q.len()), masked(q, q.len()));
-            if let Some(off) = (0..q.len()).find(|&k| mp[k] != mq[k]) {
+            if let Some(off) = (0..q.len()).find(|&k| mp[k] != mq[k] && !stale(i, k, q)) {
                 r.verdict = Verdict::Different;
                 let name = layout
-                    .and_then(|l| {
-                        l.field_at(off).map(|(f, o, _)| {
-                            format!(
-                                " (field `{f}` of struct {}, byte {} of it)",
-                                l.name,
-                                off - o
-                            )
-                        })
+                    .and_then(|l| match l.field_at(off) {
+                        Some((f, o, _)) => Some(format!(
+                            " (field `{f}` of struct {}, byte {} of it)",
+                            l.name,
+                            off - o
+                        )),
+                        // Padding: no field holds the byte; say which one it follows.
+                        None => l
+                            .fields
+                            .iter()
+                            .filter(|(_, o, size)| o + size <= off)
+                            .max_by_key(|(_, o, _)| *o)
+                            .map(|(f, _, _)| {
+                                format!(" (padding after field `{f}` of struct {})", l.name)
+                            }),
                     })
                     .unwrap_or_default();
                 r.finding = Some(format!(
@@ -290,6 +317,36 @@ mod tests {
             None,
         );
         assert_eq!(fewer.verdict, Verdict::Different);
+    }
+
+    #[test]
+    fn stale_heap_bytes_match_unset_ring_bytes_but_unzeroed_stack_bytes_do_not() {
+        // Heap events: byte 3 is never written (each load's heap poison shows in event #0);
+        // event #1 writes a shorter string than event #0, so bytes 2.. carry over.
+        let o1 = vec![vec![1, b'a', b'b', 0], vec![2, 0, b'b', 0]];
+        let o2 = vec![
+            vec![1, b'a', b'b', HEAP_POISON],
+            vec![2, 0, b'b', HEAP_POISON],
+        ];
+        let reserved = vec![
+            vec![1, b'a', b'b', RING_POISON],
+            vec![2, 0, RING_POISON, RING_POISON],
+        ];
+        let r = compare_map("e", &o1, &o2, &reserved, 0, 1, None);
+        assert_eq!(r.verdict, Verdict::Equivalent, "{:?}", r.finding);
+        // A byte the migration forgot to write is not a carried-over one.
+        let forgot = vec![
+            vec![1, b'a', b'b', RING_POISON],
+            vec![RING_POISON, 0, RING_POISON, RING_POISON],
+        ];
+        let r = compare_map("e", &o1, &o2, &forgot, 0, 1, None);
+        assert_eq!(r.verdict, Verdict::Different);
+        // Stack events zeroed by `= {}`: no heap poison in event #0, so unset reserved bytes
+        // are differences, even where the original's zeros repeat.
+        let z = vec![vec![1, 0, 0, 0], vec![2, 0, 0, 0]];
+        let unzeroed = vec![vec![1, 0, 0, 0], vec![2, RING_POISON, 0, 0]];
+        let r = compare_map("e", &z, &z, &unzeroed, 0, 1, None);
+        assert_eq!(r.verdict, Verdict::Different);
     }
 
     #[test]

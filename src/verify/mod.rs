@@ -133,7 +133,7 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             .with_context(|| format!("building the migrated {}", p.name))?;
         for (id, obj, poison) in [
             ("orig-1", &before, 0),
-            ("orig-2", &before, 0xa5),
+            ("orig-2", &before, compare::HEAP_POISON),
             ("new", &after, 0),
         ] {
             let guest = format!("/objs/p{k}-{id}.o");
@@ -154,8 +154,23 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         argv[0] = guest;
         workload = json!(argv);
     }
-    let manifest =
-        json!({"objects": manifest_objs, "workload": workload, "builtin_workload": true});
+    let poison = objdir.join("ring_poison.o");
+    std::fs::write(
+        wd.join("ring_poison.bpf.c"),
+        format!(
+            "#define RING_POISON {}\n{RING_POISON}",
+            compare::RING_POISON
+        ),
+    )?;
+    compile(opts, &kernel, &wd.join("ring_poison.bpf.c"), &[], &poison)
+        .context("building the ring buffer poison program")?;
+    cpio.file("/objs/ring_poison.o", &std::fs::read(&poison)?, 0o644);
+    let manifest = json!({
+        "objects": manifest_objs,
+        "workload": workload,
+        "builtin_workload": true,
+        "ring_poison": "/objs/ring_poison.o",
+    });
     cpio.file("/manifest.json", manifest.to_string().as_bytes(), 0o644);
     for d in ["/proc", "/sys", "/dev", "/tmp", "/mnt"] {
         cpio.dir(d);
@@ -216,6 +231,33 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         },
     ))
 }
+
+/// Fills a ring buffer with 0xa5 records, one per run (see the agent's `ring_poison`): the
+/// bytes a reserved record leaves unset then read 0xa5 where fresh ring pages read 0.
+const RING_POISON: &str = r#"
+#define SEC(n) __attribute__((section(n), used))
+#define __uint(name, val) int (*name)[val]
+
+struct {
+	__uint(type, 27 /* BPF_MAP_TYPE_RINGBUF */);
+	__uint(max_entries, 4096);
+} rb SEC(".maps");
+
+static long (*bpf_ringbuf_output)(void *ringbuf, void *data, unsigned long long size,
+				  unsigned long long flags) = (void *)130;
+
+/* 4088 bytes and an 8-byte header: one page a record */
+char poison[4088] = { [0 ... 4087] = RING_POISON };
+
+SEC("syscall")
+int fill(void *ctx)
+{
+	/* BPF_RB_NO_WAKEUP: nobody waits */
+	return bpf_ringbuf_output(&rb, poison, sizeof(poison), 1) ? 1 : 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"#;
 
 fn agent_path() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("BPF_MIGRATE_AGENT") {
@@ -602,11 +644,12 @@ fn event_struct(src_path: &Path, map: &str) -> Option<String> {
     let parsed = c::parse(&src, None)?;
     let nodes = c::descendants(parsed.tree.root_node());
     for call in c::of_kind(&nodes, "call_expression") {
-        if c::call_name(call, &src) != Some("bpf_ringbuf_output") {
+        let name = c::call_name(call, &src);
+        if !matches!(name, Some("bpf_ringbuf_output" | "bpf_ringbuf_reserve")) {
             continue;
         }
         let args = c::arg_spans(call, &src);
-        if args.len() != 4
+        if args.len() < 3
             || c::strip_parens(&src[args[0].0..args[0].1])
                 .trim_start_matches('&')
                 .trim()
@@ -614,9 +657,24 @@ fn event_struct(src_path: &Path, map: &str) -> Option<String> {
         {
             continue;
         }
-        let data = c::strip_parens(&src[args[1].0..args[1].1])
-            .trim_start_matches('&')
-            .trim();
+        // The event: the data argument of an output, the variable a reservation is put in.
+        let data = if name == Some("bpf_ringbuf_output") {
+            c::strip_parens(&src[args[1].0..args[1].1])
+                .trim_start_matches('&')
+                .trim()
+        } else {
+            match call.parent() {
+                Some(p) if p.kind() == "init_declarator" => p
+                    .child_by_field_name("declarator")
+                    .map(|d| c::text(d, &src).trim_start_matches('*').trim())
+                    .unwrap_or(""),
+                Some(p) if p.kind() == "assignment_expression" => p
+                    .child_by_field_name("left")
+                    .map(|d| c::text(d, &src))
+                    .unwrap_or(""),
+                _ => "",
+            }
+        };
         if !c::is_ident(data) {
             continue;
         }
