@@ -22,21 +22,11 @@ fn maps_of<'a>(lines: &'a [Value], program: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-#[test]
-fn migrated_fixtures_verify_equivalent() {
-    // Tracepoint, kprobe, fentry, raw tracepoint and tc programs; stack events, per-CPU heaps,
-    // variable-length records, timestamps; two maps in one program. One VM for all of them.
-    let programs = [
-        "execsnoop",
-        "opensnoop",
-        "vfsstat_fentry",
-        "rawtp_openat",
-        "tcpkt",
-        "twomaps",
-        "epoll_consume",
-    ];
-    // `true` as the user's workload: one more exec, copied into the guest with its libraries.
-    let mut args = vec!["verify", "--format", "json", "--workload", "true"];
+/// Verifies the fixtures' migrations in one VM and checks every map of each is equivalent,
+/// with events; returns the JSON lines.
+fn verify_all_equivalent(programs: &[&str], options: &[&str]) -> Vec<Value> {
+    let mut args = vec!["verify", "--format", "json"];
+    args.extend(options);
     let paths: Vec<String> = programs
         .iter()
         .map(|p| format!("fixtures/{p}/input"))
@@ -46,7 +36,7 @@ fn migrated_fixtures_verify_equivalent() {
     let lines = json_lines(&out);
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     for p in programs {
-        let maps = maps_of(&lines, &format!("{p}.bpf.c"));
+        let maps = maps_of(&lines, &format!("/{p}/"));
         assert!(!maps.is_empty(), "{p}: no map compared");
         for m in maps {
             assert_eq!(m["verdict"], "equivalent", "{p}: {m}");
@@ -56,8 +46,27 @@ fn migrated_fixtures_verify_equivalent() {
             assert_eq!(m["matched"].as_u64().unwrap(), n, "{p}: {m}");
         }
     }
-    let verdict = lines.last().unwrap();
-    assert_eq!(verdict["verdict"], "equivalent");
+    assert_eq!(lines.last().unwrap()["verdict"], "equivalent");
+    lines
+}
+
+#[test]
+fn migrated_fixtures_verify_equivalent() {
+    // Tracepoint, kprobe, fentry, raw tracepoint and tc programs; stack events, per-CPU heaps,
+    // variable-length records, timestamps; two maps in one program. One VM for all of them.
+    // `true` as the user's workload: one more exec, copied into the guest with its libraries.
+    let lines = verify_all_equivalent(
+        &[
+            "execsnoop",
+            "opensnoop",
+            "vfsstat_fentry",
+            "rawtp_openat",
+            "tcpkt",
+            "twomaps",
+            "epoll_consume",
+        ],
+        &["--workload", "true"],
+    );
     // Three children of the built-in workload and the user's command.
     let exec = maps_of(&lines, "execsnoop.bpf.c")[0];
     assert_eq!(exec["original"], 4, "{exec}");
@@ -68,32 +77,16 @@ fn reserve_migrations_verify_equivalent() {
     // --strategy reserve: stack events (zeroed), per-CPU heaps (removed), discards on early
     // returns, gotos and continues, and the sites that fall back to a copy. Verify poisons
     // every ring buffer first, so a byte a reservation leaves unset cannot pass for a zero.
-    let programs = [
-        "reserve_procwatch",
-        "execsnoop",
-        "opensnoop",
-        "twomaps",
-        "vfsstat_fentry",
-    ];
-    let mut args = vec!["verify", "--format", "json", "--strategy", "reserve"];
-    let paths: Vec<String> = programs
-        .iter()
-        .map(|p| format!("fixtures/{p}/input"))
-        .collect();
-    args.extend(paths.iter().map(String::as_str));
-    let out = run(&root(), &args);
-    let lines = json_lines(&out);
-    for p in programs {
-        let maps = maps_of(&lines, &format!("/{p}/"));
-        assert!(!maps.is_empty(), "{p}: no map compared");
-        for m in maps {
-            assert_eq!(m["verdict"], "equivalent", "{p}: {m}");
-            let n = m["original"].as_u64().unwrap();
-            assert!(n > 0, "{p}: {m}");
-            assert_eq!(m["matched"].as_u64().unwrap(), n, "{p}: {m}");
-        }
-    }
-    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    verify_all_equivalent(
+        &[
+            "reserve_procwatch",
+            "execsnoop",
+            "opensnoop",
+            "twomaps",
+            "vfsstat_fentry",
+        ],
+        &["--strategy", "reserve"],
+    );
 }
 
 #[test]
