@@ -78,6 +78,11 @@ struct VerifyArgs {
     /// How events get into the ring buffer in the migration verified.
     #[arg(long, value_enum, default_value_t = StrategyArg::Copy)]
     strategy: StrategyArg,
+    /// Instead of comparing, measure events per second of the original, the copy migration
+    /// and the reserve migration, this many events each (the programs must hook
+    /// sys_enter_getpid; see benches/events).
+    #[arg(long, value_name = "EVENTS", conflicts_with_all = ["before", "after"])]
+    bench: Option<u64>,
     /// Programs to migrate in memory and verify (default: the current directory).
     paths: Vec<PathBuf>,
 }
@@ -232,6 +237,7 @@ fn verify(v: VerifyArgs) -> ExitCode {
             rules: RuleFilter::default(),
             strategy: v.strategy.into(),
         },
+        bench: v.bench,
     };
     ExitCode::from(crate::verify::run(&opts))
 }

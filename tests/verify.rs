@@ -322,3 +322,33 @@ fn several_cpus_and_a_kept_work_directory() {
     }));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_events_benchmark_runs_all_three_variants_and_loses_nothing() {
+    // Not a timing test: the numbers go to the README from scripts/bench-events. This checks
+    // that each variant loads, attaches and delivers every event it was asked for.
+    let out = run(
+        &root(),
+        &[
+            "verify",
+            "--bench",
+            "2000",
+            "--format",
+            "json",
+            "benches/events",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let rows: Vec<Value> = json_lines(&out)
+        .into_iter()
+        .filter(|v| v["type"] == "bench")
+        .collect();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["received"], 2000, "{r}");
+        assert!(r["events_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    for variant in ["perf", "copy", "reserve"] {
+        assert_eq!(rows.iter().filter(|r| r["variant"] == variant).count(), 2);
+    }
+}

@@ -38,6 +38,9 @@ struct Manifest {
     /// A reserved record whose bytes the migration leaves unset then shows them.
     #[serde(default)]
     ring_poison: Option<String>,
+    /// Benchmark mode: each object alone, this many events (see `bench`).
+    #[serde(default)]
+    bench: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -87,7 +90,10 @@ fn main() {
         .map_err(|e| e.to_string())
         .and_then(|m| serde_json::from_str::<Manifest>(&m).map_err(|e| e.to_string()))
     {
-        Ok(m) => run(&m),
+        Ok(m) => match m.bench {
+            Some(n) => bench(&m, n),
+            None => run(&m),
+        },
         Err(e) => json!({"type": "result", "fatal": format!("cannot read the manifest: {e}")}),
     };
     out.frame(&report);
@@ -352,6 +358,84 @@ fn run(m: &Manifest) -> Value {
         "attached_ms": attached_ms,
         "nr_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     })
+}
+
+/// Events per second, one object at a time: attach it, make `n` getpid() calls (the
+/// benchmark programs hook sys_enter_getpid) draining its buffers every 64, and time it all
+/// until the last record is read, after a warm-up of n/10 calls.
+fn bench(m: &Manifest, n: u64) -> Value {
+    let mut rows = Vec::new();
+    for spec in &m.objects {
+        let row = (|| -> Result<Value, String> {
+            let obj = ObjectBuilder::default()
+                .open_file(&spec.path)
+                .and_then(|o| o.load())
+                .map_err(|e| format!("{e:#} {}", take_log()))?;
+            let mut links = Vec::new();
+            for p in obj.progs_mut() {
+                links.push(p.attach().map_err(|e| format!("{e:#}"))?);
+            }
+            let received = Rc::new(RefCell::new(0u64));
+            let mut perf = Vec::new();
+            let mut ring = Vec::new();
+            for map in obj.maps() {
+                match map.map_type() {
+                    MapType::PerfEventArray => {
+                        let r = received.clone();
+                        perf.push(
+                            PerfBufferBuilder::new(&map)
+                                .sample_cb(move |_cpu, _data: &[u8]| *r.borrow_mut() += 1)
+                                .pages(64)
+                                .build()
+                                .map_err(|e| format!("{e:#}"))?,
+                        );
+                    }
+                    MapType::RingBuf => {
+                        let r = received.clone();
+                        let mut b = RingBufferBuilder::new();
+                        b.add(&map, move |_data: &[u8]| {
+                            *r.borrow_mut() += 1;
+                            0
+                        })
+                        .map_err(|e| format!("{e:#}"))?;
+                        ring.push(b.build().map_err(|e| format!("{e:#}"))?);
+                    }
+                    _ => {}
+                }
+            }
+            let drain = || {
+                for p in &perf {
+                    let _ = p.consume();
+                }
+                for r in &ring {
+                    let _ = r.consume();
+                }
+            };
+            let burst = |count: u64| {
+                for i in 0..count {
+                    unsafe {
+                        libc::syscall(libc::SYS_getpid);
+                    }
+                    if i % 64 == 63 {
+                        drain();
+                    }
+                }
+                drain();
+            };
+            // A warm-up, so that no variant pays for the first run through this code (under
+            // TCG, its translation) more than another.
+            burst(n / 10);
+            *received.borrow_mut() = 0;
+            let started = Instant::now();
+            burst(n);
+            let ns = started.elapsed().as_nanos() as u64;
+            drop(links);
+            let got = *received.borrow();
+            Ok(json!({"id": spec.id, "received": got, "ns": ns}))
+        })();
+        rows.push(row.unwrap_or_else(|e| json!({"id": spec.id, "error": e})));
+    }
+    json!({"type": "result", "bench": rows})
 }
 
 /// Fills `map` (a ring buffer) with the poison object's records until it is full.

@@ -2,6 +2,7 @@
 //! side by side (the original twice, to calibrate noise), drive one workload through all of
 //! them, and compare what user space receives from each map.
 
+pub mod bench;
 pub mod btf;
 pub mod compare;
 pub mod initramfs;
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 use crate::engine::{self, Options};
 use compare::{MapReport, Verdict, compare_map, decode_hex};
 
+#[derive(Clone)]
 pub struct VerifyOptions {
     pub paths: Vec<PathBuf>,
     pub before: Option<PathBuf>,
@@ -33,16 +35,18 @@ pub struct VerifyOptions {
     pub keep: bool,
     pub json: bool,
     pub engine: Options,
+    /// Measure events per second (this many events a program) instead of comparing.
+    pub bench: Option<u64>,
 }
 
 /// One program to verify: its BPF source before and after migration.
-struct Pair {
-    name: String,
-    before: PathBuf,
-    after: PathBuf,
+pub(crate) struct Pair {
+    pub(crate) name: String,
+    pub(crate) before: PathBuf,
+    pub(crate) after: PathBuf,
     /// Include directories searched before the source's own (the migrated copies of a
     /// program's other changed files).
-    after_includes: Vec<PathBuf>,
+    pub(crate) after_includes: Vec<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -70,6 +74,15 @@ pub fn run(opts: &VerifyOptions) -> u8 {
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    if let Some(n) = opts.bench {
+        return match bench::run(opts, n) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: the benchmark could not run: {e:#}");
+                2
+            }
+        };
     }
     match run_inner(opts) {
         Ok((reports, timing)) => {
@@ -259,7 +272,7 @@ int fill(void *ctx)
 char LICENSE[] SEC("license") = "GPL";
 "#;
 
-fn agent_path() -> Result<PathBuf> {
+pub(crate) fn agent_path() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("BPF_MIGRATE_AGENT") {
         return Ok(PathBuf::from(p));
     }
@@ -285,7 +298,7 @@ fn which(cmd: &str) -> Option<PathBuf> {
     })
 }
 
-fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>> {
+pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>> {
     match (&opts.before, &opts.after) {
         (Some(a), Some(b)) => {
             if a.is_file() && b.is_file() {
@@ -371,7 +384,7 @@ fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>> {
     }
 }
 
-fn compile(
+pub(crate) fn compile(
     opts: &VerifyOptions,
     kernel: &Path,
     src: &Path,

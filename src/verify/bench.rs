@@ -1,0 +1,117 @@
+//! `bpf-migrate verify --bench N`: events per second of each program as it was (perf buffer),
+//! migrated with the copy strategy, and migrated with the reserve strategy, measured in the
+//! same VM one program at a time. The guest agent attaches one object, makes N `getpid`
+//! system calls (the benchmark programs hook `sys_enter_getpid`), drains its buffer every 64
+//! calls, and reports the time and the records received.
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use super::{VerifyOptions, agent_path, collect_pairs, compile, initramfs, kernel, qemu};
+use crate::engine::Strategy;
+
+pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
+    let work = tempfile::Builder::new()
+        .prefix("bpf-migrate-bench-")
+        .tempdir()?;
+    let wd = work.path();
+    let mut copy_opts = opts.clone();
+    copy_opts.engine.strategy = Strategy::Copy;
+    let mut reserve_opts = opts.clone();
+    reserve_opts.engine.strategy = Strategy::Reserve;
+    std::fs::create_dir_all(wd.join("copy"))?;
+    std::fs::create_dir_all(wd.join("reserve"))?;
+    let copies = collect_pairs(&copy_opts, &wd.join("copy"))?;
+    let reserves = collect_pairs(&reserve_opts, &wd.join("reserve"))?;
+    if copies.is_empty() || copies.len() != reserves.len() {
+        bail!("nothing to benchmark: no migratable BPF program found");
+    }
+    let (kernel, _) = kernel::find(opts.kernel.as_deref())?;
+    let mut cpio = initramfs::Cpio::default();
+    cpio.executable("/init", &agent_path()?)?;
+    let mut objects = Vec::new();
+    for (k, (c, r)) in copies.iter().zip(&reserves).enumerate() {
+        for (variant, src, incs) in [
+            ("perf", &c.before, &Vec::new()),
+            ("copy", &c.after, &c.after_includes),
+            ("reserve", &r.after, &r.after_includes),
+        ] {
+            let obj = wd.join(format!("p{k}-{variant}.o"));
+            compile(opts, &kernel, src, incs, &obj)
+                .with_context(|| format!("building {} ({variant})", c.name))?;
+            let guest = format!("/objs/p{k}-{variant}.o");
+            cpio.file(&guest, &std::fs::read(&obj)?, 0o644);
+            objects.push(json!({"id": format!("p{k}/{variant}"), "path": guest}));
+        }
+    }
+    let manifest = json!({"objects": objects, "bench": events});
+    cpio.file("/manifest.json", manifest.to_string().as_bytes(), 0o644);
+    for d in ["/proc", "/sys", "/dev", "/tmp", "/mnt"] {
+        cpio.dir(d);
+    }
+    let initrd = wd.join("initramfs.cpio");
+    std::fs::write(&initrd, cpio.finish())?;
+    let vm = qemu::run(&qemu::VmConfig {
+        kernel: &kernel,
+        initrd: &initrd,
+        cpus: opts.cpus,
+        accel: opts.accel,
+        timeout: opts.timeout,
+        workdir: wd,
+    })?;
+    let result = vm
+        .frames
+        .iter()
+        .find(|f| f["type"] == "result")
+        .ok_or_else(|| anyhow!("the agent sent no result"))?;
+    if let Some(fatal) = result["fatal"].as_str() {
+        bail!("the guest agent failed: {fatal}");
+    }
+    let rows = result["bench"].as_array().cloned().unwrap_or_default();
+    let row = |id: &str| rows.iter().find(|r| r["id"] == id).cloned();
+    for (k, c) in copies.iter().enumerate() {
+        let mut rates = Vec::new();
+        for variant in ["perf", "copy", "reserve"] {
+            let r = row(&format!("p{k}/{variant}")).unwrap_or(Value::Null);
+            if let Some(e) = r["error"].as_str() {
+                bail!("{} ({variant}): {e}", c.name);
+            }
+            let received = r["received"].as_u64().unwrap_or(0);
+            let ns = r["ns"].as_u64().unwrap_or(0).max(1);
+            rates.push((variant, received, received as f64 * 1e9 / ns as f64));
+        }
+        let base = rates[0].2.max(f64::MIN_POSITIVE);
+        if opts.json {
+            for (variant, received, rate) in &rates {
+                println!(
+                    "{}",
+                    json!({"type": "bench", "program": c.name, "variant": variant, "events": events, "received": received, "events_per_sec": rate.round(), "vs_perf": rate / base})
+                );
+            }
+        } else {
+            let cols: Vec<String> = rates
+                .iter()
+                .map(|(v, received, rate)| {
+                    format!(
+                        "{v} {:.0} ev/s ({:.2}x{})",
+                        rate,
+                        rate / base,
+                        if *received < events {
+                            format!(", {} dropped", events - received)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect();
+            println!("{}: {}", c.name, cols.join(", "));
+        }
+    }
+    eprintln!(
+        "bench: {events} events a program, guest ({}) booted in {:.2} s, VM {:.2} s",
+        vm.accel,
+        vm.boot.as_secs_f64(),
+        vm.total.as_secs_f64()
+    );
+    Ok(())
+}
