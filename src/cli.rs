@@ -32,7 +32,7 @@ enum Cmd {
     /// Explain one rule, with its example.
     Explain { id: String },
     /// Prove a migration in a VM: build both versions, load both, compare their events.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -200,7 +200,7 @@ pub fn main() -> ExitCode {
     match cli.cmd {
         Some(Cmd::Rules) => list_rules(),
         Some(Cmd::Explain { id }) => explain(&id),
-        Some(Cmd::Verify(v)) => verify(v),
+        Some(Cmd::Verify(v)) => verify(*v),
         None => run(cli.run),
     }
 }

@@ -4,10 +4,10 @@
 //! system calls (the benchmark programs hook `sys_enter_getpid`), drains its buffer every 64
 //! calls, and reports the time and the records received.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{VerifyOptions, agent_path, collect_pairs, compile, initramfs, kernel, qemu};
+use super::{VerifyOptions, agent_path, boot_agent, collect_pairs, compile, initramfs, kernel};
 use crate::engine::Strategy;
 
 pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
@@ -45,28 +45,7 @@ pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
         }
     }
     let manifest = json!({"objects": objects, "bench": events});
-    cpio.file("/manifest.json", manifest.to_string().as_bytes(), 0o644);
-    for d in ["/proc", "/sys", "/dev", "/tmp", "/mnt"] {
-        cpio.dir(d);
-    }
-    let initrd = wd.join("initramfs.cpio");
-    std::fs::write(&initrd, cpio.finish())?;
-    let vm = qemu::run(&qemu::VmConfig {
-        kernel: &kernel,
-        initrd: &initrd,
-        cpus: opts.cpus,
-        accel: opts.accel,
-        timeout: opts.timeout,
-        workdir: wd,
-    })?;
-    let result = vm
-        .frames
-        .iter()
-        .find(|f| f["type"] == "result")
-        .ok_or_else(|| anyhow!("the agent sent no result"))?;
-    if let Some(fatal) = result["fatal"].as_str() {
-        bail!("the guest agent failed: {fatal}");
-    }
+    let (vm, result) = boot_agent(opts, &kernel, cpio, &manifest, wd)?;
     let rows = result["bench"].as_array().cloned().unwrap_or_default();
     let row = |id: &str| rows.iter().find(|r| r["id"] == id).cloned();
     for (k, c) in copies.iter().enumerate() {

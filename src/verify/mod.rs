@@ -184,29 +184,8 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         "builtin_workload": true,
         "ring_poison": "/objs/ring_poison.o",
     });
-    cpio.file("/manifest.json", manifest.to_string().as_bytes(), 0o644);
-    for d in ["/proc", "/sys", "/dev", "/tmp", "/mnt"] {
-        cpio.dir(d);
-    }
-    let initrd = wd.join("initramfs.cpio");
-    std::fs::write(&initrd, cpio.finish())?;
-
-    let vm = qemu::run(&qemu::VmConfig {
-        kernel: &kernel,
-        initrd: &initrd,
-        cpus: opts.cpus,
-        accel: opts.accel,
-        timeout: opts.timeout,
-        workdir: &wd,
-    })?;
-    let result = vm
-        .frames
-        .iter()
-        .find(|f| f["type"] == "result")
-        .ok_or_else(|| anyhow!("the agent sent no result"))?;
-    if let Some(fatal) = result["fatal"].as_str() {
-        bail!("the guest agent failed: {fatal}");
-    }
+    let (vm, result) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
+    let result = &result;
     let mut reports = Vec::new();
     for (k, p) in pairs.iter().enumerate() {
         reports.push(judge(
@@ -243,6 +222,41 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             workload_log,
         },
     ))
+}
+
+/// Finishes the initramfs with the manifest, boots it and returns the run and the agent's
+/// result.
+pub(crate) fn boot_agent(
+    opts: &VerifyOptions,
+    kernel: &Path,
+    mut cpio: initramfs::Cpio,
+    manifest: &Value,
+    wd: &Path,
+) -> Result<(qemu::VmRun, Value)> {
+    cpio.file("/manifest.json", manifest.to_string().as_bytes(), 0o644);
+    for d in ["/proc", "/sys", "/dev", "/tmp", "/mnt"] {
+        cpio.dir(d);
+    }
+    let initrd = wd.join("initramfs.cpio");
+    std::fs::write(&initrd, cpio.finish())?;
+    let vm = qemu::run(&qemu::VmConfig {
+        kernel,
+        initrd: &initrd,
+        cpus: opts.cpus,
+        accel: opts.accel,
+        timeout: opts.timeout,
+        workdir: wd,
+    })?;
+    let result = vm
+        .frames
+        .iter()
+        .find(|f| f["type"] == "result")
+        .cloned()
+        .ok_or_else(|| anyhow!("the agent sent no result"))?;
+    if let Some(fatal) = result["fatal"].as_str() {
+        bail!("the guest agent failed: {fatal}");
+    }
+    Ok((vm, result))
 }
 
 /// Fills a ring buffer with 0xa5 records, one per run (see the agent's `ring_poison`): the
