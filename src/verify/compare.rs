@@ -46,8 +46,8 @@ pub fn decode_hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// `layout` is the event's struct, when BTF tells it: findings name fields, and noise
-/// covers whole integer fields.
+/// `layouts` are the event structs written to the map, when BTF tells them: findings name
+/// fields, and noise covers whole integer fields of any of them.
 pub fn compare_map(
     map: &str,
     orig: &[Vec<u8>],
@@ -55,7 +55,7 @@ pub fn compare_map(
     new: &[Vec<u8>],
     lost: u64,
     cpus: u32,
-    layout: Option<&Layout>,
+    layouts: &[Layout],
 ) -> MapReport {
     let mut r = MapReport {
         map: map.to_string(),
@@ -94,7 +94,7 @@ pub fn compare_map(
             }
         }
     }
-    if let Some(l) = layout {
+    for l in layouts {
         for (_, off, size) in &l.fields {
             let end = (off + size).min(width);
             if *size <= 8 && (*off..end).any(|i| noise[i]) {
@@ -178,6 +178,11 @@ pub fn compare_map(
             let (mp, mq) = (masked(p, q.len()), masked(q, q.len()));
             if let Some(off) = (0..q.len()).find(|&k| mp[k] != mq[k] && !stale(i, k, q)) {
                 r.verdict = Verdict::Different;
+                // Name the byte in the struct of the record's size, if one is.
+                let layout = layouts
+                    .iter()
+                    .find(|l| l.size == q.len())
+                    .or(layouts.first());
                 let name = layout
                     .and_then(|l| match l.field_at(off) {
                         Some((f, o, _)) => Some(format!(
@@ -290,21 +295,21 @@ mod tests {
         let o1 = vec![vec![1, 0, 0, 0, 7, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd]];
         let o2 = vec![vec![1, 0, 0, 0, 7, 0, 0, 0, 0x11, 0x22, 0x33, 0x44]];
         let same = vec![vec![1, 0, 0, 0, 7, 0, 0, 0, 0x99, 0x98, 0x97, 0x96]];
-        let r = compare_map("e", &o1, &o2, &same, 0, 1, None);
+        let r = compare_map("e", &o1, &o2, &same, 0, 1, &[]);
         assert_eq!(r.verdict, Verdict::Equivalent, "{:?}", r.finding);
         let wrong = vec![vec![1, 0, 0, 0, 8, 0, 0, 0, 0x99, 0x98, 0x97, 0x96]];
-        let r = compare_map("e", &o1, &o2, &wrong, 0, 1, None);
+        let r = compare_map("e", &o1, &o2, &wrong, 0, 1, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("byte 4"));
         // A 10-byte event arrives as a 12-byte perf sample.
         let p = vec![vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0]];
         let q = vec![vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]];
         assert_eq!(
-            compare_map("e", &p, &p, &q, 0, 1, None).verdict,
+            compare_map("e", &p, &p, &q, 0, 1, &[]).verdict,
             Verdict::Equivalent
         );
         assert_eq!(
-            compare_map("e", &[], &[], &[], 0, 1, None).verdict,
+            compare_map("e", &[], &[], &[], 0, 1, &[]).verdict,
             Verdict::Inconclusive
         );
         let fewer = compare_map(
@@ -314,7 +319,7 @@ mod tests {
             &q,
             0,
             1,
-            None,
+            &[],
         );
         assert_eq!(fewer.verdict, Verdict::Different);
     }
@@ -332,20 +337,20 @@ mod tests {
             vec![1, b'a', b'b', RING_POISON],
             vec![2, 0, RING_POISON, RING_POISON],
         ];
-        let r = compare_map("e", &o1, &o2, &reserved, 0, 1, None);
+        let r = compare_map("e", &o1, &o2, &reserved, 0, 1, &[]);
         assert_eq!(r.verdict, Verdict::Equivalent, "{:?}", r.finding);
         // A byte the migration forgot to write is not a carried-over one.
         let forgot = vec![
             vec![1, b'a', b'b', RING_POISON],
             vec![RING_POISON, 0, RING_POISON, RING_POISON],
         ];
-        let r = compare_map("e", &o1, &o2, &forgot, 0, 1, None);
+        let r = compare_map("e", &o1, &o2, &forgot, 0, 1, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         // Stack events zeroed by `= {}`: no heap poison in event #0, so unset reserved bytes
         // are differences, even where the original's zeros repeat.
         let z = vec![vec![1, 0, 0, 0], vec![2, 0, 0, 0]];
         let unzeroed = vec![vec![1, 0, 0, 0], vec![2, RING_POISON, 0, 0]];
-        let r = compare_map("e", &z, &z, &unzeroed, 0, 1, None);
+        let r = compare_map("e", &z, &z, &unzeroed, 0, 1, &[]);
         assert_eq!(r.verdict, Verdict::Different);
     }
 
@@ -354,11 +359,11 @@ mod tests {
         let a = vec![vec![1u8; 4], vec![2u8; 4]];
         let b = vec![vec![2u8; 4], vec![1u8; 4]];
         assert_eq!(
-            compare_map("e", &a, &a, &b, 0, 2, None).verdict,
+            compare_map("e", &a, &a, &b, 0, 2, &[]).verdict,
             Verdict::Equivalent
         );
         assert_eq!(
-            compare_map("e", &a, &a, &b, 0, 1, None).verdict,
+            compare_map("e", &a, &a, &b, 0, 1, &[]).verdict,
             Verdict::Different
         );
     }

@@ -550,15 +550,20 @@ fn judge(
         };
         let lost = m["lost"].as_u64().unwrap_or(0) + m2["lost"].as_u64().unwrap_or(0);
         let new_recs = records(&mn);
-        let layout = event_struct(new_src, &mname)
-            .and_then(|s| btf::layout_named(new_obj, &s))
-            .or_else(|| {
+        // A map may carry several event structs (a `kind` field tells them apart).
+        let mut layouts: Vec<btf::Layout> = event_structs(new_src, &mname)
+            .iter()
+            .filter_map(|s| btf::layout_named(new_obj, s))
+            .collect();
+        if layouts.is_empty() {
+            layouts.extend(
                 new_recs
                     .iter()
                     .map(Vec::len)
                     .max()
-                    .and_then(|len| btf::layout_for(new_obj, len))
-            });
+                    .and_then(|len| btf::layout_for(new_obj, len)),
+            );
+        }
         let r = compare_map(
             &mname,
             &records(&m),
@@ -566,7 +571,7 @@ fn judge(
             &new_recs,
             lost,
             cpus,
-            layout.as_ref(),
+            &layouts,
         );
         match r.verdict {
             Verdict::Different => rep.verdict = Verdict::Different,
@@ -665,10 +670,15 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
 /// The struct a migrated program writes to `map`: the type of `e` in
 /// `bpf_ringbuf_output(&map, &e, ...)` (or `e` for a pointer), from its declaration in the
 /// same function.
-fn event_struct(src_path: &Path, map: &str) -> Option<String> {
+fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
+    let mut found = Vec::new();
     use crate::lang::c;
-    let src = std::fs::read_to_string(src_path).ok()?;
-    let parsed = c::parse(&src, None)?;
+    let Ok(src) = std::fs::read_to_string(src_path) else {
+        return found;
+    };
+    let Some(parsed) = c::parse(&src, None) else {
+        return found;
+    };
     let nodes = c::descendants(parsed.tree.root_node());
     for call in c::of_kind(&nodes, "call_expression") {
         let name = c::call_name(call, &src);
@@ -705,13 +715,17 @@ fn event_struct(src_path: &Path, map: &str) -> Option<String> {
         if !c::is_ident(data) {
             continue;
         }
-        let func = c::ancestor(call, "function_definition")?;
+        let Some(func) = c::ancestor(call, "function_definition") else {
+            continue;
+        };
         for d in nodes.iter().filter(|n| {
             n.kind() == "declaration"
                 && n.start_byte() >= func.start_byte()
                 && n.end_byte() <= func.end_byte()
         }) {
-            let ty = d.child_by_field_name("type")?;
+            let Some(ty) = d.child_by_field_name("type") else {
+                continue;
+            };
             if ty.kind() != "struct_specifier" {
                 continue;
             }
@@ -729,12 +743,13 @@ fn event_struct(src_path: &Path, map: &str) -> Option<String> {
                         .trim();
                     name == data
                 });
-            if declares {
-                return ty
-                    .child_by_field_name("name")
-                    .map(|n| c::text(n, &src).to_string());
+            if declares
+                && let Some(n) = ty.child_by_field_name("name")
+                && !found.iter().any(|f| f == c::text(n, &src))
+            {
+                found.push(c::text(n, &src).to_string());
             }
         }
     }
-    None
+    found
 }
