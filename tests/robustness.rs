@@ -24,6 +24,9 @@ fn corpus() -> Vec<Vec<(String, String)>> {
         "rs_closures",
         "rs_lost_state",
         "tcpkt",
+        "reserve_procwatch",
+        "bcc_reserve_execlat",
+        "opensnoop",
     ]
     .iter()
     .map(|f| {
@@ -128,10 +131,15 @@ proptest! {
 
     #[test]
     fn mutated_programs_never_break_the_invariants(
-        which in 0usize..8,
+        which in 0usize..11,
         file in any::<usize>(),
         muts in prop::collection::vec(mutation(), 1..4),
+        reserve in any::<bool>(),
     ) {
+        let opts = Options {
+            strategy: if reserve { engine::Strategy::Reserve } else { engine::Strategy::Copy },
+            ..Options::default()
+        };
         let programs = corpus();
         let mut files = programs[which % programs.len()].clone();
         let k = file % files.len();
@@ -139,7 +147,7 @@ proptest! {
             files[k].1 = apply_mutation(&files[k].1, m);
         }
         let srcs = sources(&files);
-        let out = engine::migrate(&srcs, &Options::default());
+        let out = engine::migrate(&srcs, &opts);
         prop_assert!(!out.diags.iter().any(|d| d.rule == "internal-error"), "{:?}", out.diags);
         for ch in &out.changes {
             let f = &srcs[ch.file];
@@ -160,7 +168,7 @@ proptest! {
         for ch in &out.changes {
             after[ch.file].1 = ch.new_text.clone();
         }
-        let again = engine::migrate(&sources(&after), &Options::default());
+        let again = engine::migrate(&sources(&after), &opts);
         prop_assert!(again.changes.is_empty(), "second run changed {:?}", again.changes.iter().map(|c| &after[c.file].0).collect::<Vec<_>>());
     }
 }
@@ -314,13 +322,23 @@ fn well_formed_programs_never_produce_errors() {
     // refused, is that.
     for fx in fixtures() {
         let files: Vec<(String, String)> = read_tree(&fx.join("input")).into_iter().collect();
-        let out = engine::migrate(&sources(&files), &Options::default());
-        let errors: Vec<_> = out
-            .diags
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .collect();
-        assert!(errors.is_empty(), "{}: {errors:?}", fx.display());
+        for strategy in [engine::Strategy::Copy, engine::Strategy::Reserve] {
+            let opts = Options {
+                strategy,
+                ..Options::default()
+            };
+            let out = engine::migrate(&sources(&files), &opts);
+            let errors: Vec<_> = out
+                .diags
+                .iter()
+                .filter(|d| matches!(d.severity, Severity::Error) || d.rule == "internal-error")
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{} ({strategy:?}): {errors:?}",
+                fx.display()
+            );
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 // Shared by the fuzz targets: migrate one file of the given name (with a partner when the
-// input splits in two at a NUL byte) and check the properties every run must have.
+// input splits in two at a NUL byte) and check the properties every run must have. An input
+// of odd length runs with --strategy reserve.
 use std::path::PathBuf;
 
 use bpf_migrate::engine::{self, Options};
@@ -13,7 +14,11 @@ pub fn check(names: &[&str], data: &[u8]) {
         .zip(names)
         .map(|(t, n)| SourceFile::new(PathBuf::from(n), n.to_string(), t.to_string()))
         .collect();
-    let out = engine::migrate(&files, &Options::default());
+    let opts = Options {
+        strategy: if data.len() % 2 == 1 { engine::Strategy::Reserve } else { engine::Strategy::Copy },
+        ..Options::default()
+    };
+    let out = engine::migrate(&files, &opts);
     assert!(!out.diags.iter().any(|d| d.rule == "internal-error"), "{:?}", out.diags);
     let mut after: Vec<SourceFile> = files.clone();
     for ch in &out.changes {
@@ -25,6 +30,6 @@ pub fn check(names: &[&str], data: &[u8]) {
         }
         after[ch.file] = SourceFile::new(f.path.clone(), f.display.clone(), ch.new_text.clone());
     }
-    let again = engine::migrate(&after, &Options::default());
+    let again = engine::migrate(&after, &opts);
     assert!(again.changes.is_empty(), "a second run changed the result");
 }

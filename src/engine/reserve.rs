@@ -940,7 +940,9 @@ fn check_effects(
     for n in c::descendants(stmt) {
         match n.kind() {
             "call_expression" => {
-                let f = n.child_by_field_name("function").unwrap();
+                let Some(f) = n.child_by_field_name("function") else {
+                    return Err("a call bpf-migrate cannot read".into());
+                };
                 match f.kind() {
                     "identifier" => {
                         let name = c::text(f, src);
@@ -976,13 +978,13 @@ fn check_effects(
                 }
             }
             "assignment_expression" | "update_expression" => {
-                let target = n
-                    .child_by_field_name(if n.kind() == "assignment_expression" {
-                        "left"
-                    } else {
-                        "argument"
-                    })
-                    .unwrap();
+                let Some(target) = n.child_by_field_name(if n.kind() == "assignment_expression" {
+                    "left"
+                } else {
+                    "argument"
+                }) else {
+                    return Err("an assignment bpf-migrate cannot read".into());
+                };
                 let (root, deref) = target_root(target, src);
                 let Some(root) = root else {
                     return Err(format!(
@@ -1030,16 +1032,25 @@ fn target_root<'a>(mut n: Node, src: &'a str) -> (Option<&'a str>, bool) {
                 if n.child_by_field_name("operator").map(|o| c::text(o, src)) == Some("->") {
                     deref = true;
                 }
-                n = n.child_by_field_name("argument").unwrap();
+                match n.child_by_field_name("argument") {
+                    Some(a) => n = a,
+                    None => return (None, deref),
+                }
             }
-            "subscript_expression" => n = n.child_by_field_name("argument").unwrap(),
+            "subscript_expression" => match n.child_by_field_name("argument") {
+                Some(a) => n = a,
+                None => return (None, deref),
+            },
             "parenthesized_expression" => match n.named_child(0) {
                 Some(x) => n = x,
                 None => return (None, deref),
             },
             "pointer_expression" => {
                 deref = true;
-                n = n.child_by_field_name("argument").unwrap();
+                match n.child_by_field_name("argument") {
+                    Some(a) => n = a,
+                    None => return (None, deref),
+                }
             }
             _ => return (None, deref),
         }
@@ -1098,11 +1109,16 @@ fn on_full(src: &str, out_stmt: Node, func: Node, body: Node) -> Result<String, 
         let parent = cur.parent().ok_or("the output is not in a function body")?;
         if parent.kind() == "compound_statement" {
             let st = statements(parent);
-            let i = st.iter().position(|s| *s == cur).unwrap();
+            let i = st
+                .iter()
+                .position(|s| *s == cur)
+                .ok_or("the output is not a statement of its block")?;
             if let Some(next) = st.get(i + 1) {
                 return match next.kind() {
                     "labeled_statement" => {
-                        let l = next.child_by_field_name("label").unwrap();
+                        let l = next
+                            .child_by_field_name("label")
+                            .ok_or("a label without a name")?;
                         Ok(format!("goto {};", c::text(l, src)))
                     }
                     "return_statement"
@@ -1227,7 +1243,9 @@ fn exits(
                 } else {
                     &["for_statement", "while_statement", "do_statement"]
                 };
-                let block = stmt.parent().unwrap();
+                let Some(block) = stmt.parent() else {
+                    return Err("a statement outside any block".into());
+                };
                 let mut p = n.parent();
                 let mut inside = false;
                 while let Some(x) = p {
