@@ -29,7 +29,9 @@ pub struct Discovered {
 }
 
 pub fn display_path(p: &Path) -> String {
-    let cwd = std::env::current_dir().ok();
+    // The working directory, asked once: this runs for every file.
+    static CWD: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let cwd = CWD.get_or_init(|| std::env::current_dir().ok());
     let shown = cwd
         .as_deref()
         .and_then(|c| p.strip_prefix(c).ok())
@@ -144,15 +146,20 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
                 (path, r, partners)
             })
             .collect();
-        round = Vec::new();
+        // Record the whole round before looking at partners: a partner read in this round
+        // (x.bpf.c beside x.c) is not read again in the next.
+        let mut partners_all = Vec::new();
         for (path, r, partners) in results {
             done.insert(path, r);
-            for q in partners.iter().map(|q| clean(q)) {
-                if !done.contains_key(&q) && !round.iter().any(|(x, _)| *x == q) && q.is_file() {
-                    round.push((q, false));
-                }
+            partners_all.extend(partners);
+        }
+        let mut next: BTreeMap<PathBuf, bool> = BTreeMap::new();
+        for q in partners_all.iter().map(|q| clean(q)) {
+            if !done.contains_key(&q) && !next.contains_key(&q) && q.is_file() {
+                next.insert(q, false);
             }
         }
+        round = next.into_iter().collect();
     }
     let read = done.into_values();
     for r in read {

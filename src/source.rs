@@ -20,14 +20,12 @@ impl SourceFile {
         let mut crlf_lines = 0usize;
         let mut lf_lines = 0usize;
         let bytes = text.as_bytes();
-        for (i, b) in bytes.iter().enumerate() {
-            if *b == b'\n' {
-                line_starts.push(i + 1);
-                if i > 0 && bytes[i - 1] == b'\r' {
-                    crlf_lines += 1;
-                } else {
-                    lf_lines += 1;
-                }
+        for i in memchr::memchr_iter(b'\n', bytes) {
+            line_starts.push(i + 1);
+            if i > 0 && bytes[i - 1] == b'\r' {
+                crlf_lines += 1;
+            } else {
+                lf_lines += 1;
             }
         }
         SourceFile {

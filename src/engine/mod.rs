@@ -275,13 +275,59 @@ pub const C_TRIGGERS: &[&str] = &[
     "PerfBuffer",
 ];
 
+/// Whether `text` holds any of `C_TRIGGERS`: one pass over the text, whatever their number
+/// (it runs on every file, vmlinux.h among them).
 pub fn has_trigger(text: &str) -> bool {
-    C_TRIGGERS.iter().any(|t| text.contains(t))
+    static FINDER: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    FINDER
+        .get_or_init(|| aho_corasick::AhoCorasick::new(C_TRIGGERS).expect("fixed patterns"))
+        .is_match(text)
 }
 
 /// Whether C text uses (not merely declares) a perf buffer API: a cheap token scan that keeps
 /// big headers (vmlinux.h, with its enumerator BPF_MAP_TYPE_PERF_EVENT_ARRAY and the kernel's
 /// struct perf_buffer; bpf_helper_defs.h, declaring the helpers) from being parsed.
+/// Above this size, `c_needs_parse` looks only around the trigger words first.
+const LARGE_FILE: usize = 256 * 1024;
+
+/// `c_needs_parse` on the lines around each trigger word (the two before it, for an
+/// enumerator's comma): false only if every mention is an enumerator or a helper declaration.
+/// A window that starts inside a comment can only make a mention look like code, which means
+/// a parse, never a skipped trigger.
+fn c_needs_parse_around_triggers(text: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "BPF_MAP_TYPE_PERF_EVENT_ARRAY",
+        "bpf_perf_event_output",
+        "bpf_skb_output",
+        "bpf_xdp_output",
+        "perf_buffer_",
+        "BPF_PERF_OUTPUT",
+        "perf_submit",
+    ];
+    let ident = |b: u8| b == b'_' || b.is_ascii_alphanumeric();
+    let bytes = text.as_bytes();
+    WORDS.iter().any(|w| {
+        text.match_indices(w).any(|(at, _)| {
+            if at > 0 && ident(bytes[at - 1]) {
+                return false;
+            }
+            let mut start = line_start_of(text, at);
+            for _ in 0..2 {
+                if start > 0 {
+                    start = line_start_of(text, start - 1);
+                }
+            }
+            let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+            let toks = c::lex(text, start..end);
+            c_needs_parse(text, &toks)
+        })
+    })
+}
+
+fn line_start_of(text: &str, at: usize) -> usize {
+    text[..at].rfind('\n').map_or(0, |i| i + 1)
+}
+
 pub fn c_needs_parse(text: &str, toks: &[(Tok, usize, usize)]) -> bool {
     let tok = |k: usize| toks.get(k).map(|&(_, s, e)| &text[s..e]).unwrap_or("");
     toks.iter().enumerate().any(|(k, &(t, s, e))| {
@@ -313,6 +359,11 @@ pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     if !has_trigger(&file.text) {
         return a;
     }
+    // A large header (vmlinux.h) names the triggers only as enumerators and helper
+    // declarations: tell from a few lines around each mention, without lexing megabytes.
+    if file.text.len() > LARGE_FILE && !c_needs_parse_around_triggers(&file.text) {
+        return a;
+    }
     let bom = if file.text.starts_with('\u{feff}') {
         3
     } else {
@@ -340,6 +391,9 @@ pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     }
     if !c_needs_parse(&file.text, &toks) {
         return a;
+    }
+    if let Some(deep) = too_deep(file) {
+        return deep;
     }
     let parsed = c::parse_auto_lexed(&file.text, range[0].clone(), &toks);
     let Some(parsed) = parsed else {
@@ -453,6 +507,24 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The files of a run by file name and by path, built once for linking.
+struct FileIndex<'a> {
+    by_name: HashMap<String, Vec<usize>>,
+    by_path: HashMap<&'a Path, usize>,
+}
+
+impl<'a> FileIndex<'a> {
+    fn new(files: &'a [SourceFile]) -> Self {
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_path = HashMap::new();
+        for (j, f) in files.iter().enumerate() {
+            by_name.entry(file_name(&f.path)).or_default().push(j);
+            by_path.insert(f.path.as_path(), j);
+        }
+        FileIndex { by_name, by_path }
+    }
+}
+
 /// Which of `candidates` file `k` includes (`includes` as written in it): resolved against
 /// its directory first; by file name only when no path matches (an include path of the
 /// build), so that copies of one tool in several directories stay apart.
@@ -492,15 +564,19 @@ fn included_among(
 /// The files user-space file `i` names as its BPF source: by path (`src_file`), or by file
 /// name (`x.bpf.c` from a skeleton), those in its own directory (or its `bpf/`) first, since a
 /// collection of tools may hold several programs of one name.
-fn named_sources(files: &[SourceFile], a: &Analysis, i: usize) -> Vec<usize> {
-    let named: Vec<usize> = (0..files.len())
-        .filter(|&j| {
-            a.bpf_sources
+fn named_sources(files: &[SourceFile], index: &FileIndex, a: &Analysis, i: usize) -> Vec<usize> {
+    let mut named: Vec<usize> = a
+        .bpf_sources
+        .iter()
+        .flat_map(|s| index.by_name.get(s.as_str()).into_iter().flatten().copied())
+        .chain(
+            a.bcc_sources
                 .iter()
-                .any(|s| *s == file_name(&files[j].path))
-                || a.bcc_sources.iter().any(|p| *p == files[j].path)
-        })
+                .filter_map(|p| index.by_path.get(p.as_path()).copied()),
+        )
         .collect();
+    named.sort_unstable();
+    named.dedup();
     let dir = dir_of(&files[i].path);
     let near: Vec<usize> = named
         .iter()
@@ -567,22 +643,27 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
         ));
         return a;
     }
-    if nesting(&file.text) > MAX_NESTING {
+    if is_python(&file.path) {
+        too_deep(file).unwrap_or_else(|| python::analyze(file, opts))
+    } else if is_rust(&file.path) {
+        too_deep(file).unwrap_or_else(|| rust::analyze(file))
+    } else {
+        // After its cheaper gates: most C files with a trigger word are not parsed.
+        analyze_c(file, opts)
+    }
+}
+
+/// Brackets nested past what the parsers take: an error instead of a parse.
+fn too_deep(file: &SourceFile) -> Option<Analysis> {
+    (nesting(&file.text) > MAX_NESTING).then(|| {
         let mut a = Analysis::default();
         a.diags.push(Diagnostic::file_error(
             &file.display,
             rules::PARSE_ERROR,
             format!("brackets nest deeper than {MAX_NESTING} levels; the file is left untouched"),
         ));
-        return a;
-    }
-    if is_python(&file.path) {
-        python::analyze(file, opts)
-    } else if is_rust(&file.path) {
-        rust::analyze(file)
-    } else {
-        analyze_c(file, opts)
-    }
+        a
+    })
 }
 
 pub fn migrate(files: &[SourceFile], opts: &Options) -> Outcome {
@@ -610,6 +691,7 @@ pub fn migrate_with_progress(
 
 pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Options) -> Outcome {
     let n = files.len();
+    let index = FileIndex::new(files);
     let mut dsu = Dsu((0..n).collect());
     let mut link_diags: Vec<Diagnostic> = Vec::new();
 
@@ -657,7 +739,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                 continue;
             }
             let all: Vec<usize> = defs.get(cons.map.as_str()).cloned().unwrap_or_default();
-            let named = named_sources(files, a, i);
+            let named = named_sources(files, &index, a, i);
             let target = if !named.is_empty() {
                 let hit: Vec<usize> = named.iter().copied().filter(|j| all.contains(j)).collect();
                 // The map may live in a header the BPF source includes.
@@ -739,7 +821,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     let mut named_by_refused = std::collections::HashSet::new();
     for (i, a) in analyses.iter().enumerate() {
         let refused = a.diags.iter().any(|d| d.severity == Severity::Manual);
-        for j in named_sources(files, a, i) {
+        for j in named_sources(files, &index, a, i) {
             dsu.union(i, j);
             if refused {
                 named_by_refused.insert(j);
