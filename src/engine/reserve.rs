@@ -504,11 +504,17 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
         .collect();
     let region_span = (stmts[ri.min(oi)].start_byte(), out_stmt.end_byte());
     if !stack {
-        // Before the lookup nothing may touch the pointer but its declaration.
-        for s in &stmts[..ai] {
-            if *s != decl && !mentions(*s, &var, src).is_empty() {
-                return Err(format!("`{var}` is used before the lookup"));
-            }
+        // Nothing may touch the pointer but its declaration and the code from the lookup to
+        // the output, wherever in the function it is.
+        let (from, to) = (anchor.start_byte(), out_stmt.end_byte());
+        let inside = |n: &Node, (a, b): (usize, usize)| a <= n.start_byte() && n.end_byte() <= b;
+        if mentions(body, &var, src)
+            .iter()
+            .any(|m| !inside(m, (decl.start_byte(), decl.end_byte())) && !inside(m, (from, to)))
+        {
+            return Err(format!(
+                "`{var}` is used outside the code from the lookup to the output"
+            ));
         }
     }
     check_covered(cx, region_span)?;
@@ -907,6 +913,13 @@ fn pure_call(name: &str) -> Result<(), String> {
                 | "READ_ONCE"
                 | "offsetof"
                 | "barrier_var"
+                | "KERNEL_VERSION"
+                | "ntohs"
+                | "ntohl"
+                | "htons"
+                | "htonl"
+                | "be16_to_cpu"
+                | "be32_to_cpu"
         );
     if known && !DENY.iter().any(|d| name.contains(d)) {
         Ok(())
@@ -949,6 +962,11 @@ fn check_effects(
                         if let Err(e) = pure_call(name) {
                             // A function of this file that only reads is fine, unless the
                             // event's address goes to it.
+                            if !mentions(n, var, src).is_empty() {
+                                return Err(format!(
+                                    "the event's address goes to `{name}()`, another function"
+                                ));
+                            }
                             if local_function(cx, name).is_some()
                                 && !local_function_is_pure(cx, name, 0)
                             {
@@ -959,16 +977,15 @@ fn check_effects(
                             if !local_function_is_pure(cx, name, 0) {
                                 return Err(e);
                             }
-                            if !mentions(n, var, src).is_empty() {
-                                return Err(format!(
-                                    "the event's address goes to `{name}()`, another function"
-                                ));
-                            }
                         }
                     }
+                    // BCC table methods that only read (a stack id is only read through
+                    // the event that carries it).
                     "field_expression"
-                        if f.child_by_field_name("field").map(|x| c::text(x, src))
-                            == Some("lookup") => {}
+                        if matches!(
+                            f.child_by_field_name("field").map(|x| c::text(x, src)),
+                            Some("lookup" | "get_stackid")
+                        ) => {}
                     _ => {
                         return Err(format!(
                             "`{}` runs between the reservation and the submit, and bpf-migrate cannot tell what it does",
