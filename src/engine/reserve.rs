@@ -64,6 +64,8 @@ struct Plan {
     /// The statements from the reservation to the submit.
     region: (usize, usize),
     heap: Option<HeapUse>,
+    /// The function (its start) where the plan adds a label for the failure branch.
+    adds_label: Option<usize>,
 }
 
 struct HeapUse {
@@ -82,11 +84,20 @@ pub fn settle(cx: &mut Ctx, cands: Vec<Candidate>, out: &mut Analysis) {
     for i in 0..plans.len() {
         let Ok(p) = &plans[i] else { continue };
         let r = p.region;
+        let f = p.adds_label;
         if plans[..i]
             .iter()
             .any(|q| matches!(q, Ok(q) if q.region.0 < r.1 && r.0 < q.region.1))
         {
             plans[i] = Err("another event is reserved in the same stretch of code".into());
+        } else if f.is_some()
+            && plans[..i]
+                .iter()
+                .any(|q| matches!(q, Ok(q) if q.adds_label == f))
+        {
+            plans[i] = Err(
+                "another event of this function already adds a label for its failure branch".into(),
+            );
         }
     }
 
@@ -548,7 +559,9 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
     for s in &region {
         check_effects(cx, *s, &var, stack, &locals_before, &read_after)?;
     }
-    let on_full = on_full(src, out_stmt, func, body)?;
+    let (on_full, label) = on_full(src, out_stmt, func, body)?;
+    let adds_label = label.as_ref().map(|_| func.start_byte());
+    edits.extend(label);
 
     let unit = indent_unit(src, func, body);
     let discard = k.dialect.discard(&var);
@@ -692,6 +705,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
         edits,
         region: region_span,
         heap: heap_use,
+        adds_label,
     })
 }
 
@@ -1119,8 +1133,15 @@ fn local_function_is_pure(cx: &Ctx, name: &str, depth: usize) -> bool {
     })
 }
 
-/// What the original did after the output, as the statement a full ring runs instead.
-fn on_full(src: &str, out_stmt: Node, func: Node, body: Node) -> Result<String, String> {
+/// What the original did after the output, as the statement a full ring runs instead; with
+/// the edit that puts a label before that code when it is more than a `return` (the failure
+/// branch then jumps there, as `goto cleanup` does in hand-written code).
+fn on_full(
+    src: &str,
+    out_stmt: Node,
+    func: Node,
+    body: Node,
+) -> Result<(String, Option<Edit>), String> {
     let mut cur = out_stmt;
     loop {
         let parent = cur.parent().ok_or("the output is not in a function body")?;
@@ -1136,19 +1157,39 @@ fn on_full(src: &str, out_stmt: Node, func: Node, body: Node) -> Result<String, 
                         let l = next
                             .child_by_field_name("label")
                             .ok_or("a label without a name")?;
-                        Ok(format!("goto {};", c::text(l, src)))
+                        Ok((format!("goto {};", c::text(l, src)), None))
                     }
                     "return_statement"
                         if !c::descendants(*next)
                             .iter()
                             .any(|n| n.kind() == "call_expression") =>
                     {
-                        Ok(norm(c::text(*next, src)))
+                        Ok((norm(c::text(*next, src)), None))
                     }
-                    _ => Err(format!(
-                        "`{}` runs after the output; when the ring is full, the reservation's failure branch would have to run it too",
+                    // A label cannot stand before a declaration (before C23).
+                    "declaration" => Err(format!(
+                        "the declaration `{}` follows the output, and the failure branch would have to jump past it",
                         first_line(c::text(*next, src))
                     )),
+                    _ => {
+                        let label = free_label(src, func)?;
+                        let ls = line_start(src, next.start_byte());
+                        if !src[ls..next.start_byte()].trim().is_empty() {
+                            return Err(format!(
+                                "`{}` runs after the output on the same line",
+                                first_line(c::text(*next, src))
+                            ));
+                        }
+                        let ind = indent_at(src, func.start_byte());
+                        Ok((
+                            format!("goto {label};"),
+                            Some(Edit::insert(
+                                ls,
+                                format!("{ind}{label}:\n"),
+                                rules::RESERVE_SUBMIT,
+                            )),
+                        ))
+                    }
                 };
             }
             if parent == body {
@@ -1160,7 +1201,7 @@ fn on_full(src: &str, out_stmt: Node, func: Node, body: Node) -> Result<String, 
                     .child_by_field_name("declarator")
                     .is_some_and(|d| d.kind() == "pointer_declarator");
                 return if ty == "void" && !ptr {
-                    Ok("return;".into())
+                    Ok(("return;".into(), None))
                 } else {
                     Err("the function ends without a return after the output".into())
                 };
@@ -1172,7 +1213,7 @@ fn on_full(src: &str, out_stmt: Node, func: Node, body: Node) -> Result<String, 
                 "if_statement" => cur = gp,
                 "else_clause" => cur = gp.parent().ok_or("malformed if")?,
                 "for_statement" | "while_statement" | "do_statement" => {
-                    return Ok("continue;".into());
+                    return Ok(("continue;".into(), None));
                 }
                 "compound_statement" => cur = parent,
                 k => {
@@ -1185,6 +1226,19 @@ fn on_full(src: &str, out_stmt: Node, func: Node, body: Node) -> Result<String, 
             return Err("the output is not a statement of a block".into());
         }
     }
+}
+
+/// A label name the function does not use yet.
+fn free_label(src: &str, func: Node) -> Result<&'static str, String> {
+    let used: Vec<&str> = c::descendants(func)
+        .into_iter()
+        .filter(|n| n.kind() == "labeled_statement")
+        .filter_map(|n| n.child_by_field_name("label").map(|l| c::text(l, src)))
+        .collect();
+    ["cleanup", "out", "done"]
+        .into_iter()
+        .find(|l| !used.contains(l))
+        .ok_or_else(|| "the function already uses every label name bpf-migrate would add".into())
 }
 
 fn first_line(s: &str) -> &str {
