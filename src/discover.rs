@@ -99,22 +99,39 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
                 format!("cannot read: {e}"),
             )),
             Ok(m) if m.is_dir() => {
-                for entry in WalkBuilder::new(p).follow_links(false).build() {
-                    match entry {
-                        Ok(e)
-                            if e.file_type().is_some_and(|t| t.is_file())
-                                && is_candidate(e.path())
-                                && !is_excluded(e.path()) =>
-                        {
-                            found.entry(clean(e.path())).or_insert(false);
-                        }
-                        Ok(_) => {}
-                        Err(err) => out.errors.push(Diagnostic::file_error(
-                            &display_path(p),
-                            rules::IO_ERROR,
-                            format!("cannot walk: {err}"),
-                        )),
-                    }
+                // Directories are read in parallel; the BTreeMap puts the files in order.
+                let walked = std::sync::Mutex::new((Vec::new(), Vec::new()));
+                WalkBuilder::new(p)
+                    .follow_links(false)
+                    .build_parallel()
+                    .run(|| {
+                        Box::new(|entry| {
+                            let mut w = walked.lock().unwrap_or_else(|e| e.into_inner());
+                            match entry {
+                                Ok(e)
+                                    if e.file_type().is_some_and(|t| t.is_file())
+                                        && is_candidate(e.path()) =>
+                                {
+                                    w.0.push(e.into_path());
+                                }
+                                Ok(_) => {}
+                                Err(err) => w.1.push(err.to_string()),
+                            }
+                            ignore::WalkState::Continue
+                        })
+                    });
+                let (files, errors) = walked.into_inner().unwrap_or_else(|e| e.into_inner());
+                for f in files.iter().filter(|f| !is_excluded(f)) {
+                    found.entry(clean(f)).or_insert(false);
+                }
+                let mut errors = errors;
+                errors.sort();
+                for err in errors {
+                    out.errors.push(Diagnostic::file_error(
+                        &display_path(p),
+                        rules::IO_ERROR,
+                        format!("cannot walk: {err}"),
+                    ));
                 }
             }
             Ok(_) => {

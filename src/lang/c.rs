@@ -316,10 +316,24 @@ fn parse_masked(
     if first_branches {
         mask_else_branches(text, rs, &mut masked);
     }
-    let mut parser = Parser::new();
-    parser
-        .set_language(&tree_sitter_c::LANGUAGE.into())
-        .expect("tree-sitter-c grammar matches the tree-sitter version");
+    // One parser per thread, reused: a new one costs more than parsing a small file.
+    thread_local! {
+        static PARSER: std::cell::RefCell<Parser> = std::cell::RefCell::new({
+            let mut p = Parser::new();
+            p.set_language(&tree_sitter_c::LANGUAGE.into())
+                .expect("tree-sitter-c grammar matches the tree-sitter version");
+            p
+        });
+    }
+    PARSER.with_borrow_mut(|parser| parse_ranges(parser, text, &masked, ranges))
+}
+
+fn parse_ranges(
+    parser: &mut Parser,
+    text: &str,
+    masked: &[u8],
+    ranges: Option<&[Range<usize>]>,
+) -> Option<CParse> {
     if let Some(ranges) = ranges {
         let ts: Vec<tree_sitter::Range> = ranges
             .iter()
@@ -331,8 +345,10 @@ fn parse_masked(
             })
             .collect();
         parser.set_included_ranges(&ts).ok()?;
+    } else {
+        parser.set_included_ranges(&[]).ok()?;
     }
-    let tree = parser.parse(&masked, None)?;
+    let tree = parser.parse(masked, None)?;
     Some(CParse { tree })
 }
 

@@ -4,8 +4,14 @@
 use tree_sitter::{Parser, Tree};
 
 pub fn parse(text: &str) -> Option<Tree> {
-    let mut p = Parser::new();
-    p.set_language(&tree_sitter_python::LANGUAGE.into())
-        .expect("tree-sitter-python grammar matches the tree-sitter version");
-    p.parse(text, None)
+    // One parser per thread, reused.
+    thread_local! {
+        static PARSER: std::cell::RefCell<Parser> = std::cell::RefCell::new({
+            let mut p = Parser::new();
+            p.set_language(&tree_sitter_python::LANGUAGE.into())
+                .expect("tree-sitter-python grammar matches the tree-sitter version");
+            p
+        });
+    }
+    PARSER.with_borrow_mut(|p| p.parse(text, None))
 }
