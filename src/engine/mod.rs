@@ -149,9 +149,10 @@ pub struct Analysis {
     pub errors_before: usize,
     pub edits: Vec<Edit>,
     pub diags: Vec<Diagnostic>,
-    /// Per-CPU arrays the reserve strategy deletes, with the deletion edit's start: kept if
-    /// another file of the program names them (a loader reading the map, say).
-    pub heap_maps: Vec<(String, usize)>,
+    /// Per-CPU arrays the reserve strategy deletes, with the deletion edit's start and the
+    /// name's offset: kept if another file of the program names them (a loader sizing the
+    /// map, say).
+    pub heap_maps: Vec<(String, usize, usize)>,
 }
 
 /// What analysis code sees of one parsed file.
@@ -912,14 +913,24 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     for members in groups.values() {
         for &i in members {
             let heaps = std::mem::take(&mut analyses[i].heap_maps);
-            for (name, start) in heaps {
-                if members
+            for (name, start, at) in heaps {
+                if let Some(&j) = members
                     .iter()
-                    .any(|&j| j != i && mentions_word(&files[j].text, &name))
+                    .find(|&&j| j != i && mentions_word(&files[j].text, &name))
                 {
                     analyses[i]
                         .edits
                         .retain(|e| !(e.rule == rules::RESERVE_HEAP && e.start == start));
+                    diags_by_file[i].push(Diagnostic::at(
+                        &files[i],
+                        at,
+                        rules::RESERVE_HEAP,
+                        Severity::Note,
+                        format!(
+                            "the per-CPU array `{name}` no longer holds events, but stays: {} names it",
+                            files[j].display
+                        ),
+                    ).help("delete it, and its use there, if it served only as the events' buffer"));
                 }
             }
         }

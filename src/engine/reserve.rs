@@ -144,7 +144,15 @@ pub fn settle(cx: &mut Ctx, cands: Vec<Candidate>, out: &mut Analysis) {
         }
         let (s, e) = def.unwrap();
         let del = delete_with_comment(cx, s, e, rules::RESERVE_HEAP);
-        out.heap_maps.push((name.clone(), del.start));
+        // Where the name is: `} name SEC(".maps");`, `BPF_PERCPU_ARRAY(name, ...)`.
+        let def = &src[s..e];
+        let name_at = s + if def.starts_with("BPF_PERCPU_ARRAY") {
+            def.find(name.as_str())
+        } else {
+            def.rfind(name.as_str())
+        }
+        .unwrap_or(0);
+        out.heap_maps.push((name.clone(), del.start, name_at));
         heap_edits.push(del);
         for &i in idx {
             let h = heap_of(&plans[i]);
