@@ -246,6 +246,7 @@ fn c_errors(py: &str) -> usize {
     n
 }
 
+/// Every migrated program compiles (the fixtures without options under both strategies).
 #[test]
 fn migrated_programs_compile() {
     let fxs: Vec<_> = fixtures()
@@ -270,9 +271,19 @@ fn migrated_programs_compile() {
                             {
                                 errs.push_str(&format!("{name} (original, must compile too): {e}"));
                             }
+                            // The other strategy too: every fixture's migration with
+                            // --strategy reserve compiles as well as its copy migration.
+                            let other = tmp.path().join("other");
+                            copy_tree(&fx.join("input"), &other);
                             run_fx(fx, &out, &["--write"]);
                             if let Err(e) = compile_program(&out, &tmp.path().join("new")) {
                                 errs.push_str(&format!("{name} (migrated): {e}"));
+                            }
+                            if fixture_args(fx).is_empty() {
+                                run(&other, &["--write", "--strategy", "reserve"]);
+                                if let Err(e) = compile_program(&other, &tmp.path().join("res")) {
+                                    errs.push_str(&format!("{name} (--strategy reserve): {e}"));
+                                }
                             }
                             if errs.is_empty() { Ok(()) } else { Err(errs) }
                         })
