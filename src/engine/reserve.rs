@@ -400,10 +400,14 @@ fn bare(mut n: Node) -> Node {
 fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
     let src = cx.src();
     let call = k.call;
-    let out_stmt = call
+    let call_stmt = call
         .parent()
         .filter(|p| p.kind() == "expression_statement")
         .ok_or("the result of the output call is used, and bpf_ringbuf_submit() returns nothing")?;
+    // `if (cond) output;` with no else: the if stands where the output does, its condition
+    // runs before the submit, and an added else discards.
+    let guard = guarded(call_stmt);
+    let out_stmt = guard.unwrap_or(call_stmt);
     let func = c::ancestor(call, "function_definition").ok_or("the output is not in a function")?;
     let body = func
         .child_by_field_name("body")
@@ -564,7 +568,8 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
         }
     }
     let mut edits = Vec::new();
-    for s in &region {
+    let cond = guard.and_then(|g| g.child_by_field_name("condition"));
+    for s in region.iter().chain(cond.as_ref()) {
         check_effects(cx, *s, &var, stack, &locals_before, &read_after)?;
     }
     let (on_full, label) = on_full(src, out_stmt, func, body)?;
@@ -577,11 +582,14 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
         exits(cx, *s, &var, &discard, &unit, region_span, func, &mut edits)?;
     }
     if stack {
-        for s in &region {
+        for s in region.iter().chain(cond.as_ref()) {
             for m in mentions(*s, &var, src) {
                 edits.push(rewrite_use(m, &var, src)?);
             }
         }
+    }
+    if let Some(g) = guard {
+        edits.push(else_discard(src, g, call_stmt, &discard, &unit)?);
     }
 
     // The size must be the event's own, a compile-time constant.
@@ -819,6 +827,47 @@ fn lookup_parts(cx: &Ctx, anchor: Node, var: &str) -> Result<HeapUse, String> {
         }
     }
     Err(format!("`{var}` does not come from a per-CPU array lookup"))
+}
+
+/// The `if` whose whole body (with or without braces) is `stmt`, when it has no else.
+fn guarded(stmt: Node) -> Option<Node> {
+    let mut body = stmt;
+    let mut p = stmt.parent()?;
+    if p.kind() == "compound_statement" {
+        if statements(p).len() != 1 {
+            return None;
+        }
+        body = p;
+        p = p.parent()?;
+    }
+    (p.kind() == "if_statement"
+        && p.child_by_field_name("consequence") == Some(body)
+        && p.child_by_field_name("alternative").is_none())
+    .then_some(p)
+}
+
+/// `else discard;` after the body of the guarding `if`.
+fn else_discard(
+    src: &str,
+    guard: Node,
+    call_stmt: Node,
+    discard: &str,
+    unit: &str,
+) -> Result<Edit, String> {
+    let body = guard
+        .child_by_field_name("consequence")
+        .ok_or("an if without a body")?;
+    let end = body.end_byte();
+    if !src[end..line_end_incl(src, end)].trim().is_empty() {
+        return Err("code follows the output's if on the same line".into());
+    }
+    let ind = indent_at(src, guard.start_byte());
+    let text = if body == call_stmt {
+        format!("\n{ind}else\n{ind}{unit}{discard}")
+    } else {
+        format!(" else {{\n{ind}{unit}{discard}\n{ind}}}")
+    };
+    Ok(Edit::insert(end, text, rules::RESERVE_SUBMIT))
 }
 
 /// `if (!e) return X;` or `if (!e) goto L;` (or `e == NULL`, or braces around the body): the
