@@ -224,6 +224,14 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     ))
 }
 
+/// The directory of a source file, `.` for a bare file name (`-I ""` would find nothing).
+fn dir_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Finishes the initramfs with the manifest, boots it and returns the run and the agent's
 /// result.
 pub(crate) fn boot_agent(
@@ -384,7 +392,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
                 }
                 let dest = after_root.join(&f.display);
                 let mut incs = vec![dest.parent().unwrap().to_path_buf()];
-                incs.push(f.path.parent().map(Path::to_path_buf).unwrap_or_default());
+                incs.push(dir_of(&f.path));
                 pairs.push(Pair {
                     name: f.display.clone(),
                     before: f.path.clone(),
@@ -407,7 +415,7 @@ pub(crate) fn compile(
 ) -> Result<()> {
     let text =
         std::fs::read_to_string(src).with_context(|| format!("cannot read {}", src.display()))?;
-    let src_dir = src.parent().map(Path::to_path_buf).unwrap_or_default();
+    let src_dir = dir_of(src);
     let mut cmd = Command::new("clang");
     cmd.args(["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-c"]);
     for i in first_includes {
