@@ -505,10 +505,21 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
         return Err(format!("`{var}` is used after it is output"));
     }
 
+    // `= { .pid = pid, ... }`: the fields, set right after the reservation, which then takes
+    // the declaration's place so that the values are computed where they were.
+    let init = if stack {
+        first_declarator(decl).child_by_field_name("value")
+    } else {
+        None
+    };
+    let fields = match init {
+        Some(v) => designated_fields(v, src, &var)?,
+        None => Vec::new(),
+    };
     // Where the reservation goes, and the heap's NULL check.
     let (ri, null_check) = if stack {
         let ri = (ai + 1..=oi)
-            .find(|&i| i == oi || !mentions(stmts[i], &var, src).is_empty())
+            .find(|&i| i == oi || !fields.is_empty() || !mentions(stmts[i], &var, src).is_empty())
             .unwrap();
         (ri, None)
     } else {
@@ -569,7 +580,12 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
     }
     let mut edits = Vec::new();
     let cond = guard.and_then(|g| g.child_by_field_name("condition"));
-    for s in region.iter().chain(cond.as_ref()) {
+    let init_values = init.filter(|_| !fields.is_empty());
+    for s in region
+        .iter()
+        .chain(cond.as_ref())
+        .chain(init_values.as_ref())
+    {
         check_effects(cx, *s, &var, stack, &locals_before, &read_after)?;
     }
     let (on_full, label) = on_full(src, out_stmt, func, body)?;
@@ -635,18 +651,8 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
 
     let heap_use = if stack {
         // `struct event e = {};` goes; the pointer is declared where the event is first used.
-        let init = first_declarator(decl)
-            .child_by_field_name("value")
-            .map(|v| c::text(v, src).split_whitespace().collect::<String>());
-        let zero = match init.as_deref() {
-            None => false,
-            Some("{}") | Some("{0}") => true,
-            Some(_) => {
-                return Err(format!(
-                    "`{var}` is initialised with values; bpf-migrate only keeps the zeroing of `= {{}}`"
-                ));
-            }
-        };
+        // An initialiser zeroes every byte it does not set, padding included.
+        let zero = init.is_some();
         let at = stmts[ri];
         let ls = line_start(src, at.start_byte());
         if !src[ls..at.start_byte()].trim().is_empty() {
@@ -674,6 +680,9 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
             text.push_str(&format!(
                 "{ind}__builtin_memset({var}, 0, sizeof(*{var}));\n"
             ));
+        }
+        for (field, value) in &fields {
+            text.push_str(&format!("{ind}{var}->{field} = {value};\n"));
         }
         if ri == ai + 1 {
             // The declaration is replaced where it stands.
@@ -827,6 +836,49 @@ fn lookup_parts(cx: &Ctx, anchor: Node, var: &str) -> Result<HeapUse, String> {
         }
     }
     Err(format!("`{var}` does not come from a per-CPU array lookup"))
+}
+
+/// The fields of an initialiser: none for `{}` and `{0}`, `(field, value)` for designated
+/// ones (`{ .pid = pid }`); anything else (positional values, nested designators, values that
+/// span lines or read the event) is refused.
+fn designated_fields(init: Node, src: &str, var: &str) -> Result<Vec<(String, String)>, String> {
+    let flat: String = c::text(init, src).split_whitespace().collect();
+    if flat == "{}" || flat == "{0}" {
+        return Ok(Vec::new());
+    }
+    let refuse = || {
+        format!(
+            "`{var}` is initialised with `{}`; bpf-migrate carries over `= {{}}` and `= {{ .field = value, ... }}`",
+            first_line(c::text(init, src))
+        )
+    };
+    if init.kind() != "initializer_list" {
+        return Err(refuse());
+    }
+    let mut fields = Vec::new();
+    let mut cur = init.walk();
+    for item in init.named_children(&mut cur) {
+        if item.kind() == "comment" {
+            continue;
+        }
+        let designators: Vec<Node> = {
+            let mut c2 = item.walk();
+            item.children_by_field_name("designator", &mut c2).collect()
+        };
+        let value = item.child_by_field_name("value");
+        match (item.kind(), &designators[..], value) {
+            ("initializer_pair", [d], Some(v))
+                if d.kind() == "field_designator"
+                    && !c::text(v, src).contains('\n')
+                    && mentions(v, var, src).is_empty() =>
+            {
+                let field = c::text(*d, src).trim_start_matches('.').trim();
+                fields.push((field.to_string(), c::text(v, src).to_string()));
+            }
+            _ => return Err(refuse()),
+        }
+    }
+    Ok(fields)
 }
 
 /// The `if` whose whole body (with or without braces) is `stmt`, when it has no else.
