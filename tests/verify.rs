@@ -80,6 +80,7 @@ fn reserve_migrations_verify_equivalent() {
     verify_all_equivalent(
         &[
             "reserve_procwatch",
+            "reserve_fallbacks",
             "execsnoop",
             "opensnoop",
             "twomaps",
