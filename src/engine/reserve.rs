@@ -408,10 +408,15 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
     // runs before the submit, and an added else discards.
     let guard = guarded(call_stmt);
     let out_stmt = guard.unwrap_or(call_stmt);
-    let func = c::ancestor(call, "function_definition").ok_or("the output is not in a function")?;
-    let body = func
-        .child_by_field_name("body")
-        .ok_or("the function has no body")?;
+    let func = c::ancestor(call, "function_definition")
+        .or_else(|| bcc_probe_body(call, src))
+        .ok_or("the output is not in a function")?;
+    let body = if func.kind() == "compound_statement" {
+        func
+    } else {
+        func.child_by_field_name("body")
+            .ok_or("the function has no body")?
+    };
     if matches!(k.dialect, Dialect::Bcc { .. })
         && crate::engine::is_python(cx.file.path())
         && c::text(func, src).contains("{{")
@@ -879,6 +884,36 @@ fn designated_fields(init: Node, src: &str, var: &str) -> Result<Vec<(String, St
         }
     }
     Ok(fields)
+}
+
+/// The body of a BCC probe macro (`TRACEPOINT_PROBE(sock, inet_sock_set_state) { ... }`),
+/// which the C parser sees as a block at file scope after a call. The macros define functions
+/// that return int.
+fn bcc_probe_body<'t>(call: Node<'t>, src: &str) -> Option<Node<'t>> {
+    const MACROS: &[&str] = &[
+        "TRACEPOINT_PROBE",
+        "RAW_TRACEPOINT_PROBE",
+        "KFUNC_PROBE",
+        "KRETFUNC_PROBE",
+        "KMOD_RET",
+        "LSM_PROBE",
+    ];
+    let mut n = call;
+    let body = loop {
+        let p = n.parent()?;
+        if p.kind() == "translation_unit" {
+            break n;
+        }
+        n = p;
+    };
+    let head = body.prev_named_sibling()?;
+    let text = c::text(head, src).trim_start();
+    (body.kind() == "compound_statement"
+        && MACROS.iter().any(|m| {
+            text.strip_prefix(m)
+                .is_some_and(|r| r.trim_start().starts_with('('))
+        }))
+    .then_some(body)
 }
 
 /// The `if` whose whole body (with or without braces) is `stmt`, when it has no else.
