@@ -3,6 +3,8 @@
 use similar::TextDiff;
 
 pub fn unified(display_path: &str, old: &str, new: &str) -> String {
+    // An absolute path is written as git writes one: `a/tmp/x.c`, to apply from `/`.
+    let display_path = display_path.trim_start_matches('/');
     let diff = TextDiff::from_lines(old, new);
     let mut out = format!("diff --git a/{display_path} b/{display_path}\n");
     out.push_str(
@@ -52,5 +54,7 @@ mod tests {
             "diff --git a/x/y.c b/x/y.c\n--- a/x/y.c\n+++ b/x/y.c\n@@ -1,3 +1,3 @@\n"
         ));
         assert!(d.contains("-b\n+B\n"));
+        let abs = super::unified("/tmp/y.c", "a\n", "b\n");
+        assert!(abs.starts_with("diff --git a/tmp/y.c b/tmp/y.c\n--- a/tmp/y.c\n+++ b/tmp/y.c\n"));
     }
 }
