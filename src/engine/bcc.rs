@@ -3,7 +3,7 @@
 
 use tree_sitter::Node;
 
-use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Strategy, reserve};
+use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, reserve};
 use crate::edit::Edit;
 use crate::lang::c::{self, Tok};
 use crate::rules;
@@ -165,8 +165,10 @@ fn submit<'t>(
         text,
         rules::BCC_PERF_SUBMIT,
     );
-    if cx.opts.strategy == Strategy::Reserve {
-        cands.push(reserve::Candidate {
+    reserve::offer(
+        cx,
+        cands,
+        reserve::Candidate {
             call,
             data: args[1],
             size: args[2],
@@ -174,10 +176,8 @@ fn submit<'t>(
                 table: c::text(f.child_by_field_name("argument").unwrap(), src).to_string(),
             },
             copy,
-        });
-    } else {
-        cx.edits.push(copy);
-    }
+        },
+    );
 }
 
 fn account(cx: &mut Ctx, explained: &[(usize, usize)]) {

@@ -2,7 +2,7 @@
 
 use tree_sitter::Node;
 
-use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Strategy, reserve};
+use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, reserve};
 use crate::edit::Edit;
 use crate::lang::c::{self, Tok};
 use crate::report::Severity;
@@ -552,8 +552,10 @@ fn output_call<'t>(
         text,
         rules::PERF_EVENT_OUTPUT,
     );
-    if cx.opts.strategy == Strategy::Reserve {
-        cands.push(reserve::Candidate {
+    reserve::offer(
+        cx,
+        cands,
+        reserve::Candidate {
             call,
             data: args[3],
             size: args[4],
@@ -561,10 +563,8 @@ fn output_call<'t>(
                 map_arg: argt(1).to_string(),
             },
             copy,
-        });
-    } else {
-        cx.edits.push(copy);
-    }
+        },
+    );
     Some(OutputSite {
         map,
         map_span,

@@ -296,38 +296,44 @@ const LARGE_FILE: usize = 256 * 1024;
 /// A window that starts inside a comment can only make a mention look like code, which means
 /// a parse, never a skipped trigger.
 fn c_needs_parse_around_triggers(text: &str) -> bool {
-    const WORDS: &[&str] = &[
-        "BPF_MAP_TYPE_PERF_EVENT_ARRAY",
-        "bpf_perf_event_output",
-        "bpf_skb_output",
-        "bpf_xdp_output",
-        "perf_buffer_",
-        "BPF_PERF_OUTPUT",
-        "perf_submit",
-    ];
+    static FINDER: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    let finder = FINDER
+        .get_or_init(|| aho_corasick::AhoCorasick::new(PARSE_TRIGGERS).expect("fixed patterns"));
     let ident = |b: u8| b == b'_' || b.is_ascii_alphanumeric();
     let bytes = text.as_bytes();
-    WORDS.iter().any(|w| {
-        text.match_indices(w).any(|(at, _)| {
-            if at > 0 && ident(bytes[at - 1]) {
-                return false;
+    finder.find_iter(text).any(|m| {
+        let at = m.start();
+        if at > 0 && ident(bytes[at - 1]) {
+            return false;
+        }
+        let mut start = line_start_of(text, at);
+        for _ in 0..2 {
+            if start > 0 {
+                start = line_start_of(text, start - 1);
             }
-            let mut start = line_start_of(text, at);
-            for _ in 0..2 {
-                if start > 0 {
-                    start = line_start_of(text, start - 1);
-                }
-            }
-            let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
-            let toks = c::lex(text, start..end);
-            c_needs_parse(text, &toks)
-        })
+        }
+        let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+        let toks = c::lex(text, start..end);
+        c_needs_parse(text, &toks)
     })
 }
 
 fn line_start_of(text: &str, at: usize) -> usize {
     text[..at].rfind('\n').map_or(0, |i| i + 1)
 }
+
+/// Identifiers that make a C file worth parsing where they stand in code (one ending in `_`
+/// is a prefix). `c_needs_parse` tests tokens against them; the large-file gate finds them.
+const PARSE_TRIGGERS: &[&str] = &[
+    "BPF_MAP_TYPE_PERF_EVENT_ARRAY",
+    "bpf_perf_event_output",
+    "bpf_skb_output",
+    "bpf_xdp_output",
+    "perf_buffer_",
+    "BPF_PERF_OUTPUT",
+    "perf_submit",
+    "perf_submit_skb",
+];
 
 pub fn c_needs_parse(text: &str, toks: &[(Tok, usize, usize)]) -> bool {
     let tok = |k: usize| toks.get(k).map(|&(_, s, e)| &text[s..e]).unwrap_or("");
@@ -336,14 +342,11 @@ pub fn c_needs_parse(text: &str, toks: &[(Tok, usize, usize)]) -> bool {
             return false;
         }
         let w = &text[s..e];
-        let trigger = w == "BPF_MAP_TYPE_PERF_EVENT_ARRAY"
-            || w == "bpf_perf_event_output"
-            || w == "bpf_skb_output"
-            || w == "bpf_xdp_output"
-            || w.starts_with("perf_buffer_")
-            || w == "BPF_PERF_OUTPUT"
-            || w == "perf_submit"
-            || w == "perf_submit_skb";
+        let trigger = PARSE_TRIGGERS.iter().any(|t| match t.strip_suffix('_') {
+            // A prefix: `perf_buffer_` stands for the whole `perf_buffer__*` API.
+            Some(_) => w.starts_with(t),
+            None => w == *t,
+        });
         if !trigger {
             return false;
         }
@@ -354,12 +357,9 @@ pub fn c_needs_parse(text: &str, toks: &[(Tok, usize, usize)]) -> bool {
     })
 }
 
-/// Analyses one C file. Files without a trigger string are not parsed.
-pub fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
+/// Analyses one C file that holds a trigger string (`analyze` checked).
+fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     let mut a = Analysis::default();
-    if !has_trigger(&file.text) {
-        return a;
-    }
     // A large header (vmlinux.h) names the triggers only as enumerators and helper
     // declarations: tell from a few lines around each mention, without lexing megabytes.
     if file.text.len() > LARGE_FILE && !c_needs_parse_around_triggers(&file.text) {

@@ -76,6 +76,16 @@ struct HeapUse {
     key: Option<String>,
 }
 
+/// Where an output call's edit goes: straight into the file's edits with the copy strategy,
+/// among the candidates for `settle` with the reserve strategy.
+pub fn offer<'t>(cx: &mut Ctx<'_, 't>, cands: &mut Vec<Candidate<'t>>, cand: Candidate<'t>) {
+    if cx.opts.strategy == super::Strategy::Reserve {
+        cands.push(cand);
+    } else {
+        cx.edits.push(cand.copy);
+    }
+}
+
 /// Converts what can be converted and falls back to the copy edit for the rest.
 pub fn settle(cx: &mut Ctx, cands: Vec<Candidate>, out: &mut Analysis) {
     let mut plans: Vec<Result<Plan, String>> = cands.iter().map(|k| plan(cx, k)).collect();
