@@ -152,14 +152,7 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
         let results: Vec<(PathBuf, Read, Vec<PathBuf>)> = round
             .into_par_iter()
             .map(|(path, explicit)| {
-                let bytes = fs::read(&path);
-                let partners = match &bytes {
-                    Ok(b) => std::str::from_utf8(b)
-                        .map(|t| partners_of(&path, t))
-                        .unwrap_or_default(),
-                    Err(_) => Vec::new(),
-                };
-                let r = classify(&path, explicit, bytes);
+                let (r, partners) = classify(&path, explicit, fs::read(&path));
                 (path, r, partners)
             })
             .collect();
@@ -263,27 +256,30 @@ fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
     out
 }
 
-fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> Read {
+/// What a file read gave, and the partners its text names (`partners_of`), from one UTF-8
+/// check of the bytes.
+fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> (Read, Vec<PathBuf>) {
     let display = display_path(path);
     let bytes = match bytes {
         Ok(b) => b,
         Err(e) => {
-            return Read::Error(Box::new(Diagnostic::file_error(
-                &display,
-                rules::IO_ERROR,
-                format!("cannot read: {e}"),
-            )));
+            let d = Diagnostic::file_error(&display, rules::IO_ERROR, format!("cannot read: {e}"));
+            return (Read::Error(Box::new(d)), Vec::new());
         }
     };
     if bytes.iter().take(8192).any(|&b| b == 0) {
+        let partners = std::str::from_utf8(&bytes)
+            .map(|t| partners_of(path, t))
+            .unwrap_or_default();
         if explicit || is_candidate(path) {
-            return Read::Error(Box::new(Diagnostic::file_error(
+            let d = Diagnostic::file_error(
                 &display,
                 rules::IO_ERROR,
                 "binary file (it holds NUL bytes); not a source file",
-            )));
+            );
+            return (Read::Error(Box::new(d)), partners);
         }
-        return Read::Ignored;
+        return (Read::Ignored, partners);
     }
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
@@ -300,13 +296,17 @@ fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> Rea
             );
             d.line = line;
             d.column = 1;
-            return Read::Error(Box::new(d));
+            return (Read::Error(Box::new(d)), Vec::new());
         }
     };
+    let partners = partners_of(path, &text);
     if !crate::engine::has_trigger(&text) {
-        return Read::Skipped;
+        return (Read::Skipped, partners);
     }
-    Read::File(SourceFile::new(path.to_path_buf(), display, text))
+    (
+        Read::File(SourceFile::new(path.to_path_buf(), display, text)),
+        partners,
+    )
 }
 
 fn clean(p: &Path) -> PathBuf {
