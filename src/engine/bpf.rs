@@ -2,7 +2,7 @@
 
 use tree_sitter::Node;
 
-use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, reserve};
+use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, reserve};
 use crate::edit::Edit;
 use crate::lang::c::{self, Tok};
 use crate::report::Severity;

@@ -213,18 +213,13 @@ impl<'a, 't> Ctx<'a, 't> {
     pub fn size_expr(&self) -> String {
         size_expr(self.opts.ring_size)
     }
+}
 
-    pub fn manual(
-        &mut self,
-        offset: usize,
-        rule: &'static str,
-        msg: impl Into<String>,
-        help: &str,
-    ) {
-        self.diag(offset, rule, Severity::Manual, msg, Some(help));
-    }
+/// Where an analysis records its diagnostics: the file they are about, and the list.
+pub trait Report {
+    fn report_to(&mut self) -> (&SourceFile, &mut Vec<Diagnostic>);
 
-    pub fn diag(
+    fn diag(
         &mut self,
         offset: usize,
         rule: &'static str,
@@ -232,11 +227,27 @@ impl<'a, 't> Ctx<'a, 't> {
         msg: impl Into<String>,
         help: Option<&str>,
     ) {
-        let mut d = Diagnostic::at(self.file, offset, rule, sev, msg);
+        let (file, diags) = self.report_to();
+        let mut d = Diagnostic::at(file, offset, rule, sev, msg);
         if let Some(h) = help {
             d = d.help(h);
         }
-        self.diags.push(d);
+        diags.push(d);
+    }
+
+    /// A refusal: the program is left for a person.
+    fn manual(&mut self, offset: usize, rule: &'static str, msg: impl Into<String>, help: &str) {
+        self.diag(offset, rule, Severity::Manual, msg, Some(help));
+    }
+
+    fn note(&mut self, offset: usize, rule: &'static str, msg: impl Into<String>, help: &str) {
+        self.diag(offset, rule, Severity::Note, msg, Some(help));
+    }
+}
+
+impl Report for Ctx<'_, '_> {
+    fn report_to(&mut self) -> (&SourceFile, &mut Vec<Diagnostic>) {
+        (self.file, &mut self.diags)
     }
 }
 

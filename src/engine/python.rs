@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tree_sitter::Node;
 
-use super::{Analysis, Consumer, Ctx, Options, bcc};
+use super::{Analysis, Consumer, Ctx, Options, Report, bcc};
 use crate::edit::Edit;
 use crate::lang::c::{self, descendants, of_kind, text};
 use crate::report::{Diagnostic, Severity};
@@ -35,19 +35,15 @@ struct Py<'a, 't> {
     done_callbacks: HashSet<usize>,
 }
 
+impl Report for Py<'_, '_> {
+    fn report_to(&mut self) -> (&SourceFile, &mut Vec<Diagnostic>) {
+        (self.file, &mut self.diags)
+    }
+}
+
 impl<'a, 't> Py<'a, 't> {
     fn src(&self) -> &'a str {
         &self.file.text
-    }
-
-    fn manual(&mut self, at: usize, rule: &'static str, msg: impl Into<String>, help: &str) {
-        self.diags
-            .push(Diagnostic::at(self.file, at, rule, Severity::Manual, msg).help(help));
-    }
-
-    fn note(&mut self, at: usize, rule: &'static str, msg: impl Into<String>, help: &str) {
-        self.diags
-            .push(Diagnostic::at(self.file, at, rule, Severity::Note, msg).help(help));
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use tree_sitter::Node;
 
-use super::{Analysis, Ctx};
+use super::{Analysis, Ctx, Report};
 use crate::edit::Edit;
 use crate::lang::c;
 use crate::report::Severity;

@@ -16,7 +16,7 @@ use syn::{
     UseTree,
 };
 
-use super::{Analysis, Consumer};
+use super::{Analysis, Consumer, Report};
 use crate::edit::Edit;
 use crate::report::{Diagnostic, Severity};
 use crate::rules;
@@ -116,6 +116,12 @@ struct Rs<'a> {
     cb_args: Vec<(usize, usize)>,
 }
 
+impl Report for Rs<'_> {
+    fn report_to(&mut self) -> (&SourceFile, &mut Vec<Diagnostic>) {
+        (self.file, &mut self.diags)
+    }
+}
+
 impl Rs<'_> {
     fn src(&self) -> &str {
         &self.file.text
@@ -130,14 +136,6 @@ impl Rs<'_> {
     fn text(&self, span: Span) -> &str {
         let (s, e) = self.range(span);
         &self.file.text[s..e]
-    }
-    fn manual(&mut self, at: usize, rule: &'static str, msg: impl Into<String>, help: &str) {
-        self.diags
-            .push(Diagnostic::at(self.file, at, rule, Severity::Manual, msg).help(help));
-    }
-    fn note(&mut self, at: usize, rule: &'static str, msg: impl Into<String>, help: &str) {
-        self.diags
-            .push(Diagnostic::at(self.file, at, rule, Severity::Note, msg).help(help));
     }
     /// Uses of identifier `name` inside `start..end`.
     fn uses_in(&self, name: &str, start: usize, end: usize) -> Vec<usize> {

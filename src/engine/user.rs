@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use tree_sitter::Node;
 
-use super::{Analysis, Consumer, Ctx};
+use super::{Analysis, Consumer, Ctx, Report};
 use crate::edit::Edit;
 use crate::lang::c::{self, Tok};
 use crate::report::Severity;
