@@ -225,19 +225,16 @@ fn run(m: &Manifest) -> Value {
     if let Some(poison) = &m.ring_poison {
         for maps in &maps_per_obj {
             for map in maps.iter().filter(|m| m.map_type() == MapType::RingBuf) {
-                // Twice: a ring never takes its last record, so the first fill leaves a gap
-                // that the second, starting there, covers.
-                for _ in 0..2 {
-                    if let Err(e) = poison_ring(poison, map) {
-                        poison_log.push(format!(
-                            "poisoning ring buffer {}: {e:#}",
-                            map.name().to_string_lossy()
-                        ));
-                        break;
-                    }
+                let drain = || {
                     for rb in &ring_bufs {
                         let _ = rb.consume();
                     }
+                };
+                if let Err(e) = poison_ring(poison, map, &drain) {
+                    poison_log.push(format!(
+                        "poisoning ring buffer {}: {e:#}",
+                        map.name().to_string_lossy()
+                    ));
                 }
             }
         }
@@ -438,8 +435,10 @@ fn bench(m: &Manifest, n: u64) -> Value {
     json!({"type": "result", "bench": rows})
 }
 
-/// Fills `map` (a ring buffer) with the poison object's records until it is full.
-fn poison_ring(path: &str, map: &libbpf_rs::Map) -> Result<(), String> {
+/// Fills `map` (a ring buffer) with the poison object's records until it is full, drains it,
+/// and does it again: a ring never takes its last record, so the first fill leaves a gap that
+/// the second, starting there, covers. The object is loaded once.
+fn poison_ring(path: &str, map: &libbpf_rs::Map, drain: &dyn Fn()) -> Result<(), String> {
     use std::os::fd::AsFd;
     let mut open = ObjectBuilder::default()
         .open_file(path)
@@ -453,15 +452,23 @@ fn poison_ring(path: &str, map: &libbpf_rs::Map) -> Result<(), String> {
     }
     let obj = open.load().map_err(|e| format!("{e:#} {}", take_log()))?;
     let prog = obj.progs_mut().next().ok_or("no program")?;
-    for _ in 0..1_000_000 {
-        let out = prog
-            .test_run(ProgramInput::default())
-            .map_err(|e| format!("{e:#}"))?;
-        if out.return_value != 0 {
-            return Ok(());
+    for _ in 0..2 {
+        let mut full = false;
+        for _ in 0..1_000_000 {
+            let out = prog
+                .test_run(ProgramInput::default())
+                .map_err(|e| format!("{e:#}"))?;
+            if out.return_value != 0 {
+                full = true;
+                break;
+            }
         }
+        if !full {
+            return Err("the ring never filled up".into());
+        }
+        drain();
     }
-    Err("the ring never filled up".into())
+    Ok(())
 }
 
 fn hex(b: &[u8]) -> String {
