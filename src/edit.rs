@@ -66,19 +66,40 @@ pub fn normalize(edits: &mut Vec<Edit>) -> Result<(), OverlapError> {
 
 /// Applies normalized edits. Newlines in inserted text follow the file's line ending.
 pub fn apply(text: &str, edits: &[Edit], crlf: bool) -> String {
+    apply_spans(text, edits, crlf).0
+}
+
+/// Where an applied edit landed: `start..old_end` of the old text became `new_len` bytes
+/// (`start` is the same offset in both texts, counting from the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub old_end: usize,
+    pub new_len: usize,
+}
+
+/// `apply`, and the span of each edit, in order: what an incremental re-parse must be told.
+pub fn apply_spans(text: &str, edits: &[Edit], crlf: bool) -> (String, Vec<Span>) {
     let mut out = String::with_capacity(text.len() + 64);
+    let mut spans = Vec::with_capacity(edits.len());
     let mut pos = 0;
     for e in edits {
         out.push_str(&text[pos..e.start]);
+        let before = out.len();
         if crlf {
             out.push_str(&e.text.replace("\r\n", "\n").replace('\n', "\r\n"));
         } else {
             out.push_str(&e.text);
         }
+        spans.push(Span {
+            start: e.start,
+            old_end: e.end,
+            new_len: out.len() - before,
+        });
         pos = e.end;
     }
     out.push_str(&text[pos..]);
-    out
+    (out, spans)
 }
 
 #[cfg(test)]
@@ -103,5 +124,14 @@ mod tests {
     fn crlf_follows_file() {
         let v = vec![Edit::insert(1, "x\ny", "a")];
         assert_eq!(apply("a\r\nb", &v, true), "ax\r\ny\r\nb");
+        let (_, spans) = apply_spans("a\r\nb", &v, true);
+        assert_eq!(
+            spans,
+            [Span {
+                start: 1,
+                old_end: 1,
+                new_len: 4
+            }]
+        );
     }
 }

@@ -17,6 +17,23 @@ pub fn pages_marker(map: &str) -> String {
     format!("\u{1}{map}\u{1}")
 }
 
+/// `text` with each page-count marker replaced by a number: what linking will make of it,
+/// as far as a parser can tell.
+pub fn stand_in_pages(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(s) = rest.find('\u{1}') {
+        let Some(len) = rest[s + 1..].find('\u{1}') else {
+            break;
+        };
+        out.push_str(&rest[..s]);
+        out.push('8');
+        rest = &rest[s + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn has_trigger(text: &str) -> bool {
     TRIGGERS.iter().any(|t| text.contains(t))
 }

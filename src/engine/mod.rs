@@ -153,6 +153,10 @@ pub struct Analysis {
     /// name's offset: kept if another file of the program names them (a loader sizing the
     /// map, say).
     pub heap_maps: Vec<(String, usize, usize)>,
+    /// Parse errors in the text `edits` make, counted by an incremental re-parse while the
+    /// analysis tree was alive (`check_ahead`); None if not counted, or if linking changed the
+    /// edits since.
+    pub errors_ahead: Option<usize>,
 }
 
 /// What analysis code sees of one parsed file.
@@ -459,6 +463,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     }
     a.edits = cx.edits;
     a.diags.extend(cx.diags);
+    a.errors_ahead = check_ahead(file, &a.edits, Parsed::C(&parsed));
     a
 }
 
@@ -932,6 +937,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                     analyses[i]
                         .edits
                         .retain(|e| !(e.rule == rules::RESERVE_HEAP && e.start == start));
+                    analyses[i].errors_ahead = None;
                     diags_by_file[i].push(Diagnostic::at(
                         &files[i],
                         at,
@@ -979,7 +985,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
             .map(|(i, edits)| {
                 (
                     i,
-                    apply_checked(&files[i], edits, analyses[i].errors_before, &bcc_pages, i),
+                    apply_checked(&files[i], edits, &analyses[i], &bcc_pages, i),
                 )
             })
             .collect();
@@ -1084,7 +1090,7 @@ type Applied = Result<(String, Vec<Edit>), Box<Diagnostic>>;
 fn apply_checked(
     file: &SourceFile,
     mut edits: Vec<Edit>,
-    errors_before: usize,
+    analysis: &Analysis,
     bcc_pages: &HashMap<(usize, String), u64>,
     i: usize,
 ) -> Applied {
@@ -1113,13 +1119,19 @@ fn apply_checked(
             .help("check that this code compiles (unbalanced braces?), or migrate by hand"),
         ));
     }
+    let errors_before = analysis.errors_before;
     let new_text = edit::apply(&file.text, &edits, file.crlf);
     // A page-count marker left in an edit (its table had no reader) must not reach a file;
     // the input itself may hold any byte.
     let unresolved = edits
         .iter()
         .any(|e| e.rule == rules::BCC_PERF_OUTPUT && e.text.contains('\u{1}'));
-    let errors_after = parse_errors(&file.path, &new_text);
+    // Counted ahead, during the analysis: no more errors than before settles it; anything
+    // else is decided by a full parse of the new text.
+    let errors_after = analysis
+        .errors_ahead
+        .filter(|&n| n <= errors_before)
+        .unwrap_or_else(|| parse_errors(&file.path, &new_text));
     if !unresolved && errors_before > 0 && errors_after > errors_before {
         // The file did not parse cleanly to begin with: error recovery may shift with any
         // change, so the migration cannot be checked. Not our bug, but not safe either.
@@ -1175,6 +1187,56 @@ fn bcc_ring_pages(name: &str, asked: &[Option<u64>], opts: &Options) -> (u64, St
     )
 }
 
+/// A file's parse, still alive at the end of its analysis.
+#[derive(Clone, Copy)]
+pub enum Parsed<'a> {
+    C(&'a c::CParse),
+    Python(&'a tree_sitter::Tree),
+}
+
+/// `parse_errors` of the text `edits` make of the file, by an incremental re-parse of
+/// `parsed` (with a stand-in for the page counts linking fills in: a number either way).
+/// Done at the end of the analysis, while the tree is alive: trees are many times the size
+/// of their text, too big to keep until linking.
+pub fn check_ahead(file: &SourceFile, edits: &[Edit], parsed: Parsed) -> Option<usize> {
+    if edits.is_empty() {
+        return None;
+    }
+    let mut edits = edits.to_vec();
+    for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
+        e.text = bcc::stand_in_pages(&e.text);
+    }
+    edit::normalize(&mut edits).ok()?;
+    let (new_text, spans) = edit::apply_spans(&file.text, &edits, file.crlf);
+    reparse_errors(parsed, file, &new_text, &spans)
+}
+
+/// `parse_errors` of `new_text` by an incremental re-parse of `parsed`, the parse of the
+/// file's text, told about the edits `spans`. None when the parse cannot be reused.
+fn reparse_errors(
+    parsed: Parsed,
+    file: &SourceFile,
+    new_text: &str,
+    spans: &[edit::Span],
+) -> Option<usize> {
+    let tree = match parsed {
+        Parsed::Python(old) => crate::lang::python::reparse(old, &file.text, new_text, spans)?,
+        Parsed::C(old) => {
+            let bom = if new_text.starts_with('\u{feff}') {
+                3
+            } else {
+                0
+            };
+            // The same masking choice as `parse_auto` makes for the new text.
+            if c::looks_bcc(new_text) != c::looks_bcc(&file.text) {
+                return None;
+            }
+            c::reparse(old, &file.text, new_text, bom..new_text.len(), spans)?.tree
+        }
+    };
+    Some(c::error_nodes(tree.root_node()).len())
+}
+
 fn parse_errors(path: &Path, text: &str) -> usize {
     if is_rust(path) {
         return usize::from(syn::parse_file(text).is_err());
@@ -1188,4 +1250,97 @@ fn parse_errors(path: &Path, text: &str) -> usize {
     c::parse_auto(text, Some(&[bom..text.len()]))
         .map(|p| c::error_nodes(p.tree.root_node()).len())
         .unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every fixture file with edits, as it is, with CRLF line endings and a BOM, and with a
+    /// few lines dropped or doubled: the incremental check counts the errors a full parse
+    /// of the migrated text counts.
+    #[test]
+    fn incremental_check_counts_what_a_full_parse_counts() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut inputs = Vec::new();
+        let mut dirs = vec![root];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.components().any(|c| c.as_os_str() == "input")
+                    && let Ok(t) = std::fs::read_to_string(&p)
+                {
+                    inputs.push((p, t));
+                }
+            }
+        }
+        let variants = |t: &str| {
+            let lines: Vec<&str> = t.split_inclusive('\n').collect();
+            let mut v = vec![
+                t.to_string(),
+                format!("\u{feff}{}", t.replace('\n', "\r\n")),
+            ];
+            for k in [lines.len() / 4, lines.len() / 2, lines.len() * 3 / 4] {
+                let mut dropped = lines.clone();
+                dropped.remove(k);
+                v.push(dropped.concat());
+                let mut doubled = lines.clone();
+                doubled.insert(k, lines[k]);
+                v.push(doubled.concat());
+            }
+            v
+        };
+        let mut checked = 0;
+        for opts in [
+            Options::default(),
+            Options {
+                strategy: Strategy::Reserve,
+                ..Options::default()
+            },
+        ] {
+            for (path, text) in &inputs {
+                for t in variants(text) {
+                    let file = SourceFile::new(path.clone(), path.display().to_string(), t);
+                    let a = analyze(&file, &opts);
+                    let Some(ahead) = a.errors_ahead else {
+                        continue;
+                    };
+                    let mut edits = a.edits.clone();
+                    for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
+                        e.text = bcc::stand_in_pages(&e.text);
+                    }
+                    edit::normalize(&mut edits).unwrap();
+                    let new_text = edit::apply(&file.text, &edits, file.crlf);
+                    let full = parse_errors(&file.path, &new_text);
+                    assert_eq!(ahead, full, "{}", path.display());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "only {checked} incremental checks");
+    }
+
+    /// An edit that changes how the text after it lexes (an opened comment hides a `SEC`
+    /// that was masked) cannot reuse the old parse.
+    #[test]
+    fn incremental_check_gives_way_when_masks_change_outside_the_edits() {
+        let old = "int a;\nSEC(\"kprobe/x\") int f(void) { return 0; }\n";
+        let parsed = c::parse_auto(old, Some(&[0..old.len()])).unwrap();
+        let edits = [Edit::insert(0, "/* ", "test")];
+        let (new, spans) = edit::apply_spans(old, &edits, false);
+        assert!(c::reparse(&parsed, old, &new, 0..new.len(), &spans).is_none());
+        let harmless = [Edit::replace(4, 5, "bb", "test")];
+        let (new, spans) = edit::apply_spans(old, &harmless, false);
+        let re = c::reparse(&parsed, old, &new, 0..new.len(), &spans).unwrap();
+        assert_eq!(
+            re.tree.root_node().to_sexp(),
+            c::parse_auto(&new, Some(&[0..new.len()]))
+                .unwrap()
+                .tree
+                .root_node()
+                .to_sexp()
+        );
+    }
 }

@@ -9,6 +9,8 @@ use std::ops::Range;
 
 use tree_sitter::{Node, Parser, Tree};
 
+use crate::edit::Span;
+
 /// A token of C source text, as far as masking and trigger accounting need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tok {
@@ -171,6 +173,10 @@ pub fn mask(text: &str, ranges: &[Range<usize>], toks: Option<&[(Tok, usize, usi
 
 pub struct CParse {
     pub tree: Tree,
+    /// The text the tree was parsed from (masked), and how it was masked.
+    masked: Vec<u8>,
+    placeholders: bool,
+    first_branches: bool,
 }
 
 /// Parses C in `text`; with `ranges`, only those byte ranges (C embedded in another file).
@@ -300,6 +306,73 @@ fn parse_with(
     })
 }
 
+/// `old` (a parse of `old_text`) brought up to `new_text`, the same text with the edits
+/// `spans`, masked the same way, re-parsing only what changed; `range` is the C in the new
+/// text. None when the masks differ outside the edits (an edit that changes how later text
+/// lexes): then only a full parse tells.
+pub fn reparse(
+    old: &CParse,
+    old_text: &str,
+    new_text: &str,
+    range: Range<usize>,
+    spans: &[Span],
+) -> Option<CParse> {
+    let ranges = [range];
+    let masked = masked_text(
+        new_text,
+        &ranges,
+        None,
+        old.placeholders,
+        old.first_branches,
+    );
+    let (mut at, mut delta) = (0usize, 0isize);
+    for gap in spans
+        .iter()
+        .map(|s| (s.start, s.old_end, s.new_len))
+        .chain([(old_text.len(), old_text.len(), 0)])
+    {
+        let (start, old_end, new_len) = gap;
+        let new_at = at.checked_add_signed(delta)?;
+        if old.masked.get(at..start)? != masked.get(new_at..new_at + (start - at))? {
+            return None;
+        }
+        at = old_end;
+        delta += new_len as isize - (old_end - start) as isize;
+    }
+    let mut tree = old.tree.clone();
+    super::edit_tree(&mut tree, old_text, new_text, spans);
+    let tree = with_parser(|parser| {
+        parser
+            .set_included_ranges(&ts_ranges(new_text, &ranges))
+            .ok()?;
+        parser.parse(&masked, Some(&tree))
+    })?;
+    Some(CParse {
+        tree,
+        masked,
+        placeholders: old.placeholders,
+        first_branches: old.first_branches,
+    })
+}
+
+/// The bytes the C parser reads: `mask`, then placeholders and `#else` branches if asked.
+fn masked_text(
+    text: &str,
+    ranges: &[Range<usize>],
+    toks: Option<&[(Tok, usize, usize)]>,
+    placeholders: bool,
+    first_branches: bool,
+) -> Vec<u8> {
+    let mut masked = mask(text, ranges, toks);
+    if placeholders {
+        mask_placeholders(text, ranges, &mut masked);
+    }
+    if first_branches {
+        mask_else_branches(text, ranges, &mut masked);
+    }
+    masked
+}
+
 fn parse_masked(
     text: &str,
     ranges: Option<&[Range<usize>]>,
@@ -308,15 +381,29 @@ fn parse_masked(
     toks: Option<&[(Tok, usize, usize)]>,
 ) -> Option<CParse> {
     let whole = [0..text.len()];
-    let rs = ranges.unwrap_or(&whole);
-    let mut masked = mask(text, rs, toks);
-    if placeholders {
-        mask_placeholders(text, rs, &mut masked);
-    }
-    if first_branches {
-        mask_else_branches(text, rs, &mut masked);
-    }
-    // One parser per thread, reused: a new one costs more than parsing a small file.
+    let masked = masked_text(
+        text,
+        ranges.unwrap_or(&whole),
+        toks,
+        placeholders,
+        first_branches,
+    );
+    let tree = with_parser(|parser| {
+        parser
+            .set_included_ranges(&ranges.map_or(Vec::new(), |r| ts_ranges(text, r)))
+            .ok()?;
+        parser.parse(&masked, None)
+    })?;
+    Some(CParse {
+        tree,
+        masked,
+        placeholders,
+        first_branches,
+    })
+}
+
+/// The C parser of this thread: a new one costs more than parsing a small file.
+fn with_parser<R>(f: impl FnOnce(&mut Parser) -> R) -> R {
     thread_local! {
         static PARSER: std::cell::RefCell<Parser> = std::cell::RefCell::new({
             let mut p = Parser::new();
@@ -325,31 +412,19 @@ fn parse_masked(
             p
         });
     }
-    PARSER.with_borrow_mut(|parser| parse_ranges(parser, text, &masked, ranges))
+    PARSER.with_borrow_mut(f)
 }
 
-fn parse_ranges(
-    parser: &mut Parser,
-    text: &str,
-    masked: &[u8],
-    ranges: Option<&[Range<usize>]>,
-) -> Option<CParse> {
-    if let Some(ranges) = ranges {
-        let ts: Vec<tree_sitter::Range> = ranges
-            .iter()
-            .map(|r| tree_sitter::Range {
-                start_byte: r.start,
-                end_byte: r.end,
-                start_point: point_at(text, r.start),
-                end_point: point_at(text, r.end),
-            })
-            .collect();
-        parser.set_included_ranges(&ts).ok()?;
-    } else {
-        parser.set_included_ranges(&[]).ok()?;
-    }
-    let tree = parser.parse(masked, None)?;
-    Some(CParse { tree })
+fn ts_ranges(text: &str, ranges: &[Range<usize>]) -> Vec<tree_sitter::Range> {
+    ranges
+        .iter()
+        .map(|r| tree_sitter::Range {
+            start_byte: r.start,
+            end_byte: r.end,
+            start_point: point_at(text, r.start),
+            end_point: point_at(text, r.end),
+        })
+        .collect()
 }
 
 fn point_at(text: &str, off: usize) -> tree_sitter::Point {

@@ -3,8 +3,22 @@
 
 use tree_sitter::{Parser, Tree};
 
+use crate::edit::Span;
+
 pub fn parse(text: &str) -> Option<Tree> {
-    // One parser per thread, reused.
+    with_parser(|p| p.parse(text, None))
+}
+
+/// `old` (the tree of `old_text`) brought up to `new_text`, the same text with the edits
+/// `spans`, re-parsing only what changed.
+pub fn reparse(old: &Tree, old_text: &str, new_text: &str, spans: &[Span]) -> Option<Tree> {
+    let mut tree = old.clone();
+    super::edit_tree(&mut tree, old_text, new_text, spans);
+    with_parser(|p| p.parse(new_text, Some(&tree)))
+}
+
+/// The Python parser of this thread, reused.
+fn with_parser<R>(f: impl FnOnce(&mut Parser) -> R) -> R {
     thread_local! {
         static PARSER: std::cell::RefCell<Parser> = std::cell::RefCell::new({
             let mut p = Parser::new();
@@ -13,5 +27,5 @@ pub fn parse(text: &str) -> Option<Tree> {
             p
         });
     }
-    PARSER.with_borrow_mut(|p| p.parse(text, None))
+    PARSER.with_borrow_mut(f)
 }
