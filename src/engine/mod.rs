@@ -291,12 +291,21 @@ pub const C_TRIGGERS: &[&str] = &[
     "PerfBuffer",
 ];
 
+/// A searcher for fixed words. Leftmost-first, not the standard semantics: only then does
+/// aho-corasick search with SIMD (Teddy), several times faster on the megabytes of a batch run.
+fn word_finder(words: &[&str]) -> aho_corasick::AhoCorasick {
+    aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+        .build(words)
+        .expect("fixed patterns")
+}
+
 /// Whether `text` holds any of `C_TRIGGERS`: one pass over the text, whatever their number
 /// (it runs on every file, vmlinux.h among them).
 pub fn has_trigger(text: &str) -> bool {
     static FINDER: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
     FINDER
-        .get_or_init(|| aho_corasick::AhoCorasick::new(C_TRIGGERS).expect("fixed patterns"))
+        .get_or_init(|| word_finder(C_TRIGGERS))
         .is_match(text)
 }
 
@@ -312,8 +321,7 @@ const LARGE_FILE: usize = 256 * 1024;
 /// a parse, never a skipped trigger.
 fn c_needs_parse_around_triggers(text: &str) -> bool {
     static FINDER: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
-    let finder = FINDER
-        .get_or_init(|| aho_corasick::AhoCorasick::new(PARSE_TRIGGERS).expect("fixed patterns"));
+    let finder = FINDER.get_or_init(|| word_finder(PARSE_TRIGGERS));
     let ident = |b: u8| b == b'_' || b.is_ascii_alphanumeric();
     let bytes = text.as_bytes();
     finder.find_iter(text).any(|m| {
