@@ -165,7 +165,7 @@ pub struct Ctx<'a, 't> {
     pub tree: &'t Tree,
     pub nodes: &'a [Node<'t>],
     /// Nodes by kind id: analysis asks for one kind at a time, many times over.
-    by_kind: HashMap<u16, Vec<Node<'t>>>,
+    by_kind: Vec<Vec<Node<'t>>>,
     toks: &'a [(Tok, usize, usize)],
     pub opts: &'a Options,
     pub edits: Vec<Edit>,
@@ -180,9 +180,11 @@ impl<'a, 't> Ctx<'a, 't> {
         toks: &'a [(Tok, usize, usize)],
         opts: &'a Options,
     ) -> Self {
-        let mut by_kind: HashMap<u16, Vec<Node<'t>>> = HashMap::new();
+        let mut by_kind: Vec<Vec<Node<'t>>> = vec![Vec::new(); tree.language().node_kind_count()];
         for n in nodes {
-            by_kind.entry(n.kind_id()).or_default().push(*n);
+            if let Some(v) = by_kind.get_mut(usize::from(n.kind_id())) {
+                v.push(*n);
+            }
         }
         Ctx {
             file,
@@ -203,7 +205,10 @@ impl<'a, 't> Ctx<'a, 't> {
     /// The nodes of one kind, in document order.
     pub fn of_kind(&self, kind: &str) -> Vec<Node<'t>> {
         let id = self.tree.language().id_for_node_kind(kind, true);
-        self.by_kind.get(&id).cloned().unwrap_or_default()
+        self.by_kind
+            .get(usize::from(id))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn root(&self) -> Node<'t> {
@@ -471,7 +476,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     }
     a.edits = cx.edits;
     a.diags.extend(cx.diags);
-    a.errors_ahead = check_ahead(file, &a.edits, Parsed::C(&parsed));
+    a.errors_ahead = check_ahead(file, &a, Parsed::C(&parsed));
     a
 }
 
@@ -1205,12 +1210,17 @@ pub enum Parsed<'a> {
 /// `parse_errors` of the text `edits` make of the file, by an incremental re-parse of
 /// `parsed` (with a stand-in for the page counts linking fills in: a number either way).
 /// Done at the end of the analysis, while the tree is alive: trees are many times the size
-/// of their text, too big to keep until linking.
-pub fn check_ahead(file: &SourceFile, edits: &[Edit], parsed: Parsed) -> Option<usize> {
-    if edits.is_empty() {
+/// of their text, too big to keep until linking. Not done for a file that needs manual work:
+/// its program keeps none of its edits.
+pub fn check_ahead(file: &SourceFile, a: &Analysis, parsed: Parsed) -> Option<usize> {
+    let refused = a
+        .diags
+        .iter()
+        .any(|d| matches!(d.severity, Severity::Manual | Severity::Error));
+    if a.edits.is_empty() || refused {
         return None;
     }
-    let mut edits = edits.to_vec();
+    let mut edits = a.edits.clone();
     for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
         e.text = bcc::stand_in_pages(&e.text);
     }

@@ -163,7 +163,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     }
     a.edits.extend(py.edits);
     a.diags.extend(py.diags);
-    a.errors_ahead = super::check_ahead(file, &a.edits, super::Parsed::Python(&tree));
+    a.errors_ahead = super::check_ahead(file, &a, super::Parsed::Python(&tree));
     a
 }
 

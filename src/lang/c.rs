@@ -461,8 +461,14 @@ pub fn descendants(root: Node) -> Vec<Node> {
     }
 }
 
+/// The nodes of `all` of one kind (compared by id: `Node::kind` measures and checks a C
+/// string on every call).
 pub fn of_kind<'t>(all: &[Node<'t>], kind: &str) -> Vec<Node<'t>> {
-    all.iter().copied().filter(|n| n.kind() == kind).collect()
+    let Some(first) = all.first() else {
+        return Vec::new();
+    };
+    let id = first.language().id_for_node_kind(kind, true);
+    all.iter().copied().filter(|n| n.kind_id() == id).collect()
 }
 
 /// Nearest ancestor of `node` of the given kind.
