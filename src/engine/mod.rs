@@ -211,6 +211,13 @@ impl<'a, 't> Ctx<'a, 't> {
             .unwrap_or_default()
     }
 
+    /// The nodes of several kinds, in document order (an ancestor before its descendants).
+    pub fn of_kinds(&self, kinds: &[&str]) -> Vec<Node<'t>> {
+        let mut out: Vec<Node<'t>> = kinds.iter().flat_map(|k| self.of_kind(k)).collect();
+        out.sort_by_key(|n| (n.start_byte(), std::cmp::Reverse(n.end_byte())));
+        out
+    }
+
     pub fn root(&self) -> Node<'t> {
         self.tree.root_node()
     }

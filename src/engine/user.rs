@@ -447,22 +447,19 @@ fn runtime_page_count(cx: &mut Ctx, call: Node, text: &str, span: (usize, usize)
     if c::is_ident(text)
         && let Some(func) = c::ancestor(call, "function_definition")
     {
-        let local = cx.nodes.iter().any(|n| {
-            n.kind() == "declaration"
-                && n.start_byte() >= func.start_byte()
-                && n.end_byte() <= func.end_byte()
-                && {
-                    let mut cursor = n.walk();
-                    n.children_by_field_name("declarator", &mut cursor)
-                        .any(|d| {
-                            let d = if d.kind() == "init_declarator" {
-                                d.child_by_field_name("declarator").unwrap_or(d)
-                            } else {
-                                d
-                            };
-                            strip_ptr(d, src) == text
-                        })
-                }
+        let local = cx.of_kind("declaration").iter().any(|n| {
+            n.start_byte() >= func.start_byte() && n.end_byte() <= func.end_byte() && {
+                let mut cursor = n.walk();
+                n.children_by_field_name("declarator", &mut cursor)
+                    .any(|d| {
+                        let d = if d.kind() == "init_declarator" {
+                            d.child_by_field_name("declarator").unwrap_or(d)
+                        } else {
+                            d
+                        };
+                        strip_ptr(d, src) == text
+                    })
+            }
         });
         let uses = cx
             .of_kind("identifier")
@@ -838,7 +835,7 @@ fn resolve_map(cx: &Ctx, expr: &str, expr_at: usize, at: Node, depth: usize) -> 
     let func = c::ancestor(at, "function_definition");
     let scope = func.unwrap_or(cx.root());
     let mut best: Option<Node> = None;
-    for n in cx.nodes {
+    for n in cx.of_kinds(&["init_declarator", "assignment_expression"]) {
         if n.start_byte() < scope.start_byte()
             || n.end_byte() > scope.end_byte()
             || n.start_byte() >= at.start_byte()
@@ -1033,10 +1030,7 @@ fn eval_int(cx: &Ctx, expr: &str, depth: usize) -> Option<u64> {
 fn functions_named<'t>(cx: &Ctx<'_, 't>, name: &str) -> Vec<(Node<'t>, Node<'t>)> {
     let src = cx.src();
     let mut out = Vec::new();
-    for n in cx.nodes {
-        if !matches!(n.kind(), "function_definition" | "declaration") {
-            continue;
-        }
+    for n in cx.of_kinds(&["function_definition", "declaration"]) {
         let Some(d) = n.child_by_field_name("declarator") else {
             continue;
         };
@@ -1046,7 +1040,7 @@ fn functions_named<'t>(cx: &Ctx<'_, 't>, name: &str) -> Vec<(Node<'t>, Node<'t>)
         if d.child_by_field_name("declarator")
             .is_some_and(|i| c::text(i, src) == name)
         {
-            out.push((*n, d));
+            out.push((n, d));
         }
     }
     out
