@@ -91,6 +91,7 @@ pub fn discover_with(paths: &[PathBuf], exclude: &[String]) -> Result<Discovered
 fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Discovered {
     let mut out = Discovered::default();
     let mut found: BTreeMap<PathBuf, bool> = BTreeMap::new(); // path → named explicitly
+    let mut dirs: Vec<&PathBuf> = Vec::new();
     for p in paths {
         match fs::metadata(p) {
             Err(e) => out.errors.push(Diagnostic::file_error(
@@ -98,45 +99,52 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
                 rules::IO_ERROR,
                 format!("cannot read: {e}"),
             )),
-            Ok(m) if m.is_dir() => {
-                // Directories are read in parallel; the BTreeMap puts the files in order.
-                let walked = std::sync::Mutex::new((Vec::new(), Vec::new()));
-                WalkBuilder::new(p)
-                    .follow_links(false)
-                    .build_parallel()
-                    .run(|| {
-                        Box::new(|entry| {
-                            let mut w = walked.lock().unwrap_or_else(|e| e.into_inner());
-                            match entry {
-                                Ok(e)
-                                    if e.file_type().is_some_and(|t| t.is_file())
-                                        && is_candidate(e.path()) =>
-                                {
-                                    w.0.push(e.into_path());
-                                }
-                                Ok(_) => {}
-                                Err(err) => w.1.push(err.to_string()),
-                            }
-                            ignore::WalkState::Continue
-                        })
-                    });
-                let (files, errors) = walked.into_inner().unwrap_or_else(|e| e.into_inner());
-                for f in files.iter().filter(|f| !is_excluded(f)) {
-                    found.entry(clean(f)).or_insert(false);
-                }
-                let mut errors = errors;
-                errors.sort();
-                for err in errors {
-                    out.errors.push(Diagnostic::file_error(
-                        &display_path(p),
-                        rules::IO_ERROR,
-                        format!("cannot walk: {err}"),
-                    ));
-                }
-            }
+            Ok(m) if m.is_dir() => dirs.push(p),
             Ok(_) => {
                 found.insert(clean(p), true);
             }
+        }
+    }
+    if let Some((first, rest)) = dirs.split_first() {
+        // One parallel walk over every directory given (a walk each cost a thread pool each,
+        // for `tools/*/`); the BTreeMap puts the files in order.
+        let mut walker = WalkBuilder::new(first);
+        for d in rest {
+            walker.add(d);
+        }
+        let walked = std::sync::Mutex::new((Vec::new(), Vec::new()));
+        walker.follow_links(false).build_parallel().run(|| {
+            Box::new(|entry| {
+                let mut w = walked.lock().unwrap_or_else(|e| e.into_inner());
+                match entry {
+                    Ok(e)
+                        if e.file_type().is_some_and(|t| t.is_file()) && is_candidate(e.path()) =>
+                    {
+                        w.0.push(e.into_path());
+                    }
+                    Ok(_) => {}
+                    Err(err) => w.1.push(err.to_string()),
+                }
+                ignore::WalkState::Continue
+            })
+        });
+        let (files, mut errors) = walked.into_inner().unwrap_or_else(|e| e.into_inner());
+        for f in files.iter().filter(|f| !is_excluded(f)) {
+            found.entry(clean(f)).or_insert(false);
+        }
+        errors.sort();
+        for err in errors {
+            // The error names the path; the diagnostic, the directory given that holds it.
+            let root = dirs
+                .iter()
+                .filter(|d| err.contains(&*d.to_string_lossy()))
+                .max_by_key(|d| d.as_os_str().len())
+                .unwrap_or(first);
+            out.errors.push(Diagnostic::file_error(
+                &display_path(root),
+                rules::IO_ERROR,
+                format!("cannot walk: {err}"),
+            ));
         }
     }
     // Every file is read once. The partners its name or text points to (see `partners_of`)
