@@ -442,21 +442,23 @@ pub fn text<'a>(node: Node, src: &'a str) -> &'a str {
 pub fn descendants(root: Node) -> Vec<Node> {
     let mut out = Vec::new();
     let mut cursor = root.walk();
+    // Depth below `root`, so that the walk stops there without asking the cursor for nodes.
+    let mut depth = 0usize;
     loop {
         out.push(cursor.node());
         if cursor.goto_first_child() {
+            depth += 1;
             continue;
         }
         loop {
-            if cursor.node() == root {
+            if depth == 0 {
                 return out;
             }
             if cursor.goto_next_sibling() {
                 break;
             }
-            if !cursor.goto_parent() {
-                return out;
-            }
+            cursor.goto_parent();
+            depth -= 1;
         }
     }
 }
