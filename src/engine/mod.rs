@@ -683,6 +683,9 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     if is_python(&file.path) {
         too_deep(file).unwrap_or_else(|| python::analyze(file, opts))
     } else if is_rust(&file.path) {
+        if !rust::names_perf_buffer_in_code(&file.text) {
+            return Analysis::default();
+        }
         too_deep(file).unwrap_or_else(|| rust::analyze(file))
     } else {
         // After its cheaper gates: most C files with a trigger word are not parsed.
