@@ -212,9 +212,25 @@ fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut out = Vec::new();
+    // The lines holding `needle`, found without splitting the whole text into lines.
+    let lines_with = |needle: &'static str| {
+        memchr::memmem::find_iter(text.as_bytes(), needle)
+            .map(|at| {
+                let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+                (start, &text[start..end])
+            })
+            // Two mentions on one line give that line once.
+            .scan(usize::MAX, |last, (start, line)| {
+                let new = *last != start;
+                *last = start;
+                Some(new.then_some(line))
+            })
+            .flatten()
+    };
     // `#include "x"` (local) and `#include <x>`: (path, local).
     let includes = || {
-        text.lines().filter_map(|line| {
+        lines_with("#include").filter_map(|line| {
             let r = line.trim_start().strip_prefix("#include")?.trim();
             let (open, close, local) = match r.chars().next()? {
                 '"' => ('"', '"', true),
@@ -241,7 +257,7 @@ fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
             }
         }
     } else if name.ends_with(".py") {
-        for line in text.lines().filter(|l| l.contains("src_file")) {
+        for line in lines_with("src_file") {
             let quoted: Vec<&str> = line.split(['"', '\'']).skip(1).step_by(2).collect();
             if let Some(last) = quoted.last() {
                 out.push(dir.join(last.trim_start_matches('/')));
@@ -275,7 +291,7 @@ fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> (Re
             return (Read::Error(Box::new(d)), Vec::new());
         }
     };
-    if bytes.iter().take(8192).any(|&b| b == 0) {
+    if memchr::memchr(0, &bytes[..bytes.len().min(8192)]).is_some() {
         let partners = std::str::from_utf8(&bytes)
             .map(|t| partners_of(path, t))
             .unwrap_or_default();
@@ -308,7 +324,7 @@ fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> (Re
         }
     };
     let partners = partners_of(path, &text);
-    if !crate::engine::has_trigger(&text) {
+    if !crate::engine::worth_analysing(path, &text) {
         return (Read::Skipped, partners);
     }
     (
@@ -319,4 +335,29 @@ fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> (Re
 
 fn clean(p: &Path) -> PathBuf {
     p.components().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partners_come_from_include_lines_and_src_file_in_any_line_ending() {
+        let loader = "/* #include \"old.h\" (not at a line start) */\r\n#include <stdio.h>\r\n  #include \"opensnoop.skel.h\"\r\n#include \"trace_helpers.h\" // #include \"x.h\"\r\nint main(void) { return 0; }\r\n";
+        let got = partners_of(Path::new("tools/opensnoop.c"), loader);
+        let want: Vec<PathBuf> = [
+            "tools/opensnoop.bpf.c",
+            "tools/opensnoop.bpf.c",
+            "tools/trace_helpers.h",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(got, want);
+        let tool = "from bcc import BPF\nb = BPF(src_file=\"biotop.c\")\n";
+        assert_eq!(
+            partners_of(Path::new("tools/biotop.py"), tool),
+            [PathBuf::from("tools/biotop.c")]
+        );
+    }
 }

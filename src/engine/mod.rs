@@ -392,14 +392,21 @@ pub fn c_needs_parse(text: &str, toks: &[(Tok, usize, usize)]) -> bool {
     })
 }
 
-/// Analyses one C file that holds a trigger string (`analyze` checked).
+/// Whether a file's text may hold anything to migrate or report: a trigger string, and, for
+/// a large C header (vmlinux.h), a trigger that is not just an enumerator or a helper
+/// declaration (told from a few lines around each mention, without lexing megabytes).
+/// Discovery asks before keeping a file; `analyze` asks again, for callers that skip it.
+pub fn worth_analysing(path: &Path, text: &str) -> bool {
+    let c_like = !is_python(path) && !is_rust(path);
+    has_trigger(text)
+        && !(c_like
+            && (LARGE_FILE..=MAX_PARSED_BYTES).contains(&text.len())
+            && !c_needs_parse_around_triggers(text))
+}
+
+/// Analyses one C file that `worth_analysing` kept.
 fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     let mut a = Analysis::default();
-    // A large header (vmlinux.h) names the triggers only as enumerators and helper
-    // declarations: tell from a few lines around each mention, without lexing megabytes.
-    if file.text.len() > LARGE_FILE && !c_needs_parse_around_triggers(&file.text) {
-        return a;
-    }
     let bom = if file.text.starts_with('\u{feff}') {
         3
     } else {
@@ -664,7 +671,7 @@ fn nesting(text: &str) -> usize {
 
 /// Analyses one file of any kind bpf-migrate reads.
 pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
-    if !has_trigger(&file.text) {
+    if !worth_analysing(&file.path, &file.text) {
         return Analysis::default();
     }
     if file.text.len() > MAX_PARSED_BYTES {
