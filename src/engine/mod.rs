@@ -578,8 +578,23 @@ fn included_among(
     k: usize,
     candidates: &[usize],
 ) -> Vec<usize> {
+    // By file name first (cheap, and every path match is one), then by path among those.
+    let names: Vec<&std::ffi::OsStr> = includes
+        .iter()
+        .filter_map(|inc| Path::new(inc).file_name())
+        .collect();
+    let named: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&j| {
+            files[j]
+                .path
+                .file_name()
+                .is_some_and(|f| names.contains(&f))
+        })
+        .collect();
     let dir = dir_of(&files[k].path);
-    let exact: Vec<usize> = candidates
+    let exact: Vec<usize> = named
         .iter()
         .copied()
         .filter(|&j| {
@@ -588,21 +603,7 @@ fn included_among(
                 .any(|inc| dir.join(inc).components().collect::<PathBuf>() == files[j].path)
         })
         .collect();
-    if !exact.is_empty() {
-        return exact;
-    }
-    candidates
-        .iter()
-        .copied()
-        .filter(|&j| {
-            let fname = file_name(&files[j].path);
-            includes.iter().any(|inc| {
-                Path::new(inc)
-                    .file_name()
-                    .is_some_and(|f| f.to_string_lossy() == fname)
-            })
-        })
-        .collect()
+    if exact.is_empty() { named } else { exact }
 }
 
 /// The files user-space file `i` names as its BPF source: by path (`src_file`), or by file
