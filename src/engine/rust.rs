@@ -292,9 +292,23 @@ fn collect_tokens(
     }
 }
 
+/// `syn::parse_file`, and the tokens the file was parsed from (asking the tree for them
+/// again, `to_token_stream`, rebuilt every token).
+fn parse(text: &str) -> syn::Result<(proc_macro2::TokenStream, syn::File)> {
+    let content = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if content.starts_with("#!") {
+        // A shebang line: parse_file knows what to skip.
+        let ast = syn::parse_file(text)?;
+        return Ok((ast.to_token_stream(), ast));
+    }
+    let tokens: proc_macro2::TokenStream = content.parse()?;
+    let ast = syn::parse2(tokens.clone())?;
+    Ok((tokens, ast))
+}
+
 pub fn analyze(file: &SourceFile) -> Analysis {
     let mut a = Analysis::default();
-    let ast = match syn::parse_file(&file.text) {
+    let (tokens, ast) = match parse(&file.text) {
         Ok(f) => f,
         Err(e) => {
             let lc = e.span().start();
@@ -336,7 +350,7 @@ pub fn analyze(file: &SourceFile) -> Analysis {
         strings: Vec::new(),
     };
     let (mut idents, mut strings) = (Vec::new(), Vec::new());
-    collect_tokens(ast.to_token_stream(), &rs, &mut idents, &mut strings);
+    collect_tokens(tokens, &rs, &mut idents, &mut strings);
     rs.idents = idents;
     rs.strings = strings;
 
