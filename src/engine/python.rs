@@ -257,10 +257,9 @@ fn table_name(py: &Py, expr: Node, depth: usize) -> Option<String> {
             // The last assignment before this use, in the same function (or the module).
             let scope = ancestor_any(expr, &["function_definition"]).unwrap_or(expr);
             let mut best = None;
-            for n in py
-                .nodes
+            for n in of_kind(py.nodes, "assignment")
                 .iter()
-                .filter(|n| n.kind() == "assignment" && n.start_byte() < expr.start_byte())
+                .filter(|n| n.start_byte() < expr.start_byte())
             {
                 let in_scope = expr.kind() == "attribute"
                     || scope == expr
@@ -490,24 +489,20 @@ fn resolve_callback<'t>(
     let (def, name) = match cb.kind() {
         "identifier" => {
             let name = text(cb, src);
-            let defs: Vec<Node> = py
-                .nodes
-                .iter()
-                .copied()
+            let defs: Vec<Node> = of_kind(py.nodes, "function_definition")
+                .into_iter()
                 .filter(|n| {
-                    n.kind() == "function_definition"
-                        && n.child_by_field_name("name")
-                            .is_some_and(|x| text(x, src) == name)
+                    n.child_by_field_name("name")
+                        .is_some_and(|x| text(x, src) == name)
                 })
                 .collect();
             match defs[..] {
                 [d] => (d, name),
                 [] => {
                     // A variable holding the callback: `cb = functools.partial(f, ...)`.
-                    let value = py
-                        .nodes
-                        .iter()
-                        .filter(|n| n.kind() == "assignment" && n.start_byte() < cb.start_byte())
+                    let value = of_kind(py.nodes, "assignment")
+                        .into_iter()
+                        .filter(|n| n.start_byte() < cb.start_byte())
                         .filter(|n| {
                             n.child_by_field_name("left")
                                 .is_some_and(|l| text(l, src) == name)
@@ -569,10 +564,9 @@ fn resolve_callback<'t>(
     };
     // The function must not be called or passed anywhere else with a CPU in first place.
     let def_name = def.child_by_field_name("name").unwrap();
-    for n in py
-        .nodes
+    for n in of_kind(py.nodes, "identifier")
         .iter()
-        .filter(|n| n.kind() == "identifier" && text(**n, src) == name && **n != def_name)
+        .filter(|n| text(**n, src) == name && **n != def_name)
     {
         let in_open = ancestor_any(*n, &["call"]).into_iter().any(|c| {
             descendants(c)
