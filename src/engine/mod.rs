@@ -211,6 +211,19 @@ impl<'a, 't> Ctx<'a, 't> {
             .unwrap_or_default()
     }
 
+    /// `node` and the nodes below it, as a filter of all nodes by byte range would give:
+    /// `nodes` is in document order, so they lie in the run that starts within the range.
+    pub fn nodes_within(&self, node: Node<'t>) -> Vec<Node<'t>> {
+        let (s, e) = (node.start_byte(), node.end_byte());
+        let lo = self.nodes.partition_point(|n| n.start_byte() < s);
+        let hi = self.nodes.partition_point(|n| n.start_byte() <= e);
+        self.nodes[lo..hi]
+            .iter()
+            .copied()
+            .filter(|n| n.end_byte() <= e)
+            .collect()
+    }
+
     /// The nodes of several kinds, in document order (an ancestor before its descendants).
     pub fn of_kinds(&self, kinds: &[&str]) -> Vec<Node<'t>> {
         let mut out: Vec<Node<'t>> = kinds.iter().flat_map(|k| self.of_kind(k)).collect();
@@ -1357,6 +1370,41 @@ mod tests {
             }
         }
         assert!(checked > 500, "only {checked} incremental checks");
+    }
+
+    /// `nodes_within` finds what filtering every node by byte range finds, for every
+    /// function body and statement of a loader and a BPF program (error recovery included).
+    #[test]
+    fn nodes_within_is_a_range_filter() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        for f in [
+            "execsnoop/input/execsnoop.c",
+            "reserve_procwatch/input/procwatch.bpf.c",
+            "refuse_raw_consumer/input/refuse_raw_consumer.c",
+        ] {
+            let text = std::fs::read_to_string(root.join(f)).unwrap();
+            // Unbalanced, so that ERROR and MISSING nodes are among them.
+            let text = text.replacen('}', "", 3);
+            let file = SourceFile::new(root.join(f), f.into(), text);
+            let toks = c::lex(&file.text, 0..file.text.len());
+            let parsed = c::parse_auto(&file.text, Some(&[0..file.text.len()])).unwrap();
+            let nodes = c::descendants(parsed.tree.root_node());
+            let opts = Options::default();
+            let cx = Ctx::new(&file, &parsed.tree, &nodes, &toks, &opts);
+            for n in nodes.iter().filter(|n| {
+                matches!(
+                    n.kind(),
+                    "compound_statement" | "expression_statement" | "ERROR"
+                ) || n.is_missing()
+            }) {
+                let want: Vec<Node> = nodes
+                    .iter()
+                    .copied()
+                    .filter(|m| m.start_byte() >= n.start_byte() && m.end_byte() <= n.end_byte())
+                    .collect();
+                assert_eq!(cx.nodes_within(*n), want, "{f}: {}", n.kind());
+            }
+        }
     }
 
     /// An edit that changes how the text after it lexes (an opened comment hides a `SEC`

@@ -548,9 +548,8 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
     };
     let scope = c::ancestor(call, "function_definition").unwrap_or(cx.root());
     let scope_nodes: Vec<Node> = cx
-        .nodes
-        .iter()
-        .copied()
+        .of_kinds(&["declaration", "identifier"])
+        .into_iter()
         .filter(|n| n.start_byte() >= scope.start_byte() && n.end_byte() <= scope.end_byte())
         .collect();
     let decl = scope_nodes.iter().copied().find(|n| {
@@ -1182,12 +1181,7 @@ fn callback_body(
     size_ty: &str,
 ) -> bool {
     let src = cx.src();
-    let inside: Vec<Node> = cx
-        .nodes
-        .iter()
-        .copied()
-        .filter(|n| n.start_byte() >= body.start_byte() && n.end_byte() <= body.end_byte())
-        .collect();
+    let inside: Vec<Node> = cx.nodes_within(body);
     let mut edits = Vec::new();
     let mut ok = true;
     if let Some(cpu) = cpu {
