@@ -5,6 +5,7 @@ use tree_sitter::Node;
 
 use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, reserve};
 use crate::edit::Edit;
+use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
 use crate::rules;
 
@@ -46,7 +47,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let mut cands = Vec::new();
 
     for call in cx.of_kind("call_expression") {
-        let Some(f) = call.child_by_field_name("function") else {
+        let Some(f) = call.field("function") else {
             continue;
         };
         match f.kind() {
@@ -76,7 +77,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 ));
             }
             "field_expression" => {
-                let Some(field) = f.child_by_field_name("field") else {
+                let Some(field) = f.field("field") else {
                     continue;
                 };
                 let method = c::text(field, src);
@@ -84,10 +85,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     continue;
                 }
                 explained.push((field.start_byte(), field.end_byte()));
-                let Some(table) = f
-                    .child_by_field_name("argument")
-                    .filter(|a| a.kind() == "identifier")
-                else {
+                let Some(table) = f.field("argument").filter(|a| a.kind() == "identifier") else {
                     cx.manual(
                         call.start_byte(),
                         rules::MAP_OTHER_USE,
@@ -168,7 +166,7 @@ fn submit<'t>(
     }
     let callee = format!(
         "{}.ringbuf_output",
-        c::text(f.child_by_field_name("argument").unwrap(), src)
+        c::text(f.field("argument").unwrap(), src)
     );
     let new_args = vec![
         src[args[1].0..args[1].1].to_string(),
@@ -190,7 +188,7 @@ fn submit<'t>(
             data: args[1],
             size: args[2],
             dialect: reserve::Dialect::Bcc {
-                table: c::text(f.child_by_field_name("argument").unwrap(), src).to_string(),
+                table: c::text(f.field("argument").unwrap(), src).to_string(),
             },
             copy,
         },

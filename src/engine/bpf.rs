@@ -4,6 +4,7 @@ use tree_sitter::Node;
 
 use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, reserve};
 use crate::edit::Edit;
+use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
 use crate::report::Severity;
 use crate::rules;
@@ -58,7 +59,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         ) {
             continue;
         }
-        let f = call.child_by_field_name("function").unwrap();
+        let f = call.field("function").unwrap();
         explained.push((f.start_byte(), f.end_byte()));
         if let Some(site) = output_call(cx, call, name, &mut cands) {
             outputs.push(site);
@@ -123,15 +124,15 @@ struct Member {
 
 fn btf_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
     let src = cx.src();
-    let ty = decl.child_by_field_name("type")?;
+    let ty = decl.field("type")?;
     if ty.kind() != "struct_specifier" {
         return None;
     }
-    let body = ty.child_by_field_name("body")?;
+    let body = ty.field("body")?;
     if !c::text(body, src).contains("BPF_MAP_TYPE_PERF_EVENT_ARRAY") {
         return None;
     }
-    let declarator = decl.child_by_field_name("declarator")?;
+    let declarator = decl.field("declarator")?;
     let name_node = declarator_name(declarator)?;
     let name = c::text(name_node, src).to_string();
     let members = btf_members(src, body.start_byte() + 1, body.end_byte() - 1);
@@ -243,9 +244,7 @@ fn declarator_name(mut n: Node) -> Option<Node> {
         match n.kind() {
             "identifier" => return Some(n),
             "init_declarator" | "attributed_declarator" => {
-                n = n
-                    .child_by_field_name("declarator")
-                    .or_else(|| n.named_child(0))?;
+                n = n.field("declarator").or_else(|| n.named_child(0))?;
             }
             _ => return None,
         }
@@ -342,18 +341,18 @@ pub fn delete_member_with_comment(src: &str, (s, e): (usize, usize), rule: &'sta
 
 fn legacy_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
     let src = cx.src();
-    let ty = decl.child_by_field_name("type")?;
+    let ty = decl.field("type")?;
     if ty.kind() != "struct_specifier"
-        || ty.child_by_field_name("name").map(|n| c::text(n, src)) != Some("bpf_map_def")
+        || ty.field("name").map(|n| c::text(n, src)) != Some("bpf_map_def")
     {
         return None;
     }
-    let init = decl.child_by_field_name("declarator")?;
+    let init = decl.field("declarator")?;
     if init.kind() != "init_declarator" {
         return None;
     }
-    let name_node = declarator_name(init.child_by_field_name("declarator")?)?;
-    let list = init.child_by_field_name("value")?;
+    let name_node = declarator_name(init.field("declarator")?)?;
+    let list = init.field("value")?;
     if list.kind() != "initializer_list" {
         return None;
     }
@@ -365,10 +364,10 @@ fn legacy_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
             continue;
         }
         let field = p
-            .child_by_field_name("designator")
+            .field("designator")
             .map(|d| c::text(d, src).trim_start_matches('.').to_string())
             .unwrap_or_default();
-        let value = p.child_by_field_name("value")?;
+        let value = p.field("value")?;
         // Extend the pair over its trailing comma.
         let mut end = p.end_byte();
         if let Some(next) = p.next_sibling()
@@ -631,7 +630,7 @@ pub fn account_triggers(cx: &mut Ctx, explained: &[(usize, usize)], triggers: &[
             .iter()
             .filter(|n| matches!(n.kind(), "preproc_function_def" | "preproc_def"))
             .find(|n| n.start_byte() <= s && e <= n.end_byte())
-            .and_then(|n| n.child_by_field_name("name"))
+            .and_then(|n| n.field("name"))
             .map(|n| c::text(n, src).to_string());
         let msg = match in_macro {
             Some(m) => format!(

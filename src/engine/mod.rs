@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use tree_sitter::{Node, Tree};
 
 use crate::edit::{self, Edit};
+use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
 use crate::report::{Diagnostic, Severity};
 use crate::rules;
@@ -204,7 +205,7 @@ impl<'a, 't> Ctx<'a, 't> {
 
     /// The nodes of one kind, in document order.
     pub fn of_kind(&self, kind: &str) -> Vec<Node<'t>> {
-        let id = self.tree.language().id_for_node_kind(kind, true);
+        let id = crate::lang::kind_id(&self.tree.language(), kind);
         self.by_kind
             .get(usize::from(id))
             .cloned()
@@ -491,7 +492,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
         bcc::analyze(&mut cx, &mut a);
     }
     for n in c::of_kind(&nodes, "preproc_include") {
-        if let Some(p) = n.child_by_field_name("path")
+        if let Some(p) = n.field("path")
             && matches!(p.kind(), "string_literal" | "system_lib_string")
         {
             a.includes.push(

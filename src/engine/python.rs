@@ -11,6 +11,7 @@ use tree_sitter::Node;
 
 use super::{Analysis, Consumer, Ctx, Options, Report, bcc};
 use crate::edit::Edit;
+use crate::lang::NodeExt;
 use crate::lang::c::{self, descendants, of_kind, text};
 use crate::report::{Diagnostic, Severity};
 use crate::rules;
@@ -105,20 +106,19 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
         done_callbacks: HashSet::new(),
     };
     for call in of_kind(&nodes, "call") {
-        let Some(f) = call.child_by_field_name("function") else {
+        let Some(f) = call.field("function") else {
             continue;
         };
         if f.kind() == "identifier" && text(f, src) == "BPF"
             || f.kind() == "attribute"
-                && f.child_by_field_name("attribute")
-                    .is_some_and(|x| text(x, src) == "BPF")
+                && f.field("attribute").is_some_and(|x| text(x, src) == "BPF")
         {
             src_file(&mut py, call, &mut a);
         }
         if f.kind() != "attribute" {
             continue;
         }
-        let Some(attr) = f.child_by_field_name("attribute") else {
+        let Some(attr) = f.field("attribute") else {
             continue;
         };
         match text(attr, src) {
@@ -171,7 +171,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
 /// the C file, relative to the tool's directory (where BCC looks too).
 fn src_file(py: &mut Py, call: Node, a: &mut Analysis) {
     let src = py.src();
-    let Some(args) = call.child_by_field_name("arguments") else {
+    let Some(args) = call.field("arguments") else {
         return;
     };
     let mut cursor = args.walk();
@@ -179,13 +179,10 @@ fn src_file(py: &mut Py, call: Node, a: &mut Analysis) {
         .named_children(&mut cursor)
         .filter(|k| k.kind() == "keyword_argument")
     {
-        if kw
-            .child_by_field_name("name")
-            .is_none_or(|n| text(n, src) != "src_file")
-        {
+        if kw.field("name").is_none_or(|n| text(n, src) != "src_file") {
             continue;
         }
-        let Some(v) = kw.child_by_field_name("value") else {
+        let Some(v) = kw.field("value") else {
             continue;
         };
         let literals: Vec<String> = descendants(v)
@@ -239,16 +236,16 @@ fn table_name(py: &Py, expr: Node, depth: usize) -> Option<String> {
     }
     match expr.kind() {
         "subscript" => {
-            let key = expr.child_by_field_name("subscript")?;
+            let key = expr.field("subscript")?;
             (key.kind() == "string").then(|| string_value(key, src))
         }
         "call" => {
-            let f = expr.child_by_field_name("function")?;
-            let attr = f.child_by_field_name("attribute")?;
+            let f = expr.field("function")?;
+            let attr = f.field("attribute")?;
             if text(attr, src) != "get_table" {
                 return None;
             }
-            let args = expr.child_by_field_name("arguments")?;
+            let args = expr.field("arguments")?;
             let first = args.named_child(0)?;
             (first.kind() == "string").then(|| string_value(first, src))
         }
@@ -264,11 +261,8 @@ fn table_name(py: &Py, expr: Node, depth: usize) -> Option<String> {
                 let in_scope = expr.kind() == "attribute"
                     || scope == expr
                     || (n.start_byte() >= scope.start_byte() && n.end_byte() <= scope.end_byte());
-                if in_scope
-                    && n.child_by_field_name("left")
-                        .is_some_and(|l| text(l, src) == want)
-                {
-                    best = n.child_by_field_name("right");
+                if in_scope && n.field("left").is_some_and(|l| text(l, src) == want) {
+                    best = n.field("right");
                 }
             }
             table_name(py, best?, depth + 1)
@@ -293,12 +287,12 @@ fn ancestor_any<'t>(n: Node<'t>, kinds: &[&str]) -> Option<Node<'t>> {
 fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analysis) {
     let src = py.src();
     let at = call.start_byte();
-    let object = f.child_by_field_name("object").unwrap();
+    let object = f.field("object").unwrap();
     let Some(map) = table_name(py, object, 0) else {
         py.manual(object.start_byte(), rules::UNRESOLVED_MAP, format!("cannot tell which table `{}` is", text(object, src)), "bpf-migrate follows b[\"name\"], b.get_table(\"name\") and variables assigned from them; migrate by hand");
         return;
     };
-    let Some(args) = call.child_by_field_name("arguments") else {
+    let Some(args) = call.field("arguments") else {
         return;
     };
     let mut cursor = args.walk();
@@ -310,11 +304,8 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
     let (mut cb, mut cb_kw, mut pages, mut lost) = (None, false, None, None);
     for it in &items {
         if it.kind() == "keyword_argument" {
-            let name = it
-                .child_by_field_name("name")
-                .map(|n| text(n, src))
-                .unwrap_or("");
-            let value = it.child_by_field_name("value").unwrap();
+            let name = it.field("name").map(|n| text(n, src)).unwrap_or("");
+            let value = it.field("value").unwrap();
             match name {
                 "callback" => {
                     cb = Some(value);
@@ -432,7 +423,7 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
     }
     let cpu = params[names.len() - 3];
     let cpu_name = text(cpu, src);
-    let body = def.child_by_field_name("body").unwrap_or(def);
+    let body = def.field("body").unwrap_or(def);
     let uses: Vec<Node> = descendants(body)
         .into_iter()
         .filter(|n| is_variable(*n) && text(*n, src) == cpu_name)
@@ -471,8 +462,8 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
 fn is_variable(n: Node) -> bool {
     n.kind() == "identifier"
         && !n.parent().is_some_and(|p| {
-            (p.kind() == "attribute" && p.child_by_field_name("attribute") == Some(n))
-                || (p.kind() == "keyword_argument" && p.child_by_field_name("name") == Some(n))
+            (p.kind() == "attribute" && p.field("attribute") == Some(n))
+                || (p.kind() == "keyword_argument" && p.field("name") == Some(n))
         })
 }
 
@@ -491,10 +482,7 @@ fn resolve_callback<'t>(
             let name = text(cb, src);
             let defs: Vec<Node> = of_kind(py.nodes, "function_definition")
                 .into_iter()
-                .filter(|n| {
-                    n.child_by_field_name("name")
-                        .is_some_and(|x| text(x, src) == name)
-                })
+                .filter(|n| n.field("name").is_some_and(|x| text(x, src) == name))
                 .collect();
             match defs[..] {
                 [d] => (d, name),
@@ -503,11 +491,8 @@ fn resolve_callback<'t>(
                     let value = of_kind(py.nodes, "assignment")
                         .into_iter()
                         .filter(|n| n.start_byte() < cb.start_byte())
-                        .filter(|n| {
-                            n.child_by_field_name("left")
-                                .is_some_and(|l| text(l, src) == name)
-                        })
-                        .filter_map(|n| n.child_by_field_name("right"))
+                        .filter(|n| n.field("left").is_some_and(|l| text(l, src) == name))
+                        .filter_map(|n| n.field("right"))
                         .next_back();
                     return match value {
                         Some(v) => resolve_callback(py, v, depth + 1),
@@ -517,25 +502,20 @@ fn resolve_callback<'t>(
                 _ => return Err(format!("several functions are named `{name}`")),
             }
         }
-        "attribute"
-            if cb
-                .child_by_field_name("object")
-                .is_some_and(|o| text(o, src) == "self") =>
-        {
-            let name = text(cb.child_by_field_name("attribute").unwrap(), src);
+        "attribute" if cb.field("object").is_some_and(|o| text(o, src) == "self") => {
+            let name = text(cb.field("attribute").unwrap(), src);
             let class = ancestor_any(cb, &["class_definition"]).ok_or("`self.` outside a class")?;
             let d = descendants(class)
                 .into_iter()
                 .find(|n| {
                     n.kind() == "function_definition"
-                        && n.child_by_field_name("name")
-                            .is_some_and(|x| text(x, src) == name)
+                        && n.field("name").is_some_and(|x| text(x, src) == name)
                 })
                 .ok_or_else(|| format!("the method `{name}` is not defined in this class"))?;
             (d, name)
         }
         "call" => {
-            let f = cb.child_by_field_name("function").ok_or("not a function")?;
+            let f = cb.field("function").ok_or("not a function")?;
             let fname = text(f, src);
             if fname != "partial" && fname != "functools.partial" {
                 return Err(format!(
@@ -543,14 +523,14 @@ fn resolve_callback<'t>(
                 ));
             }
             let first = cb
-                .child_by_field_name("arguments")
+                .field("arguments")
                 .and_then(|a| a.named_child(0))
                 .ok_or("partial() without a function")?;
             return resolve_callback(py, first, depth + 1);
         }
         "lambda" => {
             let params = cb
-                .child_by_field_name("parameters")
+                .field("parameters")
                 .map(|p| param_names(p, src))
                 .unwrap_or_default();
             return Ok((cb, params));
@@ -563,7 +543,7 @@ fn resolve_callback<'t>(
         }
     };
     // The function must not be called or passed anywhere else with a CPU in first place.
-    let def_name = def.child_by_field_name("name").unwrap();
+    let def_name = def.field("name").unwrap();
     for n in of_kind(py.nodes, "identifier")
         .iter()
         .filter(|n| text(**n, src) == name && **n != def_name)
@@ -572,7 +552,7 @@ fn resolve_callback<'t>(
             descendants(c)
                 .iter()
                 .any(|x| x.kind() == "identifier" && text(*x, src) == "open_perf_buffer")
-                || c.child_by_field_name("function")
+                || c.field("function")
                     .is_some_and(|f| matches!(text(f, src), "partial" | "functools.partial"))
         });
         if !in_open {
@@ -582,7 +562,7 @@ fn resolve_callback<'t>(
         }
     }
     let params = def
-        .child_by_field_name("parameters")
+        .field("parameters")
         .map(|p| param_names(p, src))
         .unwrap_or_default();
     Ok((def, params))
@@ -597,7 +577,7 @@ fn param_names<'t>(params: Node<'t>, src: &str) -> Vec<Node<'t>> {
             "identifier" => out.push(p),
             "typed_parameter" | "default_parameter" | "typed_default_parameter" => {
                 if let Some(id) = p
-                    .child_by_field_name("name")
+                    .field("name")
                     .or_else(|| p.named_child(0))
                     .filter(|n| n.kind() == "identifier")
                 {

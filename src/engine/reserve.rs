@@ -15,6 +15,7 @@ use tree_sitter::Node;
 
 use super::{Analysis, Ctx, Report};
 use crate::edit::Edit;
+use crate::lang::NodeExt;
 use crate::lang::c;
 use crate::report::Severity;
 use crate::rules;
@@ -271,9 +272,7 @@ fn declared_name<'a>(mut n: Node, src: &'a str) -> Option<&'a str> {
             | "array_declarator"
             | "attributed_declarator"
             | "parenthesized_declarator" => {
-                n = n
-                    .child_by_field_name("declarator")
-                    .or_else(|| n.named_child(0))?;
+                n = n.field("declarator").or_else(|| n.named_child(0))?;
             }
             _ => return None,
         }
@@ -317,7 +316,7 @@ fn declaration_of<'t>(cx: &Ctx<'_, 't>, at: Node<'t>, name: &str) -> Option<Node
         }
         if p.kind() == "function_definition" {
             // Parameters are not removable declarations.
-            if let Some(d) = p.child_by_field_name("declarator")
+            if let Some(d) = p.field("declarator")
                 && c::descendants(d)
                     .iter()
                     .any(|x| x.kind() == "identifier" && c::text(*x, src) == name)
@@ -398,7 +397,7 @@ fn bare(mut n: Node) -> Node {
                 Some(x) => n = x,
                 None => return n,
             },
-            "cast_expression" => match n.child_by_field_name("value") {
+            "cast_expression" => match n.field("value") {
                 Some(x) => n = x,
                 None => return n,
             },
@@ -424,8 +423,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
     let body = if func.kind() == "compound_statement" {
         func
     } else {
-        func.child_by_field_name("body")
-            .ok_or("the function has no body")?
+        func.field("body").ok_or("the function has no body")?
     };
     if matches!(k.dialect, Dialect::Bcc { .. })
         && crate::engine::is_python(cx.file.path())
@@ -439,13 +437,8 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
         .ok_or("the event argument cannot be read")?;
     let data = bare(data_node);
     let (var, stack) = match data.kind() {
-        "pointer_expression"
-            if data
-                .child_by_field_name("operator")
-                .map(|o| c::text(o, src))
-                == Some("&") =>
-        {
-            let a = data.child_by_field_name("argument").map(bare);
+        "pointer_expression" if data.field("operator").map(|o| c::text(o, src)) == Some("&") => {
+            let a = data.field("argument").map(bare);
             match a {
                 Some(a) if a.kind() == "identifier" => (c::text(a, src).to_string(), true),
                 _ => return Err("the event is not a local variable (`&e`)".into()),
@@ -491,10 +484,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
     let anchor = if stack {
         let d = first_declarator(decl);
         if d.kind() == "init_declarator" {
-            if !matches!(
-                d.child_by_field_name("declarator").map(|x| x.kind()),
-                Some("identifier")
-            ) {
+            if !matches!(d.field("declarator").map(|x| x.kind()), Some("identifier")) {
                 return Err(format!("`{var}` is not a plain struct variable"));
             }
         } else if d.kind() != "identifier" {
@@ -523,7 +513,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
     // `= { .pid = pid, ... }`: the fields, set right after the reservation, which then takes
     // the declaration's place so that the values are computed where they were.
     let init = if stack {
-        first_declarator(decl).child_by_field_name("value")
+        first_declarator(decl).field("value")
     } else {
         None
     };
@@ -594,7 +584,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
         }
     }
     let mut edits = Vec::new();
-    let cond = guard.and_then(|g| g.child_by_field_name("condition"));
+    let cond = guard.and_then(|g| g.field("condition"));
     let init_values = init.filter(|_| !fields.is_empty());
     for s in region
         .iter()
@@ -754,7 +744,7 @@ fn norm(s: &str) -> String {
 }
 
 fn first_declarator(decl: Node) -> Node {
-    decl.child_by_field_name("declarator").unwrap_or(decl)
+    decl.field("declarator").unwrap_or(decl)
 }
 
 /// The heap lookup that gives `var` its value: `var = bpf_map_lookup_elem(&heap, &key);` or
@@ -768,7 +758,7 @@ fn heap_lookup<'t>(
     let src = cx.src();
     let d = first_declarator(decl);
     if d.kind() == "init_declarator" {
-        if let Some(v) = d.child_by_field_name("value")
+        if let Some(v) = d.field("value")
             && lookup_call(bare(v), src).is_some()
         {
             return Ok(decl);
@@ -779,7 +769,7 @@ fn heap_lookup<'t>(
         .into_iter()
         .filter(|n| n.kind() == "assignment_expression")
         .filter(|n| {
-            n.child_by_field_name("left")
+            n.field("left")
                 .is_some_and(|l| l.kind() == "identifier" && c::text(l, src) == var)
         })
         .collect();
@@ -789,7 +779,7 @@ fn heap_lookup<'t>(
             assigns.len()
         ));
     };
-    let right = a.child_by_field_name("right").map(bare);
+    let right = a.field("right").map(bare);
     if right.and_then(|r| lookup_call(r, src)).is_none() {
         return Err(format!("`{var}` does not come from a per-CPU array lookup"));
     }
@@ -806,7 +796,7 @@ fn lookup_call<'a>(n: Node, src: &'a str) -> Option<(&'a str, &'a str, (usize, u
         return None;
     }
     let args = c::arg_spans(n, src);
-    let f = n.child_by_field_name("function")?;
+    let f = n.field("function")?;
     match f.kind() {
         "identifier" if c::text(f, src) == "bpf_map_lookup_elem" && args.len() == 2 => {
             let m = c::strip_parens(&src[args[0].0..args[0].1])
@@ -819,10 +809,9 @@ fn lookup_call<'a>(n: Node, src: &'a str) -> Option<(&'a str, &'a str, (usize, u
             ))
         }
         "field_expression"
-            if f.child_by_field_name("field").map(|x| c::text(x, src)) == Some("lookup")
-                && args.len() == 1 =>
+            if f.field("field").map(|x| c::text(x, src)) == Some("lookup") && args.len() == 1 =>
         {
-            let m = c::text(f.child_by_field_name("argument")?, src);
+            let m = c::text(f.field("argument")?, src);
             c::is_ident(m).then_some((
                 m,
                 &src[args[0].0..args[0].1],
@@ -880,7 +869,7 @@ fn designated_fields(init: Node, src: &str, var: &str) -> Result<Vec<(String, St
             let mut c2 = item.walk();
             item.children_by_field_name("designator", &mut c2).collect()
         };
-        let value = item.child_by_field_name("value");
+        let value = item.field("value");
         match (item.kind(), &designators[..], value) {
             ("initializer_pair", [d], Some(v))
                 if d.kind() == "field_designator"
@@ -938,8 +927,8 @@ fn guarded(stmt: Node) -> Option<Node> {
         p = p.parent()?;
     }
     (p.kind() == "if_statement"
-        && p.child_by_field_name("consequence") == Some(body)
-        && p.child_by_field_name("alternative").is_none())
+        && p.field("consequence") == Some(body)
+        && p.field("alternative").is_none())
     .then_some(p)
 }
 
@@ -951,9 +940,7 @@ fn else_discard(
     discard: &str,
     unit: &str,
 ) -> Result<Edit, String> {
-    let body = guard
-        .child_by_field_name("consequence")
-        .ok_or("an if without a body")?;
+    let body = guard.field("consequence").ok_or("an if without a body")?;
     let end = body.end_byte();
     if !src[end..line_end_incl(src, end)].trim().is_empty() {
         return Err("code follows the output's if on the same line".into());
@@ -970,10 +957,10 @@ fn else_discard(
 /// `if (!e) return X;` or `if (!e) goto L;` (or `e == NULL`, or braces around the body): the
 /// return or goto.
 fn null_check<'t>(s: Node<'t>, var: &str, src: &str) -> Option<Node<'t>> {
-    if s.kind() != "if_statement" || s.child_by_field_name("alternative").is_some() {
+    if s.kind() != "if_statement" || s.field("alternative").is_some() {
         return None;
     }
-    let cond = norm(c::text(s.child_by_field_name("condition")?, src)).replace(' ', "");
+    let cond = norm(c::text(s.field("condition")?, src)).replace(' ', "");
     let forms = [
         format!("(!{var})"),
         format!("({var}==NULL)"),
@@ -984,7 +971,7 @@ fn null_check<'t>(s: Node<'t>, var: &str, src: &str) -> Option<Node<'t>> {
     if !forms.contains(&cond) {
         return None;
     }
-    let mut body = s.child_by_field_name("consequence")?;
+    let mut body = s.field("consequence")?;
     if body.kind() == "compound_statement" {
         let st = statements(body);
         let [one] = st[..] else { return None };
@@ -1121,7 +1108,7 @@ fn check_effects(
     for n in c::descendants(stmt) {
         match n.kind() {
             "call_expression" => {
-                let Some(f) = n.child_by_field_name("function") else {
+                let Some(f) = n.field("function") else {
                     return Err("a call bpf-migrate cannot read".into());
                 };
                 match f.kind() {
@@ -1151,7 +1138,7 @@ fn check_effects(
                     // the event that carries it).
                     "field_expression"
                         if matches!(
-                            f.child_by_field_name("field").map(|x| c::text(x, src)),
+                            f.field("field").map(|x| c::text(x, src)),
                             Some("lookup" | "get_stackid")
                         ) => {}
                     _ => {
@@ -1163,7 +1150,7 @@ fn check_effects(
                 }
             }
             "assignment_expression" | "update_expression" => {
-                let Some(target) = n.child_by_field_name(if n.kind() == "assignment_expression" {
+                let Some(target) = n.field(if n.kind() == "assignment_expression" {
                     "left"
                 } else {
                     "argument"
@@ -1214,15 +1201,15 @@ fn target_root<'a>(mut n: Node, src: &'a str) -> (Option<&'a str>, bool) {
         match n.kind() {
             "identifier" => return (Some(c::text(n, src)), deref),
             "field_expression" => {
-                if n.child_by_field_name("operator").map(|o| c::text(o, src)) == Some("->") {
+                if n.field("operator").map(|o| c::text(o, src)) == Some("->") {
                     deref = true;
                 }
-                match n.child_by_field_name("argument") {
+                match n.field("argument") {
                     Some(a) => n = a,
                     None => return (None, deref),
                 }
             }
-            "subscript_expression" => match n.child_by_field_name("argument") {
+            "subscript_expression" => match n.field("argument") {
                 Some(a) => n = a,
                 None => return (None, deref),
             },
@@ -1232,7 +1219,7 @@ fn target_root<'a>(mut n: Node, src: &'a str) -> (Option<&'a str>, bool) {
             },
             "pointer_expression" => {
                 deref = true;
-                match n.child_by_field_name("argument") {
+                match n.field("argument") {
                     Some(a) => n = a,
                     None => return (None, deref),
                 }
@@ -1245,8 +1232,8 @@ fn target_root<'a>(mut n: Node, src: &'a str) -> (Option<&'a str>, bool) {
 fn local_function<'t>(cx: &Ctx<'_, 't>, name: &str) -> Option<Node<'t>> {
     let src = cx.src();
     cx.of_kind("function_definition").into_iter().find(|f| {
-        f.child_by_field_name("declarator")
-            .and_then(|d| d.child_by_field_name("declarator"))
+        f.field("declarator")
+            .and_then(|d| d.field("declarator"))
             .is_some_and(|n| c::text(n, src) == name)
     })
 }
@@ -1267,7 +1254,7 @@ fn local_function_is_pure(cx: &Ctx, name: &str, depth: usize) -> bool {
         .flat_map(|d| names_declared(d, src))
         .collect();
     c::descendants(f).into_iter().all(|n| match n.kind() {
-        "call_expression" => match n.child_by_field_name("function") {
+        "call_expression" => match n.field("function") {
             Some(g) if g.kind() == "identifier" => {
                 let gname = c::text(g, src);
                 pure_call(gname).is_ok() || local_function_is_pure(cx, gname, depth + 1)
@@ -1275,9 +1262,7 @@ fn local_function_is_pure(cx: &Ctx, name: &str, depth: usize) -> bool {
             _ => false,
         },
         "assignment_expression" | "update_expression" => {
-            let t = n
-                .child_by_field_name("left")
-                .or_else(|| n.child_by_field_name("argument"));
+            let t = n.field("left").or_else(|| n.field("argument"));
             t.is_some_and(|t| {
                 let (root, deref) = target_root(t, src);
                 !deref && root.is_some_and(|r| !globals.iter().any(|g| g == r))
@@ -1308,9 +1293,7 @@ fn on_full(
             if let Some(next) = st.get(i + 1) {
                 return match next.kind() {
                     "labeled_statement" => {
-                        let l = next
-                            .child_by_field_name("label")
-                            .ok_or("a label without a name")?;
+                        let l = next.field("label").ok_or("a label without a name")?;
                         Ok((format!("goto {};", c::text(l, src)), None))
                     }
                     "return_statement"
@@ -1347,12 +1330,9 @@ fn on_full(
                 };
             }
             if parent == body {
-                let ty = func
-                    .child_by_field_name("type")
-                    .map(|t| c::text(t, src))
-                    .unwrap_or("");
+                let ty = func.field("type").map(|t| c::text(t, src)).unwrap_or("");
                 let ptr = func
-                    .child_by_field_name("declarator")
+                    .field("declarator")
                     .is_some_and(|d| d.kind() == "pointer_declarator");
                 return if ty == "void" && !ptr {
                     Ok(("return;".into(), None))
@@ -1387,7 +1367,7 @@ fn free_label(src: &str, func: Node) -> Result<&'static str, String> {
     let used: Vec<&str> = c::descendants(func)
         .into_iter()
         .filter(|n| n.kind() == "labeled_statement")
-        .filter_map(|n| n.child_by_field_name("label").map(|l| c::text(l, src)))
+        .filter_map(|n| n.field("label").map(|l| c::text(l, src)))
         .collect();
     ["cleanup", "out", "done"]
         .into_iter()
@@ -1439,13 +1419,10 @@ fn exits(
                 edits.push(discard_before(src, n, discard, unit)?);
             }
             "goto_statement" => {
-                let label = n
-                    .child_by_field_name("label")
-                    .map(|l| c::text(l, src))
-                    .unwrap_or("");
+                let label = n.field("label").map(|l| c::text(l, src)).unwrap_or("");
                 let target = c::descendants(func).into_iter().find(|l| {
                     l.kind() == "labeled_statement"
-                        && l.child_by_field_name("label").map(|x| c::text(x, src)) == Some(label)
+                        && l.field("label").map(|x| c::text(x, src)) == Some(label)
                 });
                 if target.is_some_and(|t| t.start_byte() >= region.0 && t.start_byte() < region.1) {
                     return Err(
@@ -1544,10 +1521,8 @@ fn discard_before(src: &str, x: Node, discard: &str, unit: &str) -> Result<Edit,
 fn rewrite_use(m: Node, var: &str, src: &str) -> Result<Edit, String> {
     let p = m.parent().ok_or("a bare use")?;
     match p.kind() {
-        "field_expression" if p.child_by_field_name("argument") == Some(m) => {
-            let op = p
-                .child_by_field_name("operator")
-                .ok_or("a field without operator")?;
+        "field_expression" if p.field("argument") == Some(m) => {
+            let op = p.field("operator").ok_or("a field without operator")?;
             if c::text(op, src) != "." {
                 return Err(format!("`{}` uses the event as a pointer", c::text(p, src)));
             }
@@ -1558,16 +1533,9 @@ fn rewrite_use(m: Node, var: &str, src: &str) -> Result<Edit, String> {
                 rules::RESERVE_SUBMIT,
             ))
         }
-        "pointer_expression"
-            if p.child_by_field_name("operator").map(|o| c::text(o, src)) == Some("&") =>
-        {
-            Ok(Edit::replace(
-                p.start_byte(),
-                p.end_byte(),
-                var,
-                rules::RESERVE_SUBMIT,
-            ))
-        }
+        "pointer_expression" if p.field("operator").map(|o| c::text(o, src)) == Some("&") => Ok(
+            Edit::replace(p.start_byte(), p.end_byte(), var, rules::RESERVE_SUBMIT),
+        ),
         "sizeof_expression" => Ok(Edit::replace(
             m.start_byte(),
             m.end_byte(),

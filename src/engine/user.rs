@@ -7,6 +7,7 @@ use tree_sitter::Node;
 
 use super::{Analysis, Consumer, Ctx, Report};
 use crate::edit::Edit;
+use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
 use crate::report::Severity;
 use crate::rules;
@@ -93,11 +94,11 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
             continue;
         };
         if name == "perf_buffer__new" {
-            let f = call.child_by_field_name("function").unwrap();
+            let f = call.field("function").unwrap();
             st.explained.push((f.start_byte(), f.end_byte()));
             new_site(cx, &mut st, call, out);
         } else if NO_EQUIVALENT.contains(&name) {
-            let f = call.child_by_field_name("function").unwrap();
+            let f = call.field("function").unwrap();
             st.explained.push((f.start_byte(), f.end_byte()));
             cx.manual(
                 call.start_byte(),
@@ -128,10 +129,10 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         }
     }
     for n in cx.of_kind("struct_specifier") {
-        if n.child_by_field_name("body").is_some() {
+        if n.field("body").is_some() {
             continue;
         }
-        if let Some(name) = n.child_by_field_name("name")
+        if let Some(name) = n.field("name")
             && c::text(name, src) == "perf_buffer"
         {
             st.explained.push((name.start_byte(), name.end_byte()));
@@ -168,9 +169,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 .root()
                 .descendant_for_byte_range(s, e)
                 .and_then(|n| n.parent())
-                .is_some_and(|p| {
-                    p.kind() == "struct_specifier" && p.child_by_field_name("body").is_some()
-                });
+                .is_some_and(|p| p.kind() == "struct_specifier" && p.field("body").is_some());
         if (w.starts_with("perf_buffer_") || is_struct_tag)
             && !defines_struct
             && !st.explained.iter().any(|&(a, b)| s >= a && e <= b)
@@ -197,9 +196,9 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
     let is_zero = |n: Option<Node>| n.is_some_and(|n| c::strip_parens(c::text(n, src)) == "0");
     let sign_test = |n: Node| -> bool {
         n.kind() == "binary_expression"
-            && n.child_by_field_name("operator")
+            && n.field("operator")
                 .is_some_and(|o| matches!(c::text(o, src), "<" | ">="))
-            && is_zero(n.child_by_field_name("right"))
+            && is_zero(n.field("right"))
     };
     let Some(parent) = call.parent() else { return };
     match parent.kind() {
@@ -235,10 +234,8 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
     }
     // `v = perf_buffer__consume(pb);`: every read of v until it is set again tests its sign.
     let var = match parent.kind() {
-        "assignment_expression" => parent.child_by_field_name("left").map(|l| c::text(l, src)),
-        "init_declarator" => parent
-            .child_by_field_name("declarator")
-            .map(|d| c::text(d, src)),
+        "assignment_expression" => parent.field("left").map(|l| c::text(l, src)),
+        "init_declarator" => parent.field("declarator").map(|d| c::text(d, src)),
         _ => None,
     };
     let scope = c::ancestor(call, "function_definition");
@@ -253,11 +250,11 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
             }) {
                 let p = n.parent();
                 if p.is_some_and(|p| {
-                    p.kind() == "assignment_expression" && p.child_by_field_name("left") == Some(*n)
+                    p.kind() == "assignment_expression" && p.field("left") == Some(*n)
                 }) {
                     break;
                 }
-                if p.is_some_and(|p| sign_test(p) && p.child_by_field_name("left") == Some(*n)) {
+                if p.is_some_and(|p| sign_test(p) && p.field("left") == Some(*n)) {
                     continue;
                 }
                 // Inside `if (v < 0) ...` the value is an error code in both APIs.
@@ -266,10 +263,8 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
                     let mut found = false;
                     while let Some(x) = a {
                         if x.kind() == "if_statement"
-                            && let (Some(cond), Some(then)) = (
-                                x.child_by_field_name("condition"),
-                                x.child_by_field_name("consequence"),
-                            )
+                            && let (Some(cond), Some(then)) =
+                                (x.field("condition"), x.field("consequence"))
                             && c::strip_parens(c::text(cond, src)).replace(' ', "")
                                 == format!("{v}<0")
                             && n.start_byte() >= then.start_byte()
@@ -305,7 +300,7 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
 fn collect_bpf_sources(cx: &Ctx, out: &mut Analysis) {
     let src = cx.src();
     for n in cx.of_kind("preproc_include") {
-        if let Some(p) = n.child_by_field_name("path") {
+        if let Some(p) = n.field("path") {
             let path = c::text(p, src).trim_matches(['"', '<', '>']);
             let fname = path.rsplit('/').next().unwrap_or(path);
             if let Some(stem) = fname.strip_suffix(".skel.h") {
@@ -453,7 +448,7 @@ fn runtime_page_count(cx: &mut Ctx, call: Node, text: &str, span: (usize, usize)
                 n.children_by_field_name("declarator", &mut cursor)
                     .any(|d| {
                         let d = if d.kind() == "init_declarator" {
-                            d.child_by_field_name("declarator").unwrap_or(d)
+                            d.field("declarator").unwrap_or(d)
                         } else {
                             d
                         };
@@ -503,10 +498,11 @@ fn unused_page_defines(cx: &mut Ctx, st: &State) {
     names.sort();
     names.dedup();
     for name in names {
-        let Some(def) = cx.of_kind("preproc_def").into_iter().find(|d| {
-            d.child_by_field_name("name")
-                .is_some_and(|n| c::text(n, src) == name)
-        }) else {
+        let Some(def) = cx
+            .of_kind("preproc_def")
+            .into_iter()
+            .find(|d| d.field("name").is_some_and(|n| c::text(n, src) == name))
+        else {
             continue;
         };
         let used = cx.tokens().iter().any(|&(t, s, e)| {
@@ -555,9 +551,9 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
     let decl = scope_nodes.iter().copied().find(|n| {
         n.kind() == "declaration"
             && c::text(*n, src).contains("perf_buffer_opts")
-            && n.child_by_field_name("declarator").is_some_and(|d| {
+            && n.field("declarator").is_some_and(|d| {
                 let d = if d.kind() == "init_declarator" {
-                    d.child_by_field_name("declarator").unwrap_or(d)
+                    d.field("declarator").unwrap_or(d)
                 } else {
                     d
                 };
@@ -578,20 +574,17 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
     let mut spans = vec![(decl.start_byte(), decl.end_byte())];
     let mut deletions = vec![statement_span(src, decl)];
     let mut ok = true;
-    if let Some(init) = decl
-        .child_by_field_name("declarator")
-        .and_then(|d| d.child_by_field_name("value"))
-    {
+    if let Some(init) = decl.field("declarator").and_then(|d| d.field("value")) {
         let mut cursor = init.walk();
         for p in init.named_children(&mut cursor) {
             match p.kind() {
                 "initializer_pair" => {
                     let f = p
-                        .child_by_field_name("designator")
+                        .field("designator")
                         .map(|d| c::text(d, src).trim_start_matches('.').to_string())
                         .unwrap_or_default();
                     let v = p
-                        .child_by_field_name("value")
+                        .field("value")
                         .map(|v| c::text(v, src).to_string())
                         .unwrap_or_default();
                     fields.push((f, v));
@@ -627,14 +620,10 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
             .filter(|p| p.kind() == "field_expression")
             .and_then(|fe| {
                 let asg = fe.parent().filter(|a| {
-                    a.kind() == "assignment_expression" && a.child_by_field_name("left") == Some(fe)
+                    a.kind() == "assignment_expression" && a.field("left") == Some(fe)
                 })?;
-                let field = fe
-                    .child_by_field_name("field")
-                    .map(|f| c::text(f, src).to_string())?;
-                let value = asg
-                    .child_by_field_name("right")
-                    .map(|r| c::text(r, src).to_string())?;
+                let field = fe.field("field").map(|f| c::text(f, src).to_string())?;
+                let value = asg.field("right").map(|r| c::text(r, src).to_string())?;
                 Some((field, value))
             });
         let stmt_text = stmt
@@ -712,13 +701,11 @@ fn handle_of(call: Node, src: &str) -> Option<String> {
         p = p.parent()?;
     }
     match p.kind() {
-        "assignment_expression" => p
-            .child_by_field_name("left")
-            .map(|l| c::text(l, src).to_string()),
+        "assignment_expression" => p.field("left").map(|l| c::text(l, src).to_string()),
         "init_declarator" => {
-            let mut d = p.child_by_field_name("declarator")?;
+            let mut d = p.field("declarator")?;
             while d.kind() == "pointer_declarator" {
-                d = d.child_by_field_name("declarator")?;
+                d = d.field("declarator")?;
             }
             Some(c::text(d, src).to_string())
         }
@@ -781,7 +768,7 @@ fn add_errno_include(cx: &mut Ctx) {
     let anchor = includes
         .iter()
         .rfind(|n| {
-            n.child_by_field_name("path")
+            n.field("path")
                 .is_some_and(|p| p.kind() == "system_lib_string")
         })
         .or(includes.first());
@@ -843,16 +830,15 @@ fn resolve_map(cx: &Ctx, expr: &str, expr_at: usize, at: Node, depth: usize) -> 
         }
         let value = match n.kind() {
             "init_declarator"
-                if n.child_by_field_name("declarator")
+                if n.field("declarator")
                     .is_some_and(|d| strip_ptr(d, src) == inner) =>
             {
-                n.child_by_field_name("value")
+                n.field("value")
             }
             "assignment_expression"
-                if n.child_by_field_name("left")
-                    .is_some_and(|l| c::text(l, src) == inner) =>
+                if n.field("left").is_some_and(|l| c::text(l, src) == inner) =>
             {
-                n.child_by_field_name("right")
+                n.field("right")
             }
             _ => None,
         };
@@ -868,7 +854,7 @@ fn resolve_map(cx: &Ctx, expr: &str, expr_at: usize, at: Node, depth: usize) -> 
     }
     // A parameter: every call of the function in this file must pass the same map.
     let func = func?;
-    let decl = func.child_by_field_name("declarator")?;
+    let decl = func.field("declarator")?;
     let fdecl = if decl.kind() == "function_declarator" {
         decl
     } else {
@@ -876,14 +862,14 @@ fn resolve_map(cx: &Ctx, expr: &str, expr_at: usize, at: Node, depth: usize) -> 
             .into_iter()
             .find(|n| n.kind() == "function_declarator")?
     };
-    let fname = c::text(fdecl.child_by_field_name("declarator")?, src);
-    let params = fdecl.child_by_field_name("parameters")?;
+    let fname = c::text(fdecl.field("declarator")?, src);
+    let params = fdecl.field("parameters")?;
     let mut cursor = params.walk();
     let idx = params
         .named_children(&mut cursor)
         .filter(|p| p.kind() == "parameter_declaration")
         .position(|p| {
-            p.child_by_field_name("declarator")
+            p.field("declarator")
                 .is_some_and(|d| strip_ptr(d, src) == inner)
         })?;
     let mut found: Option<Resolved> = None;
@@ -932,12 +918,12 @@ fn resolve_field(cx: &Ctx, path: &str, span: (usize, usize), depth: usize) -> Op
     }
     let mut found: Option<Resolved> = None;
     for n in cx.of_kind("assignment_expression").iter() {
-        if n.child_by_field_name("left")
+        if n.field("left")
             .is_none_or(|l| squash(c::text(l, src)) != want)
         {
             continue;
         }
-        let v = n.child_by_field_name("right")?;
+        let v = n.field("right")?;
         let (m, spans) = resolve_map(cx, c::text(v, src), v.start_byte(), v, depth + 1)?;
         found = Some(agree(found, m, spans)?);
     }
@@ -949,7 +935,7 @@ fn resolve_field(cx: &Ctx, path: &str, span: (usize, usize), depth: usize) -> Op
 
 fn strip_ptr<'a>(mut d: Node, src: &'a str) -> &'a str {
     while d.kind() == "pointer_declarator" {
-        match d.child_by_field_name("declarator") {
+        match d.field("declarator") {
             Some(x) => d = x,
             None => break,
         }
@@ -1017,11 +1003,8 @@ fn eval_int(cx: &Ctx, expr: &str, depth: usize) -> Option<u64> {
     let src = cx.src();
     cx.of_kind("preproc_def")
         .into_iter()
-        .find(|d| {
-            d.child_by_field_name("name")
-                .is_some_and(|n| c::text(n, src) == e)
-        })
-        .and_then(|d| d.child_by_field_name("value"))
+        .find(|d| d.field("name").is_some_and(|n| c::text(n, src) == e))
+        .and_then(|d| d.field("value"))
         .and_then(|v| eval_int(cx, c::text(v, src), depth + 1))
 }
 
@@ -1030,13 +1013,13 @@ fn functions_named<'t>(cx: &Ctx<'_, 't>, name: &str) -> Vec<(Node<'t>, Node<'t>)
     let src = cx.src();
     let mut out = Vec::new();
     for n in cx.of_kinds(&["function_definition", "declaration"]) {
-        let Some(d) = n.child_by_field_name("declarator") else {
+        let Some(d) = n.field("declarator") else {
             continue;
         };
         if d.kind() != "function_declarator" {
             continue;
         }
-        if d.child_by_field_name("declarator")
+        if d.field("declarator")
             .is_some_and(|i| c::text(i, src) == name)
         {
             out.push((n, d));
@@ -1060,11 +1043,11 @@ fn other_uses<'t>(cx: &Ctx<'_, 't>, name: &str, allowed: &[(usize, usize)]) -> V
 }
 
 fn param_name<'a>(p: Node, src: &'a str) -> Option<&'a str> {
-    let mut d = p.child_by_field_name("declarator")?;
+    let mut d = p.field("declarator")?;
     loop {
         match d.kind() {
             "identifier" => return Some(c::text(d, src)),
-            "pointer_declarator" | "array_declarator" => d = d.child_by_field_name("declarator")?,
+            "pointer_declarator" | "array_declarator" => d = d.field("declarator")?,
             _ => return None,
         }
     }
@@ -1095,7 +1078,7 @@ fn sample_callback(
     };
     let mut allowed: Vec<(usize, usize)> = creation.to_vec();
     for (_, d) in &fns {
-        let i = d.child_by_field_name("declarator").unwrap();
+        let i = d.field("declarator").unwrap();
         allowed.push((i.start_byte(), i.end_byte()));
     }
     if let Some(u) = other_uses(cx, name, &allowed).first() {
@@ -1108,7 +1091,7 @@ fn sample_callback(
         return;
     }
     for &(node, fdecl) in &fns {
-        let Some(ty) = node.child_by_field_name("type") else {
+        let Some(ty) = node.field("type") else {
             continue;
         };
         if c::text(ty, src) != "void" {
@@ -1120,7 +1103,7 @@ fn sample_callback(
             );
             return;
         }
-        let params = fdecl.child_by_field_name("parameters").unwrap();
+        let params = fdecl.field("parameters").unwrap();
         let mut cursor = params.walk();
         let ps: Vec<Node> = params
             .named_children(&mut cursor)
@@ -1136,7 +1119,7 @@ fn sample_callback(
             return;
         }
         let size_ty = ps[3]
-            .child_by_field_name("type")
+            .field("type")
             .map(|t| c::text(t, src))
             .unwrap_or("__u32");
         let size_name = param_name(ps[3], src);
@@ -1151,7 +1134,7 @@ fn sample_callback(
         });
         let size_ty = size_ty.to_string();
         if node.kind() == "function_definition" {
-            let body = node.child_by_field_name("body").unwrap();
+            let body = node.field("body").unwrap();
             if !callback_body(cx, name, body, cpu_name, size_name, &size_ty) {
                 return;
             }
@@ -1322,7 +1305,7 @@ fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, u
         .map(|x| x.0);
     let mut allowed: Vec<(usize, usize)> = creation.to_vec();
     for (_, d) in &fns {
-        let i = d.child_by_field_name("declarator").unwrap();
+        let i = d.field("declarator").unwrap();
         allowed.push((i.start_byte(), i.end_byte()));
     }
     let is_static = def.is_some_and(|d| {
@@ -1349,7 +1332,7 @@ fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, u
         cx.edits.push(Edit::delete(s, e, rules::LOST_CALLBACK));
     }
     // File-scope statics that only the callback used would now be unused.
-    let body = def.child_by_field_name("body").unwrap();
+    let body = def.field("body").unwrap();
     let used: HashSet<&str> = cx
         .of_kind("identifier")
         .iter()
@@ -1367,12 +1350,12 @@ fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, u
         if item.kind() != "declaration" || !c::text(item, src).trim_start().starts_with("static") {
             continue;
         }
-        let Some(d) = item.child_by_field_name("declarator") else {
+        let Some(d) = item.field("declarator") else {
             continue;
         };
         let var = strip_ptr(
             if d.kind() == "init_declarator" {
-                d.child_by_field_name("declarator").unwrap_or(d)
+                d.field("declarator").unwrap_or(d)
             } else {
                 d
             },

@@ -9,6 +9,7 @@ use std::ops::Range;
 
 use tree_sitter::{Node, Parser, Tree};
 
+use super::NodeExt;
 use crate::edit::Span;
 
 /// A token of C source text, as far as masking and trigger accounting need.
@@ -428,9 +429,9 @@ fn ts_ranges(text: &str, ranges: &[Range<usize>]) -> Vec<tree_sitter::Range> {
 }
 
 fn point_at(text: &str, off: usize) -> tree_sitter::Point {
-    let before = &text[..off];
-    let row = before.matches('\n').count();
-    let col = off - before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let before = &text.as_bytes()[..off];
+    let row = memchr::memchr_iter(b'\n', before).count();
+    let col = off - memchr::memrchr(b'\n', before).map_or(0, |i| i + 1);
     tree_sitter::Point { row, column: col }
 }
 
@@ -469,7 +470,7 @@ pub fn of_kind<'t>(all: &[Node<'t>], kind: &str) -> Vec<Node<'t>> {
     let Some(first) = all.first() else {
         return Vec::new();
     };
-    let id = first.language().id_for_node_kind(kind, true);
+    let id = super::kind_id(&first.language(), kind);
     all.iter().copied().filter(|n| n.kind_id() == id).collect()
 }
 
@@ -487,14 +488,14 @@ pub fn ancestor<'t>(node: Node<'t>, kind: &str) -> Option<Node<'t>> {
 
 /// The name of the function a call expression calls, when it is a plain identifier.
 pub fn call_name<'a>(call: Node, src: &'a str) -> Option<&'a str> {
-    let f = call.child_by_field_name("function")?;
+    let f = call.field("function")?;
     (f.kind() == "identifier").then(|| text(f, src))
 }
 
 /// The byte ranges of a call's arguments: the text between the parentheses and commas,
 /// trimmed (comments travel with the argument they stand beside).
 pub fn arg_spans(call: Node, src: &str) -> Vec<(usize, usize)> {
-    let Some(args) = call.child_by_field_name("arguments") else {
+    let Some(args) = call.field("arguments") else {
         return Vec::new();
     };
     let mut seps = Vec::new();
@@ -684,7 +685,7 @@ pub fn is_declared_name(root: Node, start: usize, end: usize) -> bool {
     if matches!(
         p.kind(),
         "enumerator" | "preproc_def" | "preproc_function_def"
-    ) && p.child_by_field_name("name") == Some(n)
+    ) && p.field("name") == Some(n)
     {
         return true;
     }
@@ -695,8 +696,7 @@ pub fn is_declared_name(root: Node, start: usize, end: usize) -> bool {
             | "parenthesized_declarator"
             | "array_declarator"
             | "init_declarator"
-                if p.child_by_field_name("declarator") == Some(n)
-                    || p.kind() == "parenthesized_declarator" =>
+                if p.field("declarator") == Some(n) || p.kind() == "parenthesized_declarator" =>
             {
                 n = p
             }

@@ -2,7 +2,10 @@
 pub mod c;
 pub mod python;
 
-use tree_sitter::{InputEdit, Point, Tree};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use tree_sitter::{InputEdit, Language, Node, Point, Tree};
 
 use crate::edit::Span;
 
@@ -46,5 +49,113 @@ pub fn edit_tree(tree: &mut Tree, old: &str, new: &str, spans: &[Span]) {
     // From the last: each edit's old offsets are still offsets of the tree as edited so far.
     for e in edits.iter().rev() {
         tree.edit(e);
+    }
+}
+
+/// Kind and field ids of a grammar by name. Tree-sitter finds an id by comparing the name
+/// with every name of the grammar, at each `child_by_field_name` and `id_for_node_kind`;
+/// the analyses ask thousands of times per file.
+struct Names {
+    kinds: HashMap<String, u16>,
+    fields: HashMap<String, u16>,
+}
+
+impl Names {
+    fn of(lang: &Language) -> Names {
+        let kinds = (0..lang.node_kind_count())
+            .filter_map(|id| u16::try_from(id).ok())
+            .filter_map(|id| lang.node_kind_for_id(id))
+            .map(|k| (k.to_string(), lang.id_for_node_kind(k, true)))
+            .collect();
+        let fields = (1..=lang.field_count())
+            .filter_map(|id| u16::try_from(id).ok())
+            .filter_map(|id| Some((lang.field_name_for_id(id)?.to_string(), id)))
+            .collect();
+        Names { kinds, fields }
+    }
+}
+
+/// The names of the grammar `lang` (C or Python; another grammar is looked up by tree-sitter).
+fn names(lang: &Language) -> Option<&'static Names> {
+    static C: LazyLock<(Language, Names)> = LazyLock::new(|| {
+        let l: Language = tree_sitter_c::LANGUAGE.into();
+        let n = Names::of(&l);
+        (l, n)
+    });
+    static PYTHON: LazyLock<(Language, Names)> = LazyLock::new(|| {
+        let l: Language = tree_sitter_python::LANGUAGE.into();
+        let n = Names::of(&l);
+        (l, n)
+    });
+    [&*C, &*PYTHON]
+        .into_iter()
+        .find(|(l, _)| l == lang)
+        .map(|(_, n)| n)
+}
+
+/// The id of the named node kind `kind` in `lang`, as `Language::id_for_node_kind(kind, true)`.
+pub fn kind_id(lang: &Language, kind: &str) -> u16 {
+    match names(lang) {
+        Some(n) => n.kinds.get(kind).copied().unwrap_or(0),
+        None => lang.id_for_node_kind(kind, true),
+    }
+}
+
+/// `child_by_field_name` with the field's id looked up once per grammar.
+pub trait NodeExt<'t> {
+    fn field(&self, name: &str) -> Option<Node<'t>>;
+}
+
+impl<'t> NodeExt<'t> for Node<'t> {
+    fn field(&self, name: &str) -> Option<Node<'t>> {
+        match names(&self.language()) {
+            Some(n) => self.child_by_field_id(*n.fields.get(name)?),
+            None => self.child_by_field_name(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cached ids are the ones tree-sitter gives, for every name of both grammars, and
+    /// `field` finds what `child_by_field_name` finds on every node of a real file.
+    #[test]
+    fn cached_ids_match_tree_sitter() {
+        for lang in [
+            Language::from(tree_sitter_c::LANGUAGE),
+            Language::from(tree_sitter_python::LANGUAGE),
+        ] {
+            for id in 0..lang.node_kind_count() as u16 {
+                let kind = lang.node_kind_for_id(id).unwrap();
+                assert_eq!(
+                    kind_id(&lang, kind),
+                    lang.id_for_node_kind(kind, true),
+                    "{kind}"
+                );
+            }
+            assert_eq!(kind_id(&lang, "no_such_kind"), 0);
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let c_text = std::fs::read_to_string(root.join("execsnoop/input/execsnoop.c")).unwrap();
+        let py_text =
+            std::fs::read_to_string(root.join("bcc_tcpconnect/input/tcpconnect.py")).unwrap();
+        let trees = [
+            c::parse(&c_text, None).unwrap().tree,
+            python::parse(&py_text).unwrap(),
+        ];
+        for tree in &trees {
+            let lang = tree.language();
+            let names: Vec<&str> = (1..=lang.field_count() as u16)
+                .filter_map(|id| lang.field_name_for_id(id))
+                .chain(["no_such_field"])
+                .collect();
+            for n in c::descendants(tree.root_node()) {
+                for name in &names {
+                    assert_eq!(n.field(name), n.child_by_field_name(name), "{name}");
+                }
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::engine::{self, Options};
+use crate::lang::NodeExt;
 use compare::{MapReport, Verdict, compare_map, decode_hex};
 
 #[derive(Clone)]
@@ -710,13 +711,12 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
         } else {
             match call.parent() {
                 Some(p) if p.kind() == "init_declarator" => p
-                    .child_by_field_name("declarator")
+                    .field("declarator")
                     .map(|d| c::text(d, &src).trim_start_matches('*').trim())
                     .unwrap_or(""),
-                Some(p) if p.kind() == "assignment_expression" => p
-                    .child_by_field_name("left")
-                    .map(|d| c::text(d, &src))
-                    .unwrap_or(""),
+                Some(p) if p.kind() == "assignment_expression" => {
+                    p.field("left").map(|d| c::text(d, &src)).unwrap_or("")
+                }
                 _ => "",
             }
         };
@@ -731,7 +731,7 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
                 && n.start_byte() >= func.start_byte()
                 && n.end_byte() <= func.end_byte()
         }) {
-            let Some(ty) = d.child_by_field_name("type") else {
+            let Some(ty) = d.field("type") else {
                 continue;
             };
             if ty.kind() != "struct_specifier" {
@@ -752,7 +752,7 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
                     name == data
                 });
             if declares
-                && let Some(n) = ty.child_by_field_name("name")
+                && let Some(n) = ty.field("name")
                 && !found.iter().any(|f| f == c::text(n, &src))
             {
                 found.push(c::text(n, &src).to_string());
