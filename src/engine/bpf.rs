@@ -459,7 +459,7 @@ fn output_call<'t>(
     let src = cx.src();
     let args = c::arg_spans(call, src);
     let argt = |i: usize| &src[args[i].0..args[i].1];
-    if c::has_error_in(cx.root(), call.start_byte(), call.end_byte()) {
+    if cx.has_error_in(call.start_byte(), call.end_byte()) {
         cx.manual(
             call.start_byte(),
             rules::UNSUPPORTED_FORM,

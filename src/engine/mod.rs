@@ -167,6 +167,8 @@ pub struct Ctx<'a, 't> {
     pub nodes: &'a [Node<'t>],
     /// Nodes by kind id: analysis asks for one kind at a time, many times over.
     by_kind: Vec<Vec<Node<'t>>>,
+    /// Spans of ERROR and MISSING nodes.
+    errors: Vec<(usize, usize)>,
     toks: &'a [(Tok, usize, usize)],
     pub opts: &'a Options,
     pub edits: Vec<Edit>,
@@ -192,6 +194,7 @@ impl<'a, 't> Ctx<'a, 't> {
             tree,
             nodes,
             by_kind,
+            errors: c::error_spans(nodes),
             toks,
             opts,
             edits: Vec::new(),
@@ -230,6 +233,11 @@ impl<'a, 't> Ctx<'a, 't> {
         let mut out: Vec<Node<'t>> = kinds.iter().flat_map(|k| self.of_kind(k)).collect();
         out.sort_by_key(|n| (n.start_byte(), std::cmp::Reverse(n.end_byte())));
         out
+    }
+
+    /// Whether the code in `start..end` holds a parse error.
+    pub fn has_error_in(&self, start: usize, end: usize) -> bool {
+        c::has_error_in(&self.errors, start, end)
     }
 
     pub fn root(&self) -> Node<'t> {
@@ -463,7 +471,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
     };
     let nodes = c::descendants(parsed.tree.root_node());
     // A trigger inside code that does not parse cannot be migrated, nor left silently.
-    let errors = c::error_nodes(parsed.tree.root_node());
+    let errors = c::error_spans(&nodes);
     a.errors_before = errors.len();
     if let Some(&(_, s, e)) = toks.iter().find(|&&(t, s, e)| {
         t == Tok::Ident

@@ -60,7 +60,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     };
     let nodes = descendants(tree.root_node());
     let src = &file.text;
-    a.errors_before = c::error_nodes(tree.root_node()).len();
+    a.errors_before = c::error_spans(&nodes).len();
 
     // The C in string literals: each string that holds BCC triggers is parsed on its own.
     for s in of_kind(&nodes, "string") {
@@ -79,7 +79,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
         };
         let cnodes = descendants(parsed.tree.root_node());
         let toks: Vec<_> = ranges.iter().flat_map(|r| c::lex(src, r.clone())).collect();
-        let errors = c::error_nodes(parsed.tree.root_node());
+        let errors = c::error_spans(&cnodes);
         if let Some(&(_, ts, te)) = toks.iter().find(|&&(t, s, e)| {
             t == c::Tok::Ident
                 && bcc::has_trigger(&src[s..e])

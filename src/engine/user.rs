@@ -333,7 +333,7 @@ fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analysis) {
     let args = c::arg_spans(call, src);
     let argt = |i: usize| &src[args[i].0..args[i].1];
     let at = call.start_byte();
-    if c::has_error_in(cx.root(), call.start_byte(), call.end_byte()) {
+    if cx.has_error_in(call.start_byte(), call.end_byte()) {
         cx.manual(
             at,
             rules::UNSUPPORTED_FORM,

@@ -712,9 +712,9 @@ pub fn is_declared_name(root: Node, start: usize, end: usize) -> bool {
     false
 }
 
-/// Whether any ERROR or MISSING node lies inside `start..end`.
-pub fn has_error_in(root: Node, start: usize, end: usize) -> bool {
-    error_nodes(root)
+/// Whether any ERROR or MISSING node of `errors` (`error_spans`) lies inside `start..end`.
+pub fn has_error_in(errors: &[(usize, usize)], start: usize, end: usize) -> bool {
+    errors
         .iter()
         .any(|&(s, e)| s < end.max(start + 1) && e > start)
 }
@@ -724,8 +724,16 @@ pub fn error_nodes(root: Node) -> Vec<(usize, usize)> {
     if !root.has_error() {
         return Vec::new();
     }
-    descendants(root)
-        .into_iter()
+    error_spans(&descendants(root))
+}
+
+/// `error_nodes` of the tree whose nodes (`descendants`, the root first) are already listed.
+pub fn error_spans(nodes: &[Node]) -> Vec<(usize, usize)> {
+    if !nodes.first().is_some_and(|root| root.has_error()) {
+        return Vec::new();
+    }
+    nodes
+        .iter()
         .filter(|n| n.is_error() || n.is_missing())
         .map(|n| (n.start_byte(), n.end_byte()))
         .collect()
