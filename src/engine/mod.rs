@@ -1266,6 +1266,11 @@ pub fn check_ahead(file: &SourceFile, a: &Analysis, parsed: Parsed) -> Option<us
         e.text = bcc::stand_in_pages(&e.text);
     }
     edit::normalize(&mut edits).ok()?;
+    if let Parsed::Python(tree) = parsed
+        && crate::lang::python::edits_keep_structure(tree, &file.text, &edits)
+    {
+        return Some(a.errors_before);
+    }
     let (new_text, spans) = edit::apply_spans(&file.text, &edits, file.crlf);
     reparse_errors(parsed, file, &new_text, &spans)
 }

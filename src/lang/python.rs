@@ -29,3 +29,85 @@ fn with_parser<R>(f: impl FnOnce(&mut Parser) -> R) -> R {
     }
     PARSER.with_borrow_mut(f)
 }
+
+/// Whether `edits` (normalized) leave the Python token structure of `src` as it is, so that
+/// its tree, and its parse errors, stay the same without a re-parse. True when each edit is
+/// either a change inside one string's content that cannot end the string, escape, or open
+/// an f-string field (no quote, backslash or brace; no line break in a one-line string), or
+/// one identifier replaced by another that is no keyword. Anything else needs the parser.
+pub fn edits_keep_structure(tree: &Tree, src: &str, edits: &[crate::edit::Edit]) -> bool {
+    // Keywords, soft keywords and the Python 2 statements tree-sitter-python knows.
+    const KEYWORDS: &[&str] = &[
+        "False", "None", "True", "and", "as", "assert", "async", "await", "break", "case", "class",
+        "continue", "def", "del", "elif", "else", "except", "exec", "finally", "for", "from",
+        "global", "if", "import", "in", "is", "lambda", "match", "nonlocal", "not", "or", "pass",
+        "print", "raise", "return", "try", "type", "while", "with", "yield",
+    ];
+    let root = tree.root_node();
+    edits.iter().all(|e| {
+        let Some(n) = root.descendant_for_byte_range(e.start, e.end) else {
+            return false;
+        };
+        let old = &src[e.start..e.end];
+        let ident = |t: &str| {
+            t.starts_with(|c: char| c == '_' || c.is_ascii_alphabetic())
+                && t.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
+                && !KEYWORDS.contains(&t)
+        };
+        if n.kind() == "identifier" && (n.start_byte(), n.end_byte()) == (e.start, e.end) {
+            return ident(old) && ident(&e.text);
+        }
+        if n.kind() != "string_content" {
+            return false;
+        }
+        let Some(start) = n.parent().and_then(|s| s.child(0)) else {
+            return false;
+        };
+        let opener = &src[start.start_byte()..start.end_byte()];
+        let triple = opener.ends_with("\"\"\"") || opener.ends_with("'''");
+        let fstring = opener.contains(['f', 'F']);
+        let unsafe_in_string = |t: &str| {
+            t.contains(['"', '\'', '\\'])
+                || (!triple && t.contains(['\n', '\r']))
+                || (fstring && t.contains(['{', '}']))
+        };
+        !unsafe_in_string(old) && !unsafe_in_string(&e.text)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edit::Edit;
+
+    #[test]
+    fn edits_that_keep_the_token_structure() {
+        let src = "b = BPF(text=\"\"\"\nBPF_PERF_OUTPUT(events);\n\"\"\")\nmsg = 'perf buffer'\nf = f\"{n} perf buffer\"\nb[\"events\"].open_perf_buffer(cb)\n";
+        let tree = parse(src).unwrap();
+        let at = |s: &str| src.find(s).unwrap();
+        let keeps = |start: usize, end: usize, text: &str| {
+            edits_keep_structure(&tree, src, &[Edit::replace(start, end, text, "test")])
+        };
+        let c = at("BPF_PERF_OUTPUT(events);");
+        assert!(keeps(c, c + 24, "BPF_RINGBUF_OUTPUT(events, 8);\n{ }"));
+        let m = at("open_perf_buffer");
+        assert!(keeps(m, m + 16, "open_ring_buffer"));
+        // A keyword, a quote, a line break in a one-line string, a brace in an f-string,
+        // or anything that is not one identifier or inside one string: the parser decides.
+        assert!(!keeps(m, m + 16, "lambda"));
+        assert!(!keeps(c, c + 24, "BPF_RINGBUF_OUTPUT(events, \"8\");"));
+        let p = at("perf buffer'");
+        assert!(!keeps(p, p + 11, "ring\\nbuffer"));
+        assert!(!keeps(p, p + 11, "ring\nbuffer"));
+        assert!(keeps(p, p + 11, "ring buffer"));
+        let f = at("perf buffer\"");
+        assert!(!keeps(f, f + 11, "{ring} buffer"));
+        assert!(!keeps(m - 1, m + 16, ".open_ring_buffer"));
+        // After a kept edit, a re-parse of the new text finds the same tree.
+        let new = format!("{}open_ring_buffer{}", &src[..m], &src[m + 16..]);
+        assert_eq!(
+            parse(&new).unwrap().root_node().to_sexp(),
+            tree.root_node().to_sexp()
+        );
+    }
+}
