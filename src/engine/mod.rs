@@ -426,8 +426,9 @@ pub fn worth_analysing(path: &Path, text: &str) -> bool {
             && !c_needs_parse_around_triggers(text))
 }
 
-/// Analyses one C file that `worth_analysing` kept.
-fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
+/// Analyses one C file that `worth_analysing` kept; its parse comes back when `check_ahead`
+/// may want it.
+fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     let mut a = Analysis::default();
     let bom = if file.text.starts_with('\u{feff}') {
         3
@@ -452,13 +453,13 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
             )
             .help("close the comment; the file is left untouched"),
         );
-        return a;
+        return (a, None);
     }
     if !c_needs_parse(&file.text, &toks) {
-        return a;
+        return (a, None);
     }
     if let Some(deep) = too_deep(file) {
-        return deep;
+        return (deep, None);
     }
     let parsed = c::parse_auto_lexed(&file.text, range[0].clone(), &toks);
     let Some(parsed) = parsed else {
@@ -467,7 +468,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
             rules::PARSE_ERROR,
             "the C parser gave up on this file",
         ));
-        return a;
+        return (a, None);
     };
     let nodes = c::descendants(parsed.tree.root_node());
     // A trigger inside code that does not parse cannot be migrated, nor left silently.
@@ -491,7 +492,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
             )
             .help("check for unbalanced braces or parentheses, or macros that hide C syntax"),
         );
-        return a;
+        return (a, None);
     }
     let mut cx = Ctx::new(file, &parsed.tree, &nodes, &toks, opts);
     bpf::analyze(&mut cx, &mut a);
@@ -510,10 +511,12 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> Analysis {
             );
         }
     }
-    a.edits = cx.edits;
-    a.diags.extend(cx.diags);
-    a.errors_ahead = check_ahead(file, &a, Parsed::C(&parsed));
-    a
+    let Ctx { edits, diags, .. } = cx;
+    a.edits = edits;
+    a.diags.extend(diags);
+    drop(nodes);
+    let kept = wants_check_ahead(&a).then_some(Kept::C(parsed));
+    (a, kept)
 }
 
 /// The result of a run: every file's new text (where it changed) and every diagnostic.
@@ -695,8 +698,43 @@ fn nesting(text: &str) -> usize {
 
 /// Analyses one file of any kind bpf-migrate reads.
 pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
+    let (mut a, kept) = analyze_keeping(file, opts);
+    if let Some(k) = kept {
+        a.errors_ahead = check_ahead(file, &a, k.parsed());
+    }
+    a
+}
+
+/// A file's parse, kept past its analysis for `check_ahead`.
+pub enum Kept {
+    C(c::CParse),
+    Python(tree_sitter::Tree),
+}
+
+impl Kept {
+    fn parsed(&self) -> Parsed<'_> {
+        match self {
+            Kept::C(p) => Parsed::C(p),
+            Kept::Python(t) => Parsed::Python(t),
+        }
+    }
+}
+
+/// Whether `check_ahead` is worth its re-parse: the file has edits and needs no manual work
+/// (a program with manual work keeps none of its edits).
+pub fn wants_check_ahead(a: &Analysis) -> bool {
+    !a.edits.is_empty()
+        && !a
+            .diags
+            .iter()
+            .any(|d| matches!(d.severity, Severity::Manual | Severity::Error))
+}
+
+/// `analyze` without `check_ahead`: the parse comes back with the analysis when the check
+/// may be wanted, for the caller to make or skip.
+pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     if !worth_analysing(&file.path, &file.text) {
-        return Analysis::default();
+        return (Analysis::default(), None);
     }
     if file.text.len() > MAX_PARSED_BYTES {
         let mut a = Analysis::default();
@@ -709,15 +747,18 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
                 MAX_PARSED_BYTES >> 20
             ),
         ));
-        return a;
+        return (a, None);
     }
     if is_python(&file.path) {
-        too_deep(file).unwrap_or_else(|| python::analyze(file, opts))
+        match too_deep(file) {
+            Some(a) => (a, None),
+            None => python::analyze(file, opts),
+        }
     } else if is_rust(&file.path) {
         if !rust::names_perf_buffer_in_code(&file.text) {
-            return Analysis::default();
+            return (Analysis::default(), None);
         }
-        too_deep(file).unwrap_or_else(|| rust::analyze(file))
+        (too_deep(file).unwrap_or_else(|| rust::analyze(file)), None)
     } else {
         // After its cheaper gates: most C files with a trigger word are not parsed.
         analyze_c(file, opts)
@@ -749,14 +790,50 @@ pub fn migrate_with_progress(
     tick: &(dyn Fn() + Sync),
 ) -> Outcome {
     use rayon::prelude::*;
-    let mut analyses: Vec<Analysis> = files
+    // Files that share a directory and a name up to the first dot (x.c, x.bpf.c, x.h, x.py)
+    // are analysed together, so that the parse-error counts ahead are skipped for a program
+    // one of whose files needs manual work: none of its edits will be kept. Only a skip
+    // depends on the guess; a program that is linked otherwise is counted in full later.
+    let mut groups: HashMap<(&Path, &str), Vec<usize>> = HashMap::new();
+    for (i, f) in files.iter().enumerate() {
+        let name = f.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let stem = name.split('.').next().unwrap_or(name);
+        groups
+            .entry((f.path.parent().unwrap_or(Path::new("")), stem))
+            .or_default()
+            .push(i);
+    }
+    let groups: Vec<Vec<usize>> = groups.into_values().collect();
+    let done: Vec<Vec<(usize, Analysis)>> = groups
         .par_iter()
-        .map(|f| {
-            let a = analyze(f, opts);
-            tick();
-            a
+        .map(|members| {
+            let mut results: Vec<(usize, Analysis, Option<Kept>)> = members
+                .iter()
+                .map(|&i| {
+                    let (a, kept) = analyze_keeping(&files[i], opts);
+                    tick();
+                    (i, a, kept)
+                })
+                .collect();
+            let refused = results.iter().any(|(_, a, _)| {
+                a.diags
+                    .iter()
+                    .any(|d| matches!(d.severity, Severity::Manual | Severity::Error))
+            });
+            for (i, a, kept) in &mut results {
+                if let Some(k) = kept.take()
+                    && !refused
+                {
+                    a.errors_ahead = check_ahead(&files[*i], a, k.parsed());
+                }
+            }
+            results.into_iter().map(|(i, a, _)| (i, a)).collect()
         })
         .collect();
+    let mut analyses: Vec<Analysis> = (0..files.len()).map(|_| Analysis::default()).collect();
+    for (i, a) in done.into_iter().flatten() {
+        analyses[i] = a;
+    }
     link_and_apply(files, &mut analyses, opts)
 }
 
@@ -1254,11 +1331,7 @@ pub enum Parsed<'a> {
 /// of their text, too big to keep until linking. Not done for a file that needs manual work:
 /// its program keeps none of its edits.
 pub fn check_ahead(file: &SourceFile, a: &Analysis, parsed: Parsed) -> Option<usize> {
-    let refused = a
-        .diags
-        .iter()
-        .any(|d| matches!(d.severity, Severity::Manual | Severity::Error));
-    if a.edits.is_empty() || refused {
+    if !wants_check_ahead(a) {
         return None;
     }
     let mut edits = a.edits.clone();

@@ -48,7 +48,8 @@ impl<'a, 't> Py<'a, 't> {
     }
 }
 
-pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
+/// Analyses a BCC tool; its parse comes back when `check_ahead` may want it.
+pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Kept>) {
     let mut a = Analysis::default();
     let Some(tree) = parse(&file.text) else {
         a.diags.push(Diagnostic::file_error(
@@ -56,7 +57,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
             rules::PARSE_ERROR,
             "the Python parser gave up on this file",
         ));
-        return a;
+        return (a, None);
     };
     let nodes = descendants(tree.root_node());
     let src = &file.text;
@@ -163,8 +164,9 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     }
     a.edits.extend(py.edits);
     a.diags.extend(py.diags);
-    a.errors_ahead = super::check_ahead(file, &a, super::Parsed::Python(&tree));
-    a
+    drop(nodes);
+    let kept = super::wants_check_ahead(&a).then_some(super::Kept::Python(tree));
+    (a, kept)
 }
 
 /// `BPF(src_file="x.c")`, `BPF(src_file=os.path.join(os.path.dirname(__file__), "x.c"))`:
