@@ -2,6 +2,7 @@
 pub mod c;
 pub mod python;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -52,53 +53,41 @@ pub fn edit_tree(tree: &mut Tree, old: &str, new: &str, spans: &[Span]) {
     }
 }
 
-/// Kind and field ids of a grammar by name. Tree-sitter finds an id by comparing the name
-/// with every name of the grammar, at each `child_by_field_name` and `id_for_node_kind`;
-/// the analyses ask thousands of times per file.
-struct Names {
-    kinds: HashMap<String, u16>,
-    fields: HashMap<String, u16>,
-}
-
-impl Names {
-    fn of(lang: &Language) -> Names {
-        let kinds = (0..lang.node_kind_count())
-            .filter_map(|id| u16::try_from(id).ok())
-            .filter_map(|id| lang.node_kind_for_id(id))
-            .map(|k| (k.to_string(), lang.id_for_node_kind(k, true)))
-            .collect();
-        let fields = (1..=lang.field_count())
-            .filter_map(|id| u16::try_from(id).ok())
-            .filter_map(|id| Some((lang.field_name_for_id(id)?.to_string(), id)))
-            .collect();
-        Names { kinds, fields }
+/// Kind and field ids by name, found once per thread and grammar (C and Python) and kept:
+/// tree-sitter finds an id by comparing the name with every name of the grammar, at each
+/// `child_by_field_name` and `id_for_node_kind`, and the analyses ask thousands of times per
+/// file. Only the names asked for are looked up, so a run over one small file pays nothing.
+fn cached_id(lang: &Language, field: bool, name: &str) -> Option<u16> {
+    static C: LazyLock<Language> = LazyLock::new(|| tree_sitter_c::LANGUAGE.into());
+    static PYTHON: LazyLock<Language> = LazyLock::new(|| tree_sitter_python::LANGUAGE.into());
+    let look_up = || match field {
+        true => lang.field_id_for_name(name).map(|id| id.get()),
+        false => Some(lang.id_for_node_kind(name, true)),
+    };
+    let grammar = if *lang == *C {
+        0
+    } else if *lang == *PYTHON {
+        1
+    } else {
+        return look_up();
+    };
+    /// By grammar, then kinds and fields.
+    type Tables = [[HashMap<String, Option<u16>>; 2]; 2];
+    thread_local! {
+        static IDS: RefCell<Tables> = RefCell::default();
     }
-}
-
-/// The names of the grammar `lang` (C or Python; another grammar is looked up by tree-sitter).
-fn names(lang: &Language) -> Option<&'static Names> {
-    static C: LazyLock<(Language, Names)> = LazyLock::new(|| {
-        let l: Language = tree_sitter_c::LANGUAGE.into();
-        let n = Names::of(&l);
-        (l, n)
-    });
-    static PYTHON: LazyLock<(Language, Names)> = LazyLock::new(|| {
-        let l: Language = tree_sitter_python::LANGUAGE.into();
-        let n = Names::of(&l);
-        (l, n)
-    });
-    [&*C, &*PYTHON]
-        .into_iter()
-        .find(|(l, _)| l == lang)
-        .map(|(_, n)| n)
+    IDS.with_borrow_mut(|ids| {
+        let table = &mut ids[grammar][usize::from(field)];
+        match table.get(name) {
+            Some(&id) => id,
+            None => *table.entry(name.to_string()).or_insert_with(look_up),
+        }
+    })
 }
 
 /// The id of the named node kind `kind` in `lang`, as `Language::id_for_node_kind(kind, true)`.
 pub fn kind_id(lang: &Language, kind: &str) -> u16 {
-    match names(lang) {
-        Some(n) => n.kinds.get(kind).copied().unwrap_or(0),
-        None => lang.id_for_node_kind(kind, true),
-    }
+    cached_id(lang, false, kind).unwrap_or(0)
 }
 
 /// `child_by_field_name` with the field's id looked up once per grammar.
@@ -108,10 +97,7 @@ pub trait NodeExt<'t> {
 
 impl<'t> NodeExt<'t> for Node<'t> {
     fn field(&self, name: &str) -> Option<Node<'t>> {
-        match names(&self.language()) {
-            Some(n) => self.child_by_field_id(*n.fields.get(name)?),
-            None => self.child_by_field_name(name),
-        }
+        self.child_by_field_id(cached_id(&self.language(), true, name)?)
     }
 }
 
