@@ -246,6 +246,25 @@ fn output_does_not_depend_on_the_thread_count() {
     assert!(!stdout(&a).is_empty());
     assert_eq!(stdout(&a), stdout(&b));
     assert_eq!(stderr(&a), stderr(&b));
+    // The same directories named one by one, twice over and inside one another (one walk
+    // over all of them): every file once, in the same order.
+    let named = Command::new(bin())
+        .args([
+            "twomaps",
+            "execsnoop",
+            "opensnoop",
+            "bcc_tcpconnect",
+            "rs_capable",
+            "refuse_ctxlen",
+            "execsnoop",
+            "rs_capable/src",
+        ])
+        .current_dir(tmp.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&named), stdout(&a));
+    assert_eq!(stderr(&named), stderr(&a));
 }
 
 #[test]
