@@ -33,8 +33,9 @@ fn with_parser<R>(f: impl FnOnce(&mut Parser) -> R) -> R {
 /// Whether `edits` (normalized) leave the Python token structure of `src` as it is, so that
 /// its tree, and its parse errors, stay the same without a re-parse. True when each edit is
 /// either a change inside one string's content that cannot end the string, escape, or open
-/// an f-string field (no quote, backslash or brace; no line break in a one-line string), or
-/// one identifier replaced by another that is no keyword. Anything else needs the parser.
+/// an f-string field (no quote, backslash or brace; no line break in a one-line string), one
+/// identifier replaced by another that is no keyword, or text replaced by itself. Anything
+/// else needs the parser.
 pub fn edits_keep_structure(tree: &Tree, src: &str, edits: &[crate::edit::Edit]) -> bool {
     // Keywords, soft keywords and the Python 2 statements tree-sitter-python knows.
     const KEYWORDS: &[&str] = &[
@@ -45,10 +46,14 @@ pub fn edits_keep_structure(tree: &Tree, src: &str, edits: &[crate::edit::Edit])
     ];
     let root = tree.root_node();
     edits.iter().all(|e| {
+        let old = &src[e.start..e.end];
+        // A replacement by the same text (an argument list rebuilt as it was).
+        if old == e.text {
+            return true;
+        }
         let Some(n) = root.descendant_for_byte_range(e.start, e.end) else {
             return false;
         };
-        let old = &src[e.start..e.end];
         let ident = |t: &str| {
             t.starts_with(|c: char| c == '_' || c.is_ascii_alphabetic())
                 && t.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
@@ -103,6 +108,9 @@ mod tests {
         let f = at("perf buffer\"");
         assert!(!keeps(f, f + 11, "{ring} buffer"));
         assert!(!keeps(m - 1, m + 16, ".open_ring_buffer"));
+        let args = at("(cb)");
+        assert!(keeps(args, args + 4, "(cb)"));
+        assert!(!keeps(args, args + 4, "(cb"));
         // After a kept edit, a re-parse of the new text finds the same tree.
         let new = format!("{}open_ring_buffer{}", &src[..m], &src[m + 16..]);
         assert_eq!(
