@@ -7,9 +7,9 @@
 
 use std::ops::Range;
 
-use tree_sitter::{Node, Parser, Tree};
+use tree_sitter::{Node, Tree};
 
-use super::NodeExt;
+use super::{Grammar, NodeExt, with_parser};
 use crate::edit::Span;
 
 /// A token of C source text, as far as masking and trigger accounting need.
@@ -342,7 +342,7 @@ pub fn reparse(
     }
     let mut tree = old.tree.clone();
     super::edit_tree(&mut tree, old_text, new_text, spans);
-    let tree = with_parser(|parser| {
+    let tree = with_parser(Grammar::C, |parser| {
         parser
             .set_included_ranges(&ts_ranges(new_text, &ranges))
             .ok()?;
@@ -389,7 +389,7 @@ fn parse_masked(
         placeholders,
         first_branches,
     );
-    let tree = with_parser(|parser| {
+    let tree = with_parser(Grammar::C, |parser| {
         parser
             .set_included_ranges(&ranges.map_or(Vec::new(), |r| ts_ranges(text, r)))
             .ok()?;
@@ -401,19 +401,6 @@ fn parse_masked(
         placeholders,
         first_branches,
     })
-}
-
-/// The C parser of this thread: a new one costs more than parsing a small file.
-fn with_parser<R>(f: impl FnOnce(&mut Parser) -> R) -> R {
-    thread_local! {
-        static PARSER: std::cell::RefCell<Parser> = std::cell::RefCell::new({
-            let mut p = Parser::new();
-            p.set_language(&tree_sitter_c::LANGUAGE.into())
-                .expect("tree-sitter-c grammar matches the tree-sitter version");
-            p
-        });
-    }
-    PARSER.with_borrow_mut(f)
 }
 
 fn ts_ranges(text: &str, ranges: &[Range<usize>]) -> Vec<tree_sitter::Range> {

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use tree_sitter::{InputEdit, Language, Node, Point, Tree};
+use tree_sitter::{InputEdit, Language, Node, Parser, Point, Tree};
 
 use crate::edit::Span;
 
@@ -53,22 +53,55 @@ pub fn edit_tree(tree: &mut Tree, old: &str, new: &str, spans: &[Span]) {
     }
 }
 
-/// Kind and field ids by name, found once per thread and grammar (C and Python) and kept:
-/// tree-sitter finds an id by comparing the name with every name of the grammar, at each
+/// The grammars bpf-migrate parses with tree-sitter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Grammar {
+    C,
+    Python,
+}
+
+impl Grammar {
+    const ALL: [Grammar; 2] = [Grammar::C, Grammar::Python];
+
+    pub fn language(self) -> &'static Language {
+        static LANGUAGES: LazyLock<[Language; 2]> = LazyLock::new(|| {
+            [
+                tree_sitter_c::LANGUAGE.into(),
+                tree_sitter_python::LANGUAGE.into(),
+            ]
+        });
+        &LANGUAGES[self as usize]
+    }
+
+    fn of(lang: &Language) -> Option<Grammar> {
+        Grammar::ALL.into_iter().find(|g| g.language() == lang)
+    }
+}
+
+/// Runs `f` with this thread's parser for `grammar`: one per thread and grammar, reused
+/// (a new one costs more than parsing a small file).
+pub fn with_parser<R>(grammar: Grammar, f: impl FnOnce(&mut Parser) -> R) -> R {
+    thread_local! {
+        static PARSERS: RefCell<[Parser; 2]> = RefCell::new(Grammar::ALL.map(|g| {
+            let mut p = Parser::new();
+            p.set_language(g.language())
+                .expect("the grammar matches the tree-sitter version");
+            p
+        }));
+    }
+    PARSERS.with_borrow_mut(|p| f(&mut p[grammar as usize]))
+}
+
+/// Kind and field ids by name, found once per thread and grammar and kept: tree-sitter
+/// finds an id by comparing the name with every name of the grammar, at each
 /// `child_by_field_name` and `id_for_node_kind`, and the analyses ask thousands of times per
 /// file. Only the names asked for are looked up, so a run over one small file pays nothing.
 fn cached_id(lang: &Language, field: bool, name: &str) -> Option<u16> {
-    static C: LazyLock<Language> = LazyLock::new(|| tree_sitter_c::LANGUAGE.into());
-    static PYTHON: LazyLock<Language> = LazyLock::new(|| tree_sitter_python::LANGUAGE.into());
     let look_up = || match field {
         true => lang.field_id_for_name(name).map(|id| id.get()),
         false => Some(lang.id_for_node_kind(name, true)),
     };
-    let grammar = if *lang == *C {
-        0
-    } else if *lang == *PYTHON {
-        1
-    } else {
+    let Some(grammar) = Grammar::of(lang) else {
         return look_up();
     };
     /// By grammar, then kinds and fields.
@@ -77,7 +110,7 @@ fn cached_id(lang: &Language, field: bool, name: &str) -> Option<u16> {
         static IDS: RefCell<Tables> = RefCell::default();
     }
     IDS.with_borrow_mut(|ids| {
-        let table = &mut ids[grammar][usize::from(field)];
+        let table = &mut ids[grammar as usize][usize::from(field)];
         match table.get(name) {
             Some(&id) => id,
             None => *table.entry(name.to_string()).or_insert_with(look_up),
@@ -109,19 +142,16 @@ mod tests {
     /// `field` finds what `child_by_field_name` finds on every node of a real file.
     #[test]
     fn cached_ids_match_tree_sitter() {
-        for lang in [
-            Language::from(tree_sitter_c::LANGUAGE),
-            Language::from(tree_sitter_python::LANGUAGE),
-        ] {
+        for lang in Grammar::ALL.map(Grammar::language) {
             for id in 0..lang.node_kind_count() as u16 {
                 let kind = lang.node_kind_for_id(id).unwrap();
                 assert_eq!(
-                    kind_id(&lang, kind),
+                    kind_id(lang, kind),
                     lang.id_for_node_kind(kind, true),
                     "{kind}"
                 );
             }
-            assert_eq!(kind_id(&lang, "no_such_kind"), 0);
+            assert_eq!(kind_id(lang, "no_such_kind"), 0);
         }
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let c_text = std::fs::read_to_string(root.join("execsnoop/input/execsnoop.c")).unwrap();
