@@ -19,6 +19,11 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// A diagnostic of this severity keeps its program from migrating.
+    pub fn refuses(self) -> bool {
+        matches!(self, Severity::Manual | Severity::Error)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Severity::Error => "error",

@@ -235,6 +235,23 @@ impl<'a, 't> Ctx<'a, 't> {
         out
     }
 
+    /// The first identifier that `is_trigger` picks and that lies in code that does not
+    /// parse, as a byte range.
+    pub fn trigger_in_error(&self, is_trigger: impl Fn(&str) -> bool) -> Option<(usize, usize)> {
+        if self.errors.is_empty() {
+            return None;
+        }
+        let src = self.src();
+        self.toks
+            .iter()
+            .find(|&&(t, s, e)| {
+                t == Tok::Ident
+                    && is_trigger(&src[s..e])
+                    && self.errors.iter().any(|&(a, b)| a <= s && e <= b)
+            })
+            .map(|&(_, s, e)| (s, e))
+    }
+
     /// Whether the code in `start..end` holds a parse error.
     pub fn has_error_in(&self, start: usize, end: usize) -> bool {
         c::has_error_in(&self.errors, start, end)
@@ -430,13 +447,8 @@ pub fn worth_analysing(path: &Path, text: &str) -> bool {
 /// may want it.
 fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     let mut a = Analysis::default();
-    let bom = if file.text.starts_with('\u{feff}') {
-        3
-    } else {
-        0
-    };
-    let range = [bom..file.text.len()];
-    let toks = c::lex(&file.text, range[0].clone());
+    let range = c_range(&file.text);
+    let toks = c::lex(&file.text, range.clone());
     // A block comment running to the end of the file hides whatever follows it.
     if let Some(&(Tok::Comment, s, e)) = toks.last()
         && file.text[s..e].starts_with("/*")
@@ -461,7 +473,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     if let Some(deep) = too_deep(file) {
         return (deep, None);
     }
-    let parsed = c::parse_auto_lexed(&file.text, range[0].clone(), &toks);
+    let parsed = c::parse_auto_lexed(&file.text, range, &toks);
     let Some(parsed) = parsed else {
         a.diags.push(Diagnostic::file_error(
             &file.display,
@@ -471,14 +483,10 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         return (a, None);
     };
     let nodes = c::descendants(parsed.tree.root_node());
+    let mut cx = Ctx::new(file, &parsed.tree, &nodes, &toks, opts);
+    a.errors_before = cx.errors.len();
     // A trigger inside code that does not parse cannot be migrated, nor left silently.
-    let errors = c::error_spans(&nodes);
-    a.errors_before = errors.len();
-    if let Some(&(_, s, e)) = toks.iter().find(|&&(t, s, e)| {
-        t == Tok::Ident
-            && C_TRIGGERS.iter().any(|w| file.text[s..e].contains(w))
-            && errors.iter().any(|&(a, b)| a <= s && e <= b)
-    }) {
+    if let Some((s, e)) = cx.trigger_in_error(|w| C_TRIGGERS.iter().any(|t| w.contains(t))) {
         a.diags.push(
             Diagnostic::at(
                 file,
@@ -494,7 +502,6 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         );
         return (a, None);
     }
-    let mut cx = Ctx::new(file, &parsed.tree, &nodes, &toks, opts);
     bpf::analyze(&mut cx, &mut a);
     user::analyze(&mut cx, &mut a);
     if bcc::has_trigger(&file.text) {
@@ -700,7 +707,7 @@ fn nesting(text: &str) -> usize {
 pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     let (mut a, kept) = analyze_keeping(file, opts);
     if let Some(k) = kept {
-        a.errors_ahead = check_ahead(file, &a, k.parsed());
+        a.errors_ahead = check_ahead(file, &a, &k);
     }
     a
 }
@@ -711,23 +718,15 @@ pub enum Kept {
     Python(tree_sitter::Tree),
 }
 
-impl Kept {
-    fn parsed(&self) -> Parsed<'_> {
-        match self {
-            Kept::C(p) => Parsed::C(p),
-            Kept::Python(t) => Parsed::Python(t),
-        }
-    }
-}
-
 /// Whether `check_ahead` is worth its re-parse: the file has edits and needs no manual work
 /// (a program with manual work keeps none of its edits).
 pub fn wants_check_ahead(a: &Analysis) -> bool {
-    !a.edits.is_empty()
-        && !a
-            .diags
-            .iter()
-            .any(|d| matches!(d.severity, Severity::Manual | Severity::Error))
+    !a.edits.is_empty() && !refuses(&a.diags)
+}
+
+/// Whether these diagnostics keep their program from migrating (manual work, or an error).
+fn refuses(diags: &[Diagnostic]) -> bool {
+    diags.iter().any(|d| d.severity.refuses())
 }
 
 /// `analyze` without `check_ahead`: the parse comes back with the analysis when the check
@@ -815,16 +814,12 @@ pub fn migrate_with_progress(
                     (i, a, kept)
                 })
                 .collect();
-            let refused = results.iter().any(|(_, a, _)| {
-                a.diags
-                    .iter()
-                    .any(|d| matches!(d.severity, Severity::Manual | Severity::Error))
-            });
+            let refused = results.iter().any(|(_, a, _)| refuses(&a.diags));
             for (i, a, kept) in &mut results {
                 if let Some(k) = kept.take()
                     && !refused
                 {
-                    a.errors_ahead = check_ahead(&files[*i], a, k.parsed());
+                    a.errors_ahead = check_ahead(&files[*i], a, &k);
                 }
             }
             results.into_iter().map(|(i, a, _)| (i, a)).collect()
@@ -1084,19 +1079,24 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         }
     }
 
+    // Each program's verdict, once, from its files' diagnostics and edits as linking left
+    // them: refused (manual work somewhere), deselected (a rule not selected), has edits.
+    let verdicts: Vec<(bool, bool, bool)> = groups
+        .values()
+        .map(|members| {
+            let refused = members.iter().any(|&i| refuses(&diags_by_file[i]));
+            let deselected = members
+                .iter()
+                .any(|&i| analyses[i].edits.iter().any(|e| !opts.rules.allows(e.rule)));
+            let has_edits = members.iter().any(|&i| !analyses[i].edits.is_empty());
+            (refused, deselected, has_edits)
+        })
+        .collect();
     // Apply every candidate program's edits and re-parse (in parallel: this is most of a
     // run's work): an edit must not add a parse error.
     let candidate: Vec<bool> = {
         let mut v = vec![false; n];
-        for members in groups.values() {
-            let refused = members.iter().any(|&i| {
-                diags_by_file[i]
-                    .iter()
-                    .any(|d| matches!(d.severity, Severity::Manual | Severity::Error))
-            });
-            let deselected = members
-                .iter()
-                .any(|&i| analyses[i].edits.iter().any(|e| !opts.rules.allows(e.rule)));
+        for (members, &(refused, deselected, _)) in groups.values().zip(&verdicts) {
             if !refused && !deselected {
                 members
                     .iter()
@@ -1129,16 +1129,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
 
     let mut out = Outcome::default();
     out.stats.files_scanned = n;
-    for members in groups.values() {
-        let refused = members.iter().any(|&i| {
-            diags_by_file[i]
-                .iter()
-                .any(|d| matches!(d.severity, Severity::Manual | Severity::Error))
-        });
-        let has_edits = members.iter().any(|&i| !analyses[i].edits.is_empty());
-        let deselected = members
-            .iter()
-            .any(|&i| analyses[i].edits.iter().any(|e| !opts.rules.allows(e.rule)));
+    for (members, &(refused, deselected, has_edits)) in groups.values().zip(&verdicts) {
         if deselected && !refused {
             out.stats.programs_deselected += 1;
             continue;
@@ -1152,11 +1143,8 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                 out.stats.programs_manual += 1;
             }
             for &i in members {
-                out.diags.extend(
-                    diags_by_file[i]
-                        .drain(..)
-                        .filter(|d| matches!(d.severity, Severity::Manual | Severity::Error)),
-                );
+                out.diags
+                    .extend(diags_by_file[i].drain(..).filter(|d| d.severity.refuses()));
             }
             continue;
         }
@@ -1318,60 +1306,50 @@ fn bcc_ring_pages(name: &str, asked: &[Option<u64>], opts: &Options) -> (u64, St
     )
 }
 
-/// A file's parse, still alive at the end of its analysis.
-#[derive(Clone, Copy)]
-pub enum Parsed<'a> {
-    C(&'a c::CParse),
-    Python(&'a tree_sitter::Tree),
-}
-
 /// `parse_errors` of the text `edits` make of the file, by an incremental re-parse of
-/// `parsed` (with a stand-in for the page counts linking fills in: a number either way).
+/// `kept` (with a stand-in for the page counts linking fills in: a number either way).
 /// Done at the end of the analysis, while the tree is alive: trees are many times the size
 /// of their text, too big to keep until linking. Not done for a file that needs manual work:
 /// its program keeps none of its edits.
-pub fn check_ahead(file: &SourceFile, a: &Analysis, parsed: Parsed) -> Option<usize> {
+pub fn check_ahead(file: &SourceFile, a: &Analysis, kept: &Kept) -> Option<usize> {
     if !wants_check_ahead(a) {
         return None;
     }
-    let mut edits = a.edits.clone();
-    for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
-        e.text = bcc::stand_in_pages(&e.text);
-    }
-    edit::normalize(&mut edits).ok()?;
-    if let Parsed::Python(tree) = parsed
+    let edits = edits_ahead(&a.edits)?;
+    if let Kept::Python(tree) = kept
         && crate::lang::python::edits_keep_structure(tree, &file.text, &edits)
     {
         return Some(a.errors_before);
     }
     let (new_text, spans) = edit::apply_spans(&file.text, &edits, file.crlf);
-    reparse_errors(parsed, file, &new_text, &spans)
-}
-
-/// `parse_errors` of `new_text` by an incremental re-parse of `parsed`, the parse of the
-/// file's text, told about the edits `spans`. None when the parse cannot be reused.
-fn reparse_errors(
-    parsed: Parsed,
-    file: &SourceFile,
-    new_text: &str,
-    spans: &[edit::Span],
-) -> Option<usize> {
-    let tree = match parsed {
-        Parsed::Python(old) => crate::lang::python::reparse(old, &file.text, new_text, spans)?,
-        Parsed::C(old) => {
-            let bom = if new_text.starts_with('\u{feff}') {
-                3
-            } else {
-                0
-            };
+    let tree = match kept {
+        Kept::Python(old) => crate::lang::python::reparse(old, &file.text, &new_text, &spans)?,
+        Kept::C(old) => {
             // The same masking choice as `parse_auto` makes for the new text.
-            if c::looks_bcc(new_text) != c::looks_bcc(&file.text) {
+            if c::looks_bcc(&new_text) != c::looks_bcc(&file.text) {
                 return None;
             }
-            c::reparse(old, &file.text, new_text, bom..new_text.len(), spans)?.tree
+            c::reparse(old, &file.text, &new_text, c_range(&new_text), &spans)?.tree
         }
     };
     Some(c::error_nodes(tree.root_node()).len())
+}
+
+/// A file's edits as linking will apply them, as far as a parser can tell before linking:
+/// normalized, with a stand-in for the page counts it fills in. None if they overlap.
+fn edits_ahead(edits: &[Edit]) -> Option<Vec<Edit>> {
+    let mut edits = edits.to_vec();
+    for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
+        e.text = bcc::stand_in_pages(&e.text);
+    }
+    edit::normalize(&mut edits).ok()?;
+    Some(edits)
+}
+
+/// The C of a C file: all of it but a byte-order mark.
+fn c_range(text: &str) -> std::ops::Range<usize> {
+    let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
+    bom..text.len()
 }
 
 fn parse_errors(path: &Path, text: &str) -> usize {
@@ -1383,8 +1361,7 @@ fn parse_errors(path: &Path, text: &str) -> usize {
             .map(|t| c::error_nodes(t.root_node()).len())
             .unwrap_or(usize::MAX);
     }
-    let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
-    c::parse_auto(text, Some(&[bom..text.len()]))
+    c::parse_auto(text, Some(&[c_range(text)]))
         .map(|p| c::error_nodes(p.tree.root_node()).len())
         .unwrap_or(usize::MAX)
 }
@@ -1444,11 +1421,7 @@ mod tests {
                     let Some(ahead) = a.errors_ahead else {
                         continue;
                     };
-                    let mut edits = a.edits.clone();
-                    for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
-                        e.text = bcc::stand_in_pages(&e.text);
-                    }
-                    edit::normalize(&mut edits).unwrap();
+                    let edits = edits_ahead(&a.edits).unwrap();
                     let new_text = edit::apply(&file.text, &edits, file.crlf);
                     let full = parse_errors(&file.path, &new_text);
                     assert_eq!(ahead, full, "{}", path.display());

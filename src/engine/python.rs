@@ -80,19 +80,14 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
         };
         let cnodes = descendants(parsed.tree.root_node());
         let toks: Vec<_> = ranges.iter().flat_map(|r| c::lex(src, r.clone())).collect();
-        let errors = c::error_spans(&cnodes);
-        if let Some(&(_, ts, te)) = toks.iter().find(|&&(t, s, e)| {
-            t == c::Tok::Ident
-                && bcc::has_trigger(&src[s..e])
-                && errors.iter().any(|&(a, b)| a <= s && e <= b)
-        }) {
+        let mut cx = Ctx::new(file, &parsed.tree, &cnodes, &toks, opts);
+        if let Some((ts, te)) = cx.trigger_in_error(bcc::has_trigger) {
             a.diags.push(
                 Diagnostic::at(file, ts, rules::PARSE_ERROR, Severity::Error, format!("cannot parse the C code around `{}` in this string; the tool is left untouched", &src[ts..te]))
                     .help("check the C text for unbalanced braces, or placeholders that are not alone on their line"),
             );
             continue;
         }
-        let mut cx = Ctx::new(file, &parsed.tree, &cnodes, &toks, opts);
         bcc::analyze(&mut cx, &mut a);
         a.edits.append(&mut cx.edits);
         a.diags.append(&mut cx.diags);
