@@ -1432,6 +1432,48 @@ mod tests {
         assert!(checked > 500, "only {checked} incremental checks");
     }
 
+    /// Files named alike in one directory are analysed together, and a file among them that
+    /// needs manual work stops the others' counts ahead. When it belongs to another program
+    /// (an unrelated BCC tool of the same name), that program still migrates, checked by the
+    /// full parse at linking, exactly as it does alone.
+    #[test]
+    fn a_wrong_guess_about_a_program_changes_nothing() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let read = |f: &str, name: &str| {
+            let text = std::fs::read_to_string(root.join(f)).unwrap();
+            let path = PathBuf::from("tools").join(name);
+            SourceFile::new(path, format!("tools/{name}"), text)
+        };
+        let program = vec![
+            read("execsnoop/input/execsnoop.bpf.c", "execsnoop.bpf.c"),
+            read("execsnoop/input/execsnoop.c", "execsnoop.c"),
+            read("execsnoop/input/execsnoop.h", "execsnoop.h"),
+        ];
+        let mut with_tool = program.clone();
+        with_tool.push(read("bcc_skb/input/tcsample.py", "execsnoop.py"));
+        let opts = Options::default();
+        let alone = migrate(&program, &opts);
+        let beside = migrate(&with_tool, &opts);
+        let texts = |o: &Outcome| -> Vec<(usize, String)> {
+            o.changes
+                .iter()
+                .map(|c| (c.file, c.new_text.clone()))
+                .collect()
+        };
+        assert_eq!(alone.changes.len(), 2);
+        assert_eq!(texts(&alone), texts(&beside));
+        assert!(
+            beside
+                .diags
+                .iter()
+                .any(|d| d.file == "tools/execsnoop.py" && d.severity == Severity::Manual)
+        );
+        // The loader is one the check ahead counts, so it is the skip that sends it to the
+        // full parse here.
+        let (a, kept) = analyze_keeping(&with_tool[1], &opts);
+        assert!(wants_check_ahead(&a) && kept.is_some());
+    }
+
     /// `nodes_within` finds what filtering every node by byte range finds, for every
     /// function body and statement of a loader and a BPF program (error recovery included).
     #[test]
