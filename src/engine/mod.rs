@@ -802,10 +802,17 @@ pub fn migrate_with_progress(
             .or_default()
             .push(i);
     }
-    let groups: Vec<Vec<usize>> = groups.into_values().collect();
+    // Largest first, so that the last jobs of the parallel loop are small ones and neither
+    // thread waits long for the other at the end (a hash map's order is random per run).
+    let mut groups: Vec<(usize, Vec<usize>)> = groups
+        .into_values()
+        .map(|g| (g.iter().map(|&i| files[i].text.len()).sum(), g))
+        .collect();
+    groups.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let done: Vec<Vec<(usize, Analysis)>> = groups
         .par_iter()
-        .map(|members| {
+        .with_max_len(1)
+        .map(|(_, members)| {
             let mut results: Vec<(usize, Analysis, Option<Kept>)> = members
                 .iter()
                 .map(|&i| {
