@@ -388,7 +388,7 @@ fn c_needs_parse_around_triggers(text: &str) -> bool {
         }
         let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
         let toks = c::lex(text, start..end);
-        c_needs_parse(text, &toks)
+        c_needs_parse_in(text, &toks, false)
     })
 }
 
@@ -410,25 +410,203 @@ const PARSE_TRIGGERS: &[&str] = &[
 ];
 
 pub fn c_needs_parse(text: &str, toks: &[(Tok, usize, usize)]) -> bool {
-    let tok = |k: usize| toks.get(k).map(|&(_, s, e)| &text[s..e]).unwrap_or("");
-    toks.iter().enumerate().any(|(k, &(t, s, e))| {
-        if t != Tok::Ident {
-            return false;
-        }
-        let w = &text[s..e];
-        let trigger = PARSE_TRIGGERS.iter().any(|t| match t.strip_suffix('_') {
+    c_needs_parse_in(text, toks, true)
+}
+
+/// What an open brace opened, in `c_needs_parse_in`'s scan.
+#[derive(Clone, Copy, PartialEq)]
+enum Body {
+    Enum,
+    Struct,
+    /// `extern "C" {`: still file scope.
+    Extern,
+    Other,
+}
+
+/// `c_needs_parse` on the whole file's tokens (`whole`), or on a window of lines where the
+/// nesting is unknown and only the rules that need no context apply. With the whole file and
+/// balanced brackets, declarations are told from uses: enumerators, prototypes and typedefs
+/// at file scope, struct tags, and struct members without parentheses (a BTF map's
+/// `__uint(type, ...)` has them).
+fn c_needs_parse_in(text: &str, toks: &[(Tok, usize, usize)], whole: bool) -> bool {
+    let tok = |k: Option<usize>| {
+        k.and_then(|k| toks.get(k))
+            .map(|&(_, s, e)| &text[s..e])
+            .unwrap_or("")
+    };
+    // The nearest token before or after `k` that is not a comment.
+    let prev = |k: usize| (0..k).rev().find(|&j| toks[j].0 != Tok::Comment);
+    let next = |k: usize| (k + 1..toks.len()).find(|&j| toks[j].0 != Tok::Comment);
+    let is_trigger = |w: &str| {
+        PARSE_TRIGGERS.iter().any(|t| match t.strip_suffix('_') {
             // A prefix: `perf_buffer_` stands for the whole `perf_buffer__*` API.
             Some(_) => w.starts_with(t),
             None => w == *t,
-        });
-        if !trigger {
+        })
+    };
+    // The nesting is trusted only if brackets balance and never close more than they opened
+    // (preprocessor branches can unbalance them).
+    let nesting_ok = whole && {
+        let mut depth = 0isize;
+        let mut ok = true;
+        for &(t, _, _) in toks {
+            match t {
+                Tok::Punct(b'{' | b'(') => depth += 1,
+                Tok::Punct(b'}' | b')') => depth -= 1,
+                _ => {}
+            }
+            ok &= depth >= 0;
+        }
+        ok && depth == 0
+    };
+    let mut braces: Vec<Body> = Vec::new();
+    let mut parens = 0usize;
+    let mut k = 0;
+    while k < toks.len() {
+        let (t, s, e) = toks[k];
+        let (p, n) = (prev(k), next(k));
+        if nesting_ok && parens == 0 && t == Tok::Ident {
+            // A whole declaration, skipped to its `;`.
+            let skip = match braces.iter().rfind(|&&b| b != Body::Extern) {
+                None if &text[s..e] == "typedef" => declaration_end(toks, k),
+                None if tok(n) == "(" && is_prototype_name(text, toks, p) => {
+                    declaration_end(toks, k)
+                }
+                Some(Body::Struct) if matches!(tok(p), ";" | "{") => member_end(toks, k),
+                _ => None,
+            };
+            // Only the perf buffer API's own names are declared so; a map type or a helper
+            // between parentheses is a macro's argument (`static DEFINE_MAP(events,
+            // BPF_MAP_TYPE_PERF_EVENT_ARRAY);`).
+            let skip = skip.filter(|&end| {
+                toks[k..end].iter().all(|&(t, s, e)| {
+                    t != Tok::Ident
+                        || !is_trigger(&text[s..e])
+                        || text[s..e].starts_with("perf_buffer_")
+                })
+            });
+            if let Some(end) = skip {
+                k = end + 1;
+                continue;
+            }
+        }
+        match t {
+            Tok::Punct(b'{') => {
+                let tag = p.filter(|&j| toks[j].0 == Tok::Ident).and_then(prev);
+                let opener = |kw: &[&str]| kw.contains(&tok(p)) || kw.contains(&tok(tag));
+                braces.push(if tok(p) == "\"C\"" && tok(p.and_then(prev)) == "extern" {
+                    Body::Extern
+                } else if opener(&["enum"]) {
+                    Body::Enum
+                } else if opener(&["struct", "union"]) {
+                    Body::Struct
+                } else {
+                    Body::Other
+                });
+            }
+            Tok::Punct(b'}') => {
+                braces.pop();
+            }
+            Tok::Punct(b'(') => parens += 1,
+            Tok::Punct(b')') => parens = parens.saturating_sub(1),
+            Tok::Ident if is_trigger(&text[s..e]) => {
+                let before = |j: usize| tok(k.checked_sub(j));
+                // `X = 4,` in an enum; `(*bpf_perf_event_output)(...)` or
+                // `(* const bpf_perf_event_output)(...)` declaring a helper.
+                let enumerator = tok(n) == "=" && matches!(tok(p), "," | "{");
+                let helper_decl = (before(1) == "*" && before(2) == "(")
+                    || (before(1) == "const" && before(2) == "*" && before(3) == "(");
+                let declared = nesting_ok
+                    && parens == 0
+                    && (
+                        // Any enumerator, in an enum body.
+                        (braces.last() == Some(&Body::Enum)
+                            && matches!(tok(p), "," | "{")
+                            && matches!(tok(n), "," | "}" | "="))
+                        // A struct tag: `struct perf_buffer_opts {` or `;`.
+                        || (matches!(tok(p), "struct" | "union" | "enum")
+                            && matches!(tok(n), "{" | ";"))
+                        // The name a `#define` defines.
+                        || (before(1) == "define" && before(2) == "#")
+                    );
+                if !(enumerator || helper_decl || declared) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        k += 1;
+    }
+    false
+}
+
+/// Whether the token after `p` names a function that a prototype declares: the token `p`
+/// before it is `*` or a type's identifier, not on a preprocessor line (`#endif` then
+/// `BPF_PERF_OUTPUT(events);` is a use).
+fn is_prototype_name(text: &str, toks: &[(Tok, usize, usize)], p: Option<usize>) -> bool {
+    const NOT_A_TYPE: &[&str] = &[
+        "return",
+        "else",
+        "do",
+        "case",
+        "goto",
+        "sizeof",
+        "typeof",
+        "__typeof__",
+        "defined",
+    ];
+    let Some(&(t, s, e)) = p.and_then(|p| toks.get(p)) else {
+        return false;
+    };
+    let type_before = match t {
+        Tok::Punct(b'*') => true,
+        Tok::Ident => !NOT_A_TYPE.contains(&&text[s..e]),
+        _ => false,
+    };
+    type_before && !on_preprocessor_line(text, s)
+}
+
+/// Whether `at` is on a `#` line or on a line continuing one.
+fn on_preprocessor_line(text: &str, at: usize) -> bool {
+    let mut line = line_start_of(text, at);
+    loop {
+        if text[line..].trim_start().starts_with('#') {
+            return true;
+        }
+        if line == 0 || !text[..line - 1].trim_end_matches('\r').ends_with('\\') {
             return false;
         }
-        // `X = 4,` in an enum, `(*bpf_perf_event_output)(...)` declaring a helper.
-        let enumerator = tok(k + 1) == "=" && matches!(tok(k.wrapping_sub(1)), "," | "{");
-        let helper_decl = k >= 2 && tok(k - 1) == "*" && tok(k - 2) == "(";
-        !(enumerator || helper_decl)
-    })
+        line = line_start_of(text, line - 1);
+    }
+}
+
+/// The `;` that ends the declaration starting at token `k` (a prototype's parameters and
+/// attributes, a typedef), or None when a body or an initializer comes first.
+fn declaration_end(toks: &[(Tok, usize, usize)], k: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (j, &(t, _, _)) in toks.iter().enumerate().skip(k) {
+        match t {
+            Tok::Punct(b'(') => depth += 1,
+            Tok::Punct(b')') => depth = depth.checked_sub(1)?,
+            Tok::Punct(b';') if depth == 0 => return Some(j),
+            Tok::Punct(b'{' | b'}' | b'=') => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The `;` that ends the struct member declared from token `k`, if it has no parentheses,
+/// braces or initializer (`perf_buffer_sample_fn sample_cb;`).
+fn member_end(toks: &[(Tok, usize, usize)], k: usize) -> Option<usize> {
+    for (j, &(t, _, _)) in toks.iter().enumerate().skip(k) {
+        match t {
+            Tok::Punct(b';') => return Some(j),
+            Tok::Punct(b'(' | b')' | b'{' | b'}' | b'=') => return None,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Whether a file's text may hold anything to migrate or report: a trigger string, and, for
@@ -1376,6 +1554,71 @@ fn parse_errors(path: &Path, text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn needs_parse(text: &str) -> bool {
+        c_needs_parse(text, &c::lex(text, 0..text.len()))
+    }
+
+    /// Declarations of the API (prototypes, enumerators, helper pointers) are no reason to
+    /// parse; a use anywhere else is, including forms that look like a declaration in part.
+    #[test]
+    fn only_uses_of_the_api_make_a_c_file_worth_parsing() {
+        let skipped = [
+            "enum bpf_map_type {\n\tBPF_MAP_TYPE_HASH,\n\tBPF_MAP_TYPE_PERF_EVENT_ARRAY,\n\tBPF_MAP_TYPE_ARRAY_OF_MAPS\n};\n",
+            "enum { BPF_MAP_TYPE_PERF_EVENT_ARRAY };\n",
+            "typedef enum bpf_map_type { X, BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4 } t;\n",
+            "LIBBPF_API struct perf_buffer *\nperf_buffer__new(int map_fd, size_t page_cnt,\n\t\t perf_buffer_sample_fn sample_cb, void *ctx,\n\t\t const struct perf_buffer_opts *opts);\n",
+            "LIBBPF_API int perf_buffer__poll(struct perf_buffer *pb, int timeout_ms) LIBBPF_DEPRECATED(\"x (y)\");\r\n",
+            "static long (* const bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data, __u64 size) = (void *) 25;\n",
+            "static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data, __u64 size) = (void *) 25;\n",
+            "#ifdef __cplusplus\nextern \"C\" {\n#endif\n/* the callback */\ntypedef void (*perf_buffer_sample_fn)(void *ctx, int cpu,\n\t\t\t\t      void *data, __u32 size);\nstruct perf_buffer_opts {\n\tsize_t sz;\n\tperf_buffer_sample_fn sample_cb;\n};\n#define perf_buffer_opts__last_field sz\nstruct perf_buffer_opts;\nvoid start(perf_buffer_sample_fn cb, const struct perf_buffer_opts *opts);\n#ifdef __cplusplus\n}\n#endif\n",
+        ];
+        for text in skipped {
+            assert!(!needs_parse(text), "parsed: {text}");
+        }
+        let parsed = [
+            // Calls, in a body or behind a multiplication that reads like `type *name(`.
+            "int f(void) { return perf_buffer__poll(pb, 100); }\n",
+            "void f(void) { n = sz * perf_buffer__buffer_cnt(pb); }\n",
+            "void f(void) {\n\tbpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &e, sizeof(e));\n}\n",
+            // A positional map definition (not an enum body).
+            "struct bpf_map_def SEC(\"maps\") events = {\n\tBPF_MAP_TYPE_PERF_EVENT_ARRAY,\n\tsizeof(int),\n};\n",
+            "struct bpf_map_def SEC(\"maps\") events = { BPF_MAP_TYPE_PERF_EVENT_ARRAY };\n",
+            // Macro bodies hold expressions.
+            "#define POLL perf_buffer__poll(pb, 100);\n",
+            "#define POLL(x) \\\n\tx * perf_buffer__buffer_cnt(pb);\n",
+            "#define POLL(x) \\\r\n\tx * perf_buffer__buffer_cnt(pb);\r\n",
+            // A definition, an initialised declaration, a declaration list.
+            "int perf_buffer__poll(struct perf_buffer *pb, int t) { return 0; }\n",
+            "int perf_buffer__foo(int a) = 0;\n",
+            "int a, perf_buffer__foo(int);\n",
+            // Unbalanced braces (preprocessor branches): the nesting is not trusted.
+            "void f(void) {\n#if A\n}\n#else\n}\n#endif\nint perf_buffer__poll(struct perf_buffer *pb, int t);\n",
+            "void f(void)\n{\n\tint perf_buffer__poll(struct perf_buffer *pb, int t);\n",
+            "enum e { A = sizeof(int (*)(void)), B = f(BPF_MAP_TYPE_PERF_EVENT_ARRAY) };\n",
+            "__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n",
+            "struct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\t__uint(key_size, sizeof(u32));\n} events SEC(\".maps\");\n",
+            "typedef struct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n} perf_map_t;\n",
+            // A macro's arguments are no parameters.
+            "static DEFINE_MAP(events, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n",
+            "struct s {\n\tMAP_TYPE BPF_MAP_TYPE_PERF_EVENT_ARRAY;\n};\n",
+            // A use after a preprocessor line, which is no type before a prototype's name.
+            "#endif\nBPF_PERF_OUTPUT(events);\n",
+            "#include <uapi/linux/ptrace.h>\nBPF_PERF_OUTPUT(events);\n",
+            "// events\nBPF_PERF_OUTPUT(events);\n",
+            // A struct variable with its options, and a member that holds a call.
+            "struct perf_buffer_opts pb_opts = { .sample_cb = handle };\n",
+            "struct s { int x[sizeof(perf_buffer_opts)]; };\n",
+        ];
+        for text in parsed {
+            assert!(needs_parse(text), "not parsed: {text}");
+        }
+        // The library and kernel headers a repository vendors.
+        for h in ["/usr/include/bpf/libbpf.h", "/usr/include/linux/bpf.h"] {
+            let text = std::fs::read_to_string(h).unwrap();
+            assert!(!needs_parse(&text), "{h} would be parsed");
+        }
+    }
 
     /// Every fixture file with edits, as it is, with CRLF line endings and a BOM, and with a
     /// few lines dropped or doubled: the incremental check counts the errors a full parse
