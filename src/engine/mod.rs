@@ -838,14 +838,16 @@ fn named_sources(files: &[SourceFile], index: &FileIndex, a: &Analysis, i: usize
         .copied()
         .filter(|&j| {
             let d = dir_of(&files[j].path);
-            d == dir || d == dir.join("bpf")
+            d == dir || (d.file_name() == Some("bpf".as_ref()) && dir_of(d) == dir)
         })
         .collect();
     if near.is_empty() { named } else { near }
 }
 
-fn dir_of(p: &Path) -> PathBuf {
-    p.parent().map(Path::to_path_buf).unwrap_or_default()
+/// The directory of `p` (borrowed: linking compares directories of every pair of files that
+/// share a name, and a collection of tools repeats names).
+fn dir_of(p: &Path) -> &Path {
+    p.parent().unwrap_or(Path::new(""))
 }
 
 /// Migrates a set of files: analysis, linking, and the edits of every program that can move
