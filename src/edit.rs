@@ -1,6 +1,7 @@
 //! Byte-range edits on the original text: sorted, de-duplicated, overlap-checked.
 
 use std::fmt;
+use std::ops::Range;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edit {
@@ -78,6 +79,30 @@ pub struct Span {
     pub new_len: usize,
 }
 
+/// Byte ranges of a text moved to where they lie after the edits `spans` (in order): an edit
+/// inside a range (or inserting at either end) resizes it, one before it moves it. None if an
+/// edit straddles a range's start or end.
+pub fn map_ranges(ranges: &[Range<usize>], spans: &[Span]) -> Option<Vec<Range<usize>>> {
+    ranges
+        .iter()
+        .map(|r| {
+            let (mut start, mut end) = (r.start as isize, r.end as isize);
+            for s in spans {
+                let delta = s.new_len as isize - (s.old_end - s.start) as isize;
+                if s.old_end <= r.start && s.start < r.start {
+                    start += delta;
+                    end += delta;
+                } else if s.start >= r.start && s.old_end <= r.end {
+                    end += delta;
+                } else if s.start < r.end && s.old_end > r.start {
+                    return None;
+                }
+            }
+            Some(start as usize..end as usize)
+        })
+        .collect()
+}
+
 /// `apply`, and the span of each edit, in order: what an incremental re-parse must be told.
 pub fn apply_spans(text: &str, edits: &[Edit], crlf: bool) -> (String, Vec<Span>) {
     let mut out = String::with_capacity(text.len() + 64);
@@ -118,6 +143,26 @@ mod tests {
         assert_eq!(apply("abcdefg", &v, false), "ycdxg");
         let mut bad = vec![Edit::replace(0, 3, "", "a"), Edit::replace(2, 4, "", "b")];
         assert!(normalize(&mut bad).is_err());
+    }
+
+    #[test]
+    fn ranges_follow_the_edits_around_and_inside_them() {
+        // "ab[cdef]gh": an edit before the range moves it, one inside or at an end resizes it.
+        let text = "abcdefgh";
+        let edits = vec![
+            Edit::replace(0, 1, "AAA", "a"),
+            Edit::insert(2, "<", "a"),
+            Edit::replace(3, 5, "", "a"),
+            Edit::insert(6, ">", "a"),
+            Edit::replace(7, 8, "", "a"),
+        ];
+        let (new, spans) = apply_spans(text, &edits, false);
+        assert_eq!(new, "AAAb<cf>g");
+        let mapped = map_ranges(&[2..6], &spans).unwrap();
+        assert_eq!(&new[mapped[0].clone()], "<cf>");
+        // An edit across a range's end has no place in it.
+        let (_, spans) = apply_spans(text, &[Edit::replace(5, 7, "", "a")], false);
+        assert!(map_ranges(&[2..6], &spans).is_none());
     }
 
     #[test]

@@ -242,12 +242,7 @@ fn c_errors(py: &str) -> usize {
     let nodes = c::descendants(tree.root_node());
     let mut n = 0;
     for s in c::of_kind(&nodes, "string") {
-        let mut cursor = s.walk();
-        let ranges: Vec<_> = s
-            .children(&mut cursor)
-            .filter(|c| c.kind() == "string_content")
-            .map(|c| c.start_byte()..c.end_byte())
-            .collect();
+        let ranges = bpf_migrate::engine::python::string_contents(s);
         if ranges.iter().any(|r| py[r.clone()].contains("_OUTPUT(")) {
             n += c::error_nodes(c::parse_bcc(py, Some(&ranges)).unwrap().tree.root_node()).len();
         }

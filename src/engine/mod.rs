@@ -1516,10 +1516,50 @@ pub fn check_ahead(file: &SourceFile, a: &Analysis, kept: &Kept) -> Option<usize
             if c::looks_bcc(&new_text) != c::looks_bcc(&file.text) {
                 return None;
             }
-            c::reparse(old, &file.text, &new_text, c_range(&new_text), &spans)?.tree
+            c::reparse(old, &file.text, &new_text, &[c_range(&new_text)], &spans)?.tree
         }
     };
     Some(c::error_nodes(tree.root_node()).len())
+}
+
+/// The C of one BCC string (`ranges` of `file`, parsed as `old` with `errors_before` errors)
+/// with its own edits applied: a diagnostic if it parses with more errors than before (the
+/// Python re-parse of the tool sees the string only as a string). Incremental, while the
+/// string's tree is alive; in full when the masks shift.
+pub(crate) fn check_bcc_c(
+    file: &SourceFile,
+    old: &c::CParse,
+    ranges: &[std::ops::Range<usize>],
+    edits: &[Edit],
+    errors_before: usize,
+) -> Option<Diagnostic> {
+    // Overlapping edits are refused at linking, with their own message.
+    let edits = edits_ahead(edits)?;
+    let (new_text, spans) = edit::apply_spans(&file.text, &edits, file.crlf);
+    let errors_after = edit::map_ranges(ranges, &spans)
+        .and_then(|new_ranges| {
+            c::reparse(old, &file.text, &new_text, &new_ranges, &spans)
+                .or_else(|| c::parse_bcc(&new_text, Some(&new_ranges)))
+        })
+        .map_or(usize::MAX, |p| c::error_nodes(p.tree.root_node()).len());
+    if errors_after <= errors_before {
+        return None;
+    }
+    let at = edits[0].start;
+    Some(if errors_before > 0 {
+        Diagnostic::at(file, at, rules::UNSUPPORTED_FORM, Severity::Manual,
+            format!("the C in this string does not parse cleanly ({errors_before} error(s)), so its migration cannot be checked"))
+            .help("fix the C that does not parse (or the macros that hide C syntax), or migrate by hand")
+    } else {
+        Diagnostic::at(
+            file,
+            at,
+            rules::INTERNAL_ERROR,
+            Severity::Error,
+            "the migrated C in this string would not parse; nothing was changed in this program",
+        )
+        .help("please report this with the file")
+    })
 }
 
 /// A file's edits as linking will apply them, as far as a parser can tell before linking:
@@ -1556,6 +1596,58 @@ fn parse_errors(path: &Path, text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The C of a BCC string is checked on its own: an edit that breaks it is refused, one
+    /// that keeps it whole is not, and the incremental count agrees with a full parse.
+    #[test]
+    fn a_broken_edit_to_the_c_in_a_bcc_string_is_refused() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bcc_execsnoop/input/execsnoop.py");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file = SourceFile::new(path, "execsnoop.py".into(), text.clone());
+        let tree = python::parse(&text).unwrap();
+        let nodes = c::descendants(tree.root_node());
+        let s = c::of_kind(&nodes, "string")
+            .into_iter()
+            .find(|s| c::text(*s, &text).contains("events.perf_submit(ctx, &data, sizeof(data));"))
+            .unwrap();
+        let ranges = python::string_contents(s);
+        let old = c::parse_bcc(&text, Some(&ranges)).unwrap();
+        let before = c::error_nodes(old.tree.root_node()).len();
+        assert_eq!(before, 0);
+        let at = text
+            .find("events.perf_submit(ctx, &data, sizeof(data));")
+            .unwrap();
+        let edit = |new: &str| {
+            vec![Edit::replace(
+                at,
+                at + "events.perf_submit(ctx, &data, sizeof(data));".len(),
+                new,
+                rules::BCC_PERF_OUTPUT,
+            )]
+        };
+        let good = edit("events.ringbuf_output(&data, sizeof(data), 0);");
+        assert!(check_bcc_c(&file, &old, &ranges, &good, before).is_none());
+        for broken in [
+            "events.ringbuf_output(&data, sizeof(data), 0;",
+            "{ events.ringbuf_output(&data, sizeof(data), 0);",
+        ] {
+            let d = check_bcc_c(&file, &old, &ranges, &edit(broken), before).expect(broken);
+            assert_eq!(
+                (d.rule, d.severity),
+                (rules::INTERNAL_ERROR, Severity::Error)
+            );
+            // The incremental count is the full parse's.
+            let (new_text, spans) = edit::apply_spans(&text, &edit(broken), false);
+            let new_ranges = edit::map_ranges(&ranges, &spans).unwrap();
+            let full = c::parse_bcc(&new_text, Some(&new_ranges)).unwrap();
+            let inc = c::reparse(&old, &text, &new_text, &new_ranges, &spans).unwrap();
+            assert_eq!(
+                c::error_nodes(inc.tree.root_node()).len(),
+                c::error_nodes(full.tree.root_node()).len()
+            );
+        }
+    }
 
     fn needs_parse(text: &str) -> bool {
         c_needs_parse(text, &c::lex(text, 0..text.len()))
@@ -1769,10 +1861,10 @@ mod tests {
         let parsed = c::parse_auto(old, Some(&[0..old.len()])).unwrap();
         let edits = [Edit::insert(0, "/* ", "test")];
         let (new, spans) = edit::apply_spans(old, &edits, false);
-        assert!(c::reparse(&parsed, old, &new, 0..new.len(), &spans).is_none());
+        assert!(c::reparse(&parsed, old, &new, &[0..new.len()], &spans).is_none());
         let harmless = [Edit::replace(4, 5, "bb", "test")];
         let (new, spans) = edit::apply_spans(old, &harmless, false);
-        let re = c::reparse(&parsed, old, &new, 0..new.len(), &spans).unwrap();
+        let re = c::reparse(&parsed, old, &new, &[0..new.len()], &spans).unwrap();
         assert_eq!(
             re.tree.root_node().to_sexp(),
             c::parse_auto(&new, Some(&[0..new.len()]))

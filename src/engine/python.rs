@@ -65,13 +65,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
 
     // The C in string literals: each string that holds BCC triggers is parsed on its own.
     for s in of_kind(&nodes, "string") {
-        let ranges: Vec<Range<usize>> = {
-            let mut cursor = s.walk();
-            s.children(&mut cursor)
-                .filter(|c| c.kind() == "string_content")
-                .map(|c| c.start_byte()..c.end_byte())
-                .collect()
-        };
+        let ranges = string_contents(s);
         if ranges.is_empty() || !ranges.iter().any(|r| bcc::has_trigger(&src[r.clone()])) {
             continue;
         }
@@ -89,6 +83,12 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
             continue;
         }
         bcc::analyze(&mut cx, &mut a);
+        // The Python re-parse cannot see the C: its edits are checked here, on the C alone.
+        if !cx.edits.is_empty()
+            && let Some(d) = super::check_bcc_c(file, &parsed, &ranges, &cx.edits, cx.errors.len())
+        {
+            a.diags.push(d);
+        }
         a.edits.append(&mut cx.edits);
         a.diags.append(&mut cx.diags);
     }
@@ -215,13 +215,19 @@ fn src_file(py: &mut Py, call: Node, a: &mut Analysis) {
     }
 }
 
-/// The value of a plain string literal (prefixes and quotes dropped; escapes kept).
-fn string_value(n: Node, src: &str) -> String {
+/// The byte ranges of a string literal's contents (prefixes, quotes and interpolations left
+/// out): the C of a BCC string.
+pub fn string_contents(n: Node) -> Vec<Range<usize>> {
     let mut cursor = n.walk();
     n.children(&mut cursor)
         .filter(|c| c.kind() == "string_content")
-        .map(|c| text(c, src))
+        .map(|c| c.start_byte()..c.end_byte())
         .collect()
+}
+
+/// The value of a plain string literal (prefixes and quotes dropped; escapes kept).
+fn string_value(n: Node, src: &str) -> String {
+    string_contents(n).into_iter().map(|r| &src[r]).collect()
 }
 
 /// The table an expression refers to: `b["events"]`, `b[b"events"]`, `b.get_table("events")`,

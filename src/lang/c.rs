@@ -308,24 +308,17 @@ fn parse_with(
 }
 
 /// `old` (a parse of `old_text`) brought up to `new_text`, the same text with the edits
-/// `spans`, masked the same way, re-parsing only what changed; `range` is the C in the new
+/// `spans`, masked the same way, re-parsing only what changed; `ranges` are the C in the new
 /// text. None when the masks differ outside the edits (an edit that changes how later text
 /// lexes): then only a full parse tells.
 pub fn reparse(
     old: &CParse,
     old_text: &str,
     new_text: &str,
-    range: Range<usize>,
+    ranges: &[Range<usize>],
     spans: &[Span],
 ) -> Option<CParse> {
-    let ranges = [range];
-    let masked = masked_text(
-        new_text,
-        &ranges,
-        None,
-        old.placeholders,
-        old.first_branches,
-    );
+    let masked = masked_text(new_text, ranges, None, old.placeholders, old.first_branches);
     let (mut at, mut delta) = (0usize, 0isize);
     for gap in spans
         .iter()
@@ -344,7 +337,7 @@ pub fn reparse(
     super::edit_tree(&mut tree, old_text, new_text, spans);
     let tree = with_parser(Grammar::C, |parser| {
         parser
-            .set_included_ranges(&ts_ranges(new_text, &ranges))
+            .set_included_ranges(&ts_ranges(new_text, ranges))
             .ok()?;
         parser.parse(&masked, Some(&tree))
     })?;
