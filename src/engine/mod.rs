@@ -896,6 +896,8 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
 pub enum Kept {
     C(c::CParse),
     Python(tree_sitter::Tree),
+    /// The byte ranges of a Rust file's top-level items (syn keeps no tree worth re-using).
+    Rust(Vec<std::ops::Range<usize>>),
 }
 
 /// Whether `check_ahead` is worth its re-parse: the file has edits and needs no manual work
@@ -937,7 +939,10 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
         if !rust::names_perf_buffer_in_code(&file.text) {
             return (Analysis::default(), None);
         }
-        (too_deep(file).unwrap_or_else(|| rust::analyze(file)), None)
+        match too_deep(file) {
+            Some(a) => (a, None),
+            None => rust::analyze(file),
+        }
     } else {
         // After its cheaper gates: most C files with a trigger word are not parsed.
         analyze_c(file, opts)
@@ -1510,6 +1515,7 @@ pub fn check_ahead(file: &SourceFile, a: &Analysis, kept: &Kept) -> Option<usize
     }
     let (new_text, spans) = edit::apply_spans(&file.text, &edits, file.crlf);
     let tree = match kept {
+        Kept::Rust(items) => return rust::items_parse(items, &new_text, &spans).then_some(0),
         Kept::Python(old) => crate::lang::python::reparse(old, &file.text, &new_text, &spans)?,
         Kept::C(old) => {
             // The same masking choice as `parse_auto` makes for the new text.
@@ -1750,7 +1756,7 @@ mod tests {
             }
             v
         };
-        let mut checked = 0;
+        let (mut checked, mut rust_checked) = (0, 0);
         for opts in [
             Options::default(),
             Options {
@@ -1770,10 +1776,37 @@ mod tests {
                     let full = parse_errors(&file.path, &new_text);
                     assert_eq!(ahead, full, "{}", path.display());
                     checked += 1;
+                    rust_checked += usize::from(is_rust(path));
                 }
             }
         }
         assert!(checked > 500, "only {checked} incremental checks");
+        assert!(rust_checked > 20, "only {rust_checked} Rust checks by item");
+    }
+
+    /// A Rust file is checked by the items its edits touch: an edit that breaks one, or that
+    /// falls between items, leaves the answer to a full parse.
+    #[test]
+    fn rust_items_touched_by_edits_decide_alone() {
+        let text = "use a::b;\n\n/// Docs.\n#[inline]\nfn f() {\n    g(1);\n}\n\nstruct S;\n";
+        let file = SourceFile::new("x.rs".into(), "x.rs".into(), text.into());
+        let items = rust::item_ranges(&file, &syn::parse_file(text).unwrap());
+        let at = text.find("g(1)").unwrap();
+        let check = |e: Edit| {
+            let (new, spans) = edit::apply_spans(text, &[e], false);
+            rust::items_parse(&items, &new, &spans)
+        };
+        assert_eq!(
+            &text[items[1].clone()],
+            "/// Docs.\n#[inline]\nfn f() {\n    g(1);\n}"
+        );
+        assert!(check(Edit::replace(at, at + 4, "h(1, 2)", "a")));
+        assert!(!check(Edit::replace(at, at + 4, "h(1, 2", "a")));
+        assert!(!check(Edit::insert(
+            text.find("\n\nstruct").unwrap() + 1,
+            "fn k() {}\n",
+            "a"
+        )));
     }
 
     /// Files named alike in one directory are analysed together, and a file among them that

@@ -6,6 +6,7 @@
 //! and formatting outside the edited spans stay as they were.
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::ToTokens;
@@ -306,7 +307,9 @@ fn parse(text: &str) -> syn::Result<(proc_macro2::TokenStream, syn::File)> {
     Ok((tokens, ast))
 }
 
-pub fn analyze(file: &SourceFile) -> Analysis {
+/// The analysis of a Rust file, and what `check_ahead` needs when it has edits: the byte
+/// ranges of its top-level items.
+pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
     let mut a = Analysis::default();
     let (tokens, ast) = match parse(&file.text) {
         Ok(f) => f,
@@ -320,7 +323,7 @@ pub fn analyze(file: &SourceFile) -> Analysis {
                 Severity::Error,
                 format!("cannot parse this Rust file: {e}"),
             ));
-            return a;
+            return (a, None);
         }
     };
     // Byte offsets come from proc-macro2's span locations; a build without them (cargo fuzz
@@ -335,7 +338,7 @@ pub fn analyze(file: &SourceFile) -> Analysis {
             rules::INTERNAL_ERROR,
             "this build of bpf-migrate has no source positions for Rust; the file is left untouched",
         ));
-        return a;
+        return (a, None);
     }
     let mut col = Collect::default();
     col.visit_file(&ast);
@@ -422,9 +425,49 @@ pub fn analyze(file: &SourceFile) -> Analysis {
     if !rs.edits.is_empty() {
         messages(&mut rs, &chain_ranges);
     }
+    let items = item_ranges(file, &ast);
     a.edits.extend(rs.edits);
     a.diags.extend(rs.diags);
-    a
+    let kept = super::wants_check_ahead(&a).then_some(super::Kept::Rust(items));
+    (a, kept)
+}
+
+/// The byte ranges of a file's top-level items, outer attributes and doc comments included.
+pub fn item_ranges(file: &SourceFile, ast: &syn::File) -> Vec<Range<usize>> {
+    ast.items
+        .iter()
+        .map(|i| {
+            let (s, e) = (i.span().start(), i.span().end());
+            file.offset_of(s.line, s.column)..file.offset_of(e.line, e.column)
+        })
+        .collect()
+}
+
+/// Whether the Rust text `new`, made from a file whose top-level items were `items` by the
+/// edits `spans` (in order), still parses, told from the items the edits touch: each must
+/// parse alone as an item. An item ends in `}` or `;` and the text around the touched items
+/// is unchanged, so the file parses whenever they do. False when an edit is not inside one
+/// item (between items, in an inner attribute) or a touched item does not parse: a full
+/// parse decides then.
+pub fn items_parse(items: &[Range<usize>], new: &str, spans: &[crate::edit::Span]) -> bool {
+    let mut touched: Vec<Range<usize>> = Vec::new();
+    for s in spans {
+        match items
+            .iter()
+            .find(|r| r.start <= s.start && s.old_end <= r.end)
+        {
+            Some(r) if touched.last() == Some(r) => {}
+            Some(r) => touched.push(r.clone()),
+            None => return false,
+        }
+    }
+    let Some(moved) = crate::edit::map_ranges(&touched, spans) else {
+        return false;
+    };
+    moved.into_iter().all(|r| {
+        new.get(r)
+            .is_some_and(|t| syn::parse_str::<syn::Item>(t).is_ok())
+    })
 }
 
 fn walk_use<'a>(t: &'a UseTree, f: &mut dyn FnMut(&'a UseTree)) {

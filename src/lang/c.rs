@@ -422,18 +422,26 @@ pub fn text<'a>(node: Node, src: &'a str) -> &'a str {
 /// All nodes below (and including) `root`, in document order.
 pub fn descendants(root: Node) -> Vec<Node> {
     let mut out = Vec::new();
+    walk(root, |_| true, |n| out.push(n));
+    out
+}
+
+/// Visits `root` and the nodes below it in document order, entering a node's children only
+/// where `enter` says so.
+fn walk<'t>(root: Node<'t>, enter: impl Fn(Node<'t>) -> bool, mut visit: impl FnMut(Node<'t>)) {
     let mut cursor = root.walk();
     // Depth below `root`, so that the walk stops there without asking the cursor for nodes.
     let mut depth = 0usize;
     loop {
-        out.push(cursor.node());
-        if cursor.goto_first_child() {
+        let n = cursor.node();
+        visit(n);
+        if enter(n) && cursor.goto_first_child() {
             depth += 1;
             continue;
         }
         loop {
             if depth == 0 {
-                return out;
+                return;
             }
             if cursor.goto_next_sibling() {
                 break;
@@ -699,12 +707,20 @@ pub fn has_error_in(errors: &[(usize, usize)], start: usize, end: usize) -> bool
         .any(|&(s, e)| s < end.max(start + 1) && e > start)
 }
 
-/// Byte ranges of ERROR and MISSING nodes.
+/// Byte ranges of ERROR and MISSING nodes, in document order. The walk enters only subtrees
+/// that hold an error (`has_error`, kept by tree-sitter on every node).
 pub fn error_nodes(root: Node) -> Vec<(usize, usize)> {
-    if !root.has_error() {
-        return Vec::new();
-    }
-    error_spans(&descendants(root))
+    let mut out = Vec::new();
+    walk(
+        root,
+        |n| n.has_error(),
+        |n| {
+            if n.is_error() || n.is_missing() {
+                out.push((n.start_byte(), n.end_byte()));
+            }
+        },
+    );
+    out
 }
 
 /// `error_nodes` of the tree whose nodes (`descendants`, the root first) are already listed.
@@ -734,6 +750,43 @@ mod tests {
             "{}",
             p.tree.root_node().to_sexp()
         );
+    }
+
+    #[test]
+    fn error_walk_finds_what_a_full_walk_finds() {
+        for src in [
+            "int f(void) { return 1 }\nint g(void) { x = ; }\n",
+            "int f(void) { if (a { b(); } }\n",
+            "struct { int a; } x = { .a = };\nvoid h(void) { g(1, 2; }\n",
+            "int ok(void) { return 0; }\n",
+            "}}} int x;\n",
+        ] {
+            let p = parse(src, None).unwrap();
+            let root = p.tree.root_node();
+            assert_eq!(error_nodes(root), error_spans(&descendants(root)), "{src}");
+        }
+        // Every fixture's C, each with its last third cut off (errors at the cut).
+        let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|x| x == "c" || x == "h") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let cut = text.floor_char_boundary(text.len() * 2 / 3);
+                    for src in [&text[..], &text[..cut]] {
+                        let p = parse(src, None).unwrap();
+                        let root = p.tree.root_node();
+                        assert_eq!(
+                            error_nodes(root),
+                            error_spans(&descendants(root)),
+                            "{path:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
