@@ -164,6 +164,9 @@ pub struct Analysis {
 pub struct Ctx<'a, 't> {
     pub file: &'a SourceFile,
     pub tree: &'t Tree,
+    /// The named nodes and MISSING ones (`c::named_descendants`), in document order: kinds
+    /// are looked up by their named ids (`lang::kind_id`), so punctuation and keywords, about
+    /// half of a tree, are left out.
     pub nodes: &'a [Node<'t>],
     /// Nodes by kind id: analysis asks for one kind at a time, many times over.
     by_kind: Vec<Vec<Node<'t>>>,
@@ -660,7 +663,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         ));
         return (a, None);
     };
-    let nodes = c::descendants(parsed.tree.root_node());
+    let nodes = c::named_descendants(parsed.tree.root_node());
     let mut cx = Ctx::new(file, &parsed.tree, &nodes, &toks, opts);
     a.errors_before = cx.errors.len();
     // A trigger inside code that does not parse cannot be migrated, nor left silently.

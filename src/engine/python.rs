@@ -59,7 +59,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
         ));
         return (a, None);
     };
-    let nodes = descendants(tree.root_node());
+    let nodes = c::named_descendants(tree.root_node());
     let src = &file.text;
     a.errors_before = c::error_spans(&nodes).len();
 
@@ -72,7 +72,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
         let Some(parsed) = c::parse_bcc(src, Some(&ranges)) else {
             continue;
         };
-        let cnodes = descendants(parsed.tree.root_node());
+        let cnodes = c::named_descendants(parsed.tree.root_node());
         let toks: Vec<_> = ranges.iter().flat_map(|r| c::lex(src, r.clone())).collect();
         let mut cx = Ctx::new(file, &parsed.tree, &cnodes, &toks, opts);
         if let Some((ts, te)) = cx.trigger_in_error(bcc::has_trigger) {

@@ -426,6 +426,22 @@ pub fn descendants(root: Node) -> Vec<Node> {
     out
 }
 
+/// The named nodes below (and including) `root`, and MISSING ones, in document order: what
+/// analyses look up by kind (punctuation and keywords, about half of a tree, left out).
+pub fn named_descendants(root: Node) -> Vec<Node> {
+    let mut out = Vec::new();
+    walk(
+        root,
+        |_| true,
+        |n| {
+            if n.is_named() || n.is_missing() {
+                out.push(n)
+            }
+        },
+    );
+    out
+}
+
 /// Visits `root` and the nodes below it in document order, entering a node's children only
 /// where `enter` says so.
 fn walk<'t>(root: Node<'t>, enter: impl Fn(Node<'t>) -> bool, mut visit: impl FnMut(Node<'t>)) {
