@@ -69,11 +69,11 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
         if ranges.is_empty() || !ranges.iter().any(|r| bcc::has_trigger(&src[r.clone()])) {
             continue;
         }
-        let Some(parsed) = c::parse_bcc(src, Some(&ranges)) else {
+        let toks: Vec<_> = ranges.iter().flat_map(|r| c::lex(src, r.clone())).collect();
+        let Some(parsed) = c::parse_bcc_lexed(src, &ranges, &toks) else {
             continue;
         };
         let cnodes = c::named_descendants(parsed.tree.root_node());
-        let toks: Vec<_> = ranges.iter().flat_map(|r| c::lex(src, r.clone())).collect();
         let mut cx = Ctx::new(file, &parsed.tree, &cnodes, &toks, opts);
         if let Some((ts, te)) = cx.trigger_in_error(bcc::has_trigger) {
             a.diags.push(

@@ -191,6 +191,15 @@ pub fn parse_bcc(text: &str, ranges: Option<&[Range<usize>]>) -> Option<CParse> 
     parse_with(text, ranges, true, None)
 }
 
+/// `parse_bcc` of `ranges`, whose tokens (`lex` of each range, in order) the caller has.
+pub fn parse_bcc_lexed(
+    text: &str,
+    ranges: &[Range<usize>],
+    toks: &[(Tok, usize, usize)],
+) -> Option<CParse> {
+    parse_with(text, Some(ranges), true, Some(toks))
+}
+
 /// BCC C (before or after migration), parsed with placeholders masked.
 pub fn looks_bcc(text: &str) -> bool {
     [

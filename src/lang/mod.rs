@@ -105,7 +105,7 @@ fn cached_id(lang: &Language, field: bool, name: &str) -> Option<u16> {
         return look_up();
     };
     /// By grammar, then kinds and fields.
-    type Tables = [[HashMap<String, Option<u16>>; 2]; 2];
+    type Tables = [[HashMap<String, Option<u16>, foldhash::fast::FixedState>; 2]; 2];
     thread_local! {
         static IDS: RefCell<Tables> = RefCell::default();
     }
