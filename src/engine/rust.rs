@@ -425,10 +425,9 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
     if !rs.edits.is_empty() {
         messages(&mut rs, &chain_ranges);
     }
-    let items = item_ranges(file, &ast);
     a.edits.extend(rs.edits);
     a.diags.extend(rs.diags);
-    let kept = super::wants_check_ahead(&a).then_some(super::Kept::Rust(items));
+    let kept = super::wants_check_ahead(&a).then(|| super::Kept::Rust(item_ranges(file, &ast)));
     (a, kept)
 }
 
