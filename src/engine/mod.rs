@@ -1787,6 +1787,61 @@ mod tests {
         assert!(rust_checked > 20, "only {rust_checked} Rust checks by item");
     }
 
+    /// A byte-order mark before a Rust file moves no edit: syn's positions are those of the
+    /// text after it (a `use libbpf_rs::PerfBufferBuilder;` on line 1 was rewritten one byte
+    /// early, into `RingBufferBuilderr`).
+    #[test]
+    fn a_byte_order_mark_before_rust_moves_no_edit() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rs_capable/input");
+        let read = |rel: &str| {
+            let text = std::fs::read_to_string(root.join(rel)).unwrap();
+            (PathBuf::from(rel), text)
+        };
+        let (main_path, main) = read("src/main.rs");
+        // The `use` of PerfBufferBuilder first (after the inner doc comments it may not follow).
+        let lines: Vec<&str> = main
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("//!"))
+            .collect();
+        let k = lines
+            .iter()
+            .position(|l| l.starts_with("use ") && l.contains("PerfBufferBuilder"))
+            .unwrap();
+        let mut reordered = lines.clone();
+        let used = reordered.remove(k);
+        reordered.insert(0, used);
+        let reordered = reordered.concat();
+        let run = |bom: &str| {
+            let mut files = vec![
+                read("src/bpf/capable.bpf.c"),
+                read("src/stats.rs"),
+                (main_path.clone(), format!("{bom}{reordered}")),
+            ];
+            files.sort();
+            let files: Vec<SourceFile> = files
+                .into_iter()
+                .map(|(p, t)| SourceFile::new(p.clone(), p.display().to_string(), t))
+                .collect();
+            let out = migrate(&files, &Options::default());
+            out.changes
+                .into_iter()
+                .map(|c| (files[c.file].path.clone(), c.new_text))
+                .collect::<Vec<_>>()
+        };
+        let (plain, marked) = (run(""), run("\u{feff}"));
+        assert!(
+            plain
+                .iter()
+                .any(|(p, t)| *p == main_path && t.starts_with("use libbpf_rs::RingBufferBuilder;")),
+            "{plain:?}"
+        );
+        assert_eq!(plain.len(), marked.len());
+        for ((p, t), (q, u)) in plain.iter().zip(&marked) {
+            assert_eq!(p, q);
+            assert_eq!(u.strip_prefix('\u{feff}').unwrap_or(u), t);
+        }
+    }
+
     /// A Rust file is checked by the items its edits touch: an edit that breaks one, or that
     /// falls between items, leaves the answer to a full parse.
     #[test]
@@ -1810,6 +1865,13 @@ mod tests {
             "fn k() {}\n",
             "a"
         )));
+        // An item that now ends in a line comment, with the next item on its line.
+        let text = "struct A; impl B {\n    fn x() {}\n}\n";
+        let file = SourceFile::new("y.rs".into(), "y.rs".into(), text.into());
+        let items = rust::item_ranges(&file, &syn::parse_file(text).unwrap());
+        let (new, spans) = edit::apply_spans(text, &[Edit::insert(9, " // note", "a")], false);
+        assert!(syn::parse_file(&new).is_err());
+        assert!(!rust::items_parse(&items, &new, &spans));
     }
 
     /// Files named alike in one directory are analysed together, and a file among them that

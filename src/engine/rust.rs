@@ -223,10 +223,9 @@ impl Rs<'_> {
         &self.file.text
     }
     fn range(&self, span: Span) -> (usize, usize) {
-        let (s, e) = (span.start(), span.end());
         (
-            self.file.offset_of(s.line, s.column),
-            self.file.offset_of(e.line, e.column),
+            offset(self.file, span.start()),
+            offset(self.file, span.end()),
         )
     }
     fn text(&self, span: Span) -> &str {
@@ -314,8 +313,7 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
     let (tokens, ast) = match parse(&file.text) {
         Ok(f) => f,
         Err(e) => {
-            let lc = e.span().start();
-            let at = file.offset_of(lc.line, lc.column);
+            let at = offset(file, e.span().start());
             a.diags.push(Diagnostic::at(
                 file,
                 at,
@@ -431,23 +429,29 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
     (a, kept)
 }
 
+/// The byte offset in `file` of a proc-macro2 position (lines from 1, columns in characters):
+/// positions are those of the text after a byte-order mark, which syn and the token parser
+/// skip, so a column on line 1 is one character short of the file's.
+fn offset(file: &SourceFile, at: proc_macro2::LineColumn) -> usize {
+    let bom = usize::from(at.line == 1 && file.text.starts_with('\u{feff}'));
+    file.offset_of(at.line, at.column + bom)
+}
+
 /// The byte ranges of a file's top-level items, outer attributes and doc comments included.
 pub fn item_ranges(file: &SourceFile, ast: &syn::File) -> Vec<Range<usize>> {
     ast.items
         .iter()
-        .map(|i| {
-            let (s, e) = (i.span().start(), i.span().end());
-            file.offset_of(s.line, s.column)..file.offset_of(e.line, e.column)
-        })
+        .map(|i| offset(file, i.span().start())..offset(file, i.span().end()))
         .collect()
 }
 
 /// Whether the Rust text `new`, made from a file whose top-level items were `items` by the
 /// edits `spans` (in order), still parses, told from the items the edits touch: each must
-/// parse alone as an item. An item ends in `}` or `;` and the text around the touched items
-/// is unchanged, so the file parses whenever they do. False when an edit is not inside one
-/// item (between items, in an inner attribute) or a touched item does not parse: a full
-/// parse decides then.
+/// parse alone as an item and end its line. An item ends in `}` or `;`, the text around the
+/// touched items is unchanged, and a line comment it may now end in stops at the line's end,
+/// so the file parses whenever they do. False when an edit is not inside one item (between
+/// items, in an inner attribute), or a touched item does not parse or shares its last line
+/// with what follows: a full parse decides then.
 pub fn items_parse(items: &[Range<usize>], new: &str, spans: &[crate::edit::Span]) -> bool {
     let mut touched: Vec<Range<usize>> = Vec::new();
     for s in spans {
@@ -463,9 +467,17 @@ pub fn items_parse(items: &[Range<usize>], new: &str, spans: &[crate::edit::Span
     let Some(moved) = crate::edit::map_ranges(&touched, spans) else {
         return false;
     };
+    // An item may now end in a line comment, which would swallow whatever follows it on its
+    // line: only an item that ends its line is judged alone.
     moved.into_iter().all(|r| {
-        new.get(r)
-            .is_some_and(|t| syn::parse_str::<syn::Item>(t).is_ok())
+        let ends_line = new
+            .get(r.end..)
+            .and_then(|rest| rest.split('\n').next())
+            .is_some_and(|rest| rest.trim().is_empty());
+        ends_line
+            && new
+                .get(r)
+                .is_some_and(|t| syn::parse_str::<syn::Item>(t).is_ok())
     })
 }
 
