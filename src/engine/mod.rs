@@ -480,12 +480,18 @@ fn c_needs_parse_in(text: &str, toks: &[(Tok, usize, usize)], whole: bool) -> bo
             };
             // Only the perf buffer API's own names are declared so; a map type or a helper
             // between parentheses is a macro's argument (`static DEFINE_MAP(events,
-            // BPF_MAP_TYPE_PERF_EVENT_ARRAY);`).
+            // BPF_MAP_TYPE_PERF_EVENT_ARRAY);`), and so is an API function standing alone
+            // as a parameter (`static DEFINE_CLEANUP(struct perf_buffer *, perf_buffer__free);`).
             let skip = skip.filter(|&end| {
-                toks[k..end].iter().all(|&(t, s, e)| {
+                (k..end).all(|j| {
+                    let (t, s, e) = toks[j];
+                    let w = &text[s..e];
+                    let bare =
+                        matches!(tok(prev(j)), "(" | ",") && matches!(tok(next(j)), "," | ")");
                     t != Tok::Ident
-                        || !is_trigger(&text[s..e])
-                        || text[s..e].starts_with("perf_buffer_")
+                        || !is_trigger(w)
+                        || (w.starts_with("perf_buffer_")
+                            && !(w.starts_with("perf_buffer__") && bare))
                 })
             });
             if let Some(end) = skip {
@@ -573,10 +579,16 @@ fn is_prototype_name(text: &str, toks: &[(Tok, usize, usize)], p: Option<usize>)
 fn on_preprocessor_line(text: &str, at: usize) -> bool {
     let mut line = line_start_of(text, at);
     loop {
-        if text[line..].trim_start().starts_with('#') {
+        // A byte-order mark or block comments may come before the `#`.
+        let mut rest = text[line..].trim_start_matches('\u{feff}').trim_start();
+        while let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        }
+        if rest.starts_with('#') {
             return true;
         }
-        if line == 0 || !text[..line - 1].trim_end_matches('\r').ends_with('\\') {
+        // A backslash continues a line even with spaces after it (GCC warns, but does).
+        if line == 0 || !text[..line - 1].trim_end().ends_with('\\') {
             return false;
         }
         line = line_start_of(text, line - 1);
@@ -1704,6 +1716,11 @@ mod tests {
             "typedef struct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n} perf_map_t;\n",
             // A macro's arguments are no parameters.
             "static DEFINE_MAP(events, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n",
+            "static DEFINE_TRIVIAL_CLEANUP_FUNC(struct perf_buffer *, perf_buffer__free);\n",
+            // Preprocessor lines: continued after trailing spaces, after a comment or a BOM.
+            "#define P(x) \\  \n\tx * perf_buffer__poll(pb, 1);\n",
+            "/* c */ #define P x * perf_buffer__buffer_cnt(pb);\n",
+            "\u{feff}#define P x * perf_buffer__buffer_cnt(pb);\n",
             "struct s {\n\tMAP_TYPE BPF_MAP_TYPE_PERF_EVENT_ARRAY;\n};\n",
             // A use after a preprocessor line, which is no type before a prototype's name.
             "#endif\nBPF_PERF_OUTPUT(events);\n",
