@@ -75,8 +75,9 @@ pub fn names_perf_buffer_in_code(text: &str) -> bool {
                 // A character literal ('x', '\n', 'é'), or a lifetime or label ('a).
                 let width = text[i + 1..].chars().next().map_or(1, char::len_utf8);
                 if b.get(i + 1) == Some(&b'\\') {
-                    match memchr::memchr(b'\'', &b[i + 2..]) {
-                        Some(n) => i += n + 3,
+                    // The escaped character (at i + 2) may itself be a quote: '\''.
+                    match b.get(i + 3..).and_then(|rest| memchr::memchr(b'\'', rest)) {
+                        Some(n) => i += n + 4,
                         None => return true,
                     }
                 } else if b.get(i + 1 + width) == Some(&b'\'') {
@@ -1326,6 +1327,8 @@ mod tests {
             "let r = r#\"x\"#; let t = 'a'; PerfBuffer",
             "macro_rules! m { () => { PerfBufferBuilder::new } }",
             "let c = 'é'; let pb: PerfBuffer;",
+            // An escaped quote as the character: '\'' ends at its second quote.
+            "let q = ['\\'','\"']; let pb: PerfBuffer; let d = '\"';",
             // Unsure (an unterminated literal): counts as code, and the parser says what is wrong.
             "let s = \"PerfBuffer",
             "/* PerfBuffer",
