@@ -197,7 +197,7 @@ impl<'a, 't> Ctx<'a, 't> {
             tree,
             nodes,
             by_kind,
-            errors: c::error_spans(nodes),
+            errors: c::error_nodes(tree.root_node()),
             toks,
             opts,
             edits: Vec::new(),
@@ -383,20 +383,16 @@ fn c_needs_parse_around_triggers(text: &str) -> bool {
         if at > 0 && ident(bytes[at - 1]) {
             return false;
         }
-        let mut start = line_start_of(text, at);
+        let mut start = crate::source::line_start(text, at);
         for _ in 0..2 {
             if start > 0 {
-                start = line_start_of(text, start - 1);
+                start = crate::source::line_start(text, start - 1);
             }
         }
         let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
         let toks = c::lex(text, start..end);
         c_needs_parse_in(text, &toks, false)
     })
-}
-
-fn line_start_of(text: &str, at: usize) -> usize {
-    text[..at].rfind('\n').map_or(0, |i| i + 1)
 }
 
 /// Identifiers that make a C file worth parsing where they stand in code (one ending in `_`
@@ -577,7 +573,7 @@ fn is_prototype_name(text: &str, toks: &[(Tok, usize, usize)], p: Option<usize>)
 
 /// Whether `at` is on a `#` line or on a line continuing one.
 fn on_preprocessor_line(text: &str, at: usize) -> bool {
-    let mut line = line_start_of(text, at);
+    let mut line = crate::source::line_start(text, at);
     loop {
         // A byte-order mark or block comments may come before the `#`.
         let mut rest = text[line..].trim_start_matches('\u{feff}').trim_start();
@@ -591,7 +587,7 @@ fn on_preprocessor_line(text: &str, at: usize) -> bool {
         if line == 0 || !text[..line - 1].trim_end().ends_with('\\') {
             return false;
         }
-        line = line_start_of(text, line - 1);
+        line = crate::source::line_start(text, line - 1);
     }
 }
 
@@ -1458,31 +1454,16 @@ fn apply_checked(
         .errors_ahead
         .filter(|&n| n <= errors_before)
         .unwrap_or_else(|| parse_errors(&file.path, &new_text));
-    if !unresolved && errors_before > 0 && errors_after > errors_before {
-        // The file did not parse cleanly to begin with: error recovery may shift with any
-        // change, so the migration cannot be checked. Not our bug, but not safe either.
-        return Err(Box::new(
-            Diagnostic::at(
-                file,
-                edits[0].start,
-                rules::UNSUPPORTED_FORM,
-                Severity::Manual,
-                format!("this file does not parse cleanly ({errors_before} error(s)), so the migration of its program cannot be checked"),
-            )
-            .help("fix the code that does not parse (or the macros that hide C syntax), or migrate by hand"),
-        ));
-    }
     if unresolved || errors_after > errors_before {
-        return Err(Box::new(
-            Diagnostic::at(
-                file,
-                edits[0].start,
-                rules::INTERNAL_ERROR,
-                Severity::Error,
-                "the migrated text of this file would not parse; nothing was changed in this program",
-            )
-            .help("please report this with the file"),
-        ));
+        // A page-count marker left unresolved is a bug of ours whatever the count.
+        let before = if unresolved { 0 } else { errors_before };
+        return Err(Box::new(parse_check_refusal(
+            file,
+            edits[0].start,
+            before,
+            "this file",
+            "the migrated text of this file",
+        )));
     }
     Ok((new_text, edits))
 }
@@ -1566,21 +1547,39 @@ pub(crate) fn check_bcc_c(
     if errors_after <= errors_before {
         return None;
     }
-    let at = edits[0].start;
-    Some(if errors_before > 0 {
+    Some(parse_check_refusal(
+        file,
+        edits[0].start,
+        errors_before,
+        "the C in this string",
+        "the migrated C in this string",
+    ))
+}
+
+/// Why a migration that would add parse errors is refused: manual work when the text did not
+/// parse cleanly to begin with (error recovery may shift with any change, so the migration
+/// cannot be checked: not our bug, but not safe either), else an internal error.
+fn parse_check_refusal(
+    file: &SourceFile,
+    at: usize,
+    errors_before: usize,
+    subject: &str,
+    migrated: &str,
+) -> Diagnostic {
+    if errors_before > 0 {
         Diagnostic::at(file, at, rules::UNSUPPORTED_FORM, Severity::Manual,
-            format!("the C in this string does not parse cleanly ({errors_before} error(s)), so its migration cannot be checked"))
-            .help("fix the C that does not parse (or the macros that hide C syntax), or migrate by hand")
+            format!("{subject} does not parse cleanly ({errors_before} error(s)), so the migration of its program cannot be checked"))
+            .help("fix the code that does not parse (or the macros that hide C syntax), or migrate by hand")
     } else {
         Diagnostic::at(
             file,
             at,
             rules::INTERNAL_ERROR,
             Severity::Error,
-            "the migrated C in this string would not parse; nothing was changed in this program",
+            format!("{migrated} would not parse; nothing was changed in this program"),
         )
         .help("please report this with the file")
-    })
+    }
 }
 
 /// A file's edits as linking will apply them, as far as a parser can tell before linking:

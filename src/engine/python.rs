@@ -61,7 +61,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
     };
     let nodes = c::named_descendants(tree.root_node());
     let src = &file.text;
-    a.errors_before = c::error_spans(&nodes).len();
+    a.errors_before = c::error_nodes(tree.root_node()).len();
 
     // The C in string literals: each string that holds BCC triggers is parsed on its own.
     for s in of_kind(&nodes, "string") {

@@ -544,9 +544,9 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
     };
     let scope = c::ancestor(call, "function_definition").unwrap_or(cx.root());
     let scope_nodes: Vec<Node> = cx
-        .of_kinds(&["declaration", "identifier"])
+        .nodes_within(scope)
         .into_iter()
-        .filter(|n| n.start_byte() >= scope.start_byte() && n.end_byte() <= scope.end_byte())
+        .filter(|n| matches!(n.kind(), "declaration" | "identifier"))
         .collect();
     let decl = scope_nodes.iter().copied().find(|n| {
         n.kind() == "declaration"
@@ -821,9 +821,8 @@ fn resolve_map(cx: &Ctx, expr: &str, expr_at: usize, at: Node, depth: usize) -> 
     let func = c::ancestor(at, "function_definition");
     let scope = func.unwrap_or(cx.root());
     let mut best: Option<Node> = None;
-    for n in cx.of_kinds(&["init_declarator", "assignment_expression"]) {
-        if n.start_byte() < scope.start_byte()
-            || n.end_byte() > scope.end_byte()
+    for n in cx.nodes_within(scope) {
+        if !matches!(n.kind(), "init_declarator" | "assignment_expression")
             || n.start_byte() >= at.start_byte()
         {
             continue;

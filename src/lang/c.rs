@@ -725,7 +725,7 @@ pub fn is_declared_name(root: Node, start: usize, end: usize) -> bool {
     false
 }
 
-/// Whether any ERROR or MISSING node of `errors` (`error_spans`) lies inside `start..end`.
+/// Whether any ERROR or MISSING node of `errors` (`error_nodes`) lies inside `start..end`.
 pub fn has_error_in(errors: &[(usize, usize)], start: usize, end: usize) -> bool {
     errors
         .iter()
@@ -748,18 +748,6 @@ pub fn error_nodes(root: Node) -> Vec<(usize, usize)> {
     out
 }
 
-/// `error_nodes` of the tree whose nodes (`descendants`, the root first) are already listed.
-pub fn error_spans(nodes: &[Node]) -> Vec<(usize, usize)> {
-    if !nodes.first().is_some_and(|root| root.has_error()) {
-        return Vec::new();
-    }
-    nodes
-        .iter()
-        .filter(|n| n.is_error() || n.is_missing())
-        .map(|n| (n.start_byte(), n.end_byte()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,6 +765,15 @@ mod tests {
         );
     }
 
+    /// ERROR and MISSING nodes found by looking at every node.
+    fn error_nodes_by_full_walk(root: Node) -> Vec<(usize, usize)> {
+        descendants(root)
+            .into_iter()
+            .filter(|n| n.is_error() || n.is_missing())
+            .map(|n| (n.start_byte(), n.end_byte()))
+            .collect()
+    }
+
     #[test]
     fn error_walk_finds_what_a_full_walk_finds() {
         for src in [
@@ -788,7 +785,7 @@ mod tests {
         ] {
             let p = parse(src, None).unwrap();
             let root = p.tree.root_node();
-            assert_eq!(error_nodes(root), error_spans(&descendants(root)), "{src}");
+            assert_eq!(error_nodes(root), error_nodes_by_full_walk(root), "{src}");
         }
         // Every fixture's C, each with its last third cut off (errors at the cut).
         let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")];
@@ -805,7 +802,7 @@ mod tests {
                         let root = p.tree.root_node();
                         assert_eq!(
                             error_nodes(root),
-                            error_spans(&descendants(root)),
+                            error_nodes_by_full_walk(root),
                             "{path:?}"
                         );
                     }
