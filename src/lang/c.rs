@@ -63,6 +63,11 @@ pub fn lex(text: &str, range: Range<usize>) -> Vec<(Tok, usize, usize)> {
             while i < end && (b[i] == b'_' || b[i].is_ascii_alphanumeric()) {
                 i += 1;
             }
+            if let Some(close) = raw_string_end(b, s, i, end) {
+                i = close;
+                out.push((Tok::Str, s, i));
+                continue;
+            }
             out.push((Tok::Ident, s, i));
         } else if c.is_ascii_digit() {
             let s = i;
@@ -78,6 +83,27 @@ pub fn lex(text: &str, range: Range<usize>) -> Vec<(Tok, usize, usize)> {
         }
     }
     out
+}
+
+/// The end of a C++ raw string literal (`R"delim( ... )delim"`, with an encoding prefix or
+/// not) whose prefix is `b[s..i]`, if one starts there and closes before `end`. Some C headers
+/// are such a literal as a whole (BCC's helpers.h, embedded in a C++ library): their text is
+/// a string, not code.
+fn raw_string_end(b: &[u8], s: usize, i: usize, end: usize) -> Option<usize> {
+    if !matches!(&b[s..i], b"R" | b"LR" | b"uR" | b"UR" | b"u8R") || i >= end || b[i] != b'"' {
+        return None;
+    }
+    let open = i + 1 + b[i + 1..end].iter().take(17).position(|&c| c == b'(')?;
+    let delim = &b[i + 1..open];
+    if delim.iter().any(|c| b" ()\\\t\x0b\x0c\r\n".contains(c)) {
+        return None;
+    }
+    let mut closing = Vec::with_capacity(delim.len() + 2);
+    closing.push(b')');
+    closing.extend_from_slice(delim);
+    closing.push(b'"');
+    let at = memchr::memmem::find(&b[open + 1..end], &closing)?;
+    Some(open + 1 + at + closing.len())
 }
 
 /// Index of the token closing the parenthesis opened at token `open`.
@@ -809,6 +835,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn raw_string_literals_are_one_token() {
+        let src = "R\"**(\n#define BPF_PERF_OUTPUT(_name) \\\n  int (*perf_submit) (void *);\n)**\"\nint x = u8R\"(a)\" R\"x(b)x\";";
+        let toks = lex(src, 0..src.len());
+        let kinds: Vec<Tok> = toks.iter().map(|t| t.0).collect();
+        assert_eq!(
+            kinds,
+            [
+                Tok::Str,
+                Tok::Ident,
+                Tok::Ident,
+                Tok::Punct(b'='),
+                Tok::Str,
+                Tok::Str,
+                Tok::Punct(b';')
+            ]
+        );
+        assert_eq!((toks[0].1, toks[0].2), (0, src.find(")**\"").unwrap() + 4));
+        // Not a raw string: a macro named R before a string, no `(`, a delimiter too long or
+        // with a space, no closing.
+        for src in [
+            "R \"(x)\"",
+            "R\"x\"",
+            "R\"12345678901234567(x)12345678901234567\"",
+            "R\"a b(x)a b\"",
+            "R\"(x\"",
+            "Rx\"(x)\"",
+        ] {
+            assert_eq!(lex(src, 0..src.len())[0].0, Tok::Ident, "{src}");
+        }
+        // A range (a string's C) that ends on the `R`, with a quote after it.
+        assert_eq!(
+            lex("x R\"(y)\"", 0..3),
+            [(Tok::Ident, 0, 1), (Tok::Ident, 2, 3)]
+        );
     }
 
     #[test]
