@@ -429,7 +429,7 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
     let body = def.field("body").unwrap_or(def);
     let uses: Vec<Node> = descendants(body)
         .into_iter()
-        .filter(|n| is_variable(*n) && text(*n, src) == cpu_name)
+        .filter(|n| text(*n, src) == cpu_name && is_variable(*n))
         .collect();
     if let Some(u) = uses.first() {
         py.manual(
@@ -444,7 +444,7 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
         names.contains(&n)
             || descendants(body)
                 .iter()
-                .any(|x| is_variable(*x) && text(*x, src) == n)
+                .any(|x| text(*x, src) == n && is_variable(*x))
     };
     let new = ["ctx", "_ctx", "ring_ctx"]
         .into_iter()

@@ -297,8 +297,12 @@ fn collect_tokens(
 /// again, `to_token_stream`, rebuilt every token).
 fn parse(text: &str) -> syn::Result<(proc_macro2::TokenStream, syn::File)> {
     let content = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if content.starts_with("#!") {
-        // A shebang line: parse_file knows what to skip.
+    // `#![attr]` opens many crate roots and is no shebang; whatever else starts with `#!`,
+    // parse_file tells (it skips a shebang line).
+    if content
+        .strip_prefix("#!")
+        .is_some_and(|rest| !rest.trim_start().starts_with('['))
+    {
         let ast = syn::parse_file(text)?;
         return Ok((ast.to_token_stream(), ast));
     }
@@ -1299,6 +1303,23 @@ fn remove_use_tree(
 #[cfg(test)]
 mod tests {
     use super::names_perf_buffer_in_code as in_code;
+
+    #[test]
+    fn shebang_lines_and_crate_attributes() {
+        // A shebang line is skipped; `#![...]` (even spaced out) is an inner attribute.
+        for (text, shebang, attrs) in [
+            ("#!/usr/bin/env rust-script\nfn main() {}", true, 0),
+            ("#![allow(dead_code)]\nfn main() {}", false, 1),
+            ("\u{feff}#! [allow(dead_code)]\nfn main() {}", false, 1),
+            ("#!\n[test]\nfn main() {}", false, 1),
+        ] {
+            let (tokens, ast) = super::parse(text).unwrap();
+            assert_eq!(ast.shebang.is_some(), shebang, "{text:?}");
+            assert_eq!(ast.attrs.len(), attrs, "{text:?}");
+            assert_eq!(ast.items.len(), 1, "{text:?}");
+            assert!(tokens.to_string().contains("main"), "{text:?}");
+        }
+    }
 
     #[test]
     fn perf_buffer_in_comments_and_literals_is_not_code() {
