@@ -1465,6 +1465,19 @@ fn apply_checked(
             "the migrated text of this file",
         )));
     }
+    if !is_python(&file.path)
+        && !is_rust(&file.path)
+        && let Some(d) = check_else_branches(
+            file,
+            &new_text,
+            &edits,
+            (&[c_range(&file.text)], &[c_range(&new_text)]),
+            (c::looks_bcc(&file.text), c::looks_bcc(&new_text)),
+            ("this file", "the migrated text of this file"),
+        )
+    {
+        return Err(Box::new(d));
+    }
     Ok((new_text, edits))
 }
 
@@ -1545,7 +1558,15 @@ pub(crate) fn check_bcc_c(
         })
         .map_or(usize::MAX, |p| c::error_nodes(p.tree.root_node()).len());
     if errors_after <= errors_before {
-        return None;
+        let new_ranges = edit::map_ranges(ranges, &spans)?;
+        return check_else_branches(
+            file,
+            &new_text,
+            &edits,
+            (ranges, &new_ranges),
+            (true, true),
+            ("the C in this string", "the migrated C in this string"),
+        );
     }
     Some(parse_check_refusal(
         file,
@@ -1554,6 +1575,34 @@ pub(crate) fn check_bcc_c(
         "the C in this string",
         "the migrated C in this string",
     ))
+}
+
+/// Edits where a parse of first branches only does not look (a branch after `#else`, a
+/// directive line; see `c::else_branches`), checked on the parse with every branch: it must
+/// not have more errors after them than before. The usual count cannot tell: C that an edit
+/// breaks in an `#else` branch may read better with first branches only, the parse that is
+/// then counted. A diagnostic when the check fails. `ranges` and `placeholders` are for the
+/// old and the new text; `subject`, as for `parse_check_refusal`.
+fn check_else_branches(
+    file: &SourceFile,
+    new_text: &str,
+    edits: &[Edit],
+    ranges: (&[std::ops::Range<usize>], &[std::ops::Range<usize>]),
+    placeholders: (bool, bool),
+    subject: (&str, &str),
+) -> Option<Diagnostic> {
+    if !ranges.0.iter().any(|r| file.text[r.clone()].contains('#')) {
+        return None;
+    }
+    let hidden = c::else_branches(&file.text, ranges.0);
+    // Touching counts: an insertion at the edge of a branch may join it.
+    let at = edits
+        .iter()
+        .find(|e| hidden.iter().any(|h| e.start <= h.end && e.end >= h.start))?
+        .start;
+    let before = c::errors_with_all_branches(&file.text, ranges.0, placeholders.0);
+    let after = c::errors_with_all_branches(new_text, ranges.1, placeholders.1);
+    (after > before).then(|| parse_check_refusal(file, at, before, subject.0, subject.1))
 }
 
 /// Why a migration that would add parse errors is refused: manual work when the text did not
@@ -1617,6 +1666,21 @@ fn parse_errors(path: &Path, text: &str) -> usize {
 mod tests {
     use super::*;
 
+    /// The C ranges of the string in Python `py` that holds `needle`, its C parse and that
+    /// parse's error count.
+    fn bcc_string(py: &str, needle: &str) -> (Vec<std::ops::Range<usize>>, c::CParse, usize) {
+        let tree = python::parse(py).unwrap();
+        let nodes = c::descendants(tree.root_node());
+        let s = c::of_kind(&nodes, "string")
+            .into_iter()
+            .find(|s| c::text(*s, py).contains(needle))
+            .unwrap();
+        let ranges = python::string_contents(s);
+        let old = c::parse_bcc(py, Some(&ranges)).unwrap();
+        let errors = c::error_nodes(old.tree.root_node()).len();
+        (ranges, old, errors)
+    }
+
     /// The C of a BCC string is checked on its own: an edit that breaks it is refused, one
     /// that keeps it whole is not, and the incremental count agrees with a full parse.
     #[test]
@@ -1625,15 +1689,8 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bcc_execsnoop/input/execsnoop.py");
         let text = std::fs::read_to_string(&path).unwrap();
         let file = SourceFile::new(path, "execsnoop.py".into(), text.clone());
-        let tree = python::parse(&text).unwrap();
-        let nodes = c::descendants(tree.root_node());
-        let s = c::of_kind(&nodes, "string")
-            .into_iter()
-            .find(|s| c::text(*s, &text).contains("events.perf_submit(ctx, &data, sizeof(data));"))
-            .unwrap();
-        let ranges = python::string_contents(s);
-        let old = c::parse_bcc(&text, Some(&ranges)).unwrap();
-        let before = c::error_nodes(old.tree.root_node()).len();
+        let (ranges, old, before) =
+            bcc_string(&text, "events.perf_submit(ctx, &data, sizeof(data));");
         assert_eq!(before, 0);
         let at = text
             .find("events.perf_submit(ctx, &data, sizeof(data));")
@@ -1666,6 +1723,54 @@ mod tests {
                 c::error_nodes(inc.tree.root_node()).len(),
                 c::error_nodes(full.tree.root_node()).len()
             );
+        }
+    }
+
+    /// An edit that breaks C in an `#else` branch is refused, though the broken text reads
+    /// without errors when only first branches are kept (the parse that is counted when the
+    /// text has a header split across `#if`); in a C file and in a BCC string.
+    #[test]
+    fn a_broken_edit_in_an_else_branch_is_refused() {
+        let split = "#ifdef NEW_KERNEL\nint probe(struct pt_regs *ctx, struct file *file)\n#else\nint probe(struct pt_regs *ctx)\n#endif\n{\n";
+        for head in ["int probe(struct pt_regs *ctx)\n{\n", split] {
+            let text = format!(
+                "{head}#ifdef OLD_KERNEL\n\tg(1);\n#else\n\tg(2);\n#endif\n\treturn 0;\n}}\n"
+            );
+            let errors = |t: &str| parse_errors(Path::new("f.c"), t);
+            let before = errors(&text);
+            let broken = text.replace("g(2);", "g(2;");
+            assert_eq!((before, errors(&broken)), (0, 0), "{text}");
+            let file = SourceFile::new(PathBuf::from("f.c"), "f.c".into(), text.clone());
+            let at = text.find("g(2);").unwrap();
+            let edit = |new: &str| vec![Edit::replace(at, at + 5, new, rules::PERF_BUFFER_NEW)];
+            let apply = |edits: Vec<Edit>| {
+                apply_checked(&file, edits, &Analysis::default(), &HashMap::new(), 0)
+            };
+            let d = apply(edit("g(2;")).expect_err(&text);
+            assert_eq!(
+                d.rule,
+                if head == split {
+                    rules::UNSUPPORTED_FORM
+                } else {
+                    rules::INTERNAL_ERROR
+                }
+            );
+            assert!(apply(edit("h(2);")).is_ok());
+
+            // The same function in a BCC string, checked from its own parse.
+            let py = format!(
+                "from bcc import BPF\nb = BPF(text=\"\"\"\nBPF_PERF_OUTPUT(events);\n{text}\"\"\")\n"
+            );
+            let file = SourceFile::new(PathBuf::from("t.py"), "t.py".into(), py.clone());
+            let (ranges, old, before) = bcc_string(&py, "BPF_PERF_OUTPUT");
+            assert_eq!(before, 0);
+            let at = py.find("g(2);").unwrap();
+            let edit = |new: &str| [Edit::replace(at, at + 5, new, rules::BCC_PERF_OUTPUT)];
+            assert!(
+                check_bcc_c(&file, &old, &ranges, &edit("g(2;"), before).is_some(),
+                "{py}"
+            );
+            assert!(check_bcc_c(&file, &old, &ranges, &edit("h(2);"), before).is_none());
         }
     }
 

@@ -287,6 +287,15 @@ fn mask_placeholders(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
 /// Keeps only the first branch of each `#if`/`#ifdef` and blanks the directives, so that a
 /// function header split across `#if ... #else ... #endif` reads as one header.
 fn mask_else_branches(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
+    for r in else_branches(text, ranges) {
+        blank(out, r.start, r.end);
+    }
+}
+
+/// What a parse of first branches only does not see: the conditional directives' lines and
+/// every branch after the first (the blanks of `mask_else_branches`).
+pub fn else_branches(text: &str, ranges: &[Range<usize>]) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::new();
     for r in ranges {
         let mut pos = r.start;
         // For each open conditional: are we past its first branch?
@@ -301,25 +310,40 @@ fn mask_else_branches(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
             });
             let skipping = stack.iter().any(|&b| b);
             let line_end = pos + line.trim_end().len();
-            match directive {
+            let hidden = match directive {
                 Some("if" | "ifdef" | "ifndef") => {
                     stack.push(false);
-                    blank(out, pos, line_end);
+                    Some(pos..line_end)
                 }
                 Some("else" | "elif" | "elifdef" | "elifndef") if !stack.is_empty() => {
                     *stack.last_mut().unwrap() = true;
-                    blank(out, pos, line_end);
+                    Some(pos..line_end)
                 }
                 Some("endif") if !stack.is_empty() => {
                     stack.pop();
-                    blank(out, pos, line_end);
+                    Some(pos..line_end)
                 }
-                _ if skipping => blank(out, pos, pos + line.len()),
-                _ => {}
+                _ if skipping => Some(pos..pos + line.len()),
+                _ => None,
+            };
+            if let Some(h) = hidden {
+                match out.last_mut() {
+                    Some(last) if last.end >= h.start => last.end = last.end.max(h.end),
+                    _ => out.push(h),
+                }
             }
             pos += line.len();
         }
     }
+    out
+}
+
+/// Parse errors in the C of `ranges` of `text` read with every branch of its conditionals
+/// (the parse that `parse_with` may set aside for a first-branch one); `usize::MAX` when
+/// the parser gives up.
+pub fn errors_with_all_branches(text: &str, ranges: &[Range<usize>], placeholders: bool) -> usize {
+    parse_masked(text, Some(ranges), placeholders, false, None)
+        .map_or(usize::MAX, |p| error_nodes(p.tree.root_node()).len())
 }
 
 fn parse_with(
