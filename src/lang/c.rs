@@ -253,16 +253,23 @@ pub fn parse_auto_lexed(
     parse_with(text, Some(&[range]), looks_bcc(text), Some(toks))
 }
 
-/// Lines holding nothing but one upper-case identifier: text substitution placeholders.
+/// Lines holding nothing but one upper-case identifier (or a format field): text
+/// substitution placeholders.
 fn mask_placeholders(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
     for r in ranges {
         let mut pos = r.start;
         for line in text[r.start..r.end.min(text.len())].split_inclusive('\n') {
             let t = line.trim();
-            let word = t.len() >= 2
-                && t.chars()
+            // `FILTER`, or `##FILTER##` as some tools spell it.
+            let name = t
+                .strip_prefix("##")
+                .and_then(|w| w.strip_suffix("##"))
+                .unwrap_or(t);
+            let word = name.len() >= 2
+                && name
+                    .chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                && t.chars().any(|c| c.is_ascii_uppercase());
+                && name.chars().any(|c| c.is_ascii_uppercase());
             // `%s` of a %-formatted template, `{name}` of a .format() one.
             let format_spec = t.len() >= 2
                 && t.starts_with('%')
@@ -281,6 +288,137 @@ fn mask_placeholders(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
             }
             pos += line.len();
         }
+    }
+}
+
+/// BCC's table macros, whose arguments are types: `BPF_HASH(start, u32, struct val_t)`.
+const BCC_TABLE_MACROS: &[&str] = &[
+    "BPF_TABLE",
+    "BPF_TABLE_PINNED",
+    "BPF_TABLE_PUBLIC",
+    "BPF_TABLE_SHARED",
+    "BPF_F_TABLE",
+    "BPF_HASH",
+    "BPF_PERCPU_HASH",
+    "BPF_HASH_OF_MAPS",
+    "BPF_ARRAY",
+    "BPF_PERCPU_ARRAY",
+    "BPF_ARRAY_OF_MAPS",
+    "BPF_HISTOGRAM",
+    "BPF_LPM_TRIE",
+    "BPF_PROG_ARRAY",
+    "BPF_PERF_ARRAY",
+    "BPF_STACK_TRACE",
+    "BPF_STACK_TRACE_BUILDID",
+    "BPF_QUEUE",
+    "BPF_STACK",
+    "BPF_DEVMAP",
+    "BPF_CPUMAP",
+    "BPF_XSKMAP",
+    "BPF_SOCKMAP",
+    "BPF_SOCKHASH",
+    "BPF_CGROUP_ARRAY",
+    "BPF_CGROUP_STORAGE",
+    "BPF_PERCPU_CGROUP_STORAGE",
+    "BPF_SK_STORAGE",
+    "BPF_INODE_STORAGE",
+    "BPF_TASK_STORAGE",
+];
+
+/// BCC's function-defining macros: `TRACEPOINT_PROBE(category, event) { ... }`, and those
+/// whose first argument names the traced function and the rest are its parameters
+/// (`KFUNC_PROBE(vfs_read, struct file *file)`).
+const BCC_PROBE_MACROS: &[(&str, bool)] = &[
+    ("TRACEPOINT_PROBE", false),
+    ("RAW_TRACEPOINT_PROBE", false),
+    ("BPF_ITER", false),
+    ("KFUNC_PROBE", true),
+    ("KRETFUNC_PROBE", true),
+    ("KMOD_RET", true),
+    ("LSM_PROBE", true),
+];
+
+/// BCC's macros read as the C they stand for, as far as a parser needs: in a table macro's
+/// argument that is a type of several words (`struct val_t`, `unsigned long long`, `struct
+/// sock *`), all but the last word go, so the macro reads as a call whose arguments are
+/// names (every table name stays where it was); a probe macro before a `{` reads as the
+/// header `int _(parameters)`; a `##NAME##` placeholder inside a line, as an identifier.
+fn mask_bcc_macros(text: &str, toks: &[(Tok, usize, usize)], out: &mut [u8]) {
+    let punct = |k: usize, c: u8| matches!(toks.get(k), Some(&(Tok::Punct(p), _, _)) if p == c);
+    let mut k = 0;
+    while k < toks.len() {
+        let (t, s, e) = toks[k];
+        // `##NAME##` inside a line (`if (##QUEUE##)`), text the tool puts an expression in:
+        // read as an identifier. Alone on its line it is blanked already.
+        let hash = Tok::Punct(b'#');
+        if t == hash
+            && let Some(w) = toks.get(k..k + 5)
+            && [w[1].0, w[2].0, w[3].0, w[4].0] == [hash, Tok::Ident, hash, hash]
+            && w.windows(2).all(|p| p[0].2 == p[1].1)
+            && out[s] == b'#'
+        {
+            out[s..w[4].2].fill(b'_');
+            k += 5;
+            continue;
+        }
+        if t != Tok::Ident || !punct(k + 1, b'(') {
+            k += 1;
+            continue;
+        }
+        let word = &text[s..e];
+        let table = BCC_TABLE_MACROS.contains(&word);
+        let probe = BCC_PROBE_MACROS.iter().find(|m| m.0 == word);
+        if !(table || probe.is_some()) {
+            k += 1;
+            continue;
+        }
+        let Some(close) = matching_paren(toks, k + 1) else {
+            k += 1;
+            continue;
+        };
+        // The top-level arguments, as token index ranges.
+        let mut args = Vec::new();
+        let (mut depth, mut from) = (0usize, k + 2);
+        for (j, tok) in toks.iter().enumerate().take(close).skip(k + 2) {
+            match tok.0 {
+                Tok::Punct(b'(' | b'[' | b'{') => depth += 1,
+                Tok::Punct(b')' | b']' | b'}') => depth = depth.saturating_sub(1),
+                Tok::Punct(b',') if depth == 0 => {
+                    args.push(from..j);
+                    from = j + 1;
+                }
+                _ => {}
+            }
+        }
+        args.push(from..close);
+        if table {
+            for a in args {
+                let words = toks[a.clone()]
+                    .iter()
+                    .filter(|x| x.0 != Tok::Comment)
+                    .all(|x| x.0 == Tok::Ident || x.0 == Tok::Punct(b'*'));
+                let last = toks[a.clone()].iter().rposition(|x| x.0 == Tok::Ident);
+                if let (true, Some(last)) = (words, last) {
+                    for &(_, s, e) in &toks[a.start..a.start + last] {
+                        blank(out, s, e);
+                    }
+                    for &(_, s, e) in &toks[a.start + last + 1..a.end] {
+                        blank(out, s, e);
+                    }
+                }
+            }
+        } else if let Some(&(_, params)) = probe
+            && punct(close + 1, b'{')
+        {
+            // `int _(` over the name and `(`, then the parameters, if any, or nothing.
+            let keep_from = match (params, args.get(1)) {
+                (true, Some(p)) => toks.get(p.start).map_or(toks[close].1, |x| x.1),
+                _ => toks[close].1,
+            };
+            blank(out, s, keep_from);
+            out[s..s + 6].copy_from_slice(b"int _(");
+        }
+        k = close + 1;
     }
 }
 
@@ -419,6 +557,14 @@ fn masked_text(
     let mut masked = mask(text, ranges, toks);
     if placeholders {
         mask_placeholders(text, ranges, &mut masked);
+        match toks {
+            Some(toks) => mask_bcc_macros(text, toks, &mut masked),
+            None => {
+                for r in ranges {
+                    mask_bcc_macros(text, &lex(text, r.clone()), &mut masked);
+                }
+            }
+        }
     }
     if first_branches {
         mask_else_branches(text, ranges, &mut masked);
@@ -858,6 +1004,53 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn bcc_macros_parse_as_the_c_they_stand_for() {
+        let src = "BPF_HASH(start, u32, struct start_t);\nBPF_HASH(birth, struct dentry *);\nBPF_HASH(names, u32, const char *);\nBPF_ARRAY(total, unsigned long long, 1);\nBPF_TABLE(\"hash\", struct key_t, u64, counts, 10240);\nBPF_PERCPU_ARRAY(raise, struct counter, NR_SOFTIRQS);\nBPF_PERF_OUTPUT(events);\n\nTRACEPOINT_PROBE(sched, sched_switch)\n{\n\t##FILTER_PID##\n\tif (##QUEUE##)\n\t\tevents.perf_submit(args, &d, sizeof(d));\n\treturn 0;\n}\n\nKFUNC_PROBE(vfs_read, struct file *file, char *buf)\n{\n\treturn 0;\n}\n\nRAW_TRACEPOINT_PROBE(sched_wakeup) { return 0; }\n";
+        assert!(parse(src, None).unwrap().tree.root_node().has_error());
+        let p = parse_bcc(src, None).unwrap();
+        let root = p.tree.root_node();
+        assert!(!root.has_error(), "{}", root.to_sexp());
+        assert_eq!(p.masked.len(), src.len());
+        // Every table name is still an identifier where it was; the probes are functions
+        // with the macro's parameters.
+        let nodes = descendants(root);
+        let idents: Vec<&str> = of_kind(&nodes, "identifier")
+            .iter()
+            .map(|n| text(*n, src))
+            .collect();
+        for name in [
+            "start",
+            "birth",
+            "names",
+            "total",
+            "counts",
+            "raise",
+            "events",
+            "NR_SOFTIRQS",
+        ] {
+            assert!(idents.contains(&name), "{name}: {idents:?}");
+        }
+        let functions = of_kind(&nodes, "function_definition");
+        assert_eq!(functions.len(), 3);
+        let params: Vec<&str> = of_kind(&nodes, "parameter_declaration")
+            .iter()
+            .map(|n| text(*n, src))
+            .collect();
+        assert_eq!(params, ["struct file *file", "char *buf"]);
+        // A macro of that name that is not followed by a body, or a table macro's argument
+        // that is an expression, is left as written.
+        for src in [
+            "x = TRACEPOINT_PROBE(a, b);\n",
+            "BPF_ARRAY(a, u64, 1 << 10);\n",
+        ] {
+            assert_eq!(
+                masked_text(src, &[0..src.len()], None, true, false),
+                src.as_bytes()
+            );
         }
     }
 
