@@ -626,9 +626,8 @@ pub fn account_triggers(cx: &mut Ctx, explained: &[(usize, usize)], triggers: &[
         }
         let word = &src[s..e];
         let in_macro = cx
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.kind(), "preproc_function_def" | "preproc_def"))
+            .of_kinds(&["preproc_function_def", "preproc_def"])
+            .into_iter()
             .find(|n| n.start_byte() <= s && e <= n.end_byte())
             .and_then(|n| n.field("name"))
             .map(|n| c::text(n, src).to_string());
