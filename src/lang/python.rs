@@ -3,7 +3,7 @@
 
 use tree_sitter::Tree;
 
-use super::{Grammar, with_parser};
+use super::{Grammar, NodeExt, with_parser};
 use crate::edit::Span;
 
 pub fn parse(text: &str) -> Option<Tree> {
@@ -18,12 +18,13 @@ pub fn reparse(old: &Tree, old_text: &str, new_text: &str, spans: &[Span]) -> Op
     with_parser(Grammar::Python, |p| p.parse(new_text, Some(&tree)))
 }
 
-/// Whether `edits` (normalized) leave the Python token structure of `src` as it is, so that
-/// its tree, and its parse errors, stay the same without a re-parse. True when each edit is
-/// either a change inside one string's content that cannot end the string, escape, or open
-/// an f-string field (no quote, backslash or brace; no line break in a one-line string), one
-/// identifier replaced by another that is no keyword, or text replaced by itself. Anything
-/// else needs the parser.
+/// Whether `edits` (normalized) leave the Python token structure of `src` as it is, or only
+/// drop arguments, so that its parse errors are no more than before without a re-parse.
+/// True when each edit is either a change inside one string's content that cannot end the
+/// string, escape, or open an f-string field (no quote, backslash or brace; no line break in
+/// a one-line string), one identifier replaced by another that is no keyword, an argument
+/// list rebuilt as one of its own arguments (`(cb, page_cnt=64)` to `(cb)`), or text
+/// replaced by itself. Anything else needs the parser.
 pub fn edits_keep_structure(tree: &Tree, src: &str, edits: &[crate::edit::Edit]) -> bool {
     // Keywords, soft keywords and the Python 2 statements tree-sitter-python knows.
     const KEYWORDS: &[&str] = &[
@@ -47,8 +48,33 @@ pub fn edits_keep_structure(tree: &Tree, src: &str, edits: &[crate::edit::Edit])
                 && t.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
                 && !KEYWORDS.contains(&t)
         };
-        if n.kind() == "identifier" && (n.start_byte(), n.end_byte()) == (e.start, e.end) {
+        let whole = (n.start_byte(), n.end_byte()) == (e.start, e.end);
+        if n.kind() == "identifier" && whole {
             return ident(old) && ident(&e.text);
+        }
+        if n.kind() == "argument_list" && whole {
+            // Inside brackets Python ignores line breaks and indentation, so the argument
+            // kept (as written, or a keyword argument written `name=value`) reads as before,
+            // and the arguments dropped take their errors, if any, with them.
+            let Some(kept) = e.text.strip_prefix('(').and_then(|t| t.strip_suffix(')')) else {
+                return false;
+            };
+            let mut cursor = n.walk();
+            return n.named_children(&mut cursor).any(|a| {
+                let as_written = &src[a.start_byte()..a.end_byte()];
+                let rebuilt = || {
+                    let (k, v) = (a.field("name")?, a.field("value")?);
+                    let (k, v) = (
+                        &src[k.start_byte()..k.end_byte()],
+                        &src[v.start_byte()..v.end_byte()],
+                    );
+                    Some(kept.strip_prefix(k)?.strip_prefix('=')? == v)
+                };
+                !a.has_error()
+                    && a.kind() != "comment"
+                    && (kept == as_written
+                        || a.kind() == "keyword_argument" && rebuilt() == Some(true))
+            });
         }
         if n.kind() != "string_content" {
             return false;
@@ -99,6 +125,44 @@ mod tests {
         let args = at("(cb)");
         assert!(keeps(args, args + 4, "(cb)"));
         assert!(!keeps(args, args + 4, "(cb"));
+        // An argument list rebuilt as one of its arguments.
+        let call = "t.open_perf_buffer(\n    print_event, # the callback\n    page_cnt=64, lost_cb = on_lost)\nt.open_perf_buffer(callback = cb, page_cnt=(8)\n)\n";
+        let call_tree = parse(call).unwrap();
+        let lists: Vec<(usize, usize)> = {
+            let nodes = crate::lang::c::descendants(call_tree.root_node());
+            crate::lang::c::of_kind(&nodes, "argument_list")
+                .iter()
+                .map(|n| (n.start_byte(), n.end_byte()))
+                .collect()
+        };
+        let keeps = |list: usize, text: &str| {
+            let (s, e) = lists[list];
+            edits_keep_structure(&call_tree, call, &[Edit::replace(s, e, text, "test")])
+        };
+        for (list, text) in [
+            (0, "(print_event)"),
+            (0, "(lost_cb = on_lost)"),
+            (0, "(lost_cb=on_lost)"),
+            (1, "(callback=cb)"),
+            (1, "(page_cnt=(8))"),
+        ] {
+            assert!(keeps(list, text), "{text}");
+            let (s, e) = lists[list];
+            let new = format!("{}{text}{}", &call[..s], &call[e..]);
+            assert!(!parse(&new).unwrap().root_node().has_error(), "{new}");
+        }
+        // Not one of its own arguments as written (or a comment), or not a list.
+        for (list, text) in [
+            (0, "(print_event, 1)"),
+            (0, "(# the callback)"),
+            (0, "(on_lost)"),
+            (1, "(callback=cb"),
+            (1, "callback=cb"),
+            (1, "(callback=(8))"),
+            (1, "(page_cnt=8)"),
+        ] {
+            assert!(!keeps(list, text), "{text}");
+        }
         // After a kept edit, a re-parse of the new text finds the same tree.
         let new = format!("{}open_ring_buffer{}", &src[..m], &src[m + 16..]);
         assert_eq!(
