@@ -622,14 +622,17 @@ fn member_end(toks: &[(Tok, usize, usize)], k: usize) -> Option<usize> {
 
 /// Whether a file's text may hold anything to migrate or report: a trigger string, and, for
 /// a large C header (vmlinux.h), a trigger that is not just an enumerator or a helper
-/// declaration (told from a few lines around each mention, without lexing megabytes).
-/// Discovery asks before keeping a file; `analyze` asks again, for callers that skip it.
+/// declaration (told from a few lines around each mention, without lexing megabytes), and
+/// for Rust, a PerfBuffer name in code. Discovery asks before keeping a file (one it turns
+/// down is counted as scanned, never held); `analyze` asks again, for callers that skip it.
 pub fn worth_analysing(path: &Path, text: &str) -> bool {
     let c_like = !is_python(path) && !is_rust(path);
     has_trigger(text)
         && !(c_like
             && (LARGE_FILE..=MAX_PARSED_BYTES).contains(&text.len())
             && !c_needs_parse_around_triggers(text))
+        // Rust that names PerfBuffer only in comments and literals (this tool's own source).
+        && (!is_rust(path) || rust::names_perf_buffer_in_code(text))
 }
 
 /// Analyses one C file that `worth_analysing` kept; its parse comes back when `check_ahead`
@@ -947,9 +950,6 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
             None => python::analyze(file, opts),
         }
     } else if is_rust(&file.path) {
-        if !rust::names_perf_buffer_in_code(&file.text) {
-            return (Analysis::default(), None);
-        }
         match too_deep(file) {
             Some(a) => (a, None),
             None => rust::analyze(file),
@@ -1772,6 +1772,23 @@ mod tests {
             );
             assert!(check_bcc_c(&file, &old, &ranges, &edit("h(2);"), before).is_none());
         }
+    }
+
+    /// Discovery does not keep a Rust file that names the perf buffer only in comments or
+    /// string literals; one that uses it in code is analysed.
+    #[test]
+    fn rust_that_only_mentions_perf_buffers_is_not_kept() {
+        let rs = Path::new("src/main.rs");
+        assert!(!worth_analysing(
+            rs,
+            "// was PerfBufferBuilder\nfn main() { let _ = \"PerfBuffer\"; }\n"
+        ));
+        assert!(worth_analysing(
+            rs,
+            "use libbpf_rs::PerfBufferBuilder;\nfn main() {}\n"
+        ));
+        // The same words in C are a reason to look.
+        assert!(worth_analysing(Path::new("x.h"), "// PerfBuffer\n"));
     }
 
     fn needs_parse(text: &str) -> bool {
