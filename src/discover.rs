@@ -210,7 +210,7 @@ enum Read {
 /// Files that belong with `path` by convention: `x.c` beside `x.bpf.c` and back, the
 /// `x.bpf.c` of an included skeleton `x.skel.h`, the local headers a C file includes (a map
 /// may be defined in one), a BCC tool's `src_file`, and the `bpf/x.bpf.c` of a Rust file that
-/// includes `x.skel.rs`.
+/// includes `x.skel.rs`; sorted, each once.
 fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new(""));
     let name = path
@@ -218,21 +218,19 @@ fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut out = Vec::new();
-    // The lines holding `needle`, found without splitting the whole text into lines.
+    // The lines holding `needle` (once each), found without splitting the text into lines.
     let lines_with = |needle: &'static str| {
-        memchr::memmem::find_iter(text.as_bytes(), needle)
-            .map(|at| {
-                let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let mut lines: Vec<&str> = Vec::new();
+        let mut last_start = None;
+        for at in memchr::memmem::find_iter(text.as_bytes(), needle) {
+            let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            if last_start != Some(start) {
                 let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
-                (start, &text[start..end])
-            })
-            // Two mentions on one line give that line once.
-            .scan(usize::MAX, |last, (start, line)| {
-                let new = *last != start;
-                *last = start;
-                Some(new.then_some(line))
-            })
-            .flatten()
+                lines.push(&text[start..end]);
+                last_start = Some(start);
+            }
+        }
+        lines.into_iter()
     };
     // `#include "x"` (local) and `#include <x>`: (path, local).
     let includes = || {
@@ -283,6 +281,8 @@ fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
             }
         }
     }
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -351,14 +351,11 @@ mod tests {
     fn partners_come_from_include_lines_and_src_file_in_any_line_ending() {
         let loader = "/* #include \"old.h\" (not at a line start) */\r\n#include <stdio.h>\r\n  #include \"opensnoop.skel.h\"\r\n#include \"trace_helpers.h\" // #include \"x.h\"\r\nint main(void) { return 0; }\r\n";
         let got = partners_of(Path::new("tools/opensnoop.c"), loader);
-        let want: Vec<PathBuf> = [
-            "tools/opensnoop.bpf.c",
-            "tools/opensnoop.bpf.c",
-            "tools/trace_helpers.h",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+        // Named twice (by the loader's name and by its skeleton), listed once.
+        let want: Vec<PathBuf> = ["tools/opensnoop.bpf.c", "tools/trace_helpers.h"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
         assert_eq!(got, want);
         let tool = "from bcc import BPF\nb = BPF(src_file=\"biotop.c\")\n";
         assert_eq!(

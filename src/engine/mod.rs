@@ -960,6 +960,15 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
     }
 }
 
+/// What linking makes of one program (a group of files, by index): refused (a diagnostic
+/// that refuses), deselected (an edit of a rule `--select`/`--ignore` leaves out), with edits.
+struct Verdict<'g> {
+    members: &'g [usize],
+    refused: bool,
+    deselected: bool,
+    has_edits: bool,
+}
+
 /// Brackets nested past what the parsers take: an error instead of a parse.
 fn too_deep(file: &SourceFile) -> Option<Analysis> {
     (nesting(&file.text) > MAX_NESTING).then(|| {
@@ -1284,26 +1293,24 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
 
     // Each program's verdict, once, from its files' diagnostics and edits as linking left
     // them: refused (manual work somewhere), deselected (a rule not selected), has edits.
-    let verdicts: Vec<(bool, bool, bool)> = groups
+    let verdicts: Vec<Verdict> = groups
         .values()
-        .map(|members| {
-            let refused = members.iter().any(|&i| refuses(&diags_by_file[i]));
-            let deselected = members
+        .map(|members| Verdict {
+            members,
+            refused: members.iter().any(|&i| refuses(&diags_by_file[i])),
+            deselected: members
                 .iter()
-                .any(|&i| analyses[i].edits.iter().any(|e| !opts.rules.allows(e.rule)));
-            let has_edits = members.iter().any(|&i| !analyses[i].edits.is_empty());
-            (refused, deselected, has_edits)
+                .any(|&i| analyses[i].edits.iter().any(|e| !opts.rules.allows(e.rule))),
+            has_edits: members.iter().any(|&i| !analyses[i].edits.is_empty()),
         })
         .collect();
     // Apply every candidate program's edits and re-parse (in parallel: this is most of a
     // run's work): an edit must not add a parse error.
     let candidate: Vec<bool> = {
         let mut v = vec![false; n];
-        for (members, &(refused, deselected, _)) in groups.values().zip(&verdicts) {
-            if !refused && !deselected {
-                members
-                    .iter()
-                    .for_each(|&i| v[i] = !analyses[i].edits.is_empty());
+        for g in verdicts.iter().filter(|g| !g.refused && !g.deselected) {
+            for &i in g.members {
+                v[i] = !analyses[i].edits.is_empty();
             }
         }
         v
@@ -1332,7 +1339,13 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
 
     let mut out = Outcome::default();
     out.stats.files_scanned = n;
-    for (members, &(refused, deselected, has_edits)) in groups.values().zip(&verdicts) {
+    for &Verdict {
+        members,
+        refused,
+        deselected,
+        has_edits,
+    } in &verdicts
+    {
         if deselected && !refused {
             out.stats.programs_deselected += 1;
             continue;
