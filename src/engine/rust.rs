@@ -143,6 +143,37 @@ struct Collect<'ast> {
     uses: Vec<&'ast ItemUse>,
     consts: Vec<&'ast syn::ItemConst>,
     impl_ty: Option<&'ast syn::Type>,
+    /// The file defines a type named PerfBuffer or PerfBufferBuilder, or re-exports one
+    /// (`pub use crate::perf_buffer::PerfBuffer;`): it is libbpf-rs itself, a crate with a
+    /// perf buffer of its own, or a wrapper's API, not a user of libbpf-rs's.
+    provides_perf_buffer: bool,
+    /// A private import of one of those names from somewhere other than libbpf_rs (a
+    /// wrapper crate, a module that re-exports it): the import and the path's first name.
+    imported_elsewhere: Option<(&'ast syn::Ident, String)>,
+}
+
+/// The names whose definitions make a file the perf buffer's provider, not a user.
+fn is_api_name(i: &syn::Ident) -> bool {
+    i == "PerfBuffer" || i == "PerfBufferBuilder"
+}
+
+/// The API names a use tree brings in, each with the first name of its path (None when the
+/// tree starts with the name itself).
+fn imported_api_names<'a>(
+    t: &'a UseTree,
+    root: Option<&'a syn::Ident>,
+    out: &mut Vec<(&'a syn::Ident, Option<&'a syn::Ident>)>,
+) {
+    match t {
+        UseTree::Path(p) => imported_api_names(&p.tree, root.or(Some(&p.ident)), out),
+        UseTree::Group(g) => g
+            .items
+            .iter()
+            .for_each(|i| imported_api_names(i, root, out)),
+        UseTree::Name(n) if is_api_name(&n.ident) => out.push((&n.ident, root)),
+        UseTree::Rename(r) if is_api_name(&r.ident) => out.push((&r.ident, root)),
+        _ => {}
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -195,7 +226,31 @@ impl<'ast> Visit<'ast> for Collect<'ast> {
     }
     fn visit_item_use(&mut self, u: &'ast ItemUse) {
         self.uses.push(u);
+        let mut names = Vec::new();
+        imported_api_names(&u.tree, None, &mut names);
+        if !names.is_empty() && !matches!(u.vis, syn::Visibility::Inherited) {
+            self.provides_perf_buffer = true;
+        }
+        if let Some((name, root)) = names
+            .into_iter()
+            .find(|(_, r)| r.is_none_or(|r| r != "libbpf_rs"))
+        {
+            self.imported_elsewhere
+                .get_or_insert((name, root.map_or_else(String::new, |r| r.to_string())));
+        }
         visit::visit_item_use(self, u);
+    }
+    fn visit_item(&mut self, i: &'ast syn::Item) {
+        let defined = match i {
+            syn::Item::Struct(x) => Some(&x.ident),
+            syn::Item::Enum(x) => Some(&x.ident),
+            syn::Item::Union(x) => Some(&x.ident),
+            syn::Item::Type(x) => Some(&x.ident),
+            syn::Item::Trait(x) => Some(&x.ident),
+            _ => None,
+        };
+        self.provides_perf_buffer |= defined.is_some_and(is_api_name);
+        visit::visit_item(self, i);
     }
 }
 
@@ -345,6 +400,11 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
     }
     let mut col = Collect::default();
     col.visit_file(&ast);
+    // Not a user of libbpf-rs's perf buffer: nothing to migrate here (a BPF side that only
+    // this file reads finds no reader and is refused at linking).
+    if col.provides_perf_buffer {
+        return (a, None);
+    }
     let mut rs = Rs {
         file,
         edits: Vec::new(),
@@ -355,6 +415,17 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
         cb_args: Vec::new(),
         strings: Vec::new(),
     };
+    if let Some((name, root)) = &col.imported_elsewhere {
+        let from = if root.is_empty() {
+            "a path of its own".to_string()
+        } else {
+            format!("`{root}`")
+        };
+        let at = rs.range(name.span()).0;
+        rs.manual(at, rules::UNSUPPORTED_FORM, format!("`{name}` is imported from {from}, not from libbpf_rs: bpf-migrate migrates libbpf-rs's perf buffer, used directly"), "import it from libbpf_rs, or migrate by hand");
+        a.diags.extend(rs.diags);
+        return (a, None);
+    }
     let (mut idents, mut strings) = (Vec::new(), Vec::new());
     collect_tokens(tokens, &rs, &mut idents, &mut strings);
     rs.idents = idents;
@@ -1303,6 +1374,50 @@ fn remove_use_tree(
 #[cfg(test)]
 mod tests {
     use super::names_perf_buffer_in_code as in_code;
+
+    /// A file that defines or re-exports the perf buffer's names is its provider: left alone.
+    /// One that imports them from elsewhere than libbpf_rs is reported, not migrated.
+    #[test]
+    fn providers_are_left_alone_and_other_perf_buffers_reported() {
+        let chain = "fn f(m: &libbpf_rs::Map) { let _pb = PerfBufferBuilder::new(m).sample_cb(|_c: i32, _d: &[u8]| {}).build(); }\n";
+        let analyse = |head: &str| {
+            let text = format!("{head}\n{chain}");
+            let file = crate::source::SourceFile::new("src/x.rs".into(), "x.rs".into(), text);
+            super::analyze(&file).0
+        };
+        for provider in [
+            "pub use crate::perf_buffer::PerfBuffer;\nuse crate::perf_buffer::PerfBufferBuilder;",
+            "pub(crate) use libbpf_rs::PerfBufferBuilder;",
+            "pub use libbpf_rs::{MapCore, PerfBuffer};\nuse libbpf_rs::PerfBufferBuilder;",
+            "use libbpf_rs::PerfBufferBuilder;\npub struct PerfBuffer { fd: i32 }",
+            "use libbpf_rs::PerfBufferBuilder;\nmod inner { pub type PerfBufferBuilder = u8; }",
+        ] {
+            let a = analyse(provider);
+            assert!(
+                a.edits.is_empty() && a.diags.is_empty(),
+                "{provider}: {:?}",
+                a.diags
+            );
+        }
+        for (other, from) in [
+            ("use bpfkit::PerfBufferBuilder;", "`bpfkit`"),
+            (
+                "use crate::bpf::{Skel, PerfBufferBuilder as PerfBufferBuilder};",
+                "`crate`",
+            ),
+        ] {
+            let a = analyse(other);
+            assert!(a.edits.is_empty(), "{other}");
+            assert_eq!(a.diags.len(), 1, "{other}");
+            assert!(a.diags[0].message.contains(from), "{}", a.diags[0].message);
+        }
+        for user in [
+            "use libbpf_rs::PerfBufferBuilder;",
+            "use ::libbpf_rs::{PerfBufferBuilder, MapCore};",
+        ] {
+            assert!(!analyse(user).edits.is_empty(), "{user}");
+        }
+    }
 
     #[test]
     fn shebang_lines_and_crate_attributes() {
