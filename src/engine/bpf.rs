@@ -27,13 +27,6 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let mut explained: Vec<(usize, usize)> = Vec::new();
     let mut defs = Vec::new();
 
-    for decl in cx.of_kind("declaration") {
-        if let Some(def) = btf_map_def(cx, decl).or_else(|| legacy_map_def(cx, decl)) {
-            explained.push((decl.start_byte(), decl.end_byte()));
-            defs.push(def);
-        }
-    }
-
     // Counter arrays are left alone, definition and uses.
     let mut counters = Vec::new();
     for call in cx.of_kind("call_expression") {
@@ -45,7 +38,17 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
             counters.push(map.trim().to_string());
         }
     }
-    defs.retain(|d: &DefSite| !counters.contains(&d.name));
+
+    for decl in cx.of_kind("declaration") {
+        if let Some(def) =
+            btf_map_def(cx, decl, &counters).or_else(|| legacy_map_def(cx, decl, &counters))
+        {
+            explained.push((decl.start_byte(), decl.end_byte()));
+            if !counters.contains(&def.name) {
+                defs.push(def);
+            }
+        }
+    }
 
     let mut outputs = Vec::new();
     let mut cands = Vec::new();
@@ -62,6 +65,14 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         let f = call.field("function").unwrap();
         explained.push((f.start_byte(), f.end_byte()));
         if let Some(site) = output_call(cx, call, name, &mut cands) {
+            if counters.contains(&site.map) {
+                cx.manual(
+                    site.map_span.0,
+                    rules::MAP_OTHER_USE,
+                    format!("perf event array `{}` is written here and read as counters elsewhere (bpf_perf_event_read_value)", site.map),
+                    "a map of counters cannot become a ring buffer; give the events a map of their own, then run bpf-migrate again",
+                );
+            }
             outputs.push(site);
         }
     }
@@ -122,7 +133,9 @@ struct Member {
     span: (usize, usize),
 }
 
-fn btf_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
+/// A BTF perf event array definition, its edits planned unless it is one of `counters`
+/// (read with `bpf_perf_event_read_value`: it is recognised, and left as it is).
+fn btf_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSite> {
     let src = cx.src();
     let ty = decl.field("type")?;
     if ty.kind() != "struct_specifier" {
@@ -142,6 +155,15 @@ fn btf_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
     {
         return None;
     }
+    let site = DefSite {
+        name,
+        name_span: (name_node.start_byte(), name_node.end_byte()),
+        legacy: false,
+    };
+    if counters.contains(&site.name) {
+        return Some(site);
+    }
+    let name = &site.name;
     let mut edits = vec![Edit::replace(
         ty_member.value.0,
         ty_member.value.1,
@@ -232,11 +254,7 @@ fn btf_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
     if ok {
         cx.edits.extend(edits);
     }
-    Some(DefSite {
-        name,
-        name_span: (name_node.start_byte(), name_node.end_byte()),
-        legacy: false,
-    })
+    Some(site)
 }
 
 fn declarator_name(mut n: Node) -> Option<Node> {
@@ -339,7 +357,8 @@ pub fn delete_member_with_comment(src: &str, (s, e): (usize, usize), rule: &'sta
     d
 }
 
-fn legacy_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
+/// A `struct bpf_map_def SEC("maps")` perf event array, as `btf_map_def`.
+fn legacy_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSite> {
     let src = cx.src();
     let ty = decl.field("type")?;
     if ty.kind() != "struct_specifier"
@@ -381,6 +400,15 @@ fn legacy_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
     if c::strip_parens(c::text(*ty_value, src)) != "BPF_MAP_TYPE_PERF_EVENT_ARRAY" {
         return None;
     }
+    let site = DefSite {
+        name,
+        name_span: (name_node.start_byte(), name_node.end_byte()),
+        legacy: true,
+    };
+    if counters.contains(&site.name) {
+        return Some(site);
+    }
+    let name = &site.name;
     let mut edits = vec![Edit::replace(
         ty_value.start_byte(),
         ty_value.end_byte(),
@@ -443,11 +471,7 @@ fn legacy_map_def(cx: &mut Ctx, decl: Node) -> Option<DefSite> {
     if ok {
         cx.edits.extend(edits);
     }
-    Some(DefSite {
-        name,
-        name_span: (name_node.start_byte(), name_node.end_byte()),
-        legacy: true,
-    })
+    Some(site)
 }
 
 fn output_call<'t>(
