@@ -677,6 +677,9 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     let nodes = c::named_descendants(parsed.tree.root_node());
     let mut cx = Ctx::new(file, &parsed.tree, &nodes, &toks, opts);
     a.errors_before = cx.errors.len();
+    if implements_perf_buffer_api(&cx) {
+        return (a, None);
+    }
     // A trigger inside code that does not parse cannot be migrated, nor left silently.
     if let Some((s, e)) = cx.trigger_in_error(|w| C_TRIGGERS.iter().any(|t| w.contains(t))) {
         a.diags.push(
@@ -967,6 +970,24 @@ struct Verdict<'g> {
     refused: bool,
     deselected: bool,
     has_edits: bool,
+}
+
+/// Whether the file defines a `perf_buffer__*` function: it is the API's implementation
+/// (libbpf.c, vendored as a submodule in many repositories), which uses perf event arrays
+/// and perf buffers in its own terms. Nothing there is to migrate or report, as with the
+/// prototypes in libbpf.h.
+fn implements_perf_buffer_api(cx: &Ctx) -> bool {
+    let src = cx.src();
+    cx.of_kind("function_definition").into_iter().any(|f| {
+        let mut d = f.field("declarator");
+        while let Some(n) = d {
+            if n.kind() == "identifier" {
+                return c::text(n, src).starts_with("perf_buffer__");
+            }
+            d = n.field("declarator").or_else(|| n.named_child(0));
+        }
+        false
+    })
 }
 
 /// Brackets nested past what the parsers take: an error instead of a parse.
