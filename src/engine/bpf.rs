@@ -619,7 +619,7 @@ fn nmi_warning(cx: &mut Ctx) {
     let toks = cx.tokens();
     for w in toks.windows(3) {
         if w[0].0 == Tok::Ident
-            && &src[w[0].1..w[0].2] == "SEC"
+            && matches!(&src[w[0].1..w[0].2], "SEC" | "__section")
             && w[2].0 == Tok::Str
             && src[w[2].1..w[2].2]
                 .trim_matches('"')

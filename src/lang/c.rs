@@ -176,12 +176,14 @@ pub fn mask(text: &str, ranges: &[Range<usize>], toks: Option<&[(Tok, usize, usi
             let (t, s, e) = toks[k];
             if t == Tok::Ident {
                 let word = &text[s..e];
-                let call_like = word == "SEC" || MEMBER_MACROS.contains(&word);
+                // `__section("maps")` is how some projects (cilium/ebpf's) spell SEC.
+                let section = word == "SEC" || word == "__section";
+                let call_like = section || MEMBER_MACROS.contains(&word);
                 if call_like && matches!(toks.get(k + 1), Some((Tok::Punct(b'('), _, _))) {
                     if let Some(close) = matching_paren(toks, k + 1) {
                         let end = toks[close].2;
                         blank(&mut out, s, end);
-                        if word != "SEC" {
+                        if !section {
                             out[s..s + 5].copy_from_slice(b"int _");
                         }
                         k = close + 1;
@@ -1005,6 +1007,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn section_attributes_are_masked_in_either_spelling() {
+        let src = "struct bpf_map_def events __section(\"maps\") = {\n\t.type = BPF_MAP_TYPE_PERF_EVENT_ARRAY,\n\t.max_entries = 64,\n};\n__section(\"kprobe/x\") int probe(void *ctx) { return 0; }\n";
+        let p = parse(src, None).unwrap();
+        let root = p.tree.root_node();
+        assert!(!root.has_error(), "{}", root.to_sexp());
+        let nodes = descendants(root);
+        assert_eq!(of_kind(&nodes, "init_declarator").len(), 1);
+        assert_eq!(of_kind(&nodes, "function_definition").len(), 1);
     }
 
     #[test]
