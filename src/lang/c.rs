@@ -559,9 +559,11 @@ fn masked_text(
     let mut masked = mask(text, ranges, toks);
     if placeholders {
         mask_placeholders(text, ranges, &mut masked);
+        // Range by range, as `mask` does (the tokens given are those of a single range), so
+        // that a parse and a re-parse of the same text mask it the same way.
         match toks {
-            Some(toks) => mask_bcc_macros(text, toks, &mut masked),
-            None => {
+            Some(toks) if ranges.len() == 1 => mask_bcc_macros(text, toks, &mut masked),
+            _ => {
                 for r in ranges {
                     mask_bcc_macros(text, &lex(text, r.clone()), &mut masked);
                 }
