@@ -48,6 +48,11 @@ pub struct Diagnostic {
     pub snippet: Option<String>,
     #[serde(skip)]
     pub offset: usize,
+    /// A manual diagnostic that refuses only in a program bpf-migrate migrates; in code that
+    /// belongs to none (a mention of the perf map type in generic code) linking makes it a
+    /// warning.
+    #[serde(skip)]
+    pub program_only: bool,
 }
 
 impl Diagnostic {
@@ -69,6 +74,7 @@ impl Diagnostic {
             help: None,
             snippet: Some(file.line_text(line).to_string()),
             offset,
+            program_only: false,
         }
     }
 
@@ -84,6 +90,7 @@ impl Diagnostic {
             help: None,
             snippet: None,
             offset: 0,
+            program_only: false,
         }
     }
 

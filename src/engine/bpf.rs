@@ -667,5 +667,12 @@ pub fn account_triggers(cx: &mut Ctx, explained: &[(usize, usize)], triggers: &[
             msg,
             "expand the macro or wrapper by hand, then run bpf-migrate again, or migrate this program by hand",
         );
+        // The map type as a value (a case label, a table of type names) is only a refusal in
+        // a program being migrated.
+        if word == "BPF_MAP_TYPE_PERF_EVENT_ARRAY"
+            && let Some(d) = cx.diags.last_mut()
+        {
+            d.program_only = true;
+        }
     }
 }

@@ -963,6 +963,12 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
     }
 }
 
+/// Whether a file's analysis makes its group a program: edits planned, a perf map defined,
+/// or a reader of one.
+fn is_program_part(a: &Analysis) -> bool {
+    !a.edits.is_empty() || !a.maps.is_empty() || !a.consumers.is_empty()
+}
+
 /// What linking makes of one program (a group of files, by index): refused (a diagnostic
 /// that refuses), deselected (an edit of a rule `--select`/`--ignore` leaves out), with edits.
 struct Verdict<'g> {
@@ -1282,6 +1288,26 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
             groups.entry(dsu.find(i)).or_default().push(i);
         }
     }
+    // In code that belongs to no program (no edits, no perf map, no reader), diagnostics that
+    // refuse only in a program become warnings: nothing is migrated there either way, and a
+    // switch over map types in a vendored libbpf must not fail every check.
+    for members in groups.values() {
+        let program = members.iter().any(|&i| is_program_part(&analyses[i]));
+        let only_such = members
+            .iter()
+            .flat_map(|&i| &diags_by_file[i])
+            .filter(|d| d.severity.refuses())
+            .all(|d| d.program_only);
+        if !program && only_such {
+            for &i in members {
+                for d in diags_by_file[i].iter_mut().filter(|d| d.program_only) {
+                    d.severity = Severity::Warning;
+                    d.message = "`BPF_MAP_TYPE_PERF_EVENT_ARRAY` is used here, in code that belongs to no perf buffer program bpf-migrate found".into();
+                    d.help = Some("nothing is changed here; if this code creates or checks the map of a program you migrate, update it by hand (a ring buffer is BPF_MAP_TYPE_RINGBUF)".into());
+                }
+            }
+        }
+    }
 
     // A per-CPU array the reserve strategy made unused stays when another file of its program
     // names it: the loader may size it or read it.
@@ -1372,11 +1398,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
             continue;
         }
         if refused {
-            if has_edits
-                || members
-                    .iter()
-                    .any(|&i| !analyses[i].maps.is_empty() || !analyses[i].consumers.is_empty())
-            {
+            if has_edits || members.iter().any(|&i| is_program_part(&analyses[i])) {
                 out.stats.programs_manual += 1;
             }
             for &i in members {
@@ -1823,6 +1845,46 @@ mod tests {
         ));
         // The same words in C are a reason to look.
         assert!(worth_analysing(Path::new("x.h"), "// PerfBuffer\n"));
+    }
+
+    /// The perf map type as a value refuses its program when one is migrated (a loader that
+    /// checks the map's type would break), and is only a warning in code that belongs to no
+    /// program (a switch over map types in a vendored library).
+    #[test]
+    fn a_map_type_mention_refuses_only_inside_a_program() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/execsnoop/input");
+        let read = |name: &str| {
+            let path = root.join(name);
+            let text = std::fs::read_to_string(&path).unwrap();
+            SourceFile::new(path, name.to_string(), text)
+        };
+        let check =
+            "\nint type_ok(int type)\n{\n\treturn type == BPF_MAP_TYPE_PERF_EVENT_ARRAY;\n}\n";
+        let mut loader = read("execsnoop.c");
+        loader.text.push_str(check);
+        let lone = SourceFile::new(
+            PathBuf::from("probes.c"),
+            "probes.c".into(),
+            format!("#include <bpf/bpf.h>\n{check}"),
+        );
+        let out = migrate(
+            &[read("execsnoop.bpf.c"), loader, lone],
+            &Options::default(),
+        );
+        let severity = |file: &str| {
+            out.diags
+                .iter()
+                .filter(|d| d.file == file && d.rule == rules::UNSUPPORTED_FORM)
+                .map(|d| d.severity)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(severity("execsnoop.c"), [Severity::Manual]);
+        assert_eq!(severity("probes.c"), [Severity::Warning]);
+        assert!(out.changes.is_empty());
+        assert_eq!(
+            (out.stats.programs_manual, out.stats.programs_migrated),
+            (1, 0)
+        );
     }
 
     fn needs_parse(text: &str) -> bool {
