@@ -1282,6 +1282,30 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         let idx = files.iter().position(|f| f.display == d.file).unwrap();
         diags_by_file[idx].push(d);
     }
+    // A C file joins the headers it includes that refuse: what they refuse (the map type
+    // behind a macro the loader uses) may concern its program. Only those: a header with
+    // notes would tie every program that includes it to the others' refusals.
+    let mut refusing: HashMap<&std::ffi::OsStr, Vec<usize>> = HashMap::new();
+    for j in (0..n).filter(|&j| refuses(&diags_by_file[j])) {
+        if let Some(name) = files[j].path.file_name() {
+            refusing.entry(name).or_default().push(j);
+        }
+    }
+    for (i, a) in analyses.iter().enumerate() {
+        // Refusing files named as included, then resolved as `included_among` does.
+        let cands: Vec<usize> = a
+            .includes
+            .iter()
+            .filter_map(|inc| refusing.get(Path::new(inc).file_name()?))
+            .flatten()
+            .copied()
+            .collect();
+        if !cands.is_empty() {
+            for j in included_among(files, &a.includes, i, &cands) {
+                dsu.union(i, j);
+            }
+        }
+    }
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for i in 0..n {
         if !analyses[i].edits.is_empty() || !diags_by_file[i].is_empty() {
@@ -1848,8 +1872,9 @@ mod tests {
     }
 
     /// The perf map type as a value refuses its program when one is migrated (a loader that
-    /// checks the map's type would break), and is only a warning in code that belongs to no
-    /// program (a switch over map types in a vendored library).
+    /// checks the map's type would break), also from a header the loader includes, and is
+    /// only a warning in code that belongs to no program (a switch over map types in a
+    /// vendored library).
     #[test]
     fn a_map_type_mention_refuses_only_inside_a_program() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/execsnoop/input");
@@ -1884,6 +1909,34 @@ mod tests {
         assert_eq!(
             (out.stats.programs_manual, out.stats.programs_migrated),
             (1, 0)
+        );
+
+        // Behind a macro of a header the loader includes: the header joins the program,
+        // which is refused (it was migrated, the header's refusal standing apart).
+        let mut loader = read("execsnoop.c");
+        loader.text = loader.text.replacen(
+            "#include \"execsnoop.h\"",
+            "#include \"execsnoop.h\"\n#include \"maptype.h\"",
+            1,
+        );
+        let header = SourceFile::new(
+            root.join("maptype.h"),
+            "maptype.h".into(),
+            "#define EVENTS_MAP_TYPE BPF_MAP_TYPE_PERF_EVENT_ARRAY\n".into(),
+        );
+        let out = migrate(
+            &[read("execsnoop.bpf.c"), loader, header],
+            &Options::default(),
+        );
+        assert!(out.changes.is_empty());
+        assert_eq!(
+            (out.stats.programs_manual, out.stats.programs_migrated),
+            (1, 0)
+        );
+        assert!(
+            out.diags
+                .iter()
+                .any(|d| d.file == "maptype.h" && d.severity == Severity::Manual)
         );
     }
 
