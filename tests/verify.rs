@@ -362,3 +362,24 @@ fn the_events_benchmark_runs_all_three_variants_and_loses_nothing() {
         assert_eq!(rows.iter().filter(|r| r["variant"] == variant).count(), 2);
     }
 }
+
+/// A program named by an absolute path is verified from a copy: the user's files are not
+/// touched (the migrated text of `/abs/x.bpf.c` was once written over the original, which
+/// then had no perf event array left to compare).
+#[test]
+fn verify_of_an_absolute_path_leaves_the_sources_alone() {
+    // Outside the checkout (where bpf-migrate runs), so that its path is shown absolute.
+    let tmp = tempfile::Builder::new()
+        .prefix("bpfm-test-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let input = read_tree(&root().join("fixtures/execsnoop/input"));
+    write_tree(tmp.path(), &input);
+    let out = run(
+        &root(),
+        &["verify", "--format", "json", tmp.path().to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(json_lines(&out).last().unwrap()["verdict"], "equivalent");
+    assert_eq!(read_tree(tmp.path()), input);
+}

@@ -226,6 +226,22 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
 }
 
 /// The directory of a source file, `.` for a bare file name (`-I ""` would find nothing).
+/// `path` (as the user gave it, absolute or relative, `..` included) as a relative path that
+/// stays inside the tree it is joined to: the root goes, `..` becomes a directory named `_up_`.
+/// Joining an absolute path replaces the base, so the migrated text of `/src/x.bpf.c` was
+/// written over the user's own file.
+fn inside_tree(path: &str) -> PathBuf {
+    use std::path::Component;
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            Component::ParentDir => Some(std::ffi::OsStr::new("_up_")),
+            Component::RootDir | Component::Prefix(_) | Component::CurDir => None,
+        })
+        .collect()
+}
+
 fn dir_of(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -379,7 +395,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
             // the originals; each changed BPF source is one program to verify.
             for ch in &outcome.changes {
                 let f = &found.files[ch.file];
-                let dest = after_root.join(&f.display);
+                let dest = after_root.join(inside_tree(&f.display));
                 std::fs::create_dir_all(dest.parent().unwrap())?;
                 std::fs::write(&dest, &ch.new_text)?;
             }
@@ -391,7 +407,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
                 {
                     continue;
                 }
-                let dest = after_root.join(&f.display);
+                let dest = after_root.join(inside_tree(&f.display));
                 let mut incs = vec![dest.parent().unwrap().to_path_buf()];
                 incs.push(dir_of(&f.path));
                 pairs.push(Pair {
@@ -760,4 +776,42 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The migrated tree keeps each file's place relative to the others, and never reaches out
+    /// of the work directory, whatever path the user gave.
+    #[test]
+    fn migrated_files_stay_in_the_work_tree() {
+        let wd = Path::new("/work/after");
+        for (given, inside) in [
+            ("/tmp/src/x.bpf.c", "tmp/src/x.bpf.c"),
+            (
+                "fixtures/execsnoop/input/x.c",
+                "fixtures/execsnoop/input/x.c",
+            ),
+            ("./x.c", "x.c"),
+            ("../common/maps.h", "_up_/common/maps.h"),
+        ] {
+            let dest = wd.join(inside_tree(given));
+            assert_eq!(dest, wd.join(inside), "{given}");
+            assert!(dest.starts_with(wd), "{given}");
+        }
+        // `../common/maps.h` included from `../tool/x.bpf.c` is found where it was.
+        let tool = wd.join(inside_tree("../tool/x.bpf.c"));
+        let header = tool.parent().unwrap().join("../common/maps.h");
+        let header: PathBuf = header.components().fold(PathBuf::new(), |mut p, c| {
+            match c {
+                std::path::Component::ParentDir => {
+                    p.pop();
+                }
+                c => p.push(c),
+            }
+            p
+        });
+        assert_eq!(header, wd.join(inside_tree("../common/maps.h")));
+    }
 }
