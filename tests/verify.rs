@@ -383,3 +383,97 @@ fn verify_of_an_absolute_path_leaves_the_sources_alone() {
     assert_eq!(json_lines(&out).last().unwrap()["verdict"], "equivalent");
     assert_eq!(read_tree(tmp.path()), input);
 }
+
+/// A program whose original does not load in the guest is inconclusive, with the loader's
+/// message; the other programs of the run are still compared.
+#[test]
+fn an_original_that_does_not_load_leaves_the_others_compared() {
+    let tmp = tempdir();
+    write_tree(
+        &tmp.path().join("good"),
+        &read_tree(&root().join("fixtures/execsnoop/input")),
+    );
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    // A hash map of no entries: the kernel refuses to create it.
+    std::fs::write(
+        bad.join("broken.bpf.c"),
+        r#"#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 0);
+	__type(key, u32);
+	__type(value, u64);
+} seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(u32));
+	__uint(value_size, sizeof(u32));
+} events SEC(".maps");
+
+SEC("tp/sched/sched_process_exec")
+int on_exec(void *ctx)
+{
+	u32 pid = bpf_get_current_pid_tgid() >> 32;
+	u64 one = 1;
+
+	bpf_map_update_elem(&seen, &pid, &one, BPF_ANY);
+	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &pid, sizeof(pid));
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        bad.join("broken.c"),
+        r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "broken.skel.h"
+
+static void on_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("%u\n", *(unsigned *)data);
+}
+
+int main(void)
+{
+	struct broken_bpf *skel = broken_bpf__open_and_load();
+	struct perf_buffer *pb;
+
+	if (!skel)
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, on_event, NULL, NULL, NULL);
+	while (pb && perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	broken_bpf__destroy(skel);
+	return 0;
+}
+"#,
+    )
+    .unwrap();
+    let out = run(tmp.path(), &["verify", "--format", "json", "good", "bad"]);
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    let lines = json_lines(&out);
+    let program = |name: &str| {
+        lines
+            .iter()
+            .find(|v| v["type"] == "program" && v["program"].as_str().unwrap().contains(name))
+            .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+    };
+    let broken = program("broken");
+    assert_eq!(broken["verdict"], "inconclusive");
+    assert!(
+        broken["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("does not load"),
+        "{broken}"
+    );
+    assert_eq!(program("execsnoop")["verdict"], "equivalent");
+}

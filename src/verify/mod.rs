@@ -504,11 +504,14 @@ fn judge(
         maps: Vec::new(),
         problems: Vec::new(),
     };
+    // One program that cannot be compared leaves the others of the run to be.
     if let Some(e) = o1["load_error"].as_str() {
-        bail!(
-            "the original {name} does not load in the guest kernel:\n{}",
+        rep.verdict = Verdict::Inconclusive;
+        rep.problems.push(format!(
+            "the original does not load in the guest kernel, so there is nothing to compare:\n{}",
             qemu::tail(e, 40)
-        );
+        ));
+        return Ok(rep);
     }
     if let Some(e) = nw["load_error"].as_str() {
         rep.verdict = Verdict::Different;
