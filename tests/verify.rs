@@ -384,8 +384,8 @@ fn verify_of_an_absolute_path_leaves_the_sources_alone() {
     assert_eq!(read_tree(tmp.path()), input);
 }
 
-/// A program whose original does not load in the guest is inconclusive, with the loader's
-/// message; the other programs of the run are still compared.
+/// A program whose original does not load in the guest, or does not build, is inconclusive,
+/// with the loader's or compiler's message; the other programs of the run are still compared.
 #[test]
 fn an_original_that_does_not_load_leaves_the_others_compared() {
     let tmp = tempdir();
@@ -457,7 +457,28 @@ int main(void)
 "#,
     )
     .unwrap();
-    let out = run(tmp.path(), &["verify", "--format", "json", "good", "bad"]);
+    // And one whose original does not build (a macro the installed headers lack).
+    let nobuild = tmp.path().join("nobuild");
+    std::fs::create_dir_all(&nobuild).unwrap();
+    let source = std::fs::read_to_string(bad.join("broken.bpf.c")).unwrap();
+    std::fs::write(
+        nobuild.join("unbuilt.bpf.c"),
+        source
+            .replace("max_entries, 0", "max_entries, 64")
+            .replace("u64 one = 1;", "u64 one = PID_SHIFT_FROM_NEWER_HEADERS;"),
+    )
+    .unwrap();
+    std::fs::write(
+        nobuild.join("unbuilt.c"),
+        std::fs::read_to_string(bad.join("broken.c"))
+            .unwrap()
+            .replace("broken", "unbuilt"),
+    )
+    .unwrap();
+    let out = run(
+        tmp.path(),
+        &["verify", "--format", "json", "good", "bad", "nobuild"],
+    );
     assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
     let lines = json_lines(&out);
     let program = |name: &str| {
@@ -466,14 +487,13 @@ int main(void)
             .find(|v| v["type"] == "program" && v["program"].as_str().unwrap().contains(name))
             .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
     };
-    let broken = program("broken");
-    assert_eq!(broken["verdict"], "inconclusive");
-    assert!(
-        broken["problems"][0]
-            .as_str()
-            .unwrap()
-            .contains("does not load"),
-        "{broken}"
-    );
+    for (name, problem) in [
+        ("broken", "the original does not load"),
+        ("unbuilt", "the original does not build"),
+    ] {
+        let p = program(name);
+        assert_eq!(p["verdict"], "inconclusive", "{p}");
+        assert!(p["problems"][0].as_str().unwrap().contains(problem), "{p}");
+    }
     assert_eq!(program("execsnoop")["verdict"], "equivalent");
 }

@@ -138,13 +138,27 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     let mut cpio = initramfs::Cpio::default();
     cpio.executable("/init", &agent)?;
     let mut manifest_objs = Vec::new();
+    // A program that does not build is judged without the guest; the others go on.
+    let mut unbuilt: Vec<Option<ProgramReport>> = Vec::new();
     for (k, p) in pairs.iter().enumerate() {
         let before = objdir.join(format!("p{k}-orig.o"));
         let after = objdir.join(format!("p{k}-new.o"));
-        compile(opts, &kernel, &p.before, &[], &before)
-            .with_context(|| format!("building the original {}", p.before.display()))?;
-        compile(opts, &kernel, &p.after, &p.after_includes, &after)
-            .with_context(|| format!("building the migrated {}", p.name))?;
+        let built = compile(opts, &kernel, &p.before, &[], &before)
+            .map_err(|e| (Verdict::Inconclusive, "the original does not build", e))
+            .and_then(|()| {
+                compile(opts, &kernel, &p.after, &p.after_includes, &after)
+                    .map_err(|e| (Verdict::Different, "the migrated program does not build", e))
+            });
+        if let Err((verdict, what, e)) = built {
+            unbuilt.push(Some(ProgramReport {
+                name: p.name.clone(),
+                verdict,
+                maps: Vec::new(),
+                problems: vec![format!("{what}: {e:#}")],
+            }));
+            continue;
+        }
+        unbuilt.push(None);
         for (id, obj, poison) in [
             ("orig-1", &before, 0),
             ("orig-2", &before, compare::HEAP_POISON),
@@ -185,10 +199,22 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         "builtin_workload": true,
         "ring_poison": "/objs/ring_poison.o",
     });
+    if unbuilt.iter().all(Option::is_some) {
+        let why: Vec<String> = unbuilt
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{}: {}", r.name, r.problems.join("\n")))
+            .collect();
+        bail!("no program builds:\n{}", why.join("\n"));
+    }
     let (vm, result) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
     let result = &result;
     let mut reports = Vec::new();
-    for (k, p) in pairs.iter().enumerate() {
+    for ((k, p), unbuilt) in pairs.iter().enumerate().zip(unbuilt) {
+        if let Some(r) = unbuilt {
+            reports.push(r);
+            continue;
+        }
         reports.push(judge(
             &p.name,
             result,
@@ -225,7 +251,6 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     ))
 }
 
-/// The directory of a source file, `.` for a bare file name (`-I ""` would find nothing).
 /// `path` (as the user gave it, absolute or relative, `..` included) as a relative path that
 /// stays inside the tree it is joined to: the root goes, `..` becomes a directory named `_up_`.
 /// Joining an absolute path replaces the base, so the migrated text of `/src/x.bpf.c` was
@@ -242,6 +267,7 @@ fn inside_tree(path: &str) -> PathBuf {
         .collect()
 }
 
+/// The directory of a source file, `.` for a bare file name (`-I ""` would find nothing).
 fn dir_of(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
