@@ -584,7 +584,12 @@ fn on_preprocessor_line(text: &str, at: usize) -> bool {
             return true;
         }
         // A backslash continues a line even with spaces after it (GCC warns, but does).
-        if line == 0 || !text[..line - 1].trim_end().ends_with('\\') {
+        // Only that line's own trailing blanks: a continued line may be empty, and ends there.
+        if line == 0
+            || !text[..line - 1]
+                .trim_end_matches([' ', '\t', '\r'])
+                .ends_with('\\')
+        {
             return false;
         }
         line = crate::source::line_start(text, line - 1);
@@ -1956,6 +1961,8 @@ mod tests {
             "LIBBPF_API int perf_buffer__poll(struct perf_buffer *pb, int timeout_ms) LIBBPF_DEPRECATED(\"x (y)\");\r\n",
             "static long (* const bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data, __u64 size) = (void *) 25;\n",
             "static long (*bpf_perf_event_output)(void *ctx, void *map, __u64 flags, void *data, __u64 size) = (void *) 25;\n",
+            // A macro continued onto an empty line ends there.
+            "#define LIBBPF_HIDDEN \\\n\nLIBBPF_API int perf_buffer__poll(struct perf_buffer *pb, int timeout_ms);\n",
             "#ifdef __cplusplus\nextern \"C\" {\n#endif\n/* the callback */\ntypedef void (*perf_buffer_sample_fn)(void *ctx, int cpu,\n\t\t\t\t      void *data, __u32 size);\nstruct perf_buffer_opts {\n\tsize_t sz;\n\tperf_buffer_sample_fn sample_cb;\n};\n#define perf_buffer_opts__last_field sz\nstruct perf_buffer_opts;\nvoid start(perf_buffer_sample_fn cb, const struct perf_buffer_opts *opts);\n#ifdef __cplusplus\n}\n#endif\n",
         ];
         for text in skipped {
