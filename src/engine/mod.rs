@@ -975,12 +975,11 @@ fn is_program_part(a: &Analysis) -> bool {
 }
 
 /// What linking makes of one program (a group of files, by index): refused (a diagnostic
-/// that refuses), deselected (an edit of a rule `--select`/`--ignore` leaves out), with edits.
+/// that refuses), deselected (an edit of a rule `--select`/`--ignore` leaves out).
 struct Verdict<'g> {
     members: &'g [usize],
     refused: bool,
     deselected: bool,
-    has_edits: bool,
 }
 
 /// Whether the file defines a `perf_buffer__*` function: it is the API's implementation
@@ -1377,7 +1376,6 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
             deselected: members
                 .iter()
                 .any(|&i| analyses[i].edits.iter().any(|e| !opts.rules.allows(e.rule))),
-            has_edits: members.iter().any(|&i| !analyses[i].edits.is_empty()),
         })
         .collect();
     // Apply every candidate program's edits and re-parse (in parallel: this is most of a
@@ -1419,7 +1417,6 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         members,
         refused,
         deselected,
-        has_edits,
     } in &verdicts
     {
         if deselected && !refused {
@@ -1427,7 +1424,8 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
             continue;
         }
         if refused {
-            if has_edits || members.iter().any(|&i| is_program_part(&analyses[i])) {
+            // A refused group's edits are still in its analyses.
+            if members.iter().any(|&i| is_program_part(&analyses[i])) {
                 out.stats.programs_manual += 1;
             }
             for &i in members {
@@ -2226,7 +2224,8 @@ mod tests {
             let file = SourceFile::new(root.join(f), f.into(), text);
             let toks = c::lex(&file.text, 0..file.text.len());
             let parsed = c::parse_auto(&file.text, Some(&[0..file.text.len()])).unwrap();
-            let nodes = c::descendants(parsed.tree.root_node());
+            // The list the analyses get (named nodes and MISSING ones).
+            let nodes = c::named_descendants(parsed.tree.root_node());
             let opts = Options::default();
             let cx = Ctx::new(&file, &parsed.tree, &nodes, &toks, &opts);
             for n in nodes.iter().filter(|n| {
