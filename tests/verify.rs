@@ -373,6 +373,10 @@ fn verify_of_an_absolute_path_leaves_the_sources_alone() {
         .prefix("bpfm-test-")
         .tempdir_in(std::env::temp_dir())
         .unwrap();
+    assert!(
+        !tmp.path().starts_with(root()),
+        "the temporary directory must lie outside the checkout for this test"
+    );
     let input = read_tree(&root().join("fixtures/execsnoop/input"));
     write_tree(tmp.path(), &input);
     let out = run(

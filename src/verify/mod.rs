@@ -170,6 +170,14 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
                 .push(json!({"id": format!("p{k}/{id}"), "path": guest, "poison": poison}));
         }
     }
+    if manifest_objs.is_empty() {
+        let why: Vec<String> = unbuilt
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{}: {}", r.name, r.problems.join("\n")))
+            .collect();
+        bail!("no program builds:\n{}", why.join("\n"));
+    }
     let mut workload = Value::Null;
     if let Some(cmd) = &opts.workload {
         let mut argv: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
@@ -199,14 +207,6 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         "builtin_workload": true,
         "ring_poison": "/objs/ring_poison.o",
     });
-    if unbuilt.iter().all(Option::is_some) {
-        let why: Vec<String> = unbuilt
-            .into_iter()
-            .flatten()
-            .map(|r| format!("{}: {}", r.name, r.problems.join("\n")))
-            .collect();
-        bail!("no program builds:\n{}", why.join("\n"));
-    }
     let (vm, result) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
     let result = &result;
     let mut reports = Vec::new();
