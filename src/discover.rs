@@ -223,7 +223,7 @@ fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
         let mut lines: Vec<&str> = Vec::new();
         let mut last_start = None;
         for at in memchr::memmem::find_iter(text.as_bytes(), needle) {
-            let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            let start = crate::source::line_start(text, at);
             if last_start != Some(start) {
                 let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
                 lines.push(&text[start..end]);

@@ -69,7 +69,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 cx.manual(
                     site.map_span.0,
                     rules::MAP_OTHER_USE,
-                    format!("perf event array `{}` is written here and read as counters elsewhere (bpf_perf_event_read_value)", site.map),
+                    format!("perf event array `{}` is written here and read as counters elsewhere (bpf_perf_event_read*)", site.map),
                     "a map of counters cannot become a ring buffer; give the events a map of their own, then run bpf-migrate again",
                 );
             }
