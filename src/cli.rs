@@ -31,60 +31,13 @@ enum Cmd {
     Rules,
     /// Explain one rule, with its example.
     Explain { id: String },
-    /// Prove a migration in a VM: build both versions, load both, compare their events.
-    Verify(Box<VerifyArgs>),
-}
-
-#[derive(Args, Debug)]
-struct VerifyArgs {
-    /// Original BPF source (file or directory); with --after, verify that migration.
-    #[arg(long, requires = "after")]
-    before: Option<PathBuf>,
-    /// Migrated BPF source (file or directory).
-    #[arg(long, requires = "before")]
-    after: Option<PathBuf>,
-    /// Guest kernel (vmlinux or bzImage with BTF); else $BPF_MIGRATE_KERNEL, else the cache,
-    /// else Debian's kernel is downloaded into the cache once.
-    #[arg(long)]
-    kernel: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
-    accel: AccelArg,
-    /// Guest CPUs; with more than one, events are compared as multisets.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    cpus: u32,
-    /// An extra command run in the guest after the built-in workload (copied in with its
-    /// libraries).
-    #[arg(long)]
-    workload: Option<String>,
-    /// Seconds the guest may run.
-    #[arg(long, default_value_t = 120)]
-    timeout: u64,
-    /// Include directory for the BPF build.
-    #[arg(short = 'I', value_name = "DIR")]
-    include: Vec<PathBuf>,
-    /// Macro definition for the BPF build.
-    #[arg(short = 'D', value_name = "NAME[=VALUE]")]
-    define: Vec<String>,
-    /// Extra clang flags for the BPF build (space separated).
-    #[arg(long)]
-    cflags: Option<String>,
-    /// Keep the work directory (objects, initramfs, guest console log).
-    #[arg(long)]
-    keep: bool,
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    format: Format,
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    ringbuf_size: Option<u64>,
-    /// How events get into the ring buffer in the migration verified.
-    #[arg(long, value_enum, default_value_t = StrategyArg::Copy)]
-    strategy: StrategyArg,
-    /// Instead of comparing, measure events per second of the original, the copy migration
-    /// and the reserve migration, this many events each (the programs must hook
-    /// sys_enter_getpid; see benches/events).
-    #[arg(long, value_name = "EVENTS", conflicts_with_all = ["before", "after"])]
-    bench: Option<u64>,
-    /// Programs to migrate in memory and verify (default: the current directory).
-    paths: Vec<PathBuf>,
+    /// Prove a migration in a VM: build both versions, load both, compare their events
+    /// (`bpf-migrate verify --help` for its options).
+    #[command(disable_help_flag = true)]
+    Verify {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -103,13 +56,6 @@ impl From<StrategyArg> for crate::engine::Strategy {
             StrategyArg::Reserve => crate::engine::Strategy::Reserve,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-enum AccelArg {
-    Auto,
-    Kvm,
-    Tcg,
 }
 
 #[derive(Args, Debug)]
@@ -134,7 +80,7 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
     /// Size of each ring buffer: a power of two, at least 4096 (e.g. 262144, 256K, 1M).
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = engine::parse_size)]
     ringbuf_size: Option<u64>,
     /// How events get into the ring buffer: `copy` (bpf_ringbuf_output, the default) or
     /// `reserve` (built in place with bpf_ringbuf_reserve/submit where that is safe).
@@ -180,66 +126,14 @@ enum Color {
     Never,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 1024),
-        Some((i, 'M' | 'm')) => (&t[..i], 1024 * 1024),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size in bytes (e.g. 262144, 256K, 1M)"))?;
-    let bytes = n.checked_mul(mult).ok_or("size too large")?;
-    engine::check_ring_size(bytes)?;
-    Ok(bytes)
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Some(Cmd::Rules) => list_rules(),
         Some(Cmd::Explain { id }) => explain(&id),
-        Some(Cmd::Verify(v)) => verify(*v),
+        Some(Cmd::Verify { args }) => crate::verify::run(&args),
         None => run(cli.run),
     }
-}
-
-fn verify(v: VerifyArgs) -> ExitCode {
-    if v.before.is_some() && !v.paths.is_empty() {
-        eprintln!("error: give either --before/--after or paths, not both");
-        return ExitCode::from(2);
-    }
-    let opts = crate::verify::VerifyOptions {
-        paths: v.paths,
-        before: v.before,
-        after: v.after,
-        kernel: v.kernel,
-        accel: match v.accel {
-            AccelArg::Auto => crate::verify::qemu::Accel::Auto,
-            AccelArg::Kvm => crate::verify::qemu::Accel::Kvm,
-            AccelArg::Tcg => crate::verify::qemu::Accel::Tcg,
-        },
-        cpus: v.cpus,
-        workload: v.workload,
-        timeout: std::time::Duration::from_secs(v.timeout),
-        includes: v.include,
-        defines: v.define,
-        cflags: v
-            .cflags
-            .map(|c| c.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default(),
-        keep: v.keep,
-        json: v.format == Format::Json,
-        engine: Options {
-            ring_size: v.ringbuf_size.unwrap_or(256 * 1024),
-            ring_size_given: v.ringbuf_size.is_some(),
-            rules: RuleFilter::default(),
-            strategy: v.strategy.into(),
-        },
-        bench: v.bench,
-    };
-    ExitCode::from(crate::verify::run(&opts))
 }
 
 fn list_rules() -> ExitCode {

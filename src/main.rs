@@ -1,3 +1,16 @@
+//! `bpf-migrate`: the command line. The migration itself is `bpf-migrate-core`; `verify` is
+//! the `bpf-migrate-verify` program, which this one runs (`cli::verify`).
+
+// Byte ranges of C inside a file are passed as slices; one range is the common case.
+#![allow(clippy::single_range_in_vec_init)]
+
+mod cli;
+mod output;
+mod verify;
+mod write;
+
+use bpf_migrate_core::{diff, discover, engine, report, rules, source};
+
 // mimalloc, for Rust and for tree-sitter's C: analysis allocates many small short-lived
 // blocks on every thread, where glibc's malloc spent over a tenth of a run.
 #[global_allocator]
@@ -14,5 +27,5 @@ fn main() -> std::process::ExitCode {
             free: libmimalloc_sys::mi_free,
         }));
     }
-    bpf_migrate::cli::main()
+    cli::main()
 }

@@ -237,12 +237,12 @@ fn migrated_bcc_tools_compile_and_their_c_parses() {
 
 /// Error nodes in the BCC C of a Python file's strings.
 fn c_errors(py: &str) -> usize {
-    use bpf_migrate::lang::c;
-    let tree = bpf_migrate::engine::python::parse(py).unwrap();
+    use bpf_migrate_core::lang::c;
+    let tree = bpf_migrate_core::engine::python::parse(py).unwrap();
     let nodes = c::descendants(tree.root_node());
     let mut n = 0;
     for s in c::of_kind(&nodes, "string") {
-        let ranges = bpf_migrate::engine::python::string_contents(s);
+        let ranges = bpf_migrate_core::engine::python::string_contents(s);
         if ranges.iter().any(|r| py[r.clone()].contains("_OUTPUT(")) {
             n += c::error_nodes(c::parse_bcc(py, Some(&ranges)).unwrap().tree.root_node()).len();
         }

@@ -7,9 +7,9 @@ mod common;
 use std::fs;
 use std::path::PathBuf;
 
-use bpf_migrate::engine::{self, Options};
-use bpf_migrate::report::Severity;
-use bpf_migrate::source::SourceFile;
+use bpf_migrate_core::engine::{self, Options};
+use bpf_migrate_core::report::Severity;
+use bpf_migrate_core::source::SourceFile;
 use common::*;
 use proptest::prelude::*;
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use bpf_migrate::rules;
+use bpf_migrate_core::rules;
 use common::*;
 
 #[test]
@@ -16,11 +16,11 @@ fn catalogue_is_complete_and_examples_hold() {
     assert_eq!(ids.len(), cat.len(), "duplicate rule ids");
     // Every id the engine emits has an entry (errors about input are not rules).
     let src: String = [
-        "src/engine/mod.rs",
-        "src/engine/bpf.rs",
-        "src/engine/user.rs",
-        "src/engine/reserve.rs",
-        "src/rules.rs",
+        "crates/core/src/engine/mod.rs",
+        "crates/core/src/engine/bpf.rs",
+        "crates/core/src/engine/user.rs",
+        "crates/core/src/engine/reserve.rs",
+        "crates/core/src/rules.rs",
     ]
     .iter()
     .map(|p| std::fs::read_to_string(root().join(p)).unwrap())

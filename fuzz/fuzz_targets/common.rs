@@ -3,8 +3,8 @@
 // of odd length runs with --strategy reserve.
 use std::path::PathBuf;
 
-use bpf_migrate::engine::{self, Options};
-use bpf_migrate::source::SourceFile;
+use bpf_migrate_core::engine::{self, Options};
+use bpf_migrate_core::source::SourceFile;
 
 pub fn check(names: &[&str], data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };

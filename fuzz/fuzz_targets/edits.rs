@@ -1,7 +1,7 @@
 #![no_main]
 // The edit layer: any set of edits either is refused as overlapping or applies with every
 // byte outside the edits unchanged; the diff of the result is well formed.
-use bpf_migrate::edit::{self, Edit};
+use bpf_migrate_core::edit::{self, Edit};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
@@ -28,7 +28,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         rebuilt.push_str(&text[pos..]);
         assert_eq!(out, rebuilt);
-        let d = bpf_migrate::diff::unified("f", &text, &out);
+        let d = bpf_migrate_core::diff::unified("f", &text, &out);
         assert!(d.starts_with("diff --git a/f b/f\n"));
     }
 });

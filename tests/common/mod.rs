@@ -7,12 +7,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+/// The `bpf-migrate` program. The verify crate's tests share this file: they run
+/// `bpf-migrate verify` as a user does, through the program cargo built beside theirs.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_bpf-migrate")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(b) = option_env!("CARGO_BIN_EXE_bpf-migrate") {
+            return b.to_string();
+        }
+        let verify = Path::new(option_env!("CARGO_BIN_EXE_bpf-migrate-verify").expect("a binary"));
+        let main = verify.with_file_name("bpf-migrate");
+        assert!(
+            main.is_file(),
+            "{} is not built: run the tests with `cargo test --workspace` (scripts/test)",
+            main.display()
+        );
+        main.display().to_string()
+    })
 }
 
+/// The workspace root, where `fixtures/` is.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("fixtures").is_dir())
+        .expect("the workspace root")
+        .to_path_buf()
 }
 
 pub fn run(dir: &Path, args: &[&str]) -> Output {

@@ -722,13 +722,7 @@ impl Serial {
     }
 
     fn frame(&mut self, v: &Value) {
-        let body = v.to_string();
-        let line = format!(
-            "BPFM1 {} {:016x} {}\n",
-            body.len(),
-            fnv1a(body.as_bytes()),
-            body
-        );
+        let line = bpf_migrate_protocol::frame(v);
         match &mut self.0 {
             Some(f) => {
                 let _ = f.write_all(line.as_bytes());
@@ -738,13 +732,4 @@ impl Serial {
             None => eprintln!("{line}"),
         }
     }
-}
-
-fn fnv1a(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for x in b {
-        h ^= u64::from(*x);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
 }

@@ -55,6 +55,34 @@ pub enum Strategy {
     Reserve,
 }
 
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "copy" => Ok(Strategy::Copy),
+            "reserve" => Ok(Strategy::Reserve),
+            _ => Err(format!("`{s}` is not a strategy: copy or reserve")),
+        }
+    }
+}
+
+/// A ring buffer size as the command lines take it: bytes, or `256K`, `1M`; a power of two,
+/// at least 4096.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1024),
+        Some((i, 'M' | 'm')) => (&t[..i], 1024 * 1024),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size in bytes (e.g. 262144, 256K, 1M)"))?;
+    let bytes = n.checked_mul(mult).ok_or("size too large")?;
+    check_ring_size(bytes)?;
+    Ok(bytes)
+}
+
 /// `--select` and `--ignore`: rule ids or prefixes ending in `*` (`bcc-*`). A program is
 /// migrated only if every rule it needs is selected: a partial migration would break it.
 #[derive(Debug, Clone, Default)]

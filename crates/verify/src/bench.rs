@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::{VerifyOptions, agent_path, boot_agent, collect_pairs, compile, initramfs, kernel};
-use crate::engine::Strategy;
+use bpf_migrate_core::engine::Strategy;
 
 pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
     let work = tempfile::Builder::new()

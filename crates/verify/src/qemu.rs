@@ -211,41 +211,5 @@ pub fn read_frames(path: &PathBuf) -> Vec<Value> {
 }
 
 pub fn parse_frame(line: &str) -> Option<Value> {
-    let at = line.find("BPFM1 ")?;
-    let mut parts = line[at + 6..].splitn(3, ' ');
-    let len: usize = parts.next()?.parse().ok()?;
-    let sum = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let body = parts.next()?.trim_end_matches('\r');
-    if body.len() != len || fnv1a(body.as_bytes()) != sum {
-        return None;
-    }
-    serde_json::from_str(body).ok()
-}
-
-fn fnv1a(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for x in b {
-        h ^= u64::from(*x);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_survive_noise_and_reject_damage() {
-        let body = r#"{"type":"done"}"#;
-        let good = format!(
-            "BPFM1 {} {:016x} {}",
-            body.len(),
-            fnv1a(body.as_bytes()),
-            body
-        );
-        assert!(parse_frame(&format!("[  1.0] noise {good}")).is_some());
-        assert!(parse_frame(&good.replace("done", "dona")).is_none());
-        assert!(parse_frame("BPFM1 3 0 {}").is_none());
-    }
+    bpf_migrate_protocol::parse_frame(line)
 }

@@ -2,6 +2,7 @@
 //! guest agent loading the objects through libbpf-rs. Nothing is loaded into the host kernel.
 //! The kernel is provisioned into the cache on first use (`apt-get download`).
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use serde_json::Value;

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use crate::engine::{self, Options};
-use crate::lang::NodeExt;
+use bpf_migrate_core::engine::{self, Options};
+use bpf_migrate_core::lang::NodeExt;
+use bpf_migrate_core::{discover, report};
 use compare::{MapReport, Verdict, compare_map, decode_hex};
 
 #[derive(Clone)]
@@ -403,7 +404,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
             } else {
                 opts.paths.clone()
             };
-            let found = crate::discover::discover(&paths);
+            let found = discover::discover(&paths);
             if let Some(e) = found.errors.first() {
                 bail!("{}: {}", e.file, e.message);
             }
@@ -411,7 +412,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
             for d in outcome
                 .diags
                 .iter()
-                .filter(|d| d.severity == crate::report::Severity::Manual)
+                .filter(|d| d.severity == report::Severity::Manual)
             {
                 eprint!("{}", d.render(false));
             }
@@ -726,7 +727,7 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
 /// same function.
 fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
     let mut found = Vec::new();
-    use crate::lang::c;
+    use bpf_migrate_core::lang::c;
     let Ok(src) = std::fs::read_to_string(src_path) else {
         return found;
     };

@@ -1,0 +1,116 @@
+//! `bpf-migrate-verify`, run by `bpf-migrate verify`: prove a migration in a VM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bpf_migrate_core::engine::{self, Options, RuleFilter, Strategy};
+use clap::{Parser, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bpf-migrate verify",
+    version,
+    about = "Prove a migration in a VM: build both versions, load both, compare their events"
+)]
+struct VerifyArgs {
+    /// Original BPF source (file or directory); with --after, verify that migration.
+    #[arg(long, requires = "after")]
+    before: Option<PathBuf>,
+    /// Migrated BPF source (file or directory).
+    #[arg(long, requires = "before")]
+    after: Option<PathBuf>,
+    /// Guest kernel (vmlinux or bzImage with BTF); else $BPF_MIGRATE_KERNEL, else the cache,
+    /// else Debian's kernel is downloaded into the cache once.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    accel: AccelArg,
+    /// Guest CPUs; with more than one, events are compared as multisets.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    cpus: u32,
+    /// An extra command run in the guest after the built-in workload (copied in with its
+    /// libraries).
+    #[arg(long)]
+    workload: Option<String>,
+    /// Seconds the guest may run.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Include directory for the BPF build.
+    #[arg(short = 'I', value_name = "DIR")]
+    include: Vec<PathBuf>,
+    /// Macro definition for the BPF build.
+    #[arg(short = 'D', value_name = "NAME[=VALUE]")]
+    define: Vec<String>,
+    /// Extra clang flags for the BPF build (space separated).
+    #[arg(long)]
+    cflags: Option<String>,
+    /// Keep the work directory (objects, initramfs, guest console log).
+    #[arg(long)]
+    keep: bool,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    #[arg(long, value_name = "BYTES", value_parser = engine::parse_size)]
+    ringbuf_size: Option<u64>,
+    /// How events get into the ring buffer in the migration verified: copy or reserve.
+    #[arg(long, default_value = "copy", value_parser = ["copy", "reserve"])]
+    strategy: String,
+    /// Instead of comparing, measure events per second of the original, the copy migration
+    /// and the reserve migration, this many events each (the programs must hook
+    /// sys_enter_getpid; see benches/events).
+    #[arg(long, value_name = "EVENTS", conflicts_with_all = ["before", "after"])]
+    bench: Option<u64>,
+    /// Programs to migrate in memory and verify (default: the current directory).
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let v = VerifyArgs::parse();
+    if v.before.is_some() && !v.paths.is_empty() {
+        eprintln!("error: give either --before/--after or paths, not both");
+        return ExitCode::from(2);
+    }
+    let strategy: Strategy = v.strategy.parse().expect("clap checked the value");
+    let opts = bpf_migrate_verify::VerifyOptions {
+        paths: v.paths,
+        before: v.before,
+        after: v.after,
+        kernel: v.kernel,
+        accel: match v.accel {
+            AccelArg::Auto => bpf_migrate_verify::qemu::Accel::Auto,
+            AccelArg::Kvm => bpf_migrate_verify::qemu::Accel::Kvm,
+            AccelArg::Tcg => bpf_migrate_verify::qemu::Accel::Tcg,
+        },
+        cpus: v.cpus,
+        workload: v.workload,
+        timeout: std::time::Duration::from_secs(v.timeout),
+        includes: v.include,
+        defines: v.define,
+        cflags: v
+            .cflags
+            .map(|c| c.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
+        keep: v.keep,
+        json: v.format == Format::Json,
+        engine: Options {
+            ring_size: v.ringbuf_size.unwrap_or(256 * 1024),
+            ring_size_given: v.ringbuf_size.is_some(),
+            rules: RuleFilter::default(),
+            strategy,
+        },
+        bench: v.bench,
+    };
+    ExitCode::from(bpf_migrate_verify::run(&opts))
+}
