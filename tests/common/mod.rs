@@ -15,7 +15,10 @@ pub fn bin() -> &'static str {
         if let Some(b) = option_env!("CARGO_BIN_EXE_bpf-migrate") {
             return b.to_string();
         }
-        let verify = Path::new(option_env!("CARGO_BIN_EXE_bpf-migrate-verify").expect("a binary"));
+        let Some(verify) = option_env!("CARGO_BIN_EXE_bpf-migrate-verify") else {
+            panic!("neither bpf-migrate nor bpf-migrate-verify is this test's package's binary")
+        };
+        let verify = Path::new(verify);
         let main = verify.with_file_name("bpf-migrate");
         assert!(
             main.is_file(),

@@ -1,11 +1,225 @@
 //! What verify's host and its guest agent say to each other.
 //!
-//! The host writes a manifest into the guest's initramfs; the agent answers over the second
-//! serial port with frames, one a line: `BPFM1 <length> <fnv1a64> <json>`. A frame whose
-//! length or checksum is off (kernel messages written over it) is not a frame.
+//! The host writes a [`Manifest`] into the guest's initramfs (`/manifest.json`); the agent
+//! answers over the second serial port with [`Message`]s, one a line:
+//! `BPFM1 <length> <fnv1a64> <json>`. A frame whose length or checksum is off (kernel
+//! messages written over it) is not a frame.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Where the manifest is in the guest.
+pub const MANIFEST_PATH: &str = "/manifest.json";
+
+/// What the agent is to do: the objects to load and the workload to drive through them.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub objects: Vec<ObjSpec>,
+    /// Extra command (argv, guest paths) run after the built-in workload.
+    #[serde(default)]
+    pub workload: Option<Vec<String>>,
+    /// The built-in tour of common hooks (exec, files, signals, sockets, mounts, packets).
+    #[serde(default = "yes")]
+    pub builtin_workload: bool,
+    /// An object whose one program fills its ring buffer `rb` with poison records: every ring
+    /// buffer map is filled with it (through `bpf_map__reuse_fd`) and drained twice before the
+    /// workload, so the space reservations land on holds poison, not the zeros of fresh pages.
+    /// A reserved record whose bytes the migration leaves unset then shows them.
+    #[serde(default)]
+    pub ring_poison: Option<String>,
+    /// Benchmark mode: each object alone, this many events (see the agent's `bench`).
+    #[serde(default)]
+    pub bench: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Manifest {
+            objects: Vec::new(),
+            workload: None,
+            builtin_workload: true,
+            ring_poison: None,
+            bench: None,
+        }
+    }
+}
+
+/// One BPF object to load.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ObjSpec {
+    /// Names the object in the result (`p<k>/orig-1`, `p<k>/new`, `p<k>/reserve`, ...).
+    pub id: String,
+    /// Its path in the guest.
+    pub path: String,
+    /// Byte written over every per-CPU array value before the workload. The original's two
+    /// loads get different bytes, the migrated program the first load's: bytes of an event
+    /// that come from a stale per-CPU "heap" then show up as noise in calibration, instead of
+    /// as a difference born of the order the objects were attached in.
+    #[serde(default)]
+    pub poison: u8,
+}
+
+/// A frame the agent sends: `ready` once it runs, one `result`, then `done` before it powers
+/// the guest off.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    Ready,
+    Result(Report),
+    Done,
+}
+
+/// What the agent found.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Report {
+    /// The agent could not run at all (no manifest, say).
+    Fatal(String),
+    /// A verify run: what every object delivered.
+    Run(RunResult),
+    /// A benchmark run: one row an object.
+    Bench(Vec<BenchRow>),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunResult {
+    /// In the manifest's order.
+    pub objects: Vec<ObjectResult>,
+    pub workload_log: Vec<String>,
+    /// From the agent's start to the last object attached.
+    pub attached_ms: u64,
+    pub nr_cpus: u32,
+}
+
+impl RunResult {
+    pub fn object(&self, id: &str) -> Option<&ObjectResult> {
+        self.objects.iter().find(|o| o.id == id)
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectResult {
+    pub id: String,
+    /// libbpf's error and log when the object does not load (then nothing else is filled).
+    pub load_error: Option<String>,
+    pub programs: Vec<ProgramResult>,
+    /// Its perf event arrays and ring buffers, with what each delivered.
+    pub maps: Vec<MapRecords>,
+    /// Buffers that could not be opened.
+    pub buffer_errors: Vec<BufferError>,
+}
+
+impl ObjectResult {
+    pub fn program(&self, name: &str) -> Option<&ProgramResult> {
+        self.programs.iter().find(|p| p.name == name)
+    }
+
+    pub fn map(&self, name: &str) -> Option<&MapRecords> {
+        self.maps.iter().find(|m| m.name == name)
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProgramResult {
+    pub name: String,
+    pub section: String,
+    pub attach: Attach,
+}
+
+/// How a program was run.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Attach {
+    /// Attached to its hook.
+    Ok,
+    /// A packet program, run on the agent's packets with `BPF_PROG_TEST_RUN`.
+    TestRun,
+    /// It did not attach: why.
+    Error(String),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    /// A perf event array, read through a perf buffer.
+    Perf,
+    /// A ring buffer map.
+    Ring,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MapRecords {
+    pub name: String,
+    pub kind: BufferKind,
+    /// Every record, in the order read (hex strings on the wire).
+    #[serde(with = "hex_records")]
+    pub records: Vec<Vec<u8>>,
+    /// Samples the perf buffer reported lost.
+    pub lost: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BufferError {
+    pub map: String,
+    pub error: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BenchRow {
+    pub id: String,
+    pub outcome: BenchOutcome,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchOutcome {
+    /// `received` records read in `ns` nanoseconds.
+    Timed {
+        received: u64,
+        ns: u64,
+    },
+    Error(String),
+}
+
+/// Lower-case hex, two digits a byte.
+pub fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+/// The bytes of a hex string; `None` for an odd length or a non-hex digit.
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+mod hex_records {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(records: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(records.iter().map(|r| super::hex(r)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|r| super::decode_hex(r).ok_or_else(|| D::Error::custom("a record is not hex")))
+            .collect()
+    }
+}
 
 /// The frame of one message, with its newline.
 pub fn frame<T: Serialize>(message: &T) -> String {
@@ -19,7 +233,7 @@ pub fn frame<T: Serialize>(message: &T) -> String {
 }
 
 /// The message of a frame found anywhere in `line`; `None` for anything else, or a frame
-/// whose length or checksum is off.
+/// whose length or checksum is off, or whose body is not a `T`.
 pub fn parse_frame<T: DeserializeOwned>(line: &str) -> Option<T> {
     let at = line.find("BPFM1 ")?;
     let mut parts = line[at + 6..].splitn(3, ' ');
@@ -47,12 +261,163 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    fn manifest() -> Manifest {
+        Manifest {
+            objects: vec![
+                ObjSpec {
+                    id: "p0/orig-1".into(),
+                    path: "/objs/p0-orig-1.o".into(),
+                    poison: 0,
+                },
+                ObjSpec {
+                    id: "p0/orig-2".into(),
+                    path: "/objs/p0-orig-2.o".into(),
+                    poison: 0xa5,
+                },
+            ],
+            workload: Some(vec!["/work/true".into(), "x y".into()]),
+            builtin_workload: true,
+            ring_poison: Some("/objs/ring_poison.o".into()),
+            bench: None,
+        }
+    }
+
+    fn result() -> Message {
+        Message::Result(Report::Run(RunResult {
+            objects: vec![
+                ObjectResult {
+                    id: "p0/orig-1".into(),
+                    load_error: None,
+                    programs: vec![
+                        ProgramResult {
+                            name: "handle_exec".into(),
+                            section: "tp/sched/sched_process_exec".into(),
+                            attach: Attach::Ok,
+                        },
+                        ProgramResult {
+                            name: "tc_in".into(),
+                            section: "tc".into(),
+                            attach: Attach::TestRun,
+                        },
+                        ProgramResult {
+                            name: "kp".into(),
+                            section: "kprobe/nope".into(),
+                            attach: Attach::Error("No such file or directory \"quoted\"".into()),
+                        },
+                    ],
+                    maps: vec![MapRecords {
+                        name: "events".into(),
+                        kind: BufferKind::Perf,
+                        records: vec![vec![0, 1, 0xa5, 0xff], vec![], vec![7; 300]],
+                        lost: 2,
+                    }],
+                    buffer_errors: vec![BufferError {
+                        map: "rb".into(),
+                        error: "-22".into(),
+                    }],
+                },
+                ObjectResult {
+                    id: "p0/new".into(),
+                    load_error: Some("verifier log\nline 2".into()),
+                    ..Default::default()
+                },
+            ],
+            workload_log: vec!["child exited Some(0)".into()],
+            attached_ms: 1234,
+            nr_cpus: 2,
+        }))
+    }
+
     #[test]
-    fn frames_survive_noise_and_reject_damage() {
-        let good = frame(&serde_json::json!({"type": "done"}));
+    fn a_manifest_survives_the_trip() {
+        let m = manifest();
+        assert_eq!(parse_frame::<Manifest>(&frame(&m)), Some(m.clone()));
+        // As a file: plain JSON.
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), m);
+        // Only the objects are required; the built-in workload is on by default.
+        let bench: Manifest =
+            serde_json::from_str(r#"{"objects": [{"id": "a", "path": "/a.o"}], "bench": 10}"#)
+                .unwrap();
+        assert_eq!(bench.bench, Some(10));
+        assert!(bench.builtin_workload);
+        assert_eq!(bench.objects[0].poison, 0);
+        assert!(Manifest::default().builtin_workload);
+    }
+
+    #[test]
+    fn every_message_survives_the_trip() {
+        for m in [
+            Message::Ready,
+            result(),
+            Message::Result(Report::Fatal("cannot read the manifest".into())),
+            Message::Result(Report::Bench(vec![
+                BenchRow {
+                    id: "p0/perf".into(),
+                    outcome: BenchOutcome::Timed {
+                        received: 1000,
+                        ns: 123456789,
+                    },
+                },
+                BenchRow {
+                    id: "p0/copy".into(),
+                    outcome: BenchOutcome::Error("load failed".into()),
+                },
+            ])),
+            Message::Done,
+        ] {
+            let f = frame(&m);
+            assert!(f.ends_with('\n') && f.matches('\n').count() == 1, "{f}");
+            assert_eq!(parse_frame::<Message>(&f), Some(m.clone()), "{f}");
+            // With console noise before it and a carriage return after.
+            let noisy = format!("[    1.234] random: crng init done BPFM1{}", &f[5..]);
+            let noisy = noisy.replace('\n', "\r\n");
+            assert_eq!(parse_frame::<Message>(&noisy), Some(m), "{noisy}");
+        }
+        let v: Value = parse_frame(&frame(&Message::Done)).unwrap();
+        assert_eq!(v["type"], "done");
+    }
+
+    #[test]
+    fn damaged_frames_are_rejected() {
+        let good = frame(&result());
         let good = good.trim_end();
-        assert!(parse_frame::<Value>(&format!("[  1.0] noise {good}")).is_some());
-        assert!(parse_frame::<Value>(&good.replace("done", "dona")).is_none());
-        assert!(parse_frame::<Value>("BPFM1 3 0 {}").is_none());
+        assert!(parse_frame::<Message>(good).is_some());
+        // A byte changed: the checksum is off.
+        assert!(parse_frame::<Message>(&good.replace("handle_exec", "handle_exed")).is_none());
+        // Bytes lost or added: the length is off.
+        assert!(parse_frame::<Message>(&good.replace("handle_exec", "handle_ex")).is_none());
+        assert!(parse_frame::<Message>(&format!("{good} ")).is_none());
+        // Cut short, as when the guest died writing it.
+        assert!(parse_frame::<Message>(&good[..good.len() / 2]).is_none());
+        // A kernel message written into the middle.
+        let (a, b) = good.split_at(good.len() / 2);
+        assert!(parse_frame::<Message>(&format!("{a}[ 2.0] oops{b}")).is_none());
+        // Header damage.
+        assert!(parse_frame::<Message>(&good.replacen("BPFM1 ", "BPFM1 x", 1)).is_none());
+        assert!(parse_frame::<Message>(&good.replacen("BPFM1 ", "BPFM2 ", 1)).is_none());
+        assert!(parse_frame::<Message>("BPFM1 3 0 {}").is_none());
+        assert!(parse_frame::<Message>("").is_none());
+        // A good frame of something that is not a message.
+        assert!(parse_frame::<Message>(&frame(&serde_json::json!({"type": "hello"}))).is_none());
+        // Records that are not hex.
+        let bad = frame(
+            &serde_json::json!({"type": "result", "run": {"objects": [{"id": "a",
+            "load_error": null, "programs": [], "buffer_errors": [],
+            "maps": [{"name": "e", "kind": "perf", "records": ["0g"], "lost": 0}]}],
+            "workload_log": [], "attached_ms": 0, "nr_cpus": 1}}),
+        );
+        assert!(parse_frame::<Value>(&bad).is_some());
+        assert!(parse_frame::<Message>(&bad).is_none());
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let b: Vec<u8> = (0..=255).collect();
+        assert_eq!(decode_hex(&hex(&b)), Some(b));
+        assert_eq!(decode_hex(""), Some(vec![]));
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex("zz"), None);
+        assert_eq!(decode_hex("é1"), None);
     }
 }

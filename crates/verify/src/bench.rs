@@ -5,22 +5,24 @@
 //! calls, and reports the time and the records received.
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use fs_err as fs;
+use serde_json::json;
 
-use super::{VerifyOptions, agent_path, boot_agent, collect_pairs, compile, initramfs, kernel};
+use super::{
+    VerifyOptions, agent_path, boot_agent, collect_pairs, compile, initramfs, kernel, work_dir,
+};
 use bpf_migrate_core::engine::Strategy;
+use bpf_migrate_protocol::{BenchOutcome, Manifest, ObjSpec, Report};
 
 pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
-    let work = tempfile::Builder::new()
-        .prefix("bpf-migrate-bench-")
-        .tempdir()?;
+    let work = work_dir("bpf-migrate-bench-")?;
     let wd = work.path();
     let mut copy_opts = opts.clone();
     copy_opts.engine.strategy = Strategy::Copy;
     let mut reserve_opts = opts.clone();
     reserve_opts.engine.strategy = Strategy::Reserve;
-    std::fs::create_dir_all(wd.join("copy"))?;
-    std::fs::create_dir_all(wd.join("reserve"))?;
+    fs::create_dir_all(wd.join("copy"))?;
+    fs::create_dir_all(wd.join("reserve"))?;
     let copies = collect_pairs(&copy_opts, &wd.join("copy"))?;
     let reserves = collect_pairs(&reserve_opts, &wd.join("reserve"))?;
     if copies.is_empty() || copies.len() != reserves.len() {
@@ -40,23 +42,36 @@ pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
             compile(opts, &kernel, src, incs, &obj)
                 .with_context(|| format!("building {} ({variant})", c.name))?;
             let guest = format!("/objs/p{k}-{variant}.o");
-            cpio.file(&guest, &std::fs::read(&obj)?, 0o644);
-            objects.push(json!({"id": format!("p{k}/{variant}"), "path": guest}));
+            cpio.file(&guest, &fs::read(&obj)?, 0o644);
+            objects.push(ObjSpec {
+                id: format!("p{k}/{variant}"),
+                path: guest,
+                poison: 0,
+            });
         }
     }
-    let manifest = json!({"objects": objects, "bench": events});
-    let (vm, result) = boot_agent(opts, &kernel, cpio, &manifest, wd)?;
-    let rows = result["bench"].as_array().cloned().unwrap_or_default();
-    let row = |id: &str| rows.iter().find(|r| r["id"] == id).cloned();
+    let manifest = Manifest {
+        objects,
+        bench: Some(events),
+        ..Manifest::default()
+    };
+    let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, wd)?;
+    let Report::Bench(rows) = report else {
+        bail!("the guest agent answered a benchmark with something else: {report:?}");
+    };
     for (k, c) in copies.iter().enumerate() {
         let mut rates = Vec::new();
         for variant in ["perf", "copy", "reserve"] {
-            let r = row(&format!("p{k}/{variant}")).unwrap_or(Value::Null);
-            if let Some(e) = r["error"].as_str() {
-                bail!("{} ({variant}): {e}", c.name);
-            }
-            let received = r["received"].as_u64().unwrap_or(0);
-            let ns = r["ns"].as_u64().unwrap_or(0).max(1);
+            let id = format!("p{k}/{variant}");
+            let (received, ns) = match rows.iter().find(|r| r.id == id).map(|r| &r.outcome) {
+                Some(BenchOutcome::Timed { received, ns }) => (*received, *ns),
+                Some(BenchOutcome::Error(e)) => bail!("{} ({variant}): {e}", c.name),
+                None => bail!(
+                    "{} ({variant}): the guest agent sent no measurement",
+                    c.name
+                ),
+            };
+            let ns = ns.max(1);
             rates.push((variant, received, received as f64 * 1e9 / ns as f64));
         }
         let base = rates[0].2.max(f64::MIN_POSITIVE);

@@ -40,12 +40,6 @@ pub fn perf_padded(n: usize) -> usize {
     (n + 4).div_ceil(8) * 8 - 4
 }
 
-pub fn decode_hex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
-        .collect()
-}
-
 /// `layouts` are the event structs written to the map, when BTF tells them: findings name
 /// fields, and noise covers whole integer fields of any of them.
 pub fn compare_map(

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use fs_err as fs;
 
 #[derive(Default)]
 pub struct Cpio {
@@ -75,12 +76,11 @@ impl Cpio {
 
     /// An executable and the shared libraries `ldd` says it needs, at the same paths.
     pub fn executable(&mut self, guest_path: &str, host_path: &Path) -> Result<()> {
-        let data = std::fs::read(host_path)
-            .with_context(|| format!("cannot read {}", host_path.display()))?;
+        let data = fs::read(host_path)?;
         self.file(guest_path, &data, 0o755);
         for lib in shared_libs(host_path)? {
             if !self.dirs.contains(&lib) {
-                let data = std::fs::read(&lib).with_context(|| format!("cannot read {lib}"))?;
+                let data = fs::read(&lib)?;
                 self.file(&lib, &data, 0o755);
             }
         }

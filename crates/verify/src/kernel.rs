@@ -3,13 +3,20 @@
 //! `apt-get download` and unpacked with `dpkg-deb -x`, never installed). The cached kernel is
 //! the uncompressed `vmlinux` taken out of the bzImage: qemu boots it by PVH, seconds faster
 //! under emulation than the compressed image, and its `.BTF` section gives `vmlinux.h`.
+//!
+//! The cache is shared by every run: each file goes in under a unique temporary name and is
+//! renamed into place, and whoever provisions something holds an exclusive lock (`flock` of
+//! `.lock` in the directory being filled) and checks again once it has it, so that of two runs
+//! on a cold cache the second waits for the first and takes its result.
 
-use std::fs;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use fs_err as fs;
 
 pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("BPF_MIGRATE_CACHE") {
@@ -37,20 +44,30 @@ pub fn find(given: Option<&Path>) -> Result<(PathBuf, String)> {
         }
         return Ok((p, "BPF_MIGRATE_KERNEL".into()));
     }
-    let cached = cache_dir().join("kernel").join("vmlinux");
-    if cached.is_file() {
-        return Ok((cached, "cache".into()));
-    }
-    let p = provision(&cache_dir().join("kernel"))?;
-    Ok((p, "provisioned".into()))
+    cached_kernel(&cache_dir().join("kernel"))
 }
 
-/// Downloads and unpacks Debian's kernel image into `dir`; returns `dir/vmlinux`.
+/// `dir/vmlinux`, provisioned into `dir` unless it is there.
+fn cached_kernel(dir: &Path) -> Result<(PathBuf, String)> {
+    let vmlinux = dir.join("vmlinux");
+    let made = make_once(dir, &vmlinux, "the guest kernel", || provision_locked(dir))?;
+    Ok((vmlinux, if made { "provisioned" } else { "cache" }.into()))
+}
+
+/// Downloads and unpacks Debian's kernel image into `dir` (again, if it is there); returns
+/// `dir/vmlinux`.
 pub fn provision(dir: &Path) -> Result<PathBuf> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::create_dir_all(dir)?;
+    let _lock = CacheLock::exclusive(dir, "the guest kernel")?;
+    provision_locked(dir)
+}
+
+/// [`provision`], with the lock of `dir` held.
+fn provision_locked(dir: &Path) -> Result<PathBuf> {
     let work = tempfile::Builder::new()
         .prefix("provision-")
-        .tempdir_in(dir)?;
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot create a temporary directory in {}", dir.display()))?;
     let deps = Command::new("apt-cache")
         .args(["depends", "linux-image-amd64"])
         .output()
@@ -101,13 +118,92 @@ pub fn provision(dir: &Path) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("{pkg} holds no boot/vmlinuz-*"))?;
     let bzimage = fs::read(&vmlinuz)?;
     let vmlinux = extract_vmlinux(&bzimage)?;
-    // The compressed image too: the benchmark boots it as a baseline.
-    fs::write(dir.join("vmlinuz"), &bzimage)?;
-    let tmp = dir.join("vmlinux.tmp");
-    fs::write(&tmp, vmlinux)?;
-    fs::rename(&tmp, dir.join("vmlinux"))?;
-    fs::write(dir.join("version"), format!("{pkg}\n"))?;
+    // The compressed image too: the benchmark boots it as a baseline. `vmlinux` last: once it
+    // is there, the cache is complete.
+    write_atomic(&dir.join("vmlinuz"), &bzimage)?;
+    write_atomic(&dir.join("version"), format!("{pkg}\n").as_bytes())?;
+    write_atomic(&dir.join("vmlinux"), &vmlinux)?;
     Ok(dir.join("vmlinux"))
+}
+
+/// Writes `path` under a unique temporary name in its directory, then renames it into place:
+/// nobody sees it half written, and two writers do not take each other's file.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(data)
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+        })
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot rename a temporary file to {}", path.display()))?;
+    Ok(())
+}
+
+/// An exclusive `flock` of `.lock` in a cache directory, released when dropped (or when the
+/// process dies).
+struct CacheLock(#[allow(dead_code)] fs::File);
+
+impl CacheLock {
+    /// Waits for the lock, saying so once on stderr if another process holds it (`what` is
+    /// what it is making). Ctrl-C stops the wait.
+    fn exclusive(dir: &Path, what: &str) -> Result<Self> {
+        let path = dir.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        let mut said = false;
+        loop {
+            if unsafe { libc::flock(file.file().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(CacheLock(file));
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => {}
+                Some(libc::EINTR) => continue,
+                _ => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
+            }
+            if super::interrupted() {
+                bail!("interrupted while waiting for {}", path.display());
+            }
+            if !said {
+                eprintln!(
+                    "bpf-migrate: waiting for another run to finish {what} ({})",
+                    path.display()
+                );
+                said = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Makes `target` in `dir` with `make` unless it is there, under the lock of `dir`; true if
+/// this call made it, false if it was there (maybe made meanwhile by another run).
+fn make_once<T>(
+    dir: &Path,
+    target: &Path,
+    what: &str,
+    make: impl FnOnce() -> Result<T>,
+) -> Result<bool> {
+    if target.is_file() {
+        return Ok(false);
+    }
+    fs::create_dir_all(dir)?;
+    let _lock = CacheLock::exclusive(dir, what)?;
+    if target.is_file() {
+        return Ok(false);
+    }
+    make()?;
+    Ok(true)
 }
 
 /// The ELF kernel inside a bzImage: the first XZ stream after the setup code, decompressed
@@ -129,7 +225,7 @@ pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>> {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&data);
         });
-        let out = child.wait_with_output()?;
+        let out = child.wait_with_output().context("running xz")?;
         let _ = writer.join();
         if out.stdout.starts_with(b"\x7fELF") {
             return Ok(out.stdout);
@@ -145,8 +241,13 @@ fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// `vmlinux.h` generated from the kernel's BTF, cached beside it.
+/// `vmlinux.h` generated from the kernel's BTF, cached beside it; returns its directory.
 pub fn vmlinux_h(kernel: &Path) -> Result<PathBuf> {
+    vmlinux_h_in(kernel, &cache_dir())
+}
+
+/// [`vmlinux_h`] with the cache in `cache`.
+fn vmlinux_h_in(kernel: &Path, cache: &Path) -> Result<PathBuf> {
     let meta = fs::metadata(kernel)?;
     let key = format!(
         "{}-{}",
@@ -158,22 +259,33 @@ pub fn vmlinux_h(kernel: &Path) -> Result<PathBuf> {
                 .unwrap_or(0))
             .unwrap_or(0)
     );
-    let dir = cache_dir().join("vmlinux-h").join(key);
+    let dir = cache.join("vmlinux-h").join(key);
     let header = dir.join("vmlinux.h");
-    if header.is_file() {
-        return Ok(dir);
-    }
-    fs::create_dir_all(&dir)?;
-    // A bzImage carries its BTF inside the compressed kernel.
-    let mut elf = kernel.to_path_buf();
+    make_once(&dir, &header, "vmlinux.h", || {
+        generate_vmlinux_h(kernel, &dir, &header)
+    })?;
+    Ok(dir)
+}
+
+fn generate_vmlinux_h(kernel: &Path, dir: &Path, header: &Path) -> Result<()> {
+    // A bzImage carries its BTF inside the compressed kernel: extracted to a temporary file,
+    // removed when dropped.
     let data = fs::read(kernel)?;
+    let mut extracted = None;
     if !data.starts_with(b"\x7fELF") {
-        elf = dir.join("vmlinux.tmp");
-        fs::write(&elf, extract_vmlinux(&data)?)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".vmlinux-")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        tmp.write_all(&extract_vmlinux(&data)?)
+            .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+        extracted = Some(tmp);
     }
+    drop(data);
+    let elf = extracted.as_ref().map_or(kernel, |t| t.path());
     let out = Command::new("bpftool")
         .args(["btf", "dump", "file"])
-        .arg(&elf)
+        .arg(elf)
         .args(["format", "c"])
         .output()
         .context("bpftool not found (apt-get install bpftool): it generates vmlinux.h from the guest kernel")?;
@@ -184,11 +296,104 @@ pub fn vmlinux_h(kernel: &Path) -> Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    if elf != kernel {
-        let _ = fs::remove_file(&elf);
+    write_atomic(header, &out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Two runs on a cold cache: the second waits for the first and takes its result, and no
+    /// temporary file is left behind.
+    #[test]
+    fn what_is_made_once_is_made_once() {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = cache.path().join("thing");
+        let target = dir.join("thing");
+        let made = AtomicUsize::new(0);
+        let results: Vec<bool> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        make_once(&dir, &target, "a thing", || {
+                            made.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(200));
+                            write_atomic(&target, b"made")
+                        })
+                        .unwrap()
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        assert_eq!(results.iter().filter(|m| **m).count(), 1, "{results:?}");
+        assert_eq!(fs::read(&target).unwrap(), b"made");
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".lock", "thing"]);
     }
-    let tmp = dir.join("vmlinux.h.tmp");
-    fs::write(&tmp, &out.stdout)?;
-    fs::rename(&tmp, &header)?;
-    Ok(dir)
+
+    /// A failure leaves nothing in place, and the next run tries again.
+    #[test]
+    fn a_failed_make_is_tried_again() {
+        let cache = tempfile::tempdir().unwrap();
+        let target = cache.path().join("t");
+        assert!(make_once(cache.path(), &target, "t", || -> Result<()> { bail!("no") }).is_err());
+        assert!(!target.exists());
+        assert!(make_once(cache.path(), &target, "t", || write_atomic(&target, b"x")).unwrap());
+        assert!(
+            !make_once(cache.path(), &target, "t", || -> Result<()> {
+                bail!("again?")
+            })
+            .unwrap()
+        );
+    }
+
+    /// The race seen as `verify could not run: No such file or directory`: two verify runs
+    /// generating vmlinux.h at once into an empty cache took each other's temporary files.
+    /// Needs a kernel with BTF: $BPF_MIGRATE_KERNEL, the cached one, or one provisioned now
+    /// (`apt-get download`, as the verify tests do).
+    #[test]
+    fn two_runs_on_a_cold_cache_make_one_vmlinux_h() {
+        let kernel = match std::env::var_os("BPF_MIGRATE_KERNEL") {
+            Some(k) => PathBuf::from(k),
+            None => find(None).expect("a guest kernel").0,
+        };
+        // The bzImage too, when there is one: it goes through a temporary extracted ELF.
+        let mut kernels = vec![kernel.clone()];
+        let vmlinuz = kernel.with_file_name("vmlinuz");
+        if vmlinuz.is_file() {
+            kernels.push(vmlinuz);
+        }
+        for kernel in kernels {
+            let cache = tempfile::tempdir().unwrap();
+            let dirs: Vec<PathBuf> = std::thread::scope(|s| {
+                let runs: Vec<_> = (0..2)
+                    .map(|_| s.spawn(|| vmlinux_h_in(&kernel, cache.path())))
+                    .collect();
+                runs.into_iter()
+                    .map(|r| r.join().unwrap().expect("vmlinux.h"))
+                    .collect()
+            });
+            assert_eq!(dirs[0], dirs[1]);
+            assert!(dirs[0].starts_with(cache.path()));
+            let header = fs::read_to_string(dirs[0].join("vmlinux.h")).unwrap();
+            assert!(
+                header.contains("struct task_struct {"),
+                "{}",
+                kernel.display()
+            );
+            let mut left: Vec<String> = fs::read_dir(&dirs[0])
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            assert_eq!(left, [".lock", "vmlinux.h"], "{}", kernel.display());
+        }
+    }
 }

@@ -14,12 +14,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde_json::{Value, json};
+use fs_err as fs;
+use serde_json::json;
 
 use bpf_migrate_core::engine::{self, Options};
 use bpf_migrate_core::lang::NodeExt;
 use bpf_migrate_core::{discover, report};
-use compare::{MapReport, Verdict, compare_map, decode_hex};
+use bpf_migrate_protocol::{
+    Attach, BufferKind, MANIFEST_PATH, Manifest, MapRecords, ObjSpec, ObjectResult, Report,
+    RunResult,
+};
+use compare::{MapReport, Verdict, compare_map};
 
 #[derive(Clone)]
 pub struct VerifyOptions {
@@ -120,9 +125,7 @@ struct Timing {
 
 fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     let started = Instant::now();
-    let work = tempfile::Builder::new()
-        .prefix("bpf-migrate-verify-")
-        .tempdir()?;
+    let work = work_dir("bpf-migrate-verify-")?;
     let wd = work.path().to_path_buf();
     let pairs = collect_pairs(opts, &wd)?;
     if pairs.is_empty() {
@@ -135,7 +138,7 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
 
     // Build every object.
     let objdir = wd.join("objs");
-    std::fs::create_dir_all(&objdir)?;
+    fs::create_dir_all(&objdir)?;
     let mut cpio = initramfs::Cpio::default();
     cpio.executable("/init", &agent)?;
     let mut manifest_objs = Vec::new();
@@ -166,9 +169,12 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             ("new", &after, 0),
         ] {
             let guest = format!("/objs/p{k}-{id}.o");
-            cpio.file(&guest, &std::fs::read(obj)?, 0o644);
-            manifest_objs
-                .push(json!({"id": format!("p{k}/{id}"), "path": guest, "poison": poison}));
+            cpio.file(&guest, &fs::read(obj)?, 0o644);
+            manifest_objs.push(ObjSpec {
+                id: format!("p{k}/{id}"),
+                path: guest,
+                poison,
+            });
         }
     }
     if manifest_objs.is_empty() {
@@ -179,7 +185,7 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             .collect();
         bail!("no program builds:\n{}", why.join("\n"));
     }
-    let mut workload = Value::Null;
+    let mut workload = None;
     if let Some(cmd) = &opts.workload {
         let mut argv: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
         if argv.is_empty() {
@@ -189,10 +195,10 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         let guest = format!("/work/{}", host.file_name().unwrap().to_string_lossy());
         cpio.executable(&guest, &host)?;
         argv[0] = guest;
-        workload = json!(argv);
+        workload = Some(argv);
     }
     let poison = objdir.join("ring_poison.o");
-    std::fs::write(
+    fs::write(
         wd.join("ring_poison.bpf.c"),
         format!(
             "#define RING_POISON {}\n{RING_POISON}",
@@ -201,14 +207,18 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     )?;
     compile(opts, &kernel, &wd.join("ring_poison.bpf.c"), &[], &poison)
         .context("building the ring buffer poison program")?;
-    cpio.file("/objs/ring_poison.o", &std::fs::read(&poison)?, 0o644);
-    let manifest = json!({
-        "objects": manifest_objs,
-        "workload": workload,
-        "builtin_workload": true,
-        "ring_poison": "/objs/ring_poison.o",
-    });
-    let (vm, result) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
+    cpio.file("/objs/ring_poison.o", &fs::read(&poison)?, 0o644);
+    let manifest = Manifest {
+        objects: manifest_objs,
+        workload,
+        builtin_workload: true,
+        ring_poison: Some("/objs/ring_poison.o".into()),
+        bench: None,
+    };
+    let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
+    let Report::Run(result) = report else {
+        bail!("the guest agent answered a verify run with something else: {report:?}");
+    };
     let result = &result;
     let mut reports = Vec::new();
     for ((k, p), unbuilt) in pairs.iter().enumerate().zip(unbuilt) {
@@ -225,14 +235,7 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             &p.after,
         )?);
     }
-    let workload_log = result["workload_log"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let workload_log = result.workload_log.clone();
     let workdir = if opts.keep {
         let kept = work.keep();
         Some(kept)
@@ -276,21 +279,35 @@ fn dir_of(p: &Path) -> PathBuf {
     }
 }
 
+/// A temporary work directory, removed when dropped.
+pub(crate) fn work_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .with_context(|| {
+            format!(
+                "cannot create a work directory in {}",
+                std::env::temp_dir().display()
+            )
+        })
+}
+
 /// Finishes the initramfs with the manifest, boots it and returns the run and the agent's
-/// result.
+/// report (never a fatal one: that is an error).
 pub(crate) fn boot_agent(
     opts: &VerifyOptions,
     kernel: &Path,
     mut cpio: initramfs::Cpio,
-    manifest: &Value,
+    manifest: &Manifest,
     wd: &Path,
-) -> Result<(qemu::VmRun, Value)> {
-    cpio.file("/manifest.json", manifest.to_string().as_bytes(), 0o644);
+) -> Result<(qemu::VmRun, Report)> {
+    let manifest = serde_json::to_vec(manifest).context("serializing the manifest")?;
+    cpio.file(MANIFEST_PATH, &manifest, 0o644);
     for d in ["/proc", "/sys", "/dev", "/tmp", "/mnt"] {
         cpio.dir(d);
     }
     let initrd = wd.join("initramfs.cpio");
-    std::fs::write(&initrd, cpio.finish())?;
+    fs::write(&initrd, cpio.finish())?;
     let vm = qemu::run(&qemu::VmConfig {
         kernel,
         initrd: &initrd,
@@ -299,16 +316,18 @@ pub(crate) fn boot_agent(
         timeout: opts.timeout,
         workdir: wd,
     })?;
-    let result = vm
+    let report = vm
         .frames
         .iter()
-        .find(|f| f["type"] == "result")
-        .cloned()
+        .find_map(|f| match f {
+            bpf_migrate_protocol::Message::Result(r) => Some(r.clone()),
+            _ => None,
+        })
         .ok_or_else(|| anyhow!("the agent sent no result"))?;
-    if let Some(fatal) = result["fatal"].as_str() {
+    if let Report::Fatal(fatal) = &report {
         bail!("the guest agent failed: {fatal}");
     }
-    Ok((vm, result))
+    Ok((vm, report))
 }
 
 /// Fills a ring buffer with 0xa5 records, one per run (see the agent's `ring_poison`): the
@@ -342,7 +361,7 @@ pub(crate) fn agent_path() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("BPF_MIGRATE_AGENT") {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe()?;
+    let exe = std::env::current_exe().context("cannot find where this program is")?;
     let p = exe.with_file_name("bpf-migrate-agent");
     if p.is_file() {
         return Ok(p);
@@ -423,8 +442,8 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
             for ch in &outcome.changes {
                 let f = &found.files[ch.file];
                 let dest = after_root.join(inside_tree(&f.display));
-                std::fs::create_dir_all(dest.parent().unwrap())?;
-                std::fs::write(&dest, &ch.new_text)?;
+                fs::create_dir_all(dest.parent().unwrap())?;
+                fs::write(&dest, &ch.new_text)?;
             }
             for ch in &outcome.changes {
                 let f = &found.files[ch.file];
@@ -457,8 +476,7 @@ pub(crate) fn compile(
     first_includes: &[PathBuf],
     out: &Path,
 ) -> Result<()> {
-    let text =
-        std::fs::read_to_string(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let text = fs::read_to_string(src)?;
     let src_dir = dir_of(src);
     let mut cmd = Command::new("clang");
     cmd.args(["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-c"]);
@@ -499,32 +517,20 @@ pub(crate) fn compile(
     Ok(())
 }
 
-fn obj<'a>(result: &'a Value, id: &str) -> Option<&'a Value> {
-    result["objects"].as_array()?.iter().find(|o| o["id"] == id)
-}
-
-fn records(map: &Value) -> Vec<Vec<u8>> {
-    map["records"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r.as_str().map(decode_hex))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn judge(
     name: &str,
-    result: &Value,
+    result: &RunResult,
     k: usize,
     cpus: u32,
     new_obj: &Path,
     new_src: &Path,
 ) -> Result<ProgramReport> {
-    let o1 = obj(result, &format!("p{k}/orig-1")).ok_or_else(|| anyhow!("no result for {name}"))?;
-    let o2 = obj(result, &format!("p{k}/orig-2")).ok_or_else(|| anyhow!("no result for {name}"))?;
-    let nw = obj(result, &format!("p{k}/new")).ok_or_else(|| anyhow!("no result for {name}"))?;
+    let obj = |id: &str| -> Result<&ObjectResult> {
+        result
+            .object(&format!("p{k}/{id}"))
+            .ok_or_else(|| anyhow!("no result for {name}"))
+    };
+    let (o1, o2, nw) = (obj("orig-1")?, obj("orig-2")?, obj("new")?);
     let mut rep = ProgramReport {
         name: name.to_string(),
         verdict: Verdict::Equivalent,
@@ -532,7 +538,7 @@ fn judge(
         problems: Vec::new(),
     };
     // One program that cannot be compared leaves the others of the run to be.
-    if let Some(e) = o1["load_error"].as_str() {
+    if let Some(e) = &o1.load_error {
         rep.verdict = Verdict::Inconclusive;
         rep.problems.push(format!(
             "the original does not load in the guest kernel, so there is nothing to compare:\n{}",
@@ -540,7 +546,7 @@ fn judge(
         ));
         return Ok(rep);
     }
-    if let Some(e) = nw["load_error"].as_str() {
+    if let Some(e) = &nw.load_error {
         rep.verdict = Verdict::Different;
         rep.problems.push(format!(
             "the migrated program does not load (verifier log follows):\n{}",
@@ -548,27 +554,25 @@ fn judge(
         ));
         return Ok(rep);
     }
-    let progs = |o: &Value| o["programs"].as_array().cloned().unwrap_or_default();
-    for p in progs(o1) {
-        let pname = p["name"].as_str().unwrap_or("?");
-        let twin = progs(nw).into_iter().find(|q| q["name"] == p["name"]);
-        match (
-            p["attach"].as_str(),
-            twin.as_ref().and_then(|t| t["attach"].as_str()),
-        ) {
-            (Some("ok"), Some("ok")) | (Some("test_run"), Some("test_run")) => {}
-            (Some("ok"), _) => {
+    for p in &o1.programs {
+        let pname = &p.name;
+        let twin = nw.program(&p.name).map(|t| &t.attach);
+        match (&p.attach, twin) {
+            (Attach::Ok, Some(Attach::Ok)) | (Attach::TestRun, Some(Attach::TestRun)) => {}
+            (Attach::Ok, _) => {
                 rep.verdict = Verdict::Different;
                 rep.problems.push(format!(
                     "program `{pname}` ({}) attaches in the original but not in the migrated program: {}",
-                    p["section"].as_str().unwrap_or(""),
-                    twin.as_ref().and_then(|t| t["error"].as_str()).unwrap_or("missing")
+                    p.section,
+                    match twin {
+                        Some(Attach::Error(e)) => e.as_str(),
+                        _ => "missing",
+                    }
                 ));
             }
-            (Some("error"), _) => {
+            (Attach::Error(e), _) => {
                 rep.problems.push(format!(
-                    "program `{pname}` does not attach in the guest even in the original: {}",
-                    p["error"].as_str().unwrap_or("")
+                    "program `{pname}` does not attach in the guest even in the original: {e}"
                 ));
                 if rep.verdict == Verdict::Equivalent {
                     rep.verdict = Verdict::Inconclusive;
@@ -577,10 +581,10 @@ fn judge(
             _ => {}
         }
     }
-    let maps = |o: &Value| o["maps"].as_array().cloned().unwrap_or_default();
-    let perf_maps: Vec<Value> = maps(o1)
-        .into_iter()
-        .filter(|m| m["kind"] == "perf")
+    let perf_maps: Vec<&MapRecords> = o1
+        .maps
+        .iter()
+        .filter(|m| m.kind == BufferKind::Perf)
         .collect();
     if perf_maps.is_empty() {
         rep.verdict = Verdict::Inconclusive;
@@ -588,14 +592,12 @@ fn judge(
             .push("the original has no perf event array to compare".into());
     }
     for m in perf_maps {
-        let mname = m["name"].as_str().unwrap_or("?").to_string();
-        let m2 = maps(o2)
-            .into_iter()
-            .find(|x| x["name"] == m["name"])
-            .unwrap_or(Value::Null);
-        let Some(mn) = maps(nw)
-            .into_iter()
-            .find(|x| x["name"] == m["name"] && x["kind"] == "ring")
+        let mname = &m.name;
+        let m2 = o2.map(mname);
+        let Some(mn) = nw
+            .maps
+            .iter()
+            .find(|x| x.name == *mname && x.kind == BufferKind::Ring)
         else {
             rep.verdict = Verdict::Different;
             rep.problems.push(format!(
@@ -603,10 +605,10 @@ fn judge(
             ));
             continue;
         };
-        let lost = m["lost"].as_u64().unwrap_or(0) + m2["lost"].as_u64().unwrap_or(0);
-        let new_recs = records(&mn);
+        let lost = m.lost + m2.map_or(0, |m2| m2.lost);
+        let new_recs = &mn.records;
         // A map may carry several event structs (a `kind` field tells them apart).
-        let mut layouts: Vec<btf::Layout> = event_structs(new_src, &mname)
+        let mut layouts: Vec<btf::Layout> = event_structs(new_src, mname)
             .iter()
             .filter_map(|s| btf::layout_named(new_obj, s))
             .collect();
@@ -620,10 +622,10 @@ fn judge(
             );
         }
         let r = compare_map(
-            &mname,
-            &records(&m),
-            &records(&m2),
-            &new_recs,
+            mname,
+            &m.records,
+            m2.map_or(&[][..], |m2| &m2.records),
+            new_recs,
             lost,
             cpus,
             &layouts,
@@ -728,7 +730,7 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
 fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
     let mut found = Vec::new();
     use bpf_migrate_core::lang::c;
-    let Ok(src) = std::fs::read_to_string(src_path) else {
+    let Ok(src) = fs::read_to_string(src_path) else {
         return found;
     };
     let Some(parsed) = c::parse(&src, None) else {

@@ -2,12 +2,13 @@
 //! first serial port (a log file) and results on the second. KVM only where it works: a KVM
 //! guest that does not reach the agent by a deadline is killed and the run repeats under TCG.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use bpf_migrate_protocol::Message;
+use fs_err as fs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
@@ -27,7 +28,7 @@ pub struct VmConfig<'a> {
 
 pub struct VmRun {
     /// Frames the agent sent, in order.
-    pub frames: Vec<Value>,
+    pub frames: Vec<Message>,
     pub console: String,
     pub accel: &'static str,
     /// From qemu's start to the agent's first frame.
@@ -89,8 +90,8 @@ fn run_vm(
 ) -> Result<VmRun> {
     let console = cfg.workdir.join(format!("console-{accel}.log"));
     let results = cfg.workdir.join(format!("results-{accel}.log"));
-    let _ = std::fs::remove_file(&console);
-    let _ = std::fs::remove_file(&results);
+    let _ = fs::remove_file(&console);
+    let _ = fs::remove_file(&results);
     let mem = 256 + 128 * cfg.cpus;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
@@ -144,17 +145,19 @@ fn run_vm(
         if boot.is_none() && !frames.is_empty() {
             boot = Some(start.elapsed());
         }
-        let done = frames.iter().any(|f| f["type"] == "done");
-        let exited = guard.0.try_wait()?.is_some();
+        let done = frames.contains(&Message::Done);
+        let exited = guard.0.try_wait().context("waiting for qemu")?.is_some();
         if done || exited {
             // Let qemu flush and exit on its own after the power-off.
             let wait_until = Instant::now() + Duration::from_secs(2);
-            while guard.0.try_wait()?.is_none() && Instant::now() < wait_until {
+            while guard.0.try_wait().context("waiting for qemu")?.is_none()
+                && Instant::now() < wait_until
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let frames = read_frames(&results);
-            let console_text = std::fs::read_to_string(&console).unwrap_or_default();
-            if !frames.iter().any(|f| f["type"] == "done") {
+            let console_text = fs::read_to_string(&console).unwrap_or_default();
+            if !frames.contains(&Message::Done) {
                 let mut stderr = String::new();
                 if let Some(mut e) = guard.0.stderr.take() {
                     use std::io::Read;
@@ -186,7 +189,7 @@ fn run_vm(
             bail!("the {accel} guest did not reach the agent within {d:?}");
         }
         if start.elapsed() > timeout {
-            let console_text = std::fs::read_to_string(&console).unwrap_or_default();
+            let console_text = fs::read_to_string(&console).unwrap_or_default();
             bail!(
                 "the guest did not finish within {timeout:?} (--timeout); qemu was stopped\n--- guest console (last lines):\n{}",
                 tail(&console_text, 30)
@@ -202,14 +205,12 @@ pub fn tail(s: &str, n: usize) -> String {
 
 /// Valid frames in the results file: `BPFM1 <len> <fnv1a64> <json>`; anything else (or a
 /// frame whose length or checksum is off) is ignored.
-pub fn read_frames(path: &PathBuf) -> Vec<Value> {
-    let Ok(bytes) = std::fs::read(path) else {
+pub fn read_frames(path: &Path) -> Vec<Message> {
+    let Ok(bytes) = fs::read(path) else {
         return Vec::new();
     };
     let text = String::from_utf8_lossy(&bytes);
-    text.lines().filter_map(parse_frame).collect()
-}
-
-pub fn parse_frame(line: &str) -> Option<Value> {
-    bpf_migrate_protocol::parse_frame(line)
+    text.lines()
+        .filter_map(bpf_migrate_protocol::parse_frame)
+        .collect()
 }

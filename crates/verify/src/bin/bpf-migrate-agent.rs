@@ -17,43 +17,15 @@ use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bpf_migrate_protocol::{
+    Attach, BenchOutcome, BenchRow, BufferError, BufferKind, MANIFEST_PATH, Manifest, MapRecords,
+    Message, ObjectResult, ProgramResult, Report, RunResult,
+};
+use fs_err as fs;
 use libbpf_rs::{
     Link, MapCore, MapType, Object, ObjectBuilder, PerfBufferBuilder, PrintLevel, ProgramInput,
     ProgramType, RingBufferBuilder,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
-
-#[derive(Deserialize)]
-struct Manifest {
-    objects: Vec<ObjSpec>,
-    /// Extra command (argv) run after the built-in workload.
-    #[serde(default)]
-    workload: Option<Vec<String>>,
-    #[serde(default)]
-    builtin_workload: Option<bool>,
-    /// An object whose one program fills its ring buffer `rb` with 0xa5 records: every ring
-    /// buffer map is filled with it (through `bpf_map__reuse_fd`) and drained twice before the
-    /// workload, so the space reservations land on holds poison, not the zeros of fresh pages.
-    /// A reserved record whose bytes the migration leaves unset then shows them.
-    #[serde(default)]
-    ring_poison: Option<String>,
-    /// Benchmark mode: each object alone, this many events (see `bench`).
-    #[serde(default)]
-    bench: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct ObjSpec {
-    id: String,
-    path: String,
-    /// Byte written over every per-CPU array value before the workload. The original's two
-    /// loads get different bytes, the migrated program the first load's: bytes of an event
-    /// that come from a stale per-CPU "heap" then show up as noise in calibration, instead of
-    /// as a difference born of the order the objects were attached in.
-    #[serde(default)]
-    poison: u8,
-}
 
 static LIBBPF_LOG: Mutex<String> = Mutex::new(String::new());
 
@@ -85,42 +57,42 @@ fn main() {
     }
     setup_system();
     let mut out = Serial::open();
-    out.frame(&json!({"type": "ready"}));
-    let report = match std::fs::read_to_string("/manifest.json")
+    out.frame(&Message::Ready);
+    let report = match fs::read_to_string(MANIFEST_PATH)
         .map_err(|e| e.to_string())
         .and_then(|m| serde_json::from_str::<Manifest>(&m).map_err(|e| e.to_string()))
     {
         Ok(m) => match m.bench {
-            Some(n) => bench(&m, n),
-            None => run(&m),
+            Some(n) => Report::Bench(bench(&m, n)),
+            None => Report::Run(run(&m)),
         },
-        Err(e) => json!({"type": "result", "fatal": format!("cannot read the manifest: {e}")}),
+        Err(e) => Report::Fatal(format!("cannot read the manifest: {e}")),
     };
-    out.frame(&report);
-    out.frame(&json!({"type": "done"}));
+    out.frame(&Message::Result(report));
+    out.frame(&Message::Done);
     power_off();
 }
 
-fn run(m: &Manifest) -> Value {
+fn run(m: &Manifest) -> RunResult {
     libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
     let started = Instant::now();
     // Load every object before attaching any, so that all see the same events.
-    let mut objects: Vec<(String, Option<Object>, Value)> = Vec::new();
+    let mut objects: Vec<(String, Option<Object>, Option<String>)> = Vec::new();
     for spec in &m.objects {
         take_log();
         let loaded = ObjectBuilder::default()
             .open_file(&spec.path)
             .and_then(|o| o.load());
         match loaded {
-            Ok(o) => objects.push((spec.id.clone(), Some(o), Value::Null)),
+            Ok(o) => objects.push((spec.id.clone(), Some(o), None)),
             Err(e) => {
                 let log = take_log();
-                objects.push((spec.id.clone(), None, json!(format!("{e:#}\n{log}"))))
+                objects.push((spec.id.clone(), None, Some(format!("{e:#}\n{log}"))))
             }
         }
     }
     let mut links: Vec<Link> = Vec::new();
-    let mut progs_report: Vec<Vec<Value>> = Vec::new();
+    let mut progs_report: Vec<Vec<ProgramResult>> = Vec::new();
     for (_, obj, _) in &objects {
         let mut rep = Vec::new();
         if let Some(obj) = obj {
@@ -128,6 +100,11 @@ fn run(m: &Manifest) -> Value {
                 let name = p.name().to_string_lossy().into_owned();
                 let section = p.section().to_string_lossy().into_owned();
                 let ty = p.prog_type();
+                let result = |attach| ProgramResult {
+                    name: name.clone(),
+                    section: section.clone(),
+                    attach,
+                };
                 if matches!(
                     ty,
                     ProgramType::Xdp
@@ -135,16 +112,16 @@ fn run(m: &Manifest) -> Value {
                         | ProgramType::SchedAct
                         | ProgramType::SocketFilter
                 ) {
-                    rep.push(json!({"name": name, "section": section, "attach": "test_run"}));
+                    rep.push(result(Attach::TestRun));
                     continue;
                 }
                 if ty == ProgramType::PerfEvent {
                     match attach_perf_event(&p) {
                         Ok(mut l) => {
                             links.append(&mut l);
-                            rep.push(json!({"name": name, "section": section, "attach": "ok"}));
+                            rep.push(result(Attach::Ok));
                         }
-                        Err(e) => rep.push(json!({"name": name, "section": section, "attach": "error", "error": e})),
+                        Err(e) => rep.push(result(Attach::Error(e))),
                     }
                     continue;
                 }
@@ -152,9 +129,9 @@ fn run(m: &Manifest) -> Value {
                 match p.attach() {
                     Ok(l) => {
                         links.push(l);
-                        rep.push(json!({"name": name, "section": section, "attach": "ok"}));
+                        rep.push(result(Attach::Ok));
                     }
-                    Err(e) => rep.push(json!({"name": name, "section": section, "attach": "error", "error": format!("{e:#} {}", take_log())})),
+                    Err(e) => rep.push(result(Attach::Error(format!("{e:#} {}", take_log())))),
                 }
             }
         }
@@ -164,7 +141,7 @@ fn run(m: &Manifest) -> Value {
     // Buffers: a perf buffer per perf event array, a ring buffer per ring buffer map.
     type Sink = Rc<RefCell<Vec<Vec<u8>>>>;
     /// Map name, buffer kind, the records, the lost-sample count.
-    type MapSink = (String, &'static str, Sink, Rc<RefCell<u64>>);
+    type MapSink = (String, BufferKind, Sink, Rc<RefCell<u64>>);
     let mut sinks: Vec<Vec<MapSink>> = Vec::new();
     let mut perf_bufs = Vec::new();
     let mut ring_bufs = Vec::new();
@@ -172,7 +149,7 @@ fn run(m: &Manifest) -> Value {
         .iter()
         .map(|(_, o, _)| o.as_ref().map(|o| o.maps().collect()).unwrap_or_default())
         .collect();
-    let mut buffer_errors: Vec<Vec<Value>> = Vec::new();
+    let mut buffer_errors: Vec<Vec<BufferError>> = Vec::new();
     for maps in &maps_per_obj {
         let mut s = Vec::new();
         let mut errs = Vec::new();
@@ -191,9 +168,12 @@ fn run(m: &Manifest) -> Value {
                     match pb {
                         Ok(pb) => {
                             perf_bufs.push(pb);
-                            s.push((name, "perf", sink, lost));
+                            s.push((name, BufferKind::Perf, sink, lost));
                         }
-                        Err(e) => errs.push(json!({"map": name, "error": format!("{e:#}")})),
+                        Err(e) => errs.push(BufferError {
+                            map: name,
+                            error: format!("{e:#}"),
+                        }),
                     }
                 }
                 MapType::RingBuf => {
@@ -210,9 +190,12 @@ fn run(m: &Manifest) -> Value {
                     match built {
                         Ok(rb) => {
                             ring_bufs.push(rb);
-                            s.push((name, "ring", sink, Rc::new(RefCell::new(0))));
+                            s.push((name, BufferKind::Ring, sink, Rc::new(RefCell::new(0))));
                         }
-                        Err(e) => errs.push(json!({"map": name, "error": format!("{e:#}")})),
+                        Err(e) => errs.push(BufferError {
+                            map: name,
+                            error: format!("{e:#}"),
+                        }),
                     }
                 }
                 _ => {}
@@ -280,7 +263,7 @@ fn run(m: &Manifest) -> Value {
     };
 
     let mut log: Vec<String> = poison_log;
-    if m.builtin_workload.unwrap_or(true) {
+    if m.builtin_workload {
         builtin_workload(&mut log, &mut || drain(&perf_bufs, &ring_bufs));
         // Packet programs: the same packets through every object's programs.
         for (i, (_, obj, _)) in objects.iter().enumerate() {
@@ -331,39 +314,44 @@ fn run(m: &Manifest) -> Value {
     }
     drop(links);
 
-    let mut objs = Vec::new();
-    for (i, (id, _obj, load_error)) in objects.iter().enumerate() {
-        let maps: Vec<Value> = sinks[i]
-            .iter()
-            .map(|(name, kind, sink, lost)| {
-                let recs: Vec<String> = sink.borrow().iter().map(|r| hex(r)).collect();
-                json!({"name": name, "kind": kind, "records": recs, "lost": *lost.borrow()})
-            })
-            .collect();
-        objs.push(json!({
-            "id": id,
-            "load_error": load_error,
-            "programs": progs_report[i],
-            "maps": maps,
-            "buffer_errors": buffer_errors[i],
-        }));
+    let mut buffer_errors = buffer_errors.into_iter();
+    let objects = objects
+        .into_iter()
+        .zip(progs_report)
+        .zip(&sinks)
+        .map(|(((id, _obj, load_error), programs), sinks)| ObjectResult {
+            id,
+            load_error,
+            programs,
+            maps: sinks
+                .iter()
+                .map(|(name, kind, sink, lost)| MapRecords {
+                    name: name.clone(),
+                    kind: *kind,
+                    records: sink.take(),
+                    lost: *lost.borrow(),
+                })
+                .collect(),
+            buffer_errors: buffer_errors.next().unwrap_or_default(),
+        })
+        .collect();
+    RunResult {
+        objects,
+        workload_log: log,
+        attached_ms: attached_ms as u64,
+        nr_cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
     }
-    json!({
-        "type": "result",
-        "objects": objs,
-        "workload_log": log,
-        "attached_ms": attached_ms,
-        "nr_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    })
 }
 
 /// Events per second, one object at a time: attach it, make `n` getpid() calls (the
 /// benchmark programs hook sys_enter_getpid) draining its buffers every 64, and time it all
 /// until the last record is read, after a warm-up of n/10 calls.
-fn bench(m: &Manifest, n: u64) -> Value {
+fn bench(m: &Manifest, n: u64) -> Vec<BenchRow> {
     let mut rows = Vec::new();
     for spec in &m.objects {
-        let row = (|| -> Result<Value, String> {
+        let outcome = (|| -> Result<BenchOutcome, String> {
             let obj = ObjectBuilder::default()
                 .open_file(&spec.path)
                 .and_then(|o| o.load())
@@ -428,11 +416,14 @@ fn bench(m: &Manifest, n: u64) -> Value {
             let ns = started.elapsed().as_nanos() as u64;
             drop(links);
             let got = *received.borrow();
-            Ok(json!({"id": spec.id, "received": got, "ns": ns}))
+            Ok(BenchOutcome::Timed { received: got, ns })
         })();
-        rows.push(row.unwrap_or_else(|e| json!({"id": spec.id, "error": e})));
+        rows.push(BenchRow {
+            id: spec.id.clone(),
+            outcome: outcome.unwrap_or_else(BenchOutcome::Error),
+        });
     }
-    json!({"type": "result", "bench": rows})
+    rows
 }
 
 /// Fills `map` (a ring buffer) with the poison object's records until it is full, drains it,
@@ -469,14 +460,6 @@ fn poison_ring(path: &str, map: &libbpf_rs::Map, drain: &dyn Fn()) -> Result<(),
         drain();
     }
     Ok(())
-}
-
-fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push_str(&format!("{x:02x}"));
-    }
-    s
 }
 
 /// Sampling software clock events on every CPU, one link per CPU.
@@ -591,15 +574,15 @@ fn builtin_workload(log: &mut Vec<String>, drain: &mut dyn FnMut()) {
     drain();
     // files in a tmpfs
     let r = (|| -> std::io::Result<()> {
-        std::fs::create_dir_all("/tmp/w/dir")?;
-        std::fs::write("/tmp/w/a.txt", b"hello from bpf-migrate\n")?;
-        let mut f = std::fs::File::open("/tmp/w/a.txt")?;
+        fs::create_dir_all("/tmp/w/dir")?;
+        fs::write("/tmp/w/a.txt", b"hello from bpf-migrate\n")?;
+        let mut f = fs::File::open("/tmp/w/a.txt")?;
         let mut buf = String::new();
         f.read_to_string(&mut buf)?;
-        std::fs::metadata("/tmp/w/a.txt")?;
-        std::fs::rename("/tmp/w/a.txt", "/tmp/w/b.txt")?;
-        std::fs::remove_file("/tmp/w/b.txt")?;
-        std::fs::remove_dir("/tmp/w/dir")?;
+        fs::metadata("/tmp/w/a.txt")?;
+        fs::rename("/tmp/w/a.txt", "/tmp/w/b.txt")?;
+        fs::remove_file("/tmp/w/b.txt")?;
+        fs::remove_dir("/tmp/w/dir")?;
         Ok(())
     })();
     if let Err(e) = r {
@@ -643,7 +626,7 @@ fn builtin_workload(log: &mut Vec<String>, drain: &mut dyn FnMut()) {
     }
     drain();
     // mount and umount of a tmpfs
-    let _ = std::fs::create_dir_all("/mnt/w");
+    let _ = fs::create_dir_all("/mnt/w");
     if !mount("tmpfs", "/mnt/w", "tmpfs") {
         log.push("mount tmpfs failed".into());
     }
@@ -659,7 +642,7 @@ fn builtin_workload(log: &mut Vec<String>, drain: &mut dyn FnMut()) {
 }
 
 fn mount(src: &str, target: &str, fstype: &str) -> bool {
-    let _ = std::fs::create_dir_all(target);
+    let _ = fs::create_dir_all(target);
     let (s, t, f) = (
         CString::new(src).unwrap(),
         CString::new(target).unwrap(),
@@ -721,8 +704,8 @@ impl Serial {
         )
     }
 
-    fn frame(&mut self, v: &Value) {
-        let line = bpf_migrate_protocol::frame(v);
+    fn frame(&mut self, m: &Message) {
+        let line = bpf_migrate_protocol::frame(m);
         match &mut self.0 {
             Some(f) => {
                 let _ = f.write_all(line.as_bytes());
