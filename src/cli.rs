@@ -8,8 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::{self, Options, Outcome, RuleFilter};
 use crate::report::{Diagnostic, Severity};
+use crate::rules::{self, Rule};
 use crate::source::SourceFile;
-use crate::{diff, discover, output, rules, write};
+use crate::{diff, discover, output, write};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -191,6 +192,10 @@ fn run(args: RunArgs) -> ExitCode {
         },
         strategy: args.strategy.into(),
     };
+    if let Err(e) = opts.rules.check() {
+        eprintln!("error: --select/--ignore: {e}");
+        return ExitCode::from(2);
+    }
     let found = match discover::discover_with(&paths, &args.exclude) {
         Ok(f) => f,
         Err(e) => {
@@ -304,7 +309,7 @@ fn write_programs(files: &[SourceFile], outcome: &Outcome, diags: &mut Vec<Diagn
                 write::preflight(&f.path, &f.text).err().map(|e| {
                     Diagnostic::file_error(
                         &f.display,
-                        rules::IO_ERROR,
+                        Rule::IoError,
                         format!("not written: {e}; the rest of its program was not written either"),
                     )
                 })
@@ -319,7 +324,7 @@ fn write_programs(files: &[SourceFile], outcome: &Outcome, diags: &mut Vec<Diagn
             if let Err(e) = write::atomic_replace(&f.path, &f.text, &ch.new_text) {
                 diags.push(Diagnostic::file_error(
                     &f.display,
-                    rules::IO_ERROR,
+                    Rule::IoError,
                     format!("not written: {e}"),
                 ));
             }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::diff;
 use crate::engine::Outcome;
 use crate::report::{Diagnostic, Severity};
-use crate::rules;
+use crate::rules::{self, Rule};
 use crate::source::SourceFile;
 
 pub struct HumanOpts {
@@ -81,7 +81,7 @@ pub fn summary_line(outcome: &Outcome, diags: &[Diagnostic], wrote: bool) -> Str
     line
 }
 
-fn by_rule<'a>(ds: impl Iterator<Item = &'a Diagnostic>) -> BTreeMap<&'static str, usize> {
+fn by_rule<'a>(ds: impl Iterator<Item = &'a Diagnostic>) -> BTreeMap<Rule, usize> {
     let mut m = BTreeMap::new();
     for d in ds {
         *m.entry(d.rule).or_insert(0) += 1;
@@ -89,7 +89,7 @@ fn by_rule<'a>(ds: impl Iterator<Item = &'a Diagnostic>) -> BTreeMap<&'static st
     m
 }
 
-fn summaries() -> BTreeMap<String, rules::Rule> {
+fn summaries() -> BTreeMap<String, rules::Entry> {
     rules::catalogue()
         .into_iter()
         .map(|r| (r.id.clone(), r))
@@ -103,7 +103,11 @@ pub fn json(
     diags: &[Diagnostic],
 ) -> std::io::Result<()> {
     let cat = summaries();
-    let summary_of = |id: &str| cat.get(id).map(|r| r.summary.clone()).unwrap_or_default();
+    let summary_of = |rule: Rule| {
+        cat.get(rule.id())
+            .map(|r| r.summary.clone())
+            .unwrap_or_default()
+    };
     for ch in &outcome.changes {
         let f = &files[ch.file];
         for e in &ch.edits {
@@ -199,7 +203,7 @@ pub fn sarif(
             .map(|e| json!({"deletedRegion": region(f, e.start, e.end), "insertedContent": {"text": e.text}}))
             .collect();
         let rules_used: Vec<&str> = {
-            let mut v: Vec<&str> = ch.edits.iter().map(|e| e.rule).collect();
+            let mut v: Vec<&str> = ch.edits.iter().map(|e| e.rule.id()).collect();
             v.dedup();
             v
         };

@@ -148,7 +148,7 @@ proptest! {
         }
         let srcs = sources(&files);
         let out = engine::migrate(&srcs, &opts);
-        prop_assert!(!out.diags.iter().any(|d| d.rule == "internal-error"), "{:?}", out.diags);
+        prop_assert!(!out.diags.iter().any(|d| d.rule.id() == "internal-error"), "{:?}", out.diags);
         for ch in &out.changes {
             let f = &srcs[ch.file];
             // Sorted, non-overlapping, and everything outside the edits unchanged.
@@ -331,7 +331,9 @@ fn well_formed_programs_never_produce_errors() {
             let errors: Vec<_> = out
                 .diags
                 .iter()
-                .filter(|d| matches!(d.severity, Severity::Error) || d.rule == "internal-error")
+                .filter(|d| {
+                    matches!(d.severity, Severity::Error) || d.rule.id() == "internal-error"
+                })
                 .collect();
             assert!(
                 errors.is_empty(),

@@ -14,7 +14,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let (a, b) = ((w[0] as usize * 7) % (n + 1), (w[1] as usize * 13) % (n + 1));
         let (s, e) = (a.min(b), a.max(b));
         if text.is_char_boundary(s) && text.is_char_boundary(e) {
-            edits.push(Edit::replace(s, e, "x\n", "fuzz"));
+            edits.push(Edit::replace(s, e, "x\n", Rule::PerfEventOutput));
         }
     }
     if edit::normalize(&mut edits).is_ok() {

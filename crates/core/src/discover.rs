@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ignore::WalkBuilder;
 
 use crate::report::Diagnostic;
-use crate::rules;
+use crate::rules::Rule;
 use crate::source::SourceFile;
 
 /// File kinds bpf-migrate reads.
@@ -99,7 +99,7 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
         match fs::metadata(p) {
             Err(e) => out.errors.push(Diagnostic::file_error(
                 &display_path(p),
-                rules::IO_ERROR,
+                Rule::IoError,
                 format!("cannot read: {e}"),
             )),
             Ok(m) if m.is_dir() => dirs.push(p),
@@ -145,7 +145,7 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
                 .unwrap_or(first);
             out.errors.push(Diagnostic::file_error(
                 &display_path(root),
-                rules::IO_ERROR,
+                Rule::IoError,
                 format!("cannot walk: {err}"),
             ));
         }
@@ -293,7 +293,7 @@ fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> (Re
     let bytes = match bytes {
         Ok(b) => b,
         Err(e) => {
-            let d = Diagnostic::file_error(&display, rules::IO_ERROR, format!("cannot read: {e}"));
+            let d = Diagnostic::file_error(&display, Rule::IoError, format!("cannot read: {e}"));
             return (Read::Error(Box::new(d)), Vec::new());
         }
     };
@@ -304,7 +304,7 @@ fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> (Re
         if explicit || is_candidate(path) {
             let d = Diagnostic::file_error(
                 &display,
-                rules::IO_ERROR,
+                Rule::IoError,
                 "binary file (it holds NUL bytes); not a source file",
             );
             return (Read::Error(Box::new(d)), partners);
@@ -319,7 +319,7 @@ fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> (Re
             let line = b[..at].iter().filter(|&&c| c == b'\n').count() + 1;
             let mut d = Diagnostic::file_error(
                 &display,
-                rules::IO_ERROR,
+                Rule::IoError,
                 format!(
                     "not valid UTF-8 (byte offset {at}, line {line}); the file was not changed"
                 ),

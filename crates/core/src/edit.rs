@@ -1,5 +1,6 @@
 //! Byte-range edits on the original text: sorted, de-duplicated, overlap-checked.
 
+use crate::rules::Rule;
 use std::fmt;
 use std::ops::Range;
 
@@ -9,11 +10,11 @@ pub struct Edit {
     pub end: usize,
     pub text: String,
     /// Rule that produced the edit.
-    pub rule: &'static str,
+    pub rule: Rule,
 }
 
 impl Edit {
-    pub fn replace(start: usize, end: usize, text: impl Into<String>, rule: &'static str) -> Self {
+    pub fn replace(start: usize, end: usize, text: impl Into<String>, rule: Rule) -> Self {
         Edit {
             start,
             end,
@@ -22,19 +23,19 @@ impl Edit {
         }
     }
 
-    pub fn insert(at: usize, text: impl Into<String>, rule: &'static str) -> Self {
+    pub fn insert(at: usize, text: impl Into<String>, rule: Rule) -> Self {
         Self::replace(at, at, text, rule)
     }
 
-    pub fn delete(start: usize, end: usize, rule: &'static str) -> Self {
+    pub fn delete(start: usize, end: usize, rule: Rule) -> Self {
         Self::replace(start, end, "", rule)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlapError {
-    pub first: (usize, usize, &'static str),
-    pub second: (usize, usize, &'static str),
+    pub first: (usize, usize, Rule),
+    pub second: (usize, usize, Rule),
 }
 
 impl fmt::Display for OverlapError {
@@ -134,14 +135,17 @@ mod tests {
     #[test]
     fn overlap_is_refused_and_duplicates_merge() {
         let mut v = vec![
-            Edit::replace(4, 6, "x", "a"),
-            Edit::replace(0, 2, "y", "a"),
-            Edit::replace(0, 2, "y", "a"),
+            Edit::replace(4, 6, "x", Rule::PerfEventOutput),
+            Edit::replace(0, 2, "y", Rule::PerfEventOutput),
+            Edit::replace(0, 2, "y", Rule::PerfEventOutput),
         ];
         normalize(&mut v).unwrap();
         assert_eq!(v.len(), 2);
         assert_eq!(apply("abcdefg", &v, false), "ycdxg");
-        let mut bad = vec![Edit::replace(0, 3, "", "a"), Edit::replace(2, 4, "", "b")];
+        let mut bad = vec![
+            Edit::replace(0, 3, "", Rule::PerfEventOutput),
+            Edit::replace(2, 4, "", Rule::PerfEventOutput),
+        ];
         assert!(normalize(&mut bad).is_err());
     }
 
@@ -150,24 +154,28 @@ mod tests {
         // "ab[cdef]gh": an edit before the range moves it, one inside or at an end resizes it.
         let text = "abcdefgh";
         let edits = vec![
-            Edit::replace(0, 1, "AAA", "a"),
-            Edit::insert(2, "<", "a"),
-            Edit::replace(3, 5, "", "a"),
-            Edit::insert(6, ">", "a"),
-            Edit::replace(7, 8, "", "a"),
+            Edit::replace(0, 1, "AAA", Rule::PerfEventOutput),
+            Edit::insert(2, "<", Rule::PerfEventOutput),
+            Edit::replace(3, 5, "", Rule::PerfEventOutput),
+            Edit::insert(6, ">", Rule::PerfEventOutput),
+            Edit::replace(7, 8, "", Rule::PerfEventOutput),
         ];
         let (new, spans) = apply_spans(text, &edits, false);
         assert_eq!(new, "AAAb<cf>g");
         let mapped = map_ranges(&[2..6], &spans).unwrap();
         assert_eq!(&new[mapped[0].clone()], "<cf>");
         // An edit across a range's end has no place in it.
-        let (_, spans) = apply_spans(text, &[Edit::replace(5, 7, "", "a")], false);
+        let (_, spans) = apply_spans(
+            text,
+            &[Edit::replace(5, 7, "", Rule::PerfEventOutput)],
+            false,
+        );
         assert!(map_ranges(&[2..6], &spans).is_none());
     }
 
     #[test]
     fn crlf_follows_file() {
-        let v = vec![Edit::insert(1, "x\ny", "a")];
+        let v = vec![Edit::insert(1, "x\ny", Rule::PerfEventOutput)];
         assert_eq!(apply("a\r\nb", &v, true), "ax\r\ny\r\nb");
         let (_, spans) = apply_spans("a\r\nb", &v, true);
         assert_eq!(

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::rules::Rule;
 use crate::source::SourceFile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -36,7 +37,7 @@ impl Severity {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostic {
-    pub rule: &'static str,
+    pub rule: Rule,
     pub severity: Severity,
     pub file: String,
     pub line: usize,
@@ -56,17 +57,12 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn at(
-        file: &SourceFile,
-        offset: usize,
-        rule: &'static str,
-        severity: Severity,
-        message: impl Into<String>,
-    ) -> Self {
+    /// A diagnostic of `rule` at `offset`, with the severity of the rule's class.
+    pub fn at(file: &SourceFile, offset: usize, rule: Rule, message: impl Into<String>) -> Self {
         let (line, column) = file.line_col(offset);
         Diagnostic {
             rule,
-            severity,
+            severity: rule.severity(),
             file: file.display.clone(),
             line,
             column,
@@ -79,10 +75,10 @@ impl Diagnostic {
     }
 
     /// A diagnostic about a file as a whole (it could not be read).
-    pub fn file_error(display: &str, rule: &'static str, message: impl Into<String>) -> Self {
+    pub fn file_error(display: &str, rule: Rule, message: impl Into<String>) -> Self {
         Diagnostic {
             rule,
-            severity: Severity::Error,
+            severity: rule.severity(),
             file: display.to_string(),
             line: 0,
             column: 0,
@@ -92,6 +88,13 @@ impl Diagnostic {
             offset: 0,
             program_only: false,
         }
+    }
+
+    /// The diagnostic with a lower severity than its rule's: for the rare site whose finding
+    /// is not yet the rule's verdict (the severity otherwise comes from the rule alone).
+    pub fn demote(&mut self, severity: Severity) {
+        debug_assert!(severity > self.severity, "a demotion lowers the severity");
+        self.severity = severity;
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {

@@ -1,62 +1,111 @@
 //! The rules catalogue: one TOML file a rule under `rules/`, compiled in by `build.rs`.
 //!
-//! The engine refers to rules by the id constants below; a test checks that every id has a
-//! catalogue entry and every entry's examples hold.
+//! `build.rs` generates the `Rule` enum from the files: the engine reports with
+//! `Rule::CallbackForm`, whose id, class (and so severity) and languages come from
+//! `rules/callback-form.toml`. A test checks that every file's examples hold and that the
+//! languages it names are those the engine reports it in.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::report::Severity;
 
 include!(concat!(env!("OUT_DIR"), "/rules.rs"));
 
-// Edits.
-pub const PERF_MAP_DEF: &str = "perf-map-def";
-pub const LEGACY_PERF_MAP_DEF: &str = "legacy-perf-map-def";
-pub const PERF_EVENT_OUTPUT: &str = "perf-event-output";
-pub const PERF_BUFFER_NEW: &str = "perf-buffer-new";
-pub const PERF_BUFFER_OPTS: &str = "perf-buffer-opts";
-pub const PERF_BUFFER_API: &str = "perf-buffer-api";
-pub const NULL_CHECK: &str = "null-check";
-pub const SAMPLE_CALLBACK: &str = "sample-callback";
-pub const LOST_CALLBACK: &str = "lost-callback";
-pub const PERF_BUFFER_MESSAGE: &str = "perf-buffer-message";
-pub const BCC_PERF_OUTPUT: &str = "bcc-perf-output";
-pub const BCC_PERF_SUBMIT: &str = "bcc-perf-submit";
-pub const BCC_OPEN_PERF_BUFFER: &str = "bcc-open-perf-buffer";
-pub const BCC_POLL: &str = "bcc-poll";
-pub const BCC_CALLBACK: &str = "bcc-callback";
-pub const RS_PERF_BUFFER_BUILDER: &str = "rs-perf-buffer-builder";
-pub const RS_CALLBACK: &str = "rs-callback";
-pub const RS_LOST_CALLBACK: &str = "rs-lost-callback";
-pub const RESERVE_SUBMIT: &str = "reserve-submit";
-pub const RESERVE_HEAP: &str = "reserve-heap";
-// Refusals: the program is left untouched.
-pub const OUTPUT_FLAGS: &str = "output-flags";
-pub const OUTPUT_CTXLEN: &str = "output-ctxlen";
-pub const SKB_XDP_OUTPUT: &str = "skb-xdp-output";
-pub const NO_RING_EQUIVALENT: &str = "no-ring-equivalent";
-pub const CALLBACK_USES_CPU: &str = "callback-uses-cpu";
-pub const CALLBACK_FORM: &str = "callback-form";
-pub const UNSUPPORTED_FORM: &str = "unsupported-form";
-pub const MAP_OTHER_USE: &str = "map-other-use";
-pub const MAP_DEF_FIELD: &str = "map-def-field";
-pub const UNRESOLVED_MAP: &str = "unresolved-map";
-pub const UNLINKED_PROGRAM: &str = "unlinked-program";
-pub const OPTS_UNSUPPORTED: &str = "opts-unsupported";
-pub const CONSUME_RESULT: &str = "consume-result";
-pub const BCC_SUBMIT_SKB: &str = "bcc-submit-skb";
-// Warnings on a migrated program.
-pub const NMI_CONTEXT: &str = "nmi-context";
-// Notes.
-pub const RESERVE_FALLBACK: &str = "reserve-fallback";
-// Not rules: input that could not be processed.
-pub const IO_ERROR: &str = "io-error";
-pub const PARSE_ERROR: &str = "parse-error";
-pub const INTERNAL_ERROR: &str = "internal-error";
+/// What a rule does to a program, and so the severity of its diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// An edit; what it changes that a user can see is a note.
+    Safe,
+    /// A refusal: the program is left untouched.
+    Manual,
+    /// The program is migrated, but something needs a look.
+    Warning,
+    /// The program is migrated; this says what changed.
+    Note,
+    /// Not a rule: input that could not be read or parsed, or a bug.
+    Error,
+}
 
+impl Class {
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Safe => "safe",
+            Class::Manual => "manual",
+            Class::Warning => "warning",
+            Class::Note => "note",
+            Class::Error => "error",
+        }
+    }
+}
+
+/// Where a rule applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// The BPF side in C (`*.bpf.c`, headers, object sources).
+    BpfC,
+    /// A libbpf loader in C.
+    LibbpfC,
+    /// A BCC tool's Python.
+    BccPython,
+    /// The C of a BCC tool (in its strings or a `src_file`).
+    BccC,
+    /// A libbpf-rs crate.
+    Rust,
+}
+
+impl Language {
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::BpfC => "bpf-c",
+            Language::LibbpfC => "libbpf-c",
+            Language::BccPython => "bcc-python",
+            Language::BccC => "bcc-c",
+            Language::Rust => "rust",
+        }
+    }
+}
+
+impl Rule {
+    /// The severity of this rule's diagnostics, from its class. Linking softens one kind of
+    /// refusal in code that belongs to no program (`Diagnostic::program_only`); nothing else
+    /// picks a severity of its own.
+    pub const fn severity(self) -> Severity {
+        match self.class() {
+            Class::Safe | Class::Note => Severity::Note,
+            Class::Manual => Severity::Manual,
+            Class::Warning => Severity::Warning,
+            Class::Error => Severity::Error,
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Rule> {
+        Rule::ALL.iter().copied().find(|r| r.id() == id)
+    }
+
+    /// A rule of the catalogue (not an input error).
+    pub fn in_catalogue(self) -> bool {
+        self.class() != Class::Error
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+/// A rule's catalogue file: its documentation and examples.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Rule {
+pub struct Entry {
     pub id: String,
     pub summary: String,
     pub languages: Vec<String>,
@@ -85,8 +134,8 @@ pub struct Example {
 
 /// Every rule, sorted by id. Panics only if a compiled-in file is malformed, which the test
 /// suite rules out.
-pub fn catalogue() -> Vec<Rule> {
-    let mut rules: Vec<Rule> = RULE_FILES
+pub fn catalogue() -> Vec<Entry> {
+    let mut rules: Vec<Entry> = RULE_FILES
         .iter()
         .map(|(name, body)| toml::from_str(body).unwrap_or_else(|e| panic!("rules/{name}: {e}")))
         .collect();
@@ -94,6 +143,6 @@ pub fn catalogue() -> Vec<Rule> {
     rules
 }
 
-pub fn find(id: &str) -> Option<Rule> {
+pub fn find(id: &str) -> Option<Entry> {
     catalogue().into_iter().find(|r| r.id == id)
 }

@@ -7,7 +7,7 @@ use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, reserve};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
-use crate::rules;
+use crate::rules::Rule;
 
 /// Identifiers whose every occurrence must be explained by a site this module understood.
 const TRIGGERS: &[&str] = &["BPF_PERF_OUTPUT", "perf_submit", "perf_submit_skb"];
@@ -59,9 +59,9 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     .map(|&(s, e)| &src[s..e])
                     .filter(|n| args.len() == 1 && c::is_ident(n));
                 let Some(name) = name else {
-                    cx.manual(
+                    cx.report(
                         call.start_byte(),
-                        rules::UNSUPPORTED_FORM,
+                        Rule::UnsupportedForm,
                         "BPF_PERF_OUTPUT() takes one table name",
                         "migrate by hand",
                     );
@@ -73,7 +73,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     call.start_byte(),
                     call.end_byte(),
                     format!("BPF_RINGBUF_OUTPUT({name}, {})", pages_marker(name)),
-                    rules::BCC_PERF_OUTPUT,
+                    Rule::BccPerfOutput,
                 ));
             }
             "field_expression" => {
@@ -86,9 +86,9 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 }
                 explained.push((field.start_byte(), field.end_byte()));
                 let Some(table) = f.field("argument").filter(|a| a.kind() == "identifier") else {
-                    cx.manual(
+                    cx.report(
                         call.start_byte(),
-                        rules::MAP_OTHER_USE,
+                        Rule::MapOtherUse,
                         format!("{method}() is called on an expression, not on a table name"),
                         "migrate by hand",
                     );
@@ -101,9 +101,9 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     offset: call.start_byte(),
                 };
                 if method == "perf_submit_skb" {
-                    cx.manual(
+                    cx.report(
                         call.start_byte(),
-                        rules::BCC_SUBMIT_SKB,
+                        Rule::BccSubmitSkb,
                         format!("{map}.perf_submit_skb() appends packet data to the event; a ring buffer has no such call"),
                         "copy the packet bytes the tool needs into the event (bpf_skb_load_bytes()) and use ringbuf_output(), by hand",
                     );
@@ -156,9 +156,9 @@ fn submit<'t>(
     let src = cx.src();
     let args = c::arg_spans(call, src);
     if args.len() != 3 {
-        cx.manual(
+        cx.report(
             call.start_byte(),
-            rules::UNSUPPORTED_FORM,
+            Rule::UnsupportedForm,
             format!("{map}.perf_submit() with {} arguments, not 3", args.len()),
             "migrate by hand",
         );
@@ -178,7 +178,7 @@ fn submit<'t>(
         call.start_byte(),
         call.end_byte(),
         text,
-        rules::BCC_PERF_SUBMIT,
+        Rule::BccPerfSubmit,
     );
     reserve::offer(
         cx,
@@ -202,9 +202,9 @@ fn account(cx: &mut Ctx, explained: &[(usize, usize)]) {
             && TRIGGERS.contains(&&src[s..e])
             && !explained.iter().any(|&(a, b)| s >= a && e <= b)
         {
-            cx.manual(
+            cx.report(
                 s,
-                rules::UNSUPPORTED_FORM,
+                Rule::UnsupportedForm,
                 format!("`{}` is used in a form bpf-migrate does not understand", &src[s..e]),
                 "migrate this use by hand, or write it as BPF_PERF_OUTPUT(name); / name.perf_submit(ctx, data, size) and run bpf-migrate again",
             );

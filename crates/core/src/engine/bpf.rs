@@ -6,8 +6,7 @@ use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, reserve};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
-use crate::report::Severity;
-use crate::rules;
+use crate::rules::Rule;
 use crate::source::{indent_at, line_end_incl, line_start};
 
 /// Identifiers whose every occurrence must be explained by a site this module understood.
@@ -66,9 +65,9 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         explained.push((f.start_byte(), f.end_byte()));
         if let Some(site) = output_call(cx, call, name, &mut cands) {
             if counters.contains(&site.map) {
-                cx.manual(
+                cx.report(
                     site.map_span.0,
-                    rules::MAP_OTHER_USE,
+                    Rule::MapOtherUse,
                     format!("perf event array `{}` is written here and read as counters elsewhere (bpf_perf_event_read*)", site.map),
                     "a map of counters cannot become a ring buffer; give the events a map of their own, then run bpf-migrate again",
                 );
@@ -168,7 +167,7 @@ fn btf_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSite>
         ty_member.value.0,
         ty_member.value.1,
         "BPF_MAP_TYPE_RINGBUF",
-        rules::PERF_MAP_DEF,
+        Rule::PerfMapDef,
     )];
     let mut ok = true;
     let mut has_max = false;
@@ -176,7 +175,7 @@ fn btf_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSite>
         match m.key.as_str() {
             "type" => {}
             "key_size" | "value_size" | "key" | "value" => {
-                edits.push(delete_member_with_comment(src, m.span, rules::PERF_MAP_DEF));
+                edits.push(delete_member_with_comment(src, m.span, Rule::PerfMapDef));
             }
             "max_entries" => {
                 has_max = true;
@@ -184,14 +183,14 @@ fn btf_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSite>
                     m.value.0,
                     m.value.1,
                     cx.size_expr(),
-                    rules::PERF_MAP_DEF,
+                    Rule::PerfMapDef,
                 ));
             }
             other => {
                 ok = false;
-                cx.manual(
+                cx.report(
                     m.span.0,
-                    rules::MAP_DEF_FIELD,
+                    Rule::MapDefField,
                     format!("perf event array `{name}` sets `{other}`, which a ring buffer does not take over as it is"),
                     "a pinned or flagged perf map is shared with other programs or loaders; migrate all of them together by hand",
                 );
@@ -202,9 +201,9 @@ fn btf_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSite>
     // the definition is not plain enough to edit.
     if let Some(off) = stray_body_text(src, body, &members) {
         ok = false;
-        cx.manual(
+        cx.report(
             off,
-            rules::UNSUPPORTED_FORM,
+            Rule::UnsupportedForm,
             format!("the definition of perf event array `{name}` holds text bpf-migrate does not understand"),
             "write the map with __uint()/__type() members only, or migrate it by hand",
         );
@@ -229,7 +228,7 @@ fn btf_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSite>
             edits.push(Edit::delete(
                 line_start(src, cs),
                 line_end_incl(src, ce.saturating_sub(1)),
-                rules::PERF_MAP_DEF,
+                Rule::PerfMapDef,
             ));
         }
     }
@@ -241,13 +240,13 @@ fn btf_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSite>
             edits.push(Edit::insert(
                 line_end_incl(src, semi),
                 format!("{indent}__uint(max_entries, {});\n", cx.size_expr()),
-                rules::PERF_MAP_DEF,
+                Rule::PerfMapDef,
             ));
         } else {
             edits.push(Edit::insert(
                 semi,
                 format!(" __uint(max_entries, {});", cx.size_expr()),
-                rules::PERF_MAP_DEF,
+                Rule::PerfMapDef,
             ));
         }
     }
@@ -327,7 +326,7 @@ fn own_line(src: &str, s: usize, e: usize) -> bool {
 }
 
 /// Deletes `s..e` with its line when it stands alone on it, else with the space after it.
-pub fn delete_member(src: &str, (s, e): (usize, usize), rule: &'static str) -> Edit {
+pub fn delete_member(src: &str, (s, e): (usize, usize), rule: Rule) -> Edit {
     if own_line(src, s, e) {
         Edit::delete(line_start(src, s), line_end_incl(src, e), rule)
     } else {
@@ -338,7 +337,7 @@ pub fn delete_member(src: &str, (s, e): (usize, usize), rule: &'static str) -> E
 
 /// Like `delete_member`, and comment lines right above the member go with it: they spoke of
 /// the key or value that is removed.
-pub fn delete_member_with_comment(src: &str, (s, e): (usize, usize), rule: &'static str) -> Edit {
+pub fn delete_member_with_comment(src: &str, (s, e): (usize, usize), rule: Rule) -> Edit {
     let mut d = delete_member(src, (s, e), rule);
     if d.start == line_start(src, s) {
         loop {
@@ -413,7 +412,7 @@ fn legacy_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSi
         ty_value.start_byte(),
         ty_value.end_byte(),
         "BPF_MAP_TYPE_RINGBUF",
-        rules::LEGACY_PERF_MAP_DEF,
+        Rule::LegacyPerfMapDef,
     )];
     let mut ok = true;
     let mut has_max = false;
@@ -421,7 +420,7 @@ fn legacy_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSi
         match field.as_str() {
             "type" => {}
             "key_size" | "value_size" => {
-                edits.push(delete_member(src, *span, rules::LEGACY_PERF_MAP_DEF))
+                edits.push(delete_member(src, *span, Rule::LegacyPerfMapDef))
             }
             "max_entries" => {
                 has_max = true;
@@ -429,15 +428,15 @@ fn legacy_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSi
                     value.start_byte(),
                     value.end_byte(),
                     cx.size_expr(),
-                    rules::LEGACY_PERF_MAP_DEF,
+                    Rule::LegacyPerfMapDef,
                 ));
             }
             "map_flags" if c::strip_parens(c::text(*value, src)) == "0" => {}
             other => {
                 ok = false;
-                cx.manual(
+                cx.report(
                     span.0,
-                    rules::MAP_DEF_FIELD,
+                    Rule::MapDefField,
                     format!("perf event array `{name}` sets `.{other}`, which a ring buffer does not take over as it is"),
                     "migrate this map by hand",
                 );
@@ -452,19 +451,19 @@ fn legacy_map_def(cx: &mut Ctx, decl: Node, counters: &[String]) -> Option<DefSi
             edits.push(Edit::insert(
                 line_end_incl(src, e),
                 format!("{indent}.max_entries = {},\n", cx.size_expr()),
-                rules::LEGACY_PERF_MAP_DEF,
+                Rule::LegacyPerfMapDef,
             ));
         } else if has_comma {
             edits.push(Edit::insert(
                 e,
                 format!(" .max_entries = {},", cx.size_expr()),
-                rules::LEGACY_PERF_MAP_DEF,
+                Rule::LegacyPerfMapDef,
             ));
         } else {
             edits.push(Edit::insert(
                 e,
                 format!(", .max_entries = {}", cx.size_expr()),
-                rules::LEGACY_PERF_MAP_DEF,
+                Rule::LegacyPerfMapDef,
             ));
         }
     }
@@ -484,9 +483,9 @@ fn output_call<'t>(
     let args = c::arg_spans(call, src);
     let argt = |i: usize| &src[args[i].0..args[i].1];
     if cx.has_error_in(call.start_byte(), call.end_byte()) {
-        cx.manual(
+        cx.report(
             call.start_byte(),
-            rules::UNSUPPORTED_FORM,
+            Rule::UnsupportedForm,
             format!("this {name}() call does not parse as C"),
             "bpf-migrate edits only code it can parse; check the macros around this call",
         );
@@ -494,9 +493,9 @@ fn output_call<'t>(
     }
     let map_arg = 1;
     if args.len() != 5 {
-        cx.manual(
+        cx.report(
             call.start_byte(),
-            rules::UNSUPPORTED_FORM,
+            Rule::UnsupportedForm,
             format!("{name}() called with {} arguments, not 5", args.len()),
             "migrate this call by hand",
         );
@@ -508,9 +507,9 @@ fn output_call<'t>(
         .map(str::trim)
         .filter(|m| c::is_ident(m))
     else {
-        cx.manual(
+        cx.report(
             args[map_arg].0,
-            rules::MAP_OTHER_USE,
+            Rule::MapOtherUse,
             format!("{name}() writes to `{map_text}`, not to a map named directly (`&map`)"),
             "bpf-migrate follows maps by name; inline the wrapper that passes the map, or migrate by hand",
         );
@@ -520,9 +519,9 @@ fn output_call<'t>(
     let map_start = args[map_arg].0 + argt(map_arg).find(map.as_str()).unwrap_or(0);
     let map_span = (map_start, map_start + map.len());
     if name != "bpf_perf_event_output" {
-        cx.manual(
+        cx.report(
             call.start_byte(),
-            rules::SKB_XDP_OUTPUT,
+            Rule::SkbXdpOutput,
             format!("{name}() appends packet data to the event written to `{map}`; the ring buffer has no such helper"),
             "copy the packet bytes the consumer needs into the event (bpf_skb_load_bytes() in tc programs, bpf_probe_read_kernel() from skb->data in tracing programs) and migrate by hand",
         );
@@ -536,16 +535,16 @@ fn output_call<'t>(
     let bare = strip_casts(flags);
     if !matches!(bare, "BPF_F_CURRENT_CPU" | "BPF_F_INDEX_MASK") {
         if flags.contains("<<") || flags.contains("CTXLEN") {
-            cx.manual(
+            cx.report(
                 args[2].0,
-                rules::OUTPUT_CTXLEN,
+                Rule::OutputCtxlen,
                 format!("the flags `{flags}` append packet data (BPF_F_CTXLEN_MASK bits) to the event written to `{map}`"),
                 "the ring buffer cannot append packet data: copy the bytes into the event with bpf_skb_load_bytes() and migrate by hand",
             );
         } else {
-            cx.manual(
+            cx.report(
                 args[2].0,
-                rules::OUTPUT_FLAGS,
+                Rule::OutputFlags,
                 format!("the event written to `{map}` goes to the buffer of CPU `{flags}`, not of the current CPU"),
                 "a ring buffer is shared by all CPUs; if the CPU matters to user space, put it in the event, then change the flags to BPF_F_CURRENT_CPU and run bpf-migrate again",
             );
@@ -573,7 +572,7 @@ fn output_call<'t>(
         call.start_byte(),
         call.end_byte(),
         text,
-        rules::PERF_EVENT_OUTPUT,
+        Rule::PerfEventOutput,
     );
     reserve::offer(
         cx,
@@ -627,8 +626,7 @@ fn nmi_warning(cx: &mut Ctx) {
         {
             cx.diag(
                 w[0].1,
-                rules::NMI_CONTEXT,
-                Severity::Warning,
+                Rule::NmiContext,
                 "this program runs in NMI context (perf_event): ring buffer writes can fail under contention even when the ring has room",
                 Some("check the return value of bpf_ringbuf_output() and count failures in a map, so drops show"),
             );
@@ -661,9 +659,9 @@ pub fn account_triggers(cx: &mut Ctx, explained: &[(usize, usize)], triggers: &[
             ),
             None => format!("`{word}` is used in a form bpf-migrate does not understand"),
         };
-        cx.manual(
+        cx.report(
             s,
-            rules::UNSUPPORTED_FORM,
+            Rule::UnsupportedForm,
             msg,
             "expand the macro or wrapper by hand, then run bpf-migrate again, or migrate this program by hand",
         );

@@ -21,7 +21,7 @@ use crate::edit::{self, Edit};
 use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
 use crate::report::{Diagnostic, Severity};
-use crate::rules;
+use crate::rules::Rule;
 use crate::source::SourceFile;
 
 #[derive(Debug, Clone)]
@@ -99,9 +99,24 @@ impl RuleFilter {
         }
     }
 
-    pub fn allows(&self, id: &str) -> bool {
+    pub fn allows(&self, rule: Rule) -> bool {
+        let id = rule.id();
         (self.select.is_empty() || self.select.iter().any(|p| Self::matches(p, id)))
             && !self.ignore.iter().any(|p| Self::matches(p, id))
+    }
+
+    /// Every pattern names a rule or, with `*`, a prefix of one; else the pattern that names
+    /// none.
+    pub fn check(&self) -> Result<(), String> {
+        let known = |p: &String| {
+            Rule::ALL
+                .iter()
+                .any(|r| r.in_catalogue() && Self::matches(p, r.id()))
+        };
+        match self.select.iter().chain(&self.ignore).find(|p| !known(p)) {
+            Some(p) => Err(format!("no rule `{p}`; `bpf-migrate rules` lists them")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -305,29 +320,19 @@ impl<'a, 't> Ctx<'a, 't> {
 pub trait Report {
     fn report_to(&mut self) -> (&SourceFile, &mut Vec<Diagnostic>);
 
-    fn diag(
-        &mut self,
-        offset: usize,
-        rule: &'static str,
-        sev: Severity,
-        msg: impl Into<String>,
-        help: Option<&str>,
-    ) {
+    /// A diagnostic of `rule`, with the severity of its class: a refusal (the program is
+    /// left for a person), a warning or a note.
+    fn diag(&mut self, offset: usize, rule: Rule, msg: impl Into<String>, help: Option<&str>) {
         let (file, diags) = self.report_to();
-        let mut d = Diagnostic::at(file, offset, rule, sev, msg);
+        let mut d = Diagnostic::at(file, offset, rule, msg);
         if let Some(h) = help {
             d = d.help(h);
         }
         diags.push(d);
     }
 
-    /// A refusal: the program is left for a person.
-    fn manual(&mut self, offset: usize, rule: &'static str, msg: impl Into<String>, help: &str) {
-        self.diag(offset, rule, Severity::Manual, msg, Some(help));
-    }
-
-    fn note(&mut self, offset: usize, rule: &'static str, msg: impl Into<String>, help: &str) {
-        self.diag(offset, rule, Severity::Note, msg, Some(help));
+    fn report(&mut self, offset: usize, rule: Rule, msg: impl Into<String>, help: &str) {
+        self.diag(offset, rule, msg, Some(help));
     }
 }
 
@@ -355,7 +360,7 @@ pub fn other_map_uses(
                 .iter()
                 .any(|&(s, e)| n.start_byte() >= s && n.end_byte() <= e)
         {
-            cx.manual(n.start_byte(), rules::MAP_OTHER_USE, message(t), help);
+            cx.report(n.start_byte(), Rule::MapOtherUse, message(t), help);
         }
     }
 }
@@ -684,8 +689,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
             Diagnostic::at(
                 file,
                 s,
-                rules::PARSE_ERROR,
-                Severity::Error,
+                Rule::ParseError,
                 "unterminated comment: everything after it is part of it",
             )
             .help("close the comment; the file is left untouched"),
@@ -702,7 +706,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     let Some(parsed) = parsed else {
         a.diags.push(Diagnostic::file_error(
             &file.display,
-            rules::PARSE_ERROR,
+            Rule::ParseError,
             "the C parser gave up on this file",
         ));
         return (a, None);
@@ -719,8 +723,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
             Diagnostic::at(
                 file,
                 s,
-                rules::PARSE_ERROR,
-                Severity::Error,
+                Rule::ParseError,
                 format!(
                     "cannot parse the C code around `{}`; this file's program is left untouched",
                     &file.text[s..e]
@@ -971,7 +974,7 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
         let mut a = Analysis::default();
         a.diags.push(Diagnostic::file_error(
             &file.display,
-            rules::PARSE_ERROR,
+            Rule::ParseError,
             format!(
                 "{} MiB is more than bpf-migrate parses ({} MiB); the file is left untouched",
                 file.text.len() >> 20,
@@ -1034,7 +1037,7 @@ fn too_deep(file: &SourceFile) -> Option<Analysis> {
         let mut a = Analysis::default();
         a.diags.push(Diagnostic::file_error(
             &file.display,
-            rules::PARSE_ERROR,
+            Rule::ParseError,
             format!("brackets nest deeper than {MAX_NESTING} levels; the file is left untouched"),
         ));
         a
@@ -1132,7 +1135,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                 dsu.union(i, j);
             } else {
                 link_diags.push(
-                    Diagnostic::at(&files[i], o.offset, rules::UNLINKED_PROGRAM, Severity::Manual,
+                    Diagnostic::at(&files[i], o.offset, Rule::UnlinkedProgram,
                         format!("the perf event array `{}` written here is not defined in this file or in a header it includes that bpf-migrate was given", o.map))
                         .help("pass the file that defines the map as well"),
                 );
@@ -1217,14 +1220,8 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                         .push(cons.pages);
                 }
                 Err(msg) => link_diags.push(
-                    Diagnostic::at(
-                        &files[i],
-                        cons.offset,
-                        rules::UNLINKED_PROGRAM,
-                        Severity::Manual,
-                        msg,
-                    )
-                    .help("pass the BPF source (the .bpf.c file) together with its loader"),
+                    Diagnostic::at(&files[i], cons.offset, Rule::UnlinkedProgram, msg)
+                        .help("pass the BPF source (the .bpf.c file) together with its loader"),
                 ),
             }
         }
@@ -1255,7 +1252,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                     && a.diags.iter().any(|d| d.severity == Severity::Manual) => {}
                 None if m.kind == MapKind::Bcc => {
                     link_diags.push(
-                        Diagnostic::at(&files[j], m.offset, rules::UNLINKED_PROGRAM, Severity::Manual,
+                        Diagnostic::at(&files[j], m.offset, Rule::UnlinkedProgram,
                             format!("no open_perf_buffer() reading table `{}` was found", m.name))
                             .help("pass the Python tool that reads it (bpf-migrate follows BPF(src_file=...)), or migrate it by hand"),
                     );
@@ -1264,7 +1261,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                     // The consumer may read a map defined in a header through a BPF source
                     // that includes it; that case was linked above under the header's index.
                     link_diags.push(
-                        Diagnostic::at(&files[j], m.offset, rules::UNLINKED_PROGRAM, Severity::Manual,
+                        Diagnostic::at(&files[j], m.offset, Rule::UnlinkedProgram,
                             format!("no user-space reader of perf event array `{}` was found among the files given", m.name))
                             .help("pass the reader too: a libbpf C loader (X.c beside X.bpf.c is found by itself), a BCC tool or a libbpf-rs crate; readers in other languages (Go, C++) are not migrated yet, so migrate the reader and this map together by hand"),
                     );
@@ -1273,12 +1270,12 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                     let (rule, msg) = if m.kind == MapKind::Bcc {
                         let (ring_pages, msg) = bcc_ring_pages(&m.name, pages, opts);
                         bcc_pages.insert((j, m.name.clone()), ring_pages);
-                        (rules::BCC_PERF_OUTPUT, msg)
+                        (Rule::BccPerfOutput, msg)
                     } else {
                         let rule = if m.kind == MapKind::Legacy {
-                            rules::LEGACY_PERF_MAP_DEF
+                            Rule::LegacyPerfMapDef
                         } else {
-                            rules::PERF_MAP_DEF
+                            Rule::PerfMapDef
                         };
                         let kib = opts.ring_size / 1024;
                         let msg = match pages.iter().flatten().max() {
@@ -1293,7 +1290,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                         };
                         (rule, msg)
                     };
-                    let mut d = Diagnostic::at(&files[j], m.offset, rule, Severity::Note, msg);
+                    let mut d = Diagnostic::at(&files[j], m.offset, rule, msg);
                     if !opts.ring_size_given {
                         d = d.help(
                             "--ringbuf-size sets another size (a power of two, at least 4096)",
@@ -1357,7 +1354,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
         if !program && only_such {
             for &i in members {
                 for d in diags_by_file[i].iter_mut().filter(|d| d.program_only) {
-                    d.severity = Severity::Warning;
+                    d.demote(Severity::Warning);
                     d.message = "`BPF_MAP_TYPE_PERF_EVENT_ARRAY` is used here, in code that belongs to no perf buffer program bpf-migrate found".into();
                     d.help = Some("nothing is changed here; if this code creates or checks the map of a program you migrate, update it by hand (a ring buffer is BPF_MAP_TYPE_RINGBUF)".into());
                 }
@@ -1377,13 +1374,12 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                 {
                     analyses[i]
                         .edits
-                        .retain(|e| !(e.rule == rules::RESERVE_HEAP && e.start == start));
+                        .retain(|e| !(e.rule == Rule::ReserveHeap && e.start == start));
                     analyses[i].errors_ahead = None;
                     diags_by_file[i].push(Diagnostic::at(
                         &files[i],
                         at,
-                        rules::RESERVE_HEAP,
-                        Severity::Note,
+                        Rule::ReserveHeap,
                         format!(
                             "the per-CPU array `{name}` no longer holds events, but stays: {} names it",
                             files[j].display
@@ -1530,7 +1526,7 @@ fn apply_checked(
     // BPF_RINGBUF_OUTPUT page counts, now that the consumer's request is known.
     for e in edits
         .iter_mut()
-        .filter(|e| e.rule == rules::BCC_PERF_OUTPUT && e.text.contains('\u{1}'))
+        .filter(|e| e.rule == Rule::BccPerfOutput && e.text.contains('\u{1}'))
     {
         for ((f, name), pages) in bcc_pages {
             if *f == i {
@@ -1545,8 +1541,7 @@ fn apply_checked(
             Diagnostic::at(
                 file,
                 e.second.0,
-                rules::UNSUPPORTED_FORM,
-                Severity::Manual,
+                Rule::UnsupportedForm,
                 format!("the changes planned here overlap ({} and {}); the code around this line is not plain enough to migrate", e.first.2, e.second.2),
             )
             .help("check that this code compiles (unbalanced braces?), or migrate by hand"),
@@ -1558,7 +1553,7 @@ fn apply_checked(
     // the input itself may hold any byte.
     let unresolved = edits
         .iter()
-        .any(|e| e.rule == rules::BCC_PERF_OUTPUT && e.text.contains('\u{1}'));
+        .any(|e| e.rule == Rule::BccPerfOutput && e.text.contains('\u{1}'));
     // Counted ahead, during the analysis: no more errors than before settles it; anything
     // else is decided by a full parse of the new text.
     let errors_after = analysis
@@ -1727,15 +1722,14 @@ fn parse_check_refusal(
     migrated: &str,
 ) -> Diagnostic {
     if errors_before > 0 {
-        Diagnostic::at(file, at, rules::UNSUPPORTED_FORM, Severity::Manual,
+        Diagnostic::at(file, at, Rule::UnsupportedForm,
             format!("{subject} does not parse cleanly ({errors_before} error(s)), so the migration of its program cannot be checked"))
             .help("fix the code that does not parse (or the macros that hide C syntax), or migrate by hand")
     } else {
         Diagnostic::at(
             file,
             at,
-            rules::INTERNAL_ERROR,
-            Severity::Error,
+            Rule::InternalError,
             format!("{migrated} would not parse; nothing was changed in this program"),
         )
         .help("please report this with the file")
@@ -1811,7 +1805,7 @@ mod tests {
                 at,
                 at + "events.perf_submit(ctx, &data, sizeof(data));".len(),
                 new,
-                rules::BCC_PERF_OUTPUT,
+                Rule::BccPerfOutput,
             )]
         };
         let good = edit("events.ringbuf_output(&data, sizeof(data), 0);");
@@ -1821,10 +1815,7 @@ mod tests {
             "{ events.ringbuf_output(&data, sizeof(data), 0);",
         ] {
             let d = check_bcc_c(&file, &old, &ranges, &edit(broken), before).expect(broken);
-            assert_eq!(
-                (d.rule, d.severity),
-                (rules::INTERNAL_ERROR, Severity::Error)
-            );
+            assert_eq!((d.rule, d.severity), (Rule::InternalError, Severity::Error));
             // The incremental count is the full parse's.
             let (new_text, spans) = edit::apply_spans(&text, &edit(broken), false);
             let new_ranges = edit::map_ranges(&ranges, &spans).unwrap();
@@ -1853,7 +1844,7 @@ mod tests {
             assert_eq!((before, errors(&broken)), (0, 0), "{text}");
             let file = SourceFile::new(PathBuf::from("f.c"), "f.c".into(), text.clone());
             let at = text.find("g(2);").unwrap();
-            let edit = |new: &str| vec![Edit::replace(at, at + 5, new, rules::PERF_BUFFER_NEW)];
+            let edit = |new: &str| vec![Edit::replace(at, at + 5, new, Rule::PerfBufferNew)];
             let apply = |edits: Vec<Edit>| {
                 apply_checked(&file, edits, &Analysis::default(), &HashMap::new(), 0)
             };
@@ -1861,9 +1852,9 @@ mod tests {
             assert_eq!(
                 d.rule,
                 if head == split {
-                    rules::UNSUPPORTED_FORM
+                    Rule::UnsupportedForm
                 } else {
-                    rules::INTERNAL_ERROR
+                    Rule::InternalError
                 }
             );
             assert!(apply(edit("h(2);")).is_ok());
@@ -1876,7 +1867,7 @@ mod tests {
             let (ranges, old, before) = bcc_string(&py, "BPF_PERF_OUTPUT");
             assert_eq!(before, 0);
             let at = py.find("g(2);").unwrap();
-            let edit = |new: &str| [Edit::replace(at, at + 5, new, rules::BCC_PERF_OUTPUT)];
+            let edit = |new: &str| [Edit::replace(at, at + 5, new, Rule::BccPerfOutput)];
             assert!(
                 check_bcc_c(&file, &old, &ranges, &edit("g(2;"), before).is_some(),
                 "{py}"
@@ -1930,7 +1921,7 @@ mod tests {
         let severity = |file: &str| {
             out.diags
                 .iter()
-                .filter(|d| d.file == file && d.rule == rules::UNSUPPORTED_FORM)
+                .filter(|d| d.file == file && d.rule == Rule::UnsupportedForm)
                 .map(|d| d.severity)
                 .collect::<Vec<_>>()
         };
@@ -2178,18 +2169,32 @@ mod tests {
             &text[items[1].clone()],
             "/// Docs.\n#[inline]\nfn f() {\n    g(1);\n}"
         );
-        assert!(check(Edit::replace(at, at + 4, "h(1, 2)", "a")));
-        assert!(!check(Edit::replace(at, at + 4, "h(1, 2", "a")));
+        assert!(check(Edit::replace(
+            at,
+            at + 4,
+            "h(1, 2)",
+            Rule::PerfEventOutput
+        )));
+        assert!(!check(Edit::replace(
+            at,
+            at + 4,
+            "h(1, 2",
+            Rule::PerfEventOutput
+        )));
         assert!(!check(Edit::insert(
             text.find("\n\nstruct").unwrap() + 1,
             "fn k() {}\n",
-            "a"
+            Rule::PerfEventOutput
         )));
         // An item that now ends in a line comment, with the next item on its line.
         let text = "struct A; impl B {\n    fn x() {}\n}\n";
         let file = SourceFile::new("y.rs".into(), "y.rs".into(), text.into());
         let items = rust::item_ranges(&file, &syn::parse_file(text).unwrap());
-        let (new, spans) = edit::apply_spans(text, &[Edit::insert(9, " // note", "a")], false);
+        let (new, spans) = edit::apply_spans(
+            text,
+            &[Edit::insert(9, " // note", Rule::PerfEventOutput)],
+            false,
+        );
         assert!(syn::parse_file(&new).is_err());
         assert!(!rust::items_parse(&items, &new, &spans));
     }
@@ -2278,10 +2283,10 @@ mod tests {
     fn incremental_check_gives_way_when_masks_change_outside_the_edits() {
         let old = "int a;\nSEC(\"kprobe/x\") int f(void) { return 0; }\n";
         let parsed = c::parse_auto(old, Some(&[0..old.len()])).unwrap();
-        let edits = [Edit::insert(0, "/* ", "test")];
+        let edits = [Edit::insert(0, "/* ", Rule::PerfEventOutput)];
         let (new, spans) = edit::apply_spans(old, &edits, false);
         assert!(c::reparse(&parsed, old, &new, &[0..new.len()], &spans).is_none());
-        let harmless = [Edit::replace(4, 5, "bb", "test")];
+        let harmless = [Edit::replace(4, 5, "bb", Rule::PerfEventOutput)];
         let (new, spans) = edit::apply_spans(old, &harmless, false);
         let re = c::reparse(&parsed, old, &new, &[0..new.len()], &spans).unwrap();
         assert_eq!(

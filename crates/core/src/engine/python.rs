@@ -14,7 +14,7 @@ use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, descendants, of_kind, text};
 use crate::report::{Diagnostic, Severity};
-use crate::rules;
+use crate::rules::Rule;
 use crate::source::SourceFile;
 
 /// Python attribute names whose every use must be explained.
@@ -54,7 +54,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
     let Some(tree) = parse(&file.text) else {
         a.diags.push(Diagnostic::file_error(
             &file.display,
-            rules::PARSE_ERROR,
+            Rule::ParseError,
             "the Python parser gave up on this file",
         ));
         return (a, None);
@@ -77,7 +77,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
         let mut cx = Ctx::new(file, &parsed.tree, &cnodes, &toks, opts);
         if let Some((ts, te)) = cx.trigger_in_error(bcc::has_trigger) {
             a.diags.push(
-                Diagnostic::at(file, ts, rules::PARSE_ERROR, Severity::Error, format!("cannot parse the C code around `{}` in this string; the tool is left untouched", &src[ts..te]))
+                Diagnostic::at(file, ts, Rule::ParseError, format!("cannot parse the C code around `{}` in this string; the tool is left untouched", &src[ts..te]))
                     .help("check the C text for unbalanced braces, or placeholders that are not alone on their line"),
             );
             continue;
@@ -124,7 +124,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
             }
             "attach_perf_event" if bcc::has_trigger(src) => {
                 py.diags.push(
-                    Diagnostic::at(file, call.start_byte(), rules::NMI_CONTEXT, Severity::Warning,
+                    Diagnostic::at(file, call.start_byte(), Rule::NmiContext,
                         "this tool attaches programs to perf events (NMI context): ring buffer writes can fail under contention even when the ring has room")
                         .help("check the return value of ringbuf_output() and count failures in a BPF_PERCPU_ARRAY, so drops show"),
                 );
@@ -140,7 +140,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
                     attr.start_byte(),
                     attr.end_byte(),
                     new,
-                    rules::BCC_POLL,
+                    Rule::BccPoll,
                 ));
             }
             _ => {}
@@ -154,7 +154,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
                 .iter()
                 .any(|&(s, e)| n.start_byte() >= s && n.end_byte() <= e)
         {
-            py.manual(n.start_byte(), rules::UNSUPPORTED_FORM, format!("`{t}` is used in a form bpf-migrate does not understand"), "migrate this use by hand, or call it as a method on the table or BPF object, then run bpf-migrate again");
+            py.report(n.start_byte(), Rule::UnsupportedForm, format!("`{t}` is used in a form bpf-migrate does not understand"), "migrate this use by hand, or call it as a method on the table or BPF object, then run bpf-migrate again");
         }
     }
     a.edits.extend(py.edits);
@@ -205,12 +205,19 @@ fn src_file(py: &mut Py, call: Node, a: &mut Analysis) {
                 };
                 a.bcc_sources.push(p.components().collect());
             }
-            _ => py.note(
-                v.start_byte(),
-                rules::UNLINKED_PROGRAM,
-                "bpf-migrate cannot tell which file this src_file names",
-                "pass the C file too; a tool whose tables it cannot find is left untouched",
-            ),
+            // A note, not yet a refusal: the tables may still be found in the tool's own
+            // strings; if they are not, linking refuses the tool.
+            _ => {
+                let mut d = Diagnostic::at(
+                    py.file,
+                    v.start_byte(),
+                    Rule::UnlinkedProgram,
+                    "bpf-migrate cannot tell which file this src_file names",
+                )
+                .help("pass the C file too; a tool whose tables it cannot find is left untouched");
+                d.demote(Severity::Note);
+                py.diags.push(d);
+            }
         }
     }
 }
@@ -292,7 +299,7 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
     let at = call.start_byte();
     let object = f.field("object").unwrap();
     let Some(map) = table_name(py, object, 0) else {
-        py.manual(object.start_byte(), rules::UNRESOLVED_MAP, format!("cannot tell which table `{}` is", text(object, src)), "bpf-migrate follows b[\"name\"], b.get_table(\"name\") and variables assigned from them; migrate by hand");
+        py.report(object.start_byte(), Rule::UnresolvedMap, format!("cannot tell which table `{}` is", text(object, src)), "bpf-migrate follows b[\"name\"], b.get_table(\"name\") and variables assigned from them; migrate by hand");
         return;
     };
     let Some(args) = call.field("arguments") else {
@@ -318,9 +325,9 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
                 "lost_cb" => lost = Some(value),
                 "wakeup_events" => {}
                 other => {
-                    py.manual(
+                    py.report(
                         it.start_byte(),
-                        rules::UNSUPPORTED_FORM,
+                        Rule::UnsupportedForm,
                         format!("open_perf_buffer() argument `{other}` is not understood"),
                         "migrate by hand",
                     );
@@ -328,9 +335,9 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
                 }
             }
         } else if matches!(it.kind(), "list_splat" | "dictionary_splat") {
-            py.manual(
+            py.report(
                 it.start_byte(),
-                rules::UNSUPPORTED_FORM,
+                Rule::UnsupportedForm,
                 "open_perf_buffer() is called with unpacked arguments",
                 "migrate by hand",
             );
@@ -348,9 +355,9 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
         }
     }
     let Some(cb) = cb else {
-        py.manual(
+        py.report(
             at,
-            rules::UNSUPPORTED_FORM,
+            Rule::UnsupportedForm,
             "open_perf_buffer() without a callback",
             "migrate by hand",
         );
@@ -360,18 +367,18 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
         return;
     }
     if let Some(l) = lost.filter(|l| text(*l, src) != "None") {
-        py.note(
+        py.report(
             l.start_byte(),
-            rules::BCC_OPEN_PERF_BUFFER,
+            Rule::BccOpenPerfBuffer,
             format!("the lost-event callback `{}` is no longer called: a ring buffer has none", text(l, src)),
             "events dropped when the ring is full make ringbuf_output() return -EAGAIN in the BPF program: count them there in a BPF_PERCPU_ARRAY and read it from Python",
         );
     }
     let page_value = pages.map(|p| text(p, src).trim().parse::<u64>().ok());
     if let Some(None) = page_value {
-        py.note(
+        py.report(
             pages.unwrap().start_byte(),
-            rules::BCC_OPEN_PERF_BUFFER,
+            Rule::BccOpenPerfBuffer,
             format!("the page count `{}` is chosen at run time and no longer applies", text(pages.unwrap(), src)),
             "a ring buffer's size is set in the C text, BPF_RINGBUF_OUTPUT(name, pages) (--ringbuf-size); an option that set the page count now does nothing",
         );
@@ -385,13 +392,13 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
         attr.start_byte(),
         attr.end_byte(),
         "open_ring_buffer",
-        rules::BCC_OPEN_PERF_BUFFER,
+        Rule::BccOpenPerfBuffer,
     ));
     py.edits.push(Edit::replace(
         args.start_byte(),
         args.end_byte(),
         format!("({cb_text})"),
-        rules::BCC_OPEN_PERF_BUFFER,
+        Rule::BccOpenPerfBuffer,
     ));
     a.consumers.push(Consumer {
         map,
@@ -407,7 +414,7 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
     let (def, params) = match resolve_callback(py, cb, 0) {
         Ok(x) => x,
         Err(msg) => {
-            py.manual(cb.start_byte(), rules::CALLBACK_FORM, msg, "bpf-migrate rewrites callbacks defined in the same file as def f(cpu, data, size), methods, lambdas and functools.partial of those; migrate by hand");
+            py.report(cb.start_byte(), Rule::CallbackForm, msg, "bpf-migrate rewrites callbacks defined in the same file as def f(cpu, data, size), methods, lambdas and functools.partial of those; migrate by hand");
             return false;
         }
     };
@@ -416,9 +423,9 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
     }
     let names: Vec<&str> = params.iter().map(|p| text(*p, src)).collect();
     if names.len() < 3 {
-        py.manual(
+        py.report(
             cb.start_byte(),
-            rules::CALLBACK_FORM,
+            Rule::CallbackForm,
             format!("the callback for `{map}` takes fewer than (cpu, data, size)"),
             "migrate by hand",
         );
@@ -432,9 +439,9 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
         .filter(|n| text(*n, src) == cpu_name && is_variable(*n))
         .collect();
     if let Some(u) = uses.first() {
-        py.manual(
+        py.report(
             u.start_byte(),
-            rules::CALLBACK_USES_CPU,
+            Rule::CallbackUsesCpu,
             format!("the callback for `{map}` uses `{cpu_name}`, the CPU that produced the event; a ring buffer callback receives a context there instead"),
             "add a cpu field to the event, set it with bpf_get_smp_processor_id() in the C code, print that field instead, then run bpf-migrate again",
         );
@@ -455,7 +462,7 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
             cpu.start_byte(),
             cpu.end_byte(),
             new,
-            rules::BCC_CALLBACK,
+            Rule::BccCallback,
         ));
     }
     true

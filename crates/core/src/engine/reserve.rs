@@ -17,8 +17,7 @@ use super::{Analysis, Ctx, Report};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c;
-use crate::report::Severity;
-use crate::rules;
+use crate::rules::Rule;
 use crate::source::{indent_at, line_end_incl, line_start};
 
 /// How the program names the ring buffer.
@@ -154,7 +153,7 @@ pub fn settle(cx: &mut Ctx, cands: Vec<Candidate>, out: &mut Analysis) {
             continue;
         }
         let (s, e) = def.unwrap();
-        let del = delete_with_comment(cx, s, e, rules::RESERVE_HEAP);
+        let del = delete_with_comment(cx, s, e, Rule::ReserveHeap);
         // Where the name is: `} name SEC(".maps");`, `BPF_PERCPU_ARRAY(name, ...)`.
         let def = &src[s..e];
         let name_at = s + if def.starts_with("BPF_PERCPU_ARRAY") {
@@ -197,7 +196,7 @@ pub fn settle(cx: &mut Ctx, cands: Vec<Candidate>, out: &mut Analysis) {
                 src,
                 decl.start_byte(),
                 decl.end_byte(),
-                rules::RESERVE_HEAP,
+                Rule::ReserveHeap,
             ));
         }
     }
@@ -210,8 +209,7 @@ pub fn settle(cx: &mut Ctx, cands: Vec<Candidate>, out: &mut Analysis) {
                 cx.edits.push(k.copy);
                 cx.diag(
                     at,
-                    rules::RESERVE_FALLBACK,
-                    Severity::Note,
+                    Rule::ReserveFallback,
                     format!("this event is copied into the ring buffer, not reserved in it: {why}"),
                     Some("the copy is correct, only slower; rewrite the code around it as the note says and run bpf-migrate again for a reservation"),
                 );
@@ -330,7 +328,7 @@ fn declaration_of<'t>(cx: &Ctx<'_, 't>, at: Node<'t>, name: &str) -> Option<Node
 }
 
 /// Deletes a definition with the comment lines right above it, which describe it.
-fn delete_with_comment(cx: &Ctx, s: usize, e: usize, rule: &'static str) -> Edit {
+fn delete_with_comment(cx: &Ctx, s: usize, e: usize, rule: Rule) -> Edit {
     let src = cx.src();
     let mut from = s;
     for &(t, a, b) in cx.tokens().iter().rev() {
@@ -354,7 +352,7 @@ fn delete_with_comment(cx: &Ctx, s: usize, e: usize, rule: &'static str) -> Edit
 
 /// Deletes whole lines when the statement has them to itself, and a blank line that would
 /// otherwise double up.
-fn delete_lines(src: &str, s: usize, e: usize, rule: &'static str) -> Edit {
+fn delete_lines(src: &str, s: usize, e: usize, rule: Rule) -> Edit {
     let ls = line_start(src, s);
     let le = line_end_incl(src, e);
     if !src[ls..s].trim().is_empty() || !src[e..le].trim().is_empty() {
@@ -651,7 +649,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
         call.start_byte(),
         call.end_byte(),
         k.dialect.submit(&var),
-        rules::RESERVE_SUBMIT,
+        Rule::ReserveSubmit,
     ));
 
     let heap_use = if stack {
@@ -695,7 +693,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
                 dl,
                 line_end_incl(src, decl.end_byte()),
                 text,
-                rules::RESERVE_SUBMIT,
+                Rule::ReserveSubmit,
             ));
         } else {
             // Declarations stay where the file keeps them; the reservation goes where the
@@ -704,9 +702,9 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
                 decl.start_byte(),
                 decl.end_byte(),
                 format!("{decl_type} *{var};"),
-                rules::RESERVE_SUBMIT,
+                Rule::ReserveSubmit,
             ));
-            edits.push(Edit::insert(ls, text, rules::RESERVE_SUBMIT));
+            edits.push(Edit::insert(ls, text, Rule::ReserveSubmit));
         }
         None
     } else {
@@ -716,7 +714,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
             lookup.0,
             lookup.1,
             reserve,
-            rules::RESERVE_HEAP,
+            Rule::ReserveHeap,
         ));
         // The NULL check now handles a full ring: it does what the original did after the
         // output.
@@ -726,7 +724,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
                 ret.start_byte(),
                 ret.end_byte(),
                 on_full.clone(),
-                rules::RESERVE_HEAP,
+                Rule::ReserveHeap,
             ));
         }
         Some(heap)
@@ -951,7 +949,7 @@ fn else_discard(
     } else {
         format!(" else {{\n{ind}{unit}{discard}\n{ind}}}")
     };
-    Ok(Edit::insert(end, text, rules::RESERVE_SUBMIT))
+    Ok(Edit::insert(end, text, Rule::ReserveSubmit))
 }
 
 /// `if (!e) return X;` or `if (!e) goto L;` (or `e == NULL`, or braces around the body): the
@@ -1323,7 +1321,7 @@ fn on_full(
                             Some(Edit::insert(
                                 ls,
                                 format!("{ind}{label}:\n"),
-                                rules::RESERVE_SUBMIT,
+                                Rule::ReserveSubmit,
                             )),
                         ))
                     }
@@ -1482,7 +1480,7 @@ fn discard_before(src: &str, x: Node, discard: &str, unit: &str) -> Result<Edit,
         } else {
             format!("{discard} ")
         };
-        return Ok(Edit::insert(s, text, rules::RESERVE_SUBMIT));
+        return Ok(Edit::insert(s, text, Rule::ReserveSubmit));
     }
     // A body without braces: `if (c) return 0;` or `if (c)\n\t\treturn 0;`. A comment
     // that ends the exit's line moves into the braces with it.
@@ -1512,7 +1510,7 @@ fn discard_before(src: &str, x: Node, discard: &str, unit: &str) -> Result<Edit,
             " {{\n{inner}{discard}\n{inner}{}\n{head_ind}}}",
             &src[s..end]
         ),
-        rules::RESERVE_SUBMIT,
+        Rule::ReserveSubmit,
     ))
 }
 
@@ -1530,17 +1528,17 @@ fn rewrite_use(m: Node, var: &str, src: &str) -> Result<Edit, String> {
                 op.start_byte(),
                 op.end_byte(),
                 "->",
-                rules::RESERVE_SUBMIT,
+                Rule::ReserveSubmit,
             ))
         }
         "pointer_expression" if p.field("operator").map(|o| c::text(o, src)) == Some("&") => Ok(
-            Edit::replace(p.start_byte(), p.end_byte(), var, rules::RESERVE_SUBMIT),
+            Edit::replace(p.start_byte(), p.end_byte(), var, Rule::ReserveSubmit),
         ),
         "sizeof_expression" => Ok(Edit::replace(
             m.start_byte(),
             m.end_byte(),
             format!("*{var}"),
-            rules::RESERVE_SUBMIT,
+            Rule::ReserveSubmit,
         )),
         "parenthesized_expression"
             if p.parent().is_some_and(|g| g.kind() == "sizeof_expression") =>
@@ -1549,7 +1547,7 @@ fn rewrite_use(m: Node, var: &str, src: &str) -> Result<Edit, String> {
                 m.start_byte(),
                 m.end_byte(),
                 format!("*{var}"),
-                rules::RESERVE_SUBMIT,
+                Rule::ReserveSubmit,
             ))
         }
         _ => Err(format!(

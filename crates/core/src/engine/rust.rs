@@ -19,8 +19,8 @@ use syn::{
 
 use super::{Analysis, Consumer, Report};
 use crate::edit::Edit;
-use crate::report::{Diagnostic, Severity};
-use crate::rules;
+use crate::report::Diagnostic;
+use crate::rules::Rule;
 use crate::source::SourceFile;
 use crate::source::{indent_at, line_end_incl, line_start};
 
@@ -377,8 +377,7 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
             a.diags.push(Diagnostic::at(
                 file,
                 at,
-                rules::PARSE_ERROR,
-                Severity::Error,
+                Rule::ParseError,
                 format!("cannot parse this Rust file: {e}"),
             ));
             return (a, None);
@@ -393,7 +392,7 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
     {
         a.diags.push(Diagnostic::file_error(
             &file.display,
-            rules::INTERNAL_ERROR,
+            Rule::InternalError,
             "this build of bpf-migrate has no source positions for Rust; the file is left untouched",
         ));
         return (a, None);
@@ -422,7 +421,7 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
             format!("`{root}`")
         };
         let at = rs.range(name.span()).0;
-        rs.manual(at, rules::UNSUPPORTED_FORM, format!("`{name}` is imported from {from}, not from libbpf_rs: bpf-migrate migrates libbpf-rs's perf buffer, used directly"), "import it from libbpf_rs, or migrate by hand");
+        rs.report(at, Rule::UnsupportedForm, format!("`{name}` is imported from {from}, not from libbpf_rs: bpf-migrate migrates libbpf-rs's perf buffer, used directly"), "import it from libbpf_rs, or migrate by hand");
         a.diags.extend(rs.diags);
         return (a, None);
     }
@@ -489,10 +488,10 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
                 *s,
                 *e,
                 "RingBuffer",
-                rules::RS_PERF_BUFFER_BUILDER,
+                Rule::RsPerfBufferBuilder,
             ));
         } else if builder_names.contains(t) {
-            rs.manual(*s, rules::UNSUPPORTED_FORM, format!("`{t}` is used here in a form bpf-migrate does not understand"), "bpf-migrate rewrites PerfBufferBuilder::new(map)...build() chains written as one expression; migrate this use by hand");
+            rs.report(*s, Rule::UnsupportedForm, format!("`{t}` is used here in a form bpf-migrate does not understand"), "bpf-migrate rewrites PerfBufferBuilder::new(map)...build() chains written as one expression; migrate this use by hand");
         }
     }
     // Messages follow a migration made in this file; alone, they are someone else's words.
@@ -752,13 +751,13 @@ fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analysis) {
     let at = c.whole.0;
     let func = enclosing_fn(rs, col, c.whole);
     let Some(map) = map_name(c.map).or_else(|| map_from_callers(rs, col, c.map, func)) else {
-        rs.manual(rs.range(c.map.span()).0, rules::UNRESOLVED_MAP, format!("cannot tell which map `{}` is", rs.text(c.map.span())), "bpf-migrate follows &skel.maps.NAME, skel.maps().NAME() and obj.map(\"NAME\"); migrate by hand");
+        rs.report(rs.range(c.map.span()).0, Rule::UnresolvedMap, format!("cannot tell which map `{}` is", rs.text(c.map.span())), "bpf-migrate follows &skel.maps.NAME, skel.maps().NAME() and obj.map(\"NAME\"); migrate by hand");
         return;
     };
     let Some(sample) = c.sample else {
-        rs.manual(
+        rs.report(
             at,
-            rules::CALLBACK_FORM,
+            Rule::CallbackForm,
             "this PerfBufferBuilder has no sample_cb",
             "migrate by hand",
         );
@@ -777,7 +776,7 @@ fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analysis) {
         match page_const(rs, col, p) {
             Some(v) => pages = v,
             None => {
-                rs.manual(rs.range(p.span()).0, rules::UNSUPPORTED_FORM, format!("the page count `{}` is chosen at run time; it would be left unused (a dead option or field warns in Rust)", rs.text(p.span())), "a ring buffer's size is the BPF map's max_entries: remove the option, or make the page count a literal, then run bpf-migrate again");
+                rs.report(rs.range(p.span()).0, Rule::UnsupportedForm, format!("the page count `{}` is chosen at run time; it would be left unused (a dead option or field warns in Rust)", rs.text(p.span())), "a ring buffer's size is the BPF map's max_entries: remove the option, or make the page count a literal, then run bpf-migrate again");
                 return;
             }
         }
@@ -815,7 +814,7 @@ fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analysis) {
             };
             rs.explained.push((ls, le));
             rs.edits
-                .push(Edit::replace(ls, le, text, rules::RS_PERF_BUFFER_BUILDER));
+                .push(Edit::replace(ls, le, text, Rule::RsPerfBufferBuilder));
         }
         None => {
             let text = if tail.is_empty() {
@@ -832,7 +831,7 @@ fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analysis) {
                 c.whole.0,
                 c.whole.1,
                 text,
-                rules::RS_PERF_BUFFER_BUILDER,
+                Rule::RsPerfBufferBuilder,
             ));
         }
     }
@@ -869,8 +868,7 @@ fn page_const(rs: &mut Rs, col: &Collect, p: &Expr) -> Option<Option<u64>> {
             s = s.min(rs.range(first.span()).0);
         }
         let (a, b) = item_lines(&rs.file.text, s, ie);
-        rs.edits
-            .push(Edit::delete(a, b, rules::RS_PERF_BUFFER_BUILDER));
+        rs.edits.push(Edit::delete(a, b, Rule::RsPerfBufferBuilder));
     }
     Some(value)
 }
@@ -895,7 +893,7 @@ fn messages(rs: &mut Rs, skip: &[(usize, usize)]) {
             .replace("Perf buffer", "Ring buffer");
         if new != lit {
             rs.edits
-                .push(Edit::replace(s, e, new, rules::PERF_BUFFER_MESSAGE));
+                .push(Edit::replace(s, e, new, Rule::PerfBufferMessage));
         }
     }
 }
@@ -946,7 +944,7 @@ fn callback(
                 });
                 if let Some(l) = local {
                     let Some(Expr::Closure(cl)) = l.init.as_ref().map(|i| &*i.expr) else {
-                        rs.manual(cs, rules::CALLBACK_FORM, format!("the sample callback `{name}` is not a closure or a function bpf-migrate can see"), "migrate by hand");
+                        rs.report(cs, Rule::CallbackForm, format!("the sample callback `{name}` is not a closure or a function bpf-migrate can see"), "migrate by hand");
                         return None;
                     };
                     let mut edits = Vec::new();
@@ -958,9 +956,9 @@ fn callback(
                 }
             }
             let Some(f) = col.fns.iter().find(|f| f.sig.ident == name).copied() else {
-                rs.manual(
+                rs.report(
                     cs,
-                    rules::CALLBACK_FORM,
+                    Rule::CallbackForm,
                     format!("the sample callback `{name}` is not defined in this file"),
                     "bpf-migrate rewrites callbacks defined in the same file; migrate by hand",
                 );
@@ -970,9 +968,9 @@ fn callback(
             let def_ident = rs.range(f.sig.ident.span());
             let others = rs.other_uses(&name, def_ident);
             if let Some(&u) = others.first() {
-                rs.manual(
+                rs.report(
                     u,
-                    rules::CALLBACK_FORM,
+                    Rule::CallbackForm,
                     format!("the sample callback `{name}` is also used here"),
                     "its signature changes to fn(&[u8]) -> i32; migrate by hand",
                 );
@@ -981,7 +979,7 @@ fn callback(
             if rs.done_fns.insert(fs) {
                 let inputs: Vec<&FnArg> = f.sig.inputs.iter().collect();
                 if inputs.len() != 2 || !matches!(f.sig.output, ReturnType::Default) {
-                    rs.manual(fs, rules::CALLBACK_FORM, format!("the sample callback `{name}` does not look like fn(cpu: i32, data: &[u8])"), "migrate by hand");
+                    rs.report(fs, Rule::CallbackForm, format!("the sample callback `{name}` does not look like fn(cpu: i32, data: &[u8])"), "migrate by hand");
                     return None;
                 }
                 let cpu = match inputs[0] {
@@ -991,15 +989,15 @@ fn callback(
                 let (bs, be) = rs.range(f.block.span());
                 if let Some(cpu) = cpu.filter(|c| !rs.uses_in(c, bs, be).is_empty()) {
                     let u = rs.uses_in(&cpu, bs, be)[0];
-                    rs.manual(u, rules::CALLBACK_USES_CPU, format!("the sample callback `{name}` uses `{cpu}`, the CPU that produced the event; a ring buffer does not report it"), "add a cpu field to the event, set it with bpf_get_smp_processor_id() on the BPF side, read that field instead, then run bpf-migrate again");
+                    rs.report(u, Rule::CallbackUsesCpu, format!("the sample callback `{name}` uses `{cpu}`, the CPU that produced the event; a ring buffer does not report it"), "add a cpu field to the event, set it with bpf_get_smp_processor_id() on the BPF side, read that field instead, then run bpf-migrate again");
                     return None;
                 }
                 let p0 = rs.range(inputs[0].span()).0;
                 let p1 = rs.range(inputs[1].span()).0;
-                rs.edits.push(Edit::delete(p0, p1, rules::RS_CALLBACK));
+                rs.edits.push(Edit::delete(p0, p1, Rule::RsCallback));
                 let close = rs.range(f.sig.paren_token.span.close()).1;
                 rs.edits
-                    .push(Edit::insert(close, " -> i32", rules::RS_CALLBACK));
+                    .push(Edit::insert(close, " -> i32", Rule::RsCallback));
                 let mut edits = Vec::new();
                 block_edits(rs, f.block, &mut edits);
                 rs.edits.extend(edits);
@@ -1008,9 +1006,9 @@ fn callback(
             Some(src[cs..ce].to_string())
         }
         _ => {
-            rs.manual(
+            rs.report(
                 cs,
-                rules::CALLBACK_FORM,
+                Rule::CallbackForm,
                 "the sample callback is neither a closure nor a function name",
                 "migrate by hand",
             );
@@ -1032,9 +1030,9 @@ fn closure_edits(rs: &mut Rs, cl: &ExprClosure, map: &str, edits: &mut Vec<Edit>
     let inputs: Vec<&Pat> = cl.inputs.iter().collect();
     let at = rs.range(cl.span()).0;
     if inputs.len() != 2 || !matches!(cl.output, ReturnType::Default) {
-        rs.manual(
+        rs.report(
             at,
-            rules::CALLBACK_FORM,
+            Rule::CallbackForm,
             format!("the sample callback for `{map}` does not look like |cpu, data| ..."),
             "migrate by hand",
         );
@@ -1044,13 +1042,13 @@ fn closure_edits(rs: &mut Rs, cl: &ExprClosure, map: &str, edits: &mut Vec<Edit>
     if let Some(cpu) = pat_name(inputs[0]) {
         let uses = rs.uses_in(&cpu, bs, be);
         if let Some(&u) = uses.first() {
-            rs.manual(u, rules::CALLBACK_USES_CPU, format!("the sample callback for `{map}` uses `{cpu}`, the CPU that produced the event; a ring buffer does not report it"), "add a cpu field to the event, set it with bpf_get_smp_processor_id() on the BPF side, read that field instead, then run bpf-migrate again");
+            rs.report(u, Rule::CallbackUsesCpu, format!("the sample callback for `{map}` uses `{cpu}`, the CPU that produced the event; a ring buffer does not report it"), "add a cpu field to the event, set it with bpf_get_smp_processor_id() on the BPF side, read that field instead, then run bpf-migrate again");
             return false;
         }
     }
     let p0 = rs.range(inputs[0].span()).0;
     let p1 = rs.range(inputs[1].span()).0;
-    edits.push(Edit::delete(p0, p1, rules::RS_CALLBACK));
+    edits.push(Edit::delete(p0, p1, Rule::RsCallback));
     match &*cl.body {
         Expr::Block(b) if b.label.is_none() => block_edits(rs, &b.block, edits),
         body => {
@@ -1058,8 +1056,8 @@ fn closure_edits(rs: &mut Rs, cl: &ExprClosure, map: &str, edits: &mut Vec<Edit>
             let mut rets = Vec::new();
             returns(rs, body, &mut rets);
             edits.extend(rets);
-            edits.push(Edit::insert(s, "{ ", rules::RS_CALLBACK));
-            edits.push(Edit::insert(e, "; 0 }", rules::RS_CALLBACK));
+            edits.push(Edit::insert(s, "{ ", Rule::RsCallback));
+            edits.push(Edit::insert(e, "; 0 }", Rule::RsCallback));
         }
     }
     true
@@ -1078,7 +1076,7 @@ fn returns(rs: &Rs, e: &Expr, out: &mut Vec<Edit>) {
             if r.expr.is_none() {
                 let (s, e) = self.rs.range(r.span());
                 self.out
-                    .push(Edit::replace(s, e, "return 0", rules::RS_CALLBACK));
+                    .push(Edit::replace(s, e, "return 0", Rule::RsCallback));
             }
         }
     }
@@ -1108,9 +1106,9 @@ fn block_edits(rs: &Rs, b: &Block, edits: &mut Vec<Edit>) {
             let ls = line_start(src, close);
             if src[ls..close].trim().is_empty() && src[bs + 1..close].contains('\n') {
                 let indent = format!("{}    ", indent_at(src, close));
-                edits.push(Edit::insert(ls, format!("{indent}0\n"), rules::RS_CALLBACK));
+                edits.push(Edit::insert(ls, format!("{indent}0\n"), Rule::RsCallback));
             } else {
-                edits.push(Edit::replace(bs + 1, close, " 0 ", rules::RS_CALLBACK));
+                edits.push(Edit::replace(bs + 1, close, " 0 ", Rule::RsCallback));
             }
         }
         Some(last) => {
@@ -1119,19 +1117,15 @@ fn block_edits(rs: &Rs, b: &Block, edits: &mut Vec<Edit>) {
             match last {
                 Stmt::Expr(Expr::Return(_), _) => {}
                 Stmt::Expr(e, None) if block_like(e) => {
-                    edits.push(Edit::insert(le, format!("\n{indent}0"), rules::RS_CALLBACK))
+                    edits.push(Edit::insert(le, format!("\n{indent}0"), Rule::RsCallback))
                 }
-                Stmt::Expr(_, None) => edits.push(Edit::insert(
-                    le,
-                    format!(";\n{indent}0"),
-                    rules::RS_CALLBACK,
-                )),
-                Stmt::Macro(m) if m.semi_token.is_none() => edits.push(Edit::insert(
-                    le,
-                    format!(";\n{indent}0"),
-                    rules::RS_CALLBACK,
-                )),
-                _ => edits.push(Edit::insert(le, format!("\n{indent}0"), rules::RS_CALLBACK)),
+                Stmt::Expr(_, None) => {
+                    edits.push(Edit::insert(le, format!(";\n{indent}0"), Rule::RsCallback))
+                }
+                Stmt::Macro(m) if m.semi_token.is_none() => {
+                    edits.push(Edit::insert(le, format!(";\n{indent}0"), Rule::RsCallback))
+                }
+                _ => edits.push(Edit::insert(le, format!("\n{indent}0"), Rule::RsCallback)),
             }
         }
     }
@@ -1184,7 +1178,7 @@ fn lost_callback(rs: &mut Rs, col: &Collect, lost: &Expr, func: Option<Func>) {
         {
             let (a, b) = rs.range(l.span());
             let (ds, de) = item_lines(&src, a, b);
-            rs.edits.push(Edit::delete(ds, de, rules::RS_LOST_CALLBACK));
+            rs.edits.push(Edit::delete(ds, de, Rule::RsLostCallback));
             closure_range = (a, b);
         } else if let Some(f) = col.fns.iter().find(|f| f.sig.ident == name)
             && others.is_empty()
@@ -1194,18 +1188,18 @@ fn lost_callback(rs: &mut Rs, col: &Collect, lost: &Expr, func: Option<Func>) {
                 fs = fs.min(rs.range(first.span()).0);
             }
             let (s, e) = item_lines(&src, fs, fe);
-            rs.edits.push(Edit::delete(s, e, rules::RS_LOST_CALLBACK));
-            rs.note(
+            rs.edits.push(Edit::delete(s, e, Rule::RsLostCallback));
+            rs.report(
                 fs,
-                rules::RS_LOST_CALLBACK,
+                Rule::RsLostCallback,
                 format!("the lost-sample callback `{name}` is removed: a ring buffer has none"),
                 HELP,
             );
             return;
         } else {
-            rs.note(
+            rs.report(
                 ls,
-                rules::RS_LOST_CALLBACK,
+                Rule::RsLostCallback,
                 format!(
                     "the lost-sample callback `{name}` is no longer called: a ring buffer has none"
                 ),
@@ -1239,7 +1233,7 @@ fn lost_callback(rs: &mut Rs, col: &Collect, lost: &Expr, func: Option<Func>) {
                 });
                 if in_removed && !elsewhere {
                     let (ds, de) = item_lines(&src, a, b);
-                    rs.edits.push(Edit::delete(ds, de, rules::RS_LOST_CALLBACK));
+                    rs.edits.push(Edit::delete(ds, de, Rule::RsLostCallback));
                     removed.push((a, b));
                     changed = true;
                 }
@@ -1249,9 +1243,9 @@ fn lost_callback(rs: &mut Rs, col: &Collect, lost: &Expr, func: Option<Func>) {
             }
         }
     }
-    rs.note(
+    rs.report(
         ls,
-        rules::RS_LOST_CALLBACK,
+        Rule::RsLostCallback,
         "the lost-sample callback is removed: a ring buffer has none",
         HELP,
     );
@@ -1307,7 +1301,7 @@ fn rewrite_use(rs: &mut Rs, u: &ItemUse, ring_imported: bool) {
                         s,
                         e,
                         n.ident.to_string().replace("Perf", "Ring"),
-                        rules::RS_PERF_BUFFER_BUILDER,
+                        Rule::RsPerfBufferBuilder,
                     ));
                 }
             }
@@ -1320,7 +1314,7 @@ fn rewrite_use(rs: &mut Rs, u: &ItemUse, ring_imported: bool) {
                         s,
                         e,
                         "RingBufferBuilder",
-                        rules::RS_PERF_BUFFER_BUILDER,
+                        Rule::RsPerfBufferBuilder,
                     ));
                 }
             }
@@ -1352,12 +1346,12 @@ fn remove_use_tree(
                 Edit::delete(
                     s,
                     e + (after.len() - trimmed.len()) + 1 + ws,
-                    rules::RS_PERF_BUFFER_BUILDER,
+                    Rule::RsPerfBufferBuilder,
                 )
             } else {
                 let before = src[..s].trim_end();
                 let comma = before.rfind(',').unwrap_or(s);
-                Edit::delete(comma, e, rules::RS_PERF_BUFFER_BUILDER)
+                Edit::delete(comma, e, Rule::RsPerfBufferBuilder)
             }
         }
         _ => {
@@ -1365,7 +1359,7 @@ fn remove_use_tree(
             Edit::delete(
                 line_start(src, is),
                 line_end_incl(src, ie.saturating_sub(1)),
-                rules::RS_PERF_BUFFER_BUILDER,
+                Rule::RsPerfBufferBuilder,
             )
         }
     }

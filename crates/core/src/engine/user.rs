@@ -9,8 +9,7 @@ use super::{Analysis, Consumer, Ctx, Report};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
-use crate::report::Severity;
-use crate::rules;
+use crate::rules::Rule;
 use crate::source::{indent_at, line_end_incl, line_start};
 
 /// `perf_buffer__*` functions that map one to one onto `ring_buffer__*`.
@@ -80,9 +79,9 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
             .iter()
             .find(|&&(t, s, e)| t == Tok::Ident && RENAMED.contains(&&src[s..e]))
     {
-        cx.manual(
+        cx.report(
             s,
-            rules::UNLINKED_PROGRAM,
+            Rule::UnlinkedProgram,
             format!("{}() on a perf buffer created in another file", &src[s..e]),
             "bpf-migrate migrates a perf buffer with the file that creates it (perf_buffer__new); keep them together or migrate by hand",
         );
@@ -100,9 +99,9 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         } else if NO_EQUIVALENT.contains(&name) {
             let f = call.field("function").unwrap();
             st.explained.push((f.start_byte(), f.end_byte()));
-            cx.manual(
+            cx.report(
                 call.start_byte(),
-                rules::NO_RING_EQUIVALENT,
+                Rule::NoRingEquivalent,
                 format!("{name}() has no ring buffer equivalent"),
                 "the ring buffer has no per-CPU buffers to drain one by one; restructure this consumer around ring_buffer__poll()/ring_buffer__consume() by hand",
             );
@@ -124,7 +123,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 n.start_byte(),
                 n.end_byte(),
                 t.replacen("perf_buffer", "ring_buffer", 1),
-                rules::PERF_BUFFER_API,
+                Rule::PerfBufferApi,
             ));
         }
     }
@@ -140,7 +139,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 name.start_byte(),
                 name.end_byte(),
                 "ring_buffer",
-                rules::PERF_BUFFER_API,
+                Rule::PerfBufferApi,
             ));
         }
     }
@@ -175,9 +174,9 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
             && !st.explained.iter().any(|&(a, b)| s >= a && e <= b)
             && !c::is_declared_name(cx.root(), s, e)
         {
-            cx.manual(
+            cx.report(
                 s,
-                rules::UNSUPPORTED_FORM,
+                Rule::UnsupportedForm,
                 format!("`{w}` is used in a form bpf-migrate does not understand"),
                 "migrate this use by hand, or rewrite it in the plain libbpf form and run bpf-migrate again",
             );
@@ -209,11 +208,8 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
                 .parent()
                 .is_some_and(|g| matches!(g.kind(), "if_statement" | "while_statement")) =>
         {
-            cx.edits.push(Edit::insert(
-                call.end_byte(),
-                " < 0",
-                rules::PERF_BUFFER_API,
-            ));
+            cx.edits
+                .push(Edit::insert(call.end_byte(), " < 0", Rule::PerfBufferApi));
             return;
         }
         "unary_expression" if c::text(parent, src).starts_with('!') => {
@@ -221,13 +217,10 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
                 parent.start_byte(),
                 parent.start_byte() + 1,
                 "",
-                rules::PERF_BUFFER_API,
+                Rule::PerfBufferApi,
             ));
-            cx.edits.push(Edit::insert(
-                call.end_byte(),
-                " >= 0",
-                rules::PERF_BUFFER_API,
-            ));
+            cx.edits
+                .push(Edit::insert(call.end_byte(), " >= 0", Rule::PerfBufferApi));
             return;
         }
         _ => {}
@@ -287,9 +280,9 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
         _ => false,
     };
     if !ok {
-        cx.manual(
+        cx.report(
             call.start_byte(),
-            rules::CONSUME_RESULT,
+            Rule::ConsumeResult,
             "the result of perf_buffer__consume() is used as 0-or-error, but ring_buffer__consume() returns the number of records consumed",
             "test it with `< 0` (errors are negative in both APIs), then run bpf-migrate again",
         );
@@ -334,9 +327,9 @@ fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analysis) {
     let argt = |i: usize| &src[args[i].0..args[i].1];
     let at = call.start_byte();
     if cx.has_error_in(call.start_byte(), call.end_byte()) {
-        cx.manual(
+        cx.report(
             at,
-            rules::UNSUPPORTED_FORM,
+            Rule::UnsupportedForm,
             "this perf_buffer__new() call does not parse as C",
             "check the macros around this call",
         );
@@ -347,9 +340,9 @@ fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analysis) {
     let (sample, lost, ctx_arg) = match args.len() {
         6 => {
             if !c::is_null(argt(5)) {
-                cx.manual(
+                cx.report(
                     args[5].0,
-                    rules::OPTS_UNSUPPORTED,
+                    Rule::OptsUnsupported,
                     format!("perf_buffer__new() is given options (`{}`) that a ring buffer does not take", argt(5)),
                     "perf_buffer_opts such as sample_period have no ring buffer equivalent; migrate by hand",
                 );
@@ -369,16 +362,16 @@ fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analysis) {
             None => return,
         },
         n => {
-            cx.manual(at, rules::UNSUPPORTED_FORM, format!("perf_buffer__new() with {n} arguments is neither the libbpf 1.x nor the old form"), "migrate by hand");
+            cx.report(at, Rule::UnsupportedForm, format!("perf_buffer__new() with {n} arguments is neither the libbpf 1.x nor the old form"), "migrate by hand");
             return;
         }
     };
 
     let fd = argt(0).to_string();
     let Some((map, fd_spans)) = resolve_map(cx, &fd, args[0].0, call, 0) else {
-        cx.manual(
+        cx.report(
             args[0].0,
-            rules::UNRESOLVED_MAP,
+            Rule::UnresolvedMap,
             format!("cannot tell which map `{fd}` refers to"),
             "bpf-migrate follows skel->maps.NAME, bpf_object__find_map_fd_by_name(obj, \"NAME\") and variables set from them in the same file",
         );
@@ -387,9 +380,9 @@ fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analysis) {
     map_other_uses(cx, &map, &fd_spans);
 
     if !c::is_ident(&sample) {
-        cx.manual(
+        cx.report(
             at,
-            rules::CALLBACK_FORM,
+            Rule::CallbackForm,
             format!("the sample callback `{sample}` is not a function name"),
             "bpf-migrate rewrites callbacks defined as functions in the same file",
         );
@@ -415,7 +408,7 @@ fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analysis) {
         call.start_byte(),
         call.end_byte(),
         text,
-        rules::PERF_BUFFER_NEW,
+        Rule::PerfBufferNew,
     ));
 
     if let Some(h) = handle_of(call, src) {
@@ -468,9 +461,9 @@ fn runtime_page_count(cx: &mut Ctx, call: Node, text: &str, span: (usize, usize)
             .count();
         // The declaration and the perf_buffer__new argument: nothing else reads it.
         if local && uses <= 2 {
-            cx.manual(
+            cx.report(
                 span.0,
-                rules::UNSUPPORTED_FORM,
+                Rule::UnsupportedForm,
                 format!("the page count `{text}` is a local variable that only sizes this perf buffer; it would be left unused"),
                 "the ring buffer's size is set in the BPF map (max_entries); remove the variable or make the page count a constant, then run bpf-migrate again",
             );
@@ -479,8 +472,7 @@ fn runtime_page_count(cx: &mut Ctx, call: Node, text: &str, span: (usize, usize)
     }
     cx.diag(
         span.0,
-        rules::PERF_BUFFER_NEW,
-        Severity::Note,
+        Rule::PerfBufferNew,
         format!("the page count `{text}` is chosen at run time and no longer applies"),
         Some("a ring buffer's size is fixed by the map's max_entries in the BPF program (--ringbuf-size); an option that set the page count now does nothing"),
     );
@@ -513,7 +505,7 @@ fn unused_page_defines(cx: &mut Ctx, st: &State) {
         });
         if !used {
             let (s, e) = item_span(src, def);
-            cx.edits.push(Edit::delete(s, e, rules::PERF_BUFFER_NEW));
+            cx.edits.push(Edit::delete(s, e, Rule::PerfBufferNew));
         }
     }
 }
@@ -534,9 +526,9 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
         .map(str::trim)
         .filter(|n| c::is_ident(n))
     else {
-        cx.manual(
+        cx.report(
             arg_at,
-            rules::OPTS_UNSUPPORTED,
+            Rule::OptsUnsupported,
             format!("the perf buffer options `{arg}` are not a local struct perf_buffer_opts"),
             "migrate by hand",
         );
@@ -561,9 +553,9 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
             })
     });
     let Some(decl) = decl else {
-        cx.manual(
+        cx.report(
             arg_at,
-            rules::OPTS_UNSUPPORTED,
+            Rule::OptsUnsupported,
             format!("`{name}` is not declared as a struct perf_buffer_opts in this function"),
             "migrate by hand",
         );
@@ -593,9 +585,9 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
                 _ if c::text(p, src) == "0" => {}
                 _ => {
                     ok = false;
-                    cx.manual(
+                    cx.report(
                         p.start_byte(),
-                        rules::OPTS_UNSUPPORTED,
+                        Rule::OptsUnsupported,
                         "positional initializers of perf_buffer_opts are not understood",
                         "use designated initializers (.sample_cb = ...) or migrate by hand",
                     );
@@ -640,9 +632,9 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
             deletions.push(statement_span(src, s));
         } else {
             ok = false;
-            cx.manual(
+            cx.report(
                 n.start_byte(),
-                rules::OPTS_UNSUPPORTED,
+                Rule::OptsUnsupported,
                 format!("the perf buffer options `{name}` are used here"),
                 "migrate by hand",
             );
@@ -661,9 +653,9 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
             "ctx" => o.ctx = v,
             other => {
                 ok = false;
-                cx.manual(
+                cx.report(
                     decl.start_byte(),
-                    rules::OPTS_UNSUPPORTED,
+                    Rule::OptsUnsupported,
                     format!("perf_buffer_opts field `{other}` has no ring buffer equivalent"),
                     "migrate by hand",
                 );
@@ -672,9 +664,9 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
     }
     if o.sample.is_empty() {
         ok = false;
-        cx.manual(
+        cx.report(
             decl.start_byte(),
-            rules::OPTS_UNSUPPORTED,
+            Rule::OptsUnsupported,
             format!("no sample_cb is set in `{name}`"),
             "migrate by hand",
         );
@@ -683,14 +675,14 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
         return None;
     }
     for (s, e) in deletions {
-        cx.edits.push(Edit::delete(s, e, rules::PERF_BUFFER_OPTS));
+        cx.edits.push(Edit::delete(s, e, Rule::PerfBufferOpts));
     }
     Some(o)
 }
 
 /// The bytes to delete for a statement: its whole line when it stands alone there.
 fn statement_span(src: &str, n: Node) -> (usize, usize) {
-    let e = super::bpf::delete_member(src, (n.start_byte(), n.end_byte()), rules::PERF_BUFFER_OPTS);
+    let e = super::bpf::delete_member(src, (n.start_byte(), n.end_byte()), Rule::PerfBufferOpts);
     (e.start, e.end)
 }
 
@@ -757,7 +749,7 @@ fn null_checks(cx: &mut Ctx, st: &mut State, call: Node, handle: &str) {
             n.start_byte(),
             n.end_byte(),
             text,
-            rules::NULL_CHECK,
+            Rule::NullCheck,
         ));
     }
 }
@@ -776,7 +768,7 @@ fn add_errno_include(cx: &mut Ctx) {
         .map(|n| line_end_incl(src, n.end_byte().saturating_sub(1)))
         .unwrap_or(0);
     cx.edits
-        .push(Edit::insert(at, "#include <errno.h>\n", rules::NULL_CHECK));
+        .push(Edit::insert(at, "#include <errno.h>\n", Rule::NullCheck));
 }
 
 /// Which map an fd expression reads: `bpf_map__fd(skel->maps.NAME)`,
@@ -953,9 +945,9 @@ fn map_other_uses(cx: &mut Ctx, map: &str, allowed: &[(usize, usize)]) {
         };
         let (s, e) = (toks[i].1, toks[i].2);
         if &src[s..e] == map && !allowed.iter().any(|&(a, b)| s >= a && e <= b) {
-            cx.manual(
+            cx.report(
                 toks[k].1,
-                rules::MAP_OTHER_USE,
+                Rule::MapOtherUse,
                 format!("the loader uses map `{map}` here as well as for its perf buffer"),
                 "a ring buffer map takes no per-CPU sizing or perf-specific setup; remove or adapt this use by hand, then run bpf-migrate again",
             );
@@ -1067,9 +1059,9 @@ fn sample_callback(
     let src = cx.src();
     let fns = functions_named(cx, name);
     let Some(_) = fns.iter().find(|(n, _)| n.kind() == "function_definition") else {
-        cx.manual(
+        cx.report(
             at,
-            rules::CALLBACK_FORM,
+            Rule::CallbackForm,
             format!("the sample callback `{name}` is not defined in this file"),
             "bpf-migrate rewrites callbacks defined in the loader's own file; migrate by hand",
         );
@@ -1081,9 +1073,9 @@ fn sample_callback(
         allowed.push((i.start_byte(), i.end_byte()));
     }
     if let Some(u) = other_uses(cx, name, &allowed).first() {
-        cx.manual(
+        cx.report(
             u.start_byte(),
-            rules::CALLBACK_FORM,
+            Rule::CallbackForm,
             format!("the sample callback `{name}` is also used here"),
             "its signature changes (int f(void *ctx, void *data, size_t size)); migrate by hand",
         );
@@ -1094,9 +1086,9 @@ fn sample_callback(
             continue;
         };
         if c::text(ty, src) != "void" {
-            cx.manual(
+            cx.report(
                 ty.start_byte(),
-                rules::CALLBACK_FORM,
+                Rule::CallbackForm,
                 format!("the sample callback `{name}` does not return void"),
                 "migrate by hand",
             );
@@ -1109,9 +1101,9 @@ fn sample_callback(
             .filter(|p| p.kind() != "comment")
             .collect();
         if ps.len() != 4 || ps.iter().any(|p| p.kind() != "parameter_declaration") {
-            cx.manual(
+            cx.report(
                 params.start_byte(),
-                rules::CALLBACK_FORM,
+                Rule::CallbackForm,
                 format!("the sample callback `{name}` does not take (ctx, cpu, data, size)"),
                 "migrate by hand",
             );
@@ -1142,14 +1134,14 @@ fn sample_callback(
             ty.start_byte(),
             ty.end_byte(),
             "int",
-            rules::SAMPLE_CALLBACK,
+            Rule::SampleCallback,
         ));
         let text = c::layout_call(src, params.start_byte(), params.end_byte(), "", &new_params);
         cx.edits.push(Edit::replace(
             params.start_byte(),
             params.end_byte(),
             text,
-            rules::SAMPLE_CALLBACK,
+            Rule::SampleCallback,
         ));
     }
 }
@@ -1180,7 +1172,7 @@ fn callback_body(
                 .filter(|s| s.kind() == "expression_statement");
             if let Some(s) = silencer {
                 let (a, b) = statement_span(src, s);
-                edits.push(Edit::delete(a, b, rules::SAMPLE_CALLBACK));
+                edits.push(Edit::delete(a, b, Rule::SampleCallback));
             } else {
                 uses.push(n.start_byte());
             }
@@ -1191,9 +1183,9 @@ fn callback_body(
                 1 => String::new(),
                 n => format!(" ({n} uses)"),
             };
-            cx.manual(
+            cx.report(
                 first,
-                rules::CALLBACK_USES_CPU,
+                Rule::CallbackUsesCpu,
                 format!("the sample callback `{name}` uses `{cpu}`{more}, the CPU that produced the event; a ring buffer does not report it"),
                 "add a cpu field to the event, set it with bpf_get_smp_processor_id() on the BPF side, read that field here instead, then run bpf-migrate again",
             );
@@ -1219,7 +1211,7 @@ fn callback_body(
                     n.start_byte(),
                     n.end_byte(),
                     format!("({size_ty}){size}"),
-                    rules::SAMPLE_CALLBACK,
+                    Rule::SampleCallback,
                 ));
             }
         }
@@ -1233,7 +1225,7 @@ fn callback_body(
                 r.start_byte(),
                 r.end_byte(),
                 "return 0;",
-                rules::SAMPLE_CALLBACK,
+                Rule::SampleCallback,
             ));
         }
     }
@@ -1255,13 +1247,13 @@ fn callback_body(
                 edits.push(Edit::insert(
                     ls,
                     format!("{indent}return 0;\n"),
-                    rules::SAMPLE_CALLBACK,
+                    Rule::SampleCallback,
                 ));
             } else {
                 edits.push(Edit::insert(
                     close,
                     format!("\n{indent}return 0;\n"),
-                    rules::SAMPLE_CALLBACK,
+                    Rule::SampleCallback,
                 ));
             }
         } else {
@@ -1269,7 +1261,7 @@ fn callback_body(
             edits.push(Edit::insert(
                 close,
                 format!("{pad}return 0; "),
-                rules::SAMPLE_CALLBACK,
+                Rule::SampleCallback,
             ));
         }
     }
@@ -1291,7 +1283,7 @@ fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, u
         let msg = format!(
             "the lost-sample callback `{name}` is no longer called: a ring buffer has none"
         );
-        cx.diag(at, rules::LOST_CALLBACK, Severity::Note, msg, Some(HELP));
+        cx.diag(at, Rule::LostCallback, msg, Some(HELP));
     };
     if !c::is_ident(name) {
         kept(cx);
@@ -1328,7 +1320,7 @@ fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, u
     };
     for (n, _) in &fns {
         let (s, e) = item_span(src, *n);
-        cx.edits.push(Edit::delete(s, e, rules::LOST_CALLBACK));
+        cx.edits.push(Edit::delete(s, e, Rule::LostCallback));
     }
     // File-scope statics that only the callback used would now be unused.
     let body = def.field("body").unwrap();
@@ -1381,13 +1373,12 @@ fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: &[(usize, u
         );
         if elsewhere.is_empty() {
             let (s, e) = item_span(src, item);
-            cx.edits.push(Edit::delete(s, e, rules::LOST_CALLBACK));
+            cx.edits.push(Edit::delete(s, e, Rule::LostCallback));
         }
     }
     cx.diag(
         def.start_byte(),
-        rules::LOST_CALLBACK,
-        Severity::Note,
+        Rule::LostCallback,
         format!("the lost-sample callback `{name}` is removed: a ring buffer has none"),
         Some(HELP),
     );
@@ -1450,7 +1441,7 @@ fn messages(cx: &mut Ctx) {
             n.start_byte(),
             n.end_byte(),
             new,
-            rules::PERF_BUFFER_MESSAGE,
+            Rule::PerfBufferMessage,
         ));
     }
 }

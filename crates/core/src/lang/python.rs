@@ -98,6 +98,7 @@ pub fn edits_keep_structure(tree: &Tree, src: &str, edits: &[crate::edit::Edit])
 mod tests {
     use super::*;
     use crate::edit::Edit;
+    use crate::rules::Rule;
 
     #[test]
     fn edits_that_keep_the_token_structure() {
@@ -105,7 +106,11 @@ mod tests {
         let tree = parse(src).unwrap();
         let at = |s: &str| src.find(s).unwrap();
         let keeps = |start: usize, end: usize, text: &str| {
-            edits_keep_structure(&tree, src, &[Edit::replace(start, end, text, "test")])
+            edits_keep_structure(
+                &tree,
+                src,
+                &[Edit::replace(start, end, text, Rule::PerfEventOutput)],
+            )
         };
         let c = at("BPF_PERF_OUTPUT(events);");
         assert!(keeps(c, c + 24, "BPF_RINGBUF_OUTPUT(events, 8);\n{ }"));
@@ -137,7 +142,11 @@ mod tests {
         };
         let keeps = |list: usize, text: &str| {
             let (s, e) = lists[list];
-            edits_keep_structure(&call_tree, call, &[Edit::replace(s, e, text, "test")])
+            edits_keep_structure(
+                &call_tree,
+                call,
+                &[Edit::replace(s, e, text, Rule::PerfEventOutput)],
+            )
         };
         for (list, text) in [
             (0, "(print_event)"),
