@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(
     name = "bpf-migrate verify",
+    bin_name = "bpf-migrate verify",
     version,
     about = "Prove a migration in a VM: build both versions, load both, compare their events"
 )]
