@@ -62,23 +62,53 @@ pub fn compare_map(
         verdict: Verdict::Inconclusive,
         finding: None,
     };
-    if orig.is_empty() && new.is_empty() {
-        r.finding = Some(
-            "no events: the workload never reached this program's hooks (try --workload)".into(),
-        );
+    if let Some(why) = incomparable(orig, orig2, new, lost) {
+        r.finding = Some(why);
         return r;
     }
+    let noise = noise_mask(orig, orig2, layouts);
+    r.noise_offsets = (0..noise.len()).filter(|&i| noise[i]).collect();
+    let mut c = Comparison {
+        orig,
+        orig2,
+        new,
+        noise,
+        heap: shows_heap(orig, orig2),
+        matched: 0,
+    };
+    let outcome = c.compare(cpus, layouts);
+    r.matched = c.matched;
+    match outcome {
+        Ok(()) => r.verdict = Verdict::Equivalent,
+        Err(finding) => {
+            r.verdict = Verdict::Different;
+            r.finding = Some(finding);
+        }
+    }
+    r
+}
+
+/// Why the map's records say nothing either way, when they do not.
+fn incomparable(orig: &[Vec<u8>], orig2: &[Vec<u8>], new: &[Vec<u8>], lost: u64) -> Option<String> {
+    if orig.is_empty() && new.is_empty() {
+        return Some(
+            "no events: the workload never reached this program's hooks (try --workload)".into(),
+        );
+    }
     if orig.len() != orig2.len() || lost > 0 {
-        r.finding = Some(format!(
+        return Some(format!(
             "the original delivered {} and {} events in two loads ({} lost): the run is not repeatable enough to compare",
             orig.len(),
             orig2.len(),
             lost
         ));
-        return r;
     }
-    // Noise: offsets where the two loads of the same original differ (same hook invocation,
-    // same index, so the same event).
+    None
+}
+
+/// The offsets where the two loads of the same original differ (same hook invocation, same
+/// index, so the same event), widened to the whole of any integer field they touch.
+fn noise_mask(orig: &[Vec<u8>], orig2: &[Vec<u8>], layouts: &[Layout]) -> Vec<bool> {
     let width = orig.iter().map(Vec::len).max().unwrap_or(0);
     let mut noise = vec![false; width];
     for (a, b) in orig.iter().zip(orig2) {
@@ -96,31 +126,87 @@ pub fn compare_map(
             }
         }
     }
-    r.noise_offsets = (0..width).filter(|&i| noise[i]).collect();
-    let masked = |rec: &[u8], n: usize| -> Vec<u8> {
+    noise
+}
+
+/// A per-CPU "heap" is not cleared between events: bytes an event leaves unset hold the
+/// previous event's, the same in both loads. A record reserved in the ring holds older ring
+/// data there instead (the poison). The map shows heap behaviour when its first event
+/// carried each load's heap poison.
+fn shows_heap(orig: &[Vec<u8>], orig2: &[Vec<u8>]) -> bool {
+    orig.first()
+        .zip(orig2.first())
+        .is_some_and(|(a, b)| a.iter().zip(b).any(|(x, y)| *x == 0 && *y == HEAP_POISON))
+}
+
+/// Sizes: a ring record of n bytes matches a perf sample of perf_padded(n) bytes.
+fn pair_size_ok(p: &[u8], q: &[u8]) -> bool {
+    p.len() == perf_padded(q.len()) || p.len() == q.len()
+}
+
+/// The records of a comparable map, and how many of the migrated ones have matched so far.
+struct Comparison<'a> {
+    orig: &'a [Vec<u8>],
+    orig2: &'a [Vec<u8>],
+    new: &'a [Vec<u8>],
+    noise: Vec<bool>,
+    heap: bool,
+    matched: usize,
+}
+
+impl Comparison<'_> {
+    /// The finding, when the migrated records differ.
+    fn compare(&mut self, cpus: u32, layouts: &[Layout]) -> Result<(), String> {
+        if cpus <= 1 {
+            if self.orig.len() != self.new.len() {
+                self.find_missing()?;
+            }
+            self.compare_in_order(layouts)?;
+        } else {
+            self.compare_multisets()?;
+        }
+        compare_counts(self.orig.len(), self.new.len())
+    }
+
+    fn masked(&self, rec: &[u8], n: usize) -> Vec<u8> {
         rec.iter()
             .take(n)
             .enumerate()
             .map(|(i, &b)| {
-                if noise.get(i).copied().unwrap_or(false) {
+                if self.noise.get(i).copied().unwrap_or(false) {
                     0
                 } else {
                     b
                 }
             })
             .collect()
-    };
-    // Sizes: a ring record of n bytes matches a perf sample of perf_padded(n) bytes.
-    let pair_size_ok = |p: &[u8], q: &[u8]| p.len() == perf_padded(q.len()) || p.len() == q.len();
-    let same = |p: &[u8], q: &[u8]| pair_size_ok(p, q) && masked(p, q.len()) == masked(q, q.len());
-    if cpus <= 1 && orig.len() != new.len() {
-        // Events missing (or added) in order: say which, rather than the first byte that
-        // differs once the sequences are out of step.
+    }
+
+    fn same(&self, p: &[u8], q: &[u8]) -> bool {
+        pair_size_ok(p, q) && self.masked(p, q.len()) == self.masked(q, q.len())
+    }
+
+    /// Whether byte `k` of migrated event `i` is unset reserved ring space where the original
+    /// carried a byte over from its previous event in both loads: a match in a heap map.
+    fn stale(&self, i: usize, k: usize, q: &[u8]) -> bool {
+        let (orig, orig2) = (self.orig, self.orig2);
+        self.heap
+            && i > 0
+            && q[k] == RING_POISON
+            && orig[i - 1].get(k) == Some(&orig[i][k])
+            && orig2[i - 1].get(k) == orig2[i].get(k)
+    }
+
+    /// Events missing (or added) in order: say which, rather than the first byte that differs
+    /// once the sequences are out of step. No finding leaves nothing matched, for the
+    /// comparison in order that follows.
+    fn find_missing(&mut self) -> Result<(), String> {
+        let (orig, new) = (self.orig, self.new);
         let (mut i, mut j, mut missing) = (0, 0, Vec::new());
         while i < orig.len() {
-            if j < new.len() && same(&orig[i], &new[j]) {
+            if j < new.len() && self.same(&orig[i], &new[j]) {
                 j += 1;
-                r.matched += 1;
+                self.matched += 1;
             } else {
                 missing.push(i);
             }
@@ -129,8 +215,7 @@ pub fn compare_map(
         if j == new.len() && !missing.is_empty() {
             let first = missing[0];
             let shown: Vec<String> = missing.iter().take(8).map(|m| format!("#{m}")).collect();
-            r.verdict = Verdict::Different;
-            r.finding = Some(format!(
+            return Err(format!(
                 "the migrated program delivered {} events, the original {}: original event(s) {}{} have no counterpart (an event dropped on some path, a full ring, or a program that no longer runs)\n  first missing: {}",
                 new.len(),
                 orig.len(),
@@ -138,117 +223,100 @@ pub fn compare_map(
                 if missing.len() > 8 { ", ..." } else { "" },
                 hexdump(&orig[first], usize::MAX)
             ));
-            return r;
         }
-        r.matched = 0;
+        self.matched = 0;
+        Ok(())
     }
-    // A per-CPU "heap" is not cleared between events: bytes an event leaves unset hold the
-    // previous event's, the same in both loads. A record reserved in the ring holds older ring
-    // data there instead (the poison). Such a byte is a match when the map shows heap
-    // behaviour (its first event carried each load's heap poison) and the original's byte
-    // carried over from the previous event in both loads.
-    let heap = orig
-        .first()
-        .zip(orig2.first())
-        .is_some_and(|(a, b)| a.iter().zip(b).any(|(x, y)| *x == 0 && *y == HEAP_POISON));
-    let stale = |i: usize, k: usize, q: &[u8]| {
-        heap && i > 0
-            && q[k] == RING_POISON
-            && orig[i - 1].get(k) == Some(&orig[i][k])
-            && orig2[i - 1].get(k) == orig2[i].get(k)
-    };
-    if cpus <= 1 {
+
+    fn compare_in_order(&mut self, layouts: &[Layout]) -> Result<(), String> {
+        let (orig, new) = (self.orig, self.new);
         for (i, (p, q)) in orig.iter().zip(new).enumerate() {
             if !pair_size_ok(p, q) {
-                r.verdict = Verdict::Different;
-                r.finding = Some(format!(
+                return Err(format!(
                     "event #{i}: the migrated record has {} bytes, the original {} (a perf sample of n bytes arrives padded to {} bytes)",
                     q.len(),
                     p.len(),
                     perf_padded(q.len())
                 ));
-                return r;
             }
-            let (mp, mq) = (masked(p, q.len()), masked(q, q.len()));
-            if let Some(off) = (0..q.len()).find(|&k| mp[k] != mq[k] && !stale(i, k, q)) {
-                r.verdict = Verdict::Different;
-                // Name the byte in the struct of the record's size, if one is.
-                let layout = layouts
-                    .iter()
-                    .find(|l| l.size == q.len())
-                    .or(layouts.first());
-                let name = layout
-                    .and_then(|l| match l.field_at(off) {
-                        Some((f, o, _)) => Some(format!(
-                            " (field `{f}` of struct {}, byte {} of it)",
-                            l.name,
-                            off - o
-                        )),
-                        // Padding: no field holds the byte; say which one it follows.
-                        None => l
-                            .fields
-                            .iter()
-                            .filter(|(_, o, size)| o + size <= off)
-                            .max_by_key(|(_, o, _)| *o)
-                            .map(|(f, _, _)| {
-                                format!(" (padding after field `{f}` of struct {})", l.name)
-                            }),
-                    })
-                    .unwrap_or_default();
-                r.finding = Some(format!(
-                    "event #{i} differs at byte {off}{name}: original {:02x}, migrated {:02x}\n  original: {}\n  migrated: {}",
+            let (mp, mq) = (self.masked(p, q.len()), self.masked(q, q.len()));
+            if let Some(off) = (0..q.len()).find(|&k| mp[k] != mq[k] && !self.stale(i, k, q)) {
+                return Err(format!(
+                    "event #{i} differs at byte {off}{}: original {:02x}, migrated {:02x}\n  original: {}\n  migrated: {}",
+                    byte_name(layouts, q.len(), off),
                     p[off],
                     q[off],
                     hexdump(&p[..q.len()], off),
                     hexdump(q, off)
                 ));
-                return r;
             }
-            r.matched += 1;
+            self.matched += 1;
         }
-    } else {
-        // Perf buffers deliver per CPU, a ring buffer in one global order: compare multisets.
-        let mut a: Vec<Vec<u8>> = orig.to_vec();
+        Ok(())
+    }
+
+    /// Perf buffers deliver per CPU, a ring buffer in one global order: the records are
+    /// compared as multisets.
+    fn compare_multisets(&mut self) -> Result<(), String> {
+        let mut a: Vec<Vec<u8>> = self.orig.to_vec();
         let mut b: Vec<Vec<u8>> = Vec::new();
-        for q in new {
-            match a.iter().position(|p| same(p, q)) {
+        for q in self.new {
+            match a.iter().position(|p| self.same(p, q)) {
                 Some(k) => {
                     a.swap_remove(k);
-                    r.matched += 1;
+                    self.matched += 1;
                 }
                 None => b.push(q.clone()),
             }
         }
-        if let Some(q) = b.first() {
-            r.verdict = Verdict::Different;
-            r.finding = Some(format!(
+        match b.first() {
+            Some(q) => Err(format!(
                 "{} migrated event(s) have no equal among the original's; the first: {}",
                 b.len(),
                 hexdump(q, usize::MAX)
-            ));
-            return r;
+            )),
+            None => Ok(()),
         }
     }
-    if orig.len() != new.len() {
-        r.verdict = Verdict::Different;
-        r.finding = Some(if new.len() < orig.len() {
-            format!(
-                "the migrated program delivered {} events, the original {}: event #{} and later are missing (an event dropped on some path, a full ring, or a program that no longer runs)",
-                new.len(),
-                orig.len(),
-                new.len()
-            )
-        } else {
-            format!(
-                "the migrated program delivered {} events, the original only {}",
-                new.len(),
-                orig.len()
-            )
-        });
-        return r;
+}
+
+/// Byte `off` of a record of `record_len` bytes, named in the struct of that size if one is
+/// (or else the first): ` (field ... of struct ...)`, or nothing when no layout is known.
+fn byte_name(layouts: &[Layout], record_len: usize, off: usize) -> String {
+    let layout = layouts
+        .iter()
+        .find(|l| l.size == record_len)
+        .or(layouts.first());
+    layout
+        .and_then(|l| match l.field_at(off) {
+            Some((f, o, _)) => Some(format!(
+                " (field `{f}` of struct {}, byte {} of it)",
+                l.name,
+                off - o
+            )),
+            // Padding: no field holds the byte; say which one it follows.
+            None => l
+                .fields
+                .iter()
+                .filter(|(_, o, size)| o + size <= off)
+                .max_by_key(|(_, o, _)| *o)
+                .map(|(f, _, _)| format!(" (padding after field `{f}` of struct {})", l.name)),
+        })
+        .unwrap_or_default()
+}
+
+/// Every record matched one: what is left is a difference in number.
+fn compare_counts(orig: usize, new: usize) -> Result<(), String> {
+    if orig == new {
+        return Ok(());
     }
-    r.verdict = Verdict::Equivalent;
-    r
+    Err(if new < orig {
+        format!(
+            "the migrated program delivered {new} events, the original {orig}: event #{new} and later are missing (an event dropped on some path, a full ring, or a program that no longer runs)"
+        )
+    } else {
+        format!("the migrated program delivered {new} events, the original only {orig}")
+    })
 }
 
 /// Hex bytes with the byte at `mark` in brackets (at most 64 bytes around it).

@@ -136,21 +136,73 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     let (kernel, _) = kernel::find(opts.kernel.as_deref())?;
     let agent = agent_path()?;
 
-    // Build every object.
     let objdir = wd.join("objs");
     fs::create_dir_all(&objdir)?;
     let mut cpio = initramfs::Cpio::default();
     cpio.executable("/init", &agent)?;
+    let (manifest_objs, unbuilt) = build_objects(opts, &kernel, &pairs, &objdir, &mut cpio)?;
+    if manifest_objs.is_empty() {
+        let why: Vec<String> = unbuilt
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{}: {}", r.name, r.problems.join("\n")))
+            .collect();
+        bail!("no program builds:\n{}", why.join("\n"));
+    }
+    let workload = guest_workload(opts, &mut cpio)?;
+    build_ring_poison(opts, &kernel, &wd, &objdir, &mut cpio)?;
+    let manifest = Manifest {
+        objects: manifest_objs,
+        workload,
+        builtin_workload: true,
+        ring_poison: Some("/objs/ring_poison.o".into()),
+        bench: None,
+    };
+    let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
+    let Report::Run(result) = report else {
+        bail!("the guest agent answered a verify run with something else: {report:?}");
+    };
+    let reports = judge_all(opts, &pairs, unbuilt, &result, &objdir)?;
+    let workload_log = result.workload_log.clone();
+    let workdir = if opts.keep {
+        let kept = work.keep();
+        Some(kept)
+    } else {
+        None
+    };
+    Ok((
+        reports,
+        Timing {
+            accel: vm.accel,
+            boot: vm.boot,
+            vm: vm.total,
+            total: started.elapsed(),
+            workdir,
+            workload_log,
+        },
+    ))
+}
+
+/// Builds both versions of every pair into `objdir` and puts them in the initramfs, the
+/// original twice (the second load finds its per-CPU arrays poisoned). Returns the manifest's
+/// objects and, per pair, its report when it does not build: such a program is judged
+/// without the guest, and the others go on.
+fn build_objects(
+    opts: &VerifyOptions,
+    kernel: &Path,
+    pairs: &[Pair],
+    objdir: &Path,
+    cpio: &mut initramfs::Cpio,
+) -> Result<(Vec<ObjSpec>, Vec<Option<ProgramReport>>)> {
     let mut manifest_objs = Vec::new();
-    // A program that does not build is judged without the guest; the others go on.
     let mut unbuilt: Vec<Option<ProgramReport>> = Vec::new();
     for (k, p) in pairs.iter().enumerate() {
         let before = objdir.join(format!("p{k}-orig.o"));
         let after = objdir.join(format!("p{k}-new.o"));
-        let built = compile(opts, &kernel, &p.before, &[], &before)
+        let built = compile(opts, kernel, &p.before, &[], &before)
             .map_err(|e| (Verdict::Inconclusive, "the original does not build", e))
             .and_then(|()| {
-                compile(opts, &kernel, &p.after, &p.after_includes, &after)
+                compile(opts, kernel, &p.after, &p.after_includes, &after)
                     .map_err(|e| (Verdict::Different, "the migrated program does not build", e))
             });
         if let Err((verdict, what, e)) = built {
@@ -177,26 +229,34 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             });
         }
     }
-    if manifest_objs.is_empty() {
-        let why: Vec<String> = unbuilt
-            .into_iter()
-            .flatten()
-            .map(|r| format!("{}: {}", r.name, r.problems.join("\n")))
-            .collect();
-        bail!("no program builds:\n{}", why.join("\n"));
+    Ok((manifest_objs, unbuilt))
+}
+
+/// `--workload` as the guest runs it: its executable copied into the initramfs.
+fn guest_workload(opts: &VerifyOptions, cpio: &mut initramfs::Cpio) -> Result<Option<Vec<String>>> {
+    let Some(cmd) = &opts.workload else {
+        return Ok(None);
+    };
+    let mut argv: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+    if argv.is_empty() {
+        bail!("--workload is empty");
     }
-    let mut workload = None;
-    if let Some(cmd) = &opts.workload {
-        let mut argv: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
-        if argv.is_empty() {
-            bail!("--workload is empty");
-        }
-        let host = which(&argv[0]).ok_or_else(|| anyhow!("--workload: `{}` not found", argv[0]))?;
-        let guest = format!("/work/{}", host.file_name().unwrap().to_string_lossy());
-        cpio.executable(&guest, &host)?;
-        argv[0] = guest;
-        workload = Some(argv);
-    }
+    let host = which(&argv[0]).ok_or_else(|| anyhow!("--workload: `{}` not found", argv[0]))?;
+    let guest = format!("/work/{}", host.file_name().unwrap().to_string_lossy());
+    cpio.executable(&guest, &host)?;
+    argv[0] = guest;
+    Ok(Some(argv))
+}
+
+/// Builds the ring buffer poison program (see `RING_POISON`) into the initramfs as
+/// `/objs/ring_poison.o`.
+fn build_ring_poison(
+    opts: &VerifyOptions,
+    kernel: &Path,
+    wd: &Path,
+    objdir: &Path,
+    cpio: &mut initramfs::Cpio,
+) -> Result<()> {
     let poison = objdir.join("ring_poison.o");
     fs::write(
         wd.join("ring_poison.bpf.c"),
@@ -205,21 +265,21 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             compare::RING_POISON
         ),
     )?;
-    compile(opts, &kernel, &wd.join("ring_poison.bpf.c"), &[], &poison)
+    compile(opts, kernel, &wd.join("ring_poison.bpf.c"), &[], &poison)
         .context("building the ring buffer poison program")?;
     cpio.file("/objs/ring_poison.o", &fs::read(&poison)?, 0o644);
-    let manifest = Manifest {
-        objects: manifest_objs,
-        workload,
-        builtin_workload: true,
-        ring_poison: Some("/objs/ring_poison.o".into()),
-        bench: None,
-    };
-    let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
-    let Report::Run(result) = report else {
-        bail!("the guest agent answered a verify run with something else: {report:?}");
-    };
-    let result = &result;
+    Ok(())
+}
+
+/// A report per pair, in order: the one made when it did not build, or the guest's results
+/// judged.
+fn judge_all(
+    opts: &VerifyOptions,
+    pairs: &[Pair],
+    unbuilt: Vec<Option<ProgramReport>>,
+    result: &RunResult,
+    objdir: &Path,
+) -> Result<Vec<ProgramReport>> {
     let mut reports = Vec::new();
     for ((k, p), unbuilt) in pairs.iter().enumerate().zip(unbuilt) {
         if let Some(r) = unbuilt {
@@ -235,24 +295,7 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             &p.after,
         )?);
     }
-    let workload_log = result.workload_log.clone();
-    let workdir = if opts.keep {
-        let kept = work.keep();
-        Some(kept)
-    } else {
-        None
-    };
-    Ok((
-        reports,
-        Timing {
-            accel: vm.accel,
-            boot: vm.boot,
-            vm: vm.total,
-            total: started.elapsed(),
-            workdir,
-            workload_log,
-        },
-    ))
+    Ok(reports)
 }
 
 /// `path` (as the user gave it, absolute or relative, `..` included) as a relative path that
@@ -538,25 +581,57 @@ fn judge(
         problems: Vec::new(),
     };
     // One program that cannot be compared leaves the others of the run to be.
-    if let Some(e) = &o1.load_error {
-        rep.verdict = Verdict::Inconclusive;
-        rep.problems.push(format!(
-            "the original does not load in the guest kernel, so there is nothing to compare:\n{}",
-            qemu::tail(e, 40)
-        ));
+    if let Some((verdict, problem)) = load_failure(o1, nw) {
+        rep.verdict = verdict;
+        rep.problems.push(problem);
         return Ok(rep);
     }
-    if let Some(e) = &nw.load_error {
-        rep.verdict = Verdict::Different;
-        rep.problems.push(format!(
-            "the migrated program does not load (verifier log follows):\n{}",
-            qemu::tail(e, 40)
-        ));
-        return Ok(rep);
+    judge_attachment(&mut rep, o1, nw);
+    judge_maps(&mut rep, (o1, o2, nw), cpus, new_obj, new_src);
+    Ok(rep)
+}
+
+impl ProgramReport {
+    /// An inconclusive finding does not hide a difference.
+    fn worsen(&mut self, verdict: &Verdict) {
+        match verdict {
+            Verdict::Different => self.verdict = Verdict::Different,
+            Verdict::Inconclusive if self.verdict == Verdict::Equivalent => {
+                self.verdict = Verdict::Inconclusive
+            }
+            _ => {}
+        }
     }
-    for p in &o1.programs {
+}
+
+/// The verdict and the verifier's log when the original or the migrated program does not load.
+fn load_failure(orig: &ObjectResult, new: &ObjectResult) -> Option<(Verdict, String)> {
+    if let Some(e) = &orig.load_error {
+        return Some((
+            Verdict::Inconclusive,
+            format!(
+                "the original does not load in the guest kernel, so there is nothing to compare:\n{}",
+                qemu::tail(e, 40)
+            ),
+        ));
+    }
+    if let Some(e) = &new.load_error {
+        return Some((
+            Verdict::Different,
+            format!(
+                "the migrated program does not load (verifier log follows):\n{}",
+                qemu::tail(e, 40)
+            ),
+        ));
+    }
+    None
+}
+
+/// Every program of the original that attaches must attach in the migrated program too.
+fn judge_attachment(rep: &mut ProgramReport, orig: &ObjectResult, new: &ObjectResult) {
+    for p in &orig.programs {
         let pname = &p.name;
-        let twin = nw.program(&p.name).map(|t| &t.attach);
+        let twin = new.program(&p.name).map(|t| &t.attach);
         match (&p.attach, twin) {
             (Attach::Ok, Some(Attach::Ok)) | (Attach::TestRun, Some(Attach::TestRun)) => {}
             (Attach::Ok, _) => {
@@ -574,13 +649,23 @@ fn judge(
                 rep.problems.push(format!(
                     "program `{pname}` does not attach in the guest even in the original: {e}"
                 ));
-                if rep.verdict == Verdict::Equivalent {
-                    rep.verdict = Verdict::Inconclusive;
-                }
+                rep.worsen(&Verdict::Inconclusive);
             }
             _ => {}
         }
     }
+}
+
+/// Each perf event array of the original against the ring buffer of the same name in the
+/// migrated program. `objects` are the original's two loads and the migrated program.
+fn judge_maps(
+    rep: &mut ProgramReport,
+    objects: (&ObjectResult, &ObjectResult, &ObjectResult),
+    cpus: u32,
+    new_obj: &Path,
+    new_src: &Path,
+) {
+    let (o1, o2, nw) = objects;
     let perf_maps: Vec<&MapRecords> = o1
         .maps
         .iter()
@@ -607,20 +692,7 @@ fn judge(
         };
         let lost = m.lost + m2.map_or(0, |m2| m2.lost);
         let new_recs = &mn.records;
-        // A map may carry several event structs (a `kind` field tells them apart).
-        let mut layouts: Vec<btf::Layout> = event_structs(new_src, mname)
-            .iter()
-            .filter_map(|s| btf::layout_named(new_obj, s))
-            .collect();
-        if layouts.is_empty() {
-            layouts.extend(
-                new_recs
-                    .iter()
-                    .map(Vec::len)
-                    .max()
-                    .and_then(|len| btf::layout_for(new_obj, len)),
-            );
-        }
+        let layouts = event_layouts(new_obj, new_src, mname, new_recs);
         let r = compare_map(
             mname,
             &m.records,
@@ -630,16 +702,33 @@ fn judge(
             cpus,
             &layouts,
         );
-        match r.verdict {
-            Verdict::Different => rep.verdict = Verdict::Different,
-            Verdict::Inconclusive if rep.verdict == Verdict::Equivalent => {
-                rep.verdict = Verdict::Inconclusive
-            }
-            _ => {}
-        }
+        rep.worsen(&r.verdict);
         rep.maps.push(r);
     }
-    Ok(rep)
+}
+
+/// The event structs of `map`, laid out from the migrated object; a map may carry several
+/// (a `kind` field tells them apart). Failing those, the struct of the largest record's size.
+fn event_layouts(
+    new_obj: &Path,
+    new_src: &Path,
+    map: &str,
+    new_recs: &[Vec<u8>],
+) -> Vec<btf::Layout> {
+    let mut layouts: Vec<btf::Layout> = event_structs(new_src, map)
+        .iter()
+        .filter_map(|s| btf::layout_named(new_obj, s))
+        .collect();
+    if layouts.is_empty() {
+        layouts.extend(
+            new_recs
+                .iter()
+                .map(Vec::len)
+                .max()
+                .and_then(|len| btf::layout_for(new_obj, len)),
+        );
+    }
+    layouts
 }
 
 fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {

@@ -92,6 +92,46 @@ fn run_vm(
     let results = cfg.workdir.join(format!("results-{accel}.log"));
     let _ = fs::remove_file(&console);
     let _ = fs::remove_file(&results);
+    let mut cmd = qemu_command(cfg, accel, &console, &results);
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .context("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")?;
+    let mut guard = Guard(child);
+    let mut boot = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        if super::interrupted() {
+            bail!("interrupted; the guest was stopped");
+        }
+        let frames = read_frames(&results);
+        if boot.is_none() && !frames.is_empty() {
+            boot = Some(start.elapsed());
+        }
+        let done = frames.contains(&Message::Done);
+        let exited = guard.0.try_wait().context("waiting for qemu")?.is_some();
+        if done || exited {
+            return finish(&mut guard, &results, &console, accel, start, boot);
+        }
+        if let Some(d) = ready_deadline
+            && boot.is_none()
+            && start.elapsed() > d
+        {
+            bail!("the {accel} guest did not reach the agent within {d:?}");
+        }
+        if start.elapsed() > timeout {
+            let console_text = fs::read_to_string(&console).unwrap_or_default();
+            bail!(
+                "the guest did not finish within {timeout:?} (--timeout); qemu was stopped\n--- guest console (last lines):\n{}",
+                tail(&console_text, 30)
+            );
+        }
+    }
+}
+
+/// qemu with the console on the first serial port and the agent's results on the second,
+/// both into files.
+fn qemu_command(cfg: &VmConfig, accel: &'static str, console: &Path, results: &Path) -> Command {
     let mem = 256 + 128 * cfg.cpus;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
@@ -130,72 +170,49 @@ fn run_vm(
             Ok(())
         });
     }
-    let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .context("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")?;
-    let mut guard = Guard(child);
-    let mut boot = None;
-    loop {
+    cmd
+}
+
+/// The run once the agent is done or qemu has exited: an error unless the agent finished.
+fn finish(
+    guard: &mut Guard,
+    results: &Path,
+    console: &Path,
+    accel: &'static str,
+    start: Instant,
+    boot: Option<Duration>,
+) -> Result<VmRun> {
+    // Let qemu flush and exit on its own after the power-off.
+    let wait_until = Instant::now() + Duration::from_secs(2);
+    while guard.0.try_wait().context("waiting for qemu")?.is_none() && Instant::now() < wait_until {
         std::thread::sleep(Duration::from_millis(10));
-        if super::interrupted() {
-            bail!("interrupted; the guest was stopped");
-        }
-        let frames = read_frames(&results);
-        if boot.is_none() && !frames.is_empty() {
-            boot = Some(start.elapsed());
-        }
-        let done = frames.contains(&Message::Done);
-        let exited = guard.0.try_wait().context("waiting for qemu")?.is_some();
-        if done || exited {
-            // Let qemu flush and exit on its own after the power-off.
-            let wait_until = Instant::now() + Duration::from_secs(2);
-            while guard.0.try_wait().context("waiting for qemu")?.is_none()
-                && Instant::now() < wait_until
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let frames = read_frames(&results);
-            let console_text = fs::read_to_string(&console).unwrap_or_default();
-            if !frames.contains(&Message::Done) {
-                let mut stderr = String::new();
-                if let Some(mut e) = guard.0.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut stderr);
-                }
-                bail!(
-                    "the guest stopped before the agent finished{}\n--- qemu: {}\n--- guest console (last lines):\n{}",
-                    if console_text.contains("Kernel panic") {
-                        " (kernel panic)"
-                    } else {
-                        ""
-                    },
-                    stderr.trim(),
-                    tail(&console_text, 30)
-                );
-            }
-            return Ok(VmRun {
-                frames,
-                console: console_text,
-                accel,
-                boot: boot.unwrap_or_default(),
-                total: start.elapsed(),
-            });
-        }
-        if let Some(d) = ready_deadline
-            && boot.is_none()
-            && start.elapsed() > d
-        {
-            bail!("the {accel} guest did not reach the agent within {d:?}");
-        }
-        if start.elapsed() > timeout {
-            let console_text = fs::read_to_string(&console).unwrap_or_default();
-            bail!(
-                "the guest did not finish within {timeout:?} (--timeout); qemu was stopped\n--- guest console (last lines):\n{}",
-                tail(&console_text, 30)
-            );
-        }
     }
+    let frames = read_frames(results);
+    let console_text = fs::read_to_string(console).unwrap_or_default();
+    if !frames.contains(&Message::Done) {
+        let mut stderr = String::new();
+        if let Some(mut e) = guard.0.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        bail!(
+            "the guest stopped before the agent finished{}\n--- qemu: {}\n--- guest console (last lines):\n{}",
+            if console_text.contains("Kernel panic") {
+                " (kernel panic)"
+            } else {
+                ""
+            },
+            stderr.trim(),
+            tail(&console_text, 30)
+        );
+    }
+    Ok(VmRun {
+        frames,
+        console: console_text,
+        accel,
+        boot: boot.unwrap_or_default(),
+        total: start.elapsed(),
+    })
 }
 
 pub fn tail(s: &str, n: usize) -> String {

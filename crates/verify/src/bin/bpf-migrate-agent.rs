@@ -76,144 +76,255 @@ fn main() {
 fn run(m: &Manifest) -> RunResult {
     libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
     let started = Instant::now();
-    // Load every object before attaching any, so that all see the same events.
-    let mut objects: Vec<(String, Option<Object>, Option<String>)> = Vec::new();
+    let objects = load_objects(m);
+    let (links, programs) = attach_programs(&objects);
+    let maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects.iter().map(Loaded::maps).collect();
+    let mut buffers = open_buffers(&maps_per_obj);
+    let mut log = poison_rings(m, &maps_per_obj, &buffers);
+    let attached_ms = started.elapsed().as_millis();
+    buffers.discard_attach_events();
+    fill_percpu_arrays(m, &maps_per_obj);
+    if m.builtin_workload {
+        builtin_workload(&mut log, &mut || buffers.drain());
+        test_run_packets(&objects, &buffers, &mut log);
+    }
+    run_workload_command(m, &mut log);
+    std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..3 {
+        buffers.drain();
+    }
+    drop(links);
+    let buffer_errors = std::mem::take(&mut buffers.errors);
+    RunResult {
+        objects: object_results(objects, programs, &buffers.sinks, buffer_errors),
+        workload_log: log,
+        attached_ms: attached_ms as u64,
+        nr_cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+    }
+}
+
+/// An object of the manifest: loaded, or why it did not load.
+struct Loaded {
+    id: String,
+    obj: Option<Object>,
+    load_error: Option<String>,
+}
+
+impl Loaded {
+    fn maps(&self) -> Vec<libbpf_rs::Map<'_>> {
+        self.obj
+            .as_ref()
+            .map(|o| o.maps().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Every object is loaded before any is attached, so that all see the same events.
+fn load_objects(m: &Manifest) -> Vec<Loaded> {
+    let mut objects = Vec::new();
     for spec in &m.objects {
         take_log();
         let loaded = ObjectBuilder::default()
             .open_file(&spec.path)
             .and_then(|o| o.load());
         match loaded {
-            Ok(o) => objects.push((spec.id.clone(), Some(o), None)),
+            Ok(o) => objects.push(Loaded {
+                id: spec.id.clone(),
+                obj: Some(o),
+                load_error: None,
+            }),
             Err(e) => {
                 let log = take_log();
-                objects.push((spec.id.clone(), None, Some(format!("{e:#}\n{log}"))))
+                objects.push(Loaded {
+                    id: spec.id.clone(),
+                    obj: None,
+                    load_error: Some(format!("{e:#}\n{log}")),
+                })
             }
         }
     }
+    objects
+}
+
+/// XDP, tc and socket filter programs see no events of their own: the agent runs packets
+/// through them instead of attaching them.
+fn is_packet_program(ty: ProgramType) -> bool {
+    matches!(
+        ty,
+        ProgramType::Xdp
+            | ProgramType::SchedCls
+            | ProgramType::SchedAct
+            | ProgramType::SocketFilter
+    )
+}
+
+/// The links of every program attached, and per object what became of each program.
+fn attach_programs(objects: &[Loaded]) -> (Vec<Link>, Vec<Vec<ProgramResult>>) {
     let mut links: Vec<Link> = Vec::new();
     let mut progs_report: Vec<Vec<ProgramResult>> = Vec::new();
-    for (_, obj, _) in &objects {
+    for o in objects {
         let mut rep = Vec::new();
-        if let Some(obj) = obj {
+        if let Some(obj) = &o.obj {
             for p in obj.progs_mut() {
                 let name = p.name().to_string_lossy().into_owned();
                 let section = p.section().to_string_lossy().into_owned();
-                let ty = p.prog_type();
-                let result = |attach| ProgramResult {
-                    name: name.clone(),
-                    section: section.clone(),
+                let attach = attach_program(&p, &mut links);
+                rep.push(ProgramResult {
+                    name,
+                    section,
                     attach,
-                };
-                if matches!(
-                    ty,
-                    ProgramType::Xdp
-                        | ProgramType::SchedCls
-                        | ProgramType::SchedAct
-                        | ProgramType::SocketFilter
-                ) {
-                    rep.push(result(Attach::TestRun));
-                    continue;
-                }
-                if ty == ProgramType::PerfEvent {
-                    match attach_perf_event(&p) {
-                        Ok(mut l) => {
-                            links.append(&mut l);
-                            rep.push(result(Attach::Ok));
-                        }
-                        Err(e) => rep.push(result(Attach::Error(e))),
-                    }
-                    continue;
-                }
-                take_log();
-                match p.attach() {
-                    Ok(l) => {
-                        links.push(l);
-                        rep.push(result(Attach::Ok));
-                    }
-                    Err(e) => rep.push(result(Attach::Error(format!("{e:#} {}", take_log())))),
-                }
+                });
             }
         }
         progs_report.push(rep);
     }
+    (links, progs_report)
+}
 
-    // Buffers: a perf buffer per perf event array, a ring buffer per ring buffer map.
-    type Sink = Rc<RefCell<Vec<Vec<u8>>>>;
-    /// Map name, buffer kind, the records, the lost-sample count.
-    type MapSink = (String, BufferKind, Sink, Rc<RefCell<u64>>);
-    let mut sinks: Vec<Vec<MapSink>> = Vec::new();
-    let mut perf_bufs = Vec::new();
-    let mut ring_bufs = Vec::new();
-    let maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects
-        .iter()
-        .map(|(_, o, _)| o.as_ref().map(|o| o.maps().collect()).unwrap_or_default())
-        .collect();
-    let mut buffer_errors: Vec<Vec<BufferError>> = Vec::new();
-    for maps in &maps_per_obj {
+fn attach_program(p: &libbpf_rs::ProgramMut, links: &mut Vec<Link>) -> Attach {
+    let ty = p.prog_type();
+    if is_packet_program(ty) {
+        return Attach::TestRun;
+    }
+    if ty == ProgramType::PerfEvent {
+        return match attach_perf_event(p) {
+            Ok(mut l) => {
+                links.append(&mut l);
+                Attach::Ok
+            }
+            Err(e) => Attach::Error(e),
+        };
+    }
+    take_log();
+    match p.attach() {
+        Ok(l) => {
+            links.push(l);
+            Attach::Ok
+        }
+        Err(e) => Attach::Error(format!("{e:#} {}", take_log())),
+    }
+}
+
+type Sink = Rc<RefCell<Vec<Vec<u8>>>>;
+/// Map name, buffer kind, the records, the lost-sample count.
+type MapSink = (String, BufferKind, Sink, Rc<RefCell<u64>>);
+
+/// The buffers open on every object's maps, and per object where their records go and the
+/// maps whose buffer would not open.
+struct Buffers {
+    ring: Vec<libbpf_rs::RingBuffer<'static>>,
+    perf: Vec<libbpf_rs::PerfBuffer<'static>>,
+    sinks: Vec<Vec<MapSink>>,
+    errors: Vec<Vec<BufferError>>,
+}
+
+impl Buffers {
+    fn drain(&self) {
+        for pb in &self.perf {
+            let _ = pb.consume();
+        }
+        self.drain_rings();
+    }
+
+    fn drain_rings(&self) {
+        for rb in &self.ring {
+            let _ = rb.consume();
+        }
+    }
+
+    /// Objects were attached one after the other: whatever happened meanwhile (libbpf
+    /// opening tracefs files, say) reached only some of them. Dropped; the workload starts
+    /// now.
+    fn discard_attach_events(&self) {
+        self.drain();
+        for s in &self.sinks {
+            for (_, _, sink, lost) in s {
+                sink.borrow_mut().clear();
+                *lost.borrow_mut() = 0;
+            }
+        }
+    }
+}
+
+/// A perf buffer per perf event array, a ring buffer per ring buffer map.
+fn open_buffers(maps_per_obj: &[Vec<libbpf_rs::Map>]) -> Buffers {
+    let mut buffers = Buffers {
+        ring: Vec::new(),
+        perf: Vec::new(),
+        sinks: Vec::new(),
+        errors: Vec::new(),
+    };
+    for maps in maps_per_obj {
         let mut s = Vec::new();
         let mut errs = Vec::new();
         for map in maps {
             let name = map.name().to_string_lossy().into_owned();
-            match map.map_type() {
-                MapType::PerfEventArray => {
-                    let sink: Sink = Rc::default();
-                    let lost = Rc::new(RefCell::new(0u64));
-                    let (s2, l2) = (sink.clone(), lost.clone());
-                    let pb = PerfBufferBuilder::new(map)
-                        .sample_cb(move |_cpu, data: &[u8]| s2.borrow_mut().push(data.to_vec()))
-                        .lost_cb(move |_cpu, n| *l2.borrow_mut() += n)
-                        .pages(64)
-                        .build();
-                    match pb {
-                        Ok(pb) => {
-                            perf_bufs.push(pb);
-                            s.push((name, BufferKind::Perf, sink, lost));
-                        }
-                        Err(e) => errs.push(BufferError {
-                            map: name,
-                            error: format!("{e:#}"),
-                        }),
-                    }
-                }
-                MapType::RingBuf => {
-                    let sink: Sink = Rc::default();
-                    let s2 = sink.clone();
-                    let mut b = RingBufferBuilder::new();
-                    let built = b
-                        .add(map, move |data: &[u8]| {
-                            s2.borrow_mut().push(data.to_vec());
-                            0
-                        })
-                        .map(|_| ())
-                        .and_then(|_| b.build());
-                    match built {
-                        Ok(rb) => {
-                            ring_bufs.push(rb);
-                            s.push((name, BufferKind::Ring, sink, Rc::new(RefCell::new(0))));
-                        }
-                        Err(e) => errs.push(BufferError {
-                            map: name,
-                            error: format!("{e:#}"),
-                        }),
-                    }
-                }
-                _ => {}
+            let opened = match map.map_type() {
+                MapType::PerfEventArray => open_perf_buffer(map, &mut buffers.perf),
+                MapType::RingBuf => open_ring_buffer(map, &mut buffers.ring),
+                _ => continue,
+            };
+            match opened {
+                Ok((kind, sink, lost)) => s.push((name, kind, sink, lost)),
+                Err(e) => errs.push(BufferError {
+                    map: name,
+                    error: format!("{e:#}"),
+                }),
             }
         }
-        sinks.push(s);
-        buffer_errors.push(errs);
+        buffers.sinks.push(s);
+        buffers.errors.push(errs);
     }
+    buffers
+}
+
+type Opened = libbpf_rs::Result<(BufferKind, Sink, Rc<RefCell<u64>>)>;
+
+fn open_perf_buffer(
+    map: &libbpf_rs::Map,
+    perf: &mut Vec<libbpf_rs::PerfBuffer<'static>>,
+) -> Opened {
+    let sink: Sink = Rc::default();
+    let lost = Rc::new(RefCell::new(0u64));
+    let (s2, l2) = (sink.clone(), lost.clone());
+    let pb = PerfBufferBuilder::new(map)
+        .sample_cb(move |_cpu, data: &[u8]| s2.borrow_mut().push(data.to_vec()))
+        .lost_cb(move |_cpu, n| *l2.borrow_mut() += n)
+        .pages(64)
+        .build()?;
+    perf.push(pb);
+    Ok((BufferKind::Perf, sink, lost))
+}
+
+fn open_ring_buffer(
+    map: &libbpf_rs::Map,
+    ring: &mut Vec<libbpf_rs::RingBuffer<'static>>,
+) -> Opened {
+    let sink: Sink = Rc::default();
+    let s2 = sink.clone();
+    let mut b = RingBufferBuilder::new();
+    b.add(map, move |data: &[u8]| {
+        s2.borrow_mut().push(data.to_vec());
+        0
+    })?;
+    ring.push(b.build()?);
+    Ok((BufferKind::Ring, sink, Rc::new(RefCell::new(0))))
+}
+
+/// Poisons every ring buffer (see `poison_ring`), if the manifest names the poison object;
+/// the failures, for the workload log.
+fn poison_rings(
+    m: &Manifest,
+    maps_per_obj: &[Vec<libbpf_rs::Map>],
+    buffers: &Buffers,
+) -> Vec<String> {
     let mut poison_log = Vec::new();
     if let Some(poison) = &m.ring_poison {
-        for maps in &maps_per_obj {
+        for maps in maps_per_obj {
             for map in maps.iter().filter(|m| m.map_type() == MapType::RingBuf) {
-                let drain = || {
-                    for rb in &ring_bufs {
-                        let _ = rb.consume();
-                    }
-                };
-                if let Err(e) = poison_ring(poison, map, &drain) {
+                if let Err(e) = poison_ring(poison, map, &|| buffers.drain_rings()) {
                     poison_log.push(format!(
                         "poisoning ring buffer {}: {e:#}",
                         map.name().to_string_lossy()
@@ -222,23 +333,14 @@ fn run(m: &Manifest) -> RunResult {
             }
         }
     }
-    let attached_ms = started.elapsed().as_millis();
-    // Objects were attached one after the other: whatever happened meanwhile (libbpf opening
-    // tracefs files, say) reached only some of them. Drop it; the workload starts now.
-    for pb in &perf_bufs {
-        let _ = pb.consume();
-    }
-    for rb in &ring_bufs {
-        let _ = rb.consume();
-    }
-    for s in &sinks {
-        for (_, _, sink, lost) in s {
-            sink.borrow_mut().clear();
-            *lost.borrow_mut() = 0;
-        }
-    }
+    poison_log
+}
+
+/// Writes each object's poison byte into every element of its per-CPU arrays (see
+/// ARCHITECTURE.md: stale heap bytes show up as noise).
+fn fill_percpu_arrays(m: &Manifest, maps_per_obj: &[Vec<libbpf_rs::Map>]) {
     let ncpus = libbpf_rs::num_possible_cpus().unwrap_or(1);
-    for (spec, maps) in m.objects.iter().zip(&maps_per_obj) {
+    for (spec, maps) in m.objects.iter().zip(maps_per_obj) {
         for map in maps {
             // Internal maps (.bss, .data, .rodata) hold the program's globals: left alone.
             if map.map_type() != MapType::PercpuArray || map.name().to_string_lossy().contains('.')
@@ -252,48 +354,36 @@ fn run(m: &Manifest) -> RunResult {
             }
         }
     }
+}
 
-    let drain = |perf_bufs: &Vec<libbpf_rs::PerfBuffer>, ring_bufs: &Vec<libbpf_rs::RingBuffer>| {
-        for pb in perf_bufs {
-            let _ = pb.consume();
-        }
-        for rb in ring_bufs {
-            let _ = rb.consume();
-        }
-    };
-
-    let mut log: Vec<String> = poison_log;
-    if m.builtin_workload {
-        builtin_workload(&mut log, &mut || drain(&perf_bufs, &ring_bufs));
-        // Packet programs: the same packets through every object's programs.
-        for (i, (_, obj, _)) in objects.iter().enumerate() {
-            if let Some(obj) = obj {
-                for p in obj.progs_mut() {
-                    if matches!(
-                        p.prog_type(),
-                        ProgramType::Xdp
-                            | ProgramType::SchedCls
-                            | ProgramType::SchedAct
-                            | ProgramType::SocketFilter
-                    ) {
-                        for pkt in packets() {
-                            let input = ProgramInput {
-                                data_in: Some(&pkt),
-                                ..Default::default()
-                            };
-                            if let Err(e) = p.test_run(input) {
-                                log.push(format!(
-                                    "object {i}: test_run {}: {e:#}",
-                                    p.name().to_string_lossy()
-                                ));
-                            }
-                        }
+/// The same packets through every object's packet programs.
+fn test_run_packets(objects: &[Loaded], buffers: &Buffers, log: &mut Vec<String>) {
+    for (i, o) in objects.iter().enumerate() {
+        if let Some(obj) = &o.obj {
+            for p in obj.progs_mut() {
+                if !is_packet_program(p.prog_type()) {
+                    continue;
+                }
+                for pkt in packets() {
+                    let input = ProgramInput {
+                        data_in: Some(&pkt),
+                        ..Default::default()
+                    };
+                    if let Err(e) = p.test_run(input) {
+                        log.push(format!(
+                            "object {i}: test_run {}: {e:#}",
+                            p.name().to_string_lossy()
+                        ));
                     }
                 }
             }
-            drain(&perf_bufs, &ring_bufs);
         }
+        buffers.drain();
     }
+}
+
+/// The user's `--workload`, if any.
+fn run_workload_command(m: &Manifest, log: &mut Vec<String>) {
     if let Some(cmd) = &m.workload
         && !cmd.is_empty()
     {
@@ -308,20 +398,22 @@ fn run(m: &Manifest) -> RunResult {
             Err(e) => log.push(format!("workload `{}`: {e}", cmd.join(" "))),
         }
     }
-    std::thread::sleep(Duration::from_millis(20));
-    for _ in 0..3 {
-        drain(&perf_bufs, &ring_bufs);
-    }
-    drop(links);
+}
 
+fn object_results(
+    objects: Vec<Loaded>,
+    programs: Vec<Vec<ProgramResult>>,
+    sinks: &[Vec<MapSink>],
+    buffer_errors: Vec<Vec<BufferError>>,
+) -> Vec<ObjectResult> {
     let mut buffer_errors = buffer_errors.into_iter();
-    let objects = objects
+    objects
         .into_iter()
-        .zip(progs_report)
-        .zip(&sinks)
-        .map(|(((id, _obj, load_error), programs), sinks)| ObjectResult {
-            id,
-            load_error,
+        .zip(programs)
+        .zip(sinks)
+        .map(|((o, programs), sinks)| ObjectResult {
+            id: o.id,
+            load_error: o.load_error,
             programs,
             maps: sinks
                 .iter()
@@ -334,15 +426,7 @@ fn run(m: &Manifest) -> RunResult {
                 .collect(),
             buffer_errors: buffer_errors.next().unwrap_or_default(),
         })
-        .collect();
-    RunResult {
-        objects,
-        workload_log: log,
-        attached_ms: attached_ms as u64,
-        nr_cpus: std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
-    }
+        .collect()
 }
 
 /// Events per second, one object at a time: attach it, make `n` getpid() calls (the
