@@ -3,7 +3,8 @@
 
 use tree_sitter::Node;
 
-use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, reserve};
+use super::context::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses};
+use super::reserve;
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
@@ -126,7 +127,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         .collect();
     let mut allowed: Vec<(usize, usize)> = defs.iter().map(|d| d.1).collect();
     allowed.extend(outputs.iter().map(|o| o.map_span));
-    super::other_map_uses(
+    other_map_uses(
         cx,
         &names,
         &allowed,

@@ -2,7 +2,9 @@
 
 use tree_sitter::Node;
 
-use super::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, reserve};
+use super::context::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses};
+use super::edits::{delete_member, delete_member_with_comment, own_line};
+use super::reserve;
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
@@ -75,7 +77,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
             outputs.push(site);
         }
     }
-    super::reserve::settle(cx, cands, out);
+    reserve::settle(cx, cands, out);
 
     // Every other mention of a perf map of this file, or of one this file writes to, is a use
     // bpf-migrate does not know how to carry over (a wrapper taking the map as an argument, a
@@ -87,7 +89,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     names.retain(|n| !counters.contains(n));
     let mut allowed: Vec<(usize, usize)> = defs.iter().map(|d| d.name_span).collect();
     allowed.extend(outputs.iter().map(|o| o.map_span));
-    super::other_map_uses(
+    other_map_uses(
         cx,
         &names,
         &allowed,
@@ -312,48 +314,6 @@ fn stray_body_text(src: &str, body: Node, members: &[Member]) -> Option<usize> {
         .filter(|t| t.0 != Tok::Comment)
         .find(|t| !members.iter().any(|m| t.1 >= m.span.0 && t.2 <= m.span.1))
         .map(|t| t.1)
-}
-
-/// Whether `s..e` is alone on its line(s), but for whitespace and a trailing comment.
-fn own_line(src: &str, s: usize, e: usize) -> bool {
-    let before = &src[line_start(src, s)..s];
-    let after_end = line_end_incl(src, e);
-    let after = src[e..after_end].trim();
-    before.trim().is_empty()
-        && (after.is_empty()
-            || after.starts_with("//")
-            || (after.starts_with("/*") && after.ends_with("*/")))
-}
-
-/// Deletes `s..e` with its line when it stands alone on it, else with the space after it.
-pub fn delete_member(src: &str, (s, e): (usize, usize), rule: Rule) -> Edit {
-    if own_line(src, s, e) {
-        Edit::delete(line_start(src, s), line_end_incl(src, e), rule)
-    } else {
-        let ws = src[e..].len() - src[e..].trim_start_matches([' ', '\t']).len();
-        Edit::delete(s, e + ws, rule)
-    }
-}
-
-/// Like `delete_member`, and comment lines right above the member go with it: they spoke of
-/// the key or value that is removed.
-pub fn delete_member_with_comment(src: &str, (s, e): (usize, usize), rule: Rule) -> Edit {
-    let mut d = delete_member(src, (s, e), rule);
-    if d.start == line_start(src, s) {
-        loop {
-            if d.start == 0 {
-                break;
-            }
-            let prev = line_start(src, d.start - 1);
-            let t = src[prev..d.start].trim();
-            let is_comment = t.starts_with("//") || (t.starts_with("/*") && t.ends_with("*/"));
-            if !is_comment {
-                break;
-            }
-            d.start = prev;
-        }
-    }
-    d
 }
 
 /// A `struct bpf_map_def SEC("maps")` perf event array, as `btf_map_def`.

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use tree_sitter::Node;
 
-use super::{Analysis, Consumer, Ctx, Options, Report, bcc};
+use super::bcc;
+use super::check::{Kept, check_bcc_c, wants_check_ahead};
+use super::context::{Analysis, Consumer, Ctx, Report};
+use super::options::Options;
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, descendants, of_kind, text};
@@ -49,7 +52,7 @@ impl<'a, 't> Py<'a, 't> {
 }
 
 /// Analyses a BCC tool; its parse comes back when `check_ahead` may want it.
-pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Kept>) {
+pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     let mut a = Analysis::default();
     let Some(tree) = parse(&file.text) else {
         a.diags.push(Diagnostic::file_error(
@@ -85,7 +88,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
         bcc::analyze(&mut cx, &mut a);
         // The Python re-parse cannot see the C: its edits are checked here, on the C alone.
         if !cx.edits.is_empty()
-            && let Some(d) = super::check_bcc_c(file, &parsed, &ranges, &cx.edits, cx.errors.len())
+            && let Some(d) = check_bcc_c(file, &parsed, &ranges, &cx.edits, cx.errors.len())
         {
             a.diags.push(d);
         }
@@ -160,7 +163,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<super::Ke
     a.edits.extend(py.edits);
     a.diags.extend(py.diags);
     drop(nodes);
-    let kept = super::wants_check_ahead(&a).then_some(super::Kept::Python(tree));
+    let kept = wants_check_ahead(&a).then_some(Kept::Python(tree));
     (a, kept)
 }
 

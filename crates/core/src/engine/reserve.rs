@@ -13,7 +13,9 @@ use std::collections::HashMap;
 
 use tree_sitter::Node;
 
-use super::{Analysis, Ctx, Report};
+use super::context::{Analysis, Ctx, Report};
+use super::gate::is_python;
+use super::options::Strategy;
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c;
@@ -79,7 +81,7 @@ struct HeapUse {
 /// Where an output call's edit goes: straight into the file's edits with the copy strategy,
 /// among the candidates for `settle` with the reserve strategy.
 pub fn offer<'t>(cx: &mut Ctx<'_, 't>, cands: &mut Vec<Candidate<'t>>, cand: Candidate<'t>) {
-    if cx.opts.strategy == super::Strategy::Reserve {
+    if cx.opts.strategy == Strategy::Reserve {
         cands.push(cand);
     } else {
         cx.edits.push(cand.copy);
@@ -424,7 +426,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
         func.field("body").ok_or("the function has no body")?
     };
     if matches!(k.dialect, Dialect::Bcc { .. })
-        && crate::engine::is_python(cx.file.path())
+        && is_python(cx.file.path())
         && c::text(func, src).contains("{{")
     {
         return Err("the C is a Python format string, where new braces would need escaping".into());

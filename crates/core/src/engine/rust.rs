@@ -17,7 +17,8 @@ use syn::{
     UseTree,
 };
 
-use super::{Analysis, Consumer, Report};
+use super::check::{Kept, wants_check_ahead};
+use super::context::{Analysis, Consumer, Report};
 use crate::edit::Edit;
 use crate::report::Diagnostic;
 use crate::rules::Rule;
@@ -368,7 +369,7 @@ fn parse(text: &str) -> syn::Result<(proc_macro2::TokenStream, syn::File)> {
 
 /// The analysis of a Rust file, and what `check_ahead` needs when it has edits: the byte
 /// ranges of its top-level items.
-pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
+pub fn analyze(file: &SourceFile) -> (Analysis, Option<Kept>) {
     let mut a = Analysis::default();
     let (tokens, ast) = match parse(&file.text) {
         Ok(f) => f,
@@ -500,7 +501,7 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<super::Kept>) {
     }
     a.edits.extend(rs.edits);
     a.diags.extend(rs.diags);
-    let kept = super::wants_check_ahead(&a).then(|| super::Kept::Rust(item_ranges(file, &ast)));
+    let kept = wants_check_ahead(&a).then(|| Kept::Rust(item_ranges(file, &ast)));
     (a, kept)
 }
 

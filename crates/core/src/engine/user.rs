@@ -5,7 +5,8 @@ use std::collections::HashSet;
 
 use tree_sitter::Node;
 
-use super::{Analysis, Consumer, Ctx, Report};
+use super::context::{Analysis, Consumer, Ctx, Report};
+use super::edits::delete_member;
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
@@ -682,7 +683,7 @@ fn old_opts(cx: &mut Ctx, st: &mut State, call: Node, arg: &str, arg_at: usize) 
 
 /// The bytes to delete for a statement: its whole line when it stands alone there.
 fn statement_span(src: &str, n: Node) -> (usize, usize) {
-    let e = super::bpf::delete_member(src, (n.start_byte(), n.end_byte()), Rule::PerfBufferOpts);
+    let e = delete_member(src, (n.start_byte(), n.end_byte()), Rule::PerfBufferOpts);
     (e.start, e.end)
 }
 

@@ -988,7 +988,8 @@ mod tests {
             assert_eq!(error_nodes(root), error_nodes_by_full_walk(root), "{src}");
         }
         // Every fixture's C, each with its last third cut off (errors at the cut).
-        let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")];
+        let mut dirs =
+            vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")];
         while let Some(d) = dirs.pop() {
             for e in std::fs::read_dir(d).unwrap().flatten() {
                 let path = e.path();

@@ -153,7 +153,7 @@ mod tests {
             }
             assert_eq!(kind_id(lang, "no_such_kind"), 0);
         }
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
         let c_text = std::fs::read_to_string(root.join("execsnoop/input/execsnoop.c")).unwrap();
         let py_text =
             std::fs::read_to_string(root.join("bcc_tcpconnect/input/tcpconnect.py")).unwrap();

@@ -1,0 +1,288 @@
+//! What an analysis sees of one file (`Ctx`), what it records (`Report`), and what it
+//! contributes to linking (`Analysis`).
+
+use std::path::PathBuf;
+
+use tree_sitter::{Node, Tree};
+
+use super::options::{Options, size_expr};
+use crate::edit::Edit;
+use crate::lang::c::{self, Tok};
+use crate::report::Diagnostic;
+use crate::rules::Rule;
+use crate::source::SourceFile;
+
+/// A perf event array defined in a BPF C file.
+#[derive(Debug, Clone)]
+pub struct MapDef {
+    pub name: String,
+    pub offset: usize,
+    pub kind: MapKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapKind {
+    /// `struct { __uint(type, ...); ... } name SEC(".maps");`
+    Btf,
+    /// `struct bpf_map_def SEC("maps") name = { ... };`
+    Legacy,
+    /// BCC's `BPF_PERF_OUTPUT(name);`
+    Bcc,
+}
+
+/// A `bpf_perf_event_output` (or packet output) call.
+#[derive(Debug, Clone)]
+pub struct OutputSite {
+    pub map: String,
+    pub map_span: (usize, usize),
+    pub offset: usize,
+}
+
+/// A `perf_buffer__new` whose map is known.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub map: String,
+    pub offset: usize,
+    /// Pages per CPU, when the page count is a constant the tool can read.
+    pub pages: Option<u64>,
+}
+
+/// What one file contributes to linking.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    pub maps: Vec<MapDef>,
+    pub outputs: Vec<OutputSite>,
+    pub consumers: Vec<Consumer>,
+    /// File names (no directory) of the BPF sources this loader names: `x.bpf.c` for a
+    /// skeleton `x.skel.h` or an object `x.bpf.o`.
+    pub bpf_sources: Vec<String>,
+    /// Files this file includes with `#include "..."`, as written.
+    pub includes: Vec<String>,
+    /// C files a BCC tool loads with `BPF(src_file=...)`.
+    pub bcc_sources: Vec<PathBuf>,
+    /// Parse errors in the file as it is (see `parse_errors`): the migrated text may not have
+    /// more.
+    pub errors_before: usize,
+    pub edits: Vec<Edit>,
+    pub diags: Vec<Diagnostic>,
+    /// Per-CPU arrays the reserve strategy deletes, with the deletion edit's start and the
+    /// name's offset: kept if another file of the program names them (a loader sizing the
+    /// map, say).
+    pub heap_maps: Vec<(String, usize, usize)>,
+    /// Parse errors in the text `edits` make, counted by an incremental re-parse while the
+    /// analysis tree was alive (`check_ahead`); None if not counted, or if linking changed the
+    /// edits since.
+    pub errors_ahead: Option<usize>,
+}
+
+/// What analysis code sees of one parsed file.
+pub struct Ctx<'a, 't> {
+    pub file: &'a SourceFile,
+    pub tree: &'t Tree,
+    /// The named nodes and MISSING ones (`c::named_descendants`), in document order: kinds
+    /// are looked up by their named ids (`lang::kind_id`), so punctuation and keywords, about
+    /// half of a tree, are left out.
+    pub nodes: &'a [Node<'t>],
+    /// Nodes by kind id: analysis asks for one kind at a time, many times over.
+    by_kind: Vec<Vec<Node<'t>>>,
+    /// Spans of ERROR and MISSING nodes.
+    pub(super) errors: Vec<(usize, usize)>,
+    toks: &'a [(Tok, usize, usize)],
+    pub opts: &'a Options,
+    pub edits: Vec<Edit>,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl<'a, 't> Ctx<'a, 't> {
+    pub fn new(
+        file: &'a SourceFile,
+        tree: &'t Tree,
+        nodes: &'a [Node<'t>],
+        toks: &'a [(Tok, usize, usize)],
+        opts: &'a Options,
+    ) -> Self {
+        let mut by_kind: Vec<Vec<Node<'t>>> = vec![Vec::new(); tree.language().node_kind_count()];
+        for n in nodes {
+            if let Some(v) = by_kind.get_mut(usize::from(n.kind_id())) {
+                v.push(*n);
+            }
+        }
+        Ctx {
+            file,
+            tree,
+            nodes,
+            by_kind,
+            errors: c::error_nodes(tree.root_node()),
+            toks,
+            opts,
+            edits: Vec::new(),
+            diags: Vec::new(),
+        }
+    }
+
+    pub fn src(&self) -> &'a str {
+        &self.file.text
+    }
+
+    /// The nodes of one kind, in document order.
+    pub fn of_kind(&self, kind: &str) -> Vec<Node<'t>> {
+        let id = crate::lang::kind_id(&self.tree.language(), kind);
+        self.by_kind
+            .get(usize::from(id))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `node` and the nodes below it, as a filter of all nodes by byte range would give:
+    /// `nodes` is in document order, so they lie in the run that starts within the range.
+    pub fn nodes_within(&self, node: Node<'t>) -> Vec<Node<'t>> {
+        let (s, e) = (node.start_byte(), node.end_byte());
+        let lo = self.nodes.partition_point(|n| n.start_byte() < s);
+        let hi = self.nodes.partition_point(|n| n.start_byte() <= e);
+        self.nodes[lo..hi]
+            .iter()
+            .copied()
+            .filter(|n| n.end_byte() <= e)
+            .collect()
+    }
+
+    /// The nodes of several kinds, in document order (an ancestor before its descendants).
+    pub fn of_kinds(&self, kinds: &[&str]) -> Vec<Node<'t>> {
+        let mut out: Vec<Node<'t>> = kinds.iter().flat_map(|k| self.of_kind(k)).collect();
+        out.sort_by_key(|n| (n.start_byte(), std::cmp::Reverse(n.end_byte())));
+        out
+    }
+
+    /// The first identifier that `is_trigger` picks and that lies in code that does not
+    /// parse, as a byte range.
+    pub fn trigger_in_error(&self, is_trigger: impl Fn(&str) -> bool) -> Option<(usize, usize)> {
+        if self.errors.is_empty() {
+            return None;
+        }
+        let src = self.src();
+        self.toks
+            .iter()
+            .find(|&&(t, s, e)| {
+                t == Tok::Ident
+                    && is_trigger(&src[s..e])
+                    && self.errors.iter().any(|&(a, b)| a <= s && e <= b)
+            })
+            .map(|&(_, s, e)| (s, e))
+    }
+
+    /// Whether the code in `start..end` holds a parse error.
+    pub fn has_error_in(&self, start: usize, end: usize) -> bool {
+        c::has_error_in(&self.errors, start, end)
+    }
+
+    pub fn root(&self) -> Node<'t> {
+        self.tree.root_node()
+    }
+
+    pub fn tokens(&self) -> &'a [(Tok, usize, usize)] {
+        self.toks
+    }
+
+    pub fn size_expr(&self) -> String {
+        size_expr(self.opts.ring_size)
+    }
+}
+
+/// Where an analysis records its diagnostics: the file they are about, and the list.
+pub trait Report {
+    fn report_to(&mut self) -> (&SourceFile, &mut Vec<Diagnostic>);
+
+    /// A diagnostic of `rule`, with the severity of its class: a refusal (the program is
+    /// left for a person), a warning or a note.
+    fn diag(&mut self, offset: usize, rule: Rule, msg: impl Into<String>, help: Option<&str>) {
+        let (file, diags) = self.report_to();
+        let mut d = Diagnostic::at(file, offset, rule, msg);
+        if let Some(h) = help {
+            d = d.help(h);
+        }
+        diags.push(d);
+    }
+
+    fn report(&mut self, offset: usize, rule: Rule, msg: impl Into<String>, help: &str) {
+        self.diag(offset, rule, msg, Some(help));
+    }
+}
+
+impl Report for Ctx<'_, '_> {
+    fn report_to(&mut self) -> (&SourceFile, &mut Vec<Diagnostic>) {
+        (self.file, &mut self.diags)
+    }
+}
+
+/// Reports every identifier that names one of the perf maps `names` outside the `allowed`
+/// spans (their definitions and output calls): a use the migration cannot carry over (a
+/// wrapper taking the map as an argument, a lookup, a macro).
+pub fn other_map_uses(
+    cx: &mut Ctx,
+    names: &[String],
+    allowed: &[(usize, usize)],
+    message: &dyn Fn(&str) -> String,
+    help: &str,
+) {
+    let src = cx.src();
+    for n in cx.of_kind("identifier") {
+        let t = c::text(n, src);
+        if names.iter().any(|m| m == t)
+            && !allowed
+                .iter()
+                .any(|&(s, e)| n.start_byte() >= s && n.end_byte() <= e)
+        {
+            cx.report(n.start_byte(), Rule::MapOtherUse, message(t), help);
+        }
+    }
+}
+
+/// Whether these diagnostics keep their program from migrating (manual work, or an error).
+pub(super) fn refuses(diags: &[Diagnostic]) -> bool {
+    diags.iter().any(|d| d.severity.refuses())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tree_sitter::Node;
+
+    use super::*;
+
+    /// `nodes_within` finds what filtering every node by byte range finds, for every
+    /// function body and statement of a loader and a BPF program (error recovery included).
+    #[test]
+    fn nodes_within_is_a_range_filter() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+        for f in [
+            "execsnoop/input/execsnoop.c",
+            "reserve_procwatch/input/procwatch.bpf.c",
+            "refuse_raw_consumer/input/refuse_raw_consumer.c",
+        ] {
+            let text = std::fs::read_to_string(root.join(f)).unwrap();
+            // Unbalanced, so that ERROR and MISSING nodes are among them.
+            let text = text.replacen('}', "", 3);
+            let file = SourceFile::new(root.join(f), f.into(), text);
+            let toks = c::lex(&file.text, 0..file.text.len());
+            let parsed = c::parse_auto(&file.text, Some(&[0..file.text.len()])).unwrap();
+            // The list the analyses get (named nodes and MISSING ones).
+            let nodes = c::named_descendants(parsed.tree.root_node());
+            let opts = Options::default();
+            let cx = Ctx::new(&file, &parsed.tree, &nodes, &toks, &opts);
+            for n in nodes.iter().filter(|n| {
+                matches!(
+                    n.kind(),
+                    "compound_statement" | "expression_statement" | "ERROR"
+                ) || n.is_missing()
+            }) {
+                let want: Vec<Node> = nodes
+                    .iter()
+                    .copied()
+                    .filter(|m| m.start_byte() >= n.start_byte() && m.end_byte() <= n.end_byte())
+                    .collect();
+                assert_eq!(cx.nodes_within(*n), want, "{f}: {}", n.kind());
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! What a run is asked to do: the ring buffer size, the strategy and the rules selected.
+
+use crate::rules::Rule;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Ring buffer size in bytes: a power of two and a multiple of 4096.
+    pub ring_size: u64,
+    /// The user asked for this size (rather than the default).
+    pub ring_size_given: bool,
+    pub rules: RuleFilter,
+    pub strategy: Strategy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ring_size: 256 * 1024,
+            ring_size_given: false,
+            rules: RuleFilter::default(),
+            strategy: Strategy::Copy,
+        }
+    }
+}
+
+/// How an event gets into the ring buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// `bpf_ringbuf_output`: the event is built where it was and copied in.
+    #[default]
+    Copy,
+    /// `bpf_ringbuf_reserve`/`submit`: the event is built in the ring (see `reserve`).
+    Reserve,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "copy" => Ok(Strategy::Copy),
+            "reserve" => Ok(Strategy::Reserve),
+            _ => Err(format!("`{s}` is not a strategy: copy or reserve")),
+        }
+    }
+}
+
+/// A ring buffer size as the command lines take it: bytes, or `256K`, `1M`; a power of two,
+/// at least 4096.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1024),
+        Some((i, 'M' | 'm')) => (&t[..i], 1024 * 1024),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size in bytes (e.g. 262144, 256K, 1M)"))?;
+    let bytes = n.checked_mul(mult).ok_or("size too large")?;
+    check_ring_size(bytes)?;
+    Ok(bytes)
+}
+
+/// `--select` and `--ignore`: rule ids or prefixes ending in `*` (`bcc-*`). A program is
+/// migrated only if every rule it needs is selected: a partial migration would break it.
+#[derive(Debug, Clone, Default)]
+pub struct RuleFilter {
+    pub select: Vec<String>,
+    pub ignore: Vec<String>,
+}
+
+impl RuleFilter {
+    fn matches(pat: &str, id: &str) -> bool {
+        match pat.strip_suffix('*') {
+            Some(prefix) => id.starts_with(prefix),
+            None => pat == id,
+        }
+    }
+
+    pub fn allows(&self, rule: Rule) -> bool {
+        let id = rule.id();
+        (self.select.is_empty() || self.select.iter().any(|p| Self::matches(p, id)))
+            && !self.ignore.iter().any(|p| Self::matches(p, id))
+    }
+
+    /// Every pattern names a rule or, with `*`, a prefix of one; else the pattern that names
+    /// none.
+    pub fn check(&self) -> Result<(), String> {
+        let known = |p: &String| {
+            Rule::ALL
+                .iter()
+                .any(|r| r.in_catalogue() && Self::matches(p, r.id()))
+        };
+        match self.select.iter().chain(&self.ignore).find(|p| !known(p)) {
+            Some(p) => Err(format!("no rule `{p}`; `bpf-migrate rules` lists them")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks a ring buffer size the way the kernel does (libbpf >= 0.8 rounds up; other loaders
+/// do not, so the tool never writes a size that needs rounding).
+pub fn check_ring_size(bytes: u64) -> Result<(), String> {
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        return Err(format!(
+            "ring buffer size {bytes} must be a power of two and a multiple of 4096 (e.g. 262144 or 256K)"
+        ));
+    }
+    Ok(())
+}
+
+/// The C expression written for a ring buffer size: `256 * 1024`, `4 * 1024 * 1024`.
+pub fn size_expr(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} * 1024 * 1024", bytes >> 20)
+    } else {
+        format!("{} * 1024", bytes >> 10)
+    }
+}
