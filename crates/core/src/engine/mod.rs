@@ -24,6 +24,8 @@ pub mod rust;
 pub mod user;
 
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
