@@ -1,24 +1,26 @@
-//! Golden tests over `fixtures/*`: the migrated files and diagnostics match what is checked
-//! in; the printed diff applied with `git apply` gives what `--write` writes; a second run
+//! Snapshot tests over `fixtures/*`: what `bpf-migrate --diff` and `--write` print on each
+//! fixture's `input/` matches its approved snapshot `fixtures/NAME/snapshot.snap` (exit codes,
+//! the unified diff, the diagnostics; see `FixtureRun` in tests/common); the printed diff
+//! applied with `git apply` gives what `--write` writes; `--check` writes nothing; a second run
 //! changes nothing; and the migrated programs compile (BPF C with clang, loaders with
 //! `-Wall -Werror` against bpftool skeletons).
 //!
-//! `BLESS=1 cargo test --test fixtures` rewrites the expected files from the tool's output.
+//! Approving a change of output (snapshots use insta; `cargo install --locked cargo-insta`):
+//!   cargo insta test -p bpf-migrate --test fixtures --review
+//! or, after a failing `cargo test` (which leaves `fixtures/NAME/snapshot.snap.new` beside
+//! each snapshot that differs, and each new fixture's), `cargo insta review`. Without
+//! cargo-insta: `INSTA_UPDATE=always cargo test -p bpf-migrate --test fixtures` overwrites the
+//! snapshots, to review with `git diff fixtures/`. One fixture alone:
+//! `INSTA_GLOB_FILTER='NAME/*' cargo test -p bpf-migrate --test fixtures`.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-/// Extra command-line options of a fixture (`fixtures/X/args`, e.g. `--strategy reserve`).
-fn fixture_args(fx: &Path) -> Vec<String> {
-    fs::read_to_string(fx.join("args"))
-        .map(|s| s.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default()
-}
 
 /// `run` with the fixture's own options after `args`.
 fn run_fx(fx: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
@@ -28,6 +30,8 @@ fn run_fx(fx: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
     run(dir, &all)
 }
 
+/// Checks one fixture; the snapshot assertion reports its own failure (to insta's `glob!`),
+/// the other checks return theirs.
 fn check_fixture(fx: &Path) -> Result<(), String> {
     let name = fx.file_name().unwrap().to_string_lossy().into_owned();
     let input = read_tree(&fx.join("input"));
@@ -36,60 +40,57 @@ fn check_fixture(fx: &Path) -> Result<(), String> {
     // --write on one copy.
     let wdir = tmp.path().join("write");
     write_tree(&wdir, &input);
-    let w = run_fx(fx, &wdir, &["--write", "--color", "never"]);
+    let w = run_fx(fx, &wdir, &["--write"]);
     let written = read_tree(&wdir);
-    let changed: std::collections::BTreeMap<String, String> = written
+    let changed: BTreeMap<String, String> = written
         .iter()
         .filter(|(k, v)| input.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let diags = stderr(&w);
-
-    if bless() {
-        let exp = fx.join("expected");
-        let _ = fs::remove_dir_all(&exp);
-        if !changed.is_empty() {
-            write_tree(&exp, &changed);
-        }
-        fs::write(fx.join("expected.stderr"), &diags).unwrap();
-    }
-    let mut errs = Vec::new();
-    let expected = read_tree(&fx.join("expected"));
-    if changed != expected {
-        for (k, v) in &expected {
-            if changed.get(k) != Some(v) {
-                errs.push(format!("{name}: {k} differs from expected/{k}"));
-            }
-        }
-        for k in changed.keys().filter(|k| !expected.contains_key(*k)) {
-            errs.push(format!("{name}: {k} changed but has no expected/{k}"));
-        }
-    }
-    let exp_diags = fs::read_to_string(fx.join("expected.stderr")).unwrap_or_default();
-    if diags != exp_diags {
-        errs.push(format!(
-            "{name}: diagnostics differ:\n--- expected\n{exp_diags}\n--- got\n{diags}"
-        ));
-    }
-    let manual = diags.contains("manual[");
-    let want_code = if manual { 1 } else { 0 };
-    if code(&w) != want_code {
-        errs.push(format!(
-            "{name}: --write exited {}, expected {want_code}",
-            code(&w)
-        ));
-    }
-
-    // --diff on a second copy, applied with git apply, must give the same tree.
+    // --diff on a second copy.
     let ddir = tmp.path().join("diff");
     write_tree(&ddir, &input);
-    let d = run_fx(fx, &ddir, &[]);
-    let patch = stdout(&d);
+    let d = run_fx(fx, &ddir, &["--diff"]);
+    let got = FixtureRun {
+        args: fixture_args(fx),
+        diff_code: code(&d),
+        diff_stdout: stdout(&d),
+        diff_stderr: stderr(&d),
+        write_code: code(&w),
+        write_stderr: stderr(&w),
+    };
+
+    let mut errs = Vec::new();
+    let text = got.render();
+    if FixtureRun::parse(&text).as_ref() != Ok(&got) || text.contains('\r') {
+        errs.push(format!(
+            "{name}: the snapshot cannot hold this output exactly (a carriage return, a \
+             section that does not end in a newline, or a line that reads like a marker):\n{text}"
+        ));
+    }
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(fx);
+    settings.set_prepend_module_to_snapshot(false);
+    settings.remove_snapshot_suffix();
+    settings.set_omit_expression(true);
+    settings.bind(|| insta::assert_snapshot!("snapshot", text));
+
+    let manual = got.write_stderr.contains("manual[");
+    let want_code = if manual { 1 } else { 0 };
+    if got.write_code != want_code {
+        errs.push(format!(
+            "{name}: --write exited {}, expected {want_code}",
+            got.write_code
+        ));
+    }
+
+    // The diff, applied with git apply to the second copy, must give the same tree.
+    let patch = &got.diff_stdout;
     let want = if changed.is_empty() && !manual { 0 } else { 1 };
-    if code(&d) != want {
+    if got.diff_code != want {
         errs.push(format!(
             "{name}: --diff exited {}, expected {want}",
-            code(&d)
+            got.diff_code
         ));
     }
     if changed.is_empty() != patch.is_empty() {
@@ -104,22 +105,9 @@ fn check_fixture(fx: &Path) -> Result<(), String> {
         ));
     }
     if !patch.is_empty() {
-        fs::write(tmp.path().join("p.diff"), &patch).unwrap();
-        // Its own repository: the temp dir lies inside this checkout, and git apply run in a
-        // subdirectory of a repository resolves paths from that repository's top.
-        Command::new("git")
-            .args(["init", "-q"])
-            .current_dir(&ddir)
-            .status()
-            .unwrap();
-        let ok = Command::new("git")
-            .args(["apply", "-p1"])
-            .arg(tmp.path().join("p.diff"))
-            .current_dir(&ddir)
-            .status()
-            .unwrap();
-        if !ok.success() {
-            errs.push(format!("{name}: git apply rejected the diff:\n{patch}"));
+        fs::write(tmp.path().join("p.diff"), patch).unwrap();
+        if let Err(e) = git_apply(&ddir, &tmp.path().join("p.diff")) {
+            errs.push(format!("{name}: git apply rejected the diff: {e}\n{patch}"));
         } else if read_tree(&ddir) != written {
             errs.push(format!(
                 "{name}: git apply of the diff differs from --write"
@@ -163,19 +151,54 @@ fn check_fixture(fx: &Path) -> Result<(), String> {
     }
 }
 
+/// Every fixture (`fixtures/*/input`): its snapshot and the checks above. insta's `glob!`
+/// goes on past a differing snapshot, so that one run shows (and leaves for review) them all.
 #[test]
-fn fixtures_golden_git_apply_idempotent() {
-    let fxs = fixtures();
-    assert!(
-        fxs.len() >= 12,
-        "expected at least 12 fixtures, found {}",
-        fxs.len()
-    );
-    let failures: Vec<String> = fxs
-        .iter()
-        .filter_map(|fx| check_fixture(fx).err())
-        .collect();
+fn fixtures_snapshots_git_apply_idempotent() {
+    let mut count = 0;
+    let mut failures = Vec::new();
+    let snapshots = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        insta::glob!("../fixtures", "*/input", |input| {
+            count += 1;
+            if let Err(e) = check_fixture(input.parent().unwrap()) {
+                failures.push(e);
+            }
+        })
+    }));
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    if let Err(panic) = snapshots {
+        std::panic::resume_unwind(panic);
+    }
+    if std::env::var_os("INSTA_GLOB_FILTER").is_none() {
+        assert!(count >= 12, "expected at least 12 fixtures, found {count}");
+    }
+}
+
+/// The snapshot text gives back every byte of a run: empty sections, blank lines at a
+/// section's end, each way of showing `--write`'s diagnostics; and a run it cannot hold is
+/// told apart (the fixture test reports it rather than approving a lossy snapshot).
+#[test]
+fn snapshot_text_round_trips() {
+    let run = |stdout: &str, stderr: &str, write_stderr: &str| FixtureRun {
+        args: vec!["--strategy".into(), "reserve".into()],
+        diff_code: 1,
+        diff_stdout: stdout.into(),
+        diff_stderr: stderr.into(),
+        write_code: 0,
+        write_stderr: write_stderr.into(),
+    };
+    for r in [
+        run("", "", ""),
+        run("diff\n\n", "a\nb\n\n", "a\nb\n\n"),
+        run("diff\n", "a\nto migrate\n", "a\nmigrated\n"),
+        run("", "to migrate\n", "migrated\n"),
+        run("", "a\n", "b\nc\n\n"),
+        run("", "", "wrote\n"),
+    ] {
+        assert_eq!(FixtureRun::parse(&r.render()), Ok(r));
+    }
+    let r = run("no newline", "", "");
+    assert_ne!(FixtureRun::parse(&r.render()), Ok(r));
 }
 
 /// Fixtures whose original loader is written for an old libbpf (<= 0.5) and so does not

@@ -33,12 +33,9 @@ fn fixture(name: &str) -> std::collections::BTreeMap<String, String> {
     read_tree(&root().join("fixtures").join(name).join("input"))
 }
 
+/// The fixture as migrated: its input with the diff of its approved snapshot applied.
 fn expected(name: &str) -> std::collections::BTreeMap<String, String> {
-    let mut t = fixture(name);
-    t.extend(read_tree(
-        &root().join("fixtures").join(name).join("expected"),
-    ));
-    t
+    fixture_migrated(&root().join("fixtures").join(name))
 }
 
 #[test]

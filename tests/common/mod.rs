@@ -99,8 +99,8 @@ pub fn copy_tree(from: &Path, to: &Path) {
     write_tree(to, &read_tree(from));
 }
 
-/// Fixture directories: each has `input/`, and `expected/` (the files that change, as they
-/// must read after migration) and `expected.stderr` (the diagnostics).
+/// Fixture directories: each has `input/` (the program), maybe `args` (its extra options) and
+/// `snapshot.snap` (what the tool prints on it, see [`FixtureRun`]).
 pub fn fixtures() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(root().join("fixtures"))
         .unwrap()
@@ -111,8 +111,206 @@ pub fn fixtures() -> Vec<PathBuf> {
     v
 }
 
-pub fn bless() -> bool {
-    std::env::var_os("BLESS").is_some()
+/// Extra command-line options of a fixture (`fixtures/X/args`, e.g. `--strategy reserve`).
+pub fn fixture_args(fx: &Path) -> Vec<String> {
+    fs::read_to_string(fx.join("args"))
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// What the tool prints on a fixture's `input/`, as its snapshot `fixtures/X/snapshot.snap`
+/// holds it (tests/fixtures.rs checks it and tells how changes are approved): `--diff` with
+/// the fixture's options (exit code, the unified diff, the diagnostics), and `--write` (exit
+/// code, and its diagnostics, which differ from those of `--diff` in the summary line).
+#[derive(Debug, PartialEq, Eq)]
+pub struct FixtureRun {
+    /// The fixture's options (`args`).
+    pub args: Vec<String>,
+    pub diff_code: i32,
+    pub diff_stdout: String,
+    pub diff_stderr: String,
+    pub write_code: i32,
+    pub write_stderr: String,
+}
+
+const STDOUT: &str = "----- stdout -----";
+const STDERR: &str = "----- stderr -----";
+const WRITE: &str = "----- $ bpf-migrate --write";
+const END: &str = "----- end -----";
+const WRITE_SAME: &str = "stderr the same";
+const WRITE_LAST: &str = "stderr the same but its last line";
+const WRITE_ALL: &str = "stderr";
+
+impl FixtureRun {
+    fn command(&self, mode: &str) -> String {
+        let mut c = format!("bpf-migrate {mode}");
+        for a in &self.args {
+            c.push(' ');
+            c.push_str(a);
+        }
+        c
+    }
+
+    /// The snapshot's text. `--write`'s diagnostics are shown only where they differ from
+    /// those of `--diff` (the summary line, "migrated" for "to migrate"). The sections are
+    /// copied as they are, between marker lines and up to `----- end -----`, so that
+    /// [`FixtureRun::parse`] gives back every byte (trailing blank lines included, which
+    /// insta would otherwise trim).
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "$ {}\nexit code: {}\n{STDOUT}\n{}{STDERR}\n{}",
+            self.command("--diff"),
+            self.diff_code,
+            self.diff_stdout,
+            self.diff_stderr
+        );
+        let (same, rest) = if self.write_stderr == self.diff_stderr {
+            (WRITE_SAME, "")
+        } else {
+            match (
+                split_last_line(&self.diff_stderr),
+                split_last_line(&self.write_stderr),
+            ) {
+                (Some((a, _)), Some((b, last))) if a == b => (WRITE_LAST, last),
+                _ => (WRITE_ALL, self.write_stderr.as_str()),
+            }
+        };
+        s.push_str(&format!(
+            "----- $ {}: exit code {}, {same} -----\n{rest}{END}\n",
+            self.command("--write"),
+            self.write_code
+        ));
+        s
+    }
+
+    /// The run a snapshot's text (after insta's `---` header) shows.
+    pub fn parse(body: &str) -> Result<FixtureRun, String> {
+        let bad = |what: &str| format!("not a fixture snapshot: {what}");
+        let (cmd, rest) = body
+            .split_once('\n')
+            .ok_or_else(|| bad("no command line"))?;
+        let args: Vec<String> = cmd
+            .strip_prefix("$ bpf-migrate --diff")
+            .ok_or_else(|| bad("no `$ bpf-migrate --diff` line"))?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let (code, rest) = rest.split_once('\n').ok_or_else(|| bad("no exit code"))?;
+        let diff_code = code
+            .strip_prefix("exit code: ")
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| bad("no exit code"))?;
+        let rest = rest
+            .strip_prefix(STDOUT)
+            .and_then(|r| r.strip_prefix('\n'))
+            .ok_or_else(|| bad("no stdout line"))?;
+        let (diff_stdout, _, rest) =
+            split_at_marker(rest, STDERR).ok_or_else(|| bad("no stderr line"))?;
+        let (diff_stderr, line, rest) =
+            split_at_marker(rest, WRITE).ok_or_else(|| bad("no --write line"))?;
+        let (code, same) = line
+            .split_once(": exit code ")
+            .and_then(|(_, t)| t.strip_suffix(" -----"))
+            .and_then(|t| t.split_once(", "))
+            .ok_or_else(|| bad("no --write exit code"))?;
+        let write_code = code.parse().map_err(|_| bad("no --write exit code"))?;
+        let (rest, _, after) = split_at_marker(rest, END).ok_or_else(|| bad("no end line"))?;
+        if !after.trim().is_empty() {
+            return Err(bad("text after the end line"));
+        }
+        let write_stderr = match same {
+            WRITE_SAME if rest.is_empty() => diff_stderr.to_string(),
+            WRITE_LAST => match split_last_line(diff_stderr) {
+                Some((a, _)) => format!("{a}{rest}"),
+                None => return Err(bad("no last line to replace")),
+            },
+            WRITE_ALL => rest.to_string(),
+            _ => return Err(bad("unknown --write line")),
+        };
+        Ok(FixtureRun {
+            args,
+            diff_code,
+            diff_stdout: diff_stdout.to_string(),
+            diff_stderr: diff_stderr.to_string(),
+            write_code,
+            write_stderr,
+        })
+    }
+
+    /// The approved run of a fixture, from its `snapshot.snap`.
+    pub fn of_fixture(fx: &Path) -> Result<FixtureRun, String> {
+        let path = fx.join("snapshot.snap");
+        let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let body = text
+            .strip_prefix("---\n")
+            .and_then(|t| t.split_once("\n---\n"))
+            .map_or(text.as_str(), |(_, body)| body);
+        FixtureRun::parse(body).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// `text` without its last line, and that line (with its newline); `None` if `text` is empty.
+fn split_last_line(text: &str) -> Option<(&str, &str)> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    if text.is_empty() {
+        return None;
+    }
+    let at = body.rfind('\n').map_or(0, |i| i + 1);
+    Some(text.split_at(at))
+}
+
+/// `text` before the first line that starts with `marker`, that line (without its newline),
+/// and the text after it.
+fn split_at_marker<'a>(text: &'a str, marker: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    let at = if text.starts_with(marker) {
+        0
+    } else {
+        text.find(&format!("\n{marker}"))? + 1
+    };
+    let (line, after) = text[at..].split_once('\n').unwrap_or((&text[at..], ""));
+    Some((&text[..at], line, after))
+}
+
+/// A fixture's files as migrated: `input/` with the diff of its approved snapshot applied
+/// (`git apply`), as `--write` leaves them (tests/fixtures.rs checks that it does).
+pub fn fixture_migrated(fx: &Path) -> BTreeMap<String, String> {
+    let snap = FixtureRun::of_fixture(fx).unwrap();
+    let tmp = tempdir();
+    let dir = tmp.path().join("tree");
+    copy_tree(&fx.join("input"), &dir);
+    fs::create_dir_all(&dir).unwrap();
+    if !snap.diff_stdout.is_empty() {
+        let patch = tmp.path().join("p.diff");
+        fs::write(&patch, &snap.diff_stdout).unwrap();
+        git_apply(&dir, &patch).unwrap();
+    }
+    read_tree(&dir)
+}
+
+/// `git apply -p1 patch` in `dir`, made a repository of its own first: the temp dirs lie
+/// inside this checkout, and git apply run in a subdirectory of a repository resolves paths
+/// from that repository's top.
+pub fn git_apply(dir: &Path, patch: &Path) -> Result<(), String> {
+    let init = Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    if !init.status.success() {
+        return Err(String::from_utf8_lossy(&init.stderr).into_owned());
+    }
+    let o = Command::new("git")
+        .args(["apply", "-p1"])
+        .arg(patch)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    let _ = fs::remove_dir_all(dir.join(".git"));
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
 }
 
 /// A `vmlinux.h` for compiling BPF C, generated once from the running kernel's BTF (read
