@@ -30,6 +30,30 @@ pub struct Manifest {
     /// Benchmark mode: each object alone, this many events (see the agent's `bench`).
     #[serde(default)]
     pub bench: Option<u64>,
+    /// The programs' own user space, run through the same workload (tool-level verify).
+    #[serde(default)]
+    pub tools: Vec<ToolSpec>,
+    /// How long the tools may take to start (to be seen polling their buffers) before the
+    /// workload begins without the late ones.
+    #[serde(default = "ready_ms")]
+    pub tools_ready_ms: u64,
+}
+
+fn ready_ms() -> u64 {
+    60_000
+}
+
+/// A tool to run in the guest: one instance of a program's user space (its original twice,
+/// its migration once), started before the workload and stopped with SIGINT after it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ToolSpec {
+    /// `p<k>/orig-1`, `p<k>/orig-2`, `p<k>/new`.
+    pub id: String,
+    /// The command line, guest paths.
+    pub argv: Vec<String>,
+    /// Its working directory (where a loader that opens its object by name finds it).
+    #[serde(default)]
+    pub cwd: Option<String>,
 }
 
 fn yes() -> bool {
@@ -44,6 +68,8 @@ impl Default for Manifest {
             builtin_workload: true,
             ring_poison: None,
             bench: None,
+            tools: Vec::new(),
+            tools_ready_ms: ready_ms(),
         }
     }
 }
@@ -93,6 +119,32 @@ pub struct RunResult {
     /// From the agent's start to the last object attached.
     pub attached_ms: u64,
     pub nr_cpus: u32,
+    /// What each tool of the manifest printed, in its order.
+    #[serde(default)]
+    pub tools: Vec<ToolRun>,
+}
+
+/// What one tool instance did.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToolRun {
+    pub id: String,
+    /// It could not be started: why.
+    pub spawn_error: Option<String>,
+    /// Everything it printed on its standard output (a terminal, so that it is line
+    /// buffered as for a user), and where the workload began in it: what comes before
+    /// (headers, and events of the other tools starting) is compared only where it is stable.
+    pub stdout: String,
+    pub workload_at: usize,
+    /// Where the workload ended, before the tools were stopped: what follows is what
+    /// stopping shows (summaries), and what one tool saw of the others stopping.
+    pub workload_end: usize,
+    pub stderr: String,
+    /// It was waiting for events (blocked in poll/epoll/select) before the workload began;
+    /// false if it exited first, or was still starting when the agent gave up waiting.
+    pub ready: bool,
+    /// Exit code, or the signal that ended it.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
 }
 
 impl RunResult {
@@ -279,6 +331,12 @@ mod tests {
             builtin_workload: true,
             ring_poison: Some("/objs/ring_poison.o".into()),
             bench: None,
+            tools: vec![ToolSpec {
+                id: "p0/new".into(),
+                argv: vec!["/tools/p0-new".into(), "-T".into()],
+                cwd: Some("/tools/p0-new.d".into()),
+            }],
+            tools_ready_ms: 30_000,
         }
     }
 
@@ -325,6 +383,15 @@ mod tests {
             workload_log: vec!["child exited Some(0)".into()],
             attached_ms: 1234,
             nr_cpus: 2,
+            tools: vec![ToolRun {
+                id: "p0/new".into(),
+                stdout: "PCOMM  PID\r\ninit   7 \u{1b}[1m\n".into(),
+                workload_at: 11,
+                stderr: "libbpf: warning\n".into(),
+                ready: true,
+                exit_code: Some(0),
+                ..Default::default()
+            }],
         }))
     }
 

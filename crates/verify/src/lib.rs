@@ -8,6 +8,7 @@ pub mod compare;
 pub mod initramfs;
 pub mod kernel;
 pub mod qemu;
+pub mod tool;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +23,7 @@ use bpf_migrate_core::lang::NodeExt;
 use bpf_migrate_core::{discover, report};
 use bpf_migrate_protocol::{
     Attach, BufferKind, MANIFEST_PATH, Manifest, MapRecords, ObjSpec, ObjectResult, Report,
-    RunResult,
+    RunResult, ToolSpec,
 };
 use compare::{MapReport, Verdict, compare_map};
 
@@ -44,6 +45,8 @@ pub struct VerifyOptions {
     pub engine: Options,
     /// Measure events per second (this many events a program) instead of comparing.
     pub bench: Option<u64>,
+    /// The command-line arguments the tools run with (tool level).
+    pub args: Vec<String>,
 }
 
 /// One program to verify: its BPF source before and after migration.
@@ -62,6 +65,9 @@ pub struct ProgramReport {
     pub verdict: Verdict,
     pub maps: Vec<MapReport>,
     pub problems: Vec<String>,
+    /// The tool level: what the program's own user space printed, or why it was not run.
+    pub tool: Option<tool::ToolReport>,
+    pub tool_skipped: Option<String>,
 }
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -151,18 +157,30 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     }
     let workload = guest_workload(opts, &mut cpio)?;
     build_ring_poison(opts, &kernel, &wd, &objdir, &mut cpio)?;
+    let (tools, mut tool_plans) = build_tools(opts, &pairs, &unbuilt, &objdir, &mut cpio)?;
     let manifest = Manifest {
         objects: manifest_objs,
         workload,
         builtin_workload: true,
         ring_poison: Some("/objs/ring_poison.o".into()),
         bench: None,
+        tools,
+        tools_ready_ms: 60_000,
     };
     let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
     let Report::Run(result) = report else {
         bail!("the guest agent answered a verify run with something else: {report:?}");
     };
-    let reports = judge_all(opts, &pairs, unbuilt, &result, &objdir)?;
+    let mut reports = judge_all(opts, &pairs, unbuilt, &result, &objdir)?;
+    for (k, r) in reports.iter_mut().enumerate() {
+        judge_tool(
+            r,
+            k,
+            std::mem::take(&mut tool_plans[k]),
+            &result,
+            opts.cpus == 1,
+        );
+    }
     let workload_log = result.workload_log.clone();
     let workdir = if opts.keep {
         let kept = work.keep();
@@ -211,6 +229,8 @@ fn build_objects(
                 verdict,
                 maps: Vec::new(),
                 problems: vec![format!("{what}: {e:#}")],
+                tool: None,
+                tool_skipped: None,
             }));
             continue;
         }
@@ -273,6 +293,155 @@ fn build_ring_poison(
 
 /// A report per pair, in order: the one made when it did not build, or the guest's results
 /// judged.
+/// The tool level of one program: its user space built, or why not.
+#[derive(Default)]
+enum ToolPlan {
+    /// The program did not build, or its user space was not found.
+    #[default]
+    None,
+    Skipped(String),
+    /// The loader did not build: its verdict and why.
+    Unbuilt(Verdict, String),
+    Run,
+}
+
+/// Builds each built program's loader, both versions, into the initramfs; the tools to run
+/// (each original twice, each migration once) and what became of each program's.
+fn build_tools(
+    opts: &VerifyOptions,
+    pairs: &[Pair],
+    unbuilt: &[Option<ProgramReport>],
+    objdir: &Path,
+    cpio: &mut initramfs::Cpio,
+) -> Result<(Vec<ToolSpec>, Vec<ToolPlan>)> {
+    let mut specs = Vec::new();
+    let mut plans = Vec::new();
+    let tooldir = objdir.join("tools");
+    fs::create_dir_all(&tooldir)?;
+    for (k, p) in pairs.iter().enumerate() {
+        if unbuilt[k].is_some() {
+            plans.push(ToolPlan::None);
+            continue;
+        }
+        let Some(loader) = tool::find_loader(&p.before) else {
+            plans.push(ToolPlan::Skipped(
+                "no libbpf loader found beside it (a C file that defines main and includes its .skel.h or opens its .bpf.o): the tool level was not run".into(),
+            ));
+            continue;
+        };
+        let orig_dir = dir_of(&p.before);
+        let mut orig_inc = vec![orig_dir.clone()];
+        orig_inc.extend(opts.includes.iter().cloned());
+        let mut new_inc = p.after_includes.clone();
+        new_inc.extend(orig_inc.iter().cloned());
+        let migrated_main = dir_of(&p.after).join(loader.main.file_name().unwrap_or_default());
+        let new_main = if migrated_main.is_file() {
+            migrated_main
+        } else {
+            loader.main.clone()
+        };
+        let (orig_bin, new_bin) = (
+            tooldir.join(format!("p{k}-orig")),
+            tooldir.join(format!("p{k}-new")),
+        );
+        let built = tool::build(
+            &loader,
+            &loader.main,
+            &objdir.join(format!("p{k}-orig.o")),
+            &orig_inc,
+            &orig_bin,
+        )
+        .map_err(|e| {
+            (
+                Verdict::Inconclusive,
+                format!(
+                    "the original loader {} does not build: {e:#}",
+                    loader.main.display()
+                ),
+            )
+        })
+        .and_then(|()| {
+            tool::build(
+                &loader,
+                &new_main,
+                &objdir.join(format!("p{k}-new.o")),
+                &new_inc,
+                &new_bin,
+            )
+            .map_err(|e| {
+                (
+                    Verdict::Different,
+                    format!(
+                        "the migrated loader {} does not build: {e:#}",
+                        new_main.display()
+                    ),
+                )
+            })
+        });
+        if let Err((v, why)) = built {
+            plans.push(ToolPlan::Unbuilt(v, why));
+            continue;
+        }
+        for (id, bin, obj) in [("orig", &orig_bin, "orig"), ("new", &new_bin, "new")] {
+            cpio.executable(&format!("/tools/p{k}-{id}"), bin)?;
+            // A loader that opens its object by name finds it in its working directory.
+            if let Some(opens) = &loader.opens {
+                let at: PathBuf = Path::new(opens)
+                    .components()
+                    .filter(|c| !matches!(c, std::path::Component::CurDir))
+                    .collect();
+                let guest = if at.is_absolute() {
+                    at
+                } else {
+                    Path::new(&format!("/tools/p{k}-{id}.d")).join(at)
+                };
+                let object = fs::read(objdir.join(format!("p{k}-{obj}.o")))?;
+                cpio.file(&guest.to_string_lossy(), &object, 0o644);
+            }
+        }
+        for (id, bin) in [("orig-1", "orig"), ("orig-2", "orig"), ("new", "new")] {
+            let mut argv = vec![format!("/tools/p{k}-{bin}")];
+            argv.extend(opts.args.iter().cloned());
+            specs.push(ToolSpec {
+                id: format!("p{k}/{id}"),
+                argv,
+                cwd: loader
+                    .opens
+                    .as_ref()
+                    .map(|_| format!("/tools/p{k}-{bin}.d")),
+            });
+        }
+        plans.push(ToolPlan::Run);
+    }
+    Ok((specs, plans))
+}
+
+fn judge_tool(r: &mut ProgramReport, k: usize, plan: ToolPlan, result: &RunResult, in_order: bool) {
+    let run = |id: &str| result.tools.iter().find(|t| t.id == format!("p{k}/{id}"));
+    match plan {
+        ToolPlan::None => {}
+        ToolPlan::Skipped(why) => r.tool_skipped = Some(why),
+        ToolPlan::Unbuilt(v, why) => {
+            r.worsen(&v);
+            r.tool = Some(tool::ToolReport {
+                verdict: v,
+                lines: tool::Lines::default(),
+                finding: Some(why),
+            });
+        }
+        ToolPlan::Run => {
+            let (Some(a), Some(b), Some(n)) = (run("orig-1"), run("orig-2"), run("new")) else {
+                r.worsen(&Verdict::Inconclusive);
+                r.tool_skipped = Some("the guest agent reported no run of the tool".into());
+                return;
+            };
+            let t = tool::judge(a, b, n, in_order);
+            r.worsen(&t.verdict);
+            r.tool = Some(t);
+        }
+    }
+}
+
 fn judge_all(
     opts: &VerifyOptions,
     pairs: &[Pair],
@@ -579,6 +748,8 @@ fn judge(
         verdict: Verdict::Equivalent,
         maps: Vec::new(),
         problems: Vec::new(),
+        tool: None,
+        tool_skipped: None,
     };
     // One program that cannot be compared leaves the others of the run to be.
     if let Some((verdict, problem)) = load_failure(o1, nw) {
@@ -740,6 +911,12 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
                 v["program"] = json!(r.name);
                 println!("{v}");
             }
+            if let Some(t) = &r.tool {
+                let mut v = serde_json::to_value(t).unwrap();
+                v["type"] = json!("tool");
+                v["program"] = json!(r.name);
+                println!("{v}");
+            }
             println!(
                 "{}",
                 json!({"type": "program", "program": r.name, "verdict": r.verdict, "problems": r.problems})
@@ -788,6 +965,19 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
                     s.push_str(&format!("    {line}\n"));
                 }
             }
+        }
+        if let Some(t) = &r.tool {
+            s.push_str(&format!(
+                "  tool                 lines printed during the workload: original {} (second run {}), migrated {}, matched {}\n",
+                t.lines.original, t.lines.second_run, t.lines.migrated, t.lines.matched
+            ));
+            if let Some(f) = &t.finding {
+                for line in f.lines() {
+                    s.push_str(&format!("    {line}\n"));
+                }
+            }
+        } else if let Some(why) = &r.tool_skipped {
+            s.push_str(&format!("  tool                 {why}\n"));
         }
         for p in &r.problems {
             for line in p.lines() {

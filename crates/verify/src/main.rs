@@ -60,6 +60,10 @@ struct VerifyArgs {
     /// sys_enter_getpid; see benches/events).
     #[arg(long, value_name = "EVENTS", conflicts_with_all = ["before", "after"])]
     bench: Option<u64>,
+    /// The command-line arguments of the programs' own tools (tool level: each program's
+    /// loader runs with them, original and migrated; space separated).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    args: Option<String>,
     /// Programs to migrate in memory and verify (default: the current directory).
     paths: Vec<PathBuf>,
 }
@@ -112,6 +116,10 @@ fn main() -> ExitCode {
             strategy,
         },
         bench: v.bench,
+        args: v
+            .args
+            .map(|a| a.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
     };
     ExitCode::from(bpf_migrate_verify::run(&opts))
 }

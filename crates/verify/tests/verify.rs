@@ -23,20 +23,35 @@ fn maps_of<'a>(lines: &'a [Value], program: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+fn tool_of<'a>(lines: &'a [Value], program: &str) -> Option<&'a Value> {
+    lines
+        .iter()
+        .find(|v| v["type"] == "tool" && v["program"].as_str().unwrap_or("").contains(program))
+}
+
 /// Verifies the fixtures' migrations in one VM and checks every map of each is equivalent,
-/// with events; returns the JSON lines.
-fn verify_all_equivalent(programs: &[&str], options: &[&str]) -> Vec<Value> {
+/// with events, and each program's own tool (its loader, original and migrated, run in the
+/// guest) as given: `equivalent` with lines printed during the workload, or `inconclusive`
+/// (the reason must contain the text given after it). Returns the JSON lines.
+fn verify_all(programs: &[(&str, &str)], options: &[&str]) -> Vec<Value> {
     let mut args = vec!["verify", "--format", "json"];
     args.extend(options);
     let paths: Vec<String> = programs
         .iter()
-        .map(|p| format!("fixtures/{p}/input"))
+        .map(|(p, _)| format!("fixtures/{p}/input"))
         .collect();
     args.extend(paths.iter().map(String::as_str));
     let out = run(&root(), &args);
     let lines = json_lines(&out);
-    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
-    for p in programs {
+    let all_tools_equivalent = programs.iter().all(|(_, t)| *t == "equivalent");
+    assert_eq!(
+        code(&out),
+        if all_tools_equivalent { 0 } else { 1 },
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for (p, tool) in programs {
         let maps = maps_of(&lines, &format!("/{p}/"));
         assert!(!maps.is_empty(), "{p}: no map compared");
         for m in maps {
@@ -46,8 +61,31 @@ fn verify_all_equivalent(programs: &[&str], options: &[&str]) -> Vec<Value> {
             assert_eq!(m["migrated"].as_u64().unwrap(), n, "{p}: {m}");
             assert_eq!(m["matched"].as_u64().unwrap(), n, "{p}: {m}");
         }
+        let t = tool_of(&lines, &format!("/{p}/")).unwrap_or_else(|| panic!("{p}: no tool run"));
+        match tool.split_once(": ") {
+            None => {
+                assert_eq!(t["verdict"], "equivalent", "{p}: {t}");
+                let n = t["lines"]["original"].as_u64().unwrap();
+                assert!(
+                    n > 0,
+                    "{p}: the tool printed nothing during the workload: {t}"
+                );
+                assert_eq!(t["lines"]["migrated"].as_u64().unwrap(), n, "{p}: {t}");
+                assert_eq!(t["lines"]["matched"].as_u64().unwrap(), n, "{p}: {t}");
+            }
+            Some((verdict, why)) => {
+                assert_eq!(t["verdict"], verdict, "{p}: {t}");
+                assert!(t["finding"].as_str().unwrap().contains(why), "{p}: {t}");
+            }
+        }
     }
-    assert_eq!(lines.last().unwrap()["verdict"], "equivalent");
+    let last = lines.last().unwrap();
+    let want = if all_tools_equivalent {
+        "equivalent"
+    } else {
+        "inconclusive"
+    };
+    assert_eq!(last["verdict"], want, "{last}");
     lines
 }
 
@@ -56,15 +94,18 @@ fn migrated_fixtures_verify_equivalent() {
     // Tracepoint, kprobe, fentry, raw tracepoint and tc programs; stack events, per-CPU heaps,
     // variable-length records, timestamps; two maps in one program. One VM for all of them.
     // `true` as the user's workload: one more exec, copied into the guest with its libraries.
-    let lines = verify_all_equivalent(
+    // Each loader runs too, original twice and migrated once, and prints the same lines; a
+    // loader of libbpf 0.x's API does not build against the host's libbpf 1.x, and one that
+    // needs an interface to attach to stops with its usage: both inconclusive, with why.
+    let lines = verify_all(
         &[
-            "execsnoop",
-            "opensnoop",
-            "vfsstat_fentry",
-            "rawtp_openat",
-            "tcpkt",
-            "twomaps",
-            "epoll_consume",
+            ("execsnoop", "equivalent"),
+            ("opensnoop", "equivalent"),
+            ("vfsstat_fentry", "inconclusive: does not build"),
+            ("rawtp_openat", "equivalent"),
+            ("tcpkt", "inconclusive: --args"),
+            ("twomaps", "equivalent"),
+            ("epoll_consume", "equivalent"),
         ],
         &["--workload", "true"],
     );
@@ -78,16 +119,94 @@ fn reserve_migrations_verify_equivalent() {
     // --strategy reserve: stack events (zeroed), per-CPU heaps (removed), discards on early
     // returns, gotos and continues, and the sites that fall back to a copy. Verify poisons
     // every ring buffer first, so a byte a reservation leaves unset cannot pass for a zero.
-    verify_all_equivalent(
+    verify_all(
         &[
-            "reserve_procwatch",
-            "reserve_fallbacks",
-            "execsnoop",
-            "opensnoop",
-            "twomaps",
-            "vfsstat_fentry",
+            ("reserve_procwatch", "equivalent"),
+            (
+                "reserve_fallbacks",
+                "inconclusive: no tool printed anything",
+            ),
+            ("execsnoop", "equivalent"),
+            ("opensnoop", "equivalent"),
+            ("twomaps", "equivalent"),
+            ("vfsstat_fentry", "inconclusive: does not build"),
         ],
         &["--strategy", "reserve"],
+    );
+}
+
+#[test]
+fn wrong_user_space_migrations_are_caught_with_the_line_named() {
+    // Right BPF sides, wrong loaders: a callback that no longer prints a field, and one that
+    // returns an error, which stops a ring buffer's poll after the first event.
+    let out = run(
+        &root(),
+        &[
+            "verify",
+            "--format",
+            "json",
+            "--before",
+            "fixtures/verify-wrong-tool/before",
+            "--after",
+            "fixtures/verify-wrong-tool/after",
+        ],
+    );
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    let lines = json_lines(&out);
+    for m in maps_of(&lines, "snoop") {
+        assert_eq!(m["verdict"], "equivalent", "the BPF sides are right: {m}");
+    }
+    let sig = tool_of(&lines, "sigsnoop").unwrap();
+    assert_eq!(sig["verdict"], "different", "{sig}");
+    let f = sig["finding"].as_str().unwrap();
+    assert!(f.contains("line 1") && f.contains("column 3"), "{f}");
+    let kill = tool_of(&lines, "killsnoop").unwrap();
+    assert_eq!(kill["verdict"], "different", "{kill}");
+    let f = kill["finding"].as_str().unwrap();
+    assert!(
+        f.contains("exit code 0")
+            && f.contains("exit code 1")
+            && f.contains("error polling ring buffer"),
+        "{f}"
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(last["verdict"], "different", "{last}");
+}
+
+#[test]
+fn a_tool_that_needs_arguments_is_inconclusive_until_given_them() {
+    // sigsnoop made to want a target PID, as many tools want a PID or an interface.
+    let tmp = tempdir();
+    let src = read_tree(&root().join("fixtures/verify-wrong-tool/before"));
+    let mut files = std::collections::BTreeMap::new();
+    for (name, text) in src.iter().filter(|(n, _)| n.starts_with("sigsnoop")) {
+        let text = text.replace(
+            "\tobj = sigsnoop_bpf__open_and_load();",
+            "\tif (argc < 2) {\n\t\tfprintf(stderr, \"usage: sigsnoop PID\\n\");\n\t\treturn 2;\n\t}\n\tobj = sigsnoop_bpf__open_and_load();",
+        );
+        files.insert(name.clone(), text);
+    }
+    assert!(files["sigsnoop.c"].contains("usage: sigsnoop PID"));
+    write_tree(tmp.path(), &files);
+    let out = run(tmp.path(), &["verify", "--format", "json", "."]);
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    let lines = json_lines(&out);
+    let t = tool_of(&lines, "sigsnoop").unwrap();
+    assert_eq!(t["verdict"], "inconclusive", "{t}");
+    let f = t["finding"].as_str().unwrap();
+    assert!(
+        f.contains("usage: sigsnoop PID") && f.contains("--args"),
+        "{f}"
+    );
+    let out = run(
+        tmp.path(),
+        &["verify", "--format", "json", "--args", "1", "."],
+    );
+    let lines = json_lines(&out);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        tool_of(&lines, "sigsnoop").unwrap()["verdict"],
+        "equivalent"
     );
 }
 

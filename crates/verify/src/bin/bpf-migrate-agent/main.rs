@@ -9,6 +9,8 @@
 //! It refuses to run anywhere but as PID 1: BPF programs under test never load into the
 //! host's kernel.
 
+mod tools;
+
 use std::cell::RefCell;
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -81,8 +83,17 @@ fn run(m: &Manifest) -> RunResult {
     let maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects.iter().map(Loaded::maps).collect();
     let mut buffers = open_buffers(&maps_per_obj);
     let mut log = poison_rings(m, &maps_per_obj, &buffers);
+    // The tools start now, so that what their starting does (execs, opens, BPF loads) is
+    // discarded with the other attach-time events.
+    let mut running = tools::start(&m.tools);
+    tools::wait_ready(
+        &mut running,
+        Duration::from_millis(m.tools_ready_ms),
+        &mut || buffers.drain(),
+    );
     let attached_ms = started.elapsed().as_millis();
     buffers.discard_attach_events();
+    tools::mark_workload(&mut running);
     fill_percpu_arrays(m, &maps_per_obj);
     if m.builtin_workload {
         builtin_workload(&mut log, &mut || buffers.drain());
@@ -93,9 +104,11 @@ fn run(m: &Manifest) -> RunResult {
     for _ in 0..3 {
         buffers.drain();
     }
+    let tools = tools::stop(running);
     drop(links);
     let buffer_errors = std::mem::take(&mut buffers.errors);
     RunResult {
+        tools,
         objects: object_results(objects, programs, &buffers.sinks, buffer_errors),
         workload_log: log,
         attached_ms: attached_ms as u64,
@@ -743,6 +756,8 @@ fn setup_system() {
     mount("tracefs", "/sys/kernel/tracing", "tracefs");
     mount("debugfs", "/sys/kernel/debug", "debugfs");
     mount("bpf", "/sys/fs/bpf", "bpf");
+    // Terminals for the tools' output (tool-level verify).
+    mount("devpts", "/dev/pts", "devpts");
     unsafe {
         let r = libc::rlimit {
             rlim_cur: libc::RLIM_INFINITY,

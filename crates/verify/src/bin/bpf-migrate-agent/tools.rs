@@ -1,0 +1,316 @@
+//! Tool-level verify in the guest: the programs' own user space (a libbpf loader, say), each
+//! original twice and its migration once, run at the same time through the workload the
+//! agent drives, as a user would run them: standard output on a terminal (so that it is line
+//! buffered) that is the tool's controlling terminal, and Ctrl-C typed on it at the end.
+//! The terminal sends the SIGINT, not kill(2): a tool tracing kill() must not see the others
+//! being stopped.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bpf_migrate_protocol::{ToolRun, ToolSpec};
+
+/// A tool is ready when every one of its threads that is not sleeping on a lock waits in one
+/// of these: it has attached and polls its buffer.
+const POLL_SYSCALLS: &[u64] = &[
+    7,   // poll
+    23,  // select
+    232, // epoll_wait
+    270, // pselect6
+    271, // ppoll
+    281, // epoll_pwait
+    441, // epoll_pwait2
+];
+const FUTEX: u64 = 202;
+
+pub struct Running {
+    id: String,
+    child: Option<Child>,
+    spawn_error: Option<String>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    readers: Vec<JoinHandle<()>>,
+    ready: bool,
+    workload_at: usize,
+    workload_end: usize,
+    /// The terminal's master side, to type Ctrl-C on.
+    keyboard: Option<OwnedFd>,
+}
+
+/// Starts every tool of the manifest, all at once.
+pub fn start(specs: &[ToolSpec]) -> Vec<Running> {
+    specs.iter().map(start_one).collect()
+}
+
+fn start_one(spec: &ToolSpec) -> Running {
+    let mut r = Running {
+        id: spec.id.clone(),
+        child: None,
+        spawn_error: None,
+        stdout: Arc::default(),
+        stderr: Arc::default(),
+        stop: Arc::default(),
+        readers: Vec::new(),
+        ready: false,
+        workload_at: 0,
+        workload_end: 0,
+        keyboard: None,
+    };
+    match spawn(spec) {
+        Ok((child, master, stderr)) => {
+            r.keyboard = master.try_clone().ok();
+            r.readers
+                .push(reader(master, r.stdout.clone(), r.stop.clone()));
+            r.readers
+                .push(reader(stderr, r.stderr.clone(), r.stop.clone()));
+            r.child = Some(child);
+        }
+        Err(e) => r.spawn_error = Some(e),
+    }
+    r
+}
+
+/// The tool with its standard output on a new terminal and its standard error on a pipe;
+/// returns the terminal's master side and the pipe's read side.
+fn spawn(spec: &ToolSpec) -> Result<(Child, OwnedFd, OwnedFd), String> {
+    let (master, slave) = openpty()?;
+    let (err_r, err_w) = pipe()?;
+    let mut cmd = Command::new(spec.argv.first().ok_or("an empty command line")?);
+    cmd.args(&spec.argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::from(err_w))
+        .env("TERM", "dumb");
+    if let Some(d) = &spec.cwd {
+        cmd.current_dir(d);
+    }
+    // A session of its own whose controlling terminal is its standard output, so that Ctrl-C
+    // typed there reaches it (and its children) as it would a user's.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(1, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", spec.argv[0]))?;
+    // The child holds the terminal and the pipe now: the readers see their end when it exits.
+    drop(cmd);
+    Ok((child, master, err_r))
+}
+
+fn openpty() -> Result<(OwnedFd, OwnedFd), String> {
+    let (mut master, mut slave): (RawFd, RawFd) = (-1, -1);
+    // SAFETY: out-pointers to two ints; no name, termios or window size.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!("openpty: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: openpty returned two open descriptors that nothing else owns.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    // Raw (no \r added to line ends, nothing echoed), but Ctrl-C still interrupts.
+    // SAFETY: a termios read from and written back to the open slave.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(slave.as_raw_fd(), &mut t) == 0 {
+            libc::cfmakeraw(&mut t);
+            t.c_lflag |= libc::ISIG;
+            libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t);
+        }
+    }
+    Ok((master, slave))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    let mut fds = [0; 2];
+    // SAFETY: an array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: two new descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Copies what `fd` gives into `into` until its end, or until `stop` (a grandchild may keep
+/// a terminal open after the tool exits).
+fn reader(fd: OwnedFd, into: Arc<Mutex<Vec<u8>>>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd.
+            let n = unsafe { libc::poll(&mut p, 1, 100) };
+            if n == 0 {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            // SAFETY: reading into a local buffer of its size.
+            let got = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if got <= 0 {
+                // EOF of the pipe, EIO of a terminal whose other side closed.
+                return;
+            }
+            if let Ok(mut v) = into.lock() {
+                v.extend_from_slice(&buf[..got as usize]);
+            }
+        }
+    })
+}
+
+/// Waits until every tool polls its buffer, has exited, or `timeout` is over. A tool is
+/// taken as ready after two looks in a row, 100 ms apart, find it polling. `drain` empties
+/// the agent's own buffers meanwhile (the tools starting make events).
+pub fn wait_ready(tools: &mut [Running], timeout: Duration, drain: &mut dyn FnMut()) {
+    let started = Instant::now();
+    let mut seen = vec![0u32; tools.len()];
+    while started.elapsed() < timeout {
+        let mut waiting = false;
+        for (t, seen) in tools.iter_mut().zip(&mut seen) {
+            if t.ready {
+                continue;
+            }
+            let Some(child) = t.child.as_mut() else {
+                continue;
+            };
+            if !matches!(child.try_wait(), Ok(None)) {
+                continue;
+            }
+            if polling(child.id()) {
+                *seen += 1;
+                t.ready = *seen >= 2;
+            } else {
+                *seen = 0;
+            }
+            waiting |= !t.ready;
+        }
+        if !waiting {
+            return;
+        }
+        drain();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every thread of `pid` is blocked in a poll-family call or on a lock, and one polls.
+fn polling(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut polls = false;
+    for t in tasks.flatten() {
+        let Ok(s) = std::fs::read_to_string(t.path().join("syscall")) else {
+            return false;
+        };
+        match s
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(n) if POLL_SYSCALLS.contains(&n) => polls = true,
+            Some(FUTEX) => {}
+            _ => return false,
+        }
+    }
+    polls
+}
+
+/// Where the workload begins in each tool's output: what the tools printed so far, once
+/// they had a moment to print what they had.
+pub fn mark_workload(tools: &mut [Running]) {
+    std::thread::sleep(Duration::from_millis(300));
+    for t in tools {
+        t.workload_at = t.stdout.lock().map(|v| v.len()).unwrap_or(0);
+    }
+}
+
+/// Ctrl-C for every tool, then what each printed. A tool still running 10 s later is killed.
+pub fn stop(mut tools: Vec<Running>) -> Vec<ToolRun> {
+    // Let the tools poll once more and print what the last of the workload brought; what
+    // they print from now on is what stopping them shows (their summaries), and what one
+    // sees of the others stopping.
+    std::thread::sleep(Duration::from_millis(500));
+    for t in &mut tools {
+        t.workload_end = t.stdout.lock().map(|v| v.len()).unwrap_or(0);
+    }
+    for t in &tools {
+        if let Some(k) = &t.keyboard {
+            // SAFETY: one byte from a local buffer to an open descriptor.
+            unsafe { libc::write(k.as_raw_fd(), b"\x03".as_ptr().cast(), 1) };
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    tools.into_iter().map(|t| finish(t, deadline)).collect()
+}
+
+fn finish(mut t: Running, deadline: Instant) -> ToolRun {
+    let mut status = None;
+    if let Some(child) = t.child.as_mut() {
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) => {
+                    status = Some(s);
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    let _ = child.kill();
+                    status = child.wait().ok();
+                    break;
+                }
+            }
+        }
+    }
+    // The readers end at their end of file; a grandchild holding a terminal open does not
+    // keep them past a second.
+    std::thread::sleep(Duration::from_millis(50));
+    let stop = t.stop.clone();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::SeqCst);
+    });
+    for r in t.readers.drain(..) {
+        let _ = r.join();
+    }
+    let _ = stopper.join();
+    use std::os::unix::process::ExitStatusExt;
+    let text = |b: &Arc<Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&b.lock().map(|v| v.clone()).unwrap_or_default()).into_owned()
+    };
+    ToolRun {
+        id: t.id,
+        spawn_error: t.spawn_error,
+        stdout: text(&t.stdout),
+        workload_at: t.workload_at,
+        workload_end: t.workload_end,
+        stderr: text(&t.stderr),
+        ready: t.ready,
+        exit_code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+    }
+}

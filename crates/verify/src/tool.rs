@@ -1,0 +1,755 @@
+//! Tool-level verify: a program's own user space, built for both versions and run in the
+//! guest (the original twice, the migration once) through the same workload; what each
+//! printed is compared, with the columns that differ between the two original runs
+//! (timestamps, latencies) taken as noise.
+//!
+//! Today: libbpf C loaders (`x.c` beside `x.bpf.c`, including `x.skel.h`), built on the host
+//! against a skeleton of each version's object, with the other C files of the directory that
+//! define no `main` and are not BPF.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use bpf_migrate_protocol::ToolRun;
+use fs_err as fs;
+use serde::Serialize;
+
+use crate::compare::Verdict;
+
+/// A libbpf loader: its `main` file and the helper files built with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loader {
+    pub main: PathBuf,
+    pub helpers: Vec<PathBuf>,
+    /// `x` of `x.bpf.c`, `x.skel.h`, `x.bpf.o`.
+    pub stem: String,
+    /// How it finds its object: `None` for a skeleton (`x.skel.h`, the object inside), else
+    /// the path it opens at run time (`"x.bpf.o"`, relative to its working directory).
+    pub opens: Option<String>,
+}
+
+fn defines_main(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim_start();
+        (l.starts_with("int main") || l.starts_with("main(") || l.starts_with("int\nmain"))
+            && l.contains('(')
+    })
+}
+
+fn is_bpf(path: &Path, text: &str) -> bool {
+    path.to_string_lossy().ends_with(".bpf.c") || text.contains("SEC(\"")
+}
+
+/// The loader of the BPF source `bpf` (`dir/x.bpf.c`): the C file of its directory that
+/// includes `x.skel.h` and defines `main`, with the directory's other C files that define no
+/// `main` and are not BPF.
+pub fn find_loader(bpf: &Path) -> Option<Loader> {
+    let name = bpf.file_name()?.to_string_lossy();
+    let stem = name.strip_suffix(".bpf.c")?.to_string();
+    let dir = match bpf.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let include = format!("\"{stem}.skel.h\"");
+    let object = format!("{stem}.bpf.o\"");
+    let mut main = None;
+    let mut helpers = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        if is_bpf(&p, &text) {
+            continue;
+        }
+        if defines_main(&text) {
+            if main.is_none() && text.contains(&include) {
+                main = Some((p, None));
+            } else if main.is_none()
+                && let Some(at) = text.find(&object)
+            {
+                // The string literal that names the object: "x.bpf.o", "./x.bpf.o".
+                let start = text[..at].rfind('"').map_or(at, |q| q + 1);
+                main = Some((p, Some(text[start..at + object.len() - 1].to_string())));
+            }
+        } else {
+            helpers.push(p);
+        }
+    }
+    let (main, opens) = main?;
+    Some(Loader {
+        main,
+        helpers,
+        stem,
+        opens,
+    })
+}
+
+/// Builds `loader` against the skeleton of `object` into `out`: the main file is `main`
+/// (the original or the migrated one), headers are looked up in `includes` first.
+pub fn build(
+    loader: &Loader,
+    main: &Path,
+    object: &Path,
+    includes: &[PathBuf],
+    out: &Path,
+) -> Result<()> {
+    let skel_dir = out.with_extension("skel");
+    fs::create_dir_all(&skel_dir)?;
+    if loader.opens.is_none() {
+        skeleton(loader, object, &skel_dir)?;
+    }
+    let attempt = |helpers: &[PathBuf]| -> Result<(), String> {
+        let mut cmd = Command::new("cc");
+        cmd.args(["-g", "-O2"]).arg("-I").arg(&skel_dir);
+        for i in includes {
+            cmd.arg("-I").arg(i);
+        }
+        cmd.arg(main).args(helpers).arg("-o").arg(out);
+        cmd.args(["-lbpf", "-lelf", "-lz"]);
+        let o = cmd.output().map_err(|e| format!("cannot run cc: {e}"))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).trim_end().to_string())
+        }
+    };
+    // The directory's helper files, or, when they do not build together (files of other
+    // tools, helpers needing more libraries), the main file alone.
+    match attempt(&loader.helpers) {
+        Ok(()) => Ok(()),
+        Err(first) if !loader.helpers.is_empty() => {
+            attempt(&[]).map_err(|_| anyhow::anyhow!("cc failed: {}", errors_of(&first)))
+        }
+        Err(e) => bail!("cc failed: {}", errors_of(&e)),
+    }
+}
+
+/// `x.skel.h` in `dir`, from the object (named `x.bpf.o` there, which names the skeleton).
+fn skeleton(loader: &Loader, object: &Path, dir: &Path) -> Result<()> {
+    let obj = dir.join(format!("{}.bpf.o", loader.stem));
+    fs::copy(object, &obj)?;
+    let skel = Command::new("bpftool")
+        .args(["gen", "skeleton"])
+        .arg(&obj)
+        .output()
+        .context(
+            "bpftool not found (apt-get install bpftool): it generates the loader's skeleton",
+        )?;
+    if !skel.status.success() {
+        bail!(
+            "bpftool gen skeleton {} failed: {}",
+            obj.display(),
+            String::from_utf8_lossy(&skel.stderr).trim()
+        );
+    }
+    fs::write(dir.join(format!("{}.skel.h", loader.stem)), &skel.stdout)?;
+    Ok(())
+}
+
+/// The compiler's error lines (the first three), else its last lines.
+fn errors_of(s: &str) -> String {
+    let errors: Vec<&str> = s.lines().filter(|l| l.contains("error")).take(3).collect();
+    if errors.is_empty() {
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    } else {
+        errors.join("\n")
+    }
+}
+
+/// What the tool level found for one program.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolReport {
+    pub verdict: Verdict,
+    pub lines: Lines,
+    /// Why, for anything but equivalent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Lines {
+    pub original: usize,
+    pub second_run: usize,
+    pub migrated: usize,
+    pub matched: usize,
+}
+
+fn lines_of(s: &str) -> Vec<String> {
+    s.lines()
+        .map(|l| l.trim_end_matches('\r').trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A tool's output split where the workload began and ended.
+struct Output {
+    before: Vec<String>,
+    during: Vec<String>,
+    after: Vec<String>,
+}
+
+fn output_of(run: &ToolRun) -> Output {
+    let out = &run.stdout;
+    let boundary = |at: usize| {
+        (0..=at.min(out.len()))
+            .rev()
+            .find(|&i| out.is_char_boundary(i))
+            .unwrap_or(0)
+    };
+    let at = boundary(run.workload_at);
+    let end = boundary(run.workload_end.max(at));
+    Output {
+        before: lines_of(&out[..at]),
+        during: lines_of(&out[at..end]),
+        after: lines_of(&out[end..]),
+    }
+}
+
+/// A line about one of the tools themselves (their binaries are `/tools/p<k>-orig` and
+/// `/tools/p<k>-new`): what one tool saw of another starting or stopping, which depends on
+/// the order they started and stopped in.
+fn about_a_tool(l: &str) -> bool {
+    let b = l.as_bytes();
+    l.match_indices('p').any(|(i, _)| {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        digits > 0 && {
+            let rest = &l[i + 1 + digits..];
+            rest.starts_with("-orig") || rest.starts_with("-new")
+        }
+    })
+}
+
+/// Before the workload the tools were starting, each seeing the others that started after
+/// it: only the header (the leading lines both original runs printed alike, with no digit,
+/// as headers have none and events nearly always do) must be there.
+fn header_kept(a: &[String], b: &[String], n: &[String], matched: &mut usize) -> Option<String> {
+    let header = a
+        .iter()
+        .zip(b)
+        .take_while(|(x, y)| x == y && !x.chars().any(|c| c.is_ascii_digit()))
+        .map(|(x, _)| x);
+    for (i, l) in header.enumerate() {
+        if n.get(i) == Some(l) {
+            *matched += 1;
+        } else {
+            return Some(format!(
+                "the original printed `{l}` as line {} of its header, the migrated tool {}",
+                i + 1,
+                n.get(i).map_or("nothing".to_string(), |m| format!("`{m}`"))
+            ));
+        }
+    }
+    None
+}
+
+/// When stopped (summaries, totals): the lines both original runs printed, but for what
+/// they saw of the other tools stopping, must be in the migrated tool's.
+fn summary_kept(a: &[String], b: &[String], n: &[String], matched: &mut usize) -> Option<String> {
+    let mut finding = None;
+    for l in a.iter().filter(|l| b.contains(l) && !about_a_tool(l)) {
+        if n.contains(l) {
+            *matched += 1;
+        } else {
+            finding.get_or_insert_with(|| {
+                format!("the original printed `{l}` when stopped, the migrated tool did not")
+            });
+        }
+    }
+    finding
+}
+
+fn status_of(run: &ToolRun) -> String {
+    match (run.exit_code, run.signal) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "no exit status".into(),
+    }
+}
+
+fn first_lines(s: &str, n: usize) -> String {
+    let l: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).take(n).collect();
+    l.join(" | ")
+}
+
+/// Compares the migrated tool's run with the original's two. `in_order`: one CPU, where the
+/// three saw the events in one order.
+pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) -> ToolReport {
+    let (o1, o2, n) = (output_of(orig), output_of(second), output_of(new));
+    // Counted: the lines printed during the workload, the ones compared in full.
+    let mut lines = Lines {
+        original: o1.during.len(),
+        second_run: o2.during.len(),
+        migrated: n.during.len(),
+        matched: 0,
+    };
+    let report = |verdict, lines: &Lines, finding: String| ToolReport {
+        verdict,
+        lines: lines.clone(),
+        finding: Some(finding),
+    };
+    for (r, what) in [(orig, "the original"), (new, "the migrated tool")] {
+        if let Some(e) = &r.spawn_error {
+            let v = if what == "the original" {
+                Verdict::Inconclusive
+            } else {
+                Verdict::Different
+            };
+            return report(v, &lines, format!("{what} could not be started: {e}"));
+        }
+    }
+    if !orig.ready {
+        let said = first_lines(&format!("{}\n{}", orig.stderr, orig.stdout), 3);
+        return report(
+            Verdict::Inconclusive,
+            &lines,
+            format!(
+                "the original tool never waited for events ({}): {said}; if it needs arguments, give them with --args",
+                status_of(orig)
+            ),
+        );
+    }
+    if !new.ready {
+        let said = first_lines(&format!("{}\n{}", new.stderr, new.stdout), 3);
+        return report(
+            Verdict::Different,
+            &lines,
+            format!(
+                "the migrated tool never waited for events, unlike the original ({}): {said}",
+                status_of(new)
+            ),
+        );
+    }
+    if (orig.exit_code, orig.signal) == (second.exit_code, second.signal)
+        && (orig.exit_code, orig.signal) != (new.exit_code, new.signal)
+    {
+        return report(
+            Verdict::Different,
+            &lines,
+            format!(
+                "the original ended with {}, the migrated tool with {}: {}",
+                status_of(orig),
+                status_of(new),
+                first_lines(&new.stderr, 3)
+            ),
+        );
+    }
+    let mut kept = 0;
+    let finding = header_kept(&o1.before, &o2.before, &n.before, &mut kept);
+    let noise = Noise::calibrate(&o1.during, &o2.during);
+    let during = if in_order {
+        compare_in_order(&o1.during, &n.during, &noise)
+    } else {
+        compare_as_multisets(&o1.during, &n.during, &noise)
+    };
+    lines.matched += during.matched;
+    let finding = finding
+        .or(during.finding)
+        .or(summary_kept(&o1.after, &o2.after, &n.after, &mut kept));
+    if o1.during.is_empty() && o2.during.is_empty() && n.during.is_empty() {
+        return report(
+            Verdict::Inconclusive,
+            &lines,
+            "no tool printed anything during the workload (does the workload reach its hooks? --workload adds a command)".into(),
+        );
+    }
+    if !noise.stable {
+        return report(
+            Verdict::Inconclusive,
+            &lines,
+            format!(
+                "the original's two runs printed different lines during the workload ({} against {}), so its output cannot be compared",
+                o1.during.len(),
+                o2.during.len()
+            ),
+        );
+    }
+    match finding {
+        Some(f) => report(Verdict::Different, &lines, f),
+        None => ToolReport {
+            verdict: Verdict::Equivalent,
+            lines,
+            finding: None,
+        },
+    }
+}
+
+/// Columns (whitespace-separated words) that differ between the two original runs, by
+/// their position from the start of a line and, for lines whose word count varies, from
+/// its end.
+#[derive(Debug, Default)]
+struct Noise {
+    from_start: Vec<usize>,
+    from_end: Vec<usize>,
+    /// The two runs printed the same lines but for noisy columns.
+    stable: bool,
+}
+
+fn words(l: &str) -> Vec<&str> {
+    l.split_whitespace().collect()
+}
+
+impl Noise {
+    fn calibrate(a: &[String], b: &[String]) -> Noise {
+        let mut n = Noise {
+            stable: a.len() == b.len(),
+            ..Noise::default()
+        };
+        for (x, y) in a.iter().zip(b) {
+            let (wx, wy) = (words(x), words(y));
+            if wx.len() != wy.len() {
+                n.stable = false;
+                continue;
+            }
+            let len = wx.len();
+            for (i, (p, q)) in wx.iter().zip(&wy).enumerate() {
+                if p != q {
+                    n.from_start.push(i);
+                    n.from_end.push(len - 1 - i);
+                }
+            }
+        }
+        n.from_start.sort_unstable();
+        n.from_start.dedup();
+        n.from_end.sort_unstable();
+        n.from_end.dedup();
+        n
+    }
+
+    fn noisy(&self, i: usize, len: usize) -> bool {
+        self.from_start.contains(&i) || self.from_end.contains(&(len - 1 - i))
+    }
+
+    /// The first column where `a` and `b` differ beyond the noise (1-based), if any.
+    fn differs(&self, a: &str, b: &str) -> Option<usize> {
+        let (wa, wb) = (words(a), words(b));
+        if wa.len() != wb.len() {
+            return Some(wa.len().min(wb.len()) + 1);
+        }
+        (0..wa.len())
+            .find(|&i| wa[i] != wb[i] && !self.noisy(i, wa.len()) && !jitter(wa[i], wb[i]))
+            .map(|i| i + 1)
+    }
+
+    fn masked(&self, l: &str) -> String {
+        let w = words(l);
+        let len = w.len();
+        w.iter()
+            .enumerate()
+            .map(|(i, x)| {
+                if self.noisy(i, len) || measured(x).is_some() {
+                    "*"
+                } else {
+                    x
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A measured quantity, as a number: a time of day (`15:05:30`, always noise), or a number
+/// with a fraction or a unit (`0.120`, `(192ms)`, `35us`). `None` for anything else, plain
+/// integers included (PIDs, counts, sizes must match).
+fn measured(w: &str) -> Option<f64> {
+    let t = w.trim_matches(|c: char| "()[],;".contains(c));
+    let clock = t.split(':').count() == 3
+        && t.split(':')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    if clock {
+        return Some(f64::NAN);
+    }
+    let num_end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(num_end);
+    let v: f64 = num.parse().ok()?;
+    let timed = ["ns", "us", "ms", "s", "%"].contains(&unit);
+    (num.contains('.') && unit.is_empty() || timed).then_some(v)
+}
+
+/// Two measured quantities of one event, told by different tool instances (each takes its
+/// own timestamps): times of day, or values within 5% (at least one unit of the last digit)
+/// of each other.
+fn jitter(a: &str, b: &str) -> bool {
+    match (measured(a), measured(b)) {
+        (Some(x), Some(y)) if x.is_nan() || y.is_nan() => true,
+        (Some(x), Some(y)) => {
+            let digits = |w: &str| {
+                w.split('.')
+                    .nth(1)
+                    .map_or(0, |f| f.chars().take_while(char::is_ascii_digit).count())
+            };
+            let unit = 10f64.powi(-(digits(a).max(digits(b)) as i32));
+            (x - y).abs() <= (x.abs().max(y.abs()) * 0.05).max(unit) + 1e-9
+        }
+        _ => false,
+    }
+}
+
+struct Compared {
+    matched: usize,
+    finding: Option<String>,
+}
+
+fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared {
+    let mut matched = 0;
+    let mut finding = None;
+    for (i, (a, b)) in orig.iter().zip(new).enumerate() {
+        match noise.differs(a, b) {
+            None => matched += 1,
+            Some(col) => {
+                finding.get_or_insert_with(|| {
+                    format!(
+                        "line {} of the workload's output, column {col}: the original printed `{a}`, the migrated tool `{b}`",
+                        i + 1
+                    )
+                });
+            }
+        }
+    }
+    if finding.is_none() && orig.len() != new.len() {
+        let (k, which, l) = if orig.len() > new.len() {
+            (
+                new.len(),
+                "the migrated tool did not print",
+                &orig[new.len()],
+            )
+        } else {
+            (
+                orig.len(),
+                "the migrated tool printed more:",
+                &new[orig.len()],
+            )
+        };
+        finding = Some(format!(
+            "{} lines against {} during the workload; from line {}, {which} `{l}`",
+            orig.len(),
+            new.len(),
+            k + 1
+        ));
+    }
+    Compared { matched, finding }
+}
+
+fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compared {
+    let mut left: Vec<String> = new.iter().map(|l| noise.masked(l)).collect();
+    let mut matched = 0;
+    let mut missing = None;
+    for l in orig {
+        let m = noise.masked(l);
+        match left.iter().position(|x| *x == m) {
+            Some(i) => {
+                left.swap_remove(i);
+                matched += 1;
+            }
+            None => {
+                missing.get_or_insert_with(|| l.clone());
+            }
+        }
+    }
+    let finding = match (missing, left.first()) {
+        (Some(l), _) => Some(format!(
+            "the original printed `{l}` during the workload, the migrated tool printed no such line"
+        )),
+        (None, Some(extra)) => Some(format!(
+            "the migrated tool printed a line the original did not: `{extra}`"
+        )),
+        (None, None) => None,
+    };
+    Compared { matched, finding }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stdout: &str, at: &str) -> ToolRun {
+        ToolRun {
+            id: "t".into(),
+            stdout: stdout.into(),
+            workload_at: stdout.find(at).unwrap_or(0),
+            workload_end: stdout.find("SUMMARY").unwrap_or(stdout.len()),
+            ready: true,
+            exit_code: Some(0),
+            ..ToolRun::default()
+        }
+    }
+
+    const HEAD: &str = "TIME     PCOMM  PID   LAT(ms)\n";
+
+    #[test]
+    fn timestamps_and_latencies_that_vary_between_originals_are_noise() {
+        let a = run(
+            &format!("{HEAD}10:00:01 init   7    0.120\n10:00:01 init   8    0.300\n"),
+            "10:",
+        );
+        let b = run(
+            &format!("{HEAD}10:00:02 init   7    0.125\n10:00:02 init   8    0.310\n"),
+            "10:",
+        );
+        let same = run(
+            &format!("{HEAD}10:00:03 init   7    0.119\n10:00:03 init   8    0.299\n"),
+            "10:",
+        );
+        let r = judge(&a, &b, &same, true);
+        assert_eq!(r.verdict, Verdict::Equivalent, "{r:?}");
+        assert_eq!(r.lines.matched, 2, "the workload's lines");
+        // A PID column is not noise: the three runs saw the same processes.
+        let wrong = run(
+            &format!("{HEAD}10:00:03 init   7    0.119\n10:00:03 init   0    0.299\n"),
+            "10:",
+        );
+        let r = judge(&a, &b, &wrong, true);
+        assert_eq!(r.verdict, Verdict::Different);
+        let f = r.finding.unwrap();
+        assert!(f.contains("line 2") && f.contains("column 3"), "{f}");
+    }
+
+    #[test]
+    fn measured_values_may_jitter_but_integers_may_not() {
+        assert!(jitter("(192ms)", "(193ms)"));
+        assert!(jitter("0.120", "0.125"));
+        assert!(jitter("15:05:30", "15:05:31"));
+        assert!(!jitter("(192ms)", "(292ms)"));
+        assert!(
+            !jitter("192", "193"),
+            "a plain integer is a PID, a count, a size"
+        );
+        assert!(!jitter("init", "inet"));
+        let a = run("init 7 (192ms)\n", "init");
+        let b = run("init 7 (193ms)\n", "init");
+        assert_eq!(judge(&a, &a, &b, true).verdict, Verdict::Equivalent);
+        assert_eq!(judge(&a, &a, &b, false).verdict, Verdict::Equivalent);
+    }
+
+    #[test]
+    fn what_a_tool_saw_of_the_others_starting_and_stopping_is_not_compared() {
+        let a = run(
+            "PID COMM PATH\n98 p0-new /sys/kprobe/type\n1 init /etc\nSUMMARY\n101 p0-new exited\ntotal 1\n",
+            "1 init",
+        );
+        let n = run("PID COMM PATH\n1 init /etc\nSUMMARY\ntotal 1\n", "1 init");
+        assert_eq!(judge(&a, &a, &n, true).verdict, Verdict::Equivalent);
+        let bad_head = run("PID COMM\n1 init /etc\nSUMMARY\ntotal 1\n", "1 init");
+        let r = judge(&a, &a, &bad_head, true);
+        assert_eq!(r.verdict, Verdict::Different);
+        assert!(r.finding.unwrap().contains("header"));
+    }
+
+    #[test]
+    fn a_missing_header_or_line_is_a_difference() {
+        let a = run(&format!("{HEAD}x 1\ny 2\n"), "x");
+        let no_head = run("x 1\ny 2\n", "x");
+        let r = judge(&a, &a, &no_head, true);
+        assert_eq!(r.verdict, Verdict::Different);
+        assert!(r.finding.unwrap().contains("header"));
+        let short = run(&format!("{HEAD}x 1\n"), "x");
+        let r = judge(&a, &a, &short, true);
+        assert_eq!(r.verdict, Verdict::Different);
+        assert!(r.finding.unwrap().contains("did not print `y 2`"));
+    }
+
+    #[test]
+    fn summaries_printed_when_stopped_are_compared_where_stable() {
+        let a = run("a 1\nSUMMARY\ntotal 1\nseen 7\n", "a");
+        let b = run("a 1\nSUMMARY\ntotal 1\nseen 9\n", "a");
+        let same = run("a 1\nSUMMARY\ntotal 1\n", "a");
+        assert_eq!(judge(&a, &b, &same, true).verdict, Verdict::Equivalent);
+        let lost = run("a 1\nSUMMARY\n", "a");
+        let r = judge(&a, &b, &lost, true);
+        assert_eq!(r.verdict, Verdict::Different);
+        assert!(r.finding.unwrap().contains("`total 1` when stopped"));
+    }
+
+    #[test]
+    fn lines_in_another_order_match_as_multisets_only() {
+        let a = run("a 1\nb 2\n", "a");
+        let swapped = run("b 2\na 1\n", "b");
+        assert_eq!(judge(&a, &a, &swapped, false).verdict, Verdict::Equivalent);
+        assert_eq!(judge(&a, &a, &swapped, true).verdict, Verdict::Different);
+    }
+
+    #[test]
+    fn a_tool_that_never_polls_is_inconclusive_and_says_args() {
+        let mut a = run("", "");
+        a.ready = false;
+        a.exit_code = Some(64);
+        a.stderr = "Usage: tool PID\n".into();
+        let r = judge(&a, &a, &a, true);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        let f = r.finding.unwrap();
+        assert!(f.contains("--args") && f.contains("Usage: tool PID"), "{f}");
+    }
+
+    #[test]
+    fn silence_and_unstable_originals_are_inconclusive() {
+        // Only the header, before the workload.
+        let quiet = run(HEAD, "\n");
+        let r = judge(&quiet, &quiet, &quiet, true);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        let a = run("a 1\n", "a");
+        let b = run("a 1\nb 2\n", "a");
+        assert_eq!(judge(&a, &b, &a, true).verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn a_different_exit_is_a_difference() {
+        let a = run("a 1\n", "a");
+        let mut n = run("a 1\n", "a");
+        n.exit_code = Some(1);
+        n.stderr = "ring_buffer__poll: -22\n".into();
+        let r = judge(&a, &a, &n, true);
+        assert_eq!(r.verdict, Verdict::Different);
+        assert!(r.finding.unwrap().contains("-22"));
+    }
+
+    #[test]
+    fn the_loader_is_the_file_that_includes_the_skeleton_and_defines_main() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |n: &str, t: &str| std::fs::write(dir.path().join(n), t).unwrap();
+        w(
+            "snoop.bpf.c",
+            "SEC(\"tp/x\") int f(void *c) { return 0; }\n",
+        );
+        w(
+            "snoop.c",
+            "#include \"snoop.skel.h\"\nint main(int argc, char **argv)\n{ return 0; }\n",
+        );
+        w(
+            "other.c",
+            "#include \"other.skel.h\"\nint main(void) { return 0; }\n",
+        );
+        w("trace_helpers.c", "int ksym(void) { return 1; }\n");
+        w(
+            "probe.c",
+            "SEC(\"kprobe/x\") int g(void *c) { return 0; }\n",
+        );
+        let l = find_loader(&dir.path().join("snoop.bpf.c")).unwrap();
+        assert_eq!(l.main, dir.path().join("snoop.c"));
+        assert_eq!(l.helpers, vec![dir.path().join("trace_helpers.c")]);
+        assert_eq!(l.stem, "snoop");
+        assert_eq!(l.opens, None);
+        assert!(find_loader(&dir.path().join("probe.c")).is_none());
+        // A loader that opens its object by name at run time.
+        w(
+            "tcwatch.bpf.c",
+            "SEC(\"tc\") int f(void *c) { return 0; }\n",
+        );
+        w(
+            "tcwatch.c",
+            "#define OBJ \"./tcwatch.bpf.o\"\nint main(void) { return 0; }\n",
+        );
+        let l = find_loader(&dir.path().join("tcwatch.bpf.c")).unwrap();
+        assert_eq!(l.main, dir.path().join("tcwatch.c"));
+        assert_eq!(l.opens.as_deref(), Some("./tcwatch.bpf.o"));
+    }
+}
