@@ -1,0 +1,387 @@
+//! `PerfBufferBuilder::new(MAP).sample_cb(CB).lost_cb(L).pages(N).build()` chains, with their
+//! error handling, become `RingBufferBuilder::new()`, `add(MAP, CB)` and `build()`; the
+//! callbacks, the map, the page count and the lost callback are their own modules' work.
+
+use syn::Expr;
+use syn::spanned::Spanned;
+
+use super::Rs;
+use super::callbacks::callback;
+use super::collect::{Collect, Func};
+use super::lost::lost_callback;
+use super::maps::{enclosing_fn, resolve_map};
+use super::messages::message_text;
+use super::pages::page_count;
+use crate::edit::Edit;
+use crate::engine::context::{Analysis, Consumer, Report};
+use crate::rules::Rule;
+use crate::source::indent_at;
+
+/// Builder methods that end a chain's error handling.
+const TAIL_METHODS: &[&str] = &[
+    "context",
+    "with_context",
+    "expect",
+    "unwrap",
+    "map_err",
+    "unwrap_or_else",
+];
+
+pub(super) struct Chain<'a> {
+    /// The whole expression, error handling included.
+    pub(super) whole: (usize, usize),
+    /// `.context(...)?` and the like after `.build()`, as written.
+    pub(super) tail: String,
+    /// `libbpf_rs::` when the builder was named by a path.
+    pub(super) prefix: String,
+    pub(super) map: &'a Expr,
+    pub(super) sample: Option<&'a Expr>,
+    pub(super) lost: Option<&'a Expr>,
+    pub(super) pages: Option<&'a Expr>,
+    pub(super) expr: &'a Expr,
+}
+
+/// The chains of the file, outermost first (a chain inside another's argument is left to
+/// the outer one); their callback arguments are recorded, so that a callback named there is
+/// not counted as used elsewhere.
+pub(super) fn find_chains<'ast>(
+    rs: &mut Rs,
+    col: &Collect<'ast>,
+    builder_names: &[String],
+) -> Vec<Chain<'ast>> {
+    let mut chains: Vec<Chain> = col
+        .exprs
+        .iter()
+        .filter_map(|e| match_chain(rs, e, builder_names))
+        .collect();
+    let ranges: Vec<(usize, usize)> = chains.iter().map(|c| c.whole).collect();
+    chains.retain(|c| {
+        !ranges
+            .iter()
+            .any(|r| *r != c.whole && r.0 <= c.whole.0 && c.whole.1 <= r.1)
+    });
+    for c in &chains {
+        for e in [c.sample, c.lost].into_iter().flatten() {
+            let r = rs.range(e.span());
+            rs.cb_args.push(r);
+        }
+    }
+    chains
+}
+
+fn match_chain<'a>(rs: &Rs, e: &'a Expr, names: &[String]) -> Option<Chain<'a>> {
+    let whole_e = e;
+    let mut e = e;
+    loop {
+        match e {
+            Expr::Try(t) => e = &t.expr,
+            Expr::MethodCall(m) if TAIL_METHODS.contains(&m.method.to_string().as_str()) => {
+                e = &m.receiver
+            }
+            Expr::Paren(p) => e = &p.expr,
+            _ => break,
+        }
+    }
+    let Expr::MethodCall(build) = e else {
+        return None;
+    };
+    if build.method != "build" || !build.args.is_empty() {
+        return None;
+    }
+    let build_end = rs.range(build.span()).1;
+    let (mut sample, mut lost, mut pages) = (None, None, None);
+    let mut cur = &*build.receiver;
+    loop {
+        match cur {
+            Expr::MethodCall(m) => {
+                let name = m.method.to_string();
+                let arg = m.args.first();
+                match name.as_str() {
+                    "sample_cb" => sample = arg,
+                    "lost_cb" => lost = arg,
+                    "pages" => pages = arg,
+                    _ => return None,
+                }
+                cur = &m.receiver;
+            }
+            Expr::Call(c) => {
+                let Expr::Path(p) = &*c.func else { return None };
+                let segs: Vec<String> = p
+                    .path
+                    .segments
+                    .iter()
+                    .map(|s| s.ident.to_string())
+                    .collect();
+                if segs.len() < 2
+                    || segs[segs.len() - 1] != "new"
+                    || !names.contains(&segs[segs.len() - 2])
+                    || c.args.len() != 1
+                {
+                    return None;
+                }
+                let prefix: String = segs[..segs.len() - 2]
+                    .iter()
+                    .map(|s| format!("{s}::"))
+                    .collect();
+                let (ws, we) = rs.range(whole_e.span());
+                return Some(Chain {
+                    whole: (ws, we),
+                    tail: rs.src()[build_end..we].to_string(),
+                    prefix,
+                    map: &c.args[0],
+                    sample,
+                    lost,
+                    pages,
+                    expr: whole_e,
+                });
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// One chain rewritten, and its map recorded as a consumer; nothing is rewritten when a part
+/// of it is refused.
+pub(super) fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analysis) {
+    let at = c.whole.0;
+    let func = enclosing_fn(rs, col, c.whole);
+    let Some(map) = resolve_map(rs, col, c.map, func) else {
+        return;
+    };
+    let Some(sample) = c.sample else {
+        rs.report(
+            at,
+            Rule::CallbackForm,
+            "this PerfBufferBuilder has no sample_cb",
+            "migrate by hand",
+        );
+        return;
+    };
+    let Some(cb_text) = callback(rs, col, sample, func, &map) else {
+        return;
+    };
+    if let Some(l) = c.lost {
+        lost_callback(rs, col, l, func);
+    }
+    let Some(pages) = page_count(rs, col, c.pages) else {
+        return;
+    };
+    replace_chain(rs, col, c, func, &cb_text);
+    a.consumers.push(Consumer {
+        map,
+        offset: at,
+        pages,
+    });
+}
+
+/// A builder variable that does not clash with a name already in the function.
+fn builder_var(rs: &Rs, func: Option<Func>) -> &'static str {
+    let fn_range = func
+        .map(|f| rs.range(f.span))
+        .unwrap_or((0, rs.src().len()));
+    ["builder", "ringbuf_builder", "rb_builder"]
+        .into_iter()
+        .find(|n| rs.uses_in(n, fn_range.0, fn_range.1).is_empty())
+        .unwrap_or("ringbuf_builder")
+}
+
+/// The chain's new text: a `let` of the buffer becomes the builder's `let`, the `add` and the
+/// buffer's `let`; a chain elsewhere becomes a block.
+fn replace_chain(rs: &mut Rs, col: &Collect, c: &Chain, func: Option<Func>, cb_text: &str) {
+    let src = rs.src().to_string();
+    let at = c.whole.0;
+    let builder = builder_var(rs, func);
+    let map_text = rs.text(c.map.span()).to_string();
+    // Error handling written over several lines is copied onto one.
+    let tail: String = message_text(&c.tail).lines().map(str::trim).collect();
+    let new = format!("{}RingBufferBuilder::new()", c.prefix);
+    let add = format!("{builder}.add({map_text}, {cb_text})");
+    let local = col.locals.iter().find(|l| {
+        l.init
+            .as_ref()
+            .is_some_and(|i| std::ptr::eq(&*i.expr, c.expr))
+    });
+    match local {
+        Some(l) => {
+            let (ls, le) = rs.range(l.span());
+            let indent = indent_at(&src, ls).to_string();
+            let pat = rs.text(l.pat.span()).replace("PerfBuffer", "RingBuffer");
+            let text = if tail.is_empty() {
+                format!(
+                    "let mut {builder} = {new};\n{indent}let {pat} = {add}.map(|_| ()).and_then(|_| {builder}.build());"
+                )
+            } else {
+                format!(
+                    "let mut {builder} = {new};\n{indent}{add}{tail};\n{indent}let {pat} = {builder}.build(){tail};"
+                )
+            };
+            rs.explained.push((ls, le));
+            rs.edits
+                .push(Edit::replace(ls, le, text, Rule::RsPerfBufferBuilder));
+        }
+        None => {
+            let text = if tail.is_empty() {
+                format!(
+                    "{{ let mut {builder} = {new}; {add}.map(|_| ()).and_then(|_| {builder}.build()) }}"
+                )
+            } else {
+                format!(
+                    "{{\n{i}    let mut {builder} = {new};\n{i}    {add}{tail};\n{i}    {builder}.build(){tail}\n{i}}}",
+                    i = indent_at(&src, at)
+                )
+            };
+            rs.edits.push(Edit::replace(
+                c.whole.0,
+                c.whole.1,
+                text,
+                Rule::RsPerfBufferBuilder,
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_crate::{migrates, refused};
+    use crate::rules::Rule;
+
+    /// A chain bound by `let`, with error handling: the builder's `let`, then `add` and `build`,
+    /// each with the handling (its message updated); `builder` is taken, so the variable is
+    /// `ringbuf_builder`.
+    #[test]
+    fn let_chain_becomes_builder_add_and_build() {
+        migrates(
+            r#"
+            use anyhow::Context;
+            use libbpf_rs::PerfBufferBuilder;
+            use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
+            use x::*;
+
+            fn handle(_cpu: i32, data: &[u8]) {
+                println!("{} bytes", data.len());
+            }
+
+            fn main() -> anyhow::Result<()> {
+                let builder = XSkelBuilder::default();
+                let mut open_object = std::mem::MaybeUninit::uninit();
+                let skel = builder.open(&mut open_object)?.load()?;
+                let perf = PerfBufferBuilder::new(&skel.maps.events)
+                    .sample_cb(handle)
+                    .build()
+                    .context("cannot open the perf buffer")?;
+                loop {
+                    perf.poll(std::time::Duration::from_millis(100))?;
+                }
+            }
+            "#,
+            r#"
+            use anyhow::Context;
+            use libbpf_rs::RingBufferBuilder;
+            use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
+            use x::*;
+
+            fn handle(data: &[u8]) -> i32 {
+                println!("{} bytes", data.len());
+                0
+            }
+
+            fn main() -> anyhow::Result<()> {
+                let builder = XSkelBuilder::default();
+                let mut open_object = std::mem::MaybeUninit::uninit();
+                let skel = builder.open(&mut open_object)?.load()?;
+                let mut ringbuf_builder = RingBufferBuilder::new();
+                ringbuf_builder.add(&skel.maps.events, handle).context("cannot open the ring buffer")?;
+                let perf = ringbuf_builder.build().context("cannot open the ring buffer")?;
+                loop {
+                    perf.poll(std::time::Duration::from_millis(100))?;
+                }
+            }
+            "#,
+        );
+    }
+
+    /// A chain that is a function's value, its builder named by a path: a block, the path kept;
+    /// `PerfBuffer` in the signature follows.
+    #[test]
+    fn chain_as_a_value_becomes_a_block() {
+        migrates(
+            r#"
+            use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
+            use x::*;
+
+            fn handle(_cpu: i32, data: &[u8]) {
+                println!("{} bytes", data.len());
+            }
+
+            fn open<'a>(skel: &'a XSkel) -> libbpf_rs::Result<libbpf_rs::PerfBuffer<'a>> {
+                libbpf_rs::PerfBufferBuilder::new(&skel.maps.events)
+                    .sample_cb(handle)
+                    .build()
+            }
+
+            fn main() -> anyhow::Result<()> {
+                let mut open_object = std::mem::MaybeUninit::uninit();
+                let skel = XSkelBuilder::default().open(&mut open_object)?.load()?;
+                let perf = open(&skel)?;
+                loop {
+                    perf.poll(std::time::Duration::from_millis(100))?;
+                }
+            }
+            "#,
+            r#"
+            use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
+            use x::*;
+
+            fn handle(data: &[u8]) -> i32 {
+                println!("{} bytes", data.len());
+                0
+            }
+
+            fn open<'a>(skel: &'a XSkel) -> libbpf_rs::Result<libbpf_rs::RingBuffer<'a>> {
+                { let mut builder = libbpf_rs::RingBufferBuilder::new(); builder.add(&skel.maps.events, handle).map(|_| ()).and_then(|_| builder.build()) }
+            }
+
+            fn main() -> anyhow::Result<()> {
+                let mut open_object = std::mem::MaybeUninit::uninit();
+                let skel = XSkelBuilder::default().open(&mut open_object)?.load()?;
+                let perf = open(&skel)?;
+                loop {
+                    perf.poll(std::time::Duration::from_millis(100))?;
+                }
+            }
+            "#,
+        );
+    }
+
+    #[test]
+    fn chain_without_sample_callback_is_refused() {
+        refused(
+            r#"
+            use libbpf_rs::PerfBufferBuilder;
+            use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
+            use x::*;
+
+            fn lost(_cpu: i32, count: u64) {
+                eprintln!("lost {count}");
+            }
+
+            fn main() -> anyhow::Result<()> {
+                let mut open_object = std::mem::MaybeUninit::uninit();
+                let skel = XSkelBuilder::default().open(&mut open_object)?.load()?;
+                let perf = PerfBufferBuilder::new(&skel.maps.events)
+                    .lost_cb(lost)
+                    .build()?;
+                perf.poll(std::time::Duration::from_millis(100))?;
+                Ok(())
+            }
+            "#,
+            Rule::CallbackForm,
+            "this PerfBufferBuilder has no sample_cb",
+        );
+    }
+}
