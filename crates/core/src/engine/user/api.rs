@@ -1,0 +1,427 @@
+//! The rest of the perf buffer API: `perf_buffer__poll/consume/epoll_fd/free` become their
+//! `ring_buffer__` namesakes (a consume's result checked), `struct perf_buffer` becomes
+//! `struct ring_buffer`, and the calls with no ring buffer equivalent are refused, as is a
+//! buffer created in another file.
+
+use tree_sitter::Node;
+
+use super::super::context::{Ctx, Report};
+use super::State;
+use crate::edit::Edit;
+use crate::lang::NodeExt;
+use crate::lang::c::{self, Tok};
+use crate::rules::Rule;
+
+/// `perf_buffer__*` functions that map one to one onto `ring_buffer__*`.
+const RENAMED: &[&str] = &[
+    "perf_buffer__poll",
+    "perf_buffer__consume",
+    "perf_buffer__epoll_fd",
+    "perf_buffer__free",
+];
+
+/// Perf buffer APIs with no ring buffer equivalent.
+pub(super) const NO_EQUIVALENT: &[&str] = &[
+    "perf_buffer__new_raw",
+    "perf_buffer__buffer",
+    "perf_buffer__consume_buffer",
+    "perf_buffer__buffer_fd",
+    "perf_buffer__buffer_cnt",
+];
+
+/// Using a perf buffer this file does not create: its creation, elsewhere, is out of reach,
+/// and renaming only the uses would break the program. True (after a refusal) when so.
+pub(super) fn created_elsewhere(cx: &mut Ctx) -> bool {
+    let src = cx.src();
+    let toks = cx.tokens();
+    if toks
+        .iter()
+        .any(|&(t, s, e)| t == Tok::Ident && &src[s..e] == "perf_buffer__new")
+    {
+        return false;
+    }
+    let Some(&(_, s, e)) = toks
+        .iter()
+        .find(|&&(t, s, e)| t == Tok::Ident && RENAMED.contains(&&src[s..e]))
+    else {
+        return false;
+    };
+    cx.report(
+        s,
+        Rule::UnlinkedProgram,
+        format!("{}() on a perf buffer created in another file", &src[s..e]),
+        "bpf-migrate migrates a perf buffer with the file that creates it (perf_buffer__new); keep them together or migrate by hand",
+    );
+    true
+}
+
+/// A call of one of `NO_EQUIVALENT` is refused.
+pub(super) fn no_equivalent(cx: &mut Ctx, st: &mut State, call: Node, name: &str) {
+    let f = call.field("function").unwrap();
+    st.explained.push((f.start_byte(), f.end_byte()));
+    cx.report(
+        call.start_byte(),
+        Rule::NoRingEquivalent,
+        format!("{name}() has no ring buffer equivalent"),
+        "the ring buffer has no per-CPU buffers to drain one by one; restructure this consumer around ring_buffer__poll()/ring_buffer__consume() by hand",
+    );
+}
+
+/// `perf_buffer__poll` and the others of `RENAMED` become `ring_buffer__...`.
+pub(super) fn rename_calls(cx: &mut Ctx, st: &mut State) {
+    let src = cx.src();
+    for n in cx.of_kind("identifier") {
+        let t = c::text(n, src);
+        if RENAMED.contains(&t) {
+            st.explained.push((n.start_byte(), n.end_byte()));
+            if t == "perf_buffer__consume" {
+                consume_result(cx, n);
+            }
+            cx.edits.push(Edit::replace(
+                n.start_byte(),
+                n.end_byte(),
+                t.replacen("perf_buffer", "ring_buffer", 1),
+                Rule::PerfBufferApi,
+            ));
+        }
+    }
+}
+
+/// `struct perf_buffer` (not a definition of it) becomes `struct ring_buffer`.
+pub(super) fn rename_struct_tags(cx: &mut Ctx, st: &mut State) {
+    let src = cx.src();
+    for n in cx.of_kind("struct_specifier") {
+        if n.field("body").is_some() {
+            continue;
+        }
+        if let Some(name) = n.field("name")
+            && c::text(name, src) == "perf_buffer"
+        {
+            st.explained.push((name.start_byte(), name.end_byte()));
+            cx.edits.push(Edit::replace(
+                name.start_byte(),
+                name.end_byte(),
+                "ring_buffer",
+                Rule::PerfBufferApi,
+            ));
+        }
+    }
+}
+
+/// `perf_buffer__consume()` returns 0 or an error, `ring_buffer__consume()` the number of
+/// records or an error. A result only compared with 0 for sign, or thrown away, means the
+/// same; a truth test of the call becomes `< 0`; anything else is refused.
+fn consume_result(cx: &mut Ctx, ident: Node) {
+    let Some(call) = ident.parent().filter(|p| p.kind() == "call_expression") else {
+        return;
+    };
+    let Some(parent) = call.parent() else { return };
+    if read_in_place(cx, call, parent) || stored_for_sign(cx, call, parent) {
+        return;
+    }
+    cx.report(
+        call.start_byte(),
+        Rule::ConsumeResult,
+        "the result of perf_buffer__consume() is used as 0-or-error, but ring_buffer__consume() returns the number of records consumed",
+        "test it with `< 0` (errors are negative in both APIs), then run bpf-migrate again",
+    );
+}
+
+/// `n` is `x < 0` or `x >= 0`.
+fn is_sign_test(n: Node, src: &str) -> bool {
+    n.kind() == "binary_expression"
+        && n.field("operator")
+            .is_some_and(|o| matches!(c::text(o, src), "<" | ">="))
+        && n.field("right")
+            .is_some_and(|r| c::strip_parens(c::text(r, src)) == "0")
+}
+
+/// The result read where the call stands (`parent`): thrown away or tested for sign, it means
+/// the same; a truth test is made one (`if (consume(pb))`, `!consume(pb)`). True when so.
+fn read_in_place(cx: &mut Ctx, call: Node, parent: Node) -> bool {
+    let src = cx.src();
+    match parent.kind() {
+        "expression_statement" => true,
+        "binary_expression" if is_sign_test(parent, src) => true,
+        "parenthesized_expression"
+            if parent
+                .parent()
+                .is_some_and(|g| matches!(g.kind(), "if_statement" | "while_statement")) =>
+        {
+            cx.edits
+                .push(Edit::insert(call.end_byte(), " < 0", Rule::PerfBufferApi));
+            true
+        }
+        "unary_expression" if c::text(parent, src).starts_with('!') => {
+            cx.edits.push(Edit::replace(
+                parent.start_byte(),
+                parent.start_byte() + 1,
+                "",
+                Rule::PerfBufferApi,
+            ));
+            cx.edits
+                .push(Edit::insert(call.end_byte(), " >= 0", Rule::PerfBufferApi));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// `v = perf_buffer__consume(pb);`: every read of v until it is set again tests its sign.
+fn stored_for_sign(cx: &Ctx, call: Node, parent: Node) -> bool {
+    let src = cx.src();
+    let var = match parent.kind() {
+        "assignment_expression" => parent.field("left").map(|l| c::text(l, src)),
+        "init_declarator" => parent.field("declarator").map(|d| c::text(d, src)),
+        _ => None,
+    };
+    let (Some(v), Some(f)) = (var, c::ancestor(call, "function_definition")) else {
+        return false;
+    };
+    if !c::is_ident(v) {
+        return false;
+    }
+    for n in cx.of_kind("identifier").iter().filter(|n| {
+        n.kind() == "identifier"
+            && c::text(**n, src) == v
+            && n.start_byte() > call.end_byte()
+            && n.end_byte() <= f.end_byte()
+    }) {
+        let p = n.parent();
+        if p.is_some_and(|p| p.kind() == "assignment_expression" && p.field("left") == Some(*n)) {
+            break;
+        }
+        if p.is_some_and(|p| is_sign_test(p, src) && p.field("left") == Some(*n)) {
+            continue;
+        }
+        if !in_error_branch(*n, v, src) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Inside `if (v < 0) ...` the value is an error code in both APIs.
+fn in_error_branch(n: Node, v: &str, src: &str) -> bool {
+    let mut a = n.parent();
+    while let Some(x) = a {
+        if x.kind() == "if_statement"
+            && let (Some(cond), Some(then)) = (x.field("condition"), x.field("consequence"))
+            && c::strip_parens(c::text(cond, src)).replace(' ', "") == format!("{v}<0")
+            && n.start_byte() >= then.start_byte()
+            && n.end_byte() <= then.end_byte()
+        {
+            return true;
+        }
+        a = x.parent();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::BPF;
+    use crate::engine::testkit::{check_migrate, check_refused};
+    use crate::rules::Rule;
+
+    #[test]
+    fn renames_the_calls_and_tests_consume_for_errors() {
+        let loader = r#"#include <stdio.h>
+#include <sys/epoll.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+static int drain(struct perf_buffer *pb)
+{
+	int err = perf_buffer__consume(pb);
+
+	if (err < 0) {
+		fprintf(stderr, "consume failed: %d\n", err);
+		return err;
+	}
+	return 0;
+}
+
+int main(void)
+{
+	struct epoll_event ev;
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+	int epfd;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
+	if (!pb)
+		return 1;
+	epfd = perf_buffer__epoll_fd(pb);
+	for (;;) {
+		if (epoll_wait(epfd, &ev, 1, 100) < 0)
+			break;
+		if (perf_buffer__consume(pb))
+			break;
+	}
+	if (!perf_buffer__consume(pb))
+		drain(pb);
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        let after = r#"#include <stdio.h>
+#include <sys/epoll.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static int handle_event(void *ctx, void *data, size_t size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+	return 0;
+}
+
+static int drain(struct ring_buffer *pb)
+{
+	int err = ring_buffer__consume(pb);
+
+	if (err < 0) {
+		fprintf(stderr, "consume failed: %d\n", err);
+		return err;
+	}
+	return 0;
+}
+
+int main(void)
+{
+	struct epoll_event ev;
+	struct ring_buffer *pb;
+	struct x_bpf *skel;
+	int epfd;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
+	if (!pb)
+		return 1;
+	epfd = ring_buffer__epoll_fd(pb);
+	for (;;) {
+		if (epoll_wait(epfd, &ev, 1, 100) < 0)
+			break;
+		if (ring_buffer__consume(pb) < 0)
+			break;
+	}
+	if (ring_buffer__consume(pb) >= 0)
+		drain(pb);
+	ring_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+    }
+
+    #[test]
+    fn refuses_a_consume_result_read_as_0_or_error() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+	int err;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	err = perf_buffer__consume(pb);
+	perf_buffer__free(pb);
+	return err == 0 ? 0 : 1;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::ConsumeResult,
+            "ring_buffer__consume() returns the number of records consumed",
+        );
+    }
+
+    #[test]
+    fn refuses_calls_with_no_equivalent() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+	size_t i;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
+	if (!pb)
+		return 1;
+	for (;;)
+		for (i = 0; i < perf_buffer__buffer_cnt(pb); i++)
+			perf_buffer__consume_buffer(pb, i);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::NoRingEquivalent,
+            "perf_buffer__buffer_cnt() has no ring buffer equivalent",
+        );
+    }
+
+    #[test]
+    fn refuses_a_buffer_created_in_another_file() {
+        let loader = r#"#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+struct perf_buffer *open_events(struct x_bpf *skel);
+
+int main(void)
+{
+	struct x_bpf *skel = x_bpf__open_and_load();
+	struct perf_buffer *pb;
+
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = open_events(skel);
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::UnlinkedProgram,
+            "perf_buffer__poll() on a perf buffer created in another file",
+        );
+    }
+}

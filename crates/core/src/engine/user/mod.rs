@@ -1,0 +1,311 @@
+//! libbpf C user space: `perf_buffer__new` (libbpf 1.x and the old `perf_buffer_opts` form),
+//! the other `perf_buffer__*` calls, `struct perf_buffer`, and the sample and lost callbacks.
+//!
+//! `analyze` is the dispatch; each site has a handler of its own:
+//!
+//! | module | site |
+//! |---|---|
+//! | `new_site` | `perf_buffer__new()` in either form, becoming `ring_buffer__new()` |
+//! | `opts` | the old form's `struct perf_buffer_opts` |
+//! | `maps` | the map an fd expression reads; the BPF sources a loader names |
+//! | `callbacks` | the sample callback's signature and body |
+//! | `lost` | the lost-sample callback |
+//! | `null_checks` | `libbpf_get_error()`, `IS_ERR()`, `PTR_ERR()` on the new buffer |
+//! | `pages` | the page count: its value, a run-time count, `#define`s left unused |
+//! | `api` | `perf_buffer__poll/consume/epoll_fd/free`, `struct perf_buffer`, the APIs with no equivalent |
+//! | `messages` | printed strings that name the perf buffer |
+//!
+//! `syntax` holds the helpers several of them share.
+
+mod api;
+mod callbacks;
+mod lost;
+mod maps;
+mod messages;
+mod new_site;
+mod null_checks;
+mod opts;
+mod pages;
+mod syntax;
+
+use std::collections::HashSet;
+
+use super::context::{Analysis, Ctx, Report};
+use crate::lang::NodeExt;
+use crate::lang::c::{self, Tok};
+use crate::rules::Rule;
+
+#[derive(Default)]
+struct State {
+    explained: Vec<(usize, usize)>,
+    done_callbacks: HashSet<String>,
+    needs_errno: bool,
+    /// Page-count arguments of the perf buffers migrated.
+    page_args: Vec<(usize, usize)>,
+    /// Lost callbacks and the creation calls that pass them: one callback may serve several
+    /// perf buffers, and is removed only once all of them are seen.
+    lost: Vec<(String, Vec<(usize, usize)>)>,
+}
+
+pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
+    let src = cx.src();
+    maps::collect_bpf_sources(cx, out);
+    if !is_consumer(cx) || api::created_elsewhere(cx) {
+        return;
+    }
+    let mut st = State::default();
+    creation_sites(cx, &mut st, out);
+    for (name, creation) in std::mem::take(&mut st.lost) {
+        lost::lost_callback(cx, &mut st, &name, &creation);
+    }
+    api::rename_calls(cx, &mut st);
+    api::rename_struct_tags(cx, &mut st);
+    messages::messages(cx);
+    pages::unused_page_defines(cx, &st);
+    if st.needs_errno && !src.contains("<errno.h>") {
+        null_checks::add_errno_include(cx);
+    }
+    account_triggers(cx, &st);
+}
+
+/// Only a file that calls the perf buffer API is a consumer; others (vmlinux.h, with the
+/// kernel's own struct perf_buffer) are left alone. A header that declares the API (libbpf.h
+/// vendored into a project) is the library, not a consumer.
+fn is_consumer(cx: &Ctx) -> bool {
+    let src = cx.src();
+    let toks = cx.tokens();
+    toks.iter()
+        .any(|&(t, s, e)| t == Tok::Ident && src[s..e].starts_with("perf_buffer__"))
+        && !toks.iter().any(|&(t, s, e)| {
+            t == Tok::Ident
+                && &src[s..e] == "perf_buffer__new"
+                && c::is_declared_name(cx.root(), s, e)
+        })
+}
+
+/// The calls that create a perf buffer, and those with no ring buffer equivalent.
+fn creation_sites(cx: &mut Ctx, st: &mut State, out: &mut Analysis) {
+    let src = cx.src();
+    for call in cx.of_kind("call_expression") {
+        let Some(name) = c::call_name(call, src) else {
+            continue;
+        };
+        if name == "perf_buffer__new" {
+            let f = call.field("function").unwrap();
+            st.explained.push((f.start_byte(), f.end_byte()));
+            new_site::new_site(cx, st, call, out);
+        } else if api::NO_EQUIVALENT.contains(&name) {
+            api::no_equivalent(cx, st, call, name);
+        }
+    }
+}
+
+/// Every perf_buffer identifier must have been explained by a site above.
+fn account_triggers(cx: &mut Ctx, st: &State) {
+    let src = cx.src();
+    let toks = cx.tokens();
+    for &(t, s, e) in toks {
+        if t != Tok::Ident {
+            continue;
+        }
+        let w = &src[s..e];
+        let is_struct_tag = w == "perf_buffer"
+            && toks
+                .iter()
+                .rev()
+                .find(|x| x.2 <= s && x.0 != Tok::Comment)
+                .is_some_and(|x| &src[x.1..x.2] == "struct");
+        // `struct perf_buffer { ... }`: the kernel's own struct of that name (vmlinux.h).
+        let defines_struct = is_struct_tag
+            && cx
+                .root()
+                .descendant_for_byte_range(s, e)
+                .and_then(|n| n.parent())
+                .is_some_and(|p| p.kind() == "struct_specifier" && p.field("body").is_some());
+        if (w.starts_with("perf_buffer_") || is_struct_tag)
+            && !defines_struct
+            && !st.explained.iter().any(|&(a, b)| s >= a && e <= b)
+            && !c::is_declared_name(cx.root(), s, e)
+        {
+            cx.report(
+                s,
+                Rule::UnsupportedForm,
+                format!("`{w}` is used in a form bpf-migrate does not understand"),
+                "migrate this use by hand, or rewrite it in the plain libbpf form and run bpf-migrate again",
+            );
+        }
+    }
+}
+
+/// For the handlers' unit tests: the BPF side of their programs (a perf event array `events`
+/// and its output call, as the loaders of the tests, `x.c` including `x.skel.h`, expect it),
+/// migrated, and a check of the notes the testkit leaves aside.
+#[cfg(test)]
+mod testing {
+    use crate::engine::Options;
+    use crate::engine::testkit::run;
+    use crate::report::Severity;
+
+    /// The engine over `files` makes a note that says `says`.
+    pub fn check_note(files: &[(&str, &str)], says: &str) {
+        let (_, diags) = run(files, &Options::default());
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.severity == Severity::Note && d.message.contains(says)),
+            "no note saying `{says}`: {diags:?}"
+        );
+    }
+
+    pub const BPF: &str = r#"#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(u32));
+	__uint(value_size, sizeof(u32));
+} events SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int trace_exec(void *ctx)
+{
+	u32 pid = bpf_get_current_pid_tgid() >> 32;
+
+	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &pid, sizeof(pid));
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"#;
+
+    pub const BPF_AFTER: &str = r#"#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int trace_exec(void *ctx)
+{
+	u32 pid = bpf_get_current_pid_tgid() >> 32;
+
+	bpf_ringbuf_output(&events, &pid, sizeof(pid), 0);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"#;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{BPF, BPF_AFTER};
+    use crate::engine::testkit::{check_migrate, check_refused};
+    use crate::rules::Rule;
+
+    #[test]
+    fn a_whole_program_migrates() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
+	if (!pb)
+		goto out;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+out:
+	x_bpf__destroy(skel);
+	return 0;
+}
+"#;
+        let after = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static int handle_event(void *ctx, void *data, size_t size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+	return 0;
+}
+
+int main(void)
+{
+	struct ring_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
+	if (!pb)
+		goto out;
+	while (ring_buffer__poll(pb, 100) >= 0)
+		;
+	ring_buffer__free(pb);
+out:
+	x_bpf__destroy(skel);
+	return 0;
+}
+"#;
+        check_migrate(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF_AFTER), ("x.c", after)],
+        );
+    }
+
+    #[test]
+    fn a_trigger_behind_a_macro_is_refused() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+#define POLL_EVENTS(pb) perf_buffer__poll(pb, 100)
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
+	if (!pb)
+		goto out;
+	while (POLL_EVENTS(pb) >= 0)
+		;
+	perf_buffer__free(pb);
+out:
+	x_bpf__destroy(skel);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::UnsupportedForm,
+            "`perf_buffer__poll` is used in a form bpf-migrate does not understand",
+        );
+    }
+}

@@ -1,0 +1,393 @@
+//! `perf_buffer__new()`, in the libbpf 1.x form `(fd, pages, sample, lost, ctx, opts)` or the
+//! old `(fd, pages, &opts)`, becomes `ring_buffer__new(fd, sample, ctx, NULL)`; the map it
+//! reads becomes a consumer for linking.
+
+use tree_sitter::Node;
+
+use super::super::context::{Analysis, Consumer, Ctx, Report};
+use super::maps::{map_other_uses, resolve_map};
+use super::{State, callbacks, null_checks, opts, pages};
+use crate::edit::Edit;
+use crate::lang::NodeExt;
+use crate::lang::c;
+use crate::rules::Rule;
+
+/// What the buffer hands its records to: the sample and lost callbacks and the context, as
+/// written.
+struct Callbacks {
+    sample: String,
+    lost: String,
+    ctx: String,
+}
+
+pub(super) fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analysis) {
+    let src = cx.src();
+    let args = c::arg_spans(call, src);
+    let at = call.start_byte();
+    if cx.has_error_in(call.start_byte(), call.end_byte()) {
+        cx.report(
+            at,
+            Rule::UnsupportedForm,
+            "this perf_buffer__new() call does not parse as C",
+            "check the macros around this call",
+        );
+        return;
+    }
+    // Where this call's pieces may be named without counting as other uses.
+    let mut creation: Vec<(usize, usize)> = vec![(call.start_byte(), call.end_byte())];
+    let Some(Callbacks { sample, lost, ctx }) = callbacks_of(cx, st, call, &args, &mut creation)
+    else {
+        return;
+    };
+    let fd = src[args[0].0..args[0].1].to_string();
+    let Some(map) = map_of(cx, call, &fd, args[0].0) else {
+        return;
+    };
+    if !c::is_ident(&sample) {
+        cx.report(
+            at,
+            Rule::CallbackForm,
+            format!("the sample callback `{sample}` is not a function name"),
+            "bpf-migrate rewrites callbacks defined as functions in the same file",
+        );
+        return;
+    }
+    callbacks::sample_callback(cx, st, &sample, &creation, at);
+    if !c::is_null(&lost) {
+        match st.lost.iter_mut().find(|(n, _)| *n == lost) {
+            Some((_, spans)) => spans.extend(creation.iter().copied()),
+            None => st.lost.push((lost, creation.clone())),
+        }
+    }
+
+    let text = c::layout_call(
+        src,
+        call.start_byte(),
+        call.end_byte(),
+        "ring_buffer__new",
+        &[fd, sample, ctx, "NULL".to_string()],
+    );
+    cx.edits.push(Edit::replace(
+        call.start_byte(),
+        call.end_byte(),
+        text,
+        Rule::PerfBufferNew,
+    ));
+    if let Some(h) = handle_of(call, src) {
+        null_checks::null_checks(cx, st, call, &h);
+    }
+    let pages = pages::page_count(cx, st, call, args[1]);
+    out.consumers.push(Consumer {
+        map,
+        offset: at,
+        pages,
+    });
+}
+
+/// The callbacks and context of either form; None (after a refusal) when options a ring
+/// buffer does not take are given, or the call has neither form's arguments.
+fn callbacks_of(
+    cx: &mut Ctx,
+    st: &mut State,
+    call: Node,
+    args: &[(usize, usize)],
+    creation: &mut Vec<(usize, usize)>,
+) -> Option<Callbacks> {
+    let src = cx.src();
+    let argt = |i: usize| &src[args[i].0..args[i].1];
+    match args.len() {
+        6 => {
+            if !c::is_null(argt(5)) {
+                cx.report(
+                    args[5].0,
+                    Rule::OptsUnsupported,
+                    format!("perf_buffer__new() is given options (`{}`) that a ring buffer does not take", argt(5)),
+                    "perf_buffer_opts such as sample_period have no ring buffer equivalent; migrate by hand",
+                );
+                return None;
+            }
+            Some(Callbacks {
+                sample: argt(2).to_string(),
+                lost: argt(3).to_string(),
+                ctx: argt(4).to_string(),
+            })
+        }
+        3 => {
+            let o = opts::old_opts(cx, st, call, argt(2), args[2].0)?;
+            creation.extend(o.spans);
+            Some(Callbacks {
+                sample: o.sample,
+                lost: o.lost,
+                ctx: o.ctx,
+            })
+        }
+        n => {
+            cx.report(
+                call.start_byte(),
+                Rule::UnsupportedForm,
+                format!("perf_buffer__new() with {n} arguments is neither the libbpf 1.x nor the old form"),
+                "migrate by hand",
+            );
+            None
+        }
+    }
+}
+
+/// The map the fd argument reads, with any other use of it in the loader refused; None
+/// (after a refusal) when it cannot be told.
+fn map_of(cx: &mut Ctx, call: Node, fd: &str, fd_at: usize) -> Option<String> {
+    let Some((map, fd_spans)) = resolve_map(cx, fd, fd_at, call, 0) else {
+        cx.report(
+            fd_at,
+            Rule::UnresolvedMap,
+            format!("cannot tell which map `{fd}` refers to"),
+            "bpf-migrate follows skel->maps.NAME, bpf_object__find_map_fd_by_name(obj, \"NAME\") and variables set from them in the same file",
+        );
+        return None;
+    };
+    map_other_uses(cx, &map, &fd_spans);
+    Some(map)
+}
+
+/// The expression the new buffer is stored in: `pb` in `pb = perf_buffer__new(...)`.
+fn handle_of(call: Node, src: &str) -> Option<String> {
+    let mut p = call.parent()?;
+    while p.kind() == "parenthesized_expression" || p.kind() == "cast_expression" {
+        p = p.parent()?;
+    }
+    match p.kind() {
+        "assignment_expression" => p.field("left").map(|l| c::text(l, src).to_string()),
+        "init_declarator" => {
+            let mut d = p.field("declarator")?;
+            while d.kind() == "pointer_declarator" {
+                d = d.field("declarator")?;
+            }
+            Some(c::text(d, src).to_string())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::BPF;
+    use crate::engine::testkit::{check_migrate, check_refused};
+    use crate::rules::Rule;
+
+    #[test]
+    fn migrates_the_libbpf_1_form() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+struct env {
+	int verbose;
+} env;
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct x_bpf *skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	struct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,
+						  handle_event, NULL, &env, NULL);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	x_bpf__destroy(skel);
+	return 0;
+}
+"#;
+        let after = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+struct env {
+	int verbose;
+} env;
+
+static int handle_event(void *ctx, void *data, size_t size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+	return 0;
+}
+
+int main(void)
+{
+	struct x_bpf *skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	struct ring_buffer *pb = ring_buffer__new(bpf_map__fd(skel->maps.events),
+						  handle_event, &env, NULL);
+	if (!pb)
+		return 1;
+	while (ring_buffer__poll(pb, 100) >= 0)
+		;
+	ring_buffer__free(pb);
+	x_bpf__destroy(skel);
+	return 0;
+}
+"#;
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+    }
+
+    #[test]
+    fn refuses_options_a_ring_buffer_does_not_take() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+struct env {
+	int verbose;
+} env;
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	LIBBPF_OPTS(perf_buffer_opts, pb_opts, .sample_period = 1);
+	struct x_bpf *skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	struct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,
+						  handle_event, NULL, &env, &pb_opts);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	x_bpf__destroy(skel);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::OptsUnsupported,
+            "is given options (`&pb_opts`) that a ring buffer does not take",
+        );
+    }
+
+    #[test]
+    fn refuses_another_number_of_arguments() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+struct env {
+	int verbose;
+} env;
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct x_bpf *skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	struct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,
+						  handle_event, NULL, &env);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	x_bpf__destroy(skel);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::UnsupportedForm,
+            "perf_buffer__new() with 5 arguments",
+        );
+    }
+
+    #[test]
+    fn refuses_a_call_that_does_not_parse() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+struct env {
+	int verbose;
+} env;
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct x_bpf *skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	struct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,
+						  handle_event, NULL, &env, NULL, );
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	x_bpf__destroy(skel);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::UnsupportedForm,
+            "this perf_buffer__new() call does not parse as C",
+        );
+    }
+
+    #[test]
+    fn refuses_a_sample_callback_that_is_not_a_name() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+struct env {
+	int verbose;
+} env;
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct x_bpf *skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	struct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,
+						  env.verbose ? handle_event : NULL, NULL, &env, NULL);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	x_bpf__destroy(skel);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::CallbackForm,
+            "is not a function name",
+        );
+    }
+}

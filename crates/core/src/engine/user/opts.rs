@@ -1,0 +1,595 @@
+//! The libbpf <= 0.5 form `perf_buffer__new(fd, pages, &opts)`: the callbacks travel in a
+//! local `struct perf_buffer_opts`, set in its initializer or by assignments. The options go
+//! away; their callbacks and context become arguments of `ring_buffer__new()`.
+
+use tree_sitter::Node;
+
+use super::super::context::{Ctx, Report};
+use super::State;
+use super::syntax::{statement_span, without_init};
+use crate::edit::Edit;
+use crate::lang::NodeExt;
+use crate::lang::c;
+use crate::rules::Rule;
+
+pub(super) struct OldOpts {
+    pub sample: String,
+    pub lost: String,
+    pub ctx: String,
+    /// Where the options are named: their declaration and the statements that set them.
+    pub spans: Vec<(usize, usize)>,
+}
+
+/// What is known of the options variable as its uses are read.
+struct Found {
+    /// `(field, value)` as set, in order.
+    fields: Vec<(String, String)>,
+    spans: Vec<(usize, usize)>,
+    /// The statements that go with the options.
+    deletions: Vec<(usize, usize)>,
+    /// Nothing was refused.
+    ok: bool,
+}
+
+/// The libbpf <= 0.5 form: `perf_buffer__new(fd, pages, &opts)` with the callbacks in a
+/// `struct perf_buffer_opts`, set in its initializer or by assignments. The options go away.
+pub(super) fn old_opts(
+    cx: &mut Ctx,
+    st: &mut State,
+    call: Node,
+    arg: &str,
+    arg_at: usize,
+) -> Option<OldOpts> {
+    let src = cx.src();
+    let Some(name) = c::strip_parens(arg)
+        .strip_prefix('&')
+        .map(str::trim)
+        .filter(|n| c::is_ident(n))
+    else {
+        cx.report(
+            arg_at,
+            Rule::OptsUnsupported,
+            format!("the perf buffer options `{arg}` are not a local struct perf_buffer_opts"),
+            "migrate by hand",
+        );
+        return None;
+    };
+    let scope = c::ancestor(call, "function_definition").unwrap_or(cx.root());
+    let scope_nodes: Vec<Node> = cx
+        .nodes_within(scope)
+        .into_iter()
+        .filter(|n| matches!(n.kind(), "declaration" | "identifier"))
+        .collect();
+    let Some(decl) = declaration(cx, &scope_nodes, name) else {
+        cx.report(
+            arg_at,
+            Rule::OptsUnsupported,
+            format!("`{name}` is not declared as a struct perf_buffer_opts in this function"),
+            "migrate by hand",
+        );
+        return None;
+    };
+    st.explained.push((decl.start_byte(), decl.end_byte()));
+    let mut found = Found {
+        fields: Vec::new(),
+        spans: vec![(decl.start_byte(), decl.end_byte())],
+        deletions: vec![statement_span(src, decl)],
+        ok: true,
+    };
+    initializer(cx, decl, &mut found);
+    assignments(cx, call, decl, name, &scope_nodes, &mut found);
+    let o = callbacks(cx, decl, name, &mut found);
+    if !found.ok {
+        return None;
+    }
+    for (s, e) in found.deletions {
+        cx.edits.push(Edit::delete(s, e, Rule::PerfBufferOpts));
+    }
+    Some(o)
+}
+
+/// The declaration of `name` as a struct perf_buffer_opts among the function's nodes.
+fn declaration<'t>(cx: &Ctx, scope_nodes: &[Node<'t>], name: &str) -> Option<Node<'t>> {
+    let src = cx.src();
+    scope_nodes.iter().copied().find(|n| {
+        n.kind() == "declaration"
+            && c::text(*n, src).contains("perf_buffer_opts")
+            && n.field("declarator")
+                .is_some_and(|d| c::text(without_init(d), src) == name)
+    })
+}
+
+/// The fields the initializer sets: designated ones only (`{}` and `{0}` set none).
+fn initializer(cx: &mut Ctx, decl: Node, found: &mut Found) {
+    let src = cx.src();
+    let Some(init) = decl.field("declarator").and_then(|d| d.field("value")) else {
+        return;
+    };
+    let mut cursor = init.walk();
+    for p in init.named_children(&mut cursor) {
+        match p.kind() {
+            "initializer_pair" => {
+                let f = p
+                    .field("designator")
+                    .map(|d| c::text(d, src).trim_start_matches('.').to_string())
+                    .unwrap_or_default();
+                let v = p
+                    .field("value")
+                    .map(|v| c::text(v, src).to_string())
+                    .unwrap_or_default();
+                found.fields.push((f, v));
+            }
+            "comment" => {}
+            _ if c::text(p, src) == "0" => {}
+            _ => {
+                found.ok = false;
+                cx.report(
+                    p.start_byte(),
+                    Rule::OptsUnsupported,
+                    "positional initializers of perf_buffer_opts are not understood",
+                    "use designated initializers (.sample_cb = ...) or migrate by hand",
+                );
+            }
+        }
+    }
+}
+
+/// Assignments `name.field = value;` and a clearing memset, anywhere in the function; any
+/// other use of the options is refused.
+fn assignments(
+    cx: &mut Ctx,
+    call: Node,
+    decl: Node,
+    name: &str,
+    scope_nodes: &[Node],
+    found: &mut Found,
+) {
+    let src = cx.src();
+    let within = |n: &Node, outer: Node| {
+        n.start_byte() >= outer.start_byte() && n.end_byte() <= outer.end_byte()
+    };
+    for n in scope_nodes {
+        if n.kind() != "identifier" || c::text(*n, src) != name || within(n, decl) {
+            continue;
+        }
+        if within(n, call) {
+            continue;
+        }
+        let stmt = c::ancestor(*n, "expression_statement");
+        let stmt_text = stmt
+            .map(|s| c::text(s, src).replace(char::is_whitespace, ""))
+            .unwrap_or_default();
+        if let (Some((f, v)), Some(s)) = (field_set(*n, src), stmt) {
+            found.fields.push((f, v));
+            found.spans.push((s.start_byte(), s.end_byte()));
+            found.deletions.push(statement_span(src, s));
+        } else if let Some(s) =
+            stmt.filter(|_| stmt_text.starts_with(&format!("memset(&{name},0,")))
+        {
+            found.spans.push((s.start_byte(), s.end_byte()));
+            found.deletions.push(statement_span(src, s));
+        } else {
+            found.ok = false;
+            cx.report(
+                n.start_byte(),
+                Rule::OptsUnsupported,
+                format!("the perf buffer options `{name}` are used here"),
+                "migrate by hand",
+            );
+        }
+    }
+}
+
+/// `(field, value)` when the identifier `n` is the struct of `n.field = value`.
+fn field_set(n: Node, src: &str) -> Option<(String, String)> {
+    let fe = n.parent().filter(|p| p.kind() == "field_expression")?;
+    let asg = fe
+        .parent()
+        .filter(|a| a.kind() == "assignment_expression" && a.field("left") == Some(fe))?;
+    let field = fe.field("field").map(|f| c::text(f, src).to_string())?;
+    let value = asg.field("right").map(|r| c::text(r, src).to_string())?;
+    Some((field, value))
+}
+
+/// The callbacks and context the fields set; any other field, or no sample callback, is
+/// refused.
+fn callbacks(cx: &mut Ctx, decl: Node, name: &str, found: &mut Found) -> OldOpts {
+    let mut o = OldOpts {
+        sample: String::new(),
+        lost: "NULL".into(),
+        ctx: "NULL".into(),
+        spans: std::mem::take(&mut found.spans),
+    };
+    for (f, v) in std::mem::take(&mut found.fields) {
+        match f.as_str() {
+            "sample_cb" => o.sample = v,
+            "lost_cb" => o.lost = v,
+            "ctx" => o.ctx = v,
+            other => {
+                found.ok = false;
+                cx.report(
+                    decl.start_byte(),
+                    Rule::OptsUnsupported,
+                    format!("perf_buffer_opts field `{other}` has no ring buffer equivalent"),
+                    "migrate by hand",
+                );
+            }
+        }
+    }
+    if o.sample.is_empty() {
+        found.ok = false;
+        cx.report(
+            decl.start_byte(),
+            Rule::OptsUnsupported,
+            format!("no sample_cb is set in `{name}`"),
+            "migrate by hand",
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::BPF;
+    use crate::engine::testkit::{check_migrate, check_refused};
+    use crate::rules::Rule;
+
+    #[test]
+    fn moves_assigned_callbacks_into_the_call() {
+        let loader = r#"#include <stdio.h>
+#include <string.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer_opts pb_opts;
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+	long total = 0;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	memset(&pb_opts, 0, sizeof(pb_opts));
+	pb_opts.sample_cb = handle_event;
+	pb_opts.ctx = &total;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        let after = r#"#include <stdio.h>
+#include <string.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static int handle_event(void *ctx, void *data, size_t size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+	return 0;
+}
+
+int main(void)
+{
+	struct ring_buffer *pb;
+	struct x_bpf *skel;
+	long total = 0;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, &total, NULL);
+	if (!pb)
+		return 1;
+	while (ring_buffer__poll(pb, 100) >= 0)
+		;
+	ring_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+    }
+
+    #[test]
+    fn moves_designated_initializers_into_the_call() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer_opts pb_opts = {
+		.sample_cb = handle_event,
+	};
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        let after = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static int handle_event(void *ctx, void *data, size_t size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+	return 0;
+}
+
+int main(void)
+{
+	struct ring_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
+	if (!pb)
+		return 1;
+	while (ring_buffer__poll(pb, 100) >= 0)
+		;
+	ring_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+    }
+
+    #[test]
+    fn refuses_options_that_are_not_a_local_struct() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer_opts pb_opts = {
+		.sample_cb = handle_event,
+	};
+	struct perf_buffer_opts *opts = &pb_opts;
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, opts);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::OptsUnsupported,
+            "the perf buffer options `opts` are not a local struct perf_buffer_opts",
+        );
+    }
+
+    #[test]
+    fn refuses_options_declared_outside_the_function() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+static struct perf_buffer_opts pb_opts = {
+	.sample_cb = handle_event,
+};
+
+int main(void)
+{
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::OptsUnsupported,
+            "`pb_opts` is not declared as a struct perf_buffer_opts in this function",
+        );
+    }
+
+    #[test]
+    fn refuses_positional_initializers() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer_opts pb_opts = {
+		handle_event,
+	};
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::OptsUnsupported,
+            "positional initializers of perf_buffer_opts are not understood",
+        );
+    }
+
+    #[test]
+    fn refuses_another_use_of_the_options() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer_opts pb_opts = {
+		.sample_cb = handle_event,
+	};
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	printf("opts at %p\n", (void *)&pb_opts);
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::OptsUnsupported,
+            "the perf buffer options `pb_opts` are used here",
+        );
+    }
+
+    #[test]
+    fn refuses_a_field_with_no_equivalent() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer_opts pb_opts = {
+		.sample_cb = handle_event,
+		.sz = sizeof(struct perf_buffer_opts),
+	};
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::OptsUnsupported,
+            "perf_buffer_opts field `sz` has no ring buffer equivalent",
+        );
+    }
+
+    #[test]
+    fn refuses_options_without_a_sample_callback() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer_opts pb_opts = {
+		.ctx = NULL,
+	};
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::OptsUnsupported,
+            "no sample_cb is set in `pb_opts`",
+        );
+    }
+}

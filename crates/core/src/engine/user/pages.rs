@@ -1,0 +1,315 @@
+//! The page count of `perf_buffer__new()`: a ring buffer's size is set in the BPF map, so the
+//! count goes away. Its value (a constant the tool can read) sizes the ring; a count chosen at
+//! run time is noted; a `#define` that only gave it is deleted.
+
+use tree_sitter::Node;
+
+use super::super::context::{Ctx, Report};
+use super::State;
+use super::syntax::{item_span, strip_ptr, without_init};
+use crate::edit::Edit;
+use crate::lang::NodeExt;
+use crate::lang::c::{self, Tok};
+use crate::rules::Rule;
+
+/// Records the page-count argument of a migrated `perf_buffer__new()` (`span`) and returns
+/// its value when it is a constant.
+pub(super) fn page_count(
+    cx: &mut Ctx,
+    st: &mut State,
+    call: Node,
+    span: (usize, usize),
+) -> Option<u64> {
+    let text = &cx.src()[span.0..span.1];
+    st.page_args.push(span);
+    let pages = eval_int(cx, text, 0);
+    if pages.is_none() {
+        runtime_page_count(cx, call, text, span);
+    }
+    pages
+}
+
+/// A page count chosen at run time no longer sizes anything: the ring's size is fixed in the
+/// BPF map. Say so; a local variable that only held it would be left unused, so refuse that.
+fn runtime_page_count(cx: &mut Ctx, call: Node, text: &str, span: (usize, usize)) {
+    if c::is_ident(text)
+        && let Some(func) = c::ancestor(call, "function_definition")
+        && only_sizes_buffer(cx, func, text)
+    {
+        cx.report(
+            span.0,
+            Rule::UnsupportedForm,
+            format!("the page count `{text}` is a local variable that only sizes this perf buffer; it would be left unused"),
+            "the ring buffer's size is set in the BPF map (max_entries); remove the variable or make the page count a constant, then run bpf-migrate again",
+        );
+        return;
+    }
+    cx.diag(
+        span.0,
+        Rule::PerfBufferNew,
+        format!("the page count `{text}` is chosen at run time and no longer applies"),
+        Some("a ring buffer's size is fixed by the map's max_entries in the BPF program (--ringbuf-size); an option that set the page count now does nothing"),
+    );
+}
+
+/// Whether `var` is a local of `func` that nothing reads but the `perf_buffer__new` argument.
+fn only_sizes_buffer(cx: &Ctx, func: Node, var: &str) -> bool {
+    let src = cx.src();
+    let within = |n: &Node| n.start_byte() >= func.start_byte() && n.end_byte() <= func.end_byte();
+    let local = cx.of_kind("declaration").iter().any(|n| {
+        within(n) && {
+            let mut cursor = n.walk();
+            n.children_by_field_name("declarator", &mut cursor)
+                .any(|d| strip_ptr(without_init(d), src) == var)
+        }
+    });
+    let uses = cx
+        .of_kind("identifier")
+        .iter()
+        .filter(|n| n.kind() == "identifier" && c::text(**n, src) == var && within(n))
+        .count();
+    // The declaration and the perf_buffer__new argument: nothing else reads it.
+    local && uses <= 2
+}
+
+/// A `#define` that only gave perf buffers their page count is dead once they are gone.
+pub(super) fn unused_page_defines(cx: &mut Ctx, st: &State) {
+    let src = cx.src();
+    let mut names: Vec<&str> = st
+        .page_args
+        .iter()
+        .map(|&(s, e)| &src[s..e])
+        .filter(|t| c::is_ident(t))
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let Some(def) = cx
+            .of_kind("preproc_def")
+            .into_iter()
+            .find(|d| d.field("name").is_some_and(|n| c::text(n, src) == name))
+        else {
+            continue;
+        };
+        let used = cx.tokens().iter().any(|&(t, s, e)| {
+            t == Tok::Ident
+                && &src[s..e] == name
+                && !(s >= def.start_byte() && e <= def.end_byte())
+                && !st.page_args.iter().any(|&(a, b)| s >= a && e <= b)
+        });
+        if !used {
+            let (s, e) = item_span(src, def);
+            cx.edits.push(Edit::delete(s, e, Rule::PerfBufferNew));
+        }
+    }
+}
+
+/// Integer value of a page count: a literal, a `#define`, or a product or shift of those.
+fn eval_int(cx: &Ctx, expr: &str, depth: usize) -> Option<u64> {
+    if depth > 4 {
+        return None;
+    }
+    let e = c::strip_parens(expr);
+    if let Some((a, b)) = e.split_once('*') {
+        return eval_int(cx, a, depth + 1)?.checked_mul(eval_int(cx, b, depth + 1)?);
+    }
+    if let Some((a, b)) = e.split_once("<<") {
+        return eval_int(cx, a, depth + 1)?.checked_shl(eval_int(cx, b, depth + 1)? as u32);
+    }
+    let lit = e.trim_end_matches(['u', 'U', 'l', 'L']);
+    if let Some(h) = lit.strip_prefix("0x").or_else(|| lit.strip_prefix("0X")) {
+        return u64::from_str_radix(h, 16).ok();
+    }
+    if let Ok(v) = lit.parse() {
+        return Some(v);
+    }
+    if !c::is_ident(e) {
+        return None;
+    }
+    let src = cx.src();
+    cx.of_kind("preproc_def")
+        .into_iter()
+        .find(|d| d.field("name").is_some_and(|n| c::text(n, src) == e))
+        .and_then(|d| d.field("value"))
+        .and_then(|v| eval_int(cx, c::text(v, src), depth + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{BPF, check_note};
+    use crate::engine::testkit::{check_migrate, check_refused};
+    use crate::rules::Rule;
+
+    #[test]
+    fn deletes_a_define_that_only_gave_the_page_count() {
+        let loader = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+#define PERF_BUFFER_PAGES	16
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), PERF_BUFFER_PAGES,
+			      handle_event, NULL, NULL, NULL);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        let after = r#"#include <stdio.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static int handle_event(void *ctx, void *data, size_t size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+	return 0;
+}
+
+int main(void)
+{
+	struct ring_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event,
+			      NULL, NULL);
+	if (!pb)
+		return 1;
+	while (ring_buffer__poll(pb, 100) >= 0)
+		;
+	ring_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+    }
+
+    #[test]
+    fn notes_a_page_count_chosen_at_run_time() {
+        let loader = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static struct env {
+	int pages;
+} env = { .pages = 8 };
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(int argc, char **argv)
+{
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	if (argc > 1)
+		env.pages = atoi(argv[1]);
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), env.pages, handle_event, NULL, NULL, NULL);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        let after = r#"#include <stdio.h>
+#include <stdlib.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static struct env {
+	int pages;
+} env = { .pages = 8 };
+
+static int handle_event(void *ctx, void *data, size_t size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct ring_buffer *pb;
+	struct x_bpf *skel;
+
+	if (argc > 1)
+		env.pages = atoi(argv[1]);
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
+	if (!pb)
+		return 1;
+	while (ring_buffer__poll(pb, 100) >= 0)
+		;
+	ring_buffer__free(pb);
+	return 0;
+}
+"#;
+        let files = [("x.bpf.c", BPF), ("x.c", loader)];
+        check_migrate(&files, &[("x.c", after)]);
+        check_note(&files, "the page count `env.pages` is chosen at run time");
+    }
+
+    #[test]
+    fn refuses_a_local_that_only_held_the_page_count() {
+        let loader = r#"#include <stdio.h>
+#include <unistd.h>
+#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+
+int main(void)
+{
+	size_t pages = (1 << 20) / sysconf(_SC_PAGESIZE);
+	struct perf_buffer *pb;
+	struct x_bpf *skel;
+
+	skel = x_bpf__open_and_load();
+	if (!skel || x_bpf__attach(skel))
+		return 1;
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), pages, handle_event, NULL, NULL, NULL);
+	if (!pb)
+		return 1;
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	perf_buffer__free(pb);
+	return 0;
+}
+"#;
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", loader)],
+            Rule::UnsupportedForm,
+            "the page count `pages` is a local variable that only sizes this perf buffer",
+        );
+    }
+}
