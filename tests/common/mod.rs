@@ -43,6 +43,11 @@ pub fn run(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        // verify builds libbpf-rs tools here, not in the user's cache.
+        .env(
+            "BPF_MIGRATE_CARGO_TARGET",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("verify-crates"),
+        )
         .output()
         .expect("run bpf-migrate")
 }

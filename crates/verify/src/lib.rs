@@ -157,7 +157,7 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     }
     let workload = guest_workload(opts, &mut cpio)?;
     build_ring_poison(opts, &kernel, &wd, &objdir, &mut cpio)?;
-    let (tools, mut tool_plans) = build_tools(opts, &pairs, &unbuilt, &objdir, &mut cpio)?;
+    let (tools, mut tool_plans) = build_tools(opts, &kernel, &pairs, &unbuilt, &objdir, &mut cpio)?;
     let manifest = Manifest {
         objects: manifest_objs,
         workload,
@@ -171,6 +171,12 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     let Report::Run(result) = report else {
         bail!("the guest agent answered a verify run with something else: {report:?}");
     };
+    // What each tool printed, for a look with --keep.
+    for t in &result.tools {
+        let base = objdir.join("tools").join(t.id.replace('/', "-"));
+        fs::write(base.with_extension("stdout"), &t.stdout)?;
+        fs::write(base.with_extension("stderr"), &t.stderr)?;
+    }
     let mut reports = judge_all(opts, &pairs, unbuilt, &result, &objdir)?;
     for (k, r) in reports.iter_mut().enumerate() {
         judge_tool(
@@ -305,10 +311,11 @@ enum ToolPlan {
     Run,
 }
 
-/// Builds each built program's loader, both versions, into the initramfs; the tools to run
-/// (each original twice, each migration once) and what became of each program's.
+/// Builds each built program's user space, both versions, into the initramfs; the tools to
+/// run (each original twice, each migration once) and what became of each program's.
 fn build_tools(
     opts: &VerifyOptions,
+    kernel: &Path,
     pairs: &[Pair],
     unbuilt: &[Option<ProgramReport>],
     objdir: &Path,
@@ -323,69 +330,23 @@ fn build_tools(
             plans.push(ToolPlan::None);
             continue;
         }
-        let Some(loader) = tool::find_loader(&p.before) else {
-            plans.push(ToolPlan::Skipped(
-                "no libbpf loader found beside it (a C file that defines main and includes its .skel.h or opens its .bpf.o): the tool level was not run".into(),
-            ));
-            continue;
+        let built = match build_user_space(opts, kernel, p, k, objdir, &tooldir) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                plans.push(ToolPlan::Skipped(
+                    "no user space found for it (a C loader beside it that defines main and includes its .skel.h or opens its .bpf.o, or the libbpf-rs crate it belongs to): the tool level was not run".into(),
+                ));
+                continue;
+            }
+            Err((v, why)) => {
+                plans.push(ToolPlan::Unbuilt(v, why));
+                continue;
+            }
         };
-        let orig_dir = dir_of(&p.before);
-        let mut orig_inc = vec![orig_dir.clone()];
-        orig_inc.extend(opts.includes.iter().cloned());
-        let mut new_inc = p.after_includes.clone();
-        new_inc.extend(orig_inc.iter().cloned());
-        let migrated_main = dir_of(&p.after).join(loader.main.file_name().unwrap_or_default());
-        let new_main = if migrated_main.is_file() {
-            migrated_main
-        } else {
-            loader.main.clone()
-        };
-        let (orig_bin, new_bin) = (
-            tooldir.join(format!("p{k}-orig")),
-            tooldir.join(format!("p{k}-new")),
-        );
-        let built = tool::build(
-            &loader,
-            &loader.main,
-            &objdir.join(format!("p{k}-orig.o")),
-            &orig_inc,
-            &orig_bin,
-        )
-        .map_err(|e| {
-            (
-                Verdict::Inconclusive,
-                format!(
-                    "the original loader {} does not build: {e:#}",
-                    loader.main.display()
-                ),
-            )
-        })
-        .and_then(|()| {
-            tool::build(
-                &loader,
-                &new_main,
-                &objdir.join(format!("p{k}-new.o")),
-                &new_inc,
-                &new_bin,
-            )
-            .map_err(|e| {
-                (
-                    Verdict::Different,
-                    format!(
-                        "the migrated loader {} does not build: {e:#}",
-                        new_main.display()
-                    ),
-                )
-            })
-        });
-        if let Err((v, why)) = built {
-            plans.push(ToolPlan::Unbuilt(v, why));
-            continue;
-        }
-        for (id, bin, obj) in [("orig", &orig_bin, "orig"), ("new", &new_bin, "new")] {
+        for (id, bin, obj) in [("orig", &built.orig, "orig"), ("new", &built.new, "new")] {
             cpio.executable(&format!("/tools/p{k}-{id}"), bin)?;
             // A loader that opens its object by name finds it in its working directory.
-            if let Some(opens) = &loader.opens {
+            if let Some(opens) = &built.opens {
                 let at: PathBuf = Path::new(opens)
                     .components()
                     .filter(|c| !matches!(c, std::path::Component::CurDir))
@@ -405,15 +366,105 @@ fn build_tools(
             specs.push(ToolSpec {
                 id: format!("p{k}/{id}"),
                 argv,
-                cwd: loader
-                    .opens
-                    .as_ref()
-                    .map(|_| format!("/tools/p{k}-{bin}.d")),
+                cwd: built.opens.as_ref().map(|_| format!("/tools/p{k}-{bin}.d")),
             });
         }
         plans.push(ToolPlan::Run);
     }
     Ok((specs, plans))
+}
+
+/// A program's user space, built for both versions.
+struct BuiltTool {
+    orig: PathBuf,
+    new: PathBuf,
+    /// The object path a loader opens at run time (see `tool::Loader::opens`).
+    opens: Option<String>,
+}
+
+/// The program's C loader or libbpf-rs crate built for both versions (`None`: it has
+/// neither); an original that does not build is inconclusive, a migration that does not is
+/// different.
+fn build_user_space(
+    opts: &VerifyOptions,
+    kernel: &Path,
+    p: &Pair,
+    k: usize,
+    objdir: &Path,
+    tooldir: &Path,
+) -> Result<Option<BuiltTool>, (Verdict, String)> {
+    let (orig, new) = (
+        tooldir.join(format!("p{k}-orig")),
+        tooldir.join(format!("p{k}-new")),
+    );
+    let original = |what: &str, e: anyhow::Error| {
+        (
+            Verdict::Inconclusive,
+            format!("the original {what} does not build: {e:#}"),
+        )
+    };
+    let migrated = |what: &str, e: anyhow::Error| {
+        (
+            Verdict::Different,
+            format!("the migrated {what} does not build: {e:#}"),
+        )
+    };
+    if let Some(loader) = tool::find_loader(&p.before) {
+        let mut orig_inc = vec![dir_of(&p.before)];
+        orig_inc.extend(opts.includes.iter().cloned());
+        let mut new_inc = p.after_includes.clone();
+        new_inc.extend(orig_inc.iter().cloned());
+        let migrated_main = dir_of(&p.after).join(loader.main.file_name().unwrap_or_default());
+        let new_main = if migrated_main.is_file() {
+            migrated_main
+        } else {
+            loader.main.clone()
+        };
+        let what = |m: &Path| format!("loader {}", m.display());
+        let obj = |v: &str| objdir.join(format!("p{k}-{v}.o"));
+        tool::build(&loader, &loader.main, &obj("orig"), &orig_inc, &orig)
+            .map_err(|e| original(&what(&loader.main), e))?;
+        tool::build(&loader, &new_main, &obj("new"), &new_inc, &new)
+            .map_err(|e| migrated(&what(&new_main), e))?;
+        return Ok(Some(BuiltTool {
+            orig,
+            new,
+            opens: loader.opens,
+        }));
+    }
+    let Some(krate) = tool::find_crate(&p.before) else {
+        return Ok(None);
+    };
+    let what = format!("crate {}", krate.root.display());
+    let target = std::env::var_os("BPF_MIGRATE_CARGO_TARGET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| kernel::cache_dir().join("cargo-target"));
+    let vmlinux = kernel::vmlinux_h(kernel).ok();
+    let migrated_root = p.after.ancestors().nth(krate.depth);
+    let copies = objdir.join("crates");
+    tool::build_crate(
+        &krate,
+        None,
+        &copies.join(format!("p{k}-orig")),
+        &target,
+        vmlinux.as_deref(),
+        &orig,
+    )
+    .map_err(|e| original(&what, e))?;
+    tool::build_crate(
+        &krate,
+        migrated_root,
+        &copies.join(format!("p{k}-new")),
+        &target,
+        vmlinux.as_deref(),
+        &new,
+    )
+    .map_err(|e| migrated(&what, e))?;
+    Ok(Some(BuiltTool {
+        orig,
+        new,
+        opens: None,
+    }))
 }
 
 fn judge_tool(r: &mut ProgramReport, k: usize, plan: ToolPlan, result: &RunResult, in_order: bool) {

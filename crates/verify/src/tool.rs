@@ -5,7 +5,8 @@
 //!
 //! Today: libbpf C loaders (`x.c` beside `x.bpf.c`, including `x.skel.h`), built on the host
 //! against a skeleton of each version's object, with the other C files of the directory that
-//! define no `main` and are not BPF.
+//! define no `main` and are not BPF; and libbpf-rs crates, built with cargo (both versions
+//! in one shared target directory).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -90,6 +91,119 @@ pub fn find_loader(bpf: &Path) -> Option<Loader> {
         stem,
         opens,
     })
+}
+
+/// A libbpf-rs crate: the directory of its `Cargo.toml`, and how deep below it the BPF source
+/// lies (`src/bpf/x.bpf.c`: 3), so that the migrated tree's crate is found at the same depth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crate {
+    pub root: PathBuf,
+    pub depth: usize,
+}
+
+/// The crate whose BPF source `bpf` is: the nearest directory above it, up to four levels,
+/// with a `Cargo.toml` that depends on libbpf-rs.
+pub fn find_crate(bpf: &Path) -> Option<Crate> {
+    bpf.ancestors()
+        .skip(1)
+        .take(4)
+        .enumerate()
+        .find_map(|(i, dir)| {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+            manifest.contains("libbpf-rs").then(|| Crate {
+                root: dir.to_path_buf(),
+                depth: i + 1,
+            })
+        })
+}
+
+/// Builds the crate at `src` (a copy: `migrated`, when given, is laid over it: the files the
+/// migration changed, at their places in the crate) with cargo in `target`, and copies its
+/// binary to `out`. `vmlinux_dir` holds a `vmlinux.h`, for crates whose build looks for one
+/// through `BPF_MIGRATE_VMLINUX_DIR`.
+pub fn build_crate(
+    krate: &Crate,
+    migrated: Option<&Path>,
+    copy: &Path,
+    target: &Path,
+    vmlinux_dir: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
+    copy_tree(&krate.root, copy)?;
+    if let Some(m) = migrated {
+        copy_tree(m, copy)?;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--message-format=json"])
+        .arg("--manifest-path")
+        .arg(copy.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target)
+        .env_remove("RUSTFLAGS");
+    if let Some(d) = vmlinux_dir {
+        cmd.env("BPF_MIGRATE_VMLINUX_DIR", d);
+    }
+    let o = cmd
+        .output()
+        .context("cargo not found: libbpf-rs tools are built with it")?;
+    if !o.status.success() {
+        bail!(
+            "cargo build failed: {}",
+            errors_of(&String::from_utf8_lossy(&o.stderr))
+        );
+    }
+    // The binary: the last executable cargo reports for a bin target of the crate.
+    let exe = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact")
+        .filter(|v| {
+            v["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .ok_or_else(|| anyhow::anyhow!("cargo built no binary in {}", copy.display()))?;
+    fs::copy(&exe, out)?;
+    Ok(())
+}
+
+/// Copies the files of `from` over `to` (`target/` and `.git/` left out).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for e in walk(from)? {
+        let rel = e.strip_prefix(from).expect("below from");
+        let dest = to.join(rel);
+        if let Some(d) = dest.parent() {
+            fs::create_dir_all(d)?;
+        }
+        fs::copy(&e, &dest)?;
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d)? {
+            let p = e?.path();
+            let name = p.file_name().unwrap_or_default();
+            if p.is_dir() {
+                if name != "target" && name != ".git" {
+                    dirs.push(p);
+                }
+            } else if p.is_file() {
+                files.push(p);
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// Builds `loader` against the skeleton of `object` into `out`: the main file is `main`
@@ -343,13 +457,25 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
         );
     }
     let mut kept = 0;
+    let mut reordered = false;
     let finding = header_kept(&o1.before, &o2.before, &n.before, &mut kept);
     let noise = Noise::calibrate(&o1.during, &o2.during);
-    let during = if in_order {
+    // In order where the two original runs printed in one order; as multisets where they did
+    // not, with several CPUs, or when only the order differs: a tool polling several
+    // buffers prints their events as the buffers come, and a ring buffer manager polls its
+    // rings in another order than perf buffers did.
+    let mut during = if in_order && noise.in_order {
         compare_in_order(&o1.during, &n.during, &noise)
     } else {
         compare_as_multisets(&o1.during, &n.during, &noise)
     };
+    if during.finding.is_some() {
+        let unordered = compare_as_multisets(&o1.during, &n.during, &noise);
+        if unordered.finding.is_none() {
+            reordered = true;
+            during = unordered;
+        }
+    }
     lines.matched += during.matched;
     let finding = finding
         .or(during.finding)
@@ -377,7 +503,9 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
         None => ToolReport {
             verdict: Verdict::Equivalent,
             lines,
-            finding: None,
+            finding: reordered.then(|| {
+                "the same lines, in another order (several buffers, or several CPUs, interleave as they come)".into()
+            }),
         },
     }
 }
@@ -391,6 +519,8 @@ struct Noise {
     from_end: Vec<usize>,
     /// The two runs printed the same lines but for noisy columns.
     stable: bool,
+    /// ... and in the same order.
+    in_order: bool,
 }
 
 fn words(l: &str) -> Vec<&str> {
@@ -398,22 +528,40 @@ fn words(l: &str) -> Vec<&str> {
 }
 
 impl Noise {
+    /// Pairs each line of the first original run with its counterpart in the second (the
+    /// line with as many words that shares the most of them, the nearest on a tie), and takes
+    /// the columns that differ within pairs as noise. When the pairs are not line i with line
+    /// i, the tool prints events in no fixed order (several buffers polled at once) and only
+    /// a comparison as multisets holds.
     fn calibrate(a: &[String], b: &[String]) -> Noise {
         let mut n = Noise {
             stable: a.len() == b.len(),
+            in_order: true,
             ..Noise::default()
         };
-        for (x, y) in a.iter().zip(b) {
-            let (wx, wy) = (words(x), words(y));
-            if wx.len() != wy.len() {
+        if !n.stable {
+            return n;
+        }
+        let wb: Vec<Vec<&str>> = b.iter().map(|l| words(l)).collect();
+        let mut used = vec![false; b.len()];
+        for (i, x) in a.iter().enumerate() {
+            let wx = words(x);
+            let shared = |w: &[&str]| wx.iter().zip(w).filter(|(p, q)| p == q).count();
+            let best = (0..b.len())
+                .filter(|&j| !used[j] && wb[j].len() == wx.len())
+                .max_by_key(|&j| (shared(&wb[j]), std::cmp::Reverse(j.abs_diff(i))));
+            // A counterpart shares at least half of its words; else the runs differ.
+            let Some(j) = best.filter(|&j| 2 * shared(&wb[j]) >= wx.len()) else {
                 n.stable = false;
-                continue;
-            }
+                return n;
+            };
+            used[j] = true;
+            n.in_order &= i == j;
             let len = wx.len();
-            for (i, (p, q)) in wx.iter().zip(&wy).enumerate() {
+            for (k, (p, q)) in wx.iter().zip(&wb[j]).enumerate() {
                 if p != q {
-                    n.from_start.push(i);
-                    n.from_end.push(len - 1 - i);
+                    n.from_start.push(k);
+                    n.from_end.push(len - 1 - k);
                 }
             }
         }
@@ -671,11 +819,25 @@ mod tests {
     }
 
     #[test]
-    fn lines_in_another_order_match_as_multisets_only() {
+    fn a_tool_whose_runs_print_in_different_orders_is_compared_as_multisets() {
+        // Two buffers polled at once: their events interleave as they come.
+        let a = run("EXEC 92 /init\nEXIT 92 code=0\nEXEC 93 /init\n", "EXEC");
+        let b = run("EXIT 92 code=0\nEXEC 92 /init\nEXEC 93 /init\n", "EXIT");
+        let n = run("EXEC 92 /init\nEXEC 93 /init\nEXIT 92 code=0\n", "EXEC");
+        assert_eq!(judge(&a, &b, &n, true).verdict, Verdict::Equivalent);
+        let wrong = run("EXEC 92 /init\nEXEC 93 /init\nEXIT 92 code=1\n", "EXEC");
+        assert_eq!(judge(&a, &b, &wrong, true).verdict, Verdict::Different);
+    }
+
+    #[test]
+    fn lines_in_another_order_match_as_multisets() {
         let a = run("a 1\nb 2\n", "a");
         let swapped = run("b 2\na 1\n", "b");
         assert_eq!(judge(&a, &a, &swapped, false).verdict, Verdict::Equivalent);
-        assert_eq!(judge(&a, &a, &swapped, true).verdict, Verdict::Different);
+        // In order first; the same lines in another order are equivalent, and said so.
+        let r = judge(&a, &a, &swapped, true);
+        assert_eq!(r.verdict, Verdict::Equivalent);
+        assert!(r.finding.unwrap().contains("another order"));
     }
 
     #[test]
@@ -751,5 +913,22 @@ mod tests {
         let l = find_loader(&dir.path().join("tcwatch.bpf.c")).unwrap();
         assert_eq!(l.main, dir.path().join("tcwatch.c"));
         assert_eq!(l.opens.as_deref(), Some("./tcwatch.bpf.o"));
+    }
+
+    #[test]
+    fn a_crate_is_the_nearest_cargo_toml_that_uses_libbpf_rs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tool");
+        std::fs::create_dir_all(root.join("src/bpf")).unwrap();
+        std::fs::write(dir.path().join("Cargo.toml"), "[workspace]\n").unwrap();
+        std::fs::write(
+            root.join("Cargo.toml"),
+            "[package]\nname = \"tool\"\n[dependencies]\nlibbpf-rs = \"0.27\"\n",
+        )
+        .unwrap();
+        let c = find_crate(&root.join("src/bpf/x.bpf.c")).unwrap();
+        assert_eq!((c.root, c.depth), (root.clone(), 3));
+        std::fs::write(root.join("Cargo.toml"), "[package]\nname = \"tool\"\n").unwrap();
+        assert!(find_crate(&root.join("src/bpf/x.bpf.c")).is_none());
     }
 }

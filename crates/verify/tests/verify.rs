@@ -136,6 +136,18 @@ fn reserve_migrations_verify_equivalent() {
 }
 
 #[test]
+fn libbpf_rs_crates_verify_at_both_levels() {
+    // Each crate built with cargo, original and migrated (one shared target directory), and
+    // run in the guest. proclife reads two buffers, whose events interleave as they come.
+    let lines = verify_all(
+        &[("rs_capable", "equivalent"), ("rs_two_maps", "equivalent")],
+        &[],
+    );
+    let t = tool_of(&lines, "rs_two_maps").unwrap();
+    assert!(t["lines"]["original"].as_u64().unwrap() >= 6, "{t}");
+}
+
+#[test]
 fn wrong_user_space_migrations_are_caught_with_the_line_named() {
     // Right BPF sides, wrong loaders: a callback that no longer prints a field, and one that
     // returns an error, which stops a ring buffer's poll after the first event.
