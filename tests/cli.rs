@@ -234,3 +234,64 @@ fn library_and_kernel_headers_are_left_alone() {
         stderr(&o)
     );
 }
+
+#[test]
+fn tools_without_an_extension_are_walked_when_python_and_passed_over_otherwise() {
+    let tmp = tempdir();
+    let d = tmp.path();
+    let tool = &fixture_input("bcc_installed_tools")["tools/mountwatch"];
+    fs::create_dir_all(d.join("tools")).unwrap();
+    fs::write(d.join("tools/mountwatch"), tool).unwrap();
+    // Not Python: a shell script and binaries (one a zip application behind a Python
+    // shebang) that name the triggers. A walk skips them silently, as it does a Makefile.
+    fs::write(
+        d.join("tools/run-all"),
+        "#!/bin/sh\n# perf_buffer_poll BPF_PERF_OUTPUT\nexec ./mountwatch\n",
+    )
+    .unwrap();
+    fs::write(
+        d.join("tools/helper"),
+        b"\x7fELF\x02\x01\x00\x00perf_buffer__new",
+    )
+    .unwrap();
+    fs::write(
+        d.join("tools/bundle"),
+        b"#!/usr/bin/env python3\nPK\x03\x04\x00\x00open_perf_buffer",
+    )
+    .unwrap();
+    let o = run(d, &["."]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(
+        stdout(&o).contains("+++ b/tools/mountwatch") && stdout(&o).contains("open_ring_buffer"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        err.contains("1 file(s) scanned")
+            && !err.contains("error")
+            && !err.contains("run-all")
+            && !err.contains("helper")
+            && !err.contains("bundle"),
+        "{err}"
+    );
+    // Named, the tool is read as Python (it was read as C, a parse error at its first
+    // comment); a binary named is reported, as before.
+    let o = run(d, &["tools/mountwatch"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stdout(&o).contains("+++ b/tools/mountwatch"));
+    let o = run(d, &["tools/bundle"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("binary file"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_tool_named_alone_brings_the_c_file_it_reads_as_text() {
+    let tmp = tempdir();
+    write_tree(tmp.path(), &fixture_input("bcc_text_file"));
+    let o = run(tmp.path(), &["slowopen.py"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    for f in ["+++ b/slowopen.py", "+++ b/slowopen.c"] {
+        assert!(stdout(&o).contains(f), "{f}: {}", stdout(&o));
+    }
+}

@@ -232,7 +232,7 @@ fn migrated_bcc_tools_compile_and_their_c_parses() {
             args.extend(opts.iter().map(String::as_str));
             run(tmp.path(), &args);
             for (rel, text) in read_tree(tmp.path()) {
-                if !rel.ends_with(".py") {
+                if !bpf_migrate_core::engine::is_python_source(Path::new(&rel), &text) {
                     continue;
                 }
                 let o = Command::new("python3")

@@ -11,12 +11,30 @@ use crate::report::Diagnostic;
 use crate::rules::Rule;
 use crate::source::SourceFile;
 
-/// File kinds bpf-migrate reads.
+/// File kinds bpf-migrate reads, by name.
 pub fn is_candidate(p: &Path) -> bool {
     matches!(
         p.extension().and_then(|e| e.to_str()),
-        Some("c" | "h" | "py" | "rs")
+        Some("c" | "h" | "py" | "python" | "rs")
     )
+}
+
+/// A file without an extension that a walk keeps: a Python program (a BCC tool as installed,
+/// `tools/opensnoop`, `opensnoop-bpfcc`), told by the shebang in its first bytes. Anything
+/// else without an extension (shell scripts, binaries, `Makefile`) is passed over unread.
+fn is_python_by_shebang(p: &Path) -> bool {
+    use std::io::Read;
+    if p.extension().is_some() {
+        return false;
+    }
+    let Ok(f) = fs::File::open(p) else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(crate::engine::SHEBANG_BYTES + 2);
+    f.take(crate::engine::SHEBANG_BYTES as u64 + 2)
+        .read_to_end(&mut head)
+        .is_ok()
+        && crate::engine::python_shebang(&head)
 }
 
 #[derive(Default)]
@@ -118,13 +136,15 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
         let walked = std::sync::Mutex::new((Vec::new(), Vec::new()));
         walker.follow_links(false).build_parallel().run(|| {
             Box::new(|entry| {
+                // The first bytes of a file without an extension are read here, in parallel
+                // and before the lock.
+                let keep = entry.as_ref().is_ok_and(|e| {
+                    e.file_type().is_some_and(|t| t.is_file())
+                        && (is_candidate(e.path()) || is_python_by_shebang(e.path()))
+                });
                 let mut w = walked.lock().unwrap_or_else(|e| e.into_inner());
                 match entry {
-                    Ok(e)
-                        if e.file_type().is_some_and(|t| t.is_file()) && is_candidate(e.path()) =>
-                    {
-                        w.0.push(e.into_path());
-                    }
+                    Ok(e) if keep => w.0.push(e.into_path()),
                     Ok(_) => {}
                     Err(err) => w.1.push(err.to_string()),
                 }
@@ -260,11 +280,23 @@ fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
                 out.push(dir.join(format!("{stem}.bpf.c")));
             }
         }
-    } else if name.ends_with(".py") {
+    } else if crate::engine::is_python_source(path, text) {
         for line in lines_with("src_file") {
             let quoted: Vec<&str> = line.split(['"', '\'']).skip(1).step_by(2).collect();
             if let Some(last) = quoted.last() {
                 out.push(dir.join(last.trim_start_matches('/')));
+            }
+        }
+        // `open("x.c").read()` of a tool that passes `text=` to BPF(): the first literal
+        // after `open(`, a relative path (the engine follows only those).
+        if memchr::memmem::find(text.as_bytes(), b"text=").is_some() {
+            for line in lines_with("open(") {
+                for (at, _) in line.match_indices("open(") {
+                    let quoted = line[at..].split(['"', '\'']).nth(1);
+                    if let Some(q) = quoted.filter(|q| !q.is_empty() && !q.starts_with('/')) {
+                        out.push(dir.join(q));
+                    }
+                }
             }
         }
     } else if name.ends_with(".c") {
@@ -361,6 +393,27 @@ mod tests {
         assert_eq!(
             partners_of(Path::new("tools/biotop.py"), tool),
             [PathBuf::from("tools/biotop.c")]
+        );
+        // A tool installed without an extension, known by its shebang.
+        let installed = format!("#!/usr/bin/python3\n{tool}");
+        assert_eq!(
+            partners_of(Path::new("tools/biotop"), &installed),
+            [PathBuf::from("tools/biotop.c")]
+        );
+        // C read from files and passed as text=: relative literals after `open(`.
+        let reads = "import os\nwith open(\"slow.c\", 'r') as f:\n    t = f.read()\nt += open(os.path.join(os.path.dirname(__file__), \"bpf/more.h\")).read()\nopen(\"/proc/kallsyms\")\nb = BPF(text=t)\n";
+        assert_eq!(
+            partners_of(Path::new("tools/slow.py"), reads),
+            [
+                PathBuf::from("tools/bpf/more.h"),
+                PathBuf::from("tools/slow.c")
+            ]
+        );
+        // Without text=, open() names no partner.
+        let no_text = reads.replace("text=t", "src_file=\"x.c\"");
+        assert_eq!(
+            partners_of(Path::new("tools/slow.py"), &no_text),
+            [PathBuf::from("tools/x.c")]
         );
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::context::{Analysis, refuses};
-use super::gate::{is_python, is_rust};
+use super::gate::{is_python_source, is_rust};
 use super::{bcc, python, rust};
 use crate::edit::{self, Edit};
 use crate::lang::c;
@@ -87,7 +87,7 @@ pub(super) fn apply_checked(
             "the migrated text of this file",
         )));
     }
-    if !is_python(&file.path)
+    if !is_python_source(&file.path, &file.text)
         && !is_rust(&file.path)
         && let Some(d) = check_else_branches(
             file,
@@ -247,7 +247,7 @@ pub(super) fn parse_errors(path: &Path, text: &str) -> usize {
     if is_rust(path) {
         return usize::from(syn::parse_file(text).is_err());
     }
-    if is_python(path) {
+    if is_python_source(path, text) {
         return python::parse(text)
             .map(|t| c::error_nodes(t.root_node()).len())
             .unwrap_or(usize::MAX);

@@ -311,7 +311,7 @@ fn member_end(toks: &[(Tok, usize, usize)], k: usize) -> Option<usize> {
 /// for Rust, a PerfBuffer name in code. Discovery asks before keeping a file (one it turns
 /// down is counted as scanned, never held); `analyze` asks again, for callers that skip it.
 pub fn worth_analysing(path: &Path, text: &str) -> bool {
-    let c_like = !is_python(path) && !is_rust(path);
+    let c_like = !is_python_source(path, text) && !is_rust(path);
     has_trigger(text)
         && !(c_like
             && (LARGE_FILE..=MAX_PARSED_BYTES).contains(&text.len())
@@ -324,8 +324,55 @@ pub fn is_rust(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "rs")
 }
 
+/// Whether a file is Python by its name: `.py`, `.python`.
 pub fn is_python(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e == "py")
+    p.extension().is_some_and(|e| e == "py" || e == "python")
+}
+
+/// Whether a file is Python: by its name, or by a Python shebang on its first line when its
+/// name does not say C or Rust (BCC installs its tools without an extension,
+/// `tools/opensnoop`; Debian as `/usr/sbin/opensnoop-bpfcc`).
+pub fn is_python_source(p: &Path, text: &str) -> bool {
+    is_python(p)
+        || !p
+            .extension()
+            .is_some_and(|e| e == "c" || e == "h" || e == "rs")
+            && python_shebang(text.as_bytes())
+}
+
+/// How many bytes of a file `python_shebang` looks at: a shebang line is short.
+pub const SHEBANG_BYTES: usize = 128;
+
+/// Whether `head` (a file's first bytes; `SHEBANG_BYTES` are enough) opens with a shebang
+/// that runs Python: `#!/usr/bin/python3`, `#!/usr/bin/python -u`, `#!/usr/bin/env python`,
+/// `#!/usr/bin/env -S python3 -u`, `python2.7`...
+pub fn python_shebang(head: &[u8]) -> bool {
+    let Some(rest) = head.strip_prefix(b"#!") else {
+        return false;
+    };
+    let rest = &rest[..rest.len().min(SHEBANG_BYTES)];
+    // The first line, whole: a line cut off at the limit is not trusted.
+    let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let Ok(line) = std::str::from_utf8(&rest[..end]) else {
+        return false;
+    };
+    let mut words = line.split_ascii_whitespace();
+    let base = |w: &str| w.rsplit('/').next().unwrap_or(w).to_string();
+    let Some(mut program) = words.next().map(base) else {
+        return false;
+    };
+    if program == "env" {
+        // env's options (`-S`) and variables (`A=b`) come before the program.
+        match words.find(|w| !w.starts_with('-') && !w.contains('=')) {
+            Some(w) => program = base(w),
+            None => return false,
+        }
+    }
+    program
+        .strip_prefix("python")
+        .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
 }
 
 /// Files with a trigger larger than this are reported, not parsed (a generated file, most
@@ -475,5 +522,41 @@ mod tests {
             let text = std::fs::read_to_string(h).unwrap();
             assert!(!needs_parse(&text), "{h} would be parsed");
         }
+    }
+
+    #[test]
+    fn python_is_told_by_name_or_by_the_shebang_of_a_file_without_an_extension() {
+        for head in [
+            "#!/usr/bin/python3\n",
+            "#!/usr/bin/python\n",
+            "#!/usr/bin/env python\n",
+            "#!/usr/bin/env python3\n",
+            "#! /usr/bin/python3 -u\nimport os\n",
+            "#!/usr/bin/env -S python3 -u\n",
+            "#!/usr/bin/env PYTHONUNBUFFERED=1 python2.7\n",
+            "#!/usr/local/bin/python3.12\r\n",
+        ] {
+            assert!(python_shebang(head.as_bytes()), "{head:?}");
+            assert!(is_python_source(Path::new("tools/opensnoop"), head));
+            assert!(is_python_source(Path::new("opensnoop-bpfcc"), head));
+            // A name that says C is C, whatever its first line.
+            assert!(!is_python_source(Path::new("x.c"), head));
+        }
+        for head in [
+            "#!/bin/sh\n",
+            "#!/usr/bin/env bash\n",
+            "#!/usr/bin/pythonic\n",
+            "#!/usr/bin/env\n",
+            "# !/usr/bin/python3\n",
+            "#include <linux/bpf.h>\n",
+            "\u{7f}ELF",
+            // A first line longer than the bytes looked at.
+            &format!("#!/usr/bin/{}/python3\n", "d".repeat(SHEBANG_BYTES)),
+            "#!/usr/bin/python3",
+        ] {
+            assert!(!python_shebang(head.as_bytes()), "{head:?}");
+        }
+        assert!(is_python(Path::new("tools/x.python")) && is_python(Path::new("x.py")));
+        assert!(!is_python_source(Path::new("tools/run"), "#!/bin/sh\n"));
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::check::{Applied, apply_checked};
 use super::context::{Analysis, Consumer, MapDef, MapKind, refuses};
-use super::gate::is_python;
+use super::gate::is_python_source;
 use super::options::Options;
 use crate::edit::Edit;
 use crate::report::{Diagnostic, Severity};
@@ -415,7 +415,7 @@ fn report_maps(
                 None if named_by_refused.contains(&j) => {}
                 // A BCC tool whose own reader was refused: that refusal says it all.
                 None if m.kind == MapKind::Bcc
-                    && is_python(&files[j].path)
+                    && is_python_source(&files[j].path, &files[j].text)
                     && a.diags.iter().any(|d| d.severity == Severity::Manual) => {}
                 None if m.kind == MapKind::Bcc => {
                     link_diags.push(

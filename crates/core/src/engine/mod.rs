@@ -35,7 +35,10 @@ pub use self::check::{Kept, check_ahead, wants_check_ahead};
 pub use self::context::{
     Analysis, Consumer, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses,
 };
-pub use self::gate::{C_TRIGGERS, c_needs_parse, has_trigger, is_python, is_rust, worth_analysing};
+pub use self::gate::{
+    C_TRIGGERS, SHEBANG_BYTES, c_needs_parse, has_trigger, is_python, is_python_source, is_rust,
+    python_shebang, worth_analysing,
+};
 pub use self::link::{Change, Outcome, Stats, link_and_apply};
 pub use self::options::{Options, RuleFilter, Strategy, check_ring_size, parse_size, size_expr};
 
@@ -160,7 +163,7 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
         ));
         return (a, None);
     }
-    if is_python(&file.path) {
+    if is_python_source(&file.path, &file.text) {
         match too_deep(file) {
             Some(a) => (a, None),
             None => python::analyze(file, opts),

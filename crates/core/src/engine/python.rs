@@ -168,7 +168,9 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
 }
 
 /// `BPF(src_file="x.c")`, `BPF(src_file=os.path.join(os.path.dirname(__file__), "x.c"))`:
-/// the C file, relative to the tool's directory (where BCC looks too).
+/// the C file, relative to the tool's directory (where BCC looks too). `BPF(text=bpf_text)`
+/// where `bpf_text = open("x.c").read()` (or `f.read()` in `with open("x.c") as f:`, then
+/// `.replace()`d at will): that file, when its name is a relative literal.
 fn src_file(py: &mut Py, call: Node, a: &mut Analysis) {
     let src = py.src();
     let Some(args) = call.field("arguments") else {
@@ -179,38 +181,22 @@ fn src_file(py: &mut Py, call: Node, a: &mut Analysis) {
         .named_children(&mut cursor)
         .filter(|k| k.kind() == "keyword_argument")
     {
-        if kw.field("name").is_none_or(|n| text(n, src) != "src_file") {
-            continue;
-        }
         let Some(v) = kw.field("value") else {
             continue;
         };
-        let literals: Vec<String> = descendants(v)
-            .into_iter()
-            .filter(|n| n.kind() == "string")
-            .map(|n| string_value(n, src))
-            .collect();
-        let dynamic = descendants(v).iter().any(|n| {
-            n.kind() == "identifier"
-                && !matches!(
-                    text(*n, src),
-                    "os" | "path" | "join" | "dirname" | "realpath" | "abspath" | "__file__"
-                )
-        });
-        match literals.last() {
-            Some(name) if !dynamic => {
-                let dir = py.file.path.parent().unwrap_or(Path::new(""));
-                let rel = name.trim_start_matches('/');
-                let p = if v.kind() == "string" && name.starts_with('/') {
-                    PathBuf::from(name)
-                } else {
-                    dir.join(rel)
-                };
-                a.bcc_sources.push(p.components().collect());
+        match kw.field("name").map(|n| text(n, src)) {
+            Some("src_file") => {}
+            Some("text") => {
+                a.bcc_sources.extend(text_files(py, call, v));
+                continue;
             }
+            _ => continue,
+        }
+        match literal_path(py, v) {
+            Some(p) => a.bcc_sources.push(p),
             // A note, not yet a refusal: the tables may still be found in the tool's own
             // strings; if they are not, linking refuses the tool.
-            _ => {
+            None => {
                 let mut d = Diagnostic::at(
                     py.file,
                     v.start_byte(),
@@ -223,6 +209,129 @@ fn src_file(py: &mut Py, call: Node, a: &mut Analysis) {
             }
         }
     }
+}
+
+/// The file a path expression names: a string literal, or `os.path.join(...)` of
+/// `os.path.dirname(__file__)` and literals; relative to the tool's directory.
+fn literal_path(py: &Py, v: Node) -> Option<PathBuf> {
+    let src = py.src();
+    let literals: Vec<String> = descendants(v)
+        .into_iter()
+        .filter(|n| n.kind() == "string")
+        .map(|n| string_value(n, src))
+        .collect();
+    let dynamic = descendants(v).iter().any(|n| {
+        n.kind() == "identifier"
+            && !matches!(
+                text(*n, src),
+                "os" | "path" | "join" | "dirname" | "realpath" | "abspath" | "__file__"
+            )
+    });
+    let name = literals.last().filter(|_| !dynamic)?;
+    let dir = py.file.path.parent().unwrap_or(Path::new(""));
+    let rel = name.trim_start_matches('/');
+    let p = if v.kind() == "string" && name.starts_with('/') {
+        PathBuf::from(name)
+    } else {
+        dir.join(rel)
+    };
+    Some(p.components().collect())
+}
+
+/// The C files the `text=` of a `BPF()` call reads (see `src_file`); none when any value the
+/// variable may hold is not such a read.
+fn text_files(py: &Py, bpf: Node, v: Node) -> Vec<PathBuf> {
+    let src = py.src();
+    if let Some(p) = read_of_open(py, v) {
+        return vec![p];
+    }
+    if v.kind() != "identifier" {
+        return Vec::new();
+    }
+    let name = text(v, src);
+    // The assignments before the call, in its function, else at module level; those that
+    // do not read the variable itself (`bpf_text = bpf_text.replace(...)` does) are where its
+    // text comes from.
+    let func = ancestor_any(bpf, &["function_definition"]);
+    let assigned = |scope: Option<Node>| -> Vec<Node> {
+        of_kind(py.nodes, "assignment")
+            .into_iter()
+            .filter(|n| n.end_byte() <= bpf.start_byte())
+            .filter(|n| ancestor_any(*n, &["function_definition"]) == scope)
+            .filter(|n| n.field("left").is_some_and(|l| text(l, src) == name))
+            .collect()
+    };
+    let mut sets = assigned(func);
+    if sets.is_empty() && func.is_some() {
+        sets = assigned(None);
+    }
+    let origins: Vec<Node> = sets
+        .iter()
+        .filter_map(|n| n.field("right"))
+        .filter(|r| {
+            !descendants(*r)
+                .iter()
+                .any(|x| x.kind() == "identifier" && text(*x, src) == name)
+        })
+        .collect();
+    let files: Vec<PathBuf> = origins
+        .iter()
+        .filter_map(|r| read_of_open(py, *r))
+        .collect();
+    if files.is_empty() || files.len() != origins.len() {
+        return Vec::new();
+    }
+    files
+}
+
+/// `open(PATH).read()`, or `f.read()` inside `with open(PATH) as f:`, with PATH a relative
+/// literal path (`literal_path`): the file read.
+fn read_of_open(py: &Py, e: Node) -> Option<PathBuf> {
+    let src = py.src();
+    let f = e.field("function").filter(|_| e.kind() == "call")?;
+    if f.kind() != "attribute" || f.field("attribute").map(|a| text(a, src)) != Some("read") {
+        return None;
+    }
+    if e.field("arguments")?.named_child_count() != 0 {
+        return None;
+    }
+    let object = f.field("object")?;
+    let opened = match object.kind() {
+        "call" => object,
+        "identifier" => {
+            // The `with` item that names the file object, in a `with` around `e`.
+            let alias = text(object, src);
+            let mut at = e;
+            loop {
+                let w = ancestor_any(at, &["with_statement"])?;
+                let found = descendants(w).into_iter().find(|n| {
+                    n.kind() == "as_pattern"
+                        && n.field("alias").is_some_and(|x| text(x, src) == alias)
+                        && ancestor_any(*n, &["with_statement"]) == Some(w)
+                });
+                if let Some(p) = found {
+                    break p.named_child(0)?;
+                }
+                at = w;
+            }
+        }
+        _ => return None,
+    };
+    let callee = opened
+        .field("function")
+        .filter(|_| opened.kind() == "call")?;
+    if text(callee, src) != "open" {
+        return None;
+    }
+    let path = opened.field("arguments")?.named_child(0)?;
+    if path.kind() == "keyword_argument"
+        || descendants(path)
+            .into_iter()
+            .any(|n| n.kind() == "string" && string_value(n, src).starts_with('/'))
+    {
+        return None;
+    }
+    literal_path(py, path)
 }
 
 /// The byte ranges of a string literal's contents (prefixes, quotes and interpolations left
@@ -414,7 +523,7 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
 /// callback that reads the CPU would silently print something else: refused.
 fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
     let src = py.src();
-    let (def, params) = match resolve_callback(py, cb, 0) {
+    let (def, params) = match resolve_callback(py, cb, 0, &mut Vec::new()) {
         Ok(x) => x,
         Err(msg) => {
             py.report(cb.start_byte(), Rule::CallbackForm, msg, "bpf-migrate rewrites callbacks defined in the same file as def f(cpu, data, size), methods, lambdas and functools.partial of those; migrate by hand");
@@ -481,10 +590,13 @@ fn is_variable(n: Node) -> bool {
 }
 
 /// The function (def or lambda) a callback expression names, and its parameter name nodes.
+/// `through` collects the arguments of the calls a callback parameter was followed through
+/// (`snoop(b, print_event)`): the function is named there, and that is no other use.
 fn resolve_callback<'t>(
     py: &Py<'_, 't>,
     cb: Node<'t>,
     depth: usize,
+    through: &mut Vec<(usize, usize)>,
 ) -> Result<(Node<'t>, Vec<Node<'t>>), String> {
     let src = py.src();
     if depth > 3 {
@@ -493,6 +605,9 @@ fn resolve_callback<'t>(
     let (def, name) = match cb.kind() {
         "identifier" => {
             let name = text(cb, src);
+            if let Some(param) = parameter_of_enclosing(py, cb) {
+                return through_callers(py, cb, param, depth, through);
+            }
             let defs: Vec<Node> = of_kind(py.nodes, "function_definition")
                 .into_iter()
                 .filter(|n| n.field("name").is_some_and(|x| text(x, src) == name))
@@ -508,7 +623,7 @@ fn resolve_callback<'t>(
                         .filter_map(|n| n.field("right"))
                         .next_back();
                     return match value {
-                        Some(v) => resolve_callback(py, v, depth + 1),
+                        Some(v) => resolve_callback(py, v, depth + 1, through),
                         None => Err(format!("the callback `{name}` is not defined in this file")),
                     };
                 }
@@ -539,7 +654,7 @@ fn resolve_callback<'t>(
                 .field("arguments")
                 .and_then(|a| a.named_child(0))
                 .ok_or("partial() without a function")?;
-            return resolve_callback(py, first, depth + 1);
+            return resolve_callback(py, first, depth + 1, through);
         }
         "lambda" => {
             let params = cb
@@ -568,7 +683,10 @@ fn resolve_callback<'t>(
                 || c.field("function")
                     .is_some_and(|f| matches!(text(f, src), "partial" | "functools.partial"))
         });
-        if !in_open {
+        let passed = through
+            .iter()
+            .any(|&(s, e)| n.start_byte() >= s && n.end_byte() <= e);
+        if !in_open && !passed {
             return Err(format!(
                 "the callback `{name}` is also used here, with the perf buffer's argument order"
             ));
@@ -579,6 +697,190 @@ fn resolve_callback<'t>(
         .map(|p| param_names(p, src))
         .unwrap_or_default();
     Ok((def, params))
+}
+
+/// A parameter of a function that a callback expression names.
+struct Param<'t> {
+    func: Node<'t>,
+    /// The parameter's name where it is declared.
+    decl: Node<'t>,
+    /// Its position among the positional parameters; `None` when it is keyword-only.
+    index: Option<usize>,
+    default: Option<Node<'t>>,
+}
+
+/// The parameter of an enclosing function (the nearest that has one of that name) that the
+/// identifier `id` names, unless the function assigns it another value.
+fn parameter_of_enclosing<'t>(py: &Py<'_, 't>, id: Node<'t>) -> Option<Param<'t>> {
+    let src = py.src();
+    let name = text(id, src);
+    let mut scope = id;
+    while let Some(func) = ancestor_any(scope, &["function_definition", "lambda"]) {
+        scope = func;
+        let Some(params) = func.field("parameters") else {
+            continue;
+        };
+        let mut cursor = params.walk();
+        let mut index = Some(0);
+        for p in params.named_children(&mut cursor) {
+            let (decl, default) = match p.kind() {
+                "identifier" => (Some(p), None),
+                "typed_parameter" => (p.named_child(0), None),
+                "default_parameter" | "typed_default_parameter" => {
+                    (p.field("name"), p.field("value"))
+                }
+                "list_splat_pattern" | "keyword_separator" => {
+                    index = None;
+                    (p.named_child(0), None)
+                }
+                _ => (None, None),
+            };
+            let Some(decl) = decl.filter(|d| d.kind() == "identifier") else {
+                continue;
+            };
+            if text(decl, src) == name {
+                if func.kind() == "lambda" {
+                    return None;
+                }
+                let body = func.field("body")?;
+                let rebound = descendants(body).into_iter().any(|n| {
+                    matches!(n.kind(), "assignment" | "augmented_assignment")
+                        && n.field("left").is_some_and(|l| text(l, src) == name)
+                });
+                return (!rebound && p.kind() != "list_splat_pattern").then_some(Param {
+                    func,
+                    decl,
+                    index,
+                    default,
+                });
+            }
+            index = index.map(|i| i + 1);
+        }
+    }
+    None
+}
+
+/// The callback a function parameter holds (`def snoop(bpf, handler):
+/// bpf["events"].open_perf_buffer(handler)`), from every call of the function in the file
+/// (`snoop(b, print_event)`): all of them must pass the same function.
+fn through_callers<'t>(
+    py: &Py<'_, 't>,
+    cb: Node<'t>,
+    param: Param<'t>,
+    depth: usize,
+    through: &mut Vec<(usize, usize)>,
+) -> Result<(Node<'t>, Vec<Node<'t>>), String> {
+    let src = py.src();
+    let name = text(cb, src);
+    let func_name = param
+        .func
+        .field("name")
+        .ok_or("a function without a name")?;
+    let fname = text(func_name, src);
+    if ancestor_any(
+        param.func,
+        &["class_definition", "function_definition", "lambda"],
+    )
+    .is_some_and(|a| a.kind() == "class_definition")
+    {
+        return Err(format!(
+            "the callback `{name}` is a parameter of the method `{fname}`; bpf-migrate follows the parameters of functions, not of methods"
+        ));
+    }
+    // The parameter itself must be used only as a callback.
+    let body = param
+        .func
+        .field("body")
+        .ok_or("a function without a body")?;
+    for n in descendants(body)
+        .into_iter()
+        .filter(|n| text(*n, src) == name && is_variable(*n) && *n != param.decl)
+    {
+        let in_open = ancestor_any(n, &["call"]).is_some_and(|c| {
+            descendants(c)
+                .iter()
+                .any(|x| x.kind() == "identifier" && text(*x, src) == "open_perf_buffer")
+        });
+        if !in_open {
+            return Err(format!(
+                "the callback `{name}` is also used here, with the perf buffer's argument order"
+            ));
+        }
+    }
+    let same_name: Vec<Node> = of_kind(py.nodes, "function_definition")
+        .into_iter()
+        .filter(|n| n.field("name").is_some_and(|x| text(x, src) == fname))
+        .collect();
+    if same_name.len() > 1 {
+        return Err(format!(
+            "several functions are named `{fname}`, so bpf-migrate cannot tell what `{name}` is"
+        ));
+    }
+    // What each call of the function passes as the parameter.
+    let mut passed = Vec::new();
+    for n in of_kind(py.nodes, "identifier")
+        .into_iter()
+        .filter(|n| text(*n, src) == fname && *n != func_name && is_variable(*n))
+    {
+        let call = n
+            .parent()
+            .filter(|c| c.kind() == "call" && c.field("function") == Some(n))
+            .ok_or_else(|| {
+                format!(
+                    "`{fname}` is used other than in a call, so bpf-migrate cannot tell what its `{name}` is"
+                )
+            })?;
+        let args = call.field("arguments").ok_or("a call without arguments")?;
+        let mut cursor = args.walk();
+        let items: Vec<Node> = args
+            .named_children(&mut cursor)
+            .filter(|a| a.kind() != "comment")
+            .collect();
+        if items
+            .iter()
+            .any(|a| matches!(a.kind(), "list_splat" | "dictionary_splat"))
+        {
+            return Err(format!("`{fname}` is called with unpacked arguments"));
+        }
+        let keyword = items.iter().find_map(|a| {
+            (a.kind() == "keyword_argument"
+                && a.field("name").is_some_and(|k| text(k, src) == name))
+            .then(|| a.field("value"))
+            .flatten()
+        });
+        let positional = param.index.and_then(|i| {
+            items
+                .iter()
+                .filter(|a| a.kind() != "keyword_argument")
+                .nth(i)
+                .copied()
+        });
+        let value = keyword
+            .or(positional)
+            .or(param.default)
+            .ok_or_else(|| format!("a call of `{fname}` does not pass `{name}`"))?;
+        passed.push(value);
+    }
+    if passed.is_empty() {
+        return Err(format!(
+            "the callback `{name}` is a parameter of `{fname}`, which is not called in this file"
+        ));
+    }
+    through.extend(passed.iter().map(|v| (v.start_byte(), v.end_byte())));
+    let mut found: Option<(Node<'t>, Vec<Node<'t>>)> = None;
+    for v in passed {
+        let (def, params) = resolve_callback(py, v, depth + 1, through)?;
+        match &found {
+            Some((d, _)) if *d != def => {
+                return Err(format!(
+                    "the calls of `{fname}` pass different callbacks as `{name}`"
+                ));
+            }
+            Some(_) => {}
+            None => found = Some((def, params)),
+        }
+    }
+    found.ok_or_else(|| format!("`{name}` cannot be followed"))
 }
 
 /// Parameter name nodes (plain, typed or with defaults); `*args` makes the list unusable.
@@ -602,4 +904,251 @@ fn param_names<'t>(params: Node<'t>, src: &str) -> Vec<Node<'t>> {
     }
     let _ = src;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::Options;
+    use crate::engine::testkit::{check_fallback, check_migrate, check_refused, run};
+    use crate::rules::Rule;
+
+    /// A BCC tool's C: one table, one submit.
+    const C: &str = r#"
+#include <linux/sched.h>
+
+struct data_t {
+    u32 pid;
+    char comm[TASK_COMM_LEN];
+};
+BPF_PERF_OUTPUT(events);
+
+int trace_exec(struct pt_regs *ctx)
+{
+    struct data_t data = {};
+
+    data.pid = bpf_get_current_pid_tgid() >> 32;
+    bpf_get_current_comm(&data.comm, sizeof(data.comm));
+    events.perf_submit(ctx, &data, sizeof(data));
+    return 0;
+}
+"#;
+
+    /// A tool whose C is `C` in a string, `head` its first lines and `tail` what reads the
+    /// table.
+    fn tool(head: &str, tail: &str) -> String {
+        format!(
+            "{head}from bcc import BPF\n\nbpf_text = \"\"\"{C}\"\"\"\n\nb = BPF(text=bpf_text)\nb.attach_kprobe(event=b.get_syscall_fnname(\"execve\"), fn_name=\"trace_exec\")\n\n{tail}"
+        )
+    }
+
+    const PRINT: &str = "def print_event(cpu, data, size):\n    event = b[\"events\"].event(data)\n    print(\"%-7d %s\" % (event.pid, event.comm.decode()))\n\n";
+    const LOOP: &str = "while 1:\n    try:\n        b.perf_buffer_poll()\n    except KeyboardInterrupt:\n        exit()\n";
+
+    fn migrated(py: &str) -> String {
+        py.replace(
+            "BPF_PERF_OUTPUT(events);",
+            "BPF_RINGBUF_OUTPUT(events, 64);",
+        )
+        .replace(
+            "events.perf_submit(ctx, &data, sizeof(data));",
+            "events.ringbuf_output(&data, sizeof(data), 0);",
+        )
+        .replace("def print_event(cpu,", "def print_event(ctx,")
+        .replace("perf_buffer_poll", "ring_buffer_poll")
+        .replace(".open_perf_buffer(", ".open_ring_buffer(")
+    }
+
+    #[test]
+    fn tools_without_a_py_name_are_python_by_their_shebang() {
+        let tail = format!("{PRINT}b[\"events\"].open_perf_buffer(print_event)\n{LOOP}");
+        for (name, shebang) in [
+            ("tools/execwatch", "#!/usr/bin/env python\n"),
+            ("sbin/execwatch-bpfcc", "#!/usr/bin/python3\n"),
+            ("tools/execwatch", "#!/usr/bin/python -u\n"),
+            ("tools/execwatch", "#!/usr/bin/env -S python3 -u\n"),
+            ("tools/execwatch.python", ""),
+        ] {
+            let py = tool(shebang, &tail);
+            check_migrate(&[(name, &py)], &[(name, &migrated(&py))]);
+        }
+    }
+
+    #[test]
+    fn a_shebang_tool_with_a_format_string_keeps_the_copy_under_reserve() {
+        // The f-string's doubled braces: a reservation would add braces to escape.
+        let c = C.replace('{', "{{").replace('}', "}}");
+        let py = format!(
+            "#!/usr/bin/python3\nfrom bcc import BPF\n\nbpf_text = f\"\"\"{c}\"\"\"\n\nb = BPF(text=bpf_text)\n{PRINT}b[\"events\"].open_perf_buffer(print_event)\n{LOOP}"
+        );
+        check_fallback(
+            &[("tools/execwatch", &py)],
+            "the C is a Python format string",
+        );
+        // Named .py, the same note comes from the reserve strategy itself.
+        check_fallback(&[("execwatch.py", &py)], "the C is a Python format string");
+    }
+
+    #[test]
+    fn a_callback_passed_through_a_parameter_is_the_function_its_callers_pass() {
+        let poll = "def poll(bpf, handler, timeout=100):\n    bpf[\"events\"].open_perf_buffer(handler, page_cnt=8)\n    while 1:\n        bpf.perf_buffer_poll(timeout)\n\n";
+        for call in [
+            "poll(b, print_event)\n",
+            "poll(b, handler=print_event)\n",
+            "def main():\n    poll(b, print_event, 10)\n\nmain()\n",
+            "poll(b, print_event)\npoll(b, print_event, timeout=5)\n",
+        ] {
+            let py = tool("", &format!("{PRINT}{poll}{call}"));
+            let want = migrated(&py).replace("handler, page_cnt=8)", "handler)");
+            check_migrate(&[("t.py", &py)], &[("t.py", &want)]);
+        }
+        // A default value is what a call that leaves the parameter out passes.
+        let py = tool(
+            "",
+            &format!(
+                "{PRINT}def poll(bpf, handler=print_event):\n    bpf[\"events\"].open_perf_buffer(handler)\n    {LOOP}\npoll(b)\n"
+            ),
+        );
+        check_migrate(&[("t.py", &py)], &[("t.py", &migrated(&py))]);
+    }
+
+    #[test]
+    fn a_callback_parameter_is_refused_when_its_callers_disagree_or_it_is_used_otherwise() {
+        let poll = "def poll(bpf, handler):\n    bpf[\"events\"].open_perf_buffer(handler)\n    while 1:\n        bpf.perf_buffer_poll()\n\n";
+        let other = PRINT.replace("print_event", "print_other");
+        for (call, says) in [
+            (
+                "poll(b, print_event)\npoll(b, print_other)\n",
+                "the calls of `poll` pass different callbacks as `handler`",
+            ),
+            ("", "`poll`, which is not called in this file"),
+            (
+                "import threading\nthreading.Thread(target=poll, args=(b, print_event)).start()\n",
+                "`poll` is used other than in a call",
+            ),
+            (
+                "poll(*[b, print_event])\n",
+                "`poll` is called with unpacked arguments",
+            ),
+            ("poll(b)\n", "a call of `poll` does not pass `handler`"),
+            (
+                "poll(b, print_event)\nprint_event(0, None, 0)\n",
+                "the callback `print_event` is also used here",
+            ),
+        ] {
+            let py = tool("", &format!("{PRINT}{other}{poll}{call}"));
+            check_refused(&[("t.py", &py)], Rule::CallbackForm, says);
+        }
+        // The parameter called with a CPU in the function itself.
+        let py = tool(
+            "",
+            &format!(
+                "{PRINT}def poll(bpf, handler):\n    handler(0, None, 0)\n    bpf[\"events\"].open_perf_buffer(handler)\n\npoll(b, print_event)\n"
+            ),
+        );
+        check_refused(
+            &[("t.py", &py)],
+            Rule::CallbackForm,
+            "the callback `handler` is also used here",
+        );
+        // A method's parameter: its callers are not followed.
+        let py = tool(
+            "",
+            &format!(
+                "{PRINT}class Tracer:\n    def poll(self, handler):\n        b[\"events\"].open_perf_buffer(handler)\n\nTracer().poll(print_event)\n"
+            ),
+        );
+        check_refused(
+            &[("t.py", &py)],
+            Rule::CallbackForm,
+            "a parameter of the method `poll`",
+        );
+    }
+
+    /// A tool whose C is read from `events.c` by `read` (an expression or statements).
+    fn reader(read: &str) -> String {
+        format!(
+            "#!/usr/bin/env python3\nfrom bcc import BPF\n\n{read}\nbpf_text = bpf_text.replace(\"FILTER\", \"\")\nb = BPF(text=bpf_text)\nb.attach_kprobe(event=b.get_syscall_fnname(\"execve\"), fn_name=\"trace_exec\")\n\n{PRINT}b[\"events\"].open_perf_buffer(print_event)\n{LOOP}"
+        )
+    }
+
+    /// Another tool in the same directory, with its own C file defining a table of the same
+    /// name: the tool's table cannot be told by directory alone.
+    fn neighbour() -> String {
+        format!(
+            "from bcc import BPF\nb = BPF(src_file=\"other.c\")\n{PRINT}b[\"events\"].open_perf_buffer(print_event)\n{LOOP}"
+        )
+    }
+
+    #[test]
+    fn c_read_from_a_file_and_passed_as_text_is_migrated_with_the_tool() {
+        let c_after = C
+            .replace(
+                "BPF_PERF_OUTPUT(events);",
+                "BPF_RINGBUF_OUTPUT(events, 64);",
+            )
+            .replace(
+                "events.perf_submit(ctx, &data, sizeof(data));",
+                "events.ringbuf_output(&data, sizeof(data), 0);",
+            );
+        let other = neighbour();
+        let with = |py: &str| -> Vec<(&'static str, String)> {
+            vec![
+                ("tools/t.py", py.to_string()),
+                ("tools/events.c", C.to_string()),
+                ("tools/other.py", other.clone()),
+                ("tools/other.c", C.to_string()),
+            ]
+        };
+        for read in [
+            "bpf_text = open(\"events.c\").read()",
+            "bpf_text = open(\"events.c\", \"r\").read()",
+            "with open(\"events.c\") as f:\n    bpf_text = f.read()",
+            "import os\nbpf_text = open(os.path.join(os.path.dirname(__file__), \"events.c\")).read()",
+        ] {
+            let py = reader(read);
+            let files = with(&py);
+            let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+            check_migrate(
+                &files,
+                &[("tools/t.py", &migrated(&py)), ("tools/events.c", &c_after)],
+            );
+        }
+        // In a function, from a module-level read.
+        let py = reader("bpf_text = open(\"events.c\").read()").replace(
+            "b = BPF(text=bpf_text)",
+            "def load():\n    return BPF(text=bpf_text)\nb = load()",
+        );
+        let files = with(&py);
+        let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        check_migrate(&files, &[("tools/events.c", &c_after)]);
+    }
+
+    #[test]
+    fn c_read_from_a_path_that_is_not_a_relative_literal_is_not_followed() {
+        let other = neighbour();
+        for read in [
+            "bpf_text = open(\"/usr/share/t/events.c\").read()",
+            "import sys\nbpf_text = open(sys.argv[1]).read()",
+            // Two sources, one of them not a file.
+            "bpf_text = open(\"events.c\").read()\nif len(__file__) > 99:\n    bpf_text = \"\"",
+        ] {
+            let py = reader(read);
+            let (changed, diags) = run(
+                &[
+                    ("tools/t.py", &py),
+                    ("tools/events.c", C),
+                    ("tools/other.py", &other),
+                    ("tools/other.c", C),
+                ],
+                &Options::default(),
+            );
+            assert!(!changed.contains_key("tools/t.py"), "{read}: {changed:?}");
+            assert!(
+                diags.iter().any(|d| d.rule == Rule::UnlinkedProgram
+                    && d.file == "tools/t.py"
+                    && d.message.contains("several BPF sources")),
+                "{read}: {diags:?}"
+            );
+        }
+    }
 }
