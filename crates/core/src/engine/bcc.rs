@@ -4,8 +4,6 @@
 use tree_sitter::Node;
 
 use super::context::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses};
-use super::gate::{is_python, is_python_source};
-use super::options::Strategy;
 use super::reserve;
 use crate::edit::Edit;
 use crate::lang::NodeExt;
@@ -183,16 +181,6 @@ fn submit<'t>(
         text,
         Rule::BccPerfSubmit,
     );
-    if cx.opts.strategy == Strategy::Reserve && in_format_string_of_unnamed_python(cx, call) {
-        cx.edits.push(copy);
-        cx.diag(
-            call.start_byte(),
-            Rule::ReserveFallback,
-            "this event is copied into the ring buffer, not reserved in it: the C is a Python format string, where new braces would need escaping",
-            Some("the copy is correct, only slower; rewrite the code around it as the note says and run bpf-migrate again for a reservation"),
-        );
-        return;
-    }
     reserve::offer(
         cx,
         cands,
@@ -206,22 +194,6 @@ fn submit<'t>(
             copy,
         },
     );
-}
-
-/// Whether `call` is in a function (or a probe macro's body) of a Python tool known as Python
-/// by its shebang alone (`tools/opensnoop`) that holds `{{`: a format string, where the
-/// braces a reservation adds would need escaping. `reserve::plan` makes the same check for
-/// tools named `.py`, by name.
-fn in_format_string_of_unnamed_python(cx: &Ctx, call: Node) -> bool {
-    let path = cx.file.path();
-    if is_python(path) || !is_python_source(path, &cx.file.text) {
-        return false;
-    }
-    let mut top = call;
-    while let Some(p) = top.parent().filter(|p| p.kind() != "translation_unit") {
-        top = p;
-    }
-    c::text(top, cx.src()).contains("{{")
 }
 
 fn account(cx: &mut Ctx, explained: &[(usize, usize)]) {

@@ -7,7 +7,7 @@
 use tree_sitter::Node;
 
 use super::super::context::Ctx;
-use super::super::gate::is_python;
+use super::super::gate::is_python_source;
 use super::{
     Candidate, Dialect, bare, declared_name, first_declarator, heap, mentions, single_declarator,
     stack, statements,
@@ -150,7 +150,7 @@ fn site<'t>(cx: &Ctx<'_, 't>, k: &Candidate<'t>) -> Result<Site<'t>, String> {
         func.field("body").ok_or("the function has no body")?
     };
     if matches!(k.dialect, Dialect::Bcc { .. })
-        && is_python(cx.file.path())
+        && is_python_source(cx.file.path(), &cx.file.text)
         && c::text(func, src).contains("{{")
     {
         return Err("the C is a Python format string, where new braces would need escaping".into());
