@@ -1,0 +1,58 @@
+//! The BPF side: perf event array map definitions and `bpf_perf_event_output` calls.
+//!
+//! `analyze` is the dispatch; each site has a handler of its own:
+//!
+//! | module | site |
+//! |---|---|
+//! | `counters` | perf event arrays read with `bpf_perf_event_read*`: counters, left alone |
+//! | `map_def` | BTF (`struct { __uint(type, ...); } name SEC(".maps")`) and legacy (`struct bpf_map_def SEC("maps")`) definitions |
+//! | `output` | `bpf_perf_event_output()` calls, and `bpf_skb_output`/`bpf_xdp_output` (refused) |
+//! | `uses` | any other use of a perf map, and trigger words no site explains |
+//! | `nmi` | the warning for programs that run in NMI context |
+
+mod counters;
+mod map_def;
+mod nmi;
+mod output;
+#[cfg(test)]
+mod snippets;
+mod uses;
+
+use super::context::{Analysis, Ctx, MapDef, MapKind};
+
+pub use uses::account_triggers;
+
+/// Identifiers whose every occurrence must be explained by a site this module understood.
+const TRIGGERS: &[&str] = &[
+    "BPF_MAP_TYPE_PERF_EVENT_ARRAY",
+    "bpf_perf_event_output",
+    "bpf_skb_output",
+    "bpf_xdp_output",
+];
+
+pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
+    let mut explained: Vec<(usize, usize)> = Vec::new();
+    // Counter arrays are left alone, definition and uses.
+    let counters = counters::counter_maps(cx);
+    let defs = map_def::map_defs(cx, &counters, &mut explained);
+    let outputs = output::output_calls(cx, &counters, &mut explained, out);
+    uses::other_uses(cx, &defs, &outputs, &counters);
+
+    account_triggers(cx, &explained, TRIGGERS);
+
+    if !outputs.is_empty() || !defs.is_empty() {
+        nmi::nmi_warning(cx);
+    }
+    for d in defs {
+        out.maps.push(MapDef {
+            name: d.name,
+            offset: d.name_span.0,
+            kind: if d.legacy {
+                MapKind::Legacy
+            } else {
+                MapKind::Btf
+            },
+        });
+    }
+    out.outputs.extend(outputs);
+}
