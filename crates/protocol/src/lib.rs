@@ -37,6 +37,24 @@ pub struct Manifest {
     /// workload begins without the late ones.
     #[serde(default = "ready_ms")]
     pub tools_ready_ms: u64,
+    /// The host's root file system, for tools that run on the host's own user space (BCC
+    /// tools under the host's python3-bpfcc).
+    #[serde(default)]
+    pub host_root: Option<HostRoot>,
+}
+
+/// How the guest mounts the host's root file system: read-only over 9p (qemu's fsdev
+/// `hostroot`), with a writable overlay in memory, at `/newroot`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct HostRoot {
+    /// The guest kernel's release (`uname -r`), for `/lib/modules/RELEASE`.
+    pub release: String,
+    /// Modules to load first, in order (guest paths).
+    pub modules: Vec<String>,
+    /// The kernel's headers on the host, mounted at `/lib/modules/RELEASE/build` and
+    /// `source` (BCC compiles against them).
+    pub headers: String,
+    pub headers_common: String,
 }
 
 fn ready_ms() -> u64 {
@@ -54,6 +72,9 @@ pub struct ToolSpec {
     /// Its working directory (where a loader that opens its object by name finds it).
     #[serde(default)]
     pub cwd: Option<String>,
+    /// It runs in the host's root file system (`Manifest::host_root`), not the initramfs.
+    #[serde(default)]
+    pub host_root: bool,
 }
 
 fn yes() -> bool {
@@ -70,6 +91,7 @@ impl Default for Manifest {
             bench: None,
             tools: Vec::new(),
             tools_ready_ms: ready_ms(),
+            host_root: None,
         }
     }
 }
@@ -335,8 +357,15 @@ mod tests {
                 id: "p0/new".into(),
                 argv: vec!["/tools/p0-new".into(), "-T".into()],
                 cwd: Some("/tools/p0-new.d".into()),
+                host_root: false,
             }],
             tools_ready_ms: 30_000,
+            host_root: Some(HostRoot {
+                release: "6.1.0-57-amd64".into(),
+                modules: vec!["/modules/9p.ko".into()],
+                headers: "/root/.cache/h".into(),
+                headers_common: "/root/.cache/c".into(),
+            }),
         }
     }
 

@@ -23,8 +23,12 @@ pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
     reserve_opts.engine.strategy = Strategy::Reserve;
     fs::create_dir_all(wd.join("copy"))?;
     fs::create_dir_all(wd.join("reserve"))?;
-    let copies = collect_pairs(&copy_opts, &wd.join("copy"))?;
-    let reserves = collect_pairs(&reserve_opts, &wd.join("reserve"))?;
+    // BCC tools compile their C themselves: the benchmark loads objects.
+    let bpf_only = |pairs: Vec<super::Pair>| -> Vec<super::Pair> {
+        pairs.into_iter().filter(|p| !p.bcc).collect()
+    };
+    let copies = bpf_only(collect_pairs(&copy_opts, &wd.join("copy"))?);
+    let reserves = bpf_only(collect_pairs(&reserve_opts, &wd.join("reserve"))?);
     if copies.is_empty() || copies.len() != reserves.len() {
         bail!("nothing to benchmark: no migratable BPF program found");
     }

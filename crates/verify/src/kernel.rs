@@ -126,6 +126,164 @@ fn provision_locked(dir: &Path) -> Result<PathBuf> {
     Ok(dir.join("vmlinux"))
 }
 
+/// Modules of Debian's kernel the guest loads for the tool level, in load order: virtio and
+/// 9p to mount the host's root file system, overlay to write on it, and tc's ingress qdisc
+/// and BPF classifier for tools that attach there.
+pub const GUEST_MODULES: &[&str] = &[
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "fs/netfs/netfs.ko",
+    "fs/fscache/fscache.ko",
+    "net/9p/9pnet.ko",
+    "net/9p/9pnet_virtio.ko",
+    "fs/9p/9p.ko",
+    "fs/overlayfs/overlay.ko",
+    "net/sched/sch_ingress.ko",
+    "net/sched/cls_bpf.ko",
+];
+
+/// What a guest running the host's own user space (BCC tools) needs of its kernel besides
+/// the kernel: its release, its modules (`GUEST_MODULES`, those the package has), and its
+/// headers (BCC compiles against them: Debian's kernel has no `CONFIG_IKHEADERS`).
+pub struct GuestKernel {
+    pub release: String,
+    pub modules: Vec<PathBuf>,
+    /// `linux-headers-RELEASE` (for `/lib/modules/RELEASE/build`) and its `-common`
+    /// (`source`).
+    pub headers: PathBuf,
+    pub headers_common: PathBuf,
+}
+
+/// The modules and headers of the provisioned kernel `kernel` (`dir/vmlinux` with its
+/// `version`), fetched into the cache on first use.
+pub fn guest_kernel(kernel: &Path) -> Result<GuestKernel> {
+    let dir = kernel.parent().unwrap_or(Path::new("."));
+    let pkg = fs::read_to_string(dir.join("version"))
+        .map_err(|_| {
+            anyhow!(
+                "the kernel {} was not provisioned by bpf-migrate, so its modules and headers are not at hand",
+                kernel.display()
+            )
+        })?
+        .trim()
+        .to_string();
+    let release = pkg
+        .strip_prefix("linux-image-")
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: not a kernel package: {pkg}",
+                dir.join("version").display()
+            )
+        })?
+        .to_string();
+    let mods = dir.join("modules");
+    make_once(
+        dir,
+        &mods.join(".complete"),
+        "the guest kernel's modules",
+        || {
+            let work = tempfile::Builder::new()
+                .prefix("modules-")
+                .tempdir_in(dir)
+                .with_context(|| {
+                    format!("cannot create a temporary directory in {}", dir.display())
+                })?;
+            let x = download_extract(&[&pkg], work.path())?;
+            let from = x.join("lib/modules").join(&release).join("kernel");
+            fs::create_dir_all(&mods)?;
+            for m in GUEST_MODULES {
+                let src = from.join(m);
+                if src.is_file() {
+                    write_atomic(&mods.join(file_name(m)), &fs::read(&src)?)?;
+                }
+            }
+            write_atomic(&mods.join(".complete"), b"")
+        },
+    )?;
+    let modules = GUEST_MODULES
+        .iter()
+        .map(|m| mods.join(file_name(m)))
+        .filter(|p| p.is_file())
+        .collect();
+    let hdr = dir.join("headers");
+    let headers = hdr.join("usr/src").join(format!("linux-headers-{release}"));
+    let common_name = release.replace("-amd64", "-common");
+    let headers_common = hdr
+        .join("usr/src")
+        .join(format!("linux-headers-{common_name}"));
+    make_once(
+        dir,
+        &hdr.join(".complete"),
+        "the guest kernel's headers",
+        || {
+            let work = tempfile::Builder::new()
+                .prefix("headers-")
+                .tempdir_in(dir)
+                .with_context(|| {
+                    format!("cannot create a temporary directory in {}", dir.display())
+                })?;
+            let x = download_extract(
+                &[
+                    &format!("linux-headers-{release}"),
+                    &format!("linux-headers-{common_name}"),
+                ],
+                work.path(),
+            )?;
+            let _ = fs::remove_dir_all(&hdr);
+            fs::rename(&x, &hdr)?;
+            write_atomic(&hdr.join(".complete"), b"")
+        },
+    )?;
+    Ok(GuestKernel {
+        release,
+        modules,
+        headers,
+        headers_common,
+    })
+}
+
+fn file_name(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// Downloads Debian packages with `apt-get download` and unpacks them all into `work/x`.
+fn download_extract(pkgs: &[&str], work: &Path) -> Result<PathBuf> {
+    let dl = Command::new("apt-get")
+        .args(["download", "-q"])
+        .args(pkgs)
+        .current_dir(work)
+        .stdout(Stdio::null())
+        .output()
+        .context("apt-get not found")?;
+    if !dl.status.success() {
+        bail!(
+            "apt-get download {} failed: {}",
+            pkgs.join(" "),
+            String::from_utf8_lossy(&dl.stderr).trim()
+        );
+    }
+    let x = work.join("x");
+    for e in fs::read_dir(work)? {
+        let deb = e?.path();
+        if deb.extension().is_none_or(|x| x != "deb") {
+            continue;
+        }
+        let st = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&x)
+            .status()
+            .context("dpkg-deb not found")?;
+        if !st.success() {
+            bail!("dpkg-deb -x {} failed", deb.display());
+        }
+    }
+    Ok(x)
+}
+
 /// Writes `path` under a unique temporary name in its directory, then renames it into place:
 /// nobody sees it half written, and two writers do not take each other's file.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

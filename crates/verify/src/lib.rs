@@ -22,8 +22,8 @@ use bpf_migrate_core::engine::{self, Options};
 use bpf_migrate_core::lang::NodeExt;
 use bpf_migrate_core::{discover, report};
 use bpf_migrate_protocol::{
-    Attach, BufferKind, MANIFEST_PATH, Manifest, MapRecords, ObjSpec, ObjectResult, Report,
-    RunResult, ToolSpec,
+    Attach, BufferKind, HostRoot, MANIFEST_PATH, Manifest, MapRecords, ObjSpec, ObjectResult,
+    Report, RunResult, ToolSpec,
 };
 use compare::{MapReport, Verdict, compare_map};
 
@@ -57,6 +57,9 @@ pub(crate) struct Pair {
     /// Include directories searched before the source's own (the migrated copies of a
     /// program's other changed files).
     pub(crate) after_includes: Vec<PathBuf>,
+    /// A BCC tool: `before` and `after` are the Python tools; verified at tool level only,
+    /// since the tool compiles its C itself.
+    pub(crate) bcc: bool,
 }
 
 #[derive(Debug)]
@@ -147,7 +150,7 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     let mut cpio = initramfs::Cpio::default();
     cpio.executable("/init", &agent)?;
     let (manifest_objs, unbuilt) = build_objects(opts, &kernel, &pairs, &objdir, &mut cpio)?;
-    if manifest_objs.is_empty() {
+    if manifest_objs.is_empty() && !pairs.iter().any(|p| p.bcc) {
         let why: Vec<String> = unbuilt
             .into_iter()
             .flatten()
@@ -157,7 +160,18 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     }
     let workload = guest_workload(opts, &mut cpio)?;
     build_ring_poison(opts, &kernel, &wd, &objdir, &mut cpio)?;
-    let (tools, mut tool_plans) = build_tools(opts, &kernel, &pairs, &unbuilt, &objdir, &mut cpio)?;
+    let mut host_root = None;
+    let (tools, mut tool_plans) = build_tools(
+        opts,
+        &kernel,
+        &pairs,
+        &unbuilt,
+        &objdir,
+        &mut cpio,
+        &mut host_root,
+    )?;
+    // BCC tools compile their C when they start: under emulation, up to minutes each.
+    let bcc_tools = tools.iter().filter(|t| t.host_root).count() as u64;
     let manifest = Manifest {
         objects: manifest_objs,
         workload,
@@ -165,7 +179,8 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         ring_poison: Some("/objs/ring_poison.o".into()),
         bench: None,
         tools,
-        tools_ready_ms: 60_000,
+        tools_ready_ms: 60_000 + 120_000 * bcc_tools,
+        host_root,
     };
     let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
     let Report::Run(result) = report else {
@@ -221,6 +236,10 @@ fn build_objects(
     let mut manifest_objs = Vec::new();
     let mut unbuilt: Vec<Option<ProgramReport>> = Vec::new();
     for (k, p) in pairs.iter().enumerate() {
+        if p.bcc {
+            unbuilt.push(None);
+            continue;
+        }
         let before = objdir.join(format!("p{k}-orig.o"));
         let after = objdir.join(format!("p{k}-new.o"));
         let built = compile(opts, kernel, &p.before, &[], &before)
@@ -320,6 +339,7 @@ fn build_tools(
     unbuilt: &[Option<ProgramReport>],
     objdir: &Path,
     cpio: &mut initramfs::Cpio,
+    host_root: &mut Option<HostRoot>,
 ) -> Result<(Vec<ToolSpec>, Vec<ToolPlan>)> {
     let mut specs = Vec::new();
     let mut plans = Vec::new();
@@ -328,6 +348,16 @@ fn build_tools(
     for (k, p) in pairs.iter().enumerate() {
         if unbuilt[k].is_some() {
             plans.push(ToolPlan::None);
+            continue;
+        }
+        if p.bcc {
+            match bcc_tool(opts, kernel, p, k, host_root, cpio) {
+                Ok(tools) => {
+                    specs.extend(tools);
+                    plans.push(ToolPlan::Run);
+                }
+                Err(why) => plans.push(ToolPlan::Skipped(why)),
+            }
             continue;
         }
         let built = match build_user_space(opts, kernel, p, k, objdir, &tooldir) {
@@ -367,11 +397,65 @@ fn build_tools(
                 id: format!("p{k}/{id}"),
                 argv,
                 cwd: built.opens.as_ref().map(|_| format!("/tools/p{k}-{bin}.d")),
+                host_root: false,
             });
         }
         plans.push(ToolPlan::Run);
     }
     Ok((specs, plans))
+}
+
+/// A BCC tool's three runs, under the host's own python3 and python3-bpfcc in the host's
+/// root file system (mounted in the guest over 9p): the first one also prepares that root
+/// (the guest kernel's modules into the initramfs, its headers into the cache). `Err` says
+/// why the tool cannot run.
+fn bcc_tool(
+    opts: &VerifyOptions,
+    kernel: &Path,
+    p: &Pair,
+    k: usize,
+    host_root: &mut Option<HostRoot>,
+    cpio: &mut initramfs::Cpio,
+) -> Result<Vec<ToolSpec>, String> {
+    const PYTHON: &str = "/usr/bin/python3";
+    if host_root.is_none() {
+        let bcc = Command::new(PYTHON).args(["-c", "import bcc"]).output();
+        if !bcc.is_ok_and(|o| o.status.success()) {
+            return Err(format!(
+                "the BCC tool was not run: {PYTHON} cannot import bcc (apt-get install python3-bpfcc)"
+            ));
+        }
+        let g =
+            kernel::guest_kernel(kernel).map_err(|e| format!("the BCC tool was not run: {e:#}"))?;
+        let mut modules = Vec::new();
+        for m in &g.modules {
+            let name = m.file_name().unwrap_or_default().to_string_lossy();
+            let guest = format!("/modules/{name}");
+            let data = fs::read(m).map_err(|e| format!("the BCC tool was not run: {e}"))?;
+            cpio.file(&guest, &data, 0o644);
+            modules.push(guest);
+        }
+        *host_root = Some(HostRoot {
+            release: g.release,
+            modules,
+            headers: g.headers.display().to_string(),
+            headers_common: g.headers_common.display().to_string(),
+        });
+    }
+    let abs = |f: &Path| std::path::absolute(f).map_err(|e| format!("{}: {e}", f.display()));
+    let (before, after) = (abs(&p.before)?, abs(&p.after)?);
+    let mut specs = Vec::new();
+    for (id, tool) in [("orig-1", &before), ("orig-2", &before), ("new", &after)] {
+        let mut argv = vec![PYTHON.to_string(), tool.display().to_string()];
+        argv.extend(opts.args.iter().cloned());
+        specs.push(ToolSpec {
+            id: format!("p{k}/{id}"),
+            argv,
+            cwd: Some(dir_of(tool).display().to_string()),
+            host_root: true,
+        });
+    }
+    Ok(specs)
 }
 
 /// A program's user space, built for both versions.
@@ -471,7 +555,13 @@ fn judge_tool(r: &mut ProgramReport, k: usize, plan: ToolPlan, result: &RunResul
     let run = |id: &str| result.tools.iter().find(|t| t.id == format!("p{k}/{id}"));
     match plan {
         ToolPlan::None => {}
-        ToolPlan::Skipped(why) => r.tool_skipped = Some(why),
+        ToolPlan::Skipped(why) => {
+            // A BCC tool has no other level: nothing was compared.
+            if r.maps.is_empty() && r.problems.is_empty() {
+                r.worsen(&Verdict::Inconclusive);
+            }
+            r.tool_skipped = Some(why)
+        }
         ToolPlan::Unbuilt(v, why) => {
             r.worsen(&v);
             r.tool = Some(tool::ToolReport {
@@ -504,6 +594,18 @@ fn judge_all(
     for ((k, p), unbuilt) in pairs.iter().enumerate().zip(unbuilt) {
         if let Some(r) = unbuilt {
             reports.push(r);
+            continue;
+        }
+        if p.bcc {
+            // Compared at tool level only (judge_tool).
+            reports.push(ProgramReport {
+                name: p.name.clone(),
+                verdict: Verdict::Equivalent,
+                maps: Vec::new(),
+                problems: Vec::new(),
+                tool: None,
+                tool_skipped: None,
+            });
             continue;
         }
         reports.push(judge(
@@ -564,20 +666,26 @@ pub(crate) fn boot_agent(
     manifest: &Manifest,
     wd: &Path,
 ) -> Result<(qemu::VmRun, Report)> {
+    let manifest_value = manifest;
     let manifest = serde_json::to_vec(manifest).context("serializing the manifest")?;
     cpio.file(MANIFEST_PATH, &manifest, 0o644);
-    for d in ["/proc", "/sys", "/dev", "/tmp", "/mnt"] {
+    for d in [
+        "/proc", "/sys", "/dev", "/tmp", "/mnt", "/host", "/rw", "/newroot",
+    ] {
         cpio.dir(d);
     }
     let initrd = wd.join("initramfs.cpio");
     fs::write(&initrd, cpio.finish())?;
+    let share_host_root = manifest_value.host_root.is_some();
+    let bcc_tools = manifest_value.tools.iter().filter(|t| t.host_root).count() as u32;
     let vm = qemu::run(&qemu::VmConfig {
         kernel,
         initrd: &initrd,
         cpus: opts.cpus,
         accel: opts.accel,
-        timeout: opts.timeout,
+        timeout: opts.timeout + Duration::from_secs(120) * bcc_tools,
         workdir: wd,
+        share_host_root,
     })?;
     let report = vm
         .frames
@@ -655,6 +763,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
                     before: a.clone(),
                     after: b.clone(),
                     after_includes: Vec::new(),
+                    bcc: false,
                 }]);
             }
             if !(a.is_dir() && b.is_dir()) {
@@ -663,7 +772,12 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
             let mut pairs = Vec::new();
             for entry in ignore::WalkBuilder::new(a).build().filter_map(|e| e.ok()) {
                 let p = entry.path();
-                if !p.to_string_lossy().ends_with(".bpf.c") {
+                let name = p.to_string_lossy();
+                let bcc = name.ends_with(".py");
+                // BPF C for libbpf (BCC C, even named .bpf.c, comes with its tool).
+                let libbpf = name.ends_with(".bpf.c")
+                    && fs::read_to_string(p).is_ok_and(|t| t.contains("SEC("));
+                if !libbpf && !bcc {
                     continue;
                 }
                 let rel = p.strip_prefix(a).unwrap();
@@ -674,6 +788,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
                         before: p.to_path_buf(),
                         after: other,
                         after_includes: Vec::new(),
+                        bcc,
                     });
                 }
             }
@@ -710,6 +825,19 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
             }
             for ch in &outcome.changes {
                 let f = &found.files[ch.file];
+                // A BCC tool: its Python, which compiles the C itself.
+                if engine::is_python_source(&f.path, &f.text)
+                    && ch.new_text.contains("open_ring_buffer")
+                {
+                    pairs.push(Pair {
+                        name: f.display.clone(),
+                        before: f.path.clone(),
+                        after: after_root.join(inside_tree(&f.display)),
+                        after_includes: Vec::new(),
+                        bcc: true,
+                    });
+                    continue;
+                }
                 if !f.text.contains("SEC(")
                     || !ch.new_text.contains("BPF_MAP_TYPE_RINGBUF")
                         && !ch.new_text.contains("bpf_ringbuf_output")
@@ -724,6 +852,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
                     before: f.path.clone(),
                     after: dest,
                     after_includes: incs,
+                    bcc: false,
                 });
             }
             Ok(pairs)

@@ -24,6 +24,9 @@ pub struct VmConfig<'a> {
     pub accel: Accel,
     pub timeout: Duration,
     pub workdir: &'a Path,
+    /// Share the host's root file system, read-only, over 9p (`hostroot`), and give the
+    /// guest the memory the host's own user space wants (BCC compiling C).
+    pub share_host_root: bool,
 }
 
 pub struct VmRun {
@@ -132,7 +135,11 @@ fn run_vm(
 /// qemu with the console on the first serial port and the agent's results on the second,
 /// both into files.
 fn qemu_command(cfg: &VmConfig, accel: &'static str, console: &Path, results: &Path) -> Command {
-    let mem = 256 + 128 * cfg.cpus;
+    let mem = if cfg.share_host_root {
+        1536 + 512 * cfg.cpus
+    } else {
+        256 + 128 * cfg.cpus
+    };
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
         "-machine",
@@ -155,6 +162,16 @@ fn qemu_command(cfg: &VmConfig, accel: &'static str, console: &Path, results: &P
         "-append",
         "console=ttyS0 panic=-1 oops=panic loglevel=4 mitigations=off",
     ])
+    .args(if cfg.share_host_root {
+        &[
+            "-fsdev",
+            "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+            "-device",
+            "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+        ][..]
+    } else {
+        &[]
+    })
     .arg("-serial")
     .arg(format!("file:{}", console.display()))
     .arg("-serial")

@@ -689,26 +689,40 @@ fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared 
 }
 
 fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compared {
-    let mut left: Vec<String> = new.iter().map(|l| noise.masked(l)).collect();
+    // The migrated tool's lines not matched yet: (as printed, masked).
+    let mut left: Vec<(&String, String)> = new.iter().map(|l| (l, noise.masked(l))).collect();
     let mut matched = 0;
-    let mut missing = None;
+    let mut missing = Vec::new();
     for l in orig {
         let m = noise.masked(l);
-        match left.iter().position(|x| *x == m) {
+        match left.iter().position(|(_, x)| *x == m) {
             Some(i) => {
                 left.swap_remove(i);
                 matched += 1;
             }
-            None => {
-                missing.get_or_insert_with(|| l.clone());
-            }
+            None => missing.push(l),
         }
     }
-    let finding = match (missing, left.first()) {
-        (Some(l), _) => Some(format!(
-            "the original printed `{l}` during the workload, the migrated tool printed no such line"
-        )),
-        (None, Some(extra)) => Some(format!(
+    let finding = match (missing.first(), left.first()) {
+        (Some(l), _) => {
+            // Name the column against the closest line the migrated tool printed instead.
+            let w = words(l);
+            let closest = left
+                .iter()
+                .filter(|(x, _)| words(x).len() == w.len())
+                .max_by_key(|(x, _)| words(x).iter().zip(&w).filter(|(a, b)| a == b).count());
+            Some(
+                match closest.and_then(|(x, _)| noise.differs(l, x).map(|c| (x, c))) {
+                    Some((x, col)) => format!(
+                        "the original printed `{l}` during the workload, the migrated tool no such line; its closest, `{x}`, differs in column {col}"
+                    ),
+                    None => format!(
+                        "the original printed `{l}` during the workload, the migrated tool printed no such line"
+                    ),
+                },
+            )
+        }
+        (None, Some((extra, _))) => Some(format!(
             "the migrated tool printed a line the original did not: `{extra}`"
         )),
         (None, None) => None,
@@ -826,7 +840,10 @@ mod tests {
         let n = run("EXEC 92 /init\nEXEC 93 /init\nEXIT 92 code=0\n", "EXEC");
         assert_eq!(judge(&a, &b, &n, true).verdict, Verdict::Equivalent);
         let wrong = run("EXEC 92 /init\nEXEC 93 /init\nEXIT 92 code=1\n", "EXEC");
-        assert_eq!(judge(&a, &b, &wrong, true).verdict, Verdict::Different);
+        let r = judge(&a, &b, &wrong, true);
+        assert_eq!(r.verdict, Verdict::Different);
+        let f = r.finding.unwrap();
+        assert!(f.contains("`EXIT 92 code=1`, differs in column 3"), "{f}");
     }
 
     #[test]

@@ -148,6 +148,40 @@ fn libbpf_rs_crates_verify_at_both_levels() {
 }
 
 #[test]
+fn bcc_tools_run_in_the_guest_and_wrong_migrations_are_caught() {
+    // A BCC tool under the host's python3-bpfcc, in the guest over the host's root file
+    // system: migrated as bpf-migrate does it, equivalent; with a wrong ctypes layout, or BCC
+    // C submitting too few bytes, different with the line and column named. Two CPUs: nine
+    // BCC compilations under emulation.
+    let out = run(
+        &root(),
+        &[
+            "verify",
+            "--format",
+            "json",
+            "--cpus",
+            "2",
+            "--before",
+            "fixtures/verify-wrong-bcc/before",
+            "--after",
+            "fixtures/verify-wrong-bcc/after",
+        ],
+    );
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    let lines = json_lines(&out);
+    let good = tool_of(&lines, "killtrace.py").unwrap();
+    assert_eq!(good["verdict"], "equivalent", "{good}");
+    assert!(good["lines"]["matched"].as_u64().unwrap() > 0, "{good}");
+    let layout = tool_of(&lines, "killlayout.py").unwrap();
+    assert_eq!(layout["verdict"], "different", "{layout}");
+    let f = layout["finding"].as_str().unwrap();
+    assert!(f.contains("column 3"), "{f}");
+    let size = tool_of(&lines, "killsize.py").unwrap();
+    assert_eq!(size["verdict"], "different", "{size}");
+    assert!(size["finding"].as_str().unwrap().contains("init"), "{size}");
+}
+
+#[test]
 fn wrong_user_space_migrations_are_caught_with_the_line_named() {
     // Right BPF sides, wrong loaders: a callback that no longer prints a field, and one that
     // returns an error, which stops a ring buffer's poll after the first event.

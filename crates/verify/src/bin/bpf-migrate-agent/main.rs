@@ -83,6 +83,11 @@ fn run(m: &Manifest) -> RunResult {
     let maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects.iter().map(Loaded::maps).collect();
     let mut buffers = open_buffers(&maps_per_obj);
     let mut log = poison_rings(m, &maps_per_obj, &buffers);
+    if let Some(h) = &m.host_root
+        && let Err(e) = tools::mount_host_root(h)
+    {
+        log.push(format!("the host's root file system: {e}"));
+    }
     // The tools start now, so that what their starting does (execs, opens, BPF loads) is
     // discarded with the other attach-time events.
     let mut running = tools::start(&m.tools);

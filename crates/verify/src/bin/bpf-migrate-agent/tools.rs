@@ -12,7 +12,93 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bpf_migrate_protocol::{ToolRun, ToolSpec};
+use bpf_migrate_protocol::{HostRoot, ToolRun, ToolSpec};
+
+/// Where the host's root file system is mounted (with its overlay) for tools that run on the
+/// host's own user space.
+const NEW_ROOT: &str = "/newroot";
+
+/// Loads the modules, mounts the host's root read-only over 9p at `/host` with a writable
+/// overlay in memory at `NEW_ROOT`, the pseudo file systems in it, and the kernel's headers
+/// at `/lib/modules/RELEASE/{build,source}` in it. Returns what went wrong, for the report.
+pub fn mount_host_root(h: &HostRoot) -> Result<(), String> {
+    for m in &h.modules {
+        let data = std::fs::read(m).map_err(|e| format!("{m}: {e}"))?;
+        let params = c"";
+        // SAFETY: the module's bytes and an empty parameter string, both alive for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_init_module,
+                data.as_ptr(),
+                data.len(),
+                params.as_ptr(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(format!("loading {m}: {e}"));
+            }
+        }
+    }
+    mount(
+        "hostroot",
+        "/host",
+        "9p",
+        libc::MS_RDONLY,
+        "trans=virtio,version=9p2000.L,msize=512000,cache=loose",
+    )?;
+    mount("tmpfs", "/rw", "tmpfs", 0, "")?;
+    for d in ["/rw/upper", "/rw/work"] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{d}: {e}"))?;
+    }
+    mount(
+        "overlay",
+        NEW_ROOT,
+        "overlay",
+        0,
+        "lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work",
+    )?;
+    for d in ["/proc", "/sys", "/dev"] {
+        bind(d, &format!("{NEW_ROOT}{d}"))?;
+    }
+    let modules = format!("{NEW_ROOT}/lib/modules/{}", h.release);
+    bind(
+        &format!("{NEW_ROOT}{}", h.headers),
+        &format!("{modules}/build"),
+    )?;
+    bind(
+        &format!("{NEW_ROOT}{}", h.headers_common),
+        &format!("{modules}/source"),
+    )?;
+    Ok(())
+}
+
+fn mount(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), String> {
+    std::fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in mount arguments");
+    let (s, t, f, d) = (c(src), c(target), c(fstype), c(data));
+    // SAFETY: C strings alive for the call.
+    let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) };
+    if rc != 0 {
+        return Err(format!(
+            "mount {fstype} {src} on {target}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// `from` at `to`, with what is mounted below it.
+fn bind(from: &str, to: &str) -> Result<(), String> {
+    mount(from, to, "", libc::MS_BIND | libc::MS_REC, "")
+}
 
 /// A tool is ready when every one of its threads that is not sleeping on a lock waits in one
 /// of these: it has attached and polls its buffer.
@@ -86,16 +172,37 @@ fn spawn(spec: &ToolSpec) -> Result<(Child, OwnedFd, OwnedFd), String> {
         .stdout(Stdio::from(slave))
         .stderr(Stdio::from(err_w))
         .env("TERM", "dumb");
-    if let Some(d) = &spec.cwd {
+    let root = spec
+        .host_root
+        .then(|| std::ffi::CString::new(NEW_ROOT).expect("no NUL"));
+    let cwd = spec
+        .cwd
+        .as_deref()
+        .map(|d| std::ffi::CString::new(d).map_err(|_| format!("a NUL in {d}")))
+        .transpose()?;
+    if root.is_none()
+        && let Some(d) = &spec.cwd
+    {
         cmd.current_dir(d);
     }
     // A session of its own whose controlling terminal is its standard output, so that Ctrl-C
-    // typed there reaches it (and its children) as it would a user's.
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    // typed there reaches it (and its children) as it would a user's; in the host's root
+    // when it runs on the host's user space.
+    // SAFETY: only async-signal-safe calls between fork and exec, on C strings made before.
     unsafe {
         use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 || libc::ioctl(1, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(r) = &root
+                && (libc::chroot(r.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(d) = &cwd
+                && libc::chdir(d.as_ptr()) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
