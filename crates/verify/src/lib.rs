@@ -45,6 +45,8 @@ pub struct VerifyOptions {
     pub engine: Options,
     /// Measure events per second (this many events a program) instead of comparing.
     pub bench: Option<u64>,
+    /// Run the programs' own tools (tool level), not only their events.
+    pub tools: bool,
     /// The command-line arguments the tools run with (tool level).
     pub args: Vec<String>,
 }
@@ -348,6 +350,10 @@ fn build_tools(
     for (k, p) in pairs.iter().enumerate() {
         if unbuilt[k].is_some() {
             plans.push(ToolPlan::None);
+            continue;
+        }
+        if !opts.tools {
+            plans.push(ToolPlan::Skipped("not run (--events-only)".into()));
             continue;
         }
         if p.bcc {

@@ -60,6 +60,9 @@ struct VerifyArgs {
     /// sys_enter_getpid; see benches/events).
     #[arg(long, value_name = "EVENTS", conflicts_with_all = ["before", "after"])]
     bench: Option<u64>,
+    /// Compare the events only: do not build and run the programs' own tools.
+    #[arg(long)]
+    events_only: bool,
     /// The command-line arguments of the programs' own tools (tool level: each program's
     /// loader runs with them, original and migrated; space separated).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
             strategy,
         },
         bench: v.bench,
+        tools: !v.events_only,
         args: v
             .args
             .map(|a| a.split_whitespace().map(str::to_string).collect())

@@ -2,7 +2,7 @@
 //! first serial port (a log file) and results on the second. KVM only where it works: a KVM
 //! guest that does not reach the agent by a deadline is killed and the run repeats under TCG.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,16 +57,47 @@ fn kvm_usable() -> bool {
         .is_ok()
 }
 
+/// Where a KVM guest that hung is remembered: the host's boot id, so that later runs on
+/// this boot go to TCG at once instead of waiting 10 s for KVM again.
+fn kvm_hang_marker() -> PathBuf {
+    crate::kernel::cache_dir().join("kvm-hangs")
+}
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn kvm_hung_since_boot() -> bool {
+    boot_id()
+        .is_some_and(|id| std::fs::read_to_string(kvm_hang_marker()).is_ok_and(|m| m.trim() == id))
+}
+
+fn remember_kvm_hang() {
+    if let Some(id) = boot_id() {
+        let m = kvm_hang_marker();
+        if let Some(d) = m.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        // Best effort: without the marker the next run only waits again.
+        let _ = std::fs::write(&m, format!("{id}\n"));
+    }
+}
+
 pub fn run(cfg: &VmConfig) -> Result<VmRun> {
     match cfg.accel {
         Accel::Tcg => boot(cfg, "tcg", cfg.timeout),
         Accel::Kvm => boot(cfg, "kvm", cfg.timeout),
-        Accel::Auto if kvm_usable() => {
+        Accel::Auto if kvm_usable() && !kvm_hung_since_boot() => {
             // /dev/kvm existing is no proof (nested setups hang): give KVM a deadline to reach
-            // the agent, then fall back to TCG.
+            // the agent, then fall back to TCG, and remember it until the host reboots.
             match boot_until_ready(cfg, "kvm", Duration::from_secs(10)) {
                 Ok(r) => Ok(r),
-                Err(_) => boot(cfg, "tcg", cfg.timeout),
+                Err(_) => {
+                    remember_kvm_hang();
+                    boot(cfg, "tcg", cfg.timeout)
+                }
             }
         }
         Accel::Auto => boot(cfg, "tcg", cfg.timeout),

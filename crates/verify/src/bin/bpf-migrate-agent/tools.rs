@@ -348,6 +348,9 @@ fn polling(pid: u32) -> bool {
 /// Where the workload begins in each tool's output: what the tools printed so far, once
 /// they had a moment to print what they had.
 pub fn mark_workload(tools: &mut [Running]) {
+    if tools.is_empty() {
+        return;
+    }
     std::thread::sleep(Duration::from_millis(300));
     for t in tools {
         t.workload_at = t.stdout.lock().map(|v| v.len()).unwrap_or(0);
@@ -356,6 +359,9 @@ pub fn mark_workload(tools: &mut [Running]) {
 
 /// Ctrl-C for every tool, then what each printed. A tool still running 10 s later is killed.
 pub fn stop(mut tools: Vec<Running>) -> Vec<ToolRun> {
+    if tools.is_empty() {
+        return Vec::new();
+    }
     // Let the tools poll once more and print what the last of the workload brought; what
     // they print from now on is what stopping them shows (their summaries), and what one
     // sees of the others stopping.
