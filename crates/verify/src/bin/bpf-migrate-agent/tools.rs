@@ -362,10 +362,10 @@ pub fn stop(mut tools: Vec<Running>) -> Vec<ToolRun> {
     if tools.is_empty() {
         return Vec::new();
     }
-    // Let the tools poll once more and print what the last of the workload brought; what
-    // they print from now on is what stopping them shows (their summaries), and what one
-    // sees of the others stopping.
-    std::thread::sleep(Duration::from_millis(500));
+    // Let the tools poll once more (tools poll with timeouts of 100 ms or so) and print what
+    // the last of the workload brought; what they print from now on is what stopping them
+    // shows (their summaries), and what one sees of the others stopping.
+    std::thread::sleep(Duration::from_millis(300));
     for t in &mut tools {
         t.workload_end = t.stdout.lock().map(|v| v.len()).unwrap_or(0);
     }
@@ -401,16 +401,14 @@ fn finish(mut t: Running, deadline: Instant) -> ToolRun {
     }
     // The readers end at their end of file; a grandchild holding a terminal open does not
     // keep them past a second.
-    std::thread::sleep(Duration::from_millis(50));
-    let stop = t.stop.clone();
-    let stopper = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, Ordering::SeqCst);
-    });
+    let readers_deadline = Instant::now() + Duration::from_secs(1);
+    while t.readers.iter().any(|r| !r.is_finished()) && Instant::now() < readers_deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.stop.store(true, Ordering::SeqCst);
     for r in t.readers.drain(..) {
         let _ = r.join();
     }
-    let _ = stopper.join();
     use std::os::unix::process::ExitStatusExt;
     let text = |b: &Arc<Mutex<Vec<u8>>>| {
         String::from_utf8_lossy(&b.lock().map(|v| v.clone()).unwrap_or_default()).into_owned()
