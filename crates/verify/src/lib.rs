@@ -512,10 +512,14 @@ fn build_user_space(
         };
         let what = |m: &Path| format!("loader {}", m.display());
         let obj = |v: &str| objdir.join(format!("p{k}-{v}.o"));
-        tool::build(&loader, &loader.main, &obj("orig"), &orig_inc, &orig)
-            .map_err(|e| original(&what(&loader.main), e))?;
-        tool::build(&loader, &new_main, &obj("new"), &new_inc, &new)
-            .map_err(|e| migrated(&what(&new_main), e))?;
+        // Both versions at once: two compilers on two cores.
+        let (o, n) = std::thread::scope(|s| {
+            let o = s.spawn(|| tool::build(&loader, &loader.main, &obj("orig"), &orig_inc, &orig));
+            let n = tool::build(&loader, &new_main, &obj("new"), &new_inc, &new);
+            (o.join().expect("the build thread does not panic"), n)
+        });
+        o.map_err(|e| original(&what(&loader.main), e))?;
+        n.map_err(|e| migrated(&what(&new_main), e))?;
         return Ok(Some(BuiltTool {
             orig,
             new,

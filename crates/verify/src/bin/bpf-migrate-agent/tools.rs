@@ -289,7 +289,7 @@ fn reader(fd: OwnedFd, into: Arc<Mutex<Vec<u8>>>, stop: Arc<AtomicBool>) -> Join
 }
 
 /// Waits until every tool polls its buffer, has exited, or `timeout` is over. A tool is
-/// taken as ready after two looks in a row, 100 ms apart, find it polling. `drain` empties
+/// taken as ready after two looks in a row, 50 ms apart, find it polling. `drain` empties
 /// the agent's own buffers meanwhile (the tools starting make events).
 pub fn wait_ready(tools: &mut [Running], timeout: Duration, drain: &mut dyn FnMut()) {
     let started = Instant::now();
@@ -318,7 +318,7 @@ pub fn wait_ready(tools: &mut [Running], timeout: Duration, drain: &mut dyn FnMu
             return;
         }
         drain();
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -351,7 +351,9 @@ pub fn mark_workload(tools: &mut [Running]) {
     if tools.is_empty() {
         return;
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // What a tool printed before it polled is on its terminal already: the readers need
+    // only a moment to take it.
+    std::thread::sleep(Duration::from_millis(100));
     for t in tools {
         t.workload_at = t.stdout.lock().map(|v| v.len()).unwrap_or(0);
     }
