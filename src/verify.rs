@@ -14,13 +14,15 @@ const PROGRAM: &str = "bpf-migrate-verify";
 
 /// What verify needs on the host, as Debian packages: the libraries libbpf-sys builds
 /// against, then the tools verify runs (clang and bpftool build the objects, qemu boots the
-/// guest, xz unpacks its kernel, pahole reads event layouts).
+/// guest, xz unpacks its kernel, pahole reads event layouts; libbpf-dev and gcc build the
+/// programs' C loaders, python3-bpfcc runs BCC tools).
 pub const BUILD_PACKAGES: &[(&str, &str)] = &[
     ("pkg-config", "pkg-config"),
     ("libelf", "libelf-dev"),
     ("zlib", "zlib1g-dev"),
 ];
-pub const RUN_PACKAGES: &str = "clang llvm bpftool qemu-system-x86 xz-utils dwarves";
+pub const RUN_PACKAGES: &str =
+    "clang llvm bpftool qemu-system-x86 xz-utils dwarves libbpf-dev gcc python3-bpfcc";
 
 pub fn run(args: &[OsString]) -> ExitCode {
     let program = match find().or_else(|why| build().map_err(|e| format!("{why}; {e}"))) {
@@ -74,9 +76,13 @@ fn build() -> Result<PathBuf, String> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
     let manifest = workspace.join("crates/verify/Cargo.toml");
     let exe = std::env::current_exe().map_err(|e| format!("cannot locate this program: {e}"))?;
+    // Only a program cargo built in a target directory (which cargo marks with CACHEDIR.TAG)
+    // builds its sibling there: not one `cargo install`ed into ~/.cargo/bin.
     let profile_dir = exe.parent().filter(|_| manifest.is_file());
-    let (Some(profile_dir), Some(target)) = (profile_dir, profile_dir.and_then(Path::parent))
-    else {
+    let target = profile_dir
+        .and_then(Path::parent)
+        .filter(|t| t.join("CACHEDIR.TAG").is_file());
+    let (Some(profile_dir), Some(target)) = (profile_dir, target) else {
         return Err(format!(
             "install it with `cargo install --path crates/verify` from a bpf-migrate checkout \
              (Debian packages first: {} {RUN_PACKAGES})",

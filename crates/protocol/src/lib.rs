@@ -164,6 +164,9 @@ pub struct ToolRun {
     /// It was waiting for events (blocked in poll/epoll/select) before the workload began;
     /// false if it exited first, or was still starting when the agent gave up waiting.
     pub ready: bool,
+    /// It was still running, not yet polling, when the agent gave up waiting.
+    #[serde(default)]
+    pub still_starting: bool,
     /// Exit code, or the signal that ended it.
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,

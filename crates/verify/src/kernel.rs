@@ -118,6 +118,13 @@ fn provision_locked(dir: &Path) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("{pkg} holds no boot/vmlinuz-*"))?;
     let bzimage = fs::read(&vmlinuz)?;
     let vmlinux = extract_vmlinux(&bzimage)?;
+    // The modules the guest loads for the tool level, from the same package (a later
+    // download might find the index moved past this kernel).
+    let release = pkg.strip_prefix("linux-image-").unwrap_or(&pkg);
+    keep_guest_modules(
+        &x.join("lib/modules").join(release).join("kernel"),
+        &dir.join("modules"),
+    )?;
     // The compressed image too: the benchmark boots it as a baseline. `vmlinux` last: once it
     // is there, the cache is complete.
     write_atomic(&dir.join("vmlinuz"), &bzimage)?;
@@ -192,15 +199,7 @@ pub fn guest_kernel(kernel: &Path) -> Result<GuestKernel> {
                     format!("cannot create a temporary directory in {}", dir.display())
                 })?;
             let x = download_extract(&[&pkg], work.path())?;
-            let from = x.join("lib/modules").join(&release).join("kernel");
-            fs::create_dir_all(&mods)?;
-            for m in GUEST_MODULES {
-                let src = from.join(m);
-                if src.is_file() {
-                    write_atomic(&mods.join(file_name(m)), &fs::read(&src)?)?;
-                }
-            }
-            write_atomic(&mods.join(".complete"), b"")
+            keep_guest_modules(&x.join("lib/modules").join(&release).join("kernel"), &mods)
         },
     )?;
     let modules = GUEST_MODULES
@@ -243,6 +242,20 @@ pub fn guest_kernel(kernel: &Path) -> Result<GuestKernel> {
         headers,
         headers_common,
     })
+}
+
+/// Copies `GUEST_MODULES` from an unpacked kernel package's module tree `from` into `to`,
+/// and marks `to` complete. A module the package lacks (built in, or compressed) is left out:
+/// the guest then says which mount failed.
+fn keep_guest_modules(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for m in GUEST_MODULES {
+        let src = from.join(m);
+        if src.is_file() {
+            write_atomic(&to.join(file_name(m)), &fs::read(&src)?)?;
+        }
+    }
+    write_atomic(&to.join(".complete"), b"")
 }
 
 fn file_name(p: &str) -> &str {

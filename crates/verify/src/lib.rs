@@ -181,7 +181,9 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         ring_poison: Some("/objs/ring_poison.o".into()),
         bench: None,
         tools,
-        tools_ready_ms: 60_000 + 120_000 * bcc_tools,
+        // Within the guest's own time (see boot_agent), with room left for the workload.
+        tools_ready_ms: (60_000 + 120_000 * bcc_tools)
+            .min(opts.timeout.as_millis() as u64 / 2 + 120_000 * bcc_tools),
         host_root,
     };
     let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
@@ -357,7 +359,8 @@ fn build_tools(
             continue;
         }
         if p.bcc {
-            match bcc_tool(opts, kernel, p, k, host_root, cpio) {
+            let wd = objdir.parent().unwrap_or(objdir);
+            match bcc_tool(opts, kernel, p, k, wd, host_root, cpio) {
                 Ok(tools) => {
                     specs.extend(tools);
                     plans.push(ToolPlan::Run);
@@ -420,6 +423,7 @@ fn bcc_tool(
     kernel: &Path,
     p: &Pair,
     k: usize,
+    wd: &Path,
     host_root: &mut Option<HostRoot>,
     cpio: &mut initramfs::Cpio,
 ) -> Result<Vec<ToolSpec>, String> {
@@ -441,15 +445,27 @@ fn bcc_tool(
             cpio.file(&guest, &data, 0o644);
             modules.push(guest);
         }
+        // Host paths, seen in the guest under the host's root: absolute.
+        let host_path = |p: &Path| {
+            std::path::absolute(p)
+                .map(|a| a.display().to_string())
+                .map_err(|e| format!("{}: {e}", p.display()))
+        };
         *host_root = Some(HostRoot {
             release: g.release,
             modules,
-            headers: g.headers.display().to_string(),
-            headers_common: g.headers_common.display().to_string(),
+            headers: host_path(&g.headers)?,
+            headers_common: host_path(&g.headers_common)?,
         });
     }
     let abs = |f: &Path| std::path::absolute(f).map_err(|e| format!("{}: {e}", f.display()));
     let (before, after) = (abs(&p.before)?, abs(&p.after)?);
+    // A migrated tree of verify's own holds only what changed: the tool's other files
+    // (modules it imports, data it reads) are copied beside it from the original's directory.
+    // (An --after directory is the user's, and whole.)
+    if after.starts_with(wd) {
+        siblings_beside(&before, &after).map_err(|e| format!("the BCC tool was not run: {e:#}"))?;
+    }
     let mut specs = Vec::new();
     for (id, tool) in [("orig-1", &before), ("orig-2", &before), ("new", &after)] {
         let mut argv = vec![PYTHON.to_string(), tool.display().to_string()];
@@ -462,6 +478,26 @@ fn bcc_tool(
         });
     }
     Ok(specs)
+}
+
+/// Copies the files of `original`'s directory (not subdirectories; up to 1 MiB each) that
+/// are missing beside `migrated`.
+fn siblings_beside(original: &Path, migrated: &Path) -> Result<()> {
+    let (from, to) = (dir_of(original), dir_of(migrated));
+    if from == to {
+        return Ok(());
+    }
+    for e in fs::read_dir(&from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        let small = e
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.len() <= 1 << 20);
+        if small && !dest.exists() {
+            fs::copy(e.path(), &dest)?;
+        }
+    }
+    Ok(())
 }
 
 /// A program's user space, built for both versions.
@@ -500,6 +536,22 @@ fn build_user_space(
         )
     };
     if let Some(loader) = tool::find_loader(&p.before) {
+        // Both versions' objects must sit at the path it opens, in their own directories.
+        if loader.opens.as_deref().is_some_and(|o| {
+            Path::new(o).is_absolute()
+                || Path::new(o)
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+        }) {
+            return Err((
+                Verdict::Inconclusive,
+                format!(
+                    "{} opens its object at {}, outside its working directory: the tool level was not run",
+                    loader.main.display(),
+                    loader.opens.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
         let mut orig_inc = vec![dir_of(&p.before)];
         orig_inc.extend(opts.includes.iter().cloned());
         let mut new_inc = p.after_includes.clone();
@@ -534,7 +586,24 @@ fn build_user_space(
         .map(PathBuf::from)
         .unwrap_or_else(|| kernel::cache_dir().join("cargo-target"));
     let vmlinux = kernel::vmlinux_h(kernel).ok();
-    let migrated_root = p.after.ancestors().nth(krate.depth);
+    // The migrated crate is where the original's is relative to the BPF source: a directory
+    // of the migrated tree (which holds only the changed files), or, with --after, a crate.
+    let wd = objdir.parent().unwrap_or(objdir);
+    let migrated_root = p
+        .after
+        .ancestors()
+        .nth(krate.depth)
+        .filter(|r| r.starts_with(wd) || r.join("Cargo.toml").is_file());
+    if migrated_root.is_none() {
+        return Err((
+            Verdict::Inconclusive,
+            format!(
+                "the migrated crate of {} was not found where the original's is ({} levels above the BPF source)",
+                p.after.display(),
+                krate.depth
+            ),
+        ));
+    }
     let copies = objdir.join("crates");
     tool::build_crate(
         &krate,
@@ -783,7 +852,9 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
             for entry in ignore::WalkBuilder::new(a).build().filter_map(|e| e.ok()) {
                 let p = entry.path();
                 let name = p.to_string_lossy();
-                let bcc = name.ends_with(".py");
+                // A BCC tool (what else a directory's .py files are is left alone).
+                let bcc = name.ends_with(".py")
+                    && fs::read_to_string(p).is_ok_and(|t| t.contains("BPF("));
                 // BPF C for libbpf (BCC C, even named .bpf.c, comes with its tool).
                 let libbpf = name.ends_with(".bpf.c")
                     && fs::read_to_string(p).is_ok_and(|t| t.contains("SEC("));

@@ -57,6 +57,19 @@ fn kvm_usable() -> bool {
         .is_ok()
 }
 
+/// A guest that did not reach the agent by its deadline (KVM in a nested setup that hangs),
+/// as opposed to any other failure of a boot.
+#[derive(Debug)]
+struct NeverReady(String);
+
+impl std::fmt::Display for NeverReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NeverReady {}
+
 /// Where a KVM guest that hung is remembered: the host's boot id, so that later runs on
 /// this boot go to TCG at once instead of waiting 10 s for KVM again.
 fn kvm_hang_marker() -> PathBuf {
@@ -93,11 +106,11 @@ pub fn run(cfg: &VmConfig) -> Result<VmRun> {
             // /dev/kvm existing is no proof (nested setups hang): give KVM a deadline to reach
             // the agent, then fall back to TCG, and remember it until the host reboots.
             match boot_until_ready(cfg, "kvm", Duration::from_secs(10)) {
-                Ok(r) => Ok(r),
-                Err(_) => {
+                Err(e) if e.downcast_ref::<NeverReady>().is_some() => {
                     remember_kvm_hang();
                     boot(cfg, "tcg", cfg.timeout)
                 }
+                other => other,
             }
         }
         Accel::Auto => boot(cfg, "tcg", cfg.timeout),
@@ -151,7 +164,10 @@ fn run_vm(
             && boot.is_none()
             && start.elapsed() > d
         {
-            bail!("the {accel} guest did not reach the agent within {d:?}");
+            return Err(NeverReady(format!(
+                "the {accel} guest did not reach the agent within {d:?}"
+            ))
+            .into());
         }
         if start.elapsed() > timeout {
             let console_text = fs::read_to_string(&console).unwrap_or_default();

@@ -30,11 +30,17 @@ pub struct Loader {
     pub opens: Option<String>,
 }
 
+/// A definition of `main`: `int main(`, or `main(` starting a line (its type on the line
+/// before), not `int main_loop(`.
 fn defines_main(text: &str) -> bool {
     text.lines().any(|l| {
         let l = l.trim_start();
-        (l.starts_with("int main") || l.starts_with("main(") || l.starts_with("int\nmain"))
-            && l.contains('(')
+        let rest = l
+            .strip_prefix("int ")
+            .map(str::trim_start)
+            .unwrap_or(l)
+            .strip_prefix("main");
+        rest.is_some_and(|r| r.trim_start().starts_with('('))
     })
 }
 
@@ -192,13 +198,16 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for e in fs::read_dir(&d)? {
-            let p = e?.path();
+            let e = e?;
+            let p = e.path();
             let name = p.file_name().unwrap_or_default();
-            if p.is_dir() {
+            // Links are not followed: a crate's tree is its own files.
+            let kind = e.file_type().with_context(|| format!("{}", p.display()))?;
+            if kind.is_dir() {
                 if name != "target" && name != ".git" {
                     dirs.push(p);
                 }
-            } else if p.is_file() {
+            } else if kind.is_file() {
                 files.push(p);
             }
         }
@@ -420,6 +429,28 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
             return report(v, &lines, format!("{what} could not be started: {e}"));
         }
     }
+    for (r, what) in [
+        (orig, "the original"),
+        (second, "the original's second run"),
+        (new, "the migrated tool"),
+    ] {
+        if r.still_starting {
+            return report(
+                Verdict::Inconclusive,
+                &lines,
+                format!(
+                    "{what} was still starting when the workload had to begin (--timeout gives more time)"
+                ),
+            );
+        }
+    }
+    if let Some(e) = &second.spawn_error {
+        return report(
+            Verdict::Inconclusive,
+            &lines,
+            format!("the original's second run could not be started: {e}"),
+        );
+    }
     if !orig.ready {
         let said = first_lines(&format!("{}\n{}", orig.stderr, orig.stdout), 3);
         return report(
@@ -510,13 +541,12 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
     }
 }
 
-/// Columns (whitespace-separated words) that differ between the two original runs, by
-/// their position from the start of a line and, for lines whose word count varies, from
-/// its end.
+/// Columns (whitespace-separated words) that differ between the two original runs, as
+/// (words in the line, column): a timestamp column of lines of one shape says nothing of
+/// the columns of lines of another (an ARGS column makes the word count vary).
 #[derive(Debug, Default)]
 struct Noise {
-    from_start: Vec<usize>,
-    from_end: Vec<usize>,
+    columns: Vec<(usize, usize)>,
     /// The two runs printed the same lines but for noisy columns.
     stable: bool,
     /// ... and in the same order.
@@ -560,20 +590,17 @@ impl Noise {
             let len = wx.len();
             for (k, (p, q)) in wx.iter().zip(&wb[j]).enumerate() {
                 if p != q {
-                    n.from_start.push(k);
-                    n.from_end.push(len - 1 - k);
+                    n.columns.push((len, k));
                 }
             }
         }
-        n.from_start.sort_unstable();
-        n.from_start.dedup();
-        n.from_end.sort_unstable();
-        n.from_end.dedup();
+        n.columns.sort_unstable();
+        n.columns.dedup();
         n
     }
 
     fn noisy(&self, i: usize, len: usize) -> bool {
-        self.from_start.contains(&i) || self.from_end.contains(&(len - 1 - i))
+        self.columns.binary_search(&(len, i)).is_ok()
     }
 
     /// The first column where `a` and `b` differ beyond the noise (1-based), if any.
@@ -585,22 +612,6 @@ impl Noise {
         (0..wa.len())
             .find(|&i| wa[i] != wb[i] && !self.noisy(i, wa.len()) && !jitter(wa[i], wb[i]))
             .map(|i| i + 1)
-    }
-
-    fn masked(&self, l: &str) -> String {
-        let w = words(l);
-        let len = w.len();
-        w.iter()
-            .enumerate()
-            .map(|(i, x)| {
-                if self.noisy(i, len) || measured(x).is_some() {
-                    "*"
-                } else {
-                    x
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
     }
 }
 
@@ -689,13 +700,13 @@ fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared 
 }
 
 fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compared {
-    // The migrated tool's lines not matched yet: (as printed, masked).
-    let mut left: Vec<(&String, String)> = new.iter().map(|l| (l, noise.masked(l))).collect();
+    // The migrated tool's lines not matched yet. A line matches one that differs from it in
+    // no column beyond the noise (measured values within their jitter), as in order.
+    let mut left: Vec<(&String, ())> = new.iter().map(|l| (l, ())).collect();
     let mut matched = 0;
     let mut missing = Vec::new();
     for l in orig {
-        let m = noise.masked(l);
-        match left.iter().position(|(_, x)| *x == m) {
+        match left.iter().position(|(x, _)| noise.differs(l, x).is_none()) {
             Some(i) => {
                 left.swap_remove(i);
                 matched += 1;
@@ -791,6 +802,10 @@ mod tests {
         let b = run("init 7 (193ms)\n", "init");
         assert_eq!(judge(&a, &a, &b, true).verdict, Verdict::Equivalent);
         assert_eq!(judge(&a, &a, &b, false).verdict, Verdict::Equivalent);
+        // As multisets too: a measured value far off is no jitter.
+        let far = run("init 7 (900ms)\n", "init");
+        assert_eq!(judge(&a, &a, &far, false).verdict, Verdict::Different);
+        assert_eq!(judge(&a, &a, &far, true).verdict, Verdict::Different);
     }
 
     #[test]
@@ -830,6 +845,25 @@ mod tests {
         let r = judge(&a, &b, &lost, true);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("`total 1` when stopped"));
+    }
+
+    #[test]
+    fn noise_of_one_line_shape_does_not_hide_columns_of_another() {
+        // The time column of 3-word lines is noise; the PID of 4-word lines is not.
+        let a = run("10:01 init 7\nEXEC 92 /init a\n", "10:");
+        let b = run("10:02 init 7\nEXEC 92 /init a\n", "10:");
+        let wrong = run("10:03 init 7\nEXEC 0 /init a\n", "10:");
+        let r = judge(&a, &b, &wrong, true);
+        assert_eq!(r.verdict, Verdict::Different, "{r:?}");
+        assert!(r.finding.unwrap().contains("column 2"));
+    }
+
+    #[test]
+    fn main_is_a_definition_of_main() {
+        assert!(defines_main("int main(int argc, char **argv)\n"));
+        assert!(defines_main("int\nmain (void)\n"));
+        assert!(!defines_main("int main_loop(void)\n"));
+        assert!(!defines_main("static int domain(void)\n"));
     }
 
     #[test]

@@ -83,14 +83,13 @@ fn run(m: &Manifest) -> RunResult {
     let maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects.iter().map(Loaded::maps).collect();
     let mut buffers = open_buffers(&maps_per_obj);
     let mut log = poison_rings(m, &maps_per_obj, &buffers);
-    if let Some(h) = &m.host_root
-        && let Err(e) = tools::mount_host_root(h)
-    {
-        log.push(format!("the host's root file system: {e}"));
-    }
+    let host_root_error = m
+        .host_root
+        .as_ref()
+        .and_then(|h| tools::mount_host_root(h).err());
     // The tools start now, so that what their starting does (execs, opens, BPF loads) is
     // discarded with the other attach-time events.
-    let mut running = tools::start(&m.tools);
+    let mut running = tools::start(&m.tools, host_root_error.as_deref());
     tools::wait_ready(
         &mut running,
         Duration::from_millis(m.tools_ready_ms),
@@ -744,13 +743,7 @@ fn builtin_workload(log: &mut Vec<String>, drain: &mut dyn FnMut()) {
 }
 
 fn mount(src: &str, target: &str, fstype: &str) -> bool {
-    let _ = fs::create_dir_all(target);
-    let (s, t, f) = (
-        CString::new(src).unwrap(),
-        CString::new(target).unwrap(),
-        CString::new(fstype).unwrap(),
-    );
-    unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) == 0 }
+    tools::mount(src, target, fstype, 0, "").is_ok()
 }
 
 fn setup_system() {

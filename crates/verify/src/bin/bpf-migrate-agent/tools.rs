@@ -74,7 +74,7 @@ pub fn mount_host_root(h: &HostRoot) -> Result<(), String> {
     Ok(())
 }
 
-fn mount(
+pub fn mount(
     src: &str,
     target: &str,
     fstype: &str,
@@ -100,8 +100,8 @@ fn bind(from: &str, to: &str) -> Result<(), String> {
     mount(from, to, "", libc::MS_BIND | libc::MS_REC, "")
 }
 
-/// A tool is ready when every one of its threads that is not sleeping on a lock waits in one
-/// of these: it has attached and polls its buffer.
+/// A tool is ready when one of its threads waits in one of these and none runs: it has
+/// attached and polls its buffer.
 const POLL_SYSCALLS: &[u64] = &[
     7,   // poll
     23,  // select
@@ -111,7 +111,6 @@ const POLL_SYSCALLS: &[u64] = &[
     281, // epoll_pwait
     441, // epoll_pwait2
 ];
-const FUTEX: u64 = 202;
 
 pub struct Running {
     id: String,
@@ -122,15 +121,30 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     readers: Vec<JoinHandle<()>>,
     ready: bool,
+    still_starting: bool,
     workload_at: usize,
     workload_end: usize,
     /// The terminal's master side, to type Ctrl-C on.
     keyboard: Option<OwnedFd>,
 }
 
-/// Starts every tool of the manifest, all at once.
-pub fn start(specs: &[ToolSpec]) -> Vec<Running> {
-    specs.iter().map(start_one).collect()
+/// Starts every tool of the manifest, all at once; those that run in the host's root do not
+/// start when it could not be mounted (`host_root_error`), and say why.
+pub fn start(specs: &[ToolSpec], host_root_error: Option<&str>) -> Vec<Running> {
+    specs
+        .iter()
+        .map(|spec| match host_root_error.filter(|_| spec.host_root) {
+            Some(e) => {
+                let mut r = start_one(&ToolSpec {
+                    argv: Vec::new(),
+                    ..spec.clone()
+                });
+                r.spawn_error = Some(format!("the host's root file system: {e}"));
+                r
+            }
+            None => start_one(spec),
+        })
+        .collect()
 }
 
 fn start_one(spec: &ToolSpec) -> Running {
@@ -143,6 +157,7 @@ fn start_one(spec: &ToolSpec) -> Running {
         stop: Arc::default(),
         readers: Vec::new(),
         ready: false,
+        still_starting: false,
         workload_at: 0,
         workload_end: 0,
         keyboard: None,
@@ -231,15 +246,22 @@ fn openpty() -> Result<(OwnedFd, OwnedFd), String> {
     if rc != 0 {
         return Err(format!("openpty: {}", std::io::Error::last_os_error()));
     }
-    // SAFETY: openpty returned two open descriptors that nothing else owns.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    // SAFETY: openpty returned two open descriptors that nothing else owns; close-on-exec,
+    // so that the next tools and the workload do not inherit them (the tool's own copy is
+    // its standard output, which the spawn dups).
+    let (master, slave) = unsafe {
+        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
+        (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+    };
     // Raw (no \r added to line ends, nothing echoed), but Ctrl-C still interrupts.
     // SAFETY: a termios read from and written back to the open slave.
     unsafe {
         let mut t: libc::termios = std::mem::zeroed();
         if libc::tcgetattr(slave.as_raw_fd(), &mut t) == 0 {
             libc::cfmakeraw(&mut t);
-            t.c_lflag |= libc::ISIG;
+            // Ctrl-C interrupts, but does not flush what the reader has not taken yet.
+            t.c_lflag |= libc::ISIG | libc::NOFLSH;
             libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t);
         }
     }
@@ -269,10 +291,10 @@ fn reader(fd: OwnedFd, into: Arc<Mutex<Vec<u8>>>, stop: Arc<AtomicBool>) -> Join
             };
             // SAFETY: one pollfd.
             let n = unsafe { libc::poll(&mut p, 1, 100) };
-            if n == 0 {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if n <= 0 {
                 continue;
             }
             // SAFETY: reading into a local buffer of its size.
@@ -320,9 +342,16 @@ pub fn wait_ready(tools: &mut [Running], timeout: Duration, drain: &mut dyn FnMu
         drain();
         std::thread::sleep(Duration::from_millis(50));
     }
+    for t in tools.iter_mut().filter(|t| !t.ready) {
+        t.still_starting = t
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+    }
 }
 
-/// Every thread of `pid` is blocked in a poll-family call or on a lock, and one polls.
+/// One thread of `pid` waits in a poll-family call and none is running (the others may
+/// wait on anything: a lock, a signal, a sleep).
 fn polling(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
@@ -332,14 +361,9 @@ fn polling(pid: u32) -> bool {
         let Ok(s) = std::fs::read_to_string(t.path().join("syscall")) else {
             return false;
         };
-        match s
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            Some(n) if POLL_SYSCALLS.contains(&n) => polls = true,
-            Some(FUTEX) => {}
-            _ => return false,
+        match s.split_whitespace().next() {
+            None | Some("running") => return false,
+            Some(n) => polls |= n.parse::<u64>().is_ok_and(|n| POLL_SYSCALLS.contains(&n)),
         }
     }
     polls
@@ -412,17 +436,24 @@ fn finish(mut t: Running, deadline: Instant) -> ToolRun {
         let _ = r.join();
     }
     use std::os::unix::process::ExitStatusExt;
-    let text = |b: &Arc<Mutex<Vec<u8>>>| {
-        String::from_utf8_lossy(&b.lock().map(|v| v.clone()).unwrap_or_default()).into_owned()
-    };
+    let bytes = |b: &Arc<Mutex<Vec<u8>>>| b.lock().map(|v| v.clone()).unwrap_or_default();
+    // Each part of the output converted on its own, so that the offsets hold in the text
+    // (a lossy conversion may change a part's length).
+    let out = bytes(&t.stdout);
+    let at = t.workload_at.min(out.len());
+    let end = t.workload_end.clamp(at, out.len());
+    let [before, during, after] =
+        [&out[..at], &out[at..end], &out[end..]].map(|p| String::from_utf8_lossy(p).into_owned());
+    let (workload_at, workload_end) = (before.len(), before.len() + during.len());
     ToolRun {
         id: t.id,
         spawn_error: t.spawn_error,
-        stdout: text(&t.stdout),
-        workload_at: t.workload_at,
-        workload_end: t.workload_end,
-        stderr: text(&t.stderr),
+        stdout: before + &during + &after,
+        workload_at,
+        workload_end,
+        stderr: String::from_utf8_lossy(&bytes(&t.stderr)).into_owned(),
         ready: t.ready,
+        still_starting: t.still_starting,
         exit_code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
     }
