@@ -19,7 +19,7 @@ pub fn check(names: &[&str], data: &[u8]) {
         ..Options::default()
     };
     let out = engine::migrate(&files, &opts);
-    assert!(!out.diags.iter().any(|d| d.rule == "internal-error"), "{:?}", out.diags);
+    assert!(!out.diags.iter().any(|d| d.rule.id() == "internal-error"), "{:?}", out.diags);
     let mut after: Vec<SourceFile> = files.clone();
     for ch in &out.changes {
         let f = &files[ch.file];

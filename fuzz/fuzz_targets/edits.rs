@@ -2,6 +2,7 @@
 // The edit layer: any set of edits either is refused as overlapping or applies with every
 // byte outside the edits unchanged; the diff of the result is well formed.
 use bpf_migrate_core::edit::{self, Edit};
+use bpf_migrate_core::rules::Rule;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
