@@ -167,6 +167,9 @@ pub struct ToolRun {
     /// It was still running, not yet polling, when the agent gave up waiting.
     #[serde(default)]
     pub still_starting: bool,
+    /// It had exited before it was stopped (during the workload).
+    #[serde(default)]
+    pub exited_early: bool,
     /// Exit code, or the signal that ended it.
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,

@@ -390,6 +390,28 @@ fn summary_kept(a: &[String], b: &[String], n: &[String], matched: &mut usize) -
     finding
 }
 
+/// The migrated tool ended otherwise than the original's two runs did: it stopped during
+/// the workload when they did not, or, stopped by Ctrl-C, it failed where they succeeded.
+/// How a tool ends on Ctrl-C can depend on which of its threads takes the signal (a poll
+/// interrupted returns EINTR, which many tools pass on as their exit code): the migration
+/// ending better than the original, or failing on an interrupted call, is no finding.
+fn exit_differs(orig: &ToolRun, second: &ToolRun, new: &ToolRun) -> bool {
+    let status = |r: &ToolRun| (r.exit_code, r.signal);
+    if status(orig) != status(second) || status(orig) == status(new) {
+        return false;
+    }
+    if new.exited_early != orig.exited_early {
+        return new.exited_early;
+    }
+    if orig.exited_early {
+        return true;
+    }
+    let interrupted = ["Interrupted system call", "os error 4", "EINTR"]
+        .iter()
+        .any(|w| new.stderr.contains(w));
+    new.exit_code != Some(0) && !interrupted
+}
+
 fn status_of(run: &ToolRun) -> String {
     match (run.exit_code, run.signal) {
         (Some(c), _) => format!("exit code {c}"),
@@ -473,9 +495,7 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
             ),
         );
     }
-    if (orig.exit_code, orig.signal) == (second.exit_code, second.signal)
-        && (orig.exit_code, orig.signal) != (new.exit_code, new.signal)
-    {
+    if exit_differs(orig, second, new) {
         return report(
             Verdict::Different,
             &lines,
@@ -923,6 +943,25 @@ mod tests {
         let r = judge(&a, &a, &n, true);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("-22"));
+        // Stopped during the workload, when the original was not.
+        n.exited_early = true;
+        assert_eq!(judge(&a, &a, &n, true).verdict, Verdict::Different);
+    }
+
+    #[test]
+    fn how_ctrl_c_ends_a_tool_is_no_finding_when_the_migration_ends_better_or_was_interrupted() {
+        // The originals' poll returned EINTR on Ctrl-C (exit 1); the migration's signal went
+        // to another thread (exit 0).
+        let mut a = run("a 1\n", "a");
+        a.exit_code = Some(1);
+        let n = run("a 1\n", "a");
+        assert_eq!(judge(&a, &a, &n, true).verdict, Verdict::Equivalent);
+        // The reverse, with the interruption said.
+        let o = run("a 1\n", "a");
+        let mut m = run("a 1\n", "a");
+        m.exit_code = Some(1);
+        m.stderr = "Error: Interrupted system call (os error 4)\n".into();
+        assert_eq!(judge(&o, &o, &m, true).verdict, Verdict::Equivalent);
     }
 
     #[test]

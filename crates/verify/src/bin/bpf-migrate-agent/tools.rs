@@ -122,6 +122,7 @@ pub struct Running {
     readers: Vec<JoinHandle<()>>,
     ready: bool,
     still_starting: bool,
+    exited_early: bool,
     workload_at: usize,
     workload_end: usize,
     /// The terminal's master side, to type Ctrl-C on.
@@ -158,6 +159,7 @@ fn start_one(spec: &ToolSpec) -> Running {
         readers: Vec::new(),
         ready: false,
         still_starting: false,
+        exited_early: false,
         workload_at: 0,
         workload_end: 0,
         keyboard: None,
@@ -394,6 +396,10 @@ pub fn stop(mut tools: Vec<Running>) -> Vec<ToolRun> {
     std::thread::sleep(Duration::from_millis(300));
     for t in &mut tools {
         t.workload_end = t.stdout.lock().map(|v| v.len()).unwrap_or(0);
+        t.exited_early = t
+            .child
+            .as_mut()
+            .is_some_and(|c| !matches!(c.try_wait(), Ok(None)));
     }
     for t in &tools {
         if let Some(k) = &t.keyboard {
@@ -454,6 +460,7 @@ fn finish(mut t: Running, deadline: Instant) -> ToolRun {
         stderr: String::from_utf8_lossy(&bytes(&t.stderr)).into_owned(),
         ready: t.ready,
         still_starting: t.still_starting,
+        exited_early: t.exited_early,
         exit_code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
     }
