@@ -83,32 +83,7 @@ fn provision_locked(dir: &Path) -> Result<PathBuf> {
             )
         })?
         .to_string();
-    let dl = Command::new("apt-get")
-        .args(["download", "-q", &pkg])
-        .current_dir(work.path())
-        .stdout(Stdio::null())
-        .output()
-        .context("apt-get not found")?;
-    if !dl.status.success() {
-        bail!(
-            "apt-get download {pkg} failed: {}",
-            String::from_utf8_lossy(&dl.stderr).trim()
-        );
-    }
-    let deb = fs::read_dir(work.path())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| anyhow!("apt-get download {pkg} left no .deb"))?;
-    let x = work.path().join("x");
-    let st = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&x)
-        .status()
-        .context("dpkg-deb not found")?;
-    if !st.success() {
-        bail!("dpkg-deb -x {} failed", deb.display());
-    }
+    let x = download_extract(&[&pkg], work.path())?;
     let vmlinuz = fs::read_dir(x.join("boot"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| {

@@ -54,10 +54,7 @@ fn is_bpf(path: &Path, text: &str) -> bool {
 pub fn find_loader(bpf: &Path) -> Option<Loader> {
     let name = bpf.file_name()?.to_string_lossy();
     let stem = name.strip_suffix(".bpf.c")?.to_string();
-    let dir = match bpf.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = crate::dir_of(bpf);
     let include = format!("\"{stem}.skel.h\"");
     let object = format!("{stem}.bpf.o\"");
     let mut main = None;
@@ -281,8 +278,7 @@ fn skeleton(loader: &Loader, object: &Path, dir: &Path) -> Result<()> {
 fn errors_of(s: &str) -> String {
     let errors: Vec<&str> = s.lines().filter(|l| l.contains("error")).take(3).collect();
     if errors.is_empty() {
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join("\n")
+        crate::qemu::tail(s, 5)
     } else {
         errors.join("\n")
     }
