@@ -1354,6 +1354,31 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_migrated_bcc_tool_gets_its_original_directorys_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (orig, new) = (dir.path().join("tools"), dir.path().join("wd/after/tools"));
+        std::fs::create_dir_all(orig.join("lib")).unwrap();
+        std::fs::create_dir_all(&new).unwrap();
+        for (f, t) in [
+            ("snoop.py", "old"),
+            ("helpers.py", "h"),
+            ("snoop.c", "old c"),
+        ] {
+            std::fs::write(orig.join(f), t).unwrap();
+        }
+        std::fs::write(orig.join("lib/deep.py"), "d").unwrap();
+        std::fs::write(new.join("snoop.py"), "new").unwrap();
+        std::fs::write(new.join("snoop.c"), "new c").unwrap();
+        siblings_beside(&orig.join("snoop.py"), &new.join("snoop.py")).unwrap();
+        let read = |f: &str| std::fs::read_to_string(new.join(f)).ok();
+        assert_eq!(read("helpers.py").as_deref(), Some("h"));
+        // The migrated files stay; subdirectories are not copied.
+        assert_eq!(read("snoop.py").as_deref(), Some("new"));
+        assert_eq!(read("snoop.c").as_deref(), Some("new c"));
+        assert!(!new.join("lib").exists());
+    }
+
     /// The migrated tree keeps each file's place relative to the others, and never reaches out
     /// of the work directory, whatever path the user gave.
     #[test]

@@ -82,19 +82,17 @@ fn boot_id() -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-fn kvm_hung_since_boot() -> bool {
-    boot_id()
-        .is_some_and(|id| std::fs::read_to_string(kvm_hang_marker()).is_ok_and(|m| m.trim() == id))
+fn kvm_hung_since_boot(marker: &Path) -> bool {
+    boot_id().is_some_and(|id| std::fs::read_to_string(marker).is_ok_and(|m| m.trim() == id))
 }
 
-fn remember_kvm_hang() {
+fn remember_kvm_hang(m: &Path) {
     if let Some(id) = boot_id() {
-        let m = kvm_hang_marker();
         if let Some(d) = m.parent() {
             let _ = std::fs::create_dir_all(d);
         }
         // Best effort: without the marker the next run only waits again.
-        let _ = std::fs::write(&m, format!("{id}\n"));
+        let _ = std::fs::write(m, format!("{id}\n"));
     }
 }
 
@@ -102,12 +100,12 @@ pub fn run(cfg: &VmConfig) -> Result<VmRun> {
     match cfg.accel {
         Accel::Tcg => boot(cfg, "tcg", cfg.timeout),
         Accel::Kvm => boot(cfg, "kvm", cfg.timeout),
-        Accel::Auto if kvm_usable() && !kvm_hung_since_boot() => {
+        Accel::Auto if kvm_usable() && !kvm_hung_since_boot(&kvm_hang_marker()) => {
             // /dev/kvm existing is no proof (nested setups hang): give KVM a deadline to reach
             // the agent, then fall back to TCG, and remember it until the host reboots.
             match boot_until_ready(cfg, "kvm", Duration::from_secs(10)) {
                 Err(e) if e.downcast_ref::<NeverReady>().is_some() => {
-                    remember_kvm_hang();
+                    remember_kvm_hang(&kvm_hang_marker());
                     boot(cfg, "tcg", cfg.timeout)
                 }
                 other => other,
@@ -294,4 +292,21 @@ pub fn read_frames(path: &Path) -> Vec<Message> {
     text.lines()
         .filter_map(bpf_migrate_protocol::parse_frame)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kvm_hang_is_remembered_for_this_boot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("cache/kvm-hangs");
+        assert!(!kvm_hung_since_boot(&marker));
+        remember_kvm_hang(&marker);
+        assert!(kvm_hung_since_boot(&marker));
+        // Another boot's marker says nothing of this one.
+        std::fs::write(&marker, "00000000-0000-0000-0000-000000000000\n").unwrap();
+        assert!(!kvm_hung_since_boot(&marker));
+    }
 }

@@ -931,6 +931,21 @@ mod tests {
     }
 
     #[test]
+    fn a_tool_still_starting_is_inconclusive_not_different() {
+        let a = run("a 1\n", "a");
+        let mut n = run("", "");
+        n.ready = false;
+        n.still_starting = true;
+        let r = judge(&a, &a, &n, true);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(r.finding.unwrap().contains("still starting"));
+        // One that never polled and exited is a difference.
+        n.still_starting = false;
+        n.exit_code = Some(1);
+        assert_eq!(judge(&a, &a, &n, true).verdict, Verdict::Different);
+    }
+
+    #[test]
     fn a_different_exit_is_a_difference() {
         let a = run("a 1\n", "a");
         let mut n = run("a 1\n", "a");
