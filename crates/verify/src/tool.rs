@@ -593,11 +593,18 @@ impl Noise {
         for (i, x) in a.iter().enumerate() {
             let wx = words(x);
             let shared = |w: &[&str]| wx.iter().zip(w).filter(|(p, q)| p == q).count();
-            let best = (0..b.len())
-                .filter(|&j| !used[j] && wb[j].len() == wx.len())
-                .max_by_key(|&j| (shared(&wb[j]), std::cmp::Reverse(j.abs_diff(i))));
-            // A counterpart shares at least half of its words; else the runs differ.
-            let Some(j) = best.filter(|&j| 2 * shared(&wb[j]) >= wx.len()) else {
+            // A counterpart shares at least half of its words; else the runs differ. Looked
+            // for near line i first (events interleave locally), then everywhere: each line
+            // with each only when the runs' orders are far apart.
+            let best_in = |js: &mut dyn Iterator<Item = usize>| {
+                js.filter(|&j| !used[j] && wb[j].len() == wx.len())
+                    .max_by_key(|&j| (shared(&wb[j]), std::cmp::Reverse(j.abs_diff(i))))
+                    .filter(|&j| 2 * shared(&wb[j]) >= wx.len())
+            };
+            const NEAR: usize = 64;
+            let near = i.saturating_sub(NEAR)..(i + NEAR + 1).min(b.len());
+            let best = best_in(&mut near.clone()).or_else(|| best_in(&mut (0..b.len())));
+            let Some(j) = best else {
                 n.stable = false;
                 return n;
             };
@@ -613,6 +620,24 @@ impl Noise {
         n.columns.sort_unstable();
         n.columns.dedup();
         n
+    }
+
+    /// The line with its noisy columns and measured values blanked: what must match to the
+    /// letter, so that lines are compared as multisets by hashing, not each with each.
+    fn exact_part(&self, l: &str) -> String {
+        let w = words(l);
+        let len = w.len();
+        w.iter()
+            .enumerate()
+            .map(|(i, x)| {
+                if self.noisy(i, len) || measured(x).is_some() {
+                    "*"
+                } else {
+                    x
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn noisy(&self, i: usize, len: usize) -> bool {
@@ -716,30 +741,43 @@ fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared 
 }
 
 fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compared {
-    // The migrated tool's lines not matched yet. A line matches one that differs from it in
+    // The migrated tool's lines not matched yet, by the part of them that must match to the
+    // letter (`Noise::exact_part`): a line matches one of its bucket that differs from it in
     // no column beyond the noise (measured values within their jitter), as in order.
-    let mut left: Vec<(&String, ())> = new.iter().map(|l| (l, ())).collect();
+    let mut buckets: std::collections::HashMap<String, Vec<(usize, &String)>> =
+        std::collections::HashMap::new();
+    for (i, l) in new.iter().enumerate() {
+        buckets.entry(noise.exact_part(l)).or_default().push((i, l));
+    }
     let mut matched = 0;
     let mut missing = Vec::new();
     for l in orig {
-        match left.iter().position(|(x, _)| noise.differs(l, x).is_none()) {
-            Some(i) => {
-                left.swap_remove(i);
+        let bucket = buckets.get_mut(&noise.exact_part(l));
+        match bucket.and_then(|b| {
+            b.iter()
+                .position(|(_, x)| noise.differs(l, x).is_none())
+                .map(|i| (b, i))
+        }) {
+            Some((b, i)) => {
+                b.remove(i);
                 matched += 1;
             }
             None => missing.push(l),
         }
     }
+    let mut left: Vec<(usize, &String)> = buckets.into_values().flatten().collect();
+    left.sort_unstable();
+    let left: Vec<&String> = left.into_iter().map(|(_, l)| l).collect();
     let finding = match (missing.first(), left.first()) {
         (Some(l), _) => {
             // Name the column against the closest line the migrated tool printed instead.
             let w = words(l);
             let closest = left
                 .iter()
-                .filter(|(x, _)| words(x).len() == w.len())
-                .max_by_key(|(x, _)| words(x).iter().zip(&w).filter(|(a, b)| a == b).count());
+                .filter(|x| words(x).len() == w.len())
+                .max_by_key(|x| words(x).iter().zip(&w).filter(|(a, b)| a == b).count());
             Some(
-                match closest.and_then(|(x, _)| noise.differs(l, x).map(|c| (x, c))) {
+                match closest.and_then(|x| noise.differs(l, x).map(|c| (x, c))) {
                     Some((x, col)) => format!(
                         "the original printed `{l}` during the workload, the migrated tool no such line; its closest, `{x}`, differs in column {col}"
                     ),
@@ -749,7 +787,7 @@ fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compa
                 },
             )
         }
-        (None, Some((extra, _))) => Some(format!(
+        (None, Some(extra)) => Some(format!(
             "the migrated tool printed a line the original did not: `{extra}`"
         )),
         (None, None) => None,
