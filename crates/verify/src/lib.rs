@@ -383,7 +383,7 @@ fn build_tools(
             }
         };
         for (id, bin, obj) in [("orig", &built.orig, "orig"), ("new", &built.new, "new")] {
-            cpio.executable(&format!("/tools/p{k}-{id}"), bin)?;
+            cpio.executable(&format!("/tools/{}", tool::binary_name(k, id)), bin)?;
             // A loader that opens its object by name finds it in its working directory.
             if let Some(opens) = &built.opens {
                 let at: PathBuf = Path::new(opens)
@@ -393,19 +393,22 @@ fn build_tools(
                 let guest = if at.is_absolute() {
                     at
                 } else {
-                    Path::new(&format!("/tools/p{k}-{id}.d")).join(at)
+                    Path::new(&format!("/tools/{}.d", tool::binary_name(k, id))).join(at)
                 };
                 let object = fs::read(objdir.join(format!("p{k}-{obj}.o")))?;
                 cpio.file(&guest.to_string_lossy(), &object, 0o644);
             }
         }
         for (id, bin) in [("orig-1", "orig"), ("orig-2", "orig"), ("new", "new")] {
-            let mut argv = vec![format!("/tools/p{k}-{bin}")];
+            let mut argv = vec![format!("/tools/{}", tool::binary_name(k, bin))];
             argv.extend(opts.args.iter().cloned());
             specs.push(ToolSpec {
                 id: format!("p{k}/{id}"),
                 argv,
-                cwd: built.opens.as_ref().map(|_| format!("/tools/p{k}-{bin}.d")),
+                cwd: built
+                    .opens
+                    .as_ref()
+                    .map(|_| format!("/tools/{}.d", tool::binary_name(k, bin))),
                 host_root: false,
             });
         }
@@ -520,8 +523,8 @@ fn build_user_space(
     tooldir: &Path,
 ) -> Result<Option<BuiltTool>, (Verdict, String)> {
     let (orig, new) = (
-        tooldir.join(format!("p{k}-orig")),
-        tooldir.join(format!("p{k}-new")),
+        tooldir.join(tool::binary_name(k, "orig")),
+        tooldir.join(tool::binary_name(k, "new")),
     );
     let original = |what: &str, e: anyhow::Error| {
         (

@@ -333,9 +333,15 @@ fn output_of(run: &ToolRun) -> Output {
     }
 }
 
-/// A line about one of the tools themselves (their binaries are `/tools/p<k>-orig` and
-/// `/tools/p<k>-new`): what one tool saw of another starting or stopping, which depends on
-/// the order they started and stopped in.
+/// The name of program `k`'s tool binary, `version` `orig` or `new`: what its process is
+/// called in the guest, which `about_a_tool` recognises.
+pub fn binary_name(k: usize, version: &str) -> String {
+    format!("p{k}-{version}")
+}
+
+/// A line about one of the tools themselves (their binaries are named by `binary_name`):
+/// what one tool saw of another starting or stopping, which depends on the order they
+/// started and stopped in.
 fn about_a_tool(l: &str) -> bool {
     let b = l.as_bytes();
     l.match_indices('p').any(|(i, _)| {
@@ -860,6 +866,17 @@ mod tests {
         let far = run("init 7 (900ms)\n", "init");
         assert_eq!(judge(&a, &a, &far, false).verdict, Verdict::Different);
         assert_eq!(judge(&a, &a, &far, true).verdict, Verdict::Different);
+    }
+
+    #[test]
+    fn lines_naming_a_tool_binary_are_about_a_tool() {
+        for v in ["orig", "new"] {
+            assert!(about_a_tool(&format!(
+                "98 {} /sys/kprobe",
+                binary_name(12, v)
+            )));
+        }
+        assert!(!about_a_tool("98 p2p-origin /etc"));
     }
 
     #[test]
