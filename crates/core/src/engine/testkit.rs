@@ -13,6 +13,30 @@ use crate::report::{Diagnostic, Severity};
 use crate::rules::Rule;
 use crate::source::SourceFile;
 
+/// The end of a small BPF program: its licence.
+pub const LICENSE: &str = "\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n";
+
+/// A minimal loader `x.c` reading the perf event array `events` of `x.bpf.c` through its
+/// skeleton: a BPF test program migrates only with its reader.
+pub const LOADER: &str = r#"#include <bpf/libbpf.h>
+#include "x.skel.h"
+
+static void on_event(void *ctx, int cpu, void *data, __u32 size)
+{
+}
+
+int main(void)
+{
+	struct x_bpf *skel = x_bpf__open_and_load();
+	struct perf_buffer *pb;
+
+	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, on_event, NULL, NULL, NULL);
+	while (perf_buffer__poll(pb, 100) >= 0)
+		;
+	return 0;
+}
+"#;
+
 pub fn sources(files: &[(&str, &str)]) -> Vec<SourceFile> {
     files
         .iter()

@@ -3,32 +3,11 @@
 //! which reads `events` through the skeleton (a program migrates only with its reader).
 
 use crate::engine::Options;
-use crate::engine::testkit::{check_migrate_with, check_refused, run};
+use crate::engine::testkit::{LICENSE, LOADER, check_migrate_with, check_refused, run};
 use crate::report::Diagnostic;
 use crate::rules::Rule;
 
 const INCLUDES: &str = "#include \"vmlinux.h\"\n#include <bpf/bpf_helpers.h>\n\n";
-
-const LICENSE: &str = "\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n";
-
-const LOADER: &str = r#"#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void on_event(void *ctx, int cpu, void *data, __u32 size)
-{
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-	struct perf_buffer *pb;
-
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, on_event, NULL, NULL, NULL);
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	return 0;
-}
-"#;
 
 /// The perf event array `events`, BTF-defined.
 pub const PERF_MAP: &str = r#"struct {

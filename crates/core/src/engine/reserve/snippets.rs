@@ -4,6 +4,7 @@
 //! file.
 
 use super::super::options::{Options, Strategy};
+use super::super::testkit::{LICENSE, LOADER};
 use super::super::testkit::{check_fallback, check_migrate, check_migrate_with};
 
 const INCLUDES: &str = "#include \"vmlinux.h\"\n#include <bpf/bpf_helpers.h>\n\n\
@@ -19,27 +20,6 @@ const RING_MAP: &str = "struct {\n\
 \t__uint(type, BPF_MAP_TYPE_RINGBUF);\n\
 \t__uint(max_entries, 256 * 1024);\n\
 } events SEC(\".maps\");\n\n";
-
-const LICENSE: &str = "\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n";
-
-const LOADER: &str = r#"#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void on_event(void *ctx, int cpu, void *data, __u32 size)
-{
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-	struct perf_buffer *pb;
-
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, on_event, NULL, NULL, NULL);
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	return 0;
-}
-"#;
 
 /// A per-CPU array `heap` of one `struct event`, for the code of a test.
 pub const HEAP: &str = r#"struct {
