@@ -197,14 +197,9 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         fs::write(base.with_extension("stderr"), &t.stderr)?;
     }
     let mut reports = judge_all(opts, &pairs, unbuilt, &result, &objdir)?;
-    for (k, r) in reports.iter_mut().enumerate() {
-        judge_tool(
-            r,
-            k,
-            std::mem::take(&mut tool_plans[k]),
-            &result,
-            opts.cpus == 1,
-        );
+    for ((k, r), p) in reports.iter_mut().enumerate().zip(&pairs) {
+        let plan = std::mem::take(&mut tool_plans[k]);
+        judge_tool(r, k, p.bcc, plan, &result, opts.cpus == 1);
     }
     let workload_log = result.workload_log.clone();
     let workdir = if opts.keep {
@@ -633,13 +628,21 @@ fn build_user_space(
     }))
 }
 
-fn judge_tool(r: &mut ProgramReport, k: usize, plan: ToolPlan, result: &RunResult, in_order: bool) {
+/// The tool level of program `k` into its report. `bcc`: a BCC tool, which has no other
+/// level, so that a tool level not run leaves nothing compared.
+fn judge_tool(
+    r: &mut ProgramReport,
+    k: usize,
+    bcc: bool,
+    plan: ToolPlan,
+    result: &RunResult,
+    in_order: bool,
+) {
     let run = |id: &str| result.tools.iter().find(|t| t.id == format!("p{k}/{id}"));
     match plan {
         ToolPlan::None => {}
         ToolPlan::Skipped(why) => {
-            // A BCC tool has no other level: nothing was compared.
-            if r.maps.is_empty() && r.problems.is_empty() {
+            if bcc {
                 r.worsen(&Verdict::Inconclusive);
             }
             r.tool_skipped = Some(why)
