@@ -220,22 +220,20 @@ fn in_error_branch(n: Node, v: &str, src: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::BPF;
+    use super::super::testing::{
+        BPF, PERF_CALLBACK, PERF_DECLS, RING_CALLBACK, RING_DECLS, loader,
+    };
     use crate::engine::testkit::{check_migrate, check_refused};
     use crate::rules::Rule;
 
+    /// A perf buffer over `events`, with the usual sample callback, and main's return if it
+    /// failed.
+    const CREATE: &str = "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);\n\
+                          \tif (!pb)\n\t\treturn 1;\n";
+
     #[test]
     fn renames_the_calls_and_tests_consume_for_errors() {
-        let loader = r#"#include <stdio.h>
-#include <sys/epoll.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
+        let drain = r#"
 static int drain(struct perf_buffer *pb)
 {
 	int err = perf_buffer__consume(pb);
@@ -246,18 +244,8 @@ static int drain(struct perf_buffer *pb)
 	}
 	return 0;
 }
-
-int main(void)
-{
-	struct epoll_event ev;
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-	int epfd;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
+"#;
+        let body = r#"	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
 	if (!pb)
 		return 1;
 	epfd = perf_buffer__epoll_fd(pb);
@@ -271,19 +259,14 @@ int main(void)
 		drain(pb);
 	perf_buffer__free(pb);
 	return 0;
-}
 "#;
-        let after = r#"#include <stdio.h>
-#include <sys/epoll.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
+        let before = loader(
+            "#include <sys/epoll.h>\n",
+            &format!("{PERF_CALLBACK}{drain}"),
+            &format!("\tstruct epoll_event ev;\n{PERF_DECLS}\tint epfd;\n\n"),
+            body,
+        );
+        let drain_after = r#"
 static int drain(struct ring_buffer *pb)
 {
 	int err = ring_buffer__consume(pb);
@@ -294,18 +277,8 @@ static int drain(struct ring_buffer *pb)
 	}
 	return 0;
 }
-
-int main(void)
-{
-	struct epoll_event ev;
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-	int epfd;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
+"#;
+        let body_after = r#"	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
 	if (!pb)
 		return 1;
 	epfd = ring_buffer__epoll_fd(pb);
@@ -319,43 +292,30 @@ int main(void)
 		drain(pb);
 	ring_buffer__free(pb);
 	return 0;
-}
 "#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        let after = loader(
+            "#include <sys/epoll.h>\n",
+            &format!("{RING_CALLBACK}{drain_after}"),
+            &format!("\tstruct epoll_event ev;\n{RING_DECLS}\tint epfd;\n\n"),
+            body_after,
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
     #[test]
     fn refuses_a_consume_result_read_as_0_or_error() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-	int err;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	err = perf_buffer__consume(pb);
-	perf_buffer__free(pb);
-	return err == 0 ? 0 : 1;
-}
-"#;
+        let before = loader(
+            "",
+            PERF_CALLBACK,
+            &format!("{PERF_DECLS}\tint err;\n\n"),
+            &format!(
+                "{CREATE}\twhile (perf_buffer__poll(pb, 100) >= 0)\n\t\t;\n\
+                 \terr = perf_buffer__consume(pb);\n\
+                 \tperf_buffer__free(pb);\n\treturn err == 0 ? 0 : 1;\n"
+            ),
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::ConsumeResult,
             "ring_buffer__consume() returns the number of records consumed",
         );
@@ -363,40 +323,23 @@ int main(void)
 
     #[test]
     fn refuses_calls_with_no_equivalent() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-	size_t i;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	for (;;)
-		for (i = 0; i < perf_buffer__buffer_cnt(pb); i++)
-			perf_buffer__consume_buffer(pb, i);
-	return 0;
-}
-"#;
+        let before = loader(
+            "",
+            PERF_CALLBACK,
+            &format!("{PERF_DECLS}\tsize_t i;\n\n"),
+            &format!(
+                "{CREATE}\tfor (;;)\n\
+                 \t\tfor (i = 0; i < perf_buffer__buffer_cnt(pb); i++)\n\
+                 \t\t\tperf_buffer__consume_buffer(pb, i);\n\
+                 \treturn 0;\n"
+            ),
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::NoRingEquivalent,
             "perf_buffer__buffer_cnt() has no ring buffer equivalent",
         );
     }
-
     #[test]
     fn refuses_a_buffer_created_in_another_file() {
         let loader = r#"#include <bpf/libbpf.h>

@@ -278,17 +278,15 @@ fn final_return(src: &str, body: Node, edits: &mut Vec<Edit>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::BPF;
+    use super::super::testing::{BPF, PERF_DECLS, RING_DECLS, loader, perf, ring};
     use crate::engine::testkit::{check_migrate, check_refused};
     use crate::rules::Rule;
 
-    #[test]
-    fn rewrites_the_prototype_and_the_body() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
+    /// The perf buffer over `events` that a test's `handle_event` reads.
+    const CREATE: &str = "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);\n";
 
-static void handle_event(void *ctx, int cpu, void *data, __u32 data_sz);
+    /// A sample callback that checks the size of the sample, declared before it is defined.
+    const CHECKED: &str = r#"static void handle_event(void *ctx, int cpu, void *data, __u32 data_sz);
 
 static void handle_event(void *ctx, int cpu, void *data, __u32 data_sz)
 {
@@ -299,29 +297,12 @@ static void handle_event(void *ctx, int cpu, void *data, __u32 data_sz)
 	}
 	printf("pid %u\n", *(__u32 *)data);
 }
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
 "#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
 
-static int handle_event(void *ctx, void *data, size_t data_sz);
+    #[test]
+    fn rewrites_the_prototype_and_the_body() {
+        let before = perf("", CHECKED, "", CREATE);
+        let callback = r#"static int handle_event(void *ctx, void *data, size_t data_sz);
 
 static int handle_event(void *ctx, void *data, size_t data_sz)
 {
@@ -332,107 +313,54 @@ static int handle_event(void *ctx, void *data, size_t data_sz)
 	printf("pid %u\n", *(__u32 *)data);
 	return 0;
 }
-
-int main(void)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
 "#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        let after = ring(
+            "",
+            callback,
+            "",
+            "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n",
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
     #[test]
     fn returns_0_in_a_one_line_body() {
-        let loader = r#"#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static unsigned long count;
-
-static void count_event(void *ctx, int cpu, void *data, __u32 size) { count++; }
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, count_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0 && count < 100)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
-        let after = r#"#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static unsigned long count;
-
-static int count_event(void *ctx, void *data, size_t size) { count++; return 0; }
-
-int main(void)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), count_event, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0 && count < 100)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-"#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        // This loader prints nothing: it has no <stdio.h>.
+        let before = loader(
+            "",
+            "static unsigned long count;\n\n\
+             static void count_event(void *ctx, int cpu, void *data, __u32 size) { count++; }\n",
+            &format!("{PERF_DECLS}\n"),
+            "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, count_event, NULL, NULL, NULL);\n\
+             \tif (!pb)\n\t\treturn 1;\n\
+             \twhile (perf_buffer__poll(pb, 100) >= 0 && count < 100)\n\t\t;\n\
+             \tperf_buffer__free(pb);\n\treturn 0;\n",
+        )
+        .replacen("#include <stdio.h>\n", "", 1);
+        let after = loader(
+            "",
+            "static unsigned long count;\n\n\
+             static int count_event(void *ctx, void *data, size_t size) { count++; return 0; }\n",
+            &format!("{RING_DECLS}\n"),
+            "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), count_event, NULL, NULL);\n\
+             \tif (!pb)\n\t\treturn 1;\n\
+             \twhile (ring_buffer__poll(pb, 100) >= 0 && count < 100)\n\t\t;\n\
+             \tring_buffer__free(pb);\n\treturn 0;\n",
+        )
+        .replacen("#include <stdio.h>\n", "", 1);
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
     #[test]
     fn refuses_a_callback_defined_elsewhere() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-extern void handle_event(void *ctx, int cpu, void *data, __u32 data_sz);
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
+        let before = perf(
+            "",
+            "extern void handle_event(void *ctx, int cpu, void *data, __u32 data_sz);\n",
+            "",
+            CREATE,
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::CallbackForm,
             "the sample callback `handle_event` is not defined in this file",
         );
@@ -440,42 +368,14 @@ int main(void)
 
     #[test]
     fn refuses_a_callback_used_elsewhere() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 data_sz);
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 data_sz)
-{
-	(void)cpu;
-	if (data_sz < sizeof(__u32)) {
-		fprintf(stderr, "short event: %u bytes\n", data_sz);
-		return;
-	}
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	handle_event(NULL, 0, &skel, sizeof(__u32));
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
+        let before = perf(
+            "",
+            CHECKED,
+            "",
+            &format!("\thandle_event(NULL, 0, &skel, sizeof(__u32));\n{CREATE}"),
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::CallbackForm,
             "the sample callback `handle_event` is also used here",
         );
@@ -483,11 +383,7 @@ int main(void)
 
     #[test]
     fn refuses_a_callback_that_returns_a_value() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, int cpu, void *data, __u32 data_sz)
+        let callback = r#"static int handle_event(void *ctx, int cpu, void *data, __u32 data_sz)
 {
 	(void)cpu;
 	if (data_sz < sizeof(__u32)) {
@@ -497,26 +393,9 @@ static int handle_event(void *ctx, int cpu, void *data, __u32 data_sz)
 	printf("pid %u\n", *(__u32 *)data);
 	return 0;
 }
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
 "#;
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &perf("", callback, "", CREATE))],
             Rule::CallbackForm,
             "the sample callback `handle_event` does not return void",
         );
@@ -524,11 +403,7 @@ int main(void)
 
     #[test]
     fn refuses_a_callback_with_other_parameters() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, void *data, __u32 data_sz)
+        let callback = r#"static void handle_event(void *ctx, void *data, __u32 data_sz)
 {
 	if (data_sz < sizeof(__u32)) {
 		fprintf(stderr, "short event: %u bytes\n", data_sz);
@@ -536,26 +411,9 @@ static void handle_event(void *ctx, void *data, __u32 data_sz)
 	}
 	printf("pid %u\n", *(__u32 *)data);
 }
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
 "#;
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &perf("", callback, "", CREATE))],
             Rule::CallbackForm,
             "does not take (ctx, cpu, data, size)",
         );
@@ -563,11 +421,7 @@ int main(void)
 
     #[test]
     fn refuses_a_callback_that_reads_the_cpu() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 data_sz)
+        let callback = r#"static void handle_event(void *ctx, int cpu, void *data, __u32 data_sz)
 {
 	if (data_sz < sizeof(__u32)) {
 		fprintf(stderr, "short event: %u bytes\n", data_sz);
@@ -575,26 +429,9 @@ static void handle_event(void *ctx, int cpu, void *data, __u32 data_sz)
 	}
 	printf("cpu %d pid %u\n", cpu, *(__u32 *)data);
 }
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
 "#;
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &perf("", callback, "", CREATE))],
             Rule::CallbackUsesCpu,
             "the sample callback `handle_event` uses `cpu`",
         );

@@ -133,150 +133,55 @@ fn static_variable<'a>(item: Node, src: &'a str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{BPF, check_note};
+    use super::super::testing::{BPF, PERF_CALLBACK, RING_CALLBACK, check_note, perf, ring};
     use crate::engine::testkit::check_migrate;
+
+    const COUNTER: &str = "static unsigned long long lost_total;\n\n";
+
+    /// A lost-sample callback that counts, `linkage` its storage class.
+    fn lost(linkage: &str) -> String {
+        format!(
+            "/* Count what the kernel dropped. */\n\
+             {linkage}void handle_lost(void *ctx, int cpu, __u64 lost_cnt)\n\
+             {{\n\tlost_total += lost_cnt;\n}}\n"
+        )
+    }
+
+    const CREATE: &str = "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, handle_lost, NULL, NULL);\n";
+
+    const CREATE_AFTER: &str =
+        "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n";
 
     #[test]
     fn removes_a_static_callback_and_its_counter() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static unsigned long long lost_total;
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-/* Count what the kernel dropped. */
-static void handle_lost(void *ctx, int cpu, __u64 lost_cnt)
-{
-	lost_total += lost_cnt;
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, handle_lost, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-int main(void)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-"#;
-        let files = [("x.bpf.c", BPF), ("x.c", loader)];
-        check_migrate(&files, &[("x.c", after)]);
+        let before = perf(
+            "",
+            &format!("{COUNTER}{PERF_CALLBACK}\n{}", lost("static ")),
+            "",
+            CREATE,
+        );
+        let after = ring("", RING_CALLBACK, "", CREATE_AFTER);
+        let files = [("x.bpf.c", BPF), ("x.c", &before)];
+        check_migrate(&files, &[("x.c", &after)]);
         check_note(&files, "the lost-sample callback `handle_lost` is removed");
     }
 
     #[test]
     fn keeps_a_callback_other_files_may_call() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static unsigned long long lost_total;
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-/* Count what the kernel dropped. */
-void handle_lost(void *ctx, int cpu, __u64 lost_cnt)
-{
-	lost_total += lost_cnt;
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, handle_lost, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static unsigned long long lost_total;
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-/* Count what the kernel dropped. */
-void handle_lost(void *ctx, int cpu, __u64 lost_cnt)
-{
-	lost_total += lost_cnt;
-}
-
-int main(void)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-"#;
-        let files = [("x.bpf.c", BPF), ("x.c", loader)];
-        check_migrate(&files, &[("x.c", after)]);
+        let before = perf(
+            "",
+            &format!("{COUNTER}{PERF_CALLBACK}\n{}", lost("")),
+            "",
+            CREATE,
+        );
+        let after = ring(
+            "",
+            &format!("{COUNTER}{RING_CALLBACK}\n{}", lost("")),
+            "",
+            CREATE_AFTER,
+        );
+        let files = [("x.bpf.c", BPF), ("x.c", &before)];
+        check_migrate(&files, &[("x.c", &after)]);
         check_note(
             &files,
             "the lost-sample callback `handle_lost` is no longer called",

@@ -253,70 +253,29 @@ fn maps_field(src: &str, toks: &[(Tok, usize, usize)], k: usize) -> Option<usize
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::BPF;
+    use super::super::testing::{
+        BPF, PERF_CALLBACK, PERF_POLL, RING_CALLBACK, RING_POLL, head, loader_calling, perf, ring,
+    };
     use crate::engine::testkit::{check_migrate, check_refused};
     use crate::rules::Rule;
 
     #[test]
     fn follows_a_variable() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-	int map_fd;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	map_fd = bpf_map__fd(skel->maps.events);
-	pb = perf_buffer__new(map_fd, 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-int main(void)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-	int map_fd;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	map_fd = bpf_map__fd(skel->maps.events);
-	pb = ring_buffer__new(map_fd, handle_event, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-"#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        let before = perf(
+            "",
+            PERF_CALLBACK,
+            "\tint map_fd;\n",
+            "\tmap_fd = bpf_map__fd(skel->maps.events);\n\
+             \tpb = perf_buffer__new(map_fd, 8, handle_event, NULL, NULL, NULL);\n",
+        );
+        let after = ring(
+            "",
+            RING_CALLBACK,
+            "\tint map_fd;\n",
+            "\tmap_fd = bpf_map__fd(skel->maps.events);\n\
+             \tpb = ring_buffer__new(map_fd, handle_event, NULL, NULL);\n",
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
     #[test]
@@ -381,20 +340,13 @@ int main(void)
 
     #[test]
     fn follows_a_struct_field() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static struct app {
+        let app = r#"static struct app {
 	struct x_bpf *skel;
 	int events_fd;
 } app;
 
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
+"#;
+        let setup = r#"
 static int setup(void)
 {
 	app.skel = x_bpf__open_and_load();
@@ -403,164 +355,71 @@ static int setup(void)
 	app.events_fd = bpf_map__fd(app.skel->maps.events);
 	return 0;
 }
-
-int main(void)
-{
-	struct perf_buffer *pb;
-
-	if (setup())
-		return 1;
-	pb = perf_buffer__new(app.events_fd, 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
 "#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static struct app {
-	struct x_bpf *skel;
-	int events_fd;
-} app;
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-static int setup(void)
-{
-	app.skel = x_bpf__open_and_load();
-	if (!app.skel || x_bpf__attach(app.skel))
-		return -1;
-	app.events_fd = bpf_map__fd(app.skel->maps.events);
-	return 0;
-}
-
-int main(void)
-{
-	struct ring_buffer *pb;
-
-	if (setup())
-		return 1;
-	pb = ring_buffer__new(app.events_fd, handle_event, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-"#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        // `setup()` opens the skeleton, and `main` reads the fd it leaves.
+        let before = format!(
+            "{}{app}{PERF_CALLBACK}{setup}\n\
+             int main(void)\n{{\n\tstruct perf_buffer *pb;\n\n\tif (setup())\n\t\treturn 1;\n\
+             \tpb = perf_buffer__new(app.events_fd, 8, handle_event, NULL, NULL, NULL);\n\
+             \tif (!pb)\n\t\treturn 1;\n{PERF_POLL}\treturn 0;\n}}\n",
+            head("")
+        );
+        let after = format!(
+            "{}{app}{RING_CALLBACK}{setup}\n\
+             int main(void)\n{{\n\tstruct ring_buffer *pb;\n\n\tif (setup())\n\t\treturn 1;\n\
+             \tpb = ring_buffer__new(app.events_fd, handle_event, NULL, NULL);\n\
+             \tif (!pb)\n\t\treturn 1;\n{RING_POLL}\treturn 0;\n}}\n",
+            head("")
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
     #[test]
     fn follows_a_parameter_to_its_callers() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-static int poll_events(int map_fd)
-{
-	struct perf_buffer *pb;
-
-	pb = perf_buffer__new(map_fd, 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return -1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	return poll_events(bpf_map__fd(skel->maps.events));
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-static int poll_events(int map_fd)
-{
-	struct ring_buffer *pb;
-
-	pb = ring_buffer__new(map_fd, handle_event, NULL, NULL);
-	if (!pb)
-		return -1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	return poll_events(bpf_map__fd(skel->maps.events));
-}
-"#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        let poll_events = |pb: &str, create: &str, poll: &str| {
+            format!(
+                "\nstatic int poll_events(int map_fd)\n{{\n\tstruct {pb} *pb;\n\n{create}\
+                 \tif (!pb)\n\t\treturn -1;\n{poll}\treturn 0;\n}}\n"
+            )
+        };
+        let before = loader_calling(
+            "",
+            &format!(
+                "{PERF_CALLBACK}{}",
+                poll_events(
+                    "perf_buffer",
+                    "\tpb = perf_buffer__new(map_fd, 8, handle_event, NULL, NULL, NULL);\n",
+                    PERF_POLL,
+                )
+            ),
+            "poll_events(bpf_map__fd(skel->maps.events))",
+        );
+        let after = loader_calling(
+            "",
+            &format!(
+                "{RING_CALLBACK}{}",
+                poll_events(
+                    "ring_buffer",
+                    "\tpb = ring_buffer__new(map_fd, handle_event, NULL, NULL);\n",
+                    RING_POLL,
+                )
+            ),
+            "poll_events(bpf_map__fd(skel->maps.events))",
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
     #[test]
     fn refuses_an_fd_it_cannot_follow() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-	int map_fd;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	map_fd = atoi(getenv("EVENTS_FD"));
-	pb = perf_buffer__new(map_fd, 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
+        let before = perf(
+            "",
+            PERF_CALLBACK,
+            "\tint map_fd;\n",
+            "\tmap_fd = atoi(getenv(\"EVENTS_FD\"));\n\
+             \tpb = perf_buffer__new(map_fd, 8, handle_event, NULL, NULL, NULL);\n",
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::UnresolvedMap,
             "cannot tell which map `map_fd` refers to",
         );

@@ -137,9 +137,11 @@ fn account_triggers(cx: &mut Ctx, st: &State) {
     }
 }
 
-/// For the handlers' unit tests: the BPF side of their programs (a perf event array `events`
-/// and its output call, as the loaders of the tests, `x.c` including `x.skel.h`, expect it),
-/// migrated, and a check of the notes the testkit leaves aside.
+/// For the handlers' unit tests: their loaders `x.c`, built from the parts a test is about
+/// (`loader`, `perf` and `ring`, with the usual callback, declarations and polling loop); the
+/// BPF side of their programs (a perf event array `events` and its output call, as those
+/// loaders, including `x.skel.h`, expect it), migrated; and a check of the notes the testkit
+/// leaves aside.
 #[cfg(test)]
 mod testing {
     use crate::engine::Options;
@@ -155,6 +157,84 @@ mod testing {
                 .any(|d| d.severity == Severity::Note && d.message.contains(says)),
             "no note saying `{says}`: {diags:?}"
         );
+    }
+
+    /// The sample callback of most loaders: it prints the pid.
+    pub const PERF_CALLBACK: &str = r#"static void handle_event(void *ctx, int cpu, void *data, __u32 size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+}
+"#;
+
+    /// `PERF_CALLBACK` migrated.
+    pub const RING_CALLBACK: &str = r#"static int handle_event(void *ctx, void *data, size_t size)
+{
+	printf("pid %u\n", *(__u32 *)data);
+	return 0;
+}
+"#;
+
+    /// `main`'s usual declarations: the perf buffer `pb` and the skeleton.
+    pub const PERF_DECLS: &str = "\tstruct perf_buffer *pb;\n\tstruct x_bpf *skel;\n";
+
+    /// `PERF_DECLS` migrated.
+    pub const RING_DECLS: &str = "\tstruct ring_buffer *pb;\n\tstruct x_bpf *skel;\n";
+
+    /// Polling `pb` until an error, then freeing it.
+    pub const PERF_POLL: &str =
+        "\twhile (perf_buffer__poll(pb, 100) >= 0)\n\t\t;\n\tperf_buffer__free(pb);\n";
+
+    /// `PERF_POLL` migrated.
+    pub const RING_POLL: &str =
+        "\twhile (ring_buffer__poll(pb, 100) >= 0)\n\t\t;\n\tring_buffer__free(pb);\n";
+
+    /// The head of a loader `x.c`: `<stdio.h>`, the `#include` lines `includes`, libbpf and
+    /// the skeleton, and a blank line.
+    pub fn head(includes: &str) -> String {
+        format!("#include <stdio.h>\n{includes}#include <bpf/libbpf.h>\n#include \"x.skel.h\"\n\n")
+    }
+
+    /// A loader `x.c`: its head with `includes`; `top`, the code before `main` (globals,
+    /// callbacks); then `main`, which starts with `decls` (its declarations, the blank line
+    /// after them, and whatever it does before it opens the skeleton), opens and attaches the
+    /// skeleton, and goes on with `body` up to its closing brace.
+    pub fn loader(includes: &str, top: &str, decls: &str, body: &str) -> String {
+        format!(
+            "{}{top}\nint main(void)\n{{\n{decls}\tskel = x_bpf__open_and_load();\n\
+             \tif (!skel || x_bpf__attach(skel))\n\t\treturn 1;\n{body}}}\n",
+            head(includes)
+        )
+    }
+
+    /// A `loader` whose `main` declares `PERF_DECLS` then `decls`, makes its perf buffer with
+    /// `create`, returns 1 if it failed, and polls it.
+    pub fn perf(includes: &str, top: &str, decls: &str, create: &str) -> String {
+        loader(
+            includes,
+            top,
+            &format!("{PERF_DECLS}{decls}\n"),
+            &format!("{create}\tif (!pb)\n\t\treturn 1;\n{PERF_POLL}\treturn 0;\n"),
+        )
+    }
+
+    /// `perf` migrated: the same with a ring buffer.
+    pub fn ring(includes: &str, top: &str, decls: &str, create: &str) -> String {
+        loader(
+            includes,
+            top,
+            &format!("{RING_DECLS}{decls}\n"),
+            &format!("{create}\tif (!pb)\n\t\treturn 1;\n{RING_POLL}\treturn 0;\n"),
+        )
+    }
+
+    /// A loader whose buffer is made and polled in `top`, by a function that `main` returns
+    /// the result of, `call`, once the skeleton is open and attached.
+    pub fn loader_calling(includes: &str, top: &str, call: &str) -> String {
+        format!(
+            "{}{top}\nint main(void)\n{{\n\tstruct x_bpf *skel = x_bpf__open_and_load();\n\n\
+             \tif (!skel || x_bpf__attach(skel))\n\t\treturn 1;\n\treturn {call};\n}}\n",
+            head(includes)
+        )
     }
 
     pub const BPF: &str = r#"#include "vmlinux.h"
@@ -201,109 +281,56 @@ char LICENSE[] SEC("license") = "GPL";
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{BPF, BPF_AFTER};
+    use super::testing::{
+        BPF, BPF_AFTER, PERF_CALLBACK, PERF_DECLS, PERF_POLL, RING_CALLBACK, RING_DECLS, RING_POLL,
+        loader,
+    };
     use crate::engine::testkit::{check_migrate, check_refused};
     use crate::rules::Rule;
 
+    /// What `main` does once the buffer is polled and freed, for a failure to jump to.
+    const OUT: &str = "out:\n\tx_bpf__destroy(skel);\n\treturn 0;\n";
+
     #[test]
     fn a_whole_program_migrates() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		goto out;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-out:
-	x_bpf__destroy(skel);
-	return 0;
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-int main(void)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
-	if (!pb)
-		goto out;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-out:
-	x_bpf__destroy(skel);
-	return 0;
-}
-"#;
+        let before = loader(
+            "",
+            PERF_CALLBACK,
+            &format!("{PERF_DECLS}\n"),
+            &format!(
+                "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);\n\
+                 \tif (!pb)\n\t\tgoto out;\n{PERF_POLL}{OUT}"
+            ),
+        );
+        let after = loader(
+            "",
+            RING_CALLBACK,
+            &format!("{RING_DECLS}\n"),
+            &format!(
+                "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n\
+                 \tif (!pb)\n\t\tgoto out;\n{RING_POLL}{OUT}"
+            ),
+        );
         check_migrate(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
-            &[("x.bpf.c", BPF_AFTER), ("x.c", after)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
+            &[("x.bpf.c", BPF_AFTER), ("x.c", &after)],
         );
     }
 
     #[test]
     fn a_trigger_behind_a_macro_is_refused() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-#define POLL_EVENTS(pb) perf_buffer__poll(pb, 100)
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		goto out;
-	while (POLL_EVENTS(pb) >= 0)
-		;
-	perf_buffer__free(pb);
-out:
-	x_bpf__destroy(skel);
-	return 0;
-}
-"#;
+        let before = loader(
+            "",
+            &format!("#define POLL_EVENTS(pb) perf_buffer__poll(pb, 100)\n\n{PERF_CALLBACK}"),
+            &format!("{PERF_DECLS}\n"),
+            &format!(
+                "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);\n\
+                 \tif (!pb)\n\t\tgoto out;\n\
+                 \twhile (POLL_EVENTS(pb) >= 0)\n\t\t;\n\tperf_buffer__free(pb);\n{OUT}"
+            ),
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::UnsupportedForm,
             "`perf_buffer__poll` is used in a form bpf-migrate does not understand",
         );

@@ -170,108 +170,64 @@ fn handle_of(call: Node, src: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::BPF;
+    use super::super::testing::{BPF, PERF_CALLBACK, PERF_POLL, RING_CALLBACK, RING_POLL, head};
     use crate::engine::testkit::{check_migrate, check_refused};
     use crate::rules::Rule;
 
+    /// A loader in the libbpf 1.x style, with a context `env`: `main` runs `start`, opens the
+    /// skeleton, declares its buffer `pb` where `make` makes it, polls it with `poll` and
+    /// destroys the skeleton.
+    fn libbpf_1(callback: &str, start: &str, make: &str, poll: &str) -> String {
+        format!(
+            "{}struct env {{\n\tint verbose;\n}} env;\n\n{callback}\n\
+             int main(void)\n{{\n{start}\tstruct x_bpf *skel = x_bpf__open_and_load();\n\
+             \tif (!skel || x_bpf__attach(skel))\n\t\treturn 1;\n\
+             {make}\tif (!pb)\n\t\treturn 1;\n{poll}\tx_bpf__destroy(skel);\n\treturn 0;\n}}\n",
+            head("")
+        )
+    }
+
+    /// `perf_buffer__new()` over `events`, 64 pages, with the arguments after those.
+    fn perf_new(args: &str) -> String {
+        format!(
+            "\tstruct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,\n\
+             \t\t\t\t\t\t  {args});\n"
+        )
+    }
+
+    /// A libbpf 1.x loader whose `perf_buffer__new()` takes `args` after the page count.
+    fn before(args: &str) -> String {
+        libbpf_1(PERF_CALLBACK, "", &perf_new(args), PERF_POLL)
+    }
+
     #[test]
     fn migrates_the_libbpf_1_form() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-struct env {
-	int verbose;
-} env;
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	struct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,
-						  handle_event, NULL, &env, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	x_bpf__destroy(skel);
-	return 0;
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-struct env {
-	int verbose;
-} env;
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	struct ring_buffer *pb = ring_buffer__new(bpf_map__fd(skel->maps.events),
-						  handle_event, &env, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	x_bpf__destroy(skel);
-	return 0;
-}
-"#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        let after = libbpf_1(
+            RING_CALLBACK,
+            "",
+            "\tstruct ring_buffer *pb = ring_buffer__new(bpf_map__fd(skel->maps.events),\n\
+             \t\t\t\t\t\t  handle_event, &env, NULL);\n",
+            RING_POLL,
+        );
+        check_migrate(
+            &[
+                ("x.bpf.c", BPF),
+                ("x.c", &before("handle_event, NULL, &env, NULL")),
+            ],
+            &[("x.c", &after)],
+        );
     }
 
     #[test]
     fn refuses_options_a_ring_buffer_does_not_take() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-struct env {
-	int verbose;
-} env;
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	LIBBPF_OPTS(perf_buffer_opts, pb_opts, .sample_period = 1);
-	struct x_bpf *skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	struct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,
-						  handle_event, NULL, &env, &pb_opts);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	x_bpf__destroy(skel);
-	return 0;
-}
-"#;
+        let before = libbpf_1(
+            PERF_CALLBACK,
+            "\tLIBBPF_OPTS(perf_buffer_opts, pb_opts, .sample_period = 1);\n",
+            &perf_new("handle_event, NULL, &env, &pb_opts"),
+            PERF_POLL,
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::OptsUnsupported,
             "is given options (`&pb_opts`) that a ring buffer does not take",
         );
@@ -279,37 +235,11 @@ int main(void)
 
     #[test]
     fn refuses_another_number_of_arguments() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-struct env {
-	int verbose;
-} env;
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	struct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,
-						  handle_event, NULL, &env);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	x_bpf__destroy(skel);
-	return 0;
-}
-"#;
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[
+                ("x.bpf.c", BPF),
+                ("x.c", &before("handle_event, NULL, &env")),
+            ],
             Rule::UnsupportedForm,
             "perf_buffer__new() with 5 arguments",
         );
@@ -317,37 +247,11 @@ int main(void)
 
     #[test]
     fn refuses_a_call_that_does_not_parse() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-struct env {
-	int verbose;
-} env;
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	struct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,
-						  handle_event, NULL, &env, NULL, );
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	x_bpf__destroy(skel);
-	return 0;
-}
-"#;
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[
+                ("x.bpf.c", BPF),
+                ("x.c", &before("handle_event, NULL, &env, NULL, ")),
+            ],
             Rule::UnsupportedForm,
             "this perf_buffer__new() call does not parse as C",
         );
@@ -355,37 +259,14 @@ int main(void)
 
     #[test]
     fn refuses_a_sample_callback_that_is_not_a_name() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-struct env {
-	int verbose;
-} env;
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	struct perf_buffer *pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 64,
-						  env.verbose ? handle_event : NULL, NULL, &env, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	x_bpf__destroy(skel);
-	return 0;
-}
-"#;
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[
+                ("x.bpf.c", BPF),
+                (
+                    "x.c",
+                    &before("env.verbose ? handle_event : NULL, NULL, &env, NULL"),
+                ),
+            ],
             Rule::CallbackForm,
             "is not a function name",
         );

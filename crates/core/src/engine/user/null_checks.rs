@@ -88,143 +88,75 @@ pub(super) fn add_errno_include(cx: &mut Ctx) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::BPF;
+    use super::super::testing::{
+        BPF, PERF_CALLBACK, PERF_DECLS, PERF_POLL, RING_CALLBACK, RING_DECLS, RING_POLL, loader,
+        loader_calling,
+    };
     use crate::engine::testkit::check_migrate;
 
     #[test]
     fn libbpf_get_error_reads_errno() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-	int err;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	err = libbpf_get_error(pb);
-	if (err) {
-		fprintf(stderr, "failed to open perf buffer: %d\n", err);
-		return 1;
-	}
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include <errno.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-int main(void)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-	int err;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
-	err = pb ? 0 : -errno;
-	if (err) {
-		fprintf(stderr, "failed to open ring buffer: %d\n", err);
-		return 1;
-	}
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-"#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        let before = loader(
+            "",
+            PERF_CALLBACK,
+            &format!("{PERF_DECLS}\tint err;\n\n"),
+            &format!(
+                "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);\n\
+                 \terr = libbpf_get_error(pb);\n\
+                 \tif (err) {{\n\
+                 \t\tfprintf(stderr, \"failed to open perf buffer: %d\\n\", err);\n\
+                 \t\treturn 1;\n\
+                 \t}}\n\
+                 {PERF_POLL}\treturn 0;\n"
+            ),
+        );
+        let after = loader(
+            "",
+            RING_CALLBACK,
+            &format!("{RING_DECLS}\tint err;\n\n"),
+            &format!(
+                "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n\
+                 \terr = pb ? 0 : -errno;\n\
+                 \tif (err) {{\n\
+                 \t\tfprintf(stderr, \"failed to open ring buffer: %d\\n\", err);\n\
+                 \t\treturn 1;\n\
+                 \t}}\n\
+                 {RING_POLL}\treturn 0;\n"
+            ),
+        )
+        // <errno.h> is added after libbpf's header.
+        .replacen(
+            "#include <bpf/libbpf.h>\n",
+            "#include <bpf/libbpf.h>\n#include <errno.h>\n",
+            1,
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
     #[test]
     fn is_err_and_ptr_err_in_a_condition() {
-        let loader = r#"#include <stdio.h>
-#include <errno.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-static int run(struct x_bpf *skel)
-{
-	struct perf_buffer *pb;
-
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);
-	if (IS_ERR(pb))
-		return PTR_ERR(pb);
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	return run(skel);
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <errno.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-static int run(struct x_bpf *skel)
-{
-	struct ring_buffer *pb;
-
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
-	if (!pb)
-		return -errno;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-
-int main(void)
-{
-	struct x_bpf *skel = x_bpf__open_and_load();
-
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	return run(skel);
-}
-"#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        let before = loader_calling(
+            "#include <errno.h>\n",
+            &format!(
+                "{PERF_CALLBACK}\n\
+                 static int run(struct x_bpf *skel)\n{{\n\tstruct perf_buffer *pb;\n\n\
+                 \tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);\n\
+                 \tif (IS_ERR(pb))\n\t\treturn PTR_ERR(pb);\n\
+                 {PERF_POLL}\treturn 0;\n}}\n"
+            ),
+            "run(skel)",
+        );
+        let after = loader_calling(
+            "#include <errno.h>\n",
+            &format!(
+                "{RING_CALLBACK}\n\
+                 static int run(struct x_bpf *skel)\n{{\n\tstruct ring_buffer *pb;\n\n\
+                 \tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n\
+                 \tif (!pb)\n\t\treturn -errno;\n\
+                 {RING_POLL}\treturn 0;\n}}\n"
+            ),
+            "run(skel)",
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 }

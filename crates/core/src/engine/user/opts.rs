@@ -230,171 +230,89 @@ fn callbacks(cx: &mut Ctx, decl: Node, name: &str, found: &mut Found) -> OldOpts
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::BPF;
+    use super::super::testing::{
+        BPF, PERF_CALLBACK, PERF_DECLS, PERF_POLL, RING_CALLBACK, loader, ring,
+    };
     use crate::engine::testkit::{check_migrate, check_refused};
     use crate::rules::Rule;
 
+    /// A loader of the old form: `main` declares the options `decl` first, runs `start`
+    /// after its declarations, and passes `opts` to `perf_buffer__new()`.
+    fn with_opts(top: &str, decl: &str, start: &str, opts: &str) -> String {
+        loader(
+            "",
+            top,
+            &format!("{decl}{PERF_DECLS}\n{start}"),
+            &format!(
+                "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, {opts});\n\
+                 \tif (!pb)\n\t\treturn 1;\n{PERF_POLL}\treturn 0;\n"
+            ),
+        )
+    }
+
+    /// Options in `main` with the designated initializers `fields`.
+    fn opts(fields: &str) -> String {
+        format!("\tstruct perf_buffer_opts pb_opts = {{\n{fields}\t}};\n")
+    }
+
+    /// `with_opts` for options `pb_opts` in `main`, initialized with `fields`.
+    fn initialized(fields: &str) -> String {
+        with_opts(PERF_CALLBACK, &opts(fields), "", "&pb_opts")
+    }
+
     #[test]
     fn moves_assigned_callbacks_into_the_call() {
-        let loader = r#"#include <stdio.h>
-#include <string.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer_opts pb_opts;
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-	long total = 0;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	memset(&pb_opts, 0, sizeof(pb_opts));
-	pb_opts.sample_cb = handle_event;
-	pb_opts.ctx = &total;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <string.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-int main(void)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-	long total = 0;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, &total, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-"#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        let before = loader(
+            "#include <string.h>\n",
+            PERF_CALLBACK,
+            &format!("\tstruct perf_buffer_opts pb_opts;\n{PERF_DECLS}\tlong total = 0;\n\n"),
+            &format!(
+                "\tmemset(&pb_opts, 0, sizeof(pb_opts));\n\
+                 \tpb_opts.sample_cb = handle_event;\n\
+                 \tpb_opts.ctx = &total;\n\
+                 \tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);\n\
+                 \tif (!pb)\n\t\treturn 1;\n{PERF_POLL}\treturn 0;\n"
+            ),
+        );
+        let after = ring(
+            "#include <string.h>\n",
+            RING_CALLBACK,
+            "\tlong total = 0;\n",
+            "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, &total, NULL);\n",
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
     #[test]
     fn moves_designated_initializers_into_the_call() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer_opts pb_opts = {
-		.sample_cb = handle_event,
-	};
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-int main(void)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-"#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        let after = ring(
+            "",
+            RING_CALLBACK,
+            "",
+            "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n",
+        );
+        check_migrate(
+            &[
+                ("x.bpf.c", BPF),
+                ("x.c", &initialized("\t\t.sample_cb = handle_event,\n")),
+            ],
+            &[("x.c", &after)],
+        );
     }
 
     #[test]
     fn refuses_options_that_are_not_a_local_struct() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer_opts pb_opts = {
-		.sample_cb = handle_event,
-	};
-	struct perf_buffer_opts *opts = &pb_opts;
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, opts);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
+        let before = with_opts(
+            PERF_CALLBACK,
+            &format!(
+                "{}\tstruct perf_buffer_opts *opts = &pb_opts;\n",
+                opts("\t\t.sample_cb = handle_event,\n")
+            ),
+            "",
+            "opts",
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::OptsUnsupported,
             "the perf buffer options `opts` are not a local struct perf_buffer_opts",
         );
@@ -402,38 +320,17 @@ int main(void)
 
     #[test]
     fn refuses_options_declared_outside_the_function() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-static struct perf_buffer_opts pb_opts = {
-	.sample_cb = handle_event,
-};
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
+        let before = with_opts(
+            &format!(
+                "{PERF_CALLBACK}\n\
+                 static struct perf_buffer_opts pb_opts = {{\n\t.sample_cb = handle_event,\n}};\n"
+            ),
+            "",
+            "",
+            "&pb_opts",
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::OptsUnsupported,
             "`pb_opts` is not declared as a struct perf_buffer_opts in this function",
         );
@@ -441,37 +338,11 @@ int main(void)
 
     #[test]
     fn refuses_positional_initializers() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer_opts pb_opts = {
-		handle_event,
-	};
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[
+                ("x.bpf.c", BPF),
+                ("x.c", &initialized("\t\thandle_event,\n")),
+            ],
             Rule::OptsUnsupported,
             "positional initializers of perf_buffer_opts are not understood",
         );
@@ -479,38 +350,14 @@ int main(void)
 
     #[test]
     fn refuses_another_use_of_the_options() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer_opts pb_opts = {
-		.sample_cb = handle_event,
-	};
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	printf("opts at %p\n", (void *)&pb_opts);
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
+        let before = with_opts(
+            PERF_CALLBACK,
+            &opts("\t\t.sample_cb = handle_event,\n"),
+            "\tprintf(\"opts at %p\\n\", (void *)&pb_opts);\n",
+            "&pb_opts",
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::OptsUnsupported,
             "the perf buffer options `pb_opts` are used here",
         );
@@ -518,38 +365,12 @@ int main(void)
 
     #[test]
     fn refuses_a_field_with_no_equivalent() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer_opts pb_opts = {
-		.sample_cb = handle_event,
-		.sz = sizeof(struct perf_buffer_opts),
-	};
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
+        let before = initialized(
+            "\t\t.sample_cb = handle_event,\n\
+             \t\t.sz = sizeof(struct perf_buffer_opts),\n",
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::OptsUnsupported,
             "perf_buffer_opts field `sz` has no ring buffer equivalent",
         );
@@ -557,37 +378,11 @@ int main(void)
 
     #[test]
     fn refuses_options_without_a_sample_callback() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer_opts pb_opts = {
-		.ctx = NULL,
-	};
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &pb_opts);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[
+                ("x.bpf.c", BPF),
+                ("x.c", &initialized("\t\t.ctx = NULL,\n")),
+            ],
             Rule::OptsUnsupported,
             "no sample_cb is set in `pb_opts`",
         );

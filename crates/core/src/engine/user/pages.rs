@@ -136,178 +136,73 @@ fn eval_int(cx: &Ctx, expr: &str, depth: usize) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{BPF, check_note};
+    use super::super::testing::{
+        BPF, PERF_CALLBACK, PERF_DECLS, PERF_POLL, RING_CALLBACK, check_note, loader, perf, ring,
+    };
     use crate::engine::testkit::{check_migrate, check_refused};
     use crate::rules::Rule;
 
     #[test]
     fn deletes_a_define_that_only_gave_the_page_count() {
-        let loader = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-#define PERF_BUFFER_PAGES	16
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), PERF_BUFFER_PAGES,
-			      handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-int main(void)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event,
-			      NULL, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-"#;
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+        let before = perf(
+            "",
+            &format!("#define PERF_BUFFER_PAGES\t16\n\n{PERF_CALLBACK}"),
+            "",
+            "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), PERF_BUFFER_PAGES,\n\
+             \t\t\t      handle_event, NULL, NULL, NULL);\n",
+        );
+        let after = ring(
+            "",
+            RING_CALLBACK,
+            "",
+            "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event,\n\
+             \t\t\t      NULL, NULL);\n",
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
     #[test]
     fn notes_a_page_count_chosen_at_run_time() {
-        let loader = r#"#include <stdio.h>
-#include <stdlib.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static struct env {
-	int pages;
-} env = { .pages = 8 };
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(int argc, char **argv)
-{
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	if (argc > 1)
-		env.pages = atoi(argv[1]);
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), env.pages, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
-        let after = r#"#include <stdio.h>
-#include <stdlib.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static struct env {
-	int pages;
-} env = { .pages = 8 };
-
-static int handle_event(void *ctx, void *data, size_t size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-	return 0;
-}
-
-int main(int argc, char **argv)
-{
-	struct ring_buffer *pb;
-	struct x_bpf *skel;
-
-	if (argc > 1)
-		env.pages = atoi(argv[1]);
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (ring_buffer__poll(pb, 100) >= 0)
-		;
-	ring_buffer__free(pb);
-	return 0;
-}
-"#;
-        let files = [("x.bpf.c", BPF), ("x.c", loader)];
-        check_migrate(&files, &[("x.c", after)]);
+        let env = "static struct env {\n\tint pages;\n} env = { .pages = 8 };\n\n";
+        let before = perf(
+            "#include <stdlib.h>\n",
+            &format!("{env}{PERF_CALLBACK}"),
+            "",
+            "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), env.pages, handle_event, NULL, NULL, NULL);\n",
+        );
+        let after = ring(
+            "#include <stdlib.h>\n",
+            &format!("{env}{RING_CALLBACK}"),
+            "",
+            "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n",
+        );
+        // `main` reads the page count from its arguments.
+        let from_args = |loader: String| {
+            loader
+                .replace("int main(void)", "int main(int argc, char **argv)")
+                .replace(
+                    "\n\tskel = x_bpf__open_and_load();",
+                    "\n\tif (argc > 1)\n\t\tenv.pages = atoi(argv[1]);\n\tskel = x_bpf__open_and_load();",
+                )
+        };
+        let files = [("x.bpf.c", BPF), ("x.c", &from_args(before))];
+        check_migrate(&files, &[("x.c", &from_args(after))]);
         check_note(&files, "the page count `env.pages` is chosen at run time");
     }
 
     #[test]
     fn refuses_a_local_that_only_held_the_page_count() {
-        let loader = r#"#include <stdio.h>
-#include <unistd.h>
-#include <bpf/libbpf.h>
-#include "x.skel.h"
-
-static void handle_event(void *ctx, int cpu, void *data, __u32 size)
-{
-	printf("pid %u\n", *(__u32 *)data);
-}
-
-int main(void)
-{
-	size_t pages = (1 << 20) / sysconf(_SC_PAGESIZE);
-	struct perf_buffer *pb;
-	struct x_bpf *skel;
-
-	skel = x_bpf__open_and_load();
-	if (!skel || x_bpf__attach(skel))
-		return 1;
-	pb = perf_buffer__new(bpf_map__fd(skel->maps.events), pages, handle_event, NULL, NULL, NULL);
-	if (!pb)
-		return 1;
-	while (perf_buffer__poll(pb, 100) >= 0)
-		;
-	perf_buffer__free(pb);
-	return 0;
-}
-"#;
+        let before = loader(
+            "#include <unistd.h>\n",
+            PERF_CALLBACK,
+            &format!("\tsize_t pages = (1 << 20) / sysconf(_SC_PAGESIZE);\n{PERF_DECLS}\n"),
+            &format!(
+                "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), pages, handle_event, NULL, NULL, NULL);\n\
+                 \tif (!pb)\n\t\treturn 1;\n{PERF_POLL}\treturn 0;\n"
+            ),
+        );
         check_refused(
-            &[("x.bpf.c", BPF), ("x.c", loader)],
+            &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::UnsupportedForm,
             "the page count `pages` is a local variable that only sizes this perf buffer",
         );
