@@ -509,6 +509,25 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
             ),
         );
     }
+    if let Some((what, r)) = [
+        ("the original", orig),
+        ("the original's second run", second),
+        ("the migrated tool", new),
+    ]
+    .into_iter()
+    .find(|(_, r)| r.stdout.contains('\0'))
+    {
+        // Records written raw (`fwrite(data, size, 1, stdout)`, a pcap stream): not lines,
+        // and what a killed tool's stdio buffer let out depends on where a newline byte fell.
+        return report(
+            Verdict::Inconclusive,
+            &lines,
+            format!(
+                "{what} wrote binary data to its output ({} bytes), which is not compared line by line; its events are compared at the event level",
+                r.stdout.len()
+            ),
+        );
+    }
     let mut kept = 0;
     let mut reordered = false;
     let finding = header_kept(&o1.before, &o2.before, &n.before, &mut kept);
@@ -983,6 +1002,22 @@ mod tests {
         let a = run("a 1\n", "a");
         let b = run("a 1\nb 2\n", "a");
         assert_eq!(judge(&a, &b, &a, true).verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn binary_output_is_inconclusive_even_when_only_one_run_let_it_out() {
+        // A loader that fwrites each record to a pty: what a run killed by Ctrl-C let out of
+        // its stdio buffer depends on where a newline byte fell in the records.
+        let quiet = run(HEAD, "\n");
+        let raw = run(&format!("{HEAD}\u{1}\0\0\0init\0\0\n"), "\u{1}");
+        let r = judge(&quiet, &quiet, &raw, true);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        let f = r.finding.unwrap();
+        assert!(f.contains("the migrated tool wrote binary data"), "{f}");
+        assert_eq!(
+            judge(&raw, &quiet, &quiet, true).verdict,
+            Verdict::Inconclusive
+        );
     }
 
     #[test]
