@@ -42,9 +42,18 @@ struct State {
     needs_errno: bool,
     /// Page-count arguments of the perf buffers migrated.
     page_args: Vec<(usize, usize)>,
-    /// Lost callbacks and the creation calls that pass them: one callback may serve several
-    /// perf buffers, and is removed only once all of them are seen.
+    /// Sample callbacks, the creation calls that pass them and the first of those: one
+    /// callback may serve several perf buffers, and is rewritten once all of them are seen.
+    samples: Vec<SampleCallback>,
+    /// Lost callbacks and the creation calls that pass them, likewise.
     lost: Vec<(String, Vec<(usize, usize)>)>,
+}
+
+/// A sample callback, where the perf buffers that take it are created, and the first of them.
+struct SampleCallback {
+    name: String,
+    creation: Vec<(usize, usize)>,
+    at: usize,
 }
 
 pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
@@ -55,6 +64,9 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     }
     let mut st = State::default();
     creation_sites(cx, &mut st, out);
+    for s in std::mem::take(&mut st.samples) {
+        callbacks::sample_callback(cx, &mut st, &s.name, &s.creation, s.at);
+    }
     for (name, creation) in std::mem::take(&mut st.lost) {
         lost::lost_callback(cx, &mut st, &name, &creation);
     }

@@ -6,7 +6,7 @@ use tree_sitter::Node;
 
 use super::super::context::{Analysis, Consumer, Ctx, Report};
 use super::maps::{map_other_uses, resolve_map};
-use super::{State, callbacks, null_checks, opts, pages};
+use super::{SampleCallback, State, null_checks, opts, pages};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c;
@@ -52,7 +52,14 @@ pub(super) fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analy
         );
         return;
     }
-    callbacks::sample_callback(cx, st, &sample, &creation, at);
+    match st.samples.iter_mut().find(|s| s.name == sample) {
+        Some(s) => s.creation.extend(creation.iter().copied()),
+        None => st.samples.push(SampleCallback {
+            name: sample.clone(),
+            creation: creation.clone(),
+            at,
+        }),
+    }
     if !c::is_null(&lost) {
         match st.lost.iter_mut().find(|(n, _)| *n == lost) {
             Some((_, spans)) => spans.extend(creation.iter().copied()),
@@ -255,6 +262,48 @@ mod tests {
             Rule::UnsupportedForm,
             "this perf_buffer__new() call does not parse as C",
         );
+    }
+
+    #[test]
+    fn one_callback_serving_several_buffers_is_rewritten_once() {
+        // Two maps, one sample callback for both (a tool that watches several streams).
+        let bpf = BPF.replace(
+            "} events SEC(\".maps\");",
+            "} events SEC(\".maps\");\n\nstruct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\
+             \t__uint(key_size, sizeof(u32));\n\t__uint(value_size, sizeof(u32));\n} errors SEC(\".maps\");",
+        )
+        .replace(
+            "\treturn 0;\n}\n\nchar",
+            "\tbpf_perf_event_output(ctx, &errors, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n\treturn 0;\n}\n\nchar",
+        );
+        let make = |kind: &str, new: &str, args: &str| {
+            format!(
+                "\tstruct {kind} *pb = {new}(bpf_map__fd(skel->maps.events), {args});\n\
+                 \tstruct {kind} *pb2 = {new}(bpf_map__fd(skel->maps.errors), {args});\n\
+                 \tif (!pb2)\n\t\treturn 1;\n"
+            )
+        };
+        let before = libbpf_1(
+            PERF_CALLBACK,
+            "",
+            &make(
+                "perf_buffer",
+                "perf_buffer__new",
+                "64, handle_event, NULL, &env, NULL",
+            ),
+            &format!("{PERF_POLL}\tperf_buffer__free(pb2);\n"),
+        );
+        let after = libbpf_1(
+            RING_CALLBACK,
+            "",
+            &make(
+                "ring_buffer",
+                "ring_buffer__new",
+                "handle_event, &env, NULL",
+            ),
+            &format!("{RING_POLL}\tring_buffer__free(pb2);\n"),
+        );
+        check_migrate(&[("x.bpf.c", &bpf), ("x.c", &before)], &[("x.c", &after)]);
     }
 
     #[test]
