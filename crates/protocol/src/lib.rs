@@ -144,6 +144,9 @@ pub struct RunResult {
     /// What each tool of the manifest printed, in its order.
     #[serde(default)]
     pub tools: Vec<ToolRun>,
+    /// The built-in workload's steps that ran, in order (what failed is in the log).
+    #[serde(default)]
+    pub workload_steps: Vec<String>,
 }
 
 /// What one tool instance did.
@@ -415,7 +418,8 @@ mod tests {
                     ..Default::default()
                 },
             ],
-            workload_log: vec!["child exited Some(0)".into()],
+            workload_log: vec!["memcg-oom: the child was not OOM-killed".into()],
+            workload_steps: vec!["exec".into(), "files".into()],
             attached_ms: 1234,
             nr_cpus: 2,
             tools: vec![ToolRun {

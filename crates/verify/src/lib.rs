@@ -132,6 +132,7 @@ struct Timing {
     total: Duration,
     workdir: Option<PathBuf>,
     workload_log: Vec<String>,
+    workload_steps: Vec<String>,
 }
 
 fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
@@ -202,6 +203,7 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         judge_tool(r, k, p.bcc, plan, &result, opts.cpus == 1);
     }
     let workload_log = result.workload_log.clone();
+    let workload_steps = result.workload_steps.clone();
     let workdir = if opts.keep {
         let kept = work.keep();
         Some(kept)
@@ -217,6 +219,7 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             total: started.elapsed(),
             workdir,
             workload_log,
+            workload_steps,
         },
     ))
 }
@@ -1198,7 +1201,7 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
         };
         println!(
             "{}",
-            json!({"type": "verdict", "verdict": all, "accel": t.accel, "boot_ms": t.boot.as_millis(), "vm_ms": t.vm.as_millis(), "total_ms": t.total.as_millis()})
+            json!({"type": "verdict", "verdict": all, "workload": t.workload_steps, "accel": t.accel, "boot_ms": t.boot.as_millis(), "vm_ms": t.vm.as_millis(), "total_ms": t.total.as_millis()})
         );
         return;
     }
@@ -1262,10 +1265,11 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
     if let Some(w) = &t.workdir {
         s.push_str(&format!("work directory kept: {}\n", w.display()));
     }
+    if !t.workload_steps.is_empty() {
+        s.push_str(&format!("workload: {}\n", t.workload_steps.join(", ")));
+    }
     for l in &t.workload_log {
-        if !l.starts_with("child exited") {
-            s.push_str(&format!("workload: {l}\n"));
-        }
+        s.push_str(&format!("workload: {l}\n"));
     }
     print!("{s}");
 }

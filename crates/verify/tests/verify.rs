@@ -91,7 +91,7 @@ fn verify_all(programs: &[(&str, &str)], options: &[&str]) -> Vec<Value> {
 
 #[test]
 fn migrated_fixtures_verify_equivalent() {
-    // Tracepoint, kprobe, fentry, raw tracepoint and tc programs; stack events, per-CPU heaps,
+    // Tracepoint, kprobe, uprobe, fentry, raw tracepoint and tc programs; stack events, per-CPU heaps,
     // variable-length records, timestamps; two maps in one program. One VM for all of them.
     // `true` as the user's workload: one more exec, copied into the guest with its libraries.
     // Each loader runs too, original twice and migrated once, and prints the same lines; a
@@ -106,9 +106,28 @@ fn migrated_fixtures_verify_equivalent() {
             ("tcpkt", "inconclusive: --args"),
             ("twomaps", "equivalent"),
             ("epoll_consume", "equivalent"),
+            ("workload_reach", "equivalent"),
         ],
         &["--workload", "true"],
     );
+    // Every step ran, and each of workload_reach's maps saw events (checked above).
+    let verdict = lines.last().unwrap();
+    let steps: Vec<&str> = verdict["workload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for step in [
+        "exec",
+        "stat",
+        "tcp-refused-reset",
+        "names",
+        "memcg-oom",
+        "packets",
+    ] {
+        assert!(steps.contains(&step), "{step}: {verdict}");
+    }
     // Three children of the built-in workload and the user's command.
     let exec = maps_of(&lines, "execsnoop.bpf.c")[0];
     assert_eq!(exec["original"], 4, "{exec}");

@@ -10,11 +10,10 @@
 //! host's kernel.
 
 mod tools;
+mod workload;
 
 use std::cell::RefCell;
-use std::ffi::CString;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::io::Write;
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -99,9 +98,12 @@ fn run(m: &Manifest) -> RunResult {
     buffers.discard_attach_events();
     tools::mark_workload(&mut running);
     fill_percpu_arrays(m, &maps_per_obj);
+    let mut workload_steps = Vec::new();
     if m.builtin_workload {
-        builtin_workload(&mut log, &mut || buffers.drain());
-        test_run_packets(&objects, &buffers, &mut log);
+        workload_steps = workload::run(&mut log, &mut || buffers.drain());
+        if test_run_packets(&objects, &buffers, &mut log) {
+            workload_steps.push("packets".into());
+        }
     }
     run_workload_command(m, &mut log);
     std::thread::sleep(Duration::from_millis(20));
@@ -115,6 +117,7 @@ fn run(m: &Manifest) -> RunResult {
         tools,
         objects: object_results(objects, programs, &buffers.sinks, buffer_errors),
         workload_log: log,
+        workload_steps,
         attached_ms: attached_ms as u64,
         nr_cpus: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
@@ -373,14 +376,16 @@ fn fill_percpu_arrays(m: &Manifest, maps_per_obj: &[Vec<libbpf_rs::Map>]) {
     }
 }
 
-/// The same packets through every object's packet programs.
-fn test_run_packets(objects: &[Loaded], buffers: &Buffers, log: &mut Vec<String>) {
+/// The same packets through every object's packet programs; whether there were any.
+fn test_run_packets(objects: &[Loaded], buffers: &Buffers, log: &mut Vec<String>) -> bool {
+    let mut ran = false;
     for (i, o) in objects.iter().enumerate() {
         if let Some(obj) = &o.obj {
             for p in obj.progs_mut() {
                 if !is_packet_program(p.prog_type()) {
                     continue;
                 }
+                ran = true;
                 for pkt in packets() {
                     let input = ProgramInput {
                         data_in: Some(&pkt),
@@ -397,6 +402,7 @@ fn test_run_packets(objects: &[Loaded], buffers: &Buffers, log: &mut Vec<String>
         }
         buffers.drain();
     }
+    ran
 }
 
 /// The user's `--workload`, if any.
@@ -659,89 +665,6 @@ fn checksum(b: &[u8]) -> u16 {
     !(s as u16)
 }
 
-/// A tour of common hooks. `drain` is called between steps so buffers never fill.
-fn builtin_workload(log: &mut Vec<String>, drain: &mut dyn FnMut()) {
-    let me = "/init";
-    // exec and exit of children
-    for code in [0, 1, 3] {
-        match std::process::Command::new(me)
-            .args(["child", &code.to_string()])
-            .status()
-        {
-            Ok(s) => log.push(format!("child exited {:?}", s.code())),
-            Err(e) => log.push(format!("exec: {e}")),
-        }
-    }
-    drain();
-    // files in a tmpfs
-    let r = (|| -> std::io::Result<()> {
-        fs::create_dir_all("/tmp/w/dir")?;
-        fs::write("/tmp/w/a.txt", b"hello from bpf-migrate\n")?;
-        let mut f = fs::File::open("/tmp/w/a.txt")?;
-        let mut buf = String::new();
-        f.read_to_string(&mut buf)?;
-        fs::metadata("/tmp/w/a.txt")?;
-        fs::rename("/tmp/w/a.txt", "/tmp/w/b.txt")?;
-        fs::remove_file("/tmp/w/b.txt")?;
-        fs::remove_dir("/tmp/w/dir")?;
-        Ok(())
-    })();
-    if let Err(e) = r {
-        log.push(format!("files: {e}"));
-    }
-    drain();
-    // signals
-    unsafe {
-        let pid = libc::fork();
-        if pid == 0 {
-            libc::pause();
-            libc::_exit(0);
-        } else if pid > 0 {
-            std::thread::sleep(Duration::from_millis(5));
-            libc::kill(pid, libc::SIGUSR1);
-            let mut st = 0;
-            libc::waitpid(pid, &mut st, 0);
-        }
-    }
-    drain();
-    // TCP and UDP on loopback
-    let r = (|| -> std::io::Result<()> {
-        let l = TcpListener::bind("127.0.0.1:0")?;
-        let addr = l.local_addr()?;
-        let mut c = TcpStream::connect(addr)?;
-        let (mut s, _) = l.accept()?;
-        c.write_all(b"ping")?;
-        let mut b = [0u8; 4];
-        s.read_exact(&mut b)?;
-        drop(c);
-        drop(s);
-        let u = UdpSocket::bind("127.0.0.1:0")?;
-        let v = UdpSocket::bind("127.0.0.1:0")?;
-        u.send_to(b"datagram", v.local_addr()?)?;
-        let mut b = [0u8; 16];
-        v.recv_from(&mut b)?;
-        Ok(())
-    })();
-    if let Err(e) = r {
-        log.push(format!("network: {e}"));
-    }
-    drain();
-    // mount and umount of a tmpfs
-    let _ = fs::create_dir_all("/mnt/w");
-    if !mount("tmpfs", "/mnt/w", "tmpfs") {
-        log.push("mount tmpfs failed".into());
-    }
-    unsafe {
-        let p = CString::new("/mnt/w").unwrap();
-        libc::umount(p.as_ptr());
-    }
-    // sleeps
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    drain();
-}
-
 fn mount(src: &str, target: &str, fstype: &str) -> bool {
     tools::mount(src, target, fstype, 0, "").is_ok()
 }
@@ -754,6 +677,7 @@ fn setup_system() {
     mount("tracefs", "/sys/kernel/tracing", "tracefs");
     mount("debugfs", "/sys/kernel/debug", "debugfs");
     mount("bpf", "/sys/fs/bpf", "bpf");
+    mount("cgroup2", "/sys/fs/cgroup", "cgroup2");
     // Terminals for the tools' output (tool-level verify).
     mount("devpts", "/dev/pts", "devpts");
     unsafe {

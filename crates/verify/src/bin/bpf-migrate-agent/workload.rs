@@ -1,0 +1,324 @@
+//! The built-in workload: a tour of the hooks real tools trace, in named steps. Each step
+//! that ran is reported by name, and what failed goes to the workload log; the buffers are
+//! drained between steps so that none fills.
+//!
+//! Every step does the same thing on every run: the original's two loads and the migration
+//! see the same events. None execs anything but the agent itself, so that the counts a
+//! program of exec events sees stay what the steps say.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::time::Duration;
+
+use fs_err as fs;
+
+type Step = (&'static str, fn() -> Result<(), String>);
+
+/// In order. A tool that traces one of these hooks sees its events during the workload.
+const STEPS: &[Step] = &[
+    ("exec", exec),
+    ("files", files),
+    ("stat", stat),
+    ("signal", signal),
+    ("tcp", tcp),
+    ("tcp-refused-reset", tcp_refused_and_reset),
+    ("udp", udp),
+    ("names", names),
+    ("mount", mount_tmpfs),
+    ("memcg-oom", memcg_oom),
+    ("sleep", sleep),
+];
+
+/// Runs every step; returns the names of those that ran, and logs what went wrong.
+pub fn run(log: &mut Vec<String>, drain: &mut dyn FnMut()) -> Vec<String> {
+    let mut ran = Vec::new();
+    for (name, step) in STEPS {
+        match step() {
+            Ok(()) => ran.push(name.to_string()),
+            Err(e) => log.push(format!("{name}: {e}")),
+        }
+        drain();
+    }
+    ran
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// exec and exit of children, with exit codes 0, 1 and 3.
+fn exec() -> Result<(), String> {
+    for code in [0, 1, 3] {
+        let s = std::process::Command::new("/init")
+            .args(["child", &code.to_string()])
+            .status()
+            .map_err(io("exec /init"))?;
+        if s.code() != Some(code) {
+            return Err(format!("the child exited {:?}, not {code}", s.code()));
+        }
+    }
+    Ok(())
+}
+
+/// Create, write, read, rename and unlink a file, make and remove a directory (tmpfs).
+fn files() -> Result<(), String> {
+    let r = (|| -> std::io::Result<()> {
+        fs::create_dir_all("/tmp/w/dir")?;
+        fs::write("/tmp/w/a.txt", b"hello from bpf-migrate\n")?;
+        let mut f = fs::File::open("/tmp/w/a.txt")?;
+        let mut buf = String::new();
+        f.read_to_string(&mut buf)?;
+        fs::metadata("/tmp/w/a.txt")?;
+        fs::rename("/tmp/w/a.txt", "/tmp/w/b.txt")?;
+        fs::remove_file("/tmp/w/b.txt")?;
+        fs::remove_dir("/tmp/w/dir")?;
+        Ok(())
+    })();
+    r.map_err(|e| e.to_string())
+}
+
+/// The stat family, each as its own system call: stat, lstat, newfstatat, statx, statfs
+/// and fstatfs (libc wrappers pick one of them; tools trace each).
+fn stat() -> Result<(), String> {
+    let path = c"/tmp";
+    // SAFETY: C strings and out-buffers that live through each call; the buffers are big
+    // enough for struct stat, struct statx and struct statfs.
+    unsafe {
+        let mut buf = [0u64; 64];
+        let b = buf.as_mut_ptr().cast::<libc::c_void>();
+        let calls: [(&str, i64); 6] = [
+            ("stat", libc::syscall(libc::SYS_stat, path.as_ptr(), b)),
+            ("lstat", libc::syscall(libc::SYS_lstat, path.as_ptr(), b)),
+            (
+                "newfstatat",
+                libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path.as_ptr(), b, 0),
+            ),
+            (
+                "statx",
+                libc::syscall(
+                    libc::SYS_statx,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    0,
+                    libc::STATX_BASIC_STATS,
+                    b,
+                ),
+            ),
+            ("statfs", libc::syscall(libc::SYS_statfs, path.as_ptr(), b)),
+            ("fstatfs", {
+                let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+                let r = libc::syscall(libc::SYS_fstatfs, fd, b);
+                libc::close(fd);
+                r
+            }),
+        ];
+        for (name, rc) in calls {
+            if rc != 0 {
+                return Err(format!("{name}: {}", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A signal sent to a child that waits for it.
+fn signal() -> Result<(), String> {
+    // SAFETY: the child only pauses and exits (async-signal-safe).
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::pause();
+            libc::_exit(0);
+        }
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        libc::kill(pid, libc::SIGUSR1);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+    }
+    Ok(())
+}
+
+/// A TCP connection on loopback: connect, accept, data both ways, close.
+fn tcp() -> Result<(), String> {
+    let r = (|| -> std::io::Result<()> {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let mut c = TcpStream::connect(l.local_addr()?)?;
+        let (mut s, _) = l.accept()?;
+        c.write_all(b"ping")?;
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b)?;
+        s.write_all(b"pong")?;
+        c.read_exact(&mut b)?;
+        c.shutdown(Shutdown::Both)?;
+        Ok(())
+    })();
+    r.map_err(|e| e.to_string())
+}
+
+/// A connect refused (a port nobody listens on: the peer answers with a reset), and an
+/// established connection reset by its side closing with a zero linger.
+fn tcp_refused_and_reset() -> Result<(), String> {
+    let free = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(io("bind"))?;
+    match TcpStream::connect(free) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        Err(e) => return Err(format!("connect to a closed port: {e}")),
+        Ok(_) => return Err("a connect to a closed port succeeded".into()),
+    }
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io("bind"))?;
+    let c = TcpStream::connect(l.local_addr().map_err(io("local_addr"))?).map_err(io("connect"))?;
+    let (s, _) = l.accept().map_err(io("accept"))?;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a linger struct that lives through the call, on an open socket.
+    let rc = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("SO_LINGER: {}", std::io::Error::last_os_error()));
+    }
+    drop(c);
+    let mut s = s;
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        other => Err(format!("the peer of a reset connection read {other:?}")),
+    }
+}
+
+/// A datagram on loopback.
+fn udp() -> Result<(), String> {
+    let r = (|| -> std::io::Result<()> {
+        let u = UdpSocket::bind("127.0.0.1:0")?;
+        let v = UdpSocket::bind("127.0.0.1:0")?;
+        u.send_to(b"datagram", v.local_addr()?)?;
+        let mut b = [0u8; 16];
+        v.recv_from(&mut b)?;
+        Ok(())
+    })();
+    r.map_err(|e| e.to_string())
+}
+
+unsafe extern "C" {
+    fn gethostbyname(name: *const libc::c_char) -> *mut libc::c_void;
+}
+
+/// Name resolution through libc (`getaddrinfo`, `gethostbyname`) from `/etc/hosts`: the
+/// calls uprobes on libc trace. The agent's libc is the host's, at the same path.
+fn names() -> Result<(), String> {
+    for (path, text) in [
+        ("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
+        ("/etc/nsswitch.conf", "hosts: files\n"),
+    ] {
+        if fs::metadata(path).is_err() {
+            fs::create_dir_all("/etc").map_err(|e| e.to_string())?;
+            fs::write(path, text).map_err(|e| e.to_string())?;
+        }
+    }
+    ("localhost", 80)
+        .to_socket_addrs()
+        .map_err(io("getaddrinfo localhost"))?;
+    // SAFETY: a C string; the result points into libc's static storage and is not kept.
+    if unsafe { gethostbyname(c"localhost".as_ptr()) }.is_null() {
+        return Err("gethostbyname localhost found nothing".into());
+    }
+    Ok(())
+}
+
+/// Mount and unmount a tmpfs.
+fn mount_tmpfs() -> Result<(), String> {
+    crate::tools::mount("tmpfs", "/mnt/w", "tmpfs", 0, "")?;
+    let p = CString::new("/mnt/w").expect("no NUL");
+    // SAFETY: a C string alive for the call.
+    if unsafe { libc::umount(p.as_ptr()) } != 0 {
+        return Err(format!(
+            "umount /mnt/w: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Memory pressure in a memory cgroup of 16 MiB (reclaim in the cgroup), then an OOM kill:
+/// a child that touches 64 MiB of anonymous memory there. Global direct reclaim is not
+/// reached: it would put the tools themselves at risk.
+fn memcg_oom() -> Result<(), String> {
+    const CG: &str = "/sys/fs/cgroup/bpf-migrate-workload";
+    let write = |f: &str, s: &str| fs::write(f, s).map_err(|e| e.to_string());
+    write("/sys/fs/cgroup/cgroup.subtree_control", "+memory")?;
+    fs::create_dir_all(CG).map_err(|e| e.to_string())?;
+    write(&format!("{CG}/memory.max"), "16M")?;
+    let mut go = [0; 2];
+    // SAFETY: an array of two ints for pipe to fill.
+    if unsafe { libc::pipe(go.as_mut_ptr()) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the child waits for its go, then only maps and touches memory and exits:
+    // async-signal-safe calls, no allocation.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        unsafe {
+            let mut b = 0u8;
+            libc::read(go[0], (&mut b as *mut u8).cast(), 1);
+            let len = 64 << 20;
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                libc::_exit(2);
+            }
+            for off in (0..len).step_by(4096) {
+                *p.cast::<u8>().add(off) = 1;
+            }
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing and writing to the pipe's descriptors, waiting for the child.
+    unsafe {
+        libc::close(go[0]);
+        if pid < 0 {
+            libc::close(go[1]);
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        let moved = write(&format!("{CG}/cgroup.procs"), &pid.to_string());
+        libc::write(go[1], [1u8].as_ptr().cast(), 1);
+        libc::close(go[1]);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+        let _ = fs::remove_dir(CG);
+        moved?;
+        if !(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL) {
+            return Err(format!(
+                "the child was not OOM-killed (wait status {st:#x})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Short sleeps.
+fn sleep() -> Result<(), String> {
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
