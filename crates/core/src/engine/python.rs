@@ -349,6 +349,14 @@ fn string_value(n: Node, src: &str) -> String {
     string_contents(n).into_iter().map(|r| &src[r]).collect()
 }
 
+/// The value of `n` when it is a string literal whose value is known before run time: not
+/// an f-string with an interpolation (`f"{name}"`).
+fn literal_string(n: Node, src: &str) -> Option<String> {
+    let mut cursor = n.walk();
+    let interpolated = n.children(&mut cursor).any(|c| c.kind() == "interpolation");
+    (n.kind() == "string" && !interpolated).then(|| string_value(n, src))
+}
+
 /// The table an expression refers to: `b["events"]`, `b[b"events"]`, `b.get_table("events")`,
 /// or a variable (or attribute) assigned one of those.
 fn table_name(py: &Py, expr: Node, depth: usize) -> Option<String> {
@@ -357,10 +365,7 @@ fn table_name(py: &Py, expr: Node, depth: usize) -> Option<String> {
         return None;
     }
     match expr.kind() {
-        "subscript" => {
-            let key = expr.field("subscript")?;
-            (key.kind() == "string").then(|| string_value(key, src))
-        }
+        "subscript" => literal_string(expr.field("subscript")?, src),
         "call" => {
             let f = expr.field("function")?;
             let attr = f.field("attribute")?;
@@ -368,8 +373,7 @@ fn table_name(py: &Py, expr: Node, depth: usize) -> Option<String> {
                 return None;
             }
             let args = expr.field("arguments")?;
-            let first = args.named_child(0)?;
-            (first.kind() == "string").then(|| string_value(first, src))
+            literal_string(args.named_child(0)?, src)
         }
         "identifier" | "attribute" => {
             let want = text(expr, src);
@@ -1150,5 +1154,29 @@ int trace_exec(struct pt_regs *ctx)
                 "{read}: {diags:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_table_named_by_an_f_string_with_a_placeholder_is_unresolved_not_an_empty_name() {
+        for key in ["f\"{name}\"", "f\"ev{name}\""] {
+            let print = PRINT.replace("b[\"events\"]", &format!("b[{key}]"));
+            let py = tool(
+                "",
+                &format!(
+                    "name = \"events\"\n\n{print}b[{key}].open_perf_buffer(print_event)\n{LOOP}"
+                ),
+            );
+            check_refused(
+                &[("t.py", &py)],
+                Rule::UnresolvedMap,
+                &format!("cannot tell which table `b[{key}]` is"),
+            );
+        }
+        // Without a placeholder, an f-string is a plain name.
+        let py = tool(
+            "",
+            &format!("{PRINT}b[f\"events\"].open_perf_buffer(print_event)\n{LOOP}"),
+        );
+        check_migrate(&[("t.py", &py)], &[("t.py", &migrated(&py))]);
     }
 }
