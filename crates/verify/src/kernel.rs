@@ -274,7 +274,7 @@ fn download_extract(pkgs: &[&str], work: &Path) -> Result<PathBuf> {
 
 /// Writes `path` under a unique temporary name in its directory, then renames it into place:
 /// nobody sees it half written, and two writers do not take each other's file.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
@@ -334,7 +334,7 @@ impl CacheLock {
 
 /// Makes `target` in `dir` with `make` unless it is there, under the lock of `dir`; true if
 /// this call made it, false if it was there (maybe made meanwhile by another run).
-fn make_once<T>(
+pub(crate) fn make_once<T>(
     dir: &Path,
     target: &Path,
     what: &str,

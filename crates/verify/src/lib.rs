@@ -7,6 +7,7 @@ pub mod btf;
 pub mod compare;
 pub mod initramfs;
 pub mod kernel;
+pub mod libbpf_headers;
 pub mod qemu;
 pub mod tool;
 
@@ -969,6 +970,9 @@ pub(crate) fn compile(
     for i in &opts.includes {
         cmd.arg("-I").arg(i);
     }
+    // After the program's own and the user's (a project vendoring its libbpf keeps it), before
+    // the system's: the headers of the libbpf the agent loads with.
+    cmd.arg("-I").arg(libbpf_headers::dir()?);
     for d in &opts.defines {
         cmd.arg(format!("-D{d}"));
     }

@@ -559,7 +559,16 @@ fn verify_of_an_absolute_path_leaves_the_sources_alone() {
         !tmp.path().starts_with(root()),
         "the temporary directory must lie outside the checkout for this test"
     );
-    let input = read_tree(&root().join("fixtures/execsnoop/input"));
+    let mut input = read_tree(&root().join("fixtures/execsnoop/input"));
+    // And written for libbpf 1.2 or later: verify builds BPF against the headers of the
+    // libbpf it loads with, not the system's 1.1, where BPF_UPROBE does not exist.
+    input.get_mut("execsnoop.bpf.c").unwrap().push_str(
+        "\nstruct {\n\t__uint(type, BPF_MAP_TYPE_ARRAY);\n\t__uint(max_entries, 1);\n\
+         \t__type(key, u32);\n\t__type(value, u64);\n} lookups SEC(\".maps\");\n\n\
+         SEC(\"uprobe/libc.so.6:getaddrinfo\")\nint BPF_UPROBE(count_lookup, const char *node)\n{\n\
+         \tu32 zero = 0;\n\tu64 *n = bpf_map_lookup_elem(&lookups, &zero);\n\n\
+         \tif (n)\n\t\t__sync_fetch_and_add(n, 1);\n\treturn 0;\n}\n",
+    );
     write_tree(tmp.path(), &input);
     let out = run(
         &root(),
