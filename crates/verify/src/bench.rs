@@ -59,7 +59,12 @@ pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
         bench: Some(events),
         ..Manifest::default()
     };
-    let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, wd)?;
+    let map_bytes = manifest
+        .objects
+        .iter()
+        .map(|o| crate::memory::map_bytes(&wd.join(o.path.trim_start_matches("/objs/")), opts.cpus))
+        .sum();
+    let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, wd, map_bytes)?;
     let Report::Bench(rows) = report else {
         bail!("the guest agent answered a benchmark with something else: {report:?}");
     };

@@ -8,6 +8,7 @@ pub mod compare;
 pub mod initramfs;
 pub mod kernel;
 pub mod libbpf_headers;
+pub mod memory;
 pub mod qemu;
 pub mod tool;
 
@@ -188,7 +189,22 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             .min(opts.timeout.as_millis() as u64 / 2 + 120_000 * bcc_tools),
         host_root,
     };
-    let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, &wd)?;
+    // Each built program loads three times for the events, three more for its loader.
+    let map_bytes = pairs
+        .iter()
+        .enumerate()
+        .filter(|(k, p)| !p.bcc && unbuilt[*k].is_none())
+        .map(|(k, _)| {
+            let of = |v: &str| memory::map_bytes(&objdir.join(format!("p{k}-{v}.o")), opts.cpus);
+            let loads = if matches!(tool_plans[k], ToolPlan::Run) {
+                2
+            } else {
+                1
+            };
+            loads * (2 * of("orig") + of("new"))
+        })
+        .sum();
+    let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, &wd, map_bytes)?;
     let Report::Run(result) = report else {
         bail!("the guest agent answered a verify run with something else: {report:?}");
     };
@@ -746,14 +762,15 @@ pub(crate) fn work_dir(prefix: &str) -> Result<tempfile::TempDir> {
         })
 }
 
-/// Finishes the initramfs with the manifest, boots it and returns the run and the agent's
-/// report (never a fatal one: that is an error).
+/// Finishes the initramfs with the manifest, boots it (with room for `map_bytes` of maps:
+/// `memory`) and returns the run and the agent's report (never a fatal one: that is an error).
 pub(crate) fn boot_agent(
     opts: &VerifyOptions,
     kernel: &Path,
     mut cpio: initramfs::Cpio,
     manifest: &Manifest,
     wd: &Path,
+    map_bytes: u64,
 ) -> Result<(qemu::VmRun, Report)> {
     let manifest_value = manifest;
     let manifest = serde_json::to_vec(manifest).context("serializing the manifest")?;
@@ -775,6 +792,7 @@ pub(crate) fn boot_agent(
         timeout: opts.timeout + Duration::from_secs(120) * bcc_tools,
         workdir: wd,
         share_host_root,
+        map_bytes,
     })?;
     let report = vm
         .frames
@@ -1061,6 +1079,15 @@ fn load_failure(orig: &ObjectResult, new: &ObjectResult) -> Option<(Verdict, Str
         ));
     }
     if let Some(e) = &new.load_error {
+        if tool::out_of_memory(e) {
+            return Some((
+                Verdict::Inconclusive,
+                format!(
+                    "the guest ran out of memory loading the migrated program after the original's two loads (fewer programs a run, or fewer --cpus, leave it more):\n{}",
+                    qemu::tail(e, 10)
+                ),
+            ));
+        }
         return Some((
             Verdict::Different,
             format!(

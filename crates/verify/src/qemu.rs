@@ -27,6 +27,8 @@ pub struct VmConfig<'a> {
     /// Share the host's root file system, read-only, over 9p (`hostroot`), and give the
     /// guest the memory the host's own user space wants (BCC compiling C).
     pub share_host_root: bool,
+    /// What the objects' maps take when loaded (`memory::map_bytes`), added to the base.
+    pub map_bytes: u64,
 }
 
 pub struct VmRun {
@@ -180,11 +182,12 @@ fn run_vm(
 /// qemu with the console on the first serial port and the agent's results on the second,
 /// both into files.
 fn qemu_command(cfg: &VmConfig, accel: &'static str, console: &Path, results: &Path) -> Command {
-    let mem = if cfg.share_host_root {
+    let base = if cfg.share_host_root {
         1536 + 512 * cfg.cpus
     } else {
         256 + 128 * cfg.cpus
     };
+    let mem = super::memory::guest_mib(base.into(), cfg.map_bytes);
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
         "-machine",
@@ -257,13 +260,14 @@ fn finish(
             use std::io::Read;
             let _ = e.read_to_string(&mut stderr);
         }
+        let kept = keep_console(console)
+            .map(|p| format!("\n--- the whole console log is kept at {}", p.display()))
+            .unwrap_or_default();
         bail!(
-            "the guest stopped before the agent finished{}\n--- qemu: {}\n--- guest console (last lines):\n{}",
-            if console_text.contains("Kernel panic") {
-                " (kernel panic)"
-            } else {
-                ""
-            },
+            "the guest stopped before the agent finished{}\n--- qemu: {}\n--- guest console (last lines):\n{}{kept}",
+            panic_of(&console_text)
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default(),
             stderr.trim(),
             tail(&console_text, 30)
         );
@@ -275,6 +279,38 @@ fn finish(
         boot: boot.unwrap_or_default(),
         total: start.elapsed(),
     })
+}
+
+/// The kernel's panic line (`Kernel panic - not syncing: ...`), after the first line that
+/// says what went wrong before it (a BUG, an oops, a fault), if the console has one.
+fn panic_of(console: &str) -> Option<String> {
+    let lines: Vec<&str> = console.lines().map(str::trim).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("Kernel panic - not syncing"))?;
+    let panic = lines[at][lines[at].find("Kernel panic")?..].to_string();
+    let cause = lines[..at].iter().find_map(|l| {
+        ["BUG:", "Oops:", "general protection fault", "Out of memory"]
+            .iter()
+            .find_map(|w| l.find(w).map(|i| &l[i..]))
+    });
+    Some(match cause {
+        Some(c) if !panic.contains(c) => format!("{c}; {panic}"),
+        _ => panic,
+    })
+}
+
+/// A copy of the guest's console log that outlives the work directory (which goes unless
+/// --keep): where a failed guest's whole story is.
+fn keep_console(console: &Path) -> Option<PathBuf> {
+    let text = fs::read(console).ok()?;
+    let mut f = tempfile::Builder::new()
+        .prefix("bpf-migrate-console-")
+        .suffix(".log")
+        .tempfile()
+        .ok()?;
+    std::io::Write::write_all(&mut f, &text).ok()?;
+    f.keep().ok().map(|(_, p)| p)
 }
 
 pub fn tail(s: &str, n: usize) -> String {
@@ -297,6 +333,23 @@ pub fn read_frames(path: &Path) -> Vec<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_is_quoted_with_what_went_wrong_before_it() {
+        let console = "[    1.0] ok\n[    2.1] BUG: unable to handle page fault for address: 0000000000001000\n\
+                       [    2.2] RIP: 0010:map_create+0x1a/0x5c0\n\
+                       [    2.3] Kernel panic - not syncing: Fatal exception\n[    2.4] Kernel Offset: disabled\n";
+        assert_eq!(
+            panic_of(console).unwrap(),
+            "BUG: unable to handle page fault for address: 0000000000001000; Kernel panic - not syncing: Fatal exception"
+        );
+        assert_eq!(
+            panic_of("Kernel panic - not syncing: Out of memory and no killable processes...\n")
+                .unwrap(),
+            "Kernel panic - not syncing: Out of memory and no killable processes..."
+        );
+        assert_eq!(panic_of("[ 1.0] reboot: Power down\n"), None);
+    }
 
     #[test]
     fn a_kvm_hang_is_remembered_for_this_boot_only() {

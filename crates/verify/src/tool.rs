@@ -414,6 +414,14 @@ fn exit_differs(orig: &ToolRun, second: &ToolRun, new: &ToolRun) -> bool {
     new.exit_code != Some(0) && !interrupted
 }
 
+/// A load or a tool that failed for want of memory in the guest (libbpf's `-ENOMEM`), not
+/// for anything the migration did.
+pub fn out_of_memory(log: &str) -> bool {
+    ["Cannot allocate memory", "-ENOMEM", "os error 12"]
+        .iter()
+        .any(|w| log.contains(w))
+}
+
 fn status_of(run: &ToolRun) -> String {
     match (run.exit_code, run.signal) {
         (Some(c), _) => format!("exit code {c}"),
@@ -488,6 +496,13 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
     }
     if !new.ready {
         let said = first_lines(&format!("{}\n{}", new.stderr, new.stdout), 3);
+        if out_of_memory(&new.stderr) {
+            return report(
+                Verdict::Inconclusive,
+                &lines,
+                format!("the guest ran out of memory for the migrated tool: {said}"),
+            );
+        }
         return report(
             Verdict::Different,
             &lines,
@@ -1002,6 +1017,18 @@ mod tests {
         let a = run("a 1\n", "a");
         let b = run("a 1\nb 2\n", "a");
         assert_eq!(judge(&a, &b, &a, true).verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn a_migrated_tool_the_guest_had_no_memory_for_is_inconclusive() {
+        let a = run("a 1\n", "a");
+        let mut n = run("", "");
+        n.ready = false;
+        n.exit_code = Some(1);
+        n.stderr = "libbpf: map 'seen': failed to create: Cannot allocate memory(-12)\n".into();
+        let r = judge(&a, &a, &n, true);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(r.finding.unwrap().contains("out of memory"));
     }
 
     #[test]

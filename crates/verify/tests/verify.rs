@@ -579,6 +579,29 @@ fn verify_of_an_absolute_path_leaves_the_sources_alone() {
     assert_eq!(read_tree(tmp.path()), input);
 }
 
+/// A program with a big preallocated hash map (1M entries of 120 bytes, about 170 MiB each
+/// load): six loads (events and tool) outgrow the guest's base 384 MiB, so the guest is sized
+/// from the objects' maps. At the base size the migrated load failed with ENOMEM, reported as
+/// "different".
+#[test]
+fn maps_bigger_than_the_base_guest_still_load() {
+    let tmp = tempdir();
+    let mut input = read_tree(&root().join("fixtures/execsnoop/input"));
+    input.get_mut("execsnoop.bpf.c").unwrap().push_str(
+        "\nstruct {\n\t__uint(type, BPF_MAP_TYPE_HASH);\n\t__uint(max_entries, 1 << 20);\n\
+         \t__type(key, u32);\n\t__type(value, char[120]);\n} seen SEC(\".maps\");\n",
+    );
+    write_tree(tmp.path(), &input);
+    let out = run(
+        &root(),
+        &["verify", "--format", "json", tmp.path().to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let lines = json_lines(&out);
+    let tool = tool_of(&lines, "execsnoop").unwrap();
+    assert_eq!(tool["verdict"], "equivalent", "{tool}");
+}
+
 /// A program whose original does not load in the guest, or does not build, is inconclusive,
 /// with the loader's or compiler's message; the other programs of the run are still compared.
 #[test]
