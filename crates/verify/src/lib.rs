@@ -51,9 +51,12 @@ pub struct VerifyOptions {
     pub tools: bool,
     /// The command-line arguments the tools run with (tool level).
     pub args: Vec<String>,
+    /// C and Rust programs verified in one boot, at most (`boots`).
+    pub per_boot: usize,
 }
 
 /// One program to verify: its BPF source before and after migration.
+#[derive(Clone)]
 pub(crate) struct Pair {
     pub(crate) name: String,
     pub(crate) before: PathBuf,
@@ -137,6 +140,38 @@ struct Timing {
     workload_steps: Vec<String>,
 }
 
+/// The pairs' indices in the boots that verify them: each BCC tool a boot of its own (three
+/// instances compiling C for a minute or more each), the other programs `per_boot` at most
+/// to a boot (each loads six times, its events and its tool, and a boot of many loads is one
+/// failure away from losing them all), in order.
+fn boots(pairs: &[Pair], per_boot: usize) -> Vec<Vec<usize>> {
+    let mut boots: Vec<Vec<usize>> = Vec::new();
+    let mut others: Vec<usize> = Vec::new();
+    for (k, p) in pairs.iter().enumerate() {
+        if p.bcc {
+            boots.push(vec![k]);
+        } else {
+            others.push(k);
+        }
+    }
+    let mut all: Vec<Vec<usize>> = others
+        .chunks(per_boot.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
+    all.append(&mut boots);
+    all
+}
+
+/// What one boot gave: its programs' reports and its guest's times and workload.
+struct Boot {
+    reports: Vec<ProgramReport>,
+    accel: &'static str,
+    boot: Duration,
+    vm: Duration,
+    workload_log: Vec<String>,
+    workload_steps: Vec<String>,
+}
+
 fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     let started = Instant::now();
     let work = work_dir("bpf-migrate-verify-")?;
@@ -149,12 +184,88 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     }
     let (kernel, _) = kernel::find(opts.kernel.as_deref())?;
     let agent = agent_path()?;
+    let boots = boots(&pairs, opts.per_boot);
+    let mut reports: Vec<Option<ProgramReport>> = pairs.iter().map(|_| None).collect();
+    let mut timing = Timing {
+        accel: "",
+        boot: Duration::ZERO,
+        vm: Duration::ZERO,
+        total: Duration::ZERO,
+        workdir: None,
+        workload_log: Vec::new(),
+        workload_steps: Vec::new(),
+    };
+    for (b, ks) in boots.iter().enumerate() {
+        let group: Vec<Pair> = ks.iter().map(|&k| pairs[k].clone()).collect();
+        // One boot, its own directory; several, one each (`bN/`).
+        let bwd = if boots.len() == 1 {
+            wd.clone()
+        } else {
+            wd.join(format!("b{b}"))
+        };
+        fs::create_dir_all(&bwd)?;
+        match run_boot(opts, &kernel, &agent, &group, &bwd) {
+            Ok(done) => {
+                for (&k, r) in ks.iter().zip(done.reports) {
+                    reports[k] = Some(r);
+                }
+                timing.accel = done.accel;
+                timing.boot += done.boot;
+                timing.vm += done.vm;
+                let prefix = if boots.len() == 1 {
+                    String::new()
+                } else {
+                    format!("boot {} of {}: ", b + 1, boots.len())
+                };
+                timing.workload_log.extend(
+                    done.workload_log
+                        .into_iter()
+                        .map(|l| format!("{prefix}{l}")),
+                );
+                if timing.workload_steps.is_empty() {
+                    timing.workload_steps = done.workload_steps;
+                }
+            }
+            // A guest that panics or hangs ends its own boot: the others go on.
+            Err(e) if boots.len() > 1 && !interrupted() => {
+                for &k in ks {
+                    reports[k] = Some(ProgramReport {
+                        name: pairs[k].name.clone(),
+                        verdict: Verdict::Inconclusive,
+                        maps: Vec::new(),
+                        problems: vec![format!(
+                            "the boot that verified it (boot {} of {}) failed: {e:#}",
+                            b + 1,
+                            boots.len()
+                        )],
+                        tool: None,
+                        tool_skipped: None,
+                    });
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    timing.total = started.elapsed();
+    if opts.keep {
+        timing.workdir = Some(work.keep());
+    }
+    Ok((reports.into_iter().map(Option::unwrap).collect(), timing))
+}
 
+/// Verifies `pairs` in one boot, in the work directory `wd`.
+fn run_boot(
+    opts: &VerifyOptions,
+    kernel: &Path,
+    agent: &Path,
+    pairs: &[Pair],
+    wd: &Path,
+) -> Result<Boot> {
     let objdir = wd.join("objs");
     fs::create_dir_all(&objdir)?;
     let mut cpio = initramfs::Cpio::default();
-    cpio.executable("/init", &agent)?;
-    let (manifest_objs, unbuilt) = build_objects(opts, &kernel, &pairs, &objdir, &mut cpio)?;
+    cpio.executable("/init", agent)?;
+    let (manifest_objs, unbuilt) = build_objects(opts, kernel, pairs, &objdir, &mut cpio)?;
     if manifest_objs.is_empty() && !pairs.iter().any(|p| p.bcc) {
         let why: Vec<String> = unbuilt
             .into_iter()
@@ -164,12 +275,12 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         bail!("no program builds:\n{}", why.join("\n"));
     }
     let workload = guest_workload(opts, &mut cpio)?;
-    build_ring_poison(opts, &kernel, &wd, &objdir, &mut cpio)?;
+    build_ring_poison(opts, kernel, wd, &objdir, &mut cpio)?;
     let mut host_root = None;
     let (tools, mut tool_plans) = build_tools(
         opts,
-        &kernel,
-        &pairs,
+        kernel,
+        pairs,
         &unbuilt,
         &objdir,
         &mut cpio,
@@ -204,7 +315,7 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
             loads * (2 * of("orig") + of("new"))
         })
         .sum();
-    let (vm, report) = boot_agent(opts, &kernel, cpio, &manifest, &wd, map_bytes)?;
+    let (vm, report) = boot_agent(opts, kernel, cpio, &manifest, wd, map_bytes)?;
     let Report::Run(result) = report else {
         bail!("the guest agent answered a verify run with something else: {report:?}");
     };
@@ -214,31 +325,19 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         fs::write(base.with_extension("stdout"), &t.stdout)?;
         fs::write(base.with_extension("stderr"), &t.stderr)?;
     }
-    let mut reports = judge_all(opts, &pairs, unbuilt, &result, &objdir)?;
-    for ((k, r), p) in reports.iter_mut().enumerate().zip(&pairs) {
+    let mut reports = judge_all(opts, pairs, unbuilt, &result, &objdir)?;
+    for ((k, r), p) in reports.iter_mut().enumerate().zip(pairs) {
         let plan = std::mem::take(&mut tool_plans[k]);
         judge_tool(r, k, p.bcc, plan, &result, opts.cpus == 1);
     }
-    let workload_log = result.workload_log.clone();
-    let workload_steps = result.workload_steps.clone();
-    let workdir = if opts.keep {
-        let kept = work.keep();
-        Some(kept)
-    } else {
-        None
-    };
-    Ok((
+    Ok(Boot {
         reports,
-        Timing {
-            accel: vm.accel,
-            boot: vm.boot,
-            vm: vm.total,
-            total: started.elapsed(),
-            workdir,
-            workload_log,
-            workload_steps,
-        },
-    ))
+        accel: vm.accel,
+        boot: vm.boot,
+        vm: vm.total,
+        workload_log: result.workload_log,
+        workload_steps: result.workload_steps,
+    })
 }
 
 /// Builds both versions of every pair into `objdir` and puts them in the initramfs, the
@@ -1394,6 +1493,27 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_bcc_tool_boots_alone_and_the_others_by_per_boot() {
+        let pair = |bcc| Pair {
+            name: String::new(),
+            before: PathBuf::new(),
+            after: PathBuf::new(),
+            after_includes: Vec::new(),
+            bcc,
+        };
+        let pairs: Vec<Pair> = [false, true, false, false, true, false]
+            .into_iter()
+            .map(pair)
+            .collect();
+        assert_eq!(
+            boots(&pairs, 3),
+            vec![vec![0, 2, 3], vec![5], vec![1], vec![4]]
+        );
+        assert_eq!(boots(&pairs, 16), vec![vec![0, 2, 3, 5], vec![1], vec![4]]);
+        assert_eq!(boots(&pairs[..1], 16), vec![vec![0]]);
+    }
 
     #[test]
     fn a_migrated_bcc_tool_gets_its_original_directorys_other_files() {

@@ -67,6 +67,11 @@ struct VerifyArgs {
     /// loader runs with them, original and migrated; space separated).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     args: Option<String>,
+    /// C and Rust programs verified in one boot, at most; more take several boots, one after
+    /// another (each BCC tool has a boot of its own). A boot that fails (a guest panic)
+    /// leaves its programs inconclusive and the others go on.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    per_boot: u32,
     /// Programs to migrate in memory and verify (default: the current directory).
     paths: Vec<PathBuf>,
 }
@@ -120,6 +125,7 @@ fn main() -> ExitCode {
         },
         bench: v.bench,
         tools: !v.events_only,
+        per_boot: v.per_boot as usize,
         args: v
             .args
             .map(|a| a.split_whitespace().map(str::to_string).collect())

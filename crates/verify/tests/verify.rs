@@ -714,4 +714,33 @@ int main(void)
         assert!(p["problems"][0].as_str().unwrap().contains(problem), "{p}");
     }
     assert_eq!(program("execsnoop")["verdict"], "equivalent");
+    // One program a boot: the boot of the one that does not build fails as a whole, and
+    // says so; the other boot is not affected.
+    let out = run(
+        tmp.path(),
+        &[
+            "verify",
+            "--format",
+            "json",
+            "--per-boot",
+            "1",
+            "good",
+            "nobuild",
+        ],
+    );
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    let lines = json_lines(&out);
+    let unbuilt = lines
+        .iter()
+        .find(|v| v["type"] == "program" && v["program"].as_str().unwrap().contains("unbuilt"))
+        .unwrap();
+    let why = unbuilt["problems"][0].as_str().unwrap();
+    assert!(
+        why.contains("boot 2 of 2") && why.contains("the original does not build"),
+        "{why}"
+    );
+    assert_eq!(
+        tool_of(&lines, "execsnoop").unwrap()["verdict"],
+        "equivalent"
+    );
 }
