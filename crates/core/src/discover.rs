@@ -362,13 +362,25 @@ fn classify(path: &Path, explicit: bool, bytes: std::io::Result<Vec<u8>>) -> (Re
         }
     };
     let partners = partners_of(path, &text);
-    if !crate::engine::worth_analysing(path, &text) {
+    if !crate::engine::worth_analysing(path, &text) && !may_hold_an_event(path, &text) {
         return (Read::Skipped, partners);
     }
     (
         Read::File(SourceFile::new(path.to_path_buf(), display, text)),
         partners,
     )
+}
+
+/// A small header of the program's own that defines a struct: linking may add a CPU field to
+/// an event struct there (`engine::cpu_field`), so its text is kept, though it is not
+/// analysed.
+fn may_hold_an_event(path: &Path, text: &str) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with(".h")
+        && name != "vmlinux.h"
+        && !name.ends_with(".skel.h")
+        && text.len() <= 256 * 1024
+        && text.contains("struct")
 }
 
 fn clean(p: &Path) -> PathBuf {
