@@ -42,7 +42,10 @@ fn diff_goes_to_stdout_and_diagnostics_to_stderr() {
 fn json_lines_cover_edits_diagnostics_and_summary() {
     let tmp = tempdir();
     write_tree(tmp.path(), &fixture_input("execsnoop"));
-    write_tree(&tmp.path().join("cpu"), &fixture_input("cpu_in_callback"));
+    write_tree(
+        &tmp.path().join("raw"),
+        &fixture_input("refuse_raw_consumer"),
+    );
     let o = run(tmp.path(), &["--format", "json"]);
     assert_eq!(code(&o), 1);
     let vals: Vec<serde_json::Value> = stdout(&o)
@@ -63,10 +66,10 @@ fn json_lines_cover_edits_diagnostics_and_summary() {
     );
     let manual = vals
         .iter()
-        .find(|v| v["type"] == "diagnostic" && v["rule"] == "callback-uses-cpu")
+        .find(|v| v["type"] == "diagnostic" && v["rule"] == "no-ring-equivalent")
         .expect("a refusal");
     assert_eq!(manual["severity"], "manual");
-    assert_eq!(manual["file"], "cpu/cpu_in_callback.c");
+    assert_eq!(manual["file"], "raw/refuse_raw_consumer.c");
     let summary = vals.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["programs_migrated"], 1);

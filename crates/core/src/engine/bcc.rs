@@ -100,6 +100,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     map: map.clone(),
                     map_span: (table.start_byte(), table.end_byte()),
                     offset: call.start_byte(),
+                    cpu: None,
                 };
                 if method == "perf_submit_skb" {
                     cx.report(

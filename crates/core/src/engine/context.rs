@@ -36,6 +36,47 @@ pub struct OutputSite {
     pub map: String,
     pub map_span: (usize, usize),
     pub offset: usize,
+    /// Where a CPU field of the event would be set, for a consumer that reads the CPU
+    /// (`bpf::cpu_site`), or where and why it cannot be; None for an output refused anyway.
+    pub cpu: Option<Result<CpuSite, (usize, String)>>,
+}
+
+/// An output call whose event can carry the CPU: a `struct NAME` sent whole, a local
+/// (`&e`) or a pointer (`e`), and a statement before which to set the field.
+#[derive(Debug, Clone)]
+pub struct CpuSite {
+    /// The struct's tag.
+    pub tag: String,
+    /// The event's name, and whether the migrated code reaches it through a pointer
+    /// (`e->cpu`: a pointer, or a stack event the reserve strategy reserved).
+    pub var: String,
+    pub arrow: bool,
+    /// Where the assignment goes (the start of the statement that outputs), and what
+    /// follows it there (a newline and the statement's indentation, or a space).
+    pub at: usize,
+    pub sep: String,
+}
+
+/// A sample callback that reads its `cpu` parameter (`user::callbacks`): linking gives the
+/// events of `maps` (those of the perf buffers it serves) a CPU field and the callback a
+/// local of that name.
+#[derive(Debug, Clone)]
+pub struct CpuUse {
+    pub maps: Vec<String>,
+    pub callback: String,
+    /// The first read of the CPU, and how many there are.
+    pub offset: usize,
+    pub uses: usize,
+    /// Where the local goes (just after the body's `{`) and what precedes it (a newline and
+    /// the indentation of the body's statements, or a space).
+    pub at: usize,
+    pub lead: String,
+    /// The parameter as declared (`int cpu`), and the data parameter's name.
+    pub param: String,
+    pub data: Option<String>,
+    /// The types the body reads the data through: a struct tag, or (`Err`) a type that is
+    /// no struct tag (a typedef), with its offset.
+    pub read_as: Vec<Result<String, (usize, String)>>,
 }
 
 /// A `perf_buffer__new` whose map is known.
@@ -53,6 +94,8 @@ pub struct Analysis {
     pub maps: Vec<MapDef>,
     pub outputs: Vec<OutputSite>,
     pub consumers: Vec<Consumer>,
+    /// Sample callbacks that read the CPU.
+    pub cpu_uses: Vec<CpuUse>,
     /// File names (no directory) of the BPF sources this loader names: `x.bpf.c` for a
     /// skeleton `x.skel.h` or an object `x.bpf.o`.
     pub bpf_sources: Vec<String>,

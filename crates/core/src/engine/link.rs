@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::check::{Applied, apply_checked};
 use super::context::{Analysis, Consumer, MapDef, MapKind, refuses};
+use super::cpu_field::link_cpu_fields;
 use super::gate::is_python_source;
 use super::options::Options;
 use crate::edit::Edit;
@@ -40,10 +41,10 @@ pub struct Stats {
     pub programs_deselected: usize,
 }
 
-struct Dsu(Vec<usize>);
+pub(super) struct Dsu(Vec<usize>);
 
 impl Dsu {
-    fn find(&mut self, x: usize) -> usize {
+    pub(super) fn find(&mut self, x: usize) -> usize {
         let mut r = x;
         while self.0[r] != r {
             r = self.0[r];
@@ -56,7 +57,7 @@ impl Dsu {
         }
         r
     }
-    fn union(&mut self, a: usize, b: usize) {
+    pub(super) fn union(&mut self, a: usize, b: usize) {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra != rb {
             self.0[ra.max(rb)] = ra.min(rb);
@@ -91,7 +92,7 @@ impl<'a> FileIndex<'a> {
 /// Which of `candidates` file `k` includes (`includes` as written in it): resolved against
 /// its directory first; by file name only when no path matches (an include path of the
 /// build), so that copies of one tool in several directories stay apart.
-fn included_among(
+pub(super) fn included_among(
     files: &[SourceFile],
     includes: &[String],
     k: usize,
@@ -155,7 +156,7 @@ fn named_sources(files: &[SourceFile], index: &FileIndex, a: &Analysis, i: usize
 
 /// The directory of `p` (borrowed: linking compares directories of every pair of files that
 /// share a name, and a collection of tools repeats names).
-fn dir_of(p: &Path) -> &Path {
+pub(super) fn dir_of(p: &Path) -> &Path {
     p.parent().unwrap_or(Path::new(""))
 }
 
@@ -187,6 +188,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     link_outputs(files, analyses, &defs, &mut dsu, &mut link_diags);
     let consumed = link_consumers(files, &index, analyses, &defs, &mut dsu, &mut link_diags);
     let named_by_refused = link_named_sources(files, &index, analyses, &mut dsu);
+    link_cpu_fields(files, analyses, &mut dsu, &mut link_diags);
     let bcc_pages = report_maps(
         files,
         analyses,

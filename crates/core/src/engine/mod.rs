@@ -14,6 +14,7 @@ pub mod bcc;
 pub mod bpf;
 mod check;
 mod context;
+mod cpu_field;
 mod edits;
 mod gate;
 mod link;
@@ -33,7 +34,7 @@ use std::path::Path;
 
 pub use self::check::{Kept, check_ahead, wants_check_ahead};
 pub use self::context::{
-    Analysis, Consumer, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses,
+    Analysis, Consumer, CpuSite, CpuUse, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses,
 };
 pub use self::gate::{
     C_TRIGGERS, SHEBANG_BYTES, c_needs_parse, has_trigger, is_python, is_python_source, is_rust,

@@ -4,6 +4,7 @@
 //!
 //! | module | site |
 //! |---|---|
+//! | `cpu_site` | where an output's event could carry the CPU, for a callback that reads it |
 //! | `counters` | perf event arrays read with `bpf_perf_event_read*`: counters, left alone |
 //! | `map_def` | BTF (`struct { __uint(type, ...); } name SEC(".maps")`) and legacy (`struct bpf_map_def SEC("maps")`) definitions |
 //! | `output` | `bpf_perf_event_output()` calls, and `bpf_skb_output`/`bpf_xdp_output` (refused) |
@@ -11,11 +12,12 @@
 //! | `nmi` | the warning for programs that run in NMI context |
 
 mod counters;
+mod cpu_site;
 mod map_def;
 mod nmi;
 mod output;
 #[cfg(test)]
-mod snippets;
+pub(in crate::engine) mod snippets;
 mod uses;
 
 use super::context::{Analysis, Ctx, MapDef, MapKind};

@@ -7,7 +7,7 @@ use tree_sitter::Node;
 
 use super::super::context::{Analysis, Ctx, OutputSite, Report};
 use super::super::reserve;
-use super::counters;
+use super::{counters, cpu_site};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c;
@@ -22,8 +22,10 @@ pub(super) fn output_calls(
     out: &mut Analysis,
 ) -> Vec<OutputSite> {
     let src = cx.src();
-    let mut outputs = Vec::new();
+    let mut outputs: Vec<OutputSite> = Vec::new();
     let mut cands = Vec::new();
+    // The output each reserve candidate comes from.
+    let mut of_cand = Vec::new();
     for call in cx.of_kind("call_expression") {
         let Some(name) = c::call_name(call, src) else {
             continue;
@@ -36,12 +38,21 @@ pub(super) fn output_calls(
         }
         let f = call.field("function").unwrap();
         explained.push((f.start_byte(), f.end_byte()));
+        let offered = cands.len();
         if let Some(site) = output_call(cx, call, name, &mut cands) {
             counters::written_as_counters(cx, &site, counters);
+            if cands.len() > offered {
+                of_cand.push(outputs.len());
+            }
             outputs.push(site);
         }
     }
-    reserve::settle(cx, cands, out);
+    // A stack event the reservation made a pointer is reached with `->`.
+    for (converted, i) in reserve::settle(cx, cands, out).into_iter().zip(of_cand) {
+        if let (true, Some(Ok(site))) = (converted, &mut outputs[i].cpu) {
+            site.arrow = true;
+        }
+    }
     outputs
 }
 
@@ -51,7 +62,7 @@ fn output_call<'t>(
     name: &str,
     cands: &mut Vec<reserve::Candidate<'t>>,
 ) -> Option<OutputSite> {
-    let (args, site) = output_site(cx, call, name)?;
+    let (args, mut site) = output_site(cx, call, name)?;
     if name != "bpf_perf_event_output" {
         cx.report(
             call.start_byte(),
@@ -62,6 +73,7 @@ fn output_call<'t>(
         return Some(site);
     }
     if current_cpu(cx, &args, &site.map) {
+        site.cpu = Some(cpu_site::cpu_site(cx, call, &args));
         offer_copy(cx, call, &args, cands);
     }
     Some(site)
@@ -112,6 +124,7 @@ fn output_site(cx: &mut Ctx, call: Node, name: &str) -> Option<(Vec<(usize, usiz
         map_span: (map_start, map_start + map.len()),
         map,
         offset: call.start_byte(),
+        cpu: None,
     };
     Some((args, site))
 }

@@ -95,12 +95,15 @@ pub fn offer<'t>(cx: &mut Ctx<'_, 't>, cands: &mut Vec<Candidate<'t>>, cand: Can
     }
 }
 
-/// Converts what can be converted and falls back to the copy edit for the rest.
-pub fn settle(cx: &mut Ctx, cands: Vec<Candidate>, out: &mut Analysis) {
+/// Converts what can be converted and falls back to the copy edit for the rest; whether each
+/// candidate was converted, in order.
+pub fn settle(cx: &mut Ctx, cands: Vec<Candidate>, out: &mut Analysis) -> Vec<bool> {
     let mut plans: Vec<Result<Plan, String>> = cands.iter().map(|k| plan(cx, k)).collect();
     drop_overlaps(&mut plans);
     let heap_edits = heap::settle_heaps(cx, &mut plans, out);
+    let mut converted = Vec::with_capacity(plans.len());
     for (k, p) in cands.into_iter().zip(plans) {
+        converted.push(p.is_ok());
         match p {
             Ok(p) => cx.edits.extend(p.edits),
             Err(why) => {
@@ -116,6 +119,7 @@ pub fn settle(cx: &mut Ctx, cands: Vec<Candidate>, out: &mut Analysis) {
         }
     }
     cx.edits.extend(heap_edits);
+    converted
 }
 
 /// Two reservations whose regions overlap would hold two records at once: keep the first.

@@ -1,10 +1,11 @@
 //! The sample callback: `void f(void *ctx, int cpu, void *data, __u32 size)` becomes
 //! `int f(void *ctx, void *data, size_t size)`, returning 0 on every path. A callback that
-//! reads the CPU, is used elsewhere or has another shape is refused.
+//! reads the CPU is recorded for linking (`engine::cpu_field`), which gives it the CPU from
+//! a field of the event; one used elsewhere or of another shape is refused.
 
 use tree_sitter::Node;
 
-use super::super::context::{Ctx, Report};
+use super::super::context::{CpuUse, Ctx, Report};
 use super::State;
 use super::messages::PRINTF_LIKE;
 use super::syntax::{functions_named, other_uses, own_spans, statement_span};
@@ -22,6 +23,7 @@ pub(super) fn sample_callback(
     name: &str,
     creation: &[(usize, usize)],
     at: usize,
+    maps: &[String],
 ) {
     if !st.done_callbacks.insert(name.to_string()) {
         return;
@@ -47,7 +49,7 @@ pub(super) fn sample_callback(
         return;
     }
     for &(node, fdecl) in &fns {
-        if !signature(cx, name, node, fdecl) {
+        if !signature(cx, st, name, maps, node, fdecl) {
             return;
         }
     }
@@ -55,7 +57,14 @@ pub(super) fn sample_callback(
 
 /// Rewrites one definition or prototype of the callback (`node`, declaring `fdecl`), and the
 /// body of a definition; false (after a refusal) when it is not a perf buffer callback.
-fn signature(cx: &mut Ctx, name: &str, node: Node, fdecl: Node) -> bool {
+fn signature(
+    cx: &mut Ctx,
+    st: &mut State,
+    name: &str,
+    maps: &[String],
+    node: Node,
+    fdecl: Node,
+) -> bool {
     let src = cx.src();
     let Some(ty) = node.field("type") else {
         return true;
@@ -100,8 +109,17 @@ fn signature(cx: &mut Ctx, name: &str, node: Node, fdecl: Node) -> bool {
     ];
     if node.kind() == "function_definition" {
         let body = node.field("body").unwrap();
-        if !callback_body(cx, name, body, cpu_name, size_name, size_ty) {
-            return false;
+        let params = Params {
+            cpu: cpu_name.map(|n| (c::text(ps[1], src), n)),
+            data: param_name(ps[2], src),
+            size: size_name,
+            size_ty,
+        };
+        if let Some(u) = callback_body(cx, name, body, &params) {
+            st.cpu_uses.push(CpuUse {
+                maps: maps.to_vec(),
+                ..u
+            });
         }
     }
     cx.edits.push(Edit::replace(
@@ -131,37 +149,116 @@ fn param_name<'a>(p: Node, src: &'a str) -> Option<&'a str> {
     }
 }
 
-/// The body of the callback: the CPU must not be read, a printed size keeps its old type, and
-/// every path returns 0. False (after a refusal) when the body reads the CPU.
-fn callback_body(
-    cx: &mut Ctx,
-    name: &str,
-    body: Node,
-    cpu: Option<&str>,
-    size: Option<&str>,
-    size_ty: &str,
-) -> bool {
+/// The callback's parameters, as the body sees them: the CPU (as declared, and its name), the
+/// data's name, the size's name and type.
+struct Params<'a> {
+    cpu: Option<(&'a str, &'a str)>,
+    data: Option<&'a str>,
+    size: Option<&'a str>,
+    size_ty: &'a str,
+}
+
+/// The body of the callback: a printed size keeps its old type, and every path returns 0.
+/// When it reads the CPU, what linking needs to give it the CPU from the event (the map
+/// left blank).
+fn callback_body(cx: &mut Ctx, name: &str, body: Node, p: &Params) -> Option<CpuUse> {
     let src = cx.src();
     let inside: Vec<Node> = cx.nodes_within(body);
     let mut edits = Vec::new();
-    if let Some(cpu) = cpu
-        && !cpu_unused(cx, name, &inside, cpu, &mut edits)
-    {
-        return false;
-    }
-    if let Some(size) = size {
-        printed_size(src, &inside, size, size_ty, &mut edits);
+    let reads = p
+        .cpu
+        .and_then(|(decl, cpu)| cpu_reads(src, &inside, cpu, &mut edits).map(|r| (decl, r)));
+    if let Some(size) = p.size {
+        printed_size(src, &inside, size, p.size_ty, &mut edits);
     }
     bare_returns(&inside, &mut edits);
     final_return(src, body, &mut edits);
     cx.edits.extend(edits);
-    true
+    let (param, uses) = reads?;
+    let lead = if c::text(body, src).contains('\n') {
+        format!("\n{}", statement_indent(src, body))
+    } else {
+        " ".to_string()
+    };
+    Some(CpuUse {
+        maps: Vec::new(),
+        callback: name.to_string(),
+        offset: uses[0],
+        uses: uses.len(),
+        at: body.start_byte() + 1,
+        lead,
+        param: param.to_string(),
+        data: p.data.map(str::to_string),
+        read_as: p.data.map_or_else(Vec::new, |d| read_as(src, &inside, d)),
+    })
 }
 
-/// A ring buffer does not say which CPU produced a record: a read of `cpu` is refused, and
-/// `(void)cpu;`, which only silences a warning, goes.
-fn cpu_unused(cx: &mut Ctx, name: &str, inside: &[Node], cpu: &str, edits: &mut Vec<Edit>) -> bool {
-    let src = cx.src();
+/// The types the body reads the data through: casts of it (`(struct event *)data`) and
+/// declarations it initialises (`const struct event *e = data;`); a plain C type (`char *`)
+/// is left out, a struct gives its tag, anything else (a typedef, an assignment to a
+/// variable declared elsewhere) an error to report.
+fn read_as(src: &str, inside: &[Node], data: &str) -> Vec<Result<String, (usize, String)>> {
+    let mut out = Vec::new();
+    for n in inside
+        .iter()
+        .filter(|n| n.kind() == "identifier" && c::text(**n, src) == data)
+    {
+        let mut e = *n;
+        while let Some(p) = e
+            .parent()
+            .filter(|p| p.kind() == "parenthesized_expression")
+        {
+            e = p;
+        }
+        let Some(p) = e.parent() else { continue };
+        let ty = match p.kind() {
+            "cast_expression" if p.field("value") == Some(e) => {
+                p.field("type").and_then(|t| t.field("type"))
+            }
+            "init_declarator" if p.field("value") == Some(e) => {
+                p.parent().and_then(|d| d.field("type"))
+            }
+            "assignment_expression" if p.field("right") == Some(e) => {
+                out.push(Err((
+                    p.start_byte(),
+                    format!("`{}` is assigned the data, and bpf-migrate does not follow what type it reads it as; declare it with the data as its initialiser", p.field("left").map_or("", |l| c::text(l, src))),
+                )));
+                continue;
+            }
+            _ => continue,
+        };
+        let Some(ty) = ty else { continue };
+        match ty.kind() {
+            "primitive_type" | "sized_type_specifier" => {}
+            "struct_specifier" if ty.field("body").is_none() => {
+                if let Some(tag) = ty.field("name") {
+                    out.push(Ok(c::text(tag, src).to_string()));
+                }
+            }
+            _ => out.push(Err((
+                ty.start_byte(),
+                format!("the data is read as a `{}`, not as a `struct NAME` bpf-migrate can tie to the event", c::text(ty, src)),
+            ))),
+        }
+    }
+    out
+}
+
+/// The indentation of the body's statements.
+fn statement_indent(src: &str, body: Node) -> String {
+    let mut cursor = body.walk();
+    let first = body
+        .named_children(&mut cursor)
+        .find(|n| n.kind() != "comment");
+    match first {
+        Some(s) => indent_at(src, s.start_byte()).to_string(),
+        None => format!("{}\t", indent_at(src, body.end_byte() - 1)),
+    }
+}
+
+/// A ring buffer does not say which CPU produced a record: the reads of `cpu` (their
+/// offsets), if any; `(void)cpu;`, which only silences a warning, goes.
+fn cpu_reads(src: &str, inside: &[Node], cpu: &str, edits: &mut Vec<Edit>) -> Option<Vec<usize>> {
     let mut uses = Vec::new();
     for n in inside
         .iter()
@@ -179,20 +276,7 @@ fn cpu_unused(cx: &mut Ctx, name: &str, inside: &[Node], cpu: &str, edits: &mut 
             uses.push(n.start_byte());
         }
     }
-    let Some(&first) = uses.first() else {
-        return true;
-    };
-    let more = match uses.len() {
-        1 => String::new(),
-        n => format!(" ({n} uses)"),
-    };
-    cx.report(
-        first,
-        Rule::CallbackUsesCpu,
-        format!("the sample callback `{name}` uses `{cpu}`{more}, the CPU that produced the event; a ring buffer does not report it"),
-        "add a cpu field to the event, set it with bpf_get_smp_processor_id() on the BPF side, read that field here instead, then run bpf-migrate again",
-    );
-    false
+    (!uses.is_empty()).then_some(uses)
 }
 
 /// Printing the size with a 32-bit format would now pass a size_t: keep the old type.
@@ -419,6 +503,8 @@ static int handle_event(void *ctx, void *data, size_t data_sz)
         );
     }
 
+    /// The CPU of a callback that reads it comes from the event (`engine::cpu_field`), which
+    /// here is a `u32`, not a struct a field can be added to.
     #[test]
     fn refuses_a_callback_that_reads_the_cpu() {
         let callback = r#"static void handle_event(void *ctx, int cpu, void *data, __u32 data_sz)
@@ -433,7 +519,7 @@ static int handle_event(void *ctx, void *data, size_t data_sz)
         check_refused(
             &[("x.bpf.c", BPF), ("x.c", &perf("", callback, "", CREATE))],
             Rule::CallbackUsesCpu,
-            "the sample callback `handle_event` uses `cpu`",
+            "uses `cpu`, the CPU that produced the event, which a ring buffer does not report; bpf-migrate cannot add it to the events: the event `&pid` is a `u32`, not a struct",
         );
     }
 }

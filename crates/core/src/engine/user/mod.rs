@@ -30,7 +30,7 @@ mod syntax;
 
 use std::collections::HashSet;
 
-use super::context::{Analysis, Ctx, Report};
+use super::context::{Analysis, CpuUse, Ctx, Report};
 use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
 use crate::rules::Rule;
@@ -39,6 +39,8 @@ use crate::rules::Rule;
 struct State {
     explained: Vec<(usize, usize)>,
     done_callbacks: HashSet<String>,
+    /// Sample callbacks that read the CPU, with the map each reads.
+    cpu_uses: Vec<CpuUse>,
     needs_errno: bool,
     /// Page-count arguments of the perf buffers migrated.
     page_args: Vec<(usize, usize)>,
@@ -54,6 +56,8 @@ struct SampleCallback {
     name: String,
     creation: Vec<(usize, usize)>,
     at: usize,
+    /// The maps of those perf buffers.
+    maps: Vec<String>,
 }
 
 pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
@@ -65,7 +69,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let mut st = State::default();
     creation_sites(cx, &mut st, out);
     for s in std::mem::take(&mut st.samples) {
-        callbacks::sample_callback(cx, &mut st, &s.name, &s.creation, s.at);
+        callbacks::sample_callback(cx, &mut st, &s.name, &s.creation, s.at, &s.maps);
     }
     for (name, creation) in std::mem::take(&mut st.lost) {
         lost::lost_callback(cx, &mut st, &name, &creation);
@@ -78,6 +82,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         null_checks::add_errno_include(cx);
     }
     account_triggers(cx, &st);
+    out.cpu_uses = std::mem::take(&mut st.cpu_uses);
 }
 
 /// Only a file that calls the perf buffer API is a consumer; others (vmlinux.h, with the
@@ -155,7 +160,7 @@ fn account_triggers(cx: &mut Ctx, st: &State) {
 /// loaders, including `x.skel.h`, expect it), migrated; and a check of the notes the testkit
 /// leaves aside.
 #[cfg(test)]
-mod testing {
+pub(in crate::engine) mod testing {
     use crate::engine::Options;
     use crate::engine::testkit::run;
     use crate::report::Severity;

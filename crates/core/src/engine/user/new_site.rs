@@ -53,11 +53,17 @@ pub(super) fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analy
         return;
     }
     match st.samples.iter_mut().find(|s| s.name == sample) {
-        Some(s) => s.creation.extend(creation.iter().copied()),
+        Some(s) => {
+            s.creation.extend(creation.iter().copied());
+            if !s.maps.contains(&map) {
+                s.maps.push(map.clone());
+            }
+        }
         None => st.samples.push(SampleCallback {
             name: sample.clone(),
             creation: creation.clone(),
             at,
+            maps: vec![map.clone()],
         }),
     }
     if !c::is_null(&lost) {
