@@ -358,7 +358,10 @@ fn find_struct(text: &str, tag: &str) -> Vec<StructDef> {
                 && c::ancestor(*n, "function_definition").is_none()
         })
         .filter_map(|n| {
-            let body = n.field("body")?;
+            // A body closed by its own brace, not one the parser supplied.
+            let body = n
+                .field("body")
+                .filter(|b| c::text(*b, text).ends_with('}'))?;
             let mut cur = body.walk();
             let members: Vec<_> = body
                 .named_children(&mut cur)
