@@ -131,7 +131,10 @@ fn plan(
         return Err(refusal(
             i,
             u.offset,
-            format!("no output to `{}` was found to set the CPU at", u.maps.join("`, `")),
+            format!(
+                "no output to `{}` was found to set the CPU at",
+                u.maps.join("`, `")
+            ),
         ));
     }
     let mut sites: Vec<(usize, &CpuSite)> = Vec::new();
@@ -702,7 +705,7 @@ int on_exit(void *ctx)
 
     /// Its other uses refuse it first: a callback is rewritten only for one buffer.
     #[test]
-    fn refuses_a_callback_that_serves_two_buffers() {
+    fn a_callback_serving_two_buffers_gets_the_cpu_from_both_maps() {
         let two = format!(
             "{CREATE}\tpb = perf_buffer__new(bpf_map__fd(skel->maps.more), 8, handle_event, NULL, NULL, NULL);\n"
         );
@@ -713,14 +716,30 @@ int on_exit(void *ctx)
                 .replace("&events", "&more")
                 .replace("on_exec", "on_more")
         );
-        check_refused(
+        let (changed, diags) = crate::engine::testkit::run(
             &[
                 ("x.h", HEADER),
                 ("x.bpf.c", &bpf(&code)),
                 ("x.c", &perf("#include \"x.h\"\n", CALLBACK, "", &two)),
             ],
-            Rule::CallbackForm,
-            "the sample callback `handle_event` is also used here",
+            &crate::engine::Options::default(),
         );
+        assert!(
+            diags
+                .iter()
+                .all(|d| d.severity != crate::report::Severity::Manual),
+            "{diags:?}"
+        );
+        let bpf_c = &changed["x.bpf.c"];
+        assert_eq!(
+            bpf_c.matches("bpf_get_smp_processor_id()").count(),
+            2,
+            "{bpf_c}"
+        );
+        assert!(bpf_c.contains("bpf_ringbuf_output(&more"), "{bpf_c}");
+        assert!(changed["x.h"].contains("cpu;"), "{:?}", changed.get("x.h"));
+        let loader = &changed["x.c"];
+        assert_eq!(loader.matches("->cpu;").count(), 1, "{loader}");
+        assert_eq!(loader.matches("ring_buffer__new(").count(), 2, "{loader}");
     }
 }
