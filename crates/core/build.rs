@@ -48,7 +48,9 @@ fn variant(table: &[(&str, &'static str)], what: &str, v: &str, file: &Path) -> 
 }
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
+    // At run time: a build script compiled once may run for another checkout of the crate.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest).join("../../rules");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut names: Vec<_> = fs::read_dir(&dir)
         .expect("rules/ directory")
