@@ -817,7 +817,10 @@ fn judge_all(
             result,
             k,
             opts.cpus,
-            &objdir.join(format!("p{k}-new.o")),
+            (
+                &objdir.join(format!("p{k}-orig.o")),
+                &objdir.join(format!("p{k}-new.o")),
+            ),
             &p.after,
         )?);
     }
@@ -1125,7 +1128,7 @@ fn judge(
     result: &RunResult,
     k: usize,
     cpus: u32,
-    new_obj: &Path,
+    (orig_obj, new_obj): (&Path, &Path),
     new_src: &Path,
 ) -> Result<ProgramReport> {
     let obj = |id: &str| -> Result<&ObjectResult> {
@@ -1149,7 +1152,7 @@ fn judge(
         return Ok(rep);
     }
     judge_attachment(&mut rep, o1, nw);
-    judge_maps(&mut rep, (o1, o2, nw), cpus, new_obj, new_src);
+    judge_maps(&mut rep, (o1, o2, nw), cpus, (orig_obj, new_obj), new_src);
     Ok(rep)
 }
 
@@ -1233,7 +1236,7 @@ fn judge_maps(
     rep: &mut ProgramReport,
     objects: (&ObjectResult, &ObjectResult, &ObjectResult),
     cpus: u32,
-    new_obj: &Path,
+    (orig_obj, new_obj): (&Path, &Path),
     new_src: &Path,
 ) {
     let (o1, o2, nw) = objects;
@@ -1264,18 +1267,102 @@ fn judge_maps(
         let lost = m.lost + m2.map_or(0, |m2| m2.lost);
         let new_recs = &mn.records;
         let layouts = event_layouts(new_obj, new_src, mname, new_recs);
-        let r = compare_map(
-            mname,
-            &m.records,
-            m2.map_or(&[][..], |m2| &m2.records),
-            new_recs,
-            lost,
-            cpus,
-            &layouts,
-        );
+        let orig2 = m2.map_or(&[][..], |m2| &m2.records);
+        let added = added_cpu(orig_obj, &layouts);
+        let r = match &added {
+            None => compare_map(mname, &m.records, orig2, new_recs, lost, cpus, &layouts),
+            Some(a) => compare_without_cpu(
+                a,
+                mname,
+                [&m.records, orig2, new_recs],
+                lost,
+                cpus,
+                &layouts,
+            ),
+        };
         rep.worsen(&r.verdict);
         rep.maps.push(r);
     }
+}
+
+/// A struct the migration gave a last member `cpu` (its callback read the CPU), which the
+/// original's struct of that name lacks: where the member lies in the migrated records.
+struct AddedCpu {
+    name: String,
+    offset: usize,
+    size: usize,
+}
+
+fn added_cpu(orig_obj: &Path, layouts: &[btf::Layout]) -> Option<AddedCpu> {
+    layouts.iter().find_map(|l| {
+        let ((last, offset, size), before) = l.fields.split_last()?;
+        if last != bpf_migrate_core::engine::CPU_FIELD {
+            return None;
+        }
+        let old = btf::layout_named(orig_obj, &l.name)?;
+        (old.fields == before).then(|| AddedCpu {
+            name: l.name.clone(),
+            offset: *offset,
+            size: *size,
+        })
+    })
+}
+
+/// The map's records compared without the added `cpu` member (and what follows it, the
+/// struct's padding): the original's fields all lie before it. Each migrated record must
+/// hold there a CPU of the guest.
+fn compare_without_cpu(
+    a: &AddedCpu,
+    map: &str,
+    [orig, orig2, new]: [&[Vec<u8>]; 3],
+    lost: u64,
+    cpus: u32,
+    layouts: &[btf::Layout],
+) -> compare::MapReport {
+    let cut = |recs: &[Vec<u8>]| -> Vec<Vec<u8>> {
+        recs.iter()
+            .map(|r| r[..r.len().min(a.offset)].to_vec())
+            .collect()
+    };
+    let mut r = compare_map(map, &cut(orig), &cut(orig2), &cut(new), lost, cpus, layouts);
+    let bad = new.iter().enumerate().find_map(|(i, rec)| {
+        let v = rec.get(a.offset..a.offset + a.size)?;
+        let cpu = v.iter().rev().fold(0u64, |n, b| n << 8 | u64::from(*b));
+        (cpu >= u64::from(cpus)).then_some((i, cpu))
+    });
+    let short = new.iter().position(|rec| rec.len() < a.offset + a.size);
+    let said = if let Some(i) = short {
+        r.verdict = Verdict::Different;
+        format!(
+            "migrated event {} has {} bytes, too few for the added field `{}` of struct {} at offset {}",
+            i + 1,
+            new[i].len(),
+            bpf_migrate_core::engine::CPU_FIELD,
+            a.name,
+            a.offset
+        )
+    } else if let Some((i, cpu)) = bad {
+        r.verdict = Verdict::Different;
+        format!(
+            "migrated event {}: the added field `{}` of struct {} holds {cpu}, but the guest has {cpus} CPU(s)",
+            i + 1,
+            bpf_migrate_core::engine::CPU_FIELD,
+            a.name
+        )
+    } else {
+        format!(
+            "the migrated events carry an added field `{}` (struct {}, offset {}), each a CPU of the guest; compared without it",
+            bpf_migrate_core::engine::CPU_FIELD,
+            a.name,
+            a.offset
+        )
+    };
+    r.finding = Some(match r.finding.take() {
+        Some(f) if r.verdict != Verdict::Equivalent && short.is_none() && bad.is_none() => f,
+        Some(f) => format!("{said}\n{f}"),
+        None => said,
+    });
+    r
 }
 
 /// The event structs of `map`, laid out from the migrated object; a map may carry several
@@ -1493,6 +1580,36 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_compared_without_an_added_cpu_field_which_must_hold_a_cpu() {
+        let a = AddedCpu {
+            name: "event".into(),
+            offset: 4,
+            size: 4,
+        };
+        // The original: a u32 pid, padded to 8 bytes by the perf sample's header.
+        let orig = vec![vec![7, 0, 0, 0], vec![8, 0, 0, 0]];
+        let with = |cpu: u8| vec![vec![7, 0, 0, 0, cpu, 0, 0, 0], vec![8, 0, 0, 0, 0, 0, 0, 0]];
+        let judge =
+            |new: &[Vec<u8>]| compare_without_cpu(&a, "events", [&orig, &orig, new], 0, 2, &[]);
+        let r = judge(&with(1));
+        assert_eq!(r.verdict, Verdict::Equivalent, "{r:?}");
+        assert!(r.finding.unwrap().contains("compared without it"));
+        let r = judge(&with(0xa5));
+        assert_eq!(r.verdict, Verdict::Different);
+        assert!(
+            r.finding
+                .unwrap()
+                .contains("holds 165, but the guest has 2 CPU(s)")
+        );
+        let r = judge(&[vec![7, 0, 0, 0], vec![8, 0, 0, 0]]);
+        assert_eq!(r.verdict, Verdict::Different);
+        assert!(r.finding.unwrap().contains("too few for the added field"));
+        // A difference before the field is still one.
+        let r = judge(&[vec![9, 0, 0, 0, 0, 0, 0, 0], vec![8, 0, 0, 0, 0, 0, 0, 0]]);
+        assert_eq!(r.verdict, Verdict::Different);
+    }
 
     #[test]
     fn each_bcc_tool_boots_alone_and_the_others_by_per_boot() {

@@ -107,6 +107,7 @@ fn migrated_fixtures_verify_equivalent() {
             ("twomaps", "equivalent"),
             ("epoll_consume", "equivalent"),
             ("workload_reach", "equivalent"),
+            ("cpu_field", "equivalent"),
         ],
         &["--workload", "true"],
     );
@@ -146,6 +147,7 @@ fn reserve_migrations_verify_equivalent() {
             ("opensnoop", "equivalent"),
             ("twomaps", "equivalent"),
             ("vfsstat_fentry", "inconclusive: does not build"),
+            ("cpu_field", "equivalent"),
         ],
         &["--strategy", "reserve"],
     );
@@ -478,6 +480,18 @@ fn an_interrupted_verify_leaves_no_guest_and_no_files() {
     assert!(!qemu_running(), "qemu outlived bpf-migrate");
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "temp files left behind: {left:?}");
+}
+
+#[test]
+fn the_cpu_a_callback_printed_is_kept_on_several_cpus() {
+    // The migrated events carry the CPU in an added field: compared without it, each value a
+    // CPU of the guest; the tool prints its CPU column alike, original and migrated.
+    let lines = verify_all(&[("cpu_field", "equivalent")], &["--cpus", "2"]);
+    let m = maps_of(&lines, "cpu_field")[0];
+    assert!(
+        m["finding"].as_str().unwrap().contains("added field `cpu`"),
+        "{m}"
+    );
 }
 
 #[test]

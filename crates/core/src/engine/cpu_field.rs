@@ -24,7 +24,7 @@ use crate::rules::Rule;
 use crate::source::{SourceFile, indent_at, line_start};
 
 /// The name of the field that carries the CPU.
-const FIELD: &str = "cpu";
+pub const FIELD: &str = "cpu";
 
 /// Plans the edits of every callback that reads the CPU, or refuses its program; joins the
 /// header that gets the field to the program.

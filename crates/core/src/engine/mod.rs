@@ -36,6 +36,8 @@ pub use self::check::{Kept, check_ahead, wants_check_ahead};
 pub use self::context::{
     Analysis, Consumer, CpuSite, CpuUse, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses,
 };
+/// The member `cpu-field` adds to an event struct (verify compares the events without it).
+pub use self::cpu_field::FIELD as CPU_FIELD;
 pub use self::gate::{
     C_TRIGGERS, SHEBANG_BYTES, c_needs_parse, has_trigger, is_python, is_python_source, is_rust,
     python_shebang, worth_analysing,

@@ -81,7 +81,6 @@ fn run(m: &Manifest) -> RunResult {
     let (links, programs) = attach_programs(&objects);
     let maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects.iter().map(Loaded::maps).collect();
     let mut buffers = open_buffers(&maps_per_obj);
-    let mut log = poison_rings(m, &maps_per_obj, &buffers);
     let host_root_error = m
         .host_root
         .as_ref()
@@ -95,6 +94,9 @@ fn run(m: &Manifest) -> RunResult {
         &mut || buffers.drain(),
     );
     let attached_ms = started.elapsed().as_millis();
+    // Last thing before the workload: what the tools' starting wrote to a ring (hundreds of
+    // opens, say) may have wrapped it past poison laid down earlier.
+    let mut log = poison_rings(m, &maps_per_obj, &buffers);
     buffers.discard_attach_events();
     tools::mark_workload(&mut running);
     fill_percpu_arrays(m, &maps_per_obj);
