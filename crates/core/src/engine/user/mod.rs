@@ -47,6 +47,8 @@ struct State {
     /// Sample callbacks, the creation calls that pass them and the first of those: one
     /// callback may serve several perf buffers, and is rewritten once all of them are seen.
     samples: Vec<SampleCallback>,
+    /// Declarations of old-form perf buffer options (`opts`).
+    opts_decls: Vec<opts::OptsDecl>,
     /// Lost callbacks and the creation calls that pass them, likewise.
     lost: Vec<(String, Vec<(usize, usize)>)>,
 }
@@ -68,6 +70,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     }
     let mut st = State::default();
     creation_sites(cx, &mut st, out);
+    opts::declarations_left(cx, &mut st);
     for s in std::mem::take(&mut st.samples) {
         callbacks::sample_callback(cx, &mut st, &s.name, &s.creation, s.at, &s.maps);
     }
@@ -274,6 +277,19 @@ int trace_exec(void *ctx)
 
 char LICENSE[] SEC("license") = "GPL";
 "#;
+
+    /// `BPF` with a second perf event array, `errors`, written next to `events`.
+    pub fn bpf_two_maps() -> String {
+        BPF.replace(
+            "} events SEC(\".maps\");",
+            "} events SEC(\".maps\");\n\nstruct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\
+             \t__uint(key_size, sizeof(u32));\n\t__uint(value_size, sizeof(u32));\n} errors SEC(\".maps\");",
+        )
+        .replace(
+            "\treturn 0;\n}\n\nchar",
+            "\tbpf_perf_event_output(ctx, &errors, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n\treturn 0;\n}\n\nchar",
+        )
+    }
 
     pub const BPF_AFTER: &str = r#"#include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

@@ -183,7 +183,9 @@ fn handle_of(call: Node, src: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{BPF, PERF_CALLBACK, PERF_POLL, RING_CALLBACK, RING_POLL, head};
+    use super::super::testing::{
+        BPF, PERF_CALLBACK, PERF_POLL, RING_CALLBACK, RING_POLL, bpf_two_maps, head,
+    };
     use crate::engine::testkit::{check_migrate, check_refused};
     use crate::rules::Rule;
 
@@ -273,15 +275,7 @@ mod tests {
     #[test]
     fn one_callback_serving_several_buffers_is_rewritten_once() {
         // Two maps, one sample callback for both (a tool that watches several streams).
-        let bpf = BPF.replace(
-            "} events SEC(\".maps\");",
-            "} events SEC(\".maps\");\n\nstruct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\
-             \t__uint(key_size, sizeof(u32));\n\t__uint(value_size, sizeof(u32));\n} errors SEC(\".maps\");",
-        )
-        .replace(
-            "\treturn 0;\n}\n\nchar",
-            "\tbpf_perf_event_output(ctx, &errors, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n\treturn 0;\n}\n\nchar",
-        );
+        let bpf = bpf_two_maps();
         let make = |kind: &str, new: &str, args: &str| {
             format!(
                 "\tstruct {kind} *pb = {new}(bpf_map__fd(skel->maps.events), {args});\n\

@@ -60,7 +60,7 @@ pub(super) fn old_opts(
         .into_iter()
         .filter(|n| matches!(n.kind(), "declaration" | "identifier"))
         .collect();
-    let Some(decl) = declaration(cx, &scope_nodes, name) else {
+    let Some((decl, declarator)) = declaration(cx, &scope_nodes, name) else {
         cx.report(
             arg_at,
             Rule::OptsUnsupported,
@@ -70,13 +70,26 @@ pub(super) fn old_opts(
         return None;
     };
     st.explained.push((decl.start_byte(), decl.end_byte()));
+    // One declaration may declare the options of several buffers (`a = {}, b = {}`): it goes
+    // once, when all of them have been migrated (`declarations_left`).
+    let names = declared_names(decl, src);
+    let deletion = statement_span(src, decl);
     let mut found = Found {
         fields: Vec::new(),
         spans: vec![(decl.start_byte(), decl.end_byte())],
-        deletions: vec![statement_span(src, decl)],
+        deletions: Vec::new(),
         ok: true,
     };
-    initializer(cx, decl, &mut found);
+    match st.opts_decls.iter_mut().find(|d| d.span == deletion) {
+        Some(d) => d.migrated.push(name.to_string()),
+        None => st.opts_decls.push(OptsDecl {
+            span: deletion,
+            names,
+            migrated: vec![name.to_string()],
+            at: arg_at,
+        }),
+    }
+    initializer(cx, declarator, &mut found);
     assignments(cx, call, decl, name, &scope_nodes, &mut found);
     let o = callbacks(cx, decl, name, &mut found);
     if !found.ok {
@@ -88,21 +101,68 @@ pub(super) fn old_opts(
     Some(o)
 }
 
-/// The declaration of `name` as a struct perf_buffer_opts among the function's nodes.
-fn declaration<'t>(cx: &Ctx, scope_nodes: &[Node<'t>], name: &str) -> Option<Node<'t>> {
+/// A declaration of perf buffer options, the names it declares and those whose buffers
+/// were migrated: it is deleted once all of them are.
+pub(super) struct OptsDecl {
+    span: (usize, usize),
+    names: Vec<String>,
+    migrated: Vec<String>,
+    /// The first options argument that named it.
+    at: usize,
+}
+
+/// Deletes each options declaration all of whose names were migrated; one that also
+/// declares options no migrated buffer takes is refused, naming them.
+pub(super) fn declarations_left(cx: &mut Ctx, st: &mut State) {
+    for d in std::mem::take(&mut st.opts_decls) {
+        let left: Vec<&String> = d.names.iter().filter(|n| !d.migrated.contains(n)).collect();
+        if left.is_empty() {
+            cx.edits
+                .push(Edit::delete(d.span.0, d.span.1, Rule::PerfBufferOpts));
+            continue;
+        }
+        let left: Vec<String> = left.iter().map(|n| format!("`{n}`")).collect();
+        cx.report(
+            d.at,
+            Rule::OptsUnsupported,
+            format!(
+                "the declaration of these perf buffer options also declares {}, which no migrated perf_buffer__new() takes",
+                left.join(", ")
+            ),
+            "declare those options on their own, or migrate by hand",
+        );
+    }
+}
+
+/// The names a declaration declares.
+fn declared_names(decl: Node, src: &str) -> Vec<String> {
+    let mut cursor = decl.walk();
+    decl.children_by_field_name("declarator", &mut cursor)
+        .map(|d| c::text(without_init(d), src).to_string())
+        .collect()
+}
+
+/// The declaration of `name` as a struct perf_buffer_opts among the function's nodes, and
+/// its declarator of `name` (one declaration may have several).
+fn declaration<'t>(cx: &Ctx, scope_nodes: &[Node<'t>], name: &str) -> Option<(Node<'t>, Node<'t>)> {
     let src = cx.src();
-    scope_nodes.iter().copied().find(|n| {
-        n.kind() == "declaration"
-            && c::text(*n, src).contains("perf_buffer_opts")
-            && n.field("declarator")
-                .is_some_and(|d| c::text(without_init(d), src) == name)
+    scope_nodes.iter().copied().find_map(|n| {
+        if n.kind() != "declaration" || !c::text(n, src).contains("perf_buffer_opts") {
+            return None;
+        }
+        let mut cursor = n.walk();
+        let d = n
+            .children_by_field_name("declarator", &mut cursor)
+            .find(|d| c::text(without_init(*d), src) == name);
+        d.map(|d| (n, d))
     })
 }
 
-/// The fields the initializer sets: designated ones only (`{}` and `{0}` set none).
-fn initializer(cx: &mut Ctx, decl: Node, found: &mut Found) {
+/// The fields the initializer of `declarator` sets: designated ones only (`{}` and `{0}`
+/// set none).
+fn initializer(cx: &mut Ctx, declarator: Node, found: &mut Found) {
     let src = cx.src();
-    let Some(init) = decl.field("declarator").and_then(|d| d.field("value")) else {
+    let Some(init) = declarator.field("value") else {
         return;
     };
     let mut cursor = init.walk();
@@ -231,10 +291,61 @@ fn callbacks(cx: &mut Ctx, decl: Node, name: &str, found: &mut Found) -> OldOpts
 #[cfg(test)]
 mod tests {
     use super::super::testing::{
-        BPF, PERF_CALLBACK, PERF_DECLS, PERF_POLL, RING_CALLBACK, loader, ring,
+        BPF, PERF_CALLBACK, PERF_DECLS, PERF_POLL, RING_CALLBACK, bpf_two_maps, loader, ring,
     };
-    use crate::engine::testkit::{check_migrate, check_refused};
+    use crate::engine::testkit::{check_migrate, check_refused, run};
     use crate::rules::Rule;
+
+    /// Two buffers whose options one declaration declares: `a` for `events`, `b` for
+    /// `errors`, and the third declarator `more`.
+    fn two_declarators(more: &str) -> String {
+        loader(
+            "",
+            PERF_CALLBACK,
+            &format!(
+                "\tstruct perf_buffer_opts a = {{\n\t\t.sample_cb = handle_event,\n\t}}, b = {{}}{more};\n\
+                 {PERF_DECLS}\tstruct perf_buffer *pb2;\n\n\tb.sample_cb = handle_event;\n"
+            ),
+            &format!(
+                "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, &a);\n\
+                 \tpb2 = perf_buffer__new(bpf_map__fd(skel->maps.errors), 8, &b);\n\
+                 \tif (!pb || !pb2)\n\t\treturn 1;\n{PERF_POLL}\tperf_buffer__free(pb2);\n\treturn 0;\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn one_declaration_of_the_options_of_two_buffers_goes_once_both_are_migrated() {
+        let (changed, diags) = run(
+            &[("x.bpf.c", &bpf_two_maps()), ("x.c", &two_declarators(""))],
+            &crate::engine::Options::default(),
+        );
+        let x = changed.get("x.c").unwrap_or_else(|| panic!("{diags:?}"));
+        assert!(
+            !x.contains("perf_buffer_opts") && !x.contains("b.sample_cb"),
+            "{x}"
+        );
+        for map in ["events", "errors"] {
+            assert!(
+                x.contains(&format!(
+                    "ring_buffer__new(bpf_map__fd(skel->maps.{map}), handle_event, NULL, NULL)"
+                )),
+                "{x}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_a_declaration_that_also_declares_options_no_buffer_takes() {
+        check_refused(
+            &[
+                ("x.bpf.c", &bpf_two_maps()),
+                ("x.c", &two_declarators(", spare = {}")),
+            ],
+            Rule::OptsUnsupported,
+            "also declares `spare`, which no migrated perf_buffer__new() takes",
+        );
+    }
 
     /// A loader of the old form: `main` declares the options `decl` first, runs `start`
     /// after its declarations, and passes `opts` to `perf_buffer__new()`.
