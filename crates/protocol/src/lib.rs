@@ -176,6 +176,10 @@ pub struct ToolRun {
     /// Exit code, or the signal that ended it.
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// From its start to the first sign that it waits for events (a BCC tool's compile and
+    /// attach, say).
+    #[serde(default)]
+    pub ready_ms: Option<u64>,
 }
 
 impl RunResult {

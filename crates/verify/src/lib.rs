@@ -771,6 +771,7 @@ fn judge_tool(
             r.tool = Some(tool::ToolReport {
                 verdict: v,
                 lines: tool::Lines::default(),
+                ready_ms: tool::ReadyMs::default(),
                 finding: Some(why),
             });
         }
@@ -1458,6 +1459,21 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
                 "  tool                 lines printed during the workload: original {} (second run {}), migrated {}, matched {}\n",
                 t.lines.original, t.lines.second_run, t.lines.migrated, t.lines.matched
             ));
+            // Worth saying where starting takes a while (a BCC tool compiling its C).
+            if let (Some(a), Some(b), Some(n)) = (
+                t.ready_ms.original,
+                t.ready_ms.second_run,
+                t.ready_ms.migrated,
+            ) && a >= 1000
+            {
+                let secs = |ms: u64| ms as f64 / 1000.0;
+                s.push_str(&format!(
+                    "  tool                 waiting for events after: original {:.1} s (second run {:.1} s), migrated {:.1} s\n",
+                    secs(a),
+                    secs(b),
+                    secs(n)
+                ));
+            }
             if let Some(f) = &t.finding {
                 for line in f.lines() {
                     s.push_str(&format!("    {line}\n"));

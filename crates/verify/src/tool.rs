@@ -289,9 +289,18 @@ fn errors_of(s: &str) -> String {
 pub struct ToolReport {
     pub verdict: Verdict,
     pub lines: Lines,
+    /// How long each run took to start (compile and attach) until it waited for events.
+    pub ready_ms: ReadyMs,
     /// Why, for anything but equivalent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finding: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReadyMs {
+    pub original: Option<u64>,
+    pub second_run: Option<u64>,
+    pub migrated: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -446,9 +455,15 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
         migrated: n.during.len(),
         matched: 0,
     };
+    let ready_ms = ReadyMs {
+        original: orig.ready_ms,
+        second_run: second.ready_ms,
+        migrated: new.ready_ms,
+    };
     let report = |verdict, lines: &Lines, finding: String| ToolReport {
         verdict,
         lines: lines.clone(),
+        ready_ms: ready_ms.clone(),
         finding: Some(finding),
     };
     for (r, what) in [(orig, "the original"), (new, "the migrated tool")] {
@@ -590,6 +605,7 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
         None => ToolReport {
             verdict: Verdict::Equivalent,
             lines,
+            ready_ms,
             finding: reordered.then(|| {
                 "the same lines, in another order (several buffers, or several CPUs, interleave as they come)".into()
             }),

@@ -127,6 +127,8 @@ pub struct Running {
     workload_end: usize,
     /// The terminal's master side, to type Ctrl-C on.
     keyboard: Option<OwnedFd>,
+    started: Instant,
+    ready_ms: Option<u64>,
 }
 
 /// Starts every tool of the manifest, all at once; those that run in the host's root do not
@@ -163,6 +165,8 @@ fn start_one(spec: &ToolSpec) -> Running {
         workload_at: 0,
         workload_end: 0,
         keyboard: None,
+        started: Instant::now(),
+        ready_ms: None,
     };
     match spawn(spec) {
         Ok((child, master, stderr)) => {
@@ -332,6 +336,9 @@ pub fn wait_ready(tools: &mut [Running], timeout: Duration, drain: &mut dyn FnMu
             }
             if polling(child.id()) {
                 *seen += 1;
+                if *seen == 1 {
+                    t.ready_ms = Some(t.started.elapsed().as_millis() as u64);
+                }
                 t.ready = *seen >= 2;
             } else {
                 *seen = 0;
@@ -463,5 +470,6 @@ fn finish(mut t: Running, deadline: Instant) -> ToolRun {
         exited_early: t.exited_early,
         exit_code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
+        ready_ms: t.ready.then_some(t.ready_ms).flatten(),
     }
 }
