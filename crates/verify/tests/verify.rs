@@ -16,6 +16,16 @@ fn json_lines(out: &std::process::Output) -> Vec<Value> {
         .collect()
 }
 
+/// `bpf-migrate verify --format json ARGS` from the checkout: its exit code, asserted to be
+/// `code`, and its JSON lines.
+fn verify_json(args: &[&str], want: i32) -> Vec<Value> {
+    let mut all = vec!["verify", "--format", "json"];
+    all.extend(args);
+    let out = run(&root(), &all);
+    assert_eq!(code(&out), want, "{}\n{}", stdout(&out), stderr(&out));
+    json_lines(&out)
+}
+
 fn maps_of<'a>(lines: &'a [Value], program: &str) -> Vec<&'a Value> {
     lines
         .iter()
@@ -171,12 +181,8 @@ fn bcc_tools_run_in_the_guest_and_wrong_migrations_are_caught() {
     // system: migrated as bpf-migrate does it, equivalent; with a wrong ctypes layout, or BCC
     // C submitting too few bytes, different with the line and column named. Two CPUs: nine
     // BCC compilations under emulation.
-    let out = run(
-        &root(),
+    let lines = verify_json(
         &[
-            "verify",
-            "--format",
-            "json",
             "--cpus",
             "2",
             "--before",
@@ -184,9 +190,8 @@ fn bcc_tools_run_in_the_guest_and_wrong_migrations_are_caught() {
             "--after",
             "fixtures/verify-wrong-bcc/after",
         ],
+        1,
     );
-    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
-    let lines = json_lines(&out);
     let good = tool_of(&lines, "killtrace.py").unwrap();
     assert_eq!(good["verdict"], "equivalent", "{good}");
     assert!(good["lines"]["matched"].as_u64().unwrap() > 0, "{good}");
@@ -492,6 +497,16 @@ fn the_cpu_a_callback_printed_is_kept_on_several_cpus() {
         m["finding"].as_str().unwrap().contains("added field `cpu`"),
         "{m}"
     );
+}
+
+#[test]
+fn a_bcc_tool_keeps_its_cpu_column() {
+    // A BCC tool printing the CPU of each kill(): migrated, its events carry the CPU in an
+    // added field, and it prints the same lines on two CPUs.
+    let lines = verify_json(&["--cpus", "2", "fixtures/bcc_cpu_column/input"], 0);
+    let t = tool_of(&lines, "sigcpu.py").unwrap();
+    assert_eq!(t["verdict"], "equivalent", "{t}");
+    assert!(t["lines"]["matched"].as_u64().unwrap() > 0, "{t}");
 }
 
 #[test]

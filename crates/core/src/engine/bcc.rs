@@ -96,11 +96,14 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     continue;
                 };
                 let map = c::text(table, src).to_string();
+                let args = c::arg_spans(call, src);
                 let site = OutputSite {
                     map: map.clone(),
                     map_span: (table.start_byte(), table.end_byte()),
                     offset: call.start_byte(),
-                    cpu: None,
+                    // `perf_submit(ctx, data, size)`: where the event could carry the CPU.
+                    cpu: (method == "perf_submit" && args.len() == 3)
+                        .then(|| super::bpf::cpu_site::cpu_site(cx, call, args[1], args[2])),
                 };
                 if method == "perf_submit_skb" {
                     cx.report(

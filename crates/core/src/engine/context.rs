@@ -77,6 +77,10 @@ pub struct CpuUse {
     /// The types the body reads the data through: a struct tag, or (`Err`) a type that is
     /// no struct tag (a typedef), with its offset.
     pub read_as: Vec<Result<String, (usize, String)>>,
+    /// A BCC Python callback: the statement that gives the CPU back its name, put at `at`
+    /// (after the callback's `event = b["events"].event(data)`: BCC lays the event out from
+    /// the C struct, so the field is there), in place of the C local.
+    pub python: Option<String>,
 }
 
 /// A `perf_buffer__new` whose map is known.

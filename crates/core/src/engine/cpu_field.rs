@@ -161,6 +161,19 @@ fn plan(
         ));
     }
     let (d, def) = definition(files, analyses, &sites, tag)?;
+    if let Some(py) = &u.python {
+        // BCC lays the Python view of the event out from the C struct: the field is there.
+        let field = def
+            .field_edit(&files[d].text)
+            .map_err(|w| refusal(d, def.close, w))?;
+        let mut edits = vec![(d, field)];
+        edits.extend(cpu_assignments(&sites));
+        edits.push((i, Edit::insert(u.at, py.clone(), Rule::CpuField)));
+        return Ok(Plan {
+            edits,
+            note: note(u, &files[d].display, tag, sites.len()),
+        });
+    }
     for r in &u.read_as {
         match r {
             Err((at, why)) => return Err(refusal(i, *at, why.clone())),
@@ -182,7 +195,7 @@ fn plan(
         .map_err(|w| refusal(d, def.close, w))?;
     edits.push((d, field));
     // The loader's view of the struct: its own copy, else the header.
-    match &find_struct(&files[i].text, tag)[..] {
+    match &find_struct(&files[i], tag)[..] {
         [own] => {
             let field = own
                 .field_edit(&files[i].text)
@@ -208,20 +221,7 @@ fn plan(
             ));
         }
     }
-    for &(k, s) in &sites {
-        let op = if s.arrow { "->" } else { "." };
-        edits.push((
-            k,
-            Edit::insert(
-                s.at,
-                format!(
-                    "{}{op}{FIELD} = bpf_get_smp_processor_id();{}",
-                    s.var, s.sep
-                ),
-                Rule::CpuField,
-            ),
-        ));
-    }
+    edits.extend(cpu_assignments(&sites));
     edits.push((
         i,
         Edit::insert(
@@ -233,19 +233,46 @@ fn plan(
             Rule::CpuField,
         ),
     ));
-    let n = sites.len();
-    let note = format!(
-        "the sample callback `{}` reads the CPU from a field `{FIELD}` added at the end of `struct {tag}` ({}), set with bpf_get_smp_processor_id() before {} to `{}`",
+    Ok(Plan {
+        edits,
+        note: note(u, &files[d].display, tag, sites.len()),
+    })
+}
+
+/// `e.cpu = bpf_get_smp_processor_id();` before each output, by file.
+fn cpu_assignments(sites: &[(usize, &CpuSite)]) -> Vec<(usize, Edit)> {
+    sites
+        .iter()
+        .map(|&(k, s)| {
+            let op = if s.arrow { "->" } else { "." };
+            (
+                k,
+                Edit::insert(
+                    s.at,
+                    format!(
+                        "{}{op}{FIELD} = bpf_get_smp_processor_id();{}",
+                        s.var, s.sep
+                    ),
+                    Rule::CpuField,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// What the edits of a callback do, for its note: `n` outputs of `struct tag` defined in
+/// `def_file`.
+fn note(u: &CpuUse, def_file: &str, tag: &str, n: usize) -> String {
+    format!(
+        "the sample callback `{}` reads the CPU from a field `{FIELD}` added at the end of `struct {tag}` ({def_file}), set with bpf_get_smp_processor_id() before {} to `{}`",
         u.callback,
-        files[d].display,
         if n == 1 {
             "the output".to_string()
         } else {
             format!("each of the {n} outputs")
         },
         u.maps.join("`, `")
-    );
-    Ok(Plan { edits, note })
+    )
 }
 
 /// The one file that defines `struct tag` among the BPF sources of `sites` and the headers
@@ -272,11 +299,7 @@ fn definition(
     }
     let defs: Vec<(usize, StructDef)> = cands
         .into_iter()
-        .flat_map(|f| {
-            find_struct(&files[f].text, tag)
-                .into_iter()
-                .map(move |d| (f, d))
-        })
+        .flat_map(|f| find_struct(&files[f], tag).into_iter().map(move |d| (f, d)))
         .collect();
     let (k, s) = sites[0];
     match defs.len() {
@@ -344,16 +367,29 @@ impl StructDef {
     }
 }
 
-/// The definitions of `struct tag` in a C file, outside functions (more than one: an `#if`
-/// choosing between two, which is not for bpf-migrate to pick from).
-fn find_struct(text: &str, tag: &str) -> Vec<StructDef> {
+/// The definitions of `struct tag` in a C file, or in the BCC C of a Python tool, outside
+/// functions (more than one: an `#if` choosing between two, which is not for bpf-migrate to
+/// pick from).
+fn find_struct(file: &SourceFile, tag: &str) -> Vec<StructDef> {
+    let text = &file.text;
     if !text.contains(tag) {
         return Vec::new();
+    }
+    if super::is_python_source(&file.path, text) {
+        return super::python::bcc_c_trees(text)
+            .iter()
+            .flat_map(|t| structs_in(t.root_node(), text, tag))
+            .collect();
     }
     let Some(parsed) = c::parse_auto(text, Some(&[super::check::c_range(text)])) else {
         return Vec::new();
     };
-    c::descendants(parsed.tree.root_node())
+    structs_in(parsed.tree.root_node(), text, tag)
+}
+
+/// The definitions of `struct tag` in the tree at `root`.
+fn structs_in(root: tree_sitter::Node, text: &str, tag: &str) -> Vec<StructDef> {
+    c::descendants(root)
         .into_iter()
         .filter(|n| {
             n.kind() == "struct_specifier"

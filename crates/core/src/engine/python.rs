@@ -11,7 +11,7 @@ use tree_sitter::Node;
 
 use super::bcc;
 use super::check::{Kept, check_bcc_c, wants_check_ahead};
-use super::context::{Analysis, Consumer, Ctx, Report};
+use super::context::{Analysis, Consumer, CpuUse, Ctx, Report};
 use super::options::Options;
 use crate::edit::Edit;
 use crate::lang::NodeExt;
@@ -37,6 +37,8 @@ struct Py<'a, 't> {
     diags: Vec<Diagnostic>,
     explained: Vec<(usize, usize)>,
     done_callbacks: HashSet<usize>,
+    /// Callbacks that read the CPU, for linking (`cpu_field`).
+    cpu_uses: Vec<CpuUse>,
 }
 
 impl Report for Py<'_, '_> {
@@ -103,6 +105,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         diags: Vec::new(),
         explained: Vec::new(),
         done_callbacks: HashSet::new(),
+        cpu_uses: Vec::new(),
     };
     for call in of_kind(&nodes, "call") {
         let Some(f) = call.field("function") else {
@@ -162,9 +165,30 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     }
     a.edits.extend(py.edits);
     a.diags.extend(py.diags);
+    a.cpu_uses.extend(py.cpu_uses);
     drop(nodes);
     let kept = wants_check_ahead(&a).then_some(Kept::Python(tree));
     (a, kept)
+}
+
+/// The C of each string of Python `src` that holds BCC code, parsed in place (the trees'
+/// offsets are the file's): where `cpu_field` finds an event struct to add a field to.
+pub fn bcc_c_trees(src: &str) -> Vec<tree_sitter::Tree> {
+    let Some(tree) = parse(src) else {
+        return Vec::new();
+    };
+    let nodes = c::named_descendants(tree.root_node());
+    of_kind(&nodes, "string")
+        .into_iter()
+        .filter_map(|s| {
+            let ranges = string_contents(s);
+            if !ranges.iter().any(|r| bcc::has_trigger(&src[r.clone()])) {
+                return None;
+            }
+            let toks: Vec<_> = ranges.iter().flat_map(|r| c::lex(src, r.clone())).collect();
+            c::parse_bcc_lexed(src, &ranges, &toks).map(|p| p.tree)
+        })
+        .collect()
 }
 
 /// `BPF(src_file="x.c")`, `BPF(src_file=os.path.join(os.path.dirname(__file__), "x.c"))`:
@@ -524,7 +548,9 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
 }
 
 /// The callback's CPU parameter becomes `ctx` (BCC passes the ring buffer's ctx first). A
-/// callback that reads the CPU would silently print something else: refused.
+/// callback that reads the CPU gets it back from a field linking adds to the event
+/// (`cpu_field`), read after the callback's `event = b["events"].event(data)`; one that reads
+/// it before, or reads the event otherwise, is refused.
 fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
     let src = py.src();
     let (def, params) = match resolve_callback(py, cb, 0, &mut Vec::new()) {
@@ -555,13 +581,71 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
         .filter(|n| text(*n, src) == cpu_name && is_variable(*n))
         .collect();
     if let Some(u) = uses.first() {
-        py.report(
-            u.start_byte(),
-            Rule::CallbackUsesCpu,
-            format!("the callback for `{map}` uses `{cpu_name}`, the CPU that produced the event; a ring buffer callback receives a context there instead"),
-            "add a cpu field to the event, set it with bpf_get_smp_processor_id() in the C code, print that field instead, then run bpf-migrate again",
-        );
-        return false;
+        let data_name = text(params[names.len() - 2], src);
+        let read = event_read(py, body, data_name).and_then(|r| {
+            if uses.iter().all(|n| n.start_byte() >= r.end) {
+                // After the event is read: from it.
+                Some((
+                    r.end,
+                    format!("\n{}{cpu_name} = {}.{}", r.indent, r.name, super::CPU_FIELD),
+                ))
+            } else {
+                // Before: read at the top of the body, where the table expression means what
+                // it means there (nothing it names is assigned in the callback).
+                let first = first_statement(py, body)?;
+                let assigned = descendants(body)
+                    .into_iter()
+                    .filter(|n| n.kind() == "assignment")
+                    .filter_map(|a| a.field("left"))
+                    .flat_map(descendants)
+                    .filter(|n| n.kind() == "identifier")
+                    .map(|n| text(n, src))
+                    .collect::<HashSet<_>>();
+                let free = descendants(r.table)
+                    .into_iter()
+                    .filter(|n| n.kind() == "identifier" && is_variable(*n))
+                    .all(|n| !assigned.contains(text(n, src)));
+                free.then(|| {
+                    let indent = crate::source::indent_at(src, first.start_byte());
+                    (
+                        first.start_byte(),
+                        format!(
+                            "{cpu_name} = {}.event({data_name}).{}\n{indent}",
+                            text(r.table, src),
+                            super::CPU_FIELD
+                        ),
+                    )
+                })
+            }
+        });
+        match read {
+            Some((at, python)) => {
+                py.cpu_uses.push(CpuUse {
+                    maps: vec![map.to_string()],
+                    callback: def
+                        .field("name")
+                        .map_or("lambda", |n| text(n, src))
+                        .to_string(),
+                    offset: u.start_byte(),
+                    uses: uses.len(),
+                    at,
+                    lead: String::new(),
+                    param: String::new(),
+                    data: Some(data_name.to_string()),
+                    read_as: Vec::new(),
+                    python: Some(python),
+                });
+            }
+            _ => {
+                py.report(
+                    u.start_byte(),
+                    Rule::CallbackUsesCpu,
+                    format!("the callback for `{map}` uses `{cpu_name}`, the CPU that produced the event, and does not read the event with `event = b[\"{map}\"].event({data_name})` (or reads it through a name it assigns); a ring buffer callback receives a context there instead"),
+                    "read the event with event = b[\"...\"].event(data) and run bpf-migrate again, which then adds a cpu field to the event; or, by hand, add the field, set it with bpf_get_smp_processor_id() in the C code, and print it instead",
+                );
+                return false;
+            }
+        }
     }
     let taken = |n: &str| {
         names.contains(&n)
@@ -582,6 +666,59 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
         ));
     }
     true
+}
+
+/// A callback's `NAME = TABLE.event(data)`.
+struct EventRead<'t> {
+    name: String,
+    table: Node<'t>,
+    /// Where the statement ends, and its indentation.
+    end: usize,
+    indent: String,
+}
+
+/// The first statement of a body, a docstring aside.
+fn first_statement<'t>(py: &Py, body: Node<'t>) -> Option<Node<'t>> {
+    let mut cursor = body.walk();
+    let mut stmts = body
+        .named_children(&mut cursor)
+        .filter(|s| s.kind() != "comment");
+    let first = stmts.next()?;
+    let docstring = first.kind() == "expression_statement"
+        && first.named_child(0).is_some_and(|s| s.kind() == "string");
+    let _ = py;
+    if docstring { stmts.next() } else { Some(first) }
+}
+
+/// The callback body's first statement that reads the event, `NAME = TABLE.event(data)`.
+fn event_read<'t>(py: &Py, body: Node<'t>, data: &str) -> Option<EventRead<'t>> {
+    let src = py.src();
+    let mut cursor = body.walk();
+    let stmt = body.named_children(&mut cursor).find(|s| {
+        descendants(*s).iter().any(|n| {
+            n.kind() == "call"
+                && n.field("function").is_some_and(|f| {
+                    f.kind() == "attribute"
+                        && f.field("attribute")
+                            .is_some_and(|a| text(a, src) == "event")
+                })
+        })
+    })?;
+    let asg = stmt
+        .named_child(0)
+        .filter(|a| stmt.kind() == "expression_statement" && a.kind() == "assignment")?;
+    let left = asg.field("left").filter(|l| l.kind() == "identifier")?;
+    let call = asg.field("right").filter(|r| r.kind() == "call")?;
+    let table = call.field("function")?.field("object")?;
+    let args = call.field("arguments")?;
+    let only_data =
+        args.named_child_count() == 1 && args.named_child(0).is_some_and(|a| text(a, src) == data);
+    only_data.then(|| EventRead {
+        name: text(left, src).to_string(),
+        table,
+        end: stmt.end_byte(),
+        indent: crate::source::indent_at(src, stmt.start_byte()).to_string(),
+    })
 }
 
 /// An identifier that names a variable: not the `cpu` of `event.cpu`, nor a keyword name.
@@ -1178,5 +1315,86 @@ int trace_exec(struct pt_regs *ctx)
             &format!("{PRINT}b[f\"events\"].open_perf_buffer(print_event)\n{LOOP}"),
         );
         check_migrate(&[("t.py", &py)], &[("t.py", &migrated(&py))]);
+    }
+
+    /// `migrated` with the CPU carried in the event: the field, its assignment, and `line`
+    /// (the callback's read of it) after `after`.
+    fn migrated_with_cpu(py: &str, after: &str, line: &str) -> String {
+        migrated(py)
+            .replace(
+                "    char comm[TASK_COMM_LEN];\n};",
+                "    char comm[TASK_COMM_LEN];\n    unsigned int cpu;\n};",
+            )
+            .replace(
+                "    events.ringbuf_output(",
+                "    data.cpu = bpf_get_smp_processor_id();\n    events.ringbuf_output(",
+            )
+            .replacen(after, &format!("{after}{line}"), 1)
+    }
+
+    #[test]
+    fn a_callback_that_prints_the_cpu_reads_it_from_a_field_added_to_the_event() {
+        // Read after the event: from it.
+        let print = PRINT
+            .replace("(event.pid,", "(cpu, event.pid,")
+            .replace("%-7d %s", "%-3d %-7d %s");
+        let py = tool(
+            "",
+            &format!("{print}b[\"events\"].open_perf_buffer(print_event)\n{LOOP}"),
+        );
+        let after = "    event = b[\"events\"].event(data)";
+        check_migrate(
+            &[("t.py", &py)],
+            &[(
+                "t.py",
+                &migrated_with_cpu(&py, after, "\n    cpu = event.cpu"),
+            )],
+        );
+        // Read before the event (a filter first): from the table, at the top of the body.
+        let print = print.replace(
+            "    event = b[",
+            "    if cpu != 0:\n        return\n    event = b[",
+        );
+        let py = tool(
+            "",
+            &format!("{print}b[\"events\"].open_perf_buffer(print_event)\n{LOOP}"),
+        );
+        check_migrate(
+            &[("t.py", &py)],
+            &[(
+                "t.py",
+                &migrated_with_cpu(
+                    &py,
+                    "def print_event(ctx, data, size):\n",
+                    "    cpu = b[\"events\"].event(data).cpu\n",
+                ),
+            )],
+        );
+    }
+
+    #[test]
+    fn refuses_a_cpu_read_with_no_event_read_to_take_it_from() {
+        // The event read through a ctypes class of the tool's own: no `.event(data)`.
+        let print = "def print_event(cpu, data, size):\n    event = ct.cast(data, ct.POINTER(Data)).contents\n    print(cpu, event.pid)\n\n";
+        let py = tool(
+            "import ctypes as ct\n",
+            &format!("{print}b[\"events\"].open_perf_buffer(print_event)\n{LOOP}"),
+        );
+        check_refused(
+            &[("t.py", &py)],
+            Rule::CallbackUsesCpu,
+            "does not read the event with",
+        );
+        // The table named by a name the callback assigns, before the event is read.
+        let print = "def print_event(cpu, data, size):\n    t = b[\"events\"]\n    print(cpu)\n    event = t.event(data)\n\n";
+        let py = tool(
+            "",
+            &format!("{print}b[\"events\"].open_perf_buffer(print_event)\n{LOOP}"),
+        );
+        check_refused(
+            &[("t.py", &py)],
+            Rule::CallbackUsesCpu,
+            "reads it through a name it assigns",
+        );
     }
 }

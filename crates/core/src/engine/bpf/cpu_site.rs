@@ -11,17 +11,18 @@ use crate::lang::NodeExt;
 use crate::lang::c;
 use crate::source::line_start;
 
-/// The site of the output call `call` (arguments `args`), or where and why its event cannot
-/// carry the CPU.
-pub(super) fn cpu_site(
+/// The site of the output call `call` whose event and size are the arguments at `data` and
+/// `size`, or where and why its event cannot carry the CPU.
+pub(crate) fn cpu_site(
     cx: &Ctx,
     call: Node,
-    args: &[(usize, usize)],
+    data: (usize, usize),
+    size: (usize, usize),
 ) -> Result<CpuSite, (usize, String)> {
     let src = cx.src();
-    let (data_at, size_at) = (args[3].0, args[4].0);
-    let data_text = &src[args[3].0..args[3].1];
-    let (var, pointer) = event_var(cx, args[3]).ok_or_else(|| {
+    let (data_at, size_at) = (data.0, size.0);
+    let data_text = &src[data.0..data.1];
+    let (var, pointer) = event_var(cx, data).ok_or_else(|| {
         (
             data_at,
             format!(
@@ -61,9 +62,8 @@ pub(super) fn cpu_site(
             ),
         ));
     }
-    let size: String = c::strip_parens(&src[args[4].0..args[4].1])
-        .split_whitespace()
-        .collect();
+    let size_text = &src[size.0..size.1];
+    let size: String = c::strip_parens(size_text).split_whitespace().collect();
     let whole = if pointer {
         [format!("sizeof(*{var})"), format!("sizeof*{var}")]
     } else {
@@ -74,7 +74,7 @@ pub(super) fn cpu_site(
             size_at,
             format!(
                 "the size `{}` is not the whole `struct {tag}` (`sizeof({}{var})`): a record of another length cannot have a field added at its end",
-                &src[args[4].0..args[4].1],
+                size_text,
                 if pointer { "*" } else { "" }
             ),
         ));

@@ -12,7 +12,7 @@
 //! | `nmi` | the warning for programs that run in NMI context |
 
 mod counters;
-mod cpu_site;
+pub(crate) mod cpu_site;
 mod map_def;
 mod nmi;
 mod output;

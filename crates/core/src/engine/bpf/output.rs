@@ -73,7 +73,7 @@ fn output_call<'t>(
         return Some(site);
     }
     if current_cpu(cx, &args, &site.map) {
-        site.cpu = Some(cpu_site::cpu_site(cx, call, &args));
+        site.cpu = Some(cpu_site::cpu_site(cx, call, args[3], args[4]));
         offer_copy(cx, call, &args, cands);
     }
     Some(site)

@@ -182,6 +182,7 @@ fn callback_body(cx: &mut Ctx, name: &str, body: Node, p: &Params) -> Option<Cpu
     };
     Some(CpuUse {
         maps: Vec::new(),
+        python: None,
         callback: name.to_string(),
         offset: uses[0],
         uses: uses.len(),
