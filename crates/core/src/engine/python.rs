@@ -592,7 +592,7 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
             } else {
                 // Before: read at the top of the body, where the table expression means what
                 // it means there (nothing it names is assigned in the callback).
-                let first = first_statement(py, body)?;
+                let first = first_statement(body)?;
                 let assigned = descendants(body)
                     .into_iter()
                     .filter(|n| n.kind() == "assignment")
@@ -678,7 +678,7 @@ struct EventRead<'t> {
 }
 
 /// The first statement of a body, a docstring aside.
-fn first_statement<'t>(py: &Py, body: Node<'t>) -> Option<Node<'t>> {
+fn first_statement(body: Node<'_>) -> Option<Node<'_>> {
     let mut cursor = body.walk();
     let mut stmts = body
         .named_children(&mut cursor)
@@ -686,7 +686,6 @@ fn first_statement<'t>(py: &Py, body: Node<'t>) -> Option<Node<'t>> {
     let first = stmts.next()?;
     let docstring = first.kind() == "expression_statement"
         && first.named_child(0).is_some_and(|s| s.kind() == "string");
-    let _ = py;
     if docstring { stmts.next() } else { Some(first) }
 }
 
