@@ -83,6 +83,11 @@ struct RunArgs {
     /// Size of each ring buffer: a power of two, at least 4096 (e.g. 262144, 256K, 1M).
     #[arg(long, value_name = "BYTES", value_parser = engine::parse_size)]
     ringbuf_size: Option<u64>,
+    /// Packet samples (bpf_perf_event_output() with CTXLEN flags) whose length the program
+    /// does not bound keep at most this many bytes of each packet (1 to 16384; 1500 for an
+    /// Ethernet MTU); longer packets are cut. Without it such samples are refused.
+    #[arg(long, value_name = "BYTES", value_parser = engine::parse_max_packet)]
+    max_packet: Option<u64>,
     /// How events get into the ring buffer: `copy` (bpf_ringbuf_output, the default) or
     /// `reserve` (built in place with bpf_ringbuf_reserve/submit where that is safe).
     #[arg(long, value_enum, default_value_t = StrategyArg::Copy)]
@@ -191,6 +196,7 @@ fn run(args: RunArgs) -> ExitCode {
             ignore: args.ignore.clone(),
         },
         strategy: args.strategy.into(),
+        max_packet: args.max_packet,
     };
     if let Err(e) = opts.rules.check() {
         eprintln!("error: --select/--ignore: {e}");

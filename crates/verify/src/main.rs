@@ -122,6 +122,7 @@ fn main() -> ExitCode {
             ring_size_given: v.ringbuf_size.is_some(),
             rules: RuleFilter::default(),
             strategy,
+            max_packet: None,
         },
         bench: v.bench,
         tools: !v.events_only,

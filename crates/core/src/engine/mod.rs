@@ -43,7 +43,10 @@ pub use self::gate::{
     python_shebang, worth_analysing,
 };
 pub use self::link::{Change, Outcome, Stats, link_and_apply};
-pub use self::options::{Options, RuleFilter, Strategy, check_ring_size, parse_size, size_expr};
+pub use self::options::{
+    MAX_PACKET_LIMIT, Options, RuleFilter, Strategy, check_ring_size, parse_max_packet, parse_size,
+    size_expr,
+};
 
 use self::check::c_range;
 use self::context::refuses;

@@ -10,6 +10,9 @@ pub struct Options {
     pub ring_size_given: bool,
     pub rules: RuleFilter,
     pub strategy: Strategy,
+    /// `--max-packet`: the bytes of packet a migrated packet sample keeps when the program
+    /// does not bound the length itself (`bpf::packet`); None refuses such a sample.
+    pub max_packet: Option<u64>,
 }
 
 impl Default for Options {
@@ -19,6 +22,7 @@ impl Default for Options {
             ring_size_given: false,
             rules: RuleFilter::default(),
             strategy: Strategy::Copy,
+            max_packet: None,
         }
     }
 }
@@ -59,6 +63,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let bytes = n.checked_mul(mult).ok_or("size too large")?;
     check_ring_size(bytes)?;
     Ok(bytes)
+}
+
+/// The largest bound a packet sample's per-CPU scratch buffer is given (a per-CPU array's
+/// value holds at most 32 KiB, the header included).
+pub const MAX_PACKET_LIMIT: u64 = 16384;
+
+/// `--max-packet` as the command lines take it: bytes, 1 to `MAX_PACKET_LIMIT`.
+pub fn parse_max_packet(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_PACKET_LIMIT).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a packet length in bytes from 1 to {MAX_PACKET_LIMIT} (e.g. 1500)"
+        )),
+    }
 }
 
 /// `--select` and `--ignore`: rule ids or prefixes ending in `*` (`bcc-*`). A program is
