@@ -63,13 +63,7 @@ pub(crate) fn cpu_site(
         ));
     }
     let size_text = &src[size.0..size.1];
-    let size: String = c::strip_parens(size_text).split_whitespace().collect();
-    let whole = if pointer {
-        [format!("sizeof(*{var})"), format!("sizeof*{var}")]
-    } else {
-        [format!("sizeof({var})"), format!("sizeof{var}")]
-    };
-    if !whole.contains(&size) && size != format!("sizeof(struct{tag})") {
+    if !sizes_whole(size_text, &var, pointer, &format!("struct {tag}")) {
         return Err((
             size_at,
             format!(
@@ -96,8 +90,21 @@ pub(crate) fn cpu_site(
     })
 }
 
+/// Whether `size` is the size of the whole event `var` of type `ty`: `sizeof(var)` (a local),
+/// `sizeof(*var)` (a pointer), or `sizeof(ty)`.
+pub(super) fn sizes_whole(size: &str, var: &str, pointer: bool, ty: &str) -> bool {
+    let size: String = c::strip_parens(size).split_whitespace().collect();
+    let whole = if pointer {
+        [format!("sizeof(*{var})"), format!("sizeof*{var}")]
+    } else {
+        [format!("sizeof({var})"), format!("sizeof{var}")]
+    };
+    whole.contains(&size)
+        || size == format!("sizeof({})", ty.split_whitespace().collect::<String>())
+}
+
 /// `&e` (a local) or `e` (a pointer), casts and parentheses aside.
-fn event_var(cx: &Ctx, span: (usize, usize)) -> Option<(String, bool)> {
+pub(super) fn event_var(cx: &Ctx, span: (usize, usize)) -> Option<(String, bool)> {
     let src = cx.src();
     let data = bare(cx.root().descendant_for_byte_range(span.0, span.1)?);
     match data.kind() {
@@ -110,7 +117,7 @@ fn event_var(cx: &Ctx, span: (usize, usize)) -> Option<(String, bool)> {
     }
 }
 
-fn bare(mut n: Node) -> Node {
+pub(super) fn bare(mut n: Node) -> Node {
     loop {
         let inner = match n.kind() {
             "parenthesized_expression" => n.named_child(0),
@@ -125,13 +132,13 @@ fn bare(mut n: Node) -> Node {
 }
 
 /// The one declaration of the event in its function.
-struct Decl<'t> {
-    ty: Node<'t>,
-    pointer: bool,
+pub(super) struct Decl<'t> {
+    pub(super) ty: Node<'t>,
+    pub(super) pointer: bool,
     initialised: bool,
 }
 
-fn declaration<'t>(func: Node<'t>, var: &str, src: &str) -> Result<Decl<'t>, String> {
+pub(super) fn declaration<'t>(func: Node<'t>, var: &str, src: &str) -> Result<Decl<'t>, String> {
     let mut found = Vec::new();
     for d in c::descendants(func)
         .into_iter()

@@ -8,6 +8,7 @@
 //! | `counters` | perf event arrays read with `bpf_perf_event_read*`: counters, left alone |
 //! | `map_def` | BTF (`struct { __uint(type, ...); } name SEC(".maps")`) and legacy (`struct bpf_map_def SEC("maps")`) definitions |
 //! | `output` | `bpf_perf_event_output()` calls, and `bpf_skb_output`/`bpf_xdp_output` (refused) |
+//! | `packet` | `bpf_perf_event_output()` calls that append packet bytes (CTXLEN flags) from an skb or XDP context: a per-CPU buffer and a helper |
 //! | `uses` | any other use of a perf map, and trigger words no site explains |
 //! | `nmi` | the warning for programs that run in NMI context |
 
@@ -16,6 +17,7 @@ pub(crate) mod cpu_site;
 mod map_def;
 mod nmi;
 mod output;
+mod packet;
 #[cfg(test)]
 pub(in crate::engine) mod snippets;
 mod uses;

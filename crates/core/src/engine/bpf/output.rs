@@ -1,13 +1,14 @@
 //! `bpf_perf_event_output(ctx, &map, BPF_F_CURRENT_CPU, data, size)` becomes
 //! `bpf_ringbuf_output(&map, data, size, 0)` (or, with `--strategy reserve`, a reservation:
-//! the call is offered to `reserve`). Other flags, a map not named directly, and the packet
-//! helpers `bpf_skb_output`/`bpf_xdp_output` are refused.
+//! the call is offered to `reserve`). Flags that append packet bytes (CTXLEN) go to `packet`;
+//! other flags, a map not named directly, and the packet helpers
+//! `bpf_skb_output`/`bpf_xdp_output` are refused.
 
 use tree_sitter::Node;
 
 use super::super::context::{Analysis, Ctx, OutputSite, Report};
 use super::super::reserve;
-use super::{counters, cpu_site};
+use super::{counters, cpu_site, packet};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c;
@@ -26,6 +27,7 @@ pub(super) fn output_calls(
     let mut cands = Vec::new();
     // The output each reserve candidate comes from.
     let mut of_cand = Vec::new();
+    let mut packets = Vec::new();
     for call in cx.of_kind("call_expression") {
         let Some(name) = c::call_name(call, src) else {
             continue;
@@ -39,7 +41,7 @@ pub(super) fn output_calls(
         let f = call.field("function").unwrap();
         explained.push((f.start_byte(), f.end_byte()));
         let offered = cands.len();
-        if let Some(site) = output_call(cx, call, name, &mut cands) {
+        if let Some(site) = output_call(cx, call, name, &mut cands, &mut packets) {
             counters::written_as_counters(cx, &site, counters);
             if cands.len() > offered {
                 of_cand.push(outputs.len());
@@ -47,6 +49,7 @@ pub(super) fn output_calls(
             outputs.push(site);
         }
     }
+    packet::plan(cx, packets);
     // A stack event the reservation made a pointer is reached with `->`.
     for (converted, i) in reserve::settle(cx, cands, out).into_iter().zip(of_cand) {
         if let (true, Some(Ok(site))) = (converted, &mut outputs[i].cpu) {
@@ -61,6 +64,7 @@ fn output_call<'t>(
     call: Node<'t>,
     name: &str,
     cands: &mut Vec<reserve::Candidate<'t>>,
+    packets: &mut Vec<packet::PacketSite>,
 ) -> Option<OutputSite> {
     let (args, mut site) = output_site(cx, call, name)?;
     if name != "bpf_perf_event_output" {
@@ -72,9 +76,21 @@ fn output_call<'t>(
         );
         return Some(site);
     }
-    if current_cpu(cx, &args, &site.map) {
-        site.cpu = Some(cpu_site::cpu_site(cx, call, args[3], args[4]));
-        offer_copy(cx, call, &args, cands);
+    match flags(cx, &args, &site.map) {
+        Flags::CurrentCpu => {
+            site.cpu = Some(cpu_site::cpu_site(cx, call, args[3], args[4]));
+            offer_copy(cx, call, &args, cands);
+        }
+        Flags::Packet => {
+            if let Some(p) = packet::packet_site(cx, call, &args, &site.map) {
+                site.cpu = Some(Err((
+                    args[3].0,
+                    "the event is followed by packet bytes in the record, so a CPU field cannot be added at its end".to_string(),
+                )));
+                packets.push(p);
+            }
+        }
+        Flags::Refused => {}
     }
     Some(site)
 }
@@ -129,20 +145,24 @@ fn output_site(cx: &mut Ctx, call: Node, name: &str) -> Option<(Vec<(usize, usiz
     Some((args, site))
 }
 
-/// Whether the flags write to the current CPU's buffer; any others are refused.
-fn current_cpu(cx: &mut Ctx, args: &[(usize, usize)], map: &str) -> bool {
+/// What the flags of an output ask for.
+enum Flags {
+    /// The current CPU's buffer.
+    CurrentCpu,
+    /// Packet bytes appended (CTXLEN bits): `packet` decides.
+    Packet,
+    /// Anything else, refused.
+    Refused,
+}
+
+fn flags(cx: &mut Ctx, args: &[(usize, usize)], map: &str) -> Flags {
     let flags = &cx.src()[args[2].0..args[2].1];
     let bare = strip_casts(flags);
     if matches!(bare, "BPF_F_CURRENT_CPU" | "BPF_F_INDEX_MASK") {
-        return true;
+        return Flags::CurrentCpu;
     }
     if flags.contains("<<") || flags.contains("CTXLEN") {
-        cx.report(
-            args[2].0,
-            Rule::OutputCtxlen,
-            format!("the flags `{flags}` append packet data (BPF_F_CTXLEN_MASK bits) to the event written to `{map}`"),
-            "the ring buffer cannot append packet data: copy the bytes into the event with bpf_skb_load_bytes() and migrate by hand",
-        );
+        return Flags::Packet;
     } else {
         cx.report(
             args[2].0,
@@ -151,7 +171,7 @@ fn current_cpu(cx: &mut Ctx, args: &[(usize, usize)], map: &str) -> bool {
             "a ring buffer is shared by all CPUs; if the CPU matters to user space, put it in the event, then change the flags to BPF_F_CURRENT_CPU and run bpf-migrate again",
         );
     }
-    false
+    Flags::Refused
 }
 
 /// The copy, `bpf_ringbuf_output(&map, data, size, 0)`, offered to the reserve strategy.
@@ -343,14 +363,14 @@ int trace_exec(void *ctx)
     }
 
     #[test]
-    fn refuses_a_context_length_shifted_into_the_flags() {
+    fn refuses_a_context_length_shifted_into_the_flags_of_a_tracepoint() {
         let code = program(
             "bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU | ((u64)pid << 32), &pid, sizeof(pid));",
         );
         refused(
             &[PERF_MAP, &code],
             Rule::OutputCtxlen,
-            "the flags `BPF_F_CURRENT_CPU | ((u64)pid << 32)` append packet data",
+            "the packet data appended to the event written to `events` comes from `ctx`, a `void *`",
         );
     }
 
@@ -362,7 +382,7 @@ int trace_exec(void *ctx)
         refused(
             &[PERF_MAP, &code],
             Rule::OutputCtxlen,
-            "append packet data (BPF_F_CTXLEN_MASK bits) to the event written to `events`",
+            "the flags `BPF_F_CURRENT_CPU | (BPF_F_CTXLEN_MASK & 64)` append packet data (BPF_F_CTXLEN_MASK bits) to the event written to `events`, but not as",
         );
     }
 
