@@ -1,8 +1,10 @@
-//! BCC's C dialect (in Python strings or a `src_file`): `BPF_PERF_OUTPUT(name);` and
-//! `name.perf_submit(ctx, data, size)`.
+//! BCC's C dialect (in Python strings or a `src_file`): `BPF_PERF_OUTPUT(name);`,
+//! `name.perf_submit(ctx, data, size)`, and `name.perf_submit_skb(ctx, len, data, size)`
+//! (a packet sample: `bpf::packet`).
 
 use tree_sitter::Node;
 
+use super::bpf::packet::{self, Dialect};
 use super::context::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses};
 use super::reserve;
 use crate::edit::Edit;
@@ -46,6 +48,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let mut defs: Vec<(String, (usize, usize))> = Vec::new();
     let mut outputs: Vec<OutputSite> = Vec::new();
     let mut cands = Vec::new();
+    let mut packets = Vec::new();
 
     for call in cx.of_kind("call_expression") {
         let Some(f) = call.field("function") else {
@@ -106,12 +109,21 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                         .then(|| super::bpf::cpu_site::cpu_site(cx, call, args[1], args[2])),
                 };
                 if method == "perf_submit_skb" {
-                    cx.report(
-                        call.start_byte(),
-                        Rule::BccSubmitSkb,
-                        format!("{map}.perf_submit_skb() appends packet data to the event; a ring buffer has no such call"),
-                        "copy the packet bytes the tool needs into the event (bpf_skb_load_bytes()) and use ringbuf_output(), by hand",
-                    );
+                    let args = c::arg_spans(call, src);
+                    if args.len() != 4 {
+                        cx.report(
+                            call.start_byte(),
+                            Rule::UnsupportedForm,
+                            format!(
+                                "{map}.perf_submit_skb() with {} arguments, not 4",
+                                args.len()
+                            ),
+                            "migrate by hand",
+                        );
+                    } else if let Some(p) = packet::packet_site(cx, call, &args, &map, Dialect::Bcc)
+                    {
+                        packets.push(p);
+                    }
                 } else {
                     submit(cx, call, f, &map, &mut cands);
                 }
@@ -121,6 +133,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         }
     }
 
+    packet::plan(cx, packets);
     reserve::settle(cx, cands, out);
 
     // Any other mention of a perf table: an argument to a helper, a macro.

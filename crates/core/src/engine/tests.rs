@@ -213,7 +213,7 @@ fn a_wrong_guess_about_a_program_changes_nothing() {
         read("execsnoop/input/execsnoop.h", "execsnoop.h"),
     ];
     let mut with_tool = program.clone();
-    with_tool.push(read("bcc_skb/input/tcsample.py", "execsnoop.py"));
+    with_tool.push(read("bcc_cpu_callback/input/irqslower.py", "execsnoop.py"));
     let opts = Options::default();
     let alone = migrate(&program, &opts);
     let beside = migrate(&with_tool, &opts);

@@ -17,7 +17,7 @@ pub(crate) mod cpu_site;
 mod map_def;
 mod nmi;
 mod output;
-mod packet;
+pub(in crate::engine) mod packet;
 #[cfg(test)]
 pub(in crate::engine) mod snippets;
 mod uses;

@@ -82,7 +82,9 @@ fn output_call<'t>(
             offer_copy(cx, call, &args, cands);
         }
         Flags::Packet => {
-            if let Some(p) = packet::packet_site(cx, call, &args, &site.map) {
+            if let Some(p) =
+                packet::packet_site(cx, call, &args, &site.map, packet::Dialect::Libbpf)
+            {
                 site.cpu = Some(Err((
                     args[3].0,
                     "the event is followed by packet bytes in the record, so a CPU field cannot be added at its end".to_string(),

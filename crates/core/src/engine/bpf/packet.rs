@@ -51,6 +51,31 @@ impl Packet {
     }
 }
 
+/// Which C the call is in: libbpf's `bpf_perf_event_output(ctx, &map, flags, data, size)`, or
+/// BCC's `map.perf_submit_skb(ctx, len, data, size)` (the helper then uses BCC's tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Libbpf,
+    Bcc,
+}
+
+impl Dialect {
+    /// What a refusal is reported as.
+    fn refusal(self) -> Rule {
+        match self {
+            Dialect::Libbpf => Rule::OutputCtxlen,
+            Dialect::Bcc => Rule::BccSubmitSkb,
+        }
+    }
+    /// The prefix of the kernel's fixed-width integer types: `__u8`, or BCC's `u8`.
+    fn int(self) -> &'static str {
+        match self {
+            Dialect::Libbpf => "__",
+            Dialect::Bcc => "",
+        }
+    }
+}
+
 /// A helper: one for each map, context, header type and bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
@@ -58,11 +83,12 @@ struct Key {
     packet: Packet,
     header: String,
     max: String,
+    dialect: Dialect,
 }
 
 /// A call that can be migrated, with what its helper is.
 #[derive(Debug)]
-pub(super) struct PacketSite {
+pub struct PacketSite {
     call: (usize, usize),
     args: Vec<String>,
     key: Key,
@@ -76,18 +102,19 @@ pub(super) struct PacketSite {
     own: Option<usize>,
 }
 
-/// The output `call` (arguments `args`, flags with CTXLEN bits) of a packet to `map`, or
-/// `None` with the refusal reported.
-pub(super) fn packet_site(
+/// The output `call` of a packet to `map` (arguments `args`: libbpf's five, the flags with
+/// CTXLEN bits, or BCC's four), or `None` with the refusal reported.
+pub fn packet_site(
     cx: &mut Ctx,
     call: Node,
     args: &[(usize, usize)],
     map: &str,
+    dialect: Dialect,
 ) -> Option<PacketSite> {
-    match site(cx, call, args, map) {
+    match site(cx, call, args, map, dialect) {
         Ok(s) => Some(s),
         Err((at, why, help)) => {
-            cx.report(at, Rule::OutputCtxlen, why, &help);
+            cx.report(at, dialect.refusal(), why, &help);
             None
         }
     }
@@ -95,18 +122,43 @@ pub(super) fn packet_site(
 
 type Refusal = (usize, String, String);
 
-fn site(cx: &Ctx, call: Node, args: &[(usize, usize)], map: &str) -> Result<PacketSite, Refusal> {
+fn site(
+    cx: &Ctx,
+    call: Node,
+    args: &[(usize, usize)],
+    map: &str,
+    dialect: Dialect,
+) -> Result<PacketSite, Refusal> {
     let src = cx.src();
     let argt = |i: usize| &src[args[i].0..args[i].1];
     let by_hand = "copy the packet bytes into the event with bpf_skb_load_bytes() (bpf_xdp_load_bytes() in XDP) and migrate by hand";
-    let flags = argt(2);
-    let len = shifted_length(cx, args[2]).ok_or_else(|| {
-        (
-            args[2].0,
-            format!("the flags `{flags}` append packet data (BPF_F_CTXLEN_MASK bits) to the event written to `{map}`, but not as `BPF_F_CURRENT_CPU | ((__u64)LEN << 32)`"),
-            format!("write the flags in that form and run bpf-migrate again, or {by_hand}"),
-        )
-    })?;
+    // The length, the header and its size, and where the length is given.
+    let (len, data, size, len_at) = match dialect {
+        Dialect::Libbpf => {
+            let flags = argt(2);
+            let len = shifted_length(cx, args[2]).ok_or_else(|| {
+                (
+                    args[2].0,
+                    format!("the flags `{flags}` append packet data (BPF_F_CTXLEN_MASK bits) to the event written to `{map}`, but not as `BPF_F_CURRENT_CPU | ((__u64)LEN << 32)`"),
+                    format!("write the flags in that form and run bpf-migrate again, or {by_hand}"),
+                )
+            })?;
+            (len, args[3], args[4], args[2].0)
+        }
+        Dialect::Bcc => {
+            let len = cx
+                .root()
+                .descendant_for_byte_range(args[1].0, args[1].1)
+                .ok_or_else(|| {
+                    (
+                        args[1].0,
+                        "the length does not parse".to_string(),
+                        by_hand.to_string(),
+                    )
+                })?;
+            (len, args[2], args[3], args[1].0)
+        }
+    };
     let func = c::ancestor(call, "function_definition").ok_or_else(|| {
         (
             call.start_byte(),
@@ -121,7 +173,16 @@ fn site(cx: &Ctx, call: Node, args: &[(usize, usize)], map: &str) -> Result<Pack
             by_hand.to_string(),
         )
     })?;
-    let header = header_type(cx, func, args).map_err(|(at, why)| {
+    if dialect == Dialect::Bcc && packet == Packet::Xdp {
+        return Err((
+            args[0].0,
+            format!(
+                "the packet data appended to the event written to `{map}` comes from an XDP context, and bpf-migrate loads packet bytes in BCC only from a `struct __sk_buff *`"
+            ),
+            by_hand.to_string(),
+        ));
+    }
+    let header = header_type(cx, func, data, size).map_err(|(at, why)| {
         (
             at,
             format!("the packet bytes appended to the event written to `{map}` follow a header that {why}"),
@@ -153,15 +214,16 @@ fn site(cx: &Ctx, call: Node, args: &[(usize, usize)], map: &str) -> Result<Pack
     };
     Ok(PacketSite {
         call: (call.start_byte(), call.end_byte()),
-        args: [0, 3].iter().map(|&i| argt(i).to_string()).collect(),
+        args: vec![argt(0).to_string(), src[data.0..data.1].to_string()],
         key: Key {
             map: map.to_string(),
             packet,
             header,
             max,
+            dialect,
         },
         at: helper_at(src, func),
-        flags_at: args[2].0,
+        flags_at: len_at,
         len: len_text,
         len_name: len_name.to_string(),
         own,
@@ -220,21 +282,26 @@ fn context(cx: &Ctx, func: Node, span: (usize, usize)) -> Result<Packet, String>
 
 /// The type of the header the call sends (`&hdr, sizeof(hdr)` or `e, sizeof(*e)`), or
 /// where and what the header is instead.
-fn header_type(cx: &Ctx, func: Node, args: &[(usize, usize)]) -> Result<String, (usize, String)> {
+fn header_type(
+    cx: &Ctx,
+    func: Node,
+    data_span: (usize, usize),
+    size_span: (usize, usize),
+) -> Result<String, (usize, String)> {
     let src = cx.src();
-    let data = &src[args[3].0..args[3].1];
-    let (var, pointer) = event_var(cx, args[3]).ok_or_else(|| {
+    let data = &src[data_span.0..data_span.1];
+    let (var, pointer) = event_var(cx, data_span).ok_or_else(|| {
         (
-            args[3].0,
+            data_span.0,
             format!("is `{data}`, not a local (`&hdr`) or a pointer (`e`)"),
         )
     })?;
-    let decl = declaration(func, &var, src).map_err(|why| (args[3].0, format!("is {why}")))?;
+    let decl = declaration(func, &var, src).map_err(|why| (data_span.0, format!("is {why}")))?;
     let ty = c::text(decl.ty, src).to_string();
     if decl.ty.field("body").is_some() {
         let name = decl.ty.field("name").map_or("", |n| c::text(n, src));
         return Err((
-            args[3].0,
+            data_span.0,
             format!(
                 "is a `{} {name}` defined in the function, which the helper written before the function cannot name; define the type outside the function",
                 decl.ty.kind().trim_end_matches("_specifier")
@@ -243,18 +310,18 @@ fn header_type(cx: &Ctx, func: Node, args: &[(usize, usize)]) -> Result<String, 
     }
     if decl.pointer != pointer {
         return Err((
-            args[3].0,
+            data_span.0,
             format!(
                 "is `{data}`, not `&{var}` for a local `{ty} {var}` or `{var}` for a `{ty} *{var}`"
             ),
         ));
     }
-    if !sizes_whole(&src[args[4].0..args[4].1], &var, pointer, &ty) {
+    if !sizes_whole(&src[size_span.0..size_span.1], &var, pointer, &ty) {
         return Err((
-            args[4].0,
+            size_span.0,
             format!(
                 "is sent with the size `{}`, not the whole `{ty}` (`sizeof({}{var})`): the packet bytes follow the bytes sent",
-                &src[args[4].0..args[4].1],
+                &src[size_span.0..size_span.1],
                 if pointer { "*" } else { "" }
             ),
         ));
@@ -272,14 +339,26 @@ fn own_bound(cx: &Ctx, func: Node, call: Node, len: Node) -> Option<(String, usi
     if let Some(b) = bounded(cx, len) {
         return Some((b, len.start_byte()));
     }
-    if len.kind() != "identifier" {
-        return None;
-    }
-    let var = c::text(len, src);
-    let is_var =
-        |n: Option<Node>| n.is_some_and(|n| n.kind() == "identifier" && c::text(n, src) == var);
-    declaration(func, var, src).ok().filter(|d| !d.pointer)?;
-    // The settings of `var` in the function, in order; its address taken, none can be trusted.
+    // A local (`len`) or a member of a local struct (`meta.cap`), by its text; `base` the local.
+    let var: String = c::text(len, src).split_whitespace().collect();
+    let base = match len.kind() {
+        "identifier" => len,
+        "field_expression" => {
+            let b = bare(len.field("argument")?);
+            (b.kind() == "identifier" && c::text(len.field("operator")?, src) == ".")
+                .then_some(b)?
+        }
+        _ => return None,
+    };
+    let base = c::text(base, src);
+    declaration(func, base, src).ok().filter(|d| !d.pointer)?;
+    let text_of =
+        |n: Option<Node>| n.map(|n| c::text(bare(n), src).split_whitespace().collect::<String>());
+    let is_var = |n: Option<Node>| text_of(n).as_deref() == Some(var.as_str());
+    // The whole struct set (assigned or declared), which sets the member too.
+    let is_base = |n: Option<Node>| text_of(n).as_deref() == Some(base);
+    // The settings of `var` in the function, in order; its address (or its struct's) taken,
+    // none can be trusted.
     let mut last = None;
     for n in c::descendants(func) {
         if n.start_byte() >= call.start_byte() {
@@ -288,16 +367,23 @@ fn own_bound(cx: &Ctx, func: Node, call: Node, len: Node) -> Option<(String, usi
         match n.kind() {
             "pointer_expression"
                 if n.field("operator").map(|o| c::text(o, src)) == Some("&")
-                    && is_var(n.field("argument").map(bare)) =>
+                    && (is_var(n.field("argument")) || is_base(n.field("argument"))) =>
             {
                 return None;
             }
-            "update_expression" if is_var(n.field("argument").map(bare)) => last = Some(n),
-            "assignment_expression" if is_var(n.field("left").map(bare)) => last = Some(n),
-            "init_declarator" if is_var(n.field("declarator")) => last = Some(n),
+            "update_expression" if is_var(n.field("argument")) => last = Some(n),
+            "assignment_expression" if is_var(n.field("left")) || is_base(n.field("left")) => {
+                last = Some(n)
+            }
+            "init_declarator"
+                if is_var(n.field("declarator")) || is_base(n.field("declarator")) =>
+            {
+                last = Some(n)
+            }
             _ => {}
         }
     }
+    let var = var.as_str();
     let last = last?;
     // What bounds it, and the statement that does: the clamp's `if`, or the setting's own.
     let (bound, stmt) = match last.kind() {
@@ -509,7 +595,7 @@ fn helper_at(src: &str, func: Node) -> usize {
 
 /// The helpers of the file's packet outputs, each written once before the first function that
 /// calls it, and the calls rewritten to call them.
-pub(super) fn plan(cx: &mut Ctx, sites: Vec<PacketSite>) {
+pub fn plan(cx: &mut Ctx, sites: Vec<PacketSite>) {
     let mut keys: Vec<(Key, String, usize)> = Vec::new();
     let mut taken: Vec<String> = Vec::new();
     for s in &sites {
@@ -582,6 +668,7 @@ pub(super) fn plan(cx: &mut Ctx, sites: Vec<PacketSite>) {
             .filter(|k| k.2 == at)
             .map(|(k, name, _)| helper(k, name))
             .collect();
+        let text = indent_like(&text, &cx.src()[at..]);
         cx.edits.push(Edit::insert(at, text, Rule::OutputPacket));
     }
 }
@@ -602,6 +689,27 @@ fn helper_name(src: &str, map: &str, packet: Packet, taken: &[String]) -> String
             !taken.contains(n) && !src.contains(n.as_str()) && !src.contains(buf.as_str())
         })
         .expect("a free name")
+}
+
+/// `text` (indented with tabs) indented as the code `after` it is: with spaces, if its first
+/// indented line begins with spaces, as many for a tab as that line has.
+fn indent_like(text: &str, after: &str) -> String {
+    let Some(first) = after
+        .lines()
+        .find(|l| l.starts_with([' ', '\t']) && !l.trim().is_empty())
+    else {
+        return text.to_string();
+    };
+    let n = first.len() - first.trim_start_matches(' ').len();
+    if n == 0 {
+        return text.to_string();
+    }
+    text.split_inclusive('\n')
+        .map(|l| {
+            let tabs = l.len() - l.trim_start_matches('\t').len();
+            format!("{}{}", " ".repeat(n * tabs), &l[tabs..])
+        })
+        .collect()
 }
 
 /// `text` in lines of at most `width` columns, each begun with `lead`.
@@ -628,28 +736,66 @@ fn wrap(text: &str, lead: &str, width: usize) -> String {
 fn helper(k: &Key, name: &str) -> String {
     let (ctx_ty, p, load) = (k.packet.ctx_type(), k.packet.param(), k.packet.load());
     let (hdr, max, map) = (&k.header, &k.max, &k.map);
+    let i = k.dialect.int();
     let comment = wrap(
         &format!(
-            "bpf-migrate: a record of `{map}` is a `{hdr}` and then up to {max} bytes of the packet, which bpf_perf_event_output() appended itself (BPF_F_CTXLEN_MASK) and the ring buffer cannot: the record is put together here."
+            "bpf-migrate: a record of `{map}` is a `{hdr}` and then up to {max} bytes of the packet, which {} appended itself{} and the ring buffer cannot: the record is put together here.",
+            match k.dialect {
+                Dialect::Libbpf => "bpf_perf_event_output()",
+                Dialect::Bcc => "perf_submit_skb()",
+            },
+            match k.dialect {
+                Dialect::Libbpf => " (BPF_F_CTXLEN_MASK)",
+                Dialect::Bcc => "",
+            }
         ),
         " * ",
         80,
     );
-    format!(
-        r#"/*
-{comment} */
-struct {{
+    let inline = match k.dialect {
+        Dialect::Libbpf => "static __always_inline",
+        Dialect::Bcc => "static inline __attribute__((always_inline))",
+    };
+    // The buffer, how the helper finds it, where the header and the packet bytes go, and how
+    // it sends the record.
+    let (buffer, lookup, copy, data, output) = match k.dialect {
+        Dialect::Libbpf => (
+            format!(
+                r#"struct {{
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u8[sizeof({hdr}) + {max}]);
-}} {name}_buf SEC(".maps");
+}} {name}_buf SEC(".maps");"#
+            ),
+            format!("__u8 *buf = bpf_map_lookup_elem(&{name}_buf, &zero);"),
+            "__builtin_memcpy(buf, hdr, sizeof(*hdr));".to_string(),
+            "buf + sizeof(*hdr)",
+            format!("bpf_ringbuf_output(&{map}, buf,"),
+        ),
+        // The header a member of its own type, so that BCC takes the record for one (for
+        // `.event()`); the bytes follow it without padding, a struct's size being a multiple
+        // of its alignment.
+        Dialect::Bcc => (
+            format!(
+                "struct {name}_t {{\n\t{hdr} hdr;\n\tu8 data[{max}];\n}};\nBPF_PERCPU_ARRAY({name}_buf, struct {name}_t, 1);"
+            ),
+            format!("struct {name}_t *buf = {name}_buf.lookup(&zero);"),
+            "buf->hdr = *hdr;".to_string(),
+            "buf->data",
+            format!("{map}.ringbuf_output(&buf->hdr,"),
+        ),
+    };
+    format!(
+        r#"/*
+{comment} */
+{buffer}
 
-static __always_inline long
-{name}({ctx_ty} *{p}, const {hdr} *hdr, __u64 len)
+{inline} long
+{name}({ctx_ty} *{p}, const {hdr} *hdr, {i}u64 len)
 {{
-	__u32 zero = 0;
-	__u8 *buf = bpf_map_lookup_elem(&{name}_buf, &zero);
+	{i}u32 zero = 0;
+	{lookup}
 	long err;
 
 	if (!buf)
@@ -663,13 +809,13 @@ static __always_inline long
 	if (len > {max})
 		len = {max};
 	asm volatile("" : "+r"(len));
-	__builtin_memcpy(buf, hdr, sizeof(*hdr));
-	if ((__s64)len > 0) {{
-		err = {load}({p}, 0, buf + sizeof(*hdr), len);
+	{copy}
+	if (({i}s64)len > 0) {{
+		err = {load}({p}, 0, {data}, len);
 		if (err)
 			return err;
 	}}
-	return bpf_ringbuf_output(&{map}, buf, sizeof(*hdr) + len, 0);
+	return {output} sizeof(*hdr) + len, 0);
 }}
 
 "#
@@ -679,9 +825,9 @@ static __always_inline long
 #[cfg(test)]
 mod tests {
     use super::super::snippets::{PERF_MAP, RING_MAP, bpf, migrates, refused};
-    use crate::engine::testkit::{LOADER, run};
+    use crate::engine::testkit::{LOADER, check_refused, run};
     use crate::engine::{Options, Strategy};
-    use crate::report::Severity;
+    use crate::report::{Diagnostic, Severity};
     use crate::rules::Rule;
 
     /// A tc program that sends `hdr` and `len` bytes of the packet, `body` setting `len`.
@@ -706,6 +852,16 @@ mod tests {
             .map(|d| d.message.clone())
             .collect();
         (changed["x.bpf.c"].clone(), notes)
+    }
+
+    /// A diagnostic of `rule` among `diags` says `what`.
+    fn says(diags: &[Diagnostic], rule: Rule, what: &str) {
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.rule == rule && d.message.contains(what)),
+            "no {rule} saying `{what}`: {diags:?}"
+        );
     }
 
     fn migrated(parts: &[&str]) -> (String, Vec<String>) {
@@ -942,11 +1098,11 @@ int on_xdp(struct xdp_md *ctx)
             &opts,
         );
         assert!(changed["x.bpf.c"].contains("events_output_skb(skb, &hdr, (__u64)len);"));
-        assert!(diags.iter().any(|d| {
-            d.rule == Rule::ReserveFallback
-                && d.message
-                    .contains("a packet sample is put together in a per-CPU buffer first")
-        }));
+        says(
+            &diags,
+            Rule::ReserveFallback,
+            "a packet sample is put together in a per-CPU buffer first",
+        );
     }
 
     #[test]
@@ -1079,5 +1235,85 @@ int trace_exec(void *ctx)
                 && d.message.contains("followed by packet bytes")),
             "{diags:?}"
         );
+    }
+
+    /// A BCC tool whose C sends `hdr` and `cap` bytes of the packet, `body` setting `cap`,
+    /// from a function whose context is `ctx`.
+    fn bcc_tool(ctx: &str, body: &str) -> String {
+        format!(
+            "from bcc import BPF\n\nb = BPF(text=\"\"\"\nBPF_PERF_OUTPUT(events);\n\nint on_packet({ctx})\n{{\n    u32 hdr = 1;\n{body}\n    events.perf_submit_skb(skb, cap, &hdr, sizeof(hdr));\n    return 0;\n}}\n\"\"\")\n\ndef show(cpu, data, size):\n    print(size)\n\nb[\"events\"].open_perf_buffer(show)\nwhile 1:\n    b.perf_buffer_poll()\n"
+        )
+    }
+
+    const CLAMP: &str = "    u32 cap = skb->len;\n\n    if (cap > 64)\n        cap = 64;";
+
+    #[test]
+    fn a_bcc_packet_sample_in_bcc_dialect() {
+        let tool = bcc_tool("struct __sk_buff *skb", CLAMP);
+        let (changed, diags) = run(&[("tool.py", &tool)], &Options::default());
+        assert!(!diags.iter().any(|d| d.severity.refuses()), "{diags:?}");
+        let text = &changed["tool.py"];
+        for want in [
+            "struct events_output_skb_t {\n    u32 hdr;\n    u8 data[64];\n};\nBPF_PERCPU_ARRAY(events_output_skb_buf, struct events_output_skb_t, 1);\n",
+            "static inline __attribute__((always_inline)) long\nevents_output_skb(struct __sk_buff *skb, const u32 *hdr, u64 len)\n{\n    u32 zero = 0;\n    struct events_output_skb_t *buf = events_output_skb_buf.lookup(&zero);\n",
+            "    buf->hdr = *hdr;\n    if ((s64)len > 0) {\n        err = bpf_skb_load_bytes(skb, 0, buf->data, len);\n",
+            "    return events.ringbuf_output(&buf->hdr, sizeof(*hdr) + len, 0);\n}\n\nint on_packet(",
+            "    events_output_skb(skb, &hdr, cap);\n",
+            "def show(ctx, data, size):",
+        ] {
+            assert!(text.contains(want), "no {want:?} in:\n{text}");
+        }
+        says(
+            &diags,
+            Rule::OutputPacket,
+            "at most 64 bytes of packet, the program's own bound (line 11)",
+        );
+    }
+
+    #[test]
+    fn a_bcc_length_in_a_member_of_a_local_struct() {
+        let body = "    struct meta { u32 len; u32 cap; } m = {};\n\n    m.len = skb->len;\n    m.cap = skb->len < 96 ? skb->len : 96;";
+        let tool =
+            bcc_tool("struct __sk_buff *skb", body).replace("skb, cap, &hdr", "skb, m.cap, &hdr");
+        let (changed, diags) = run(&[("tool.py", &tool)], &Options::default());
+        assert!(!diags.iter().any(|d| d.severity.refuses()), "{diags:?}");
+        assert!(changed["tool.py"].contains("events_output_skb(skb, &hdr, m.cap);"));
+        // Set whole after the member was bounded: no bound.
+        let tool = tool.replace("    m.len = skb->len;\n", "").replace(
+            "    m.cap = skb->len < 96 ? skb->len : 96;",
+            "    m.cap = skb->len < 96 ? skb->len : 96;\n    m = (struct meta){ skb->len, skb->len };",
+        );
+        check_refused(
+            &[("tool.py", &tool)],
+            Rule::BccSubmitSkb,
+            "the program sets no constant bound on it",
+        );
+    }
+
+    #[test]
+    fn refuses_bcc_packet_samples_it_cannot_migrate() {
+        for (ctx, body, says) in [
+            (
+                "struct __sk_buff *skb",
+                "    u32 cap = skb->len;",
+                "the program sets no constant bound on it",
+            ),
+            (
+                "struct xdp_md *skb",
+                "    u32 cap = 64;",
+                "comes from an XDP context, and bpf-migrate loads packet bytes in BCC only from a `struct __sk_buff *`",
+            ),
+            (
+                "struct pt_regs *skb",
+                "    u32 cap = 64;",
+                "comes from `skb`, a `struct pt_regs *`",
+            ),
+        ] {
+            check_refused(
+                &[("tool.py", &bcc_tool(ctx, body))],
+                Rule::BccSubmitSkb,
+                says,
+            );
+        }
     }
 }
