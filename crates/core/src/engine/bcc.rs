@@ -104,9 +104,18 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     map: map.clone(),
                     map_span: (table.start_byte(), table.end_byte()),
                     offset: call.start_byte(),
-                    // `perf_submit(ctx, data, size)`: where the event could carry the CPU.
-                    cpu: (method == "perf_submit" && args.len() == 3)
-                        .then(|| super::bpf::cpu_site::cpu_site(cx, call, args[1], args[2])),
+                    // `perf_submit(ctx, data, size)`: where the event could carry the CPU
+                    // (None: the call is refused, and says so).
+                    cpu: match (method, args.len()) {
+                        ("perf_submit", 3) => Some(super::bpf::cpu_site::cpu_site(
+                            cx, call, args[1], args[2],
+                        )),
+                        ("perf_submit_skb", _) => Some(Err((
+                            call.start_byte(),
+                            "the event is followed by packet bytes in the record, so a CPU field cannot be added at its end".to_string(),
+                        ))),
+                        _ => None,
+                    },
                 };
                 if method == "perf_submit_skb" {
                     let args = c::arg_spans(call, src);

@@ -1396,4 +1396,19 @@ int trace_exec(struct pt_regs *ctx)
             "reads it through a name it assigns",
         );
     }
+
+    #[test]
+    fn refuses_a_cpu_read_of_packet_samples() {
+        // Nothing can follow the packet bytes of a record: the CPU has nowhere to go.
+        let py = include_str!("../../../../fixtures/bcc_pktsample/input/pktsample.py").replace(
+            "    s = ct.cast(data, ct.POINTER(Sample)).contents\n",
+            "    s = b[\"samples\"].event(data)\n    print(cpu)\n",
+        );
+        assert!(py.contains("print(cpu)"));
+        check_refused(
+            &[("t.py", &py)],
+            Rule::CallbackUsesCpu,
+            "followed by packet bytes",
+        );
+    }
 }

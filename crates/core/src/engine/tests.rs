@@ -213,7 +213,17 @@ fn a_wrong_guess_about_a_program_changes_nothing() {
         read("execsnoop/input/execsnoop.h", "execsnoop.h"),
     ];
     let mut with_tool = program.clone();
-    with_tool.push(read("bcc_cpu_callback/input/irqslower.py", "execsnoop.py"));
+    // A BCC tool that stays refused: its callback reads the CPU, and the event through a
+    // ctypes class of its own, so no field can carry the CPU to it.
+    let tool = read("bcc_cpu_callback/input/irqslower.py", "execsnoop.py");
+    with_tool.push(SourceFile::new(
+        tool.path,
+        tool.display,
+        tool.text.replace(
+            "event = b[\"events\"].event(data)",
+            "event = ct.cast(data, ct.POINTER(Data)).contents",
+        ),
+    ));
     let opts = Options::default();
     let alone = migrate(&program, &opts);
     let beside = migrate(&with_tool, &opts);
