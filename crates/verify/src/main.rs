@@ -52,6 +52,10 @@ struct VerifyArgs {
     format: Format,
     #[arg(long, value_name = "BYTES", value_parser = engine::parse_size)]
     ringbuf_size: Option<u64>,
+    /// The bytes of packet a migrated packet sample keeps when its program does not bound
+    /// the length itself (as `bpf-migrate --max-packet`).
+    #[arg(long, value_name = "BYTES", value_parser = engine::parse_max_packet)]
+    max_packet: Option<u64>,
     /// How events get into the ring buffer in the migration verified: copy or reserve.
     #[arg(long, default_value = "copy", value_parser = ["copy", "reserve"])]
     strategy: String,
@@ -122,7 +126,7 @@ fn main() -> ExitCode {
             ring_size_given: v.ringbuf_size.is_some(),
             rules: RuleFilter::default(),
             strategy,
-            max_packet: None,
+            max_packet: v.max_packet,
         },
         bench: v.bench,
         tools: !v.events_only,
