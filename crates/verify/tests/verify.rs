@@ -44,23 +44,14 @@ fn tool_of<'a>(lines: &'a [Value], program: &str) -> Option<&'a Value> {
 /// guest) as given: `equivalent` with lines printed during the workload, or `inconclusive`
 /// (the reason must contain the text given after it). Returns the JSON lines.
 fn verify_all(programs: &[(&str, &str)], options: &[&str]) -> Vec<Value> {
-    let mut args = vec!["verify", "--format", "json"];
-    args.extend(options);
+    let mut args = options.to_vec();
     let paths: Vec<String> = programs
         .iter()
         .map(|(p, _)| format!("fixtures/{p}/input"))
         .collect();
     args.extend(paths.iter().map(String::as_str));
-    let out = run(&root(), &args);
-    let lines = json_lines(&out);
     let all_tools_equivalent = programs.iter().all(|(_, t)| *t == "equivalent");
-    assert_eq!(
-        code(&out),
-        if all_tools_equivalent { 0 } else { 1 },
-        "{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let lines = verify_json(&args, if all_tools_equivalent { 0 } else { 1 });
     for (p, tool) in programs {
         let maps = maps_of(&lines, &format!("/{p}/"));
         assert!(!maps.is_empty(), "{p}: no map compared");
@@ -210,20 +201,15 @@ fn bcc_tools_run_in_the_guest_and_wrong_migrations_are_caught() {
 fn wrong_user_space_migrations_are_caught_with_the_line_named() {
     // Right BPF sides, wrong loaders: a callback that no longer prints a field, and one that
     // returns an error, which stops a ring buffer's poll after the first event.
-    let out = run(
-        &root(),
+    let lines = verify_json(
         &[
-            "verify",
-            "--format",
-            "json",
             "--before",
             "fixtures/verify-wrong-tool/before",
             "--after",
             "fixtures/verify-wrong-tool/after",
         ],
+        1,
     );
-    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
-    let lines = json_lines(&out);
     for m in maps_of(&lines, "snoop") {
         assert_eq!(m["verdict"], "equivalent", "the BPF sides are right: {m}");
     }
@@ -283,20 +269,15 @@ fn a_tool_that_needs_arguments_is_inconclusive_until_given_them() {
 
 #[test]
 fn wrong_migrations_are_caught_with_the_map_and_event_named() {
-    let out = run(
-        &root(),
+    let lines = verify_json(
         &[
-            "verify",
-            "--format",
-            "json",
             "--before",
             "fixtures/verify-wrong/before",
             "--after",
             "fixtures/verify-wrong/after",
         ],
+        1,
     );
-    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
-    let lines = json_lines(&out);
     let finding = |prog: &str, map: &str| -> String {
         maps_of(&lines, prog)
             .into_iter()
