@@ -111,14 +111,29 @@ pub struct ObjSpec {
     pub poison: u8,
 }
 
-/// A frame the agent sends: `ready` once it runs, one `result`, then `done` before it powers
-/// the guest off.
+/// A frame the agent sends: `ready` once it runs, `tools_started` when it has waited for the
+/// manifest's tools (if any), one `result`, then `done` before it powers the guest off.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
     Ready,
+    /// How long the agent waited for the tools to start: the host's `--timeout` does not
+    /// count it (a BCC tool under emulation takes tens of seconds).
+    ToolsStarted {
+        waited_ms: u64,
+    },
     Result(Report),
     Done,
+}
+
+impl Message {
+    /// The wait a `tools_started` frame among `frames` reports.
+    pub fn tools_wait(frames: &[Message]) -> Option<u64> {
+        frames.iter().find_map(|f| match f {
+            Message::ToolsStarted { waited_ms } => Some(*waited_ms),
+            _ => None,
+        })
+    }
 }
 
 /// What the agent found.

@@ -295,9 +295,9 @@ fn run_boot(
         ring_poison: Some("/objs/ring_poison.o".into()),
         bench: None,
         tools,
-        // Within the guest's own time (see boot_agent), with room left for the workload.
-        tools_ready_ms: (60_000 + 120_000 * bcc_tools)
-            .min(opts.timeout.as_millis() as u64 / 2 + 120_000 * bcc_tools),
+        // --timeout does not count the wait (qemu::VmConfig::tools_wait): the workload has
+        // all of it, however long the tools took to start.
+        tools_ready_ms: 60_000 + 120_000 * bcc_tools,
         host_root,
     };
     // Each built program loads three times for the events, three more for its loader.
@@ -886,13 +886,17 @@ pub(crate) fn boot_agent(
     let initrd = wd.join("initramfs.cpio");
     fs::write(&initrd, cpio.finish())?;
     let share_host_root = manifest_value.host_root.is_some();
-    let bcc_tools = manifest_value.tools.iter().filter(|t| t.host_root).count() as u32;
     let vm = qemu::run(&qemu::VmConfig {
         kernel,
         initrd: &initrd,
         cpus: opts.cpus,
         accel: opts.accel,
-        timeout: opts.timeout + Duration::from_secs(120) * bcc_tools,
+        timeout: opts.timeout,
+        tools_wait: if manifest_value.tools.is_empty() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(manifest_value.tools_ready_ms)
+        },
         workdir: wd,
         share_host_root,
         map_bytes,

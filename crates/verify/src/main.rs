@@ -33,7 +33,8 @@ struct VerifyArgs {
     /// libraries).
     #[arg(long)]
     workload: Option<String>,
-    /// Seconds the guest may run.
+    /// Seconds the guest may run, besides waiting for the tools to start (up to 60 s, and
+    /// 120 s more for each BCC tool).
     #[arg(long, default_value_t = 120)]
     timeout: u64,
     /// Include directory for the BPF build.

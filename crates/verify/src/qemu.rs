@@ -23,6 +23,9 @@ pub struct VmConfig<'a> {
     pub cpus: u32,
     pub accel: Accel,
     pub timeout: Duration,
+    /// The longest the agent may wait for its tools to start, which `timeout` does not
+    /// count: until the agent says how long it waited, the deadline is this much later.
+    pub tools_wait: Duration,
     pub workdir: &'a Path,
     /// Share the host's root file system, read-only, over 9p (`hostroot`), and give the
     /// guest the memory the host's own user space wants (BCC compiling C).
@@ -169,10 +172,11 @@ fn run_vm(
             ))
             .into());
         }
-        if start.elapsed() > timeout {
+        let waited = Message::tools_wait(&frames).map_or(cfg.tools_wait, Duration::from_millis);
+        if start.elapsed() > timeout + waited {
             let console_text = fs::read_to_string(&console).unwrap_or_default();
             bail!(
-                "the guest did not finish within {timeout:?} (--timeout); qemu was stopped\n--- guest console (last lines):\n{}",
+                "the guest did not finish within {timeout:?} (--timeout) after {waited:?} waiting for its tools to start; qemu was stopped\n--- guest console (last lines):\n{}",
                 tail(&console_text, 30)
             );
         }

@@ -33,10 +33,18 @@ fn maps_of<'a>(lines: &'a [Value], program: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn tool_of<'a>(lines: &'a [Value], program: &str) -> Option<&'a Value> {
+/// The tool line of `program`; without one, the test fails quoting every line of that
+/// program (a failed boot, say, leaves only its program line, with the reason).
+fn tool_of<'a>(lines: &'a [Value], program: &str) -> &'a Value {
+    let of = |v: &&Value| v["program"].as_str().unwrap_or("").contains(program);
     lines
         .iter()
-        .find(|v| v["type"] == "tool" && v["program"].as_str().unwrap_or("").contains(program))
+        .filter(of)
+        .find(|v| v["type"] == "tool")
+        .unwrap_or_else(|| {
+            let said: Vec<String> = lines.iter().filter(of).map(Value::to_string).collect();
+            panic!("{program}: no tool line; its lines:\n{}", said.join("\n"))
+        })
 }
 
 /// Verifies the fixtures' migrations in one VM and checks every map of each is equivalent,
@@ -62,7 +70,7 @@ fn verify_all(programs: &[(&str, &str)], options: &[&str]) -> Vec<Value> {
             assert_eq!(m["migrated"].as_u64().unwrap(), n, "{p}: {m}");
             assert_eq!(m["matched"].as_u64().unwrap(), n, "{p}: {m}");
         }
-        let t = tool_of(&lines, &format!("/{p}/")).unwrap_or_else(|| panic!("{p}: no tool run"));
+        let t = tool_of(&lines, &format!("/{p}/"));
         match tool.split_once(": ") {
             None => {
                 assert_eq!(t["verdict"], "equivalent", "{p}: {t}");
@@ -164,7 +172,7 @@ fn libbpf_rs_crates_verify_at_both_levels() {
         &[("rs_capable", "equivalent"), ("rs_two_maps", "equivalent")],
         &[],
     );
-    let t = tool_of(&lines, "rs_two_maps").unwrap();
+    let t = tool_of(&lines, "rs_two_maps");
     assert!(t["lines"]["original"].as_u64().unwrap() >= 6, "{t}");
 }
 
@@ -185,14 +193,14 @@ fn bcc_tools_run_in_the_guest_and_wrong_migrations_are_caught() {
         ],
         1,
     );
-    let good = tool_of(&lines, "killtrace.py").unwrap();
+    let good = tool_of(&lines, "killtrace.py");
     assert_eq!(good["verdict"], "equivalent", "{good}");
     assert!(good["lines"]["matched"].as_u64().unwrap() > 0, "{good}");
-    let layout = tool_of(&lines, "killlayout.py").unwrap();
+    let layout = tool_of(&lines, "killlayout.py");
     assert_eq!(layout["verdict"], "different", "{layout}");
     let f = layout["finding"].as_str().unwrap();
     assert!(f.contains("column 3"), "{f}");
-    let size = tool_of(&lines, "killsize.py").unwrap();
+    let size = tool_of(&lines, "killsize.py");
     assert_eq!(size["verdict"], "different", "{size}");
     assert!(size["finding"].as_str().unwrap().contains("init"), "{size}");
 }
@@ -213,11 +221,11 @@ fn wrong_user_space_migrations_are_caught_with_the_line_named() {
     for m in maps_of(&lines, "snoop") {
         assert_eq!(m["verdict"], "equivalent", "the BPF sides are right: {m}");
     }
-    let sig = tool_of(&lines, "sigsnoop").unwrap();
+    let sig = tool_of(&lines, "sigsnoop");
     assert_eq!(sig["verdict"], "different", "{sig}");
     let f = sig["finding"].as_str().unwrap();
     assert!(f.contains("line 1") && f.contains("column 3"), "{f}");
-    let kill = tool_of(&lines, "killsnoop").unwrap();
+    let kill = tool_of(&lines, "killsnoop");
     assert_eq!(kill["verdict"], "different", "{kill}");
     let f = kill["finding"].as_str().unwrap();
     assert!(
@@ -248,7 +256,7 @@ fn a_tool_that_needs_arguments_is_inconclusive_until_given_them() {
     let out = run(tmp.path(), &["verify", "--format", "json", "."]);
     assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
     let lines = json_lines(&out);
-    let t = tool_of(&lines, "sigsnoop").unwrap();
+    let t = tool_of(&lines, "sigsnoop");
     assert_eq!(t["verdict"], "inconclusive", "{t}");
     let f = t["finding"].as_str().unwrap();
     assert!(
@@ -261,10 +269,7 @@ fn a_tool_that_needs_arguments_is_inconclusive_until_given_them() {
     );
     let lines = json_lines(&out);
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
-    assert_eq!(
-        tool_of(&lines, "sigsnoop").unwrap()["verdict"],
-        "equivalent"
-    );
+    assert_eq!(tool_of(&lines, "sigsnoop")["verdict"], "equivalent");
 }
 
 #[test]
@@ -487,7 +492,7 @@ fn a_bcc_tool_keeps_its_cpu_column() {
     // A BCC tool printing the CPU of each kill(): migrated, its events carry the CPU in an
     // added field, and it prints the same lines on two CPUs.
     let lines = verify_json(&["--cpus", "2", "fixtures/bcc_cpu_column/input"], 0);
-    let t = tool_of(&lines, "sigcpu.py").unwrap();
+    let t = tool_of(&lines, "sigcpu.py");
     assert_eq!(t["verdict"], "equivalent", "{t}");
     assert!(t["lines"]["matched"].as_u64().unwrap() > 0, "{t}");
 }
@@ -610,7 +615,7 @@ fn maps_bigger_than_the_base_guest_still_load() {
     );
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     let lines = json_lines(&out);
-    let tool = tool_of(&lines, "execsnoop").unwrap();
+    let tool = tool_of(&lines, "execsnoop");
     assert_eq!(tool["verdict"], "equivalent", "{tool}");
 }
 
@@ -751,8 +756,5 @@ int main(void)
         why.contains("boot 2 of 2") && why.contains("the original does not build"),
         "{why}"
     );
-    assert_eq!(
-        tool_of(&lines, "execsnoop").unwrap()["verdict"],
-        "equivalent"
-    );
+    assert_eq!(tool_of(&lines, "execsnoop")["verdict"], "equivalent");
 }

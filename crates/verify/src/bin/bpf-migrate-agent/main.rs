@@ -65,7 +65,7 @@ fn main() {
     {
         Ok(m) => match m.bench {
             Some(n) => Report::Bench(bench(&m, n)),
-            None => Report::Run(run(&m)),
+            None => Report::Run(run(&m, &mut out)),
         },
         Err(e) => Report::Fatal(format!("cannot read the manifest: {e}")),
     };
@@ -74,7 +74,7 @@ fn main() {
     power_off();
 }
 
-fn run(m: &Manifest) -> RunResult {
+fn run(m: &Manifest, out: &mut Serial) -> RunResult {
     libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
     let started = Instant::now();
     let objects = load_objects(m);
@@ -88,11 +88,17 @@ fn run(m: &Manifest) -> RunResult {
     // The tools start now, so that what their starting does (execs, opens, BPF loads) is
     // discarded with the other attach-time events.
     let mut running = tools::start(&m.tools, host_root_error.as_deref());
+    let waiting = Instant::now();
     tools::wait_ready(
         &mut running,
         Duration::from_millis(m.tools_ready_ms),
         &mut || buffers.drain(),
     );
+    if !m.tools.is_empty() {
+        out.frame(&Message::ToolsStarted {
+            waited_ms: waiting.elapsed().as_millis() as u64,
+        });
+    }
     let attached_ms = started.elapsed().as_millis();
     // Last thing before the workload: what the tools' starting wrote to a ring (hundreds of
     // opens, say) may have wrapped it past poison laid down earlier.
