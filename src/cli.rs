@@ -92,6 +92,10 @@ struct RunArgs {
     /// `reserve` (built in place with bpf_ringbuf_reserve/submit where that is safe).
     #[arg(long, value_enum, default_value_t = StrategyArg::Copy)]
     strategy: StrategyArg,
+    /// A lost-sample callback: `count` (the default) keeps it, fed from a per-CPU counter
+    /// of the records the ring could not take, added to the BPF program; `drop` removes it.
+    #[arg(long, value_name = "HOW", default_value = "count", value_parser = ["count", "drop"])]
+    lost: String,
     /// Colour diffs and diagnostics.
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     color: Color,
@@ -197,6 +201,7 @@ fn run(args: RunArgs) -> ExitCode {
         },
         strategy: args.strategy.into(),
         max_packet: args.max_packet,
+        lost: args.lost.parse().expect("clap checked it"),
     };
     if let Err(e) = opts.rules.check() {
         eprintln!("error: --select/--ignore: {e}");

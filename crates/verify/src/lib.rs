@@ -1544,7 +1544,16 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
                 .trim_start_matches('&')
                 .trim()
         } else {
-            match call.parent() {
+            // Through a wrapper (`e = MAP_lost_if_null(bpf_ringbuf_reserve(...))`) or a cast.
+            let mut at = call;
+            while let Some(p) = at.parent() {
+                match p.kind() {
+                    "argument_list" | "cast_expression" | "parenthesized_expression" => at = p,
+                    "call_expression" if at.kind() == "argument_list" => at = p,
+                    _ => break,
+                }
+            }
+            match at.parent() {
                 Some(p) if p.kind() == "init_declarator" => p
                     .field("declarator")
                     .map(|d| c::text(d, &src).trim_start_matches('*').trim())
@@ -1600,6 +1609,18 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_struct_is_found_through_a_counting_wrapper() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.bpf.c");
+        fs::write(
+            &f,
+            "struct ev { int pid; };\nint f(void *ctx)\n{\n\tstruct ev *e;\n\n\te = events_lost_if_null(bpf_ringbuf_reserve(&events, sizeof(*e), 0));\n\tif (!e)\n\t\treturn 0;\n\tbpf_ringbuf_submit(e, 0);\n\treturn 0;\n}\n",
+        )
+        .unwrap();
+        assert_eq!(event_structs(&f, "events"), ["ev"]);
+    }
 
     #[test]
     fn events_are_compared_without_an_added_cpu_field_which_must_hold_a_cpu() {

@@ -60,6 +60,9 @@ struct VerifyArgs {
     /// How events get into the ring buffer in the migration verified: copy or reserve.
     #[arg(long, default_value = "copy", value_parser = ["copy", "reserve"])]
     strategy: String,
+    /// What the migration verified does with a lost-sample callback (as `bpf-migrate --lost`).
+    #[arg(long, value_name = "HOW", default_value = "count", value_parser = ["count", "drop"])]
+    lost: String,
     /// Instead of comparing, measure events per second of the original, the copy migration
     /// and the reserve migration, this many events each (the programs must hook
     /// sys_enter_getpid; see benches/events).
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             rules: RuleFilter::default(),
             strategy,
             max_packet: v.max_packet,
+            lost: v.lost.parse().expect("clap checked it"),
         },
         bench: v.bench,
         tools: !v.events_only,

@@ -90,6 +90,9 @@ pub struct Consumer {
     pub offset: usize,
     /// Pages per CPU, when the page count is a constant the tool can read.
     pub pages: Option<u64>,
+    /// The reader keeps its lost-sample callback, fed from a counter the BPF side must add
+    /// (`lost_counter`).
+    pub lost_counted: bool,
 }
 
 /// What one file contributes to linking.

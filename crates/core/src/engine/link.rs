@@ -8,6 +8,7 @@ use super::check::{Applied, apply_checked};
 use super::context::{Analysis, Consumer, MapDef, MapKind, refuses};
 use super::cpu_field::link_cpu_fields;
 use super::gate::is_python_source;
+use super::lost_counter::link_lost_counters;
 use super::options::Options;
 use crate::edit::Edit;
 use crate::report::{Diagnostic, Severity};
@@ -186,7 +187,9 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
 
     let defs = map_definitions(analyses);
     link_outputs(files, analyses, &defs, &mut dsu, &mut link_diags);
-    let consumed = link_consumers(files, &index, analyses, &defs, &mut dsu, &mut link_diags);
+    let (consumed, counted) =
+        link_consumers(files, &index, analyses, &defs, &mut dsu, &mut link_diags);
+    link_lost_counters(files, analyses, &counted, &mut dsu, &mut link_diags);
     let named_by_refused = link_named_sources(files, &index, analyses, &mut dsu);
     link_cpu_fields(files, analyses, &mut dsu, &mut link_diags);
     let bcc_pages = report_maps(
@@ -272,7 +275,8 @@ fn link_outputs(
 type Consumed = HashMap<(usize, String), Vec<Option<u64>>>;
 
 /// Consumers: the BPF source named by the skeleton or object, else the one file in the
-/// loader's directory that defines a perf map of that name.
+/// loader's directory that defines a perf map of that name. Also returns the maps (by the
+/// file defining them) whose reader keeps its lost callback, fed from a counter.
 fn link_consumers(
     files: &[SourceFile],
     index: &FileIndex,
@@ -280,8 +284,9 @@ fn link_consumers(
     defs: &HashMap<&str, Vec<usize>>,
     dsu: &mut Dsu,
     link_diags: &mut Vec<Diagnostic>,
-) -> Consumed {
+) -> (Consumed, Vec<(usize, String)>) {
     let mut consumed: Consumed = HashMap::new();
+    let mut counted = Vec::new();
     for (i, a) in analyses.iter().enumerate() {
         for cons in &a.consumers {
             // A BCC tool whose C is in its own strings.
@@ -295,6 +300,9 @@ fn link_consumers(
             match consumer_target(files, index, analyses, defs, i, cons) {
                 Ok(j) => {
                     dsu.union(i, j);
+                    if cons.lost_counted {
+                        counted.push((j, cons.map.clone()));
+                    }
                     consumed
                         .entry((j, cons.map.clone()))
                         .or_default()
@@ -307,7 +315,7 @@ fn link_consumers(
             }
         }
     }
-    consumed
+    (consumed, counted)
 }
 
 /// The file defining the map that consumer `cons` of file `i` reads, or why none can be told.

@@ -18,6 +18,7 @@ mod cpu_field;
 mod edits;
 mod gate;
 mod link;
+mod lost_counter;
 mod options;
 pub mod python;
 pub mod reserve;
@@ -44,8 +45,8 @@ pub use self::gate::{
 };
 pub use self::link::{Change, Outcome, Stats, link_and_apply};
 pub use self::options::{
-    MAX_PACKET_LIMIT, Options, RuleFilter, Strategy, check_ring_size, parse_max_packet, parse_size,
-    size_expr,
+    Lost, MAX_PACKET_LIMIT, Options, RuleFilter, Strategy, check_ring_size, parse_max_packet,
+    parse_size, size_expr,
 };
 
 use self::check::c_range;

@@ -13,6 +13,8 @@ pub struct Options {
     /// `--max-packet`: the bytes of packet a migrated packet sample keeps when the program
     /// does not bound the length itself (`bpf::packet`); None refuses such a sample.
     pub max_packet: Option<u64>,
+    /// What becomes of a lost-sample callback (`--lost`).
+    pub lost: Lost,
 }
 
 impl Default for Options {
@@ -23,6 +25,32 @@ impl Default for Options {
             rules: RuleFilter::default(),
             strategy: Strategy::Copy,
             max_packet: None,
+            lost: Lost::Count,
+        }
+    }
+}
+
+/// What becomes of a perf buffer's lost-sample callback, which a ring buffer does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lost {
+    /// The BPF program counts the records its ring could not take, per CPU, and the loader
+    /// passes new counts to the callback after each poll (`lost_counter`), where the
+    /// reader's language and form allow; else as `Drop`, with a note saying why.
+    #[default]
+    Count,
+    /// The callback is dropped (removed when nothing else uses it), with a note.
+    Drop,
+}
+
+impl std::str::FromStr for Lost {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "count" => Ok(Lost::Count),
+            "drop" => Ok(Lost::Drop),
+            _ => Err(format!(
+                "`{s}` is not a way to treat lost samples: count or drop"
+            )),
         }
     }
 }

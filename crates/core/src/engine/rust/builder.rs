@@ -171,6 +171,7 @@ pub(super) fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analy
         map,
         offset: at,
         pages,
+        lost_counted: false,
     });
 }
 

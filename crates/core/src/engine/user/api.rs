@@ -77,6 +77,11 @@ pub(super) fn rename_calls(cx: &mut Ctx, st: &mut State) {
             if t == "perf_buffer__consume" {
                 consume_result(cx, n);
             }
+            if matches!(t, "perf_buffer__poll" | "perf_buffer__consume")
+                && let Some(call) = n.parent().filter(|p| p.kind() == "call_expression")
+            {
+                super::lost_counter::check_after(cx, st, call);
+            }
             cx.edits.push(Edit::replace(
                 n.start_byte(),
                 n.end_byte(),

@@ -23,11 +23,17 @@ pub(super) fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: 
         return;
     }
     let src = cx.src();
+    let why = st
+        .lost_why
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, w)| format!("; bpf-migrate cannot feed it from a counter: {w}"))
+        .unwrap_or_default();
     let Some((def, fns)) = removable(cx, name, creation) else {
         // Kept (not static, used elsewhere, or not a plain function): it just is no longer
         // called.
         let msg = format!(
-            "the lost-sample callback `{name}` is no longer called: a ring buffer has none"
+            "the lost-sample callback `{name}` is no longer called: a ring buffer has none{why}"
         );
         cx.diag(at, Rule::LostCallback, msg, Some(HELP));
         return;
@@ -40,7 +46,7 @@ pub(super) fn lost_callback(cx: &mut Ctx, st: &mut State, name: &str, creation: 
     cx.diag(
         def.start_byte(),
         Rule::LostCallback,
-        format!("the lost-sample callback `{name}` is removed: a ring buffer has none"),
+        format!("the lost-sample callback `{name}` is removed: a ring buffer has none{why}"),
         Some(HELP),
     );
 }
@@ -133,8 +139,17 @@ fn static_variable<'a>(item: Node, src: &'a str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{BPF, PERF_CALLBACK, RING_CALLBACK, check_note, perf, ring};
-    use crate::engine::testkit::check_migrate;
+    use super::super::testing::{BPF, PERF_CALLBACK, RING_CALLBACK, check_note_with, perf, ring};
+    use crate::engine::testkit::check_migrate_with;
+    use crate::engine::{Lost, Options};
+
+    /// `--lost drop`: the callback goes (`lost_counter` has the default).
+    fn drop() -> Options {
+        Options {
+            lost: Lost::Drop,
+            ..Options::default()
+        }
+    }
 
     const COUNTER: &str = "static unsigned long long lost_total;\n\n";
 
@@ -162,8 +177,12 @@ mod tests {
         );
         let after = ring("", RING_CALLBACK, "", CREATE_AFTER);
         let files = [("x.bpf.c", BPF), ("x.c", &before)];
-        check_migrate(&files, &[("x.c", &after)]);
-        check_note(&files, "the lost-sample callback `handle_lost` is removed");
+        check_migrate_with(&files, &[("x.c", &after)], &drop());
+        check_note_with(
+            &files,
+            &drop(),
+            "the lost-sample callback `handle_lost` is removed",
+        );
     }
 
     #[test]
@@ -181,9 +200,10 @@ mod tests {
             CREATE_AFTER,
         );
         let files = [("x.bpf.c", BPF), ("x.c", &before)];
-        check_migrate(&files, &[("x.c", &after)]);
-        check_note(
+        check_migrate_with(&files, &[("x.c", &after)], &drop());
+        check_note_with(
             &files,
+            &drop(),
             "the lost-sample callback `handle_lost` is no longer called",
         );
     }

@@ -9,7 +9,8 @@
 //! | `opts` | the old form's `struct perf_buffer_opts` |
 //! | `maps` | the map an fd expression reads; the BPF sources a loader names |
 //! | `callbacks` | the sample callback's signature and body |
-//! | `lost` | the lost-sample callback |
+//! | `lost` | the lost-sample callback, dropped (`--lost drop`, or where it cannot be fed) |
+//! | `lost_counter` | the lost-sample callback kept, fed from a counter the BPF side keeps |
 //! | `null_checks` | `libbpf_get_error()`, `IS_ERR()`, `PTR_ERR()` on the new buffer |
 //! | `pages` | the page count: its value, a run-time count, `#define`s left unused |
 //! | `api` | `perf_buffer__poll/consume/epoll_fd/free`, `struct perf_buffer`, the APIs with no equivalent |
@@ -20,6 +21,7 @@
 mod api;
 mod callbacks;
 mod lost;
+mod lost_counter;
 mod maps;
 mod messages;
 mod new_site;
@@ -29,6 +31,8 @@ mod pages;
 mod syntax;
 
 use std::collections::HashSet;
+
+pub use lost_counter::MAP_SUFFIX as LOST_MAP_SUFFIX;
 
 use super::context::{Analysis, CpuUse, Ctx, Report};
 use crate::lang::NodeExt;
@@ -51,6 +55,10 @@ struct State {
     opts_decls: Vec<opts::OptsDecl>,
     /// Lost callbacks and the creation calls that pass them, likewise.
     lost: Vec<(String, Vec<(usize, usize)>)>,
+    /// Perf buffers whose lost callback is kept, fed by a counter (`lost_counter`).
+    counters: Vec<lost_counter::Counter>,
+    /// Why a lost callback (by name) is dropped although `--lost count` asked to keep it.
+    lost_why: Vec<(String, String)>,
 }
 
 /// A sample callback, where the perf buffers that take it are created, and the first of them.
@@ -78,6 +86,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         lost::lost_callback(cx, &mut st, &name, &creation);
     }
     api::rename_calls(cx, &mut st);
+    lost_counter::add_watcher(cx, &st);
     api::rename_struct_tags(cx, &mut st);
     messages::messages(cx);
     pages::unused_page_defines(cx, &st);
@@ -170,7 +179,12 @@ pub(in crate::engine) mod testing {
 
     /// The engine over `files` makes a note that says `says`.
     pub fn check_note(files: &[(&str, &str)], says: &str) {
-        let (_, diags) = run(files, &Options::default());
+        check_note_with(files, &Options::default(), says);
+    }
+
+    /// `check_note` with options.
+    pub fn check_note_with(files: &[(&str, &str)], opts: &Options, says: &str) {
+        let (_, diags) = run(files, opts);
         assert!(
             diags
                 .iter()

@@ -5,8 +5,9 @@
 use tree_sitter::Node;
 
 use super::super::context::{Analysis, Consumer, Ctx, Report};
+use super::super::options::Lost;
 use super::maps::{map_other_uses, resolve_map};
-use super::{SampleCallback, State, null_checks, opts, pages};
+use super::{SampleCallback, State, lost_counter, null_checks, opts, pages};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c;
@@ -66,20 +67,56 @@ pub(super) fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analy
             maps: vec![map.clone()],
         }),
     }
-    if !c::is_null(&lost) {
-        match st.lost.iter_mut().find(|(n, _)| *n == lost) {
-            Some((_, spans)) => spans.extend(creation.iter().copied()),
-            None => st.lost.push((lost, creation.clone())),
-        }
-    }
-
-    let text = c::layout_call(
+    let ring = c::layout_call(
         src,
         call.start_byte(),
         call.end_byte(),
         "ring_buffer__new",
-        &[fd, sample, ctx, "NULL".to_string()],
+        &[fd, sample, ctx.clone(), "NULL".to_string()],
     );
+    let mut text = ring.clone();
+    let mut counted = false;
+    if !c::is_null(&lost) {
+        let lost_at = src[at..call.end_byte()]
+            .find(lost.as_str())
+            .map_or(at, |k| at + k);
+        let watched = match cx.opts.lost {
+            Lost::Count => Some(lost_counter::watch(
+                cx,
+                st,
+                (&map, args[0]),
+                (&lost, &ctx),
+                &ring,
+                handle_of(call, src),
+            )),
+            Lost::Drop => None,
+        };
+        match watched {
+            Some(Ok(t)) => {
+                text = t;
+                counted = true;
+                cx.diag(
+                    lost_at,
+                    Rule::LostCounter,
+                    format!(
+                        "the lost-sample callback `{lost}` is kept: the BPF program counts, per CPU, the records `{map}` could not take (a per-CPU array `{map}{}`), and after each poll the loader passes what is new to `{lost}`",
+                        lost_counter::MAP_SUFFIX
+                    ),
+                    Some("the counts differ from the perf buffer's: one ring shared by all CPUs fills at other times than a buffer per CPU"),
+                );
+            }
+            why => {
+                if let Some(Err(why)) = why {
+                    st.lost_why.push((lost.clone(), why));
+                }
+                match st.lost.iter_mut().find(|(n, _)| *n == lost) {
+                    Some((_, spans)) => spans.extend(creation.iter().copied()),
+                    None => st.lost.push((lost, creation.clone())),
+                }
+            }
+        }
+    }
+
     cx.edits.push(Edit::replace(
         call.start_byte(),
         call.end_byte(),
@@ -94,6 +131,7 @@ pub(super) fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analy
         map,
         offset: at,
         pages,
+        lost_counted: counted,
     });
 }
 

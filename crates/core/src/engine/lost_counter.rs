@@ -1,0 +1,239 @@
+//! The BPF side of a kept lost-sample callback (`user::lost_counter` is the loader's): once
+//! linking knows that a loader feeds its lost callback from the counter of ring `MAP`, the
+//! file defining `MAP` gets a per-CPU array `MAP_lost` after it, with a helper that counts a
+//! failed output, and every output to `MAP` (and reservation in it) in the program goes
+//! through that helper, its result unchanged.
+
+use super::context::{Analysis, MapKind};
+use super::link::Dsu;
+use crate::edit::Edit;
+use crate::lang::c::{self, Tok};
+use crate::report::Diagnostic;
+use crate::rules::Rule;
+use crate::source::{SourceFile, line_end_incl};
+
+/// The suffix of the counter map: `MAP_lost` (what the loader's side names).
+use super::user::LOST_MAP_SUFFIX as SUFFIX;
+
+/// For each ring `(file defining it, map)` whose reader keeps its lost callback: the counter
+/// and the wrapped outputs, or a refusal of the program where an output cannot be counted.
+pub(super) fn link_lost_counters(
+    files: &[SourceFile],
+    analyses: &mut [Analysis],
+    counted: &[(usize, String)],
+    dsu: &mut Dsu,
+    link_diags: &mut Vec<Diagnostic>,
+) {
+    let mut done: Vec<(usize, &str)> = Vec::new();
+    for (j, map) in counted {
+        if done.contains(&(*j, map.as_str())) {
+            continue;
+        }
+        done.push((*j, map.as_str()));
+        let Some(def) = analyses[*j].maps.iter().find(|m| m.name == *map) else {
+            continue;
+        };
+        let (offset, kind) = (def.offset, def.kind);
+        let counter = format!("{map}{SUFFIX}");
+        let text = &files[*j].text;
+        if kind == MapKind::Bcc || mentions(text, &counter) {
+            link_diags.push(
+                Diagnostic::at(
+                    &files[*j],
+                    offset,
+                    Rule::LostCounter,
+                    format!(
+                        "the ring `{map}` cannot get its lost-sample counter `{counter}`: {}",
+                        if kind == MapKind::Bcc {
+                            "a BCC table".to_string()
+                        } else {
+                            format!("the name `{counter}` is taken")
+                        }
+                    ),
+                )
+                .help("pass --lost drop to drop the lost-sample callback instead"),
+            );
+            continue;
+        }
+        let root = dsu.find(*j);
+        let mut nulls = false;
+        let mut uncounted: Vec<(usize, usize)> = Vec::new();
+        for (k, a) in analyses.iter_mut().enumerate() {
+            if dsu.find(k) != root {
+                continue;
+            }
+            let mut wrapped_at: Vec<(usize, usize, Rule)> = Vec::new();
+            for e in a.edits.iter_mut() {
+                let (text, outputs, reserves) = wrap(&e.text, map, &counter);
+                if outputs + reserves > 0 {
+                    e.text = text;
+                    nulls |= reserves > 0;
+                    wrapped_at.push((e.start, e.end, e.rule));
+                }
+            }
+            // Every output of the map is counted: its own edit calls the helper, or submits
+            // a reservation (wrapped where it is made), or calls a packet helper (wrapped
+            // where it is inserted).
+            // An output no edit touches is refused for another reason, which says enough.
+            for o in a.outputs.iter().filter(|o| o.map == *map) {
+                let at_site = |e: &&Edit| e.start <= o.offset && o.offset < e.end.max(e.start + 1);
+                if !a.edits.iter().any(|e| at_site(&e)) {
+                    continue;
+                }
+                let covered = a.edits.iter().filter(at_site).any(|e| {
+                    wrapped_at.iter().any(|w| w.0 == e.start && w.1 == e.end)
+                        || e.text.contains("bpf_ringbuf_submit(")
+                        || (e.rule == Rule::OutputPacket
+                            && wrapped_at.iter().any(|w| w.2 == Rule::OutputPacket))
+                });
+                if !covered {
+                    uncounted.push((k, o.offset));
+                }
+            }
+            if !wrapped_at.is_empty() {
+                a.errors_ahead = None;
+            }
+        }
+        if !uncounted.is_empty() {
+            for (k, at) in uncounted {
+                link_diags.push(
+                    Diagnostic::at(&files[k], at, Rule::UnsupportedForm, format!(
+                        "this output to `{map}` cannot be made to count the records the ring does not take, which the loader's lost-sample callback reports"))
+                    .help("pass --lost drop to drop the lost-sample callback instead, or count failed outputs by hand"),
+                );
+            }
+            continue;
+        }
+        let at = statement_end(text, offset);
+        let def = match kind {
+            MapKind::Legacy => format!(
+                "struct bpf_map_def SEC(\"maps\") {counter} = {{\n\t.type = BPF_MAP_TYPE_PERCPU_ARRAY,\n\t.key_size = sizeof(__u32),\n\t.value_size = sizeof(__u64),\n\t.max_entries = 1,\n}};\n"
+            ),
+            _ => format!(
+                "struct {{\n\t__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);\n\t__uint(max_entries, 1);\n\t__type(key, __u32);\n\t__type(value, __u64);\n}} {counter} SEC(\".maps\");\n"
+            ),
+        };
+        let mut add = format!(
+            "\n/*\n * The records `{map}` could not take, per CPU, for the loader's lost-sample callback\n * (added by bpf-migrate).\n */\n{def}\n\
+             static __always_inline long {counter}_count(long err)\n{{\n\tif (err) {{\n\t\t__u32 zero = 0;\n\t\t__u64 *n = bpf_map_lookup_elem(&{counter}, &zero);\n\n\t\tif (n)\n\t\t\t*n += 1;\n\t}}\n\treturn err;\n}}\n"
+        );
+        if nulls {
+            add.push_str(&format!(
+                "\nstatic __always_inline void *{counter}_if_null(void *rec)\n{{\n\tif (!rec)\n\t\t{counter}_count(-1);\n\treturn rec;\n}}\n"
+            ));
+        }
+        analyses[*j]
+            .edits
+            .push(Edit::insert(at, add, Rule::LostCounter));
+        analyses[*j].errors_ahead = None;
+    }
+}
+
+/// The identifier `name` appears in `text`.
+fn mentions(text: &str, name: &str) -> bool {
+    c::lex(text, 0..text.len())
+        .iter()
+        .any(|&(t, s, e)| t == Tok::Ident && &text[s..e] == name)
+}
+
+/// Just past the line that ends the declaration whose name is at `at`: its `;` outside any
+/// brackets.
+fn statement_end(text: &str, at: usize) -> usize {
+    let mut depth = 0i32;
+    for (t, s, _) in c::lex(text, at..text.len()) {
+        match t {
+            Tok::Punct(b'(' | b'[' | b'{') => depth += 1,
+            Tok::Punct(b')' | b']' | b'}') => depth -= 1,
+            Tok::Punct(b';') if depth <= 0 => return line_end_incl(text, s),
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// `text` with each `bpf_ringbuf_output(&MAP, ...)` made `COUNTER_count(...)` of it and each
+/// `bpf_ringbuf_reserve(&MAP, ...)` `COUNTER_if_null(...)` of it; and how many of each.
+fn wrap(text: &str, map: &str, counter: &str) -> (String, usize, usize) {
+    let toks = c::lex(text, 0..text.len());
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    let (mut outputs, mut reserves) = (0, 0);
+    for (k, &(t, s, e)) in toks.iter().enumerate() {
+        let name = &text[s..e];
+        if t != Tok::Ident || !matches!(name, "bpf_ringbuf_output" | "bpf_ringbuf_reserve") {
+            continue;
+        }
+        if !matches!(toks.get(k + 1), Some((Tok::Punct(b'('), _, _))) {
+            continue;
+        }
+        // The first argument names the map, and the call closes.
+        let mut depth = 0;
+        let mut first_arg_idents: Vec<&str> = Vec::new();
+        let mut in_first = true;
+        let mut close = None;
+        for &(t2, s2, e2) in &toks[k + 1..] {
+            match t2 {
+                Tok::Punct(b'(' | b'[' | b'{') => depth += 1,
+                Tok::Punct(b')' | b']' | b'}') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(e2);
+                        break;
+                    }
+                }
+                Tok::Punct(b',') if depth == 1 => in_first = false,
+                Tok::Ident if in_first && &text[s2..e2] != "void" => {
+                    first_arg_idents.push(&text[s2..e2]);
+                }
+                _ => {}
+            }
+        }
+        let Some(close) = close else { continue };
+        if first_arg_idents != [map] {
+            continue;
+        }
+        let helper = if name == "bpf_ringbuf_output" {
+            outputs += 1;
+            format!("{counter}_count(")
+        } else {
+            reserves += 1;
+            format!("{counter}_if_null(")
+        };
+        inserts.push((s, helper));
+        inserts.push((close, ")".to_string()));
+    }
+    let mut out = text.to_string();
+    inserts.sort_by_key(|i| std::cmp::Reverse(i.0));
+    for (at, s) in inserts {
+        out.insert_str(at, &s);
+    }
+    (out, outputs, reserves)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wraps_outputs_and_reservations_of_the_map_only() {
+        let (t, o, r) = wrap(
+            "if (bpf_ringbuf_output(&events, &e, sizeof(e), 0))\n\treturn bpf_ringbuf_output(&other, &e, 4, 0);",
+            "events",
+            "events_lost",
+        );
+        assert_eq!(
+            t,
+            "if (events_lost_count(bpf_ringbuf_output(&events, &e, sizeof(e), 0)))\n\treturn bpf_ringbuf_output(&other, &e, 4, 0);"
+        );
+        assert_eq!((o, r), (1, 0));
+        let (t, o, r) = wrap(
+            "e = bpf_ringbuf_reserve((void *)&events, sizeof(*e), 0);",
+            "events",
+            "events_lost",
+        );
+        assert_eq!(
+            t,
+            "e = events_lost_if_null(bpf_ringbuf_reserve((void *)&events, sizeof(*e), 0));"
+        );
+        assert_eq!((o, r), (0, 1));
+    }
+}
