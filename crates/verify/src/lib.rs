@@ -328,7 +328,10 @@ fn run_boot(
     let mut reports = judge_all(opts, pairs, unbuilt, &result, &objdir)?;
     for ((k, r), p) in reports.iter_mut().enumerate().zip(pairs) {
         let plan = std::mem::take(&mut tool_plans[k]);
-        judge_tool(r, k, p.bcc, plan, &result, opts.cpus == 1);
+        // The migrated BPF source counts lost records (`MAP_lost_count()`, bpf-migrate's
+        // lost counter) for the loader's callback.
+        let lost_kept = fs::read_to_string(&p.after).is_ok_and(|t| t.contains("_lost_count("));
+        judge_tool(r, k, p.bcc, plan, &result, opts.cpus == 1, lost_kept);
     }
     Ok(Boot {
         reports,
@@ -748,7 +751,8 @@ fn build_user_space(
 }
 
 /// The tool level of program `k` into its report. `bcc`: a BCC tool, which has no other
-/// level, so that a tool level not run leaves nothing compared.
+/// level, so that a tool level not run leaves nothing compared. `lost_kept`: its migration
+/// counts lost records for the tool's lost-sample callback (see `tool::judge`).
 fn judge_tool(
     r: &mut ProgramReport,
     k: usize,
@@ -756,6 +760,7 @@ fn judge_tool(
     plan: ToolPlan,
     result: &RunResult,
     in_order: bool,
+    lost_kept: bool,
 ) {
     let run = |id: &str| result.tools.iter().find(|t| t.id == format!("p{k}/{id}"));
     match plan {
@@ -773,6 +778,7 @@ fn judge_tool(
                 lines: tool::Lines::default(),
                 ready_ms: tool::ReadyMs::default(),
                 finding: Some(why),
+                loss_reports: None,
             });
         }
         ToolPlan::Run => {
@@ -781,7 +787,7 @@ fn judge_tool(
                 r.tool_skipped = Some("the guest agent reported no run of the tool".into());
                 return;
             };
-            let t = tool::judge(a, b, n, in_order);
+            let t = tool::judge(a, b, n, in_order, lost_kept);
             r.worsen(&t.verdict);
             r.tool = Some(t);
         }
@@ -1463,6 +1469,17 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
                 "  tool                 lines printed during the workload: original {} (second run {}), migrated {}, matched {}\n",
                 t.lines.original, t.lines.second_run, t.lines.migrated, t.lines.matched
             ));
+            if let Some(l) = &t.loss_reports {
+                let both = if l.migrated > 0 && l.original + l.second_run > 0 {
+                    ": both versions reported losses (their counts differ with the buffers' sizes and timing; not compared)"
+                } else {
+                    ""
+                };
+                s.push_str(&format!(
+                    "  tool                 lines reporting lost events: original {} (second run {}), migrated {}{both}\n",
+                    l.original, l.second_run, l.migrated
+                ));
+            }
             // Worth saying where starting takes a while (a BCC tool compiling its C).
             if let (Some(a), Some(b), Some(n)) = (
                 t.ready_ms.original,

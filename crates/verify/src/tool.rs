@@ -294,6 +294,11 @@ pub struct ToolReport {
     /// Why, for anything but equivalent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finding: Option<String>,
+    /// Lines reporting lost events (`lost 12 events on CPU 1`), printed during the workload
+    /// or after it, and left out of `lines` and of the summary: their counts depend on timing and on buffer sizes, which a
+    /// migration changes. Present when a run printed any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_reports: Option<Lines>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -446,8 +451,58 @@ fn first_lines(s: &str, n: usize) -> String {
 
 /// Compares the migrated tool's run with the original's two. `in_order`: one CPU, where the
 /// three saw the events in one order.
-pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) -> ToolReport {
-    let (o1, o2, n) = (output_of(orig), output_of(second), output_of(new));
+/// A line that reports lost events: a word `lost` or `dropped` (any case), a number, and
+/// what was lost (events, samples, records, messages, packets).
+pub fn reports_loss(l: &str) -> bool {
+    let low = l.to_ascii_lowercase();
+    let has_word = |w: &str| {
+        low.split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|x| x == w)
+    };
+    (has_word("lost") || has_word("dropped") || has_word("drops"))
+        && low.bytes().any(|b| b.is_ascii_digit())
+        && ["event", "sample", "record", "message", "packet"]
+            .iter()
+            .any(|w| low.contains(w))
+}
+
+/// Takes the lines that report losses out of what a tool printed during the workload and
+/// after it (a reader that fell behind may report its losses only once it caught up);
+/// returns them.
+fn take_loss_reports(out: &mut Output) -> Vec<String> {
+    let mut loss = Vec::new();
+    for part in [&mut out.during, &mut out.after] {
+        let (l, rest): (Vec<String>, Vec<String>) = std::mem::take(part)
+            .into_iter()
+            .partition(|l| reports_loss(l));
+        *part = rest;
+        loss.extend(l);
+    }
+    loss
+}
+
+/// The three runs of a tool judged. `lost_kept`: the migration feeds the tool's lost-sample
+/// callback from a counter (else it dropped the callback, and losses the original reported
+/// can no longer be).
+pub fn judge(
+    orig: &ToolRun,
+    second: &ToolRun,
+    new: &ToolRun,
+    in_order: bool,
+    lost_kept: bool,
+) -> ToolReport {
+    let (mut o1, mut o2, mut n) = (output_of(orig), output_of(second), output_of(new));
+    let (l1, l2, ln) = (
+        take_loss_reports(&mut o1),
+        take_loss_reports(&mut o2),
+        take_loss_reports(&mut n),
+    );
+    let loss_reports = (!(l1.is_empty() && l2.is_empty() && ln.is_empty())).then_some(Lines {
+        original: l1.len(),
+        second_run: l2.len(),
+        migrated: ln.len(),
+        matched: 0,
+    });
     // Counted: the lines printed during the workload, the ones compared in full.
     let mut lines = Lines {
         original: o1.during.len(),
@@ -465,6 +520,7 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
         lines: lines.clone(),
         ready_ms: ready_ms.clone(),
         finding: Some(finding),
+        loss_reports: loss_reports.clone(),
     };
     for (r, what) in [(orig, "the original"), (new, "the migrated tool")] {
         if let Some(e) = &r.spawn_error {
@@ -579,10 +635,22 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
         }
     }
     lines.matched += during.matched;
+    // A tool that reported losses in both original runs and whose migration dropped the
+    // callback reports them no more: a difference. One whose callback is kept may simply
+    // not have lost anything in its larger ring: not a proof either way.
+    let silent_losses = !l1.is_empty() && !l2.is_empty() && ln.is_empty();
+    let lost_report = (silent_losses && !lost_kept).then(|| {
+        format!(
+            "the original reported lost events in both runs (`{}`), the migrated tool never did: its lost-sample callback was dropped",
+            l1[0]
+        )
+    });
     let finding = finding
         .or(during.finding)
-        .or(summary_kept(&o1.after, &o2.after, &n.after, &mut kept));
-    if o1.during.is_empty() && o2.during.is_empty() && n.during.is_empty() {
+        .or(summary_kept(&o1.after, &o2.after, &n.after, &mut kept))
+        .or(lost_report);
+    if loss_reports.is_none() && o1.during.is_empty() && o2.during.is_empty() && n.during.is_empty()
+    {
         return report(
             Verdict::Inconclusive,
             &lines,
@@ -600,12 +668,23 @@ pub fn judge(orig: &ToolRun, second: &ToolRun, new: &ToolRun, in_order: bool) ->
             ),
         );
     }
+    if finding.is_none() && silent_losses {
+        return report(
+            Verdict::Inconclusive,
+            &lines,
+            format!(
+                "the original reported lost events in both runs (`{}`), the migrated tool did not: its ring may have held every record (with a smaller --ringbuf-size it drops records too, and must say so)",
+                l1[0]
+            ),
+        );
+    }
     match finding {
         Some(f) => report(Verdict::Different, &lines, f),
         None => ToolReport {
             verdict: Verdict::Equivalent,
             lines,
             ready_ms,
+            loss_reports,
             finding: reordered.then(|| {
                 "the same lines, in another order (several buffers, or several CPUs, interleave as they come)".into()
             }),
@@ -883,7 +962,7 @@ mod tests {
             &format!("{HEAD}10:00:03 init   7    0.119\n10:00:03 init   8    0.299\n"),
             "10:",
         );
-        let r = judge(&a, &b, &same, true);
+        let r = judge(&a, &b, &same, true, true);
         assert_eq!(r.verdict, Verdict::Equivalent, "{r:?}");
         assert_eq!(r.lines.matched, 2, "the workload's lines");
         // A PID column is not noise: the three runs saw the same processes.
@@ -891,7 +970,7 @@ mod tests {
             &format!("{HEAD}10:00:03 init   7    0.119\n10:00:03 init   0    0.299\n"),
             "10:",
         );
-        let r = judge(&a, &b, &wrong, true);
+        let r = judge(&a, &b, &wrong, true, true);
         assert_eq!(r.verdict, Verdict::Different);
         let f = r.finding.unwrap();
         assert!(f.contains("line 2") && f.contains("column 3"), "{f}");
@@ -910,12 +989,12 @@ mod tests {
         assert!(!jitter("init", "inet"));
         let a = run("init 7 (192ms)\n", "init");
         let b = run("init 7 (193ms)\n", "init");
-        assert_eq!(judge(&a, &a, &b, true).verdict, Verdict::Equivalent);
-        assert_eq!(judge(&a, &a, &b, false).verdict, Verdict::Equivalent);
+        assert_eq!(judge(&a, &a, &b, true, true).verdict, Verdict::Equivalent);
+        assert_eq!(judge(&a, &a, &b, false, true).verdict, Verdict::Equivalent);
         // As multisets too: a measured value far off is no jitter.
         let far = run("init 7 (900ms)\n", "init");
-        assert_eq!(judge(&a, &a, &far, false).verdict, Verdict::Different);
-        assert_eq!(judge(&a, &a, &far, true).verdict, Verdict::Different);
+        assert_eq!(judge(&a, &a, &far, false, true).verdict, Verdict::Different);
+        assert_eq!(judge(&a, &a, &far, true, true).verdict, Verdict::Different);
     }
 
     #[test]
@@ -936,9 +1015,9 @@ mod tests {
             "1 init",
         );
         let n = run("PID COMM PATH\n1 init /etc\nSUMMARY\ntotal 1\n", "1 init");
-        assert_eq!(judge(&a, &a, &n, true).verdict, Verdict::Equivalent);
+        assert_eq!(judge(&a, &a, &n, true, true).verdict, Verdict::Equivalent);
         let bad_head = run("PID COMM\n1 init /etc\nSUMMARY\ntotal 1\n", "1 init");
-        let r = judge(&a, &a, &bad_head, true);
+        let r = judge(&a, &a, &bad_head, true, true);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("header"));
     }
@@ -947,11 +1026,11 @@ mod tests {
     fn a_missing_header_or_line_is_a_difference() {
         let a = run(&format!("{HEAD}x 1\ny 2\n"), "x");
         let no_head = run("x 1\ny 2\n", "x");
-        let r = judge(&a, &a, &no_head, true);
+        let r = judge(&a, &a, &no_head, true, true);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("header"));
         let short = run(&format!("{HEAD}x 1\n"), "x");
-        let r = judge(&a, &a, &short, true);
+        let r = judge(&a, &a, &short, true, true);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("did not print `y 2`"));
     }
@@ -961,9 +1040,12 @@ mod tests {
         let a = run("a 1\nSUMMARY\ntotal 1\nseen 7\n", "a");
         let b = run("a 1\nSUMMARY\ntotal 1\nseen 9\n", "a");
         let same = run("a 1\nSUMMARY\ntotal 1\n", "a");
-        assert_eq!(judge(&a, &b, &same, true).verdict, Verdict::Equivalent);
+        assert_eq!(
+            judge(&a, &b, &same, true, true).verdict,
+            Verdict::Equivalent
+        );
         let lost = run("a 1\nSUMMARY\n", "a");
-        let r = judge(&a, &b, &lost, true);
+        let r = judge(&a, &b, &lost, true, true);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("`total 1` when stopped"));
     }
@@ -974,7 +1056,7 @@ mod tests {
         let a = run("10:01 init 7\nEXEC 92 /init a\n", "10:");
         let b = run("10:02 init 7\nEXEC 92 /init a\n", "10:");
         let wrong = run("10:03 init 7\nEXEC 0 /init a\n", "10:");
-        let r = judge(&a, &b, &wrong, true);
+        let r = judge(&a, &b, &wrong, true, true);
         assert_eq!(r.verdict, Verdict::Different, "{r:?}");
         assert!(r.finding.unwrap().contains("column 2"));
     }
@@ -993,9 +1075,9 @@ mod tests {
         let a = run("EXEC 92 /init\nEXIT 92 code=0\nEXEC 93 /init\n", "EXEC");
         let b = run("EXIT 92 code=0\nEXEC 92 /init\nEXEC 93 /init\n", "EXIT");
         let n = run("EXEC 92 /init\nEXEC 93 /init\nEXIT 92 code=0\n", "EXEC");
-        assert_eq!(judge(&a, &b, &n, true).verdict, Verdict::Equivalent);
+        assert_eq!(judge(&a, &b, &n, true, true).verdict, Verdict::Equivalent);
         let wrong = run("EXEC 92 /init\nEXEC 93 /init\nEXIT 92 code=1\n", "EXEC");
-        let r = judge(&a, &b, &wrong, true);
+        let r = judge(&a, &b, &wrong, true, true);
         assert_eq!(r.verdict, Verdict::Different);
         let f = r.finding.unwrap();
         assert!(f.contains("`EXIT 92 code=1`, differs in column 3"), "{f}");
@@ -1005,9 +1087,12 @@ mod tests {
     fn lines_in_another_order_match_as_multisets() {
         let a = run("a 1\nb 2\n", "a");
         let swapped = run("b 2\na 1\n", "b");
-        assert_eq!(judge(&a, &a, &swapped, false).verdict, Verdict::Equivalent);
+        assert_eq!(
+            judge(&a, &a, &swapped, false, true).verdict,
+            Verdict::Equivalent
+        );
         // In order first; the same lines in another order are equivalent, and said so.
-        let r = judge(&a, &a, &swapped, true);
+        let r = judge(&a, &a, &swapped, true, true);
         assert_eq!(r.verdict, Verdict::Equivalent);
         assert!(r.finding.unwrap().contains("another order"));
     }
@@ -1018,21 +1103,60 @@ mod tests {
         a.ready = false;
         a.exit_code = Some(64);
         a.stderr = "Usage: tool PID\n".into();
-        let r = judge(&a, &a, &a, true);
+        let r = judge(&a, &a, &a, true, true);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         let f = r.finding.unwrap();
         assert!(f.contains("--args") && f.contains("Usage: tool PID"), "{f}");
     }
 
     #[test]
+    fn loss_reports_are_counted_apart_and_must_not_vanish() {
+        for (l, is) in [
+            ("lost 12 events on CPU #1", true),
+            ("WARNING: Possibly lost 3 samples", true),
+            ("dropped 7 records", true),
+            ("12:00:01 tcp_lost 1234", false),
+            ("lost+found 12", false),
+        ] {
+            assert_eq!(reports_loss(l), is, "{l}");
+        }
+        let a = run(&format!("{HEAD}e 1\nlost 12 events on CPU 0\ne 2\n"), "e 1");
+        let b = run(
+            &format!("{HEAD}e 1\ne 2\nlost 40 events on CPU 0\nlost 2 events on CPU 1\n"),
+            "e 1",
+        );
+        let n = run(&format!("{HEAD}e 1\ne 2\nlost 90 events on CPU 1\n"), "e 1");
+        let r = judge(&a, &b, &n, true, true);
+        assert_eq!(r.verdict, Verdict::Equivalent, "{:?}", r.finding);
+        let l = r.loss_reports.unwrap();
+        assert_eq!((l.original, l.second_run, l.migrated), (1, 2, 1));
+        assert_eq!((r.lines.original, r.lines.matched), (2, 2));
+        let silent = run(&format!("{HEAD}e 1\ne 2\n"), "e 1");
+        // The callback dropped: the reports are gone.
+        let r = judge(&a, &b, &silent, true, false);
+        assert_eq!(r.verdict, Verdict::Different);
+        assert!(r.finding.unwrap().contains("never did"));
+        // Kept: the ring may have lost nothing.
+        let r = judge(&a, &b, &silent, true, true);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(r.finding.unwrap().contains("--ringbuf-size"));
+        // Nothing but loss reports is not silence.
+        let only = run(&format!("{HEAD}lost 5 events on CPU 0\n"), "lost");
+        assert_eq!(
+            judge(&only, &only, &only, true, true).verdict,
+            Verdict::Equivalent
+        );
+    }
+
+    #[test]
     fn silence_and_unstable_originals_are_inconclusive() {
         // Only the header, before the workload.
         let quiet = run(HEAD, "\n");
-        let r = judge(&quiet, &quiet, &quiet, true);
+        let r = judge(&quiet, &quiet, &quiet, true, true);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         let a = run("a 1\n", "a");
         let b = run("a 1\nb 2\n", "a");
-        assert_eq!(judge(&a, &b, &a, true).verdict, Verdict::Inconclusive);
+        assert_eq!(judge(&a, &b, &a, true, true).verdict, Verdict::Inconclusive);
     }
 
     #[test]
@@ -1042,7 +1166,7 @@ mod tests {
         n.ready = false;
         n.exit_code = Some(1);
         n.stderr = "libbpf: map 'seen': failed to create: Cannot allocate memory(-12)\n".into();
-        let r = judge(&a, &a, &n, true);
+        let r = judge(&a, &a, &n, true, true);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         assert!(r.finding.unwrap().contains("out of memory"));
     }
@@ -1053,12 +1177,12 @@ mod tests {
         // its stdio buffer depends on where a newline byte fell in the records.
         let quiet = run(HEAD, "\n");
         let raw = run(&format!("{HEAD}\u{1}\0\0\0init\0\0\n"), "\u{1}");
-        let r = judge(&quiet, &quiet, &raw, true);
+        let r = judge(&quiet, &quiet, &raw, true, true);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         let f = r.finding.unwrap();
         assert!(f.contains("the migrated tool wrote binary data"), "{f}");
         assert_eq!(
-            judge(&raw, &quiet, &quiet, true).verdict,
+            judge(&raw, &quiet, &quiet, true, true).verdict,
             Verdict::Inconclusive
         );
     }
@@ -1069,13 +1193,13 @@ mod tests {
         let mut n = run("", "");
         n.ready = false;
         n.still_starting = true;
-        let r = judge(&a, &a, &n, true);
+        let r = judge(&a, &a, &n, true, true);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         assert!(r.finding.unwrap().contains("still starting"));
         // One that never polled and exited is a difference.
         n.still_starting = false;
         n.exit_code = Some(1);
-        assert_eq!(judge(&a, &a, &n, true).verdict, Verdict::Different);
+        assert_eq!(judge(&a, &a, &n, true, true).verdict, Verdict::Different);
     }
 
     #[test]
@@ -1084,12 +1208,12 @@ mod tests {
         let mut n = run("a 1\n", "a");
         n.exit_code = Some(1);
         n.stderr = "ring_buffer__poll: -22\n".into();
-        let r = judge(&a, &a, &n, true);
+        let r = judge(&a, &a, &n, true, true);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("-22"));
         // Stopped during the workload, when the original was not.
         n.exited_early = true;
-        assert_eq!(judge(&a, &a, &n, true).verdict, Verdict::Different);
+        assert_eq!(judge(&a, &a, &n, true, true).verdict, Verdict::Different);
     }
 
     #[test]
@@ -1099,13 +1223,13 @@ mod tests {
         let mut a = run("a 1\n", "a");
         a.exit_code = Some(1);
         let n = run("a 1\n", "a");
-        assert_eq!(judge(&a, &a, &n, true).verdict, Verdict::Equivalent);
+        assert_eq!(judge(&a, &a, &n, true, true).verdict, Verdict::Equivalent);
         // The reverse, with the interruption said.
         let o = run("a 1\n", "a");
         let mut m = run("a 1\n", "a");
         m.exit_code = Some(1);
         m.stderr = "Error: Interrupted system call (os error 4)\n".into();
-        assert_eq!(judge(&o, &o, &m, true).verdict, Verdict::Equivalent);
+        assert_eq!(judge(&o, &o, &m, true, true).verdict, Verdict::Equivalent);
     }
 
     #[test]

@@ -758,3 +758,30 @@ int main(void)
     );
     assert_eq!(tool_of(&lines, "execsnoop")["verdict"], "equivalent");
 }
+
+#[test]
+fn lost_events_are_still_reported_after_migration() {
+    // burstlat's slow reader falls behind three bursts of large records: the original's perf
+    // buffer (one page) and the migrated ring (32 KiB, which still holds each burst for the
+    // agent) both drop records, and both tools say so; with the callback dropped
+    // (--lost drop) the migrated tool goes silent, which is a difference.
+    let lines = verify_json(&["--ringbuf-size", "32K", "fixtures/burstlat/input"], 0);
+    let t = tool_of(&lines, "burstlat");
+    assert_eq!(t["verdict"], "equivalent", "{t}");
+    let l = &t["loss_reports"];
+    assert!(l["original"].as_u64().unwrap() > 0, "{t}");
+    assert!(l["migrated"].as_u64().unwrap() > 0, "{t}");
+    let lines = verify_json(
+        &[
+            "--ringbuf-size",
+            "32K",
+            "--lost",
+            "drop",
+            "fixtures/burstlat/input",
+        ],
+        1,
+    );
+    let t = tool_of(&lines, "burstlat");
+    assert_eq!(t["verdict"], "different", "{t}");
+    assert!(t["finding"].as_str().unwrap().contains("never did"), "{t}");
+}

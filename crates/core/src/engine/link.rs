@@ -476,8 +476,9 @@ fn ring_note(m: &MapDef, pages: &[Option<u64>], opts: &Options) -> (Rule, String
     let kib = opts.ring_size / 1024;
     let msg = match pages.iter().flatten().max() {
         Some(p) => format!(
-            "ring buffer `{}`: {kib} KiB shared by all CPUs; the perf buffer had {p} pages ({} KiB) per CPU",
+            "ring buffer `{}`: {kib} KiB shared by all CPUs; the perf buffer had {p} page{} ({} KiB) per CPU",
             m.name,
+            if *p == 1 { "" } else { "s" },
             p * 4
         ),
         None => {
