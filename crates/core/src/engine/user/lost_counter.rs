@@ -43,10 +43,21 @@ pub(super) fn watch(
     (map, fd): (&str, (usize, usize)),
     (lost, ctx): (&str, &str),
     ring: &str,
-    handle: Option<String>,
+    (call, handle): (Node, Option<String>),
 ) -> Result<String, String> {
     let src = cx.src();
-    let Some(counter_fd) = counter_fd(src, fd, map) else {
+    // The fd itself names the map, or a variable does that was set to one that does, in
+    // the same function (`int fd = bpf_object__find_map_fd_by_name(obj, "events");`): that
+    // expression, naming the counter, is evaluated where the buffer is made.
+    let named = counter_fd(src, fd, map).or_else(|| {
+        let var = &src[fd.0..fd.1];
+        c::is_ident(var)
+            .then(|| super::maps::value_span(cx, var, call))
+            .flatten()
+            .and_then(|v| counter_fd(src, v, map))
+            .filter(|e| side_effect_free_call(e))
+    });
+    let Some(counter_fd) = named else {
         return Err(format!(
             "the counter map can be named only beside a ring named where the buffer is made (`bpf_map__fd(skel->maps.{map})` or `bpf_object__find_map_fd_by_name(obj, \"{map}\")`), not through `{}`",
             &src[fd.0..fd.1]
@@ -160,6 +171,20 @@ fn side_effect_free(ctx: &str) -> bool {
                 && !(p == b'-' && matches!(toks.get(k + 1), Some((Tok::Punct(b'-'), _, _))))
         }
         _ => false,
+    })
+}
+
+/// `e` calls nothing but the libbpf functions that find a map's fd: evaluating it again
+/// where the buffer is made does what it did where it was first evaluated.
+fn side_effect_free_call(e: &str) -> bool {
+    let toks = c::lex(e, 0..e.len());
+    toks.iter().enumerate().all(|(k, &(t, s, end))| {
+        t != Tok::Ident
+            || !matches!(toks.get(k + 1), Some((Tok::Punct(b'('), _, _)))
+            || matches!(
+                &e[s..end],
+                "bpf_map__fd" | "bpf_object__find_map_fd_by_name" | "bpf_object__find_map_by_name"
+            )
     })
 }
 
@@ -354,6 +379,17 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_set_from_the_map_in_the_function_names_the_counter() {
+        let (c, _, refused) = migrate(
+            BPF,
+            "",
+            "\tint map_fd = bpf_object__find_map_fd_by_name(skel->obj, \"events\");\n\tpb = perf_buffer__new(map_fd, 8, handle_event, handle_lost, NULL, NULL);\n",
+        );
+        assert!(!refused);
+        assert!(c.contains("lost_counter__watch(&events_lost_counter,\n\t\tbpf_object__find_map_fd_by_name(skel->obj, \"events_lost\"), handle_lost, NULL,\n\t\tring_buffer__new(map_fd, handle_event, NULL, NULL));"), "{c}");
+    }
+
+    #[test]
     fn an_output_whose_result_is_read_keeps_its_result() {
         let bpf = BPF.replace(
             "\tbpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n\treturn 0;",
@@ -424,7 +460,7 @@ mod tests {
         for (top, create, why) in [
             (
                 "",
-                "\tint fd = bpf_map__fd(skel->maps.events);\n\tpb = perf_buffer__new(fd, 8, handle_event, handle_lost, NULL, NULL);\n",
+                "\tint fd0 = bpf_map__fd(skel->maps.events);\n\tint fd = fd0;\n\tpb = perf_buffer__new(fd, 8, handle_event, handle_lost, NULL, NULL);\n",
                 "not through `fd`",
             ),
             (

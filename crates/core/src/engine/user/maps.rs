@@ -110,6 +110,11 @@ fn named_here(src: &str, expr: &str, span: (usize, usize)) -> Option<Resolved> {
     None
 }
 
+/// The span of the value `var` holds at `at` (`last_value`).
+pub(super) fn value_span(cx: &Ctx, var: &str, at: Node) -> Option<(usize, usize)> {
+    last_value(cx, var, at).map(|v| (v.start_byte(), v.end_byte()))
+}
+
 /// A variable's value at `at`: its initializer or the last assignment before `at` in the same
 /// function.
 fn last_value<'t>(cx: &Ctx<'_, 't>, var: &str, at: Node<'t>) -> Option<Node<'t>> {

@@ -87,7 +87,7 @@ pub(super) fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analy
                 (&map, args[0]),
                 (&lost, &ctx),
                 &ring,
-                handle_of(call, src),
+                (call, handle_of(call, src)),
             )),
             Lost::Drop => None,
         };
