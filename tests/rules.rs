@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use bpf_migrate_core::discover;
-use bpf_migrate_core::engine::{self, Options, Strategy};
+use bpf_migrate_core::engine::{self, Lost, Options, Strategy};
 use bpf_migrate_core::report::Severity;
 use bpf_migrate_core::rules::{self, Language, Rule};
 use bpf_migrate_core::source::SourceFile;
@@ -148,9 +148,14 @@ fn catalogue_metadata_matches_what_the_engine_emits() {
     let mut seen: BTreeSet<(Rule, &str)> = BTreeSet::new();
     let mut failures = Vec::new();
     for files in &programs {
-        for strategy in [Strategy::Copy, Strategy::Reserve] {
+        for (strategy, lost) in [
+            (Strategy::Copy, Lost::Count),
+            (Strategy::Reserve, Lost::Count),
+            (Strategy::Copy, Lost::Drop),
+        ] {
             let opts = Options {
                 strategy,
+                lost,
                 ..Options::default()
             };
             let out = engine::migrate(files, &opts);
