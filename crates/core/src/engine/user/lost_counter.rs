@@ -262,11 +262,13 @@ pub(super) fn add_watcher(cx: &mut Ctx, st: &State) {
         }
     }
     if !includes.is_empty() {
-        let libbpf = cx
-            .of_kind("preproc_include")
-            .into_iter()
-            .find(|n| c::text(*n, src).contains("bpf/libbpf.h"));
-        let at = libbpf.map_or(0, |n| line_start(src, n.start_byte()));
+        // Before libbpf's header, else before the first include.
+        let all = cx.of_kind("preproc_include");
+        let anchor = all
+            .iter()
+            .find(|n| c::text(**n, src).contains("bpf/libbpf.h"))
+            .or(all.first());
+        let at = anchor.map_or(0, |n| line_start(src, n.start_byte()));
         cx.edits.push(Edit::insert(at, includes, Rule::LostCounter));
     }
 }
