@@ -102,7 +102,8 @@ fn verify_all(programs: &[(&str, &str)], options: &[&str]) -> Vec<Value> {
 fn migrated_fixtures_verify_equivalent() {
     // Tracepoint, kprobe, uprobe, fentry, raw tracepoint and tc programs; stack events, per-CPU heaps,
     // variable-length records, timestamps; two maps in one program; packet samples (header and
-    // packet bytes) from socket filter, tc and XDP programs. One VM for all of them.
+    // packet bytes) from socket filter, tc and XDP programs; outputs through the program's own
+    // wrapper, to two maps. One VM for all of them.
     // `true` as the user's workload: one more exec, copied into the guest with its libraries.
     // Each loader runs too, original twice and migrated once, and prints the same lines; a
     // loader of libbpf 0.x's API does not build against the host's libbpf 1.x, and one that
@@ -119,6 +120,7 @@ fn migrated_fixtures_verify_equivalent() {
             ("workload_reach", "equivalent"),
             ("cpu_field", "equivalent"),
             ("pktcap", "equivalent"),
+            ("wrapper_output", "equivalent"),
         ],
         &["--workload", "true"],
     );

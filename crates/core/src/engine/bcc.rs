@@ -116,6 +116,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                         ))),
                         _ => None,
                     },
+                    wrapper: None,
                 };
                 if method == "perf_submit_skb" {
                     let args = c::arg_spans(call, src);

@@ -39,6 +39,9 @@ pub struct OutputSite {
     /// Where a CPU field of the event would be set, for a consumer that reads the CPU
     /// (`bpf::cpu_site`), or where and why it cannot be; None for an output refused anyway.
     pub cpu: Option<Result<CpuSite, (usize, String)>>,
+    /// The program's own wrapper the output goes through (`bpf::wrapper`): this site is a
+    /// call of it.
+    pub wrapper: Option<String>,
 }
 
 /// An output call whose event can carry the CPU: a `struct NAME` sent whole, a local

@@ -76,6 +76,11 @@ pub(super) fn link_lost_counters(
             // where it is inserted).
             // An output no edit touches is refused for another reason, which says enough.
             for o in a.outputs.iter().filter(|o| o.map == *map) {
+                // Through the program's own wrapper, the output does not name its map.
+                if o.wrapper.is_some() {
+                    uncounted.push((k, o.offset));
+                    continue;
+                }
                 let at_site = |e: &&Edit| e.start <= o.offset && o.offset < e.end.max(e.start + 1);
                 if !a.edits.iter().any(|e| at_site(&e)) {
                     continue;

@@ -21,6 +21,7 @@ pub(in crate::engine) mod packet;
 #[cfg(test)]
 pub(in crate::engine) mod snippets;
 mod uses;
+mod wrapper;
 
 use super::context::{Analysis, Ctx, MapDef, MapKind};
 

@@ -8,7 +8,7 @@ use tree_sitter::Node;
 
 use super::super::context::{Analysis, Ctx, OutputSite, Report};
 use super::super::reserve;
-use super::{counters, cpu_site, packet};
+use super::{counters, cpu_site, packet, wrapper};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c;
@@ -40,6 +40,12 @@ pub(super) fn output_calls(
         }
         let f = call.field("function").unwrap();
         explained.push((f.start_byte(), f.end_byte()));
+        if name == "bpf_perf_event_output"
+            && let Some(sites) = wrapper::through_wrapper(cx, call)
+        {
+            outputs.extend(sites);
+            continue;
+        }
         let offered = cands.len();
         if let Some(site) = output_call(cx, call, name, &mut cands, &mut packets) {
             counters::written_as_counters(cx, &site, counters);
@@ -143,6 +149,7 @@ fn output_site(cx: &mut Ctx, call: Node, name: &str) -> Option<(Vec<(usize, usiz
         map,
         offset: call.start_byte(),
         cpu: None,
+        wrapper: None,
     };
     Some((args, site))
 }
@@ -446,10 +453,13 @@ int BPF_PROG(on_xdp, struct xdp_buff *xdp)
     }
 
     #[test]
-    fn refuses_a_map_passed_to_a_wrapper() {
+    fn refuses_a_map_it_cannot_follow() {
+        // A wrapper's map parameter is followed (`wrapper`), not a variable set from it.
         let code = r#"static __always_inline void emit(void *ctx, void *map, u32 pid)
 {
-	bpf_perf_event_output(ctx, map, BPF_F_CURRENT_CPU, &pid, sizeof(pid));
+	void *m = map;
+
+	bpf_perf_event_output(ctx, m, BPF_F_CURRENT_CPU, &pid, sizeof(pid));
 }
 
 SEC("tracepoint/syscalls/sys_enter_execve")
@@ -462,7 +472,7 @@ int trace_exec(void *ctx)
         refused(
             &[PERF_MAP, code],
             Rule::MapOtherUse,
-            "bpf_perf_event_output() writes to `map`, not to a map named directly (`&map`)",
+            "bpf_perf_event_output() writes to `m`, not to a map named directly (`&map`)",
         );
     }
 }
