@@ -1546,7 +1546,7 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
         if !matches!(name, Some("bpf_ringbuf_output" | "bpf_ringbuf_reserve")) {
             continue;
         }
-        let args = c::arg_spans(call, &src);
+        let args = c::arg_spans(call);
         if args.len() < 3
             || c::strip_parens(&src[args[0].0..args[0].1])
                 .trim_start_matches('&')

@@ -57,7 +57,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
         match f.kind() {
             "identifier" if c::text(f, src) == "BPF_PERF_OUTPUT" => {
                 explained.push((f.start_byte(), f.end_byte()));
-                let args = c::arg_spans(call, src);
+                let args = c::arg_spans(call);
                 let name = args
                     .first()
                     .map(|&(s, e)| &src[s..e])
@@ -99,7 +99,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     continue;
                 };
                 let map = c::text(table, src).to_string();
-                let args = c::arg_spans(call, src);
+                let args = c::arg_spans(call);
                 let site = OutputSite {
                     map: map.clone(),
                     map_span: (table.start_byte(), table.end_byte()),
@@ -119,7 +119,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     wrapper: None,
                 };
                 if method == "perf_submit_skb" {
-                    let args = c::arg_spans(call, src);
+                    let args = c::arg_spans(call);
                     if args.len() != 4 {
                         cx.report(
                             call.start_byte(),
@@ -182,7 +182,7 @@ fn submit<'t>(
     cands: &mut Vec<reserve::Candidate<'t>>,
 ) {
     let src = cx.src();
-    let args = c::arg_spans(call, src);
+    let args = c::arg_spans(call);
     if args.len() != 3 {
         cx.report(
             call.start_byte(),

@@ -706,33 +706,45 @@ pub fn call_name<'a>(call: Node, src: &'a str) -> Option<&'a str> {
 }
 
 /// The byte ranges of a call's arguments: the text between the parentheses and commas,
-/// trimmed (comments travel with the argument they stand beside).
-pub fn arg_spans(call: Node, src: &str) -> Vec<(usize, usize)> {
+/// trimmed of blanks and of the comments at either end (`8, // pages per CPU` leaves the
+/// comment out of both arguments); a comment inside an argument stays in it.
+pub fn arg_spans(call: Node) -> Vec<(usize, usize)> {
     let Some(args) = call.field("arguments") else {
         return Vec::new();
     };
-    let mut seps = Vec::new();
+    // Per argument, the first and last byte of its pieces that are not comments.
+    let mut spans = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    let mut seps = 0;
     let mut cursor = args.walk();
     for child in args.children(&mut cursor) {
         match child.kind() {
-            "(" | ")" | "," => seps.push((child.start_byte(), child.end_byte())),
-            _ => {}
+            "(" | ")" | "," => {
+                if seps > 0 {
+                    spans.push(current.take());
+                }
+                seps += 1;
+            }
+            "comment" => {}
+            _ => {
+                let (s, e) = (child.start_byte(), child.end_byte());
+                current = Some(current.map_or((s, e), |(cs, _)| (cs, e)));
+            }
         }
     }
-    let mut spans = Vec::new();
-    for w in seps.windows(2) {
-        let (s, e) = (w[0].1, w[1].0);
-        let raw = &src[s..e];
-        let lead = raw.len() - raw.trim_start().len();
-        let trail = raw.len() - raw.trim_end().len();
-        if s + lead <= e - trail {
-            spans.push((s + lead, e - trail));
-        }
+    if spans.len() == 1 && spans[0].is_none() {
+        return Vec::new();
     }
-    if spans.len() == 1 && spans[0].0 == spans[0].1 {
-        spans.clear();
+    // An empty argument (`f(a, , b)` does not parse, but an error may leave one) keeps its
+    // place as an empty span after its separator.
+    let mut out = Vec::with_capacity(spans.len());
+    let mut last_end = args.start_byte() + 1;
+    for s in spans {
+        let span = s.unwrap_or((last_end, last_end));
+        last_end = span.1;
+        out.push(span);
     }
-    spans
+    out
 }
 
 /// The identifier that is the whole of `expr` (through parentheses and casts), if any.
@@ -963,6 +975,24 @@ mod tests {
             "{}",
             p.tree.root_node().to_sexp()
         );
+    }
+
+    #[test]
+    fn argument_spans_leave_the_comments_at_their_ends_out() {
+        let src = "void f(void)\n{\n\tg(a, 8, // pages\n\t  /* cb */ cb /* ! */, x /* in */ + y, h());\n\tk();\n}\n";
+        let p = parse(src, None).unwrap();
+        let calls: Vec<Node> = descendants(p.tree.root_node())
+            .into_iter()
+            .filter(|n| n.kind() == "call_expression")
+            .collect();
+        let texts = |call: Node| -> Vec<&str> {
+            arg_spans(call)
+                .into_iter()
+                .map(|(s, e)| &src[s..e])
+                .collect()
+        };
+        assert_eq!(texts(calls[0]), ["a", "8", "cb", "x /* in */ + y", "h()"]);
+        assert!(texts(calls[1]).is_empty());
     }
 
     /// ERROR and MISSING nodes found by looking at every node.

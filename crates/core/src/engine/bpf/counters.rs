@@ -17,7 +17,7 @@ pub(super) fn counter_maps(cx: &Ctx) -> Vec<String> {
     for call in cx.of_kind("call_expression") {
         if let Some(name) = c::call_name(call, src)
             && COUNTER_READERS.contains(&name)
-            && let Some(&(s, e)) = c::arg_spans(call, src).first()
+            && let Some(&(s, e)) = c::arg_spans(call).first()
             && let Some(map) = c::strip_parens(&src[s..e]).strip_prefix('&')
         {
             counters.push(map.trim().to_string());

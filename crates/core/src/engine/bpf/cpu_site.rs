@@ -203,7 +203,7 @@ fn zeroed(func: Node, var: &str, src: &str) -> bool {
     c::descendants(func).into_iter().any(|n| {
         n.kind() == "call_expression"
             && matches!(c::call_name(n, src), Some("__builtin_memset" | "memset"))
-            && c::arg_spans(n, src).first().is_some_and(|&(a, b)| {
+            && c::arg_spans(n).first().is_some_and(|&(a, b)| {
                 let t: String = src[a..b].split_whitespace().collect();
                 t == format!("&{var}")
             })

@@ -107,7 +107,7 @@ fn output_call<'t>(
 /// have five arguments, or does not name its map (`&map`).
 fn output_site(cx: &mut Ctx, call: Node, name: &str) -> Option<(Vec<(usize, usize)>, OutputSite)> {
     let src = cx.src();
-    let args = c::arg_spans(call, src);
+    let args = c::arg_spans(call);
     let argt = |i: usize| &src[args[i].0..args[i].1];
     if cx.has_error_in(call.start_byte(), call.end_byte()) {
         cx.report(

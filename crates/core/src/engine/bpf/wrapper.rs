@@ -25,7 +25,7 @@ use crate::rules::Rule;
 /// refused, here, with the reason).
 pub(super) fn through_wrapper(cx: &mut Ctx, call: Node) -> Option<Vec<OutputSite>> {
     let src = cx.src();
-    let args = c::arg_spans(call, src);
+    let args = c::arg_spans(call);
     if args.len() != 5 || cx.has_error_in(call.start_byte(), call.end_byte()) {
         return None;
     }
@@ -89,7 +89,7 @@ pub(super) fn through_wrapper(cx: &mut Ctx, call: Node) -> Option<Vec<OutputSite
     }
     let mut sites = Vec::new();
     for caller in calls {
-        let cargs = c::arg_spans(caller, src);
+        let cargs = c::arg_spans(caller);
         let line = cx.file.line_col(caller.start_byte()).0;
         if cargs.len() != params.len() {
             return refuse(

@@ -74,7 +74,7 @@ fn lookup_call<'a>(n: Node, src: &'a str) -> Option<(&'a str, &'a str, (usize, u
     if n.kind() != "call_expression" {
         return None;
     }
-    let args = c::arg_spans(n, src);
+    let args = c::arg_spans(n);
     let f = n.field("function")?;
     match f.kind() {
         "identifier" if c::text(f, src) == "bpf_map_lookup_elem" && args.len() == 2 => {
@@ -299,7 +299,7 @@ fn heap_def(cx: &Ctx, name: &str) -> Option<(usize, usize)> {
     // BCC: BPF_PERCPU_ARRAY(name, type[, entries]);
     for call in cx.of_kind("call_expression") {
         if c::call_name(call, src) == Some("BPF_PERCPU_ARRAY")
-            && c::arg_spans(call, src)
+            && c::arg_spans(call)
                 .first()
                 .is_some_and(|&(s, e)| &src[s..e] == name)
         {

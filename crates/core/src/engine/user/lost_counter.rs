@@ -101,7 +101,8 @@ pub(super) fn watch(
         "\t"
     };
     let cont = format!("{indent}{step}");
-    let ring = if width(&cont) + one_line(ring).len() < 100 {
+    // A `//` comment inside the call keeps its lines: joined, it would hide what follows.
+    let ring = if !ring.contains("//") && width(&cont) + one_line(ring).len() < 100 {
         one_line(ring)
     } else {
         one_line_or_wrapped(ring, &cont, step)
@@ -209,7 +210,7 @@ pub(super) fn check_after(cx: &mut Ctx, st: &State, call: Node) {
     if cx.edits.iter().any(|x| x.start == e && x.end == e) {
         return;
     }
-    let first = c::arg_spans(call, src)
+    let first = c::arg_spans(call)
         .first()
         .map(|&(a, b)| c::strip_parens(&src[a..b]).to_string());
     let mine: Vec<&Counter> = st
@@ -389,6 +390,29 @@ mod tests {
         );
         assert!(!refused);
         assert!(c.contains("lost_counter__watch(&events_lost_counter,\n\t\tbpf_object__find_map_fd_by_name(skel->obj, \"events_lost\"), handle_lost, NULL,\n\t\tring_buffer__new(map_fd, handle_event, NULL, NULL));"), "{c}");
+    }
+
+    #[test]
+    fn a_comment_beside_an_argument_is_not_taken_for_the_next_one() {
+        let (c, _, refused) = migrate(
+            BPF,
+            "",
+            "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, // pages per CPU\n\t\t\t      handle_event, handle_lost, NULL, NULL);\n",
+        );
+        assert!(!refused, "{c}");
+        // The comment went with the page count it described.
+        assert!(c.contains("\tpb = lost_counter__watch(&events_lost_counter,\n\t\tbpf_map__fd(skel->maps.events_lost), handle_lost, NULL,\n\t\tring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL));\n"), "{c}");
+    }
+
+    #[test]
+    fn a_comment_inside_an_argument_keeps_the_creation_on_its_lines() {
+        let (c, _, refused) = migrate(
+            BPF,
+            "",
+            "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events // the stream\n\t\t\t      ), 8, handle_event, handle_lost, NULL, NULL);\n",
+        );
+        assert!(!refused, "{c}");
+        assert!(c.contains("// the stream\n"), "{c}");
     }
 
     #[test]

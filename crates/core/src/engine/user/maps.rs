@@ -29,7 +29,7 @@ pub(super) fn collect_bpf_sources(cx: &Ctx, out: &mut Analysis) {
         ) {
             continue;
         }
-        if let Some(&(s, e)) = c::arg_spans(call, src).first() {
+        if let Some(&(s, e)) = c::arg_spans(call).first() {
             let a = &src[s..e];
             if a.starts_with('"') && a.ends_with('"') {
                 let path = a.trim_matches('"');
@@ -174,7 +174,7 @@ fn resolve_parameter(cx: &Ctx, param: &str, at: Node, depth: usize) -> Option<Re
         if c::call_name(call, src) != Some(fname) {
             continue;
         }
-        let args = c::arg_spans(call, src);
+        let args = c::arg_spans(call);
         let &(s, e) = args.get(idx)?;
         let (m, spans) = resolve_map(cx, &src[s..e], s, call, depth + 1)?;
         found = Some(agree(found, m, spans)?);

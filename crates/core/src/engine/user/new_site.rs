@@ -23,7 +23,7 @@ struct Callbacks {
 
 pub(super) fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analysis) {
     let src = cx.src();
-    let args = c::arg_spans(call, src);
+    let args = c::arg_spans(call);
     let at = call.start_byte();
     if cx.has_error_in(call.start_byte(), call.end_byte()) {
         cx.report(

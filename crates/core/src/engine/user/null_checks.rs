@@ -24,7 +24,7 @@ pub(super) fn null_checks(cx: &mut Ctx, st: &mut State, call: Node, handle: &str
         let Some(name) = c::call_name(n, src) else {
             continue;
         };
-        let args = c::arg_spans(n, src);
+        let args = c::arg_spans(n);
         if args.len() != 1 || c::strip_parens(&src[args[0].0..args[0].1]) != handle {
             continue;
         }
