@@ -61,7 +61,8 @@ fn exec() -> Result<(), String> {
     Ok(())
 }
 
-/// Create, write, read, rename and unlink a file, make and remove a directory (tmpfs).
+/// Create, write, read (then open 128 times), rename and unlink a file, make and remove a
+/// directory (tmpfs).
 fn files() -> Result<(), String> {
     let r = (|| -> std::io::Result<()> {
         fs::create_dir_all("/tmp/w/dir")?;
@@ -69,6 +70,10 @@ fn files() -> Result<(), String> {
         let mut f = fs::File::open("/tmp/w/a.txt")?;
         let mut buf = String::new();
         f.read_to_string(&mut buf)?;
+        // A burst of opens, as a tool sees from a build: more records than one page holds.
+        for _ in 0..128 {
+            fs::File::open("/tmp/w/a.txt")?;
+        }
         fs::metadata("/tmp/w/a.txt")?;
         fs::rename("/tmp/w/a.txt", "/tmp/w/b.txt")?;
         fs::remove_file("/tmp/w/b.txt")?;
