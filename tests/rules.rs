@@ -92,6 +92,9 @@ fn language_of(file: &SourceFile, offset: usize) -> Language {
     if path.ends_with(".rs") {
         return Language::Rust;
     }
+    if path.ends_with(".go") {
+        return Language::Go;
+    }
     if engine::is_python_source(&file.path, &file.text) {
         let tree = engine::python::parse(&file.text).expect("the fixture's Python parses");
         let mut node = tree

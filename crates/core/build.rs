@@ -18,6 +18,7 @@ const LANGUAGES: &[(&str, &str)] = &[
     ("bcc-python", "BccPython"),
     ("bcc-c", "BccC"),
     ("rust", "Rust"),
+    ("go", "Go"),
 ];
 
 #[derive(serde::Deserialize)]

@@ -15,7 +15,7 @@ use crate::source::SourceFile;
 pub fn is_candidate(p: &Path) -> bool {
     matches!(
         p.extension().and_then(|e| e.to_str()),
-        Some("c" | "h" | "py" | "python" | "rs")
+        Some("c" | "h" | "py" | "python" | "rs" | "go")
     )
 }
 
@@ -230,7 +230,8 @@ enum Read {
 /// Files that belong with `path` by convention: `x.c` beside `x.bpf.c` and back, the
 /// `x.bpf.c` of an included skeleton `x.skel.h`, the local headers a C file includes (a map
 /// may be defined in one), a BCC tool's `src_file`, and the `bpf/x.bpf.c` of a Rust file that
-/// includes `x.skel.rs`; sorted, each once.
+/// includes `x.skel.rs`, and the C a Go reader builds with bpf2go or loads as an object;
+/// sorted, each once.
 fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new(""));
     let name = path
@@ -278,6 +279,20 @@ fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
             if !stem.is_empty() {
                 out.push(dir.join("bpf").join(format!("{stem}.bpf.c")));
                 out.push(dir.join(format!("{stem}.bpf.c")));
+            }
+        }
+    } else if name.ends_with(".go") {
+        // bpf2go's C source, and the source of an object loaded by name (`x.bpf.o`).
+        for line in lines_with("//go:generate") {
+            if let Some(c) = crate::lang::go::bpf2go_source(line) {
+                out.push(dir.join(c));
+            }
+        }
+        for line in lines_with(".o\"") {
+            for q in line.split('"').skip(1).step_by(2) {
+                if let Some(stem) = q.strip_suffix(".o").filter(|s| !s.is_empty()) {
+                    out.push(dir.join(format!("{stem}.c")));
+                }
             }
         }
     } else if crate::engine::is_python_source(path, text) {

@@ -53,6 +53,8 @@ pub enum Language {
     BccC,
     /// A libbpf-rs crate.
     Rust,
+    /// A Go reader (cilium/ebpf).
+    Go,
 }
 
 impl Language {
@@ -63,6 +65,7 @@ impl Language {
             Language::BccPython => "bcc-python",
             Language::BccC => "bcc-c",
             Language::Rust => "rust",
+            Language::Go => "go",
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::context::{Analysis, refuses};
-use super::gate::{is_python_source, is_rust};
+use super::gate::{is_go, is_python_source, is_rust};
 use super::{bcc, python, rust};
 use crate::edit::{self, Edit};
 use crate::lang::c;
@@ -89,6 +89,7 @@ pub(super) fn apply_checked(
     }
     if !is_python_source(&file.path, &file.text)
         && !is_rust(&file.path)
+        && !is_go(&file.path)
         && let Some(d) = check_else_branches(
             file,
             &new_text,
@@ -246,6 +247,9 @@ pub(super) fn c_range(text: &str) -> std::ops::Range<usize> {
 pub(super) fn parse_errors(path: &Path, text: &str) -> usize {
     if is_rust(path) {
         return usize::from(syn::parse_file(text).is_err());
+    }
+    if is_go(path) {
+        return super::go::parse_errors(text);
     }
     if is_python_source(path, text) {
         return python::parse(text)

@@ -96,6 +96,9 @@ pub struct Consumer {
     /// The reader keeps its lost-sample callback, fed from a counter the BPF side must add
     /// (`lost_counter`).
     pub lost_counted: bool,
+    /// `map` is the Go field bpf2go made of the C map's name (`Events` for `events`):
+    /// linking finds the C name (`lang::go::bpf2go_identifier`).
+    pub bpf2go: bool,
 }
 
 /// What one file contributes to linking.

@@ -311,6 +311,9 @@ fn member_end(toks: &[(Tok, usize, usize)], k: usize) -> Option<usize> {
 /// for Rust, a PerfBuffer name in code. Discovery asks before keeping a file (one it turns
 /// down is counted as scanned, never held); `analyze` asks again, for callers that skip it.
 pub fn worth_analysing(path: &Path, text: &str) -> bool {
+    if is_go(path) {
+        return super::go::worth_analysing(text);
+    }
     let c_like = !is_python_source(path, text) && !is_rust(path);
     has_trigger(text)
         && !(c_like
@@ -322,6 +325,10 @@ pub fn worth_analysing(path: &Path, text: &str) -> bool {
 
 pub fn is_rust(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "rs")
+}
+
+pub fn is_go(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "go")
 }
 
 /// Whether a file is Python by its name: `.py`, `.python`.
@@ -336,7 +343,7 @@ pub fn is_python_source(p: &Path, text: &str) -> bool {
     is_python(p)
         || !p
             .extension()
-            .is_some_and(|e| e == "c" || e == "h" || e == "rs")
+            .is_some_and(|e| e == "c" || e == "h" || e == "rs" || e == "go")
             && python_shebang(text.as_bytes())
 }
 

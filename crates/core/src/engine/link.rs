@@ -297,6 +297,16 @@ fn link_consumers(
                     .push(cons.pages);
                 continue;
             }
+            let resolved;
+            let cons = if cons.bpf2go {
+                resolved = Consumer {
+                    map: bpf2go_map(defs, &cons.map),
+                    ..cons.clone()
+                };
+                &resolved
+            } else {
+                cons
+            };
             match consumer_target(files, index, analyses, defs, i, cons) {
                 Ok(j) => {
                     dsu.union(i, j);
@@ -316,6 +326,21 @@ fn link_consumers(
         }
     }
     (consumed, counted)
+}
+
+/// The C name of the map bpf2go calls `field`: the one defined map whose bpf2go identifier
+/// (or own name) it is; else `field` itself, which then finds no definition.
+fn bpf2go_map(defs: &HashMap<&str, Vec<usize>>, field: &str) -> String {
+    let mut names: Vec<&str> = defs
+        .keys()
+        .copied()
+        .filter(|d| *d == field || crate::lang::go::bpf2go_identifier(d) == field)
+        .collect();
+    names.sort_unstable();
+    match names[..] {
+        [one] => one.to_string(),
+        _ => field.to_string(),
+    }
 }
 
 /// The file defining the map that consumer `cons` of file `i` reads, or why none can be told.
@@ -440,7 +465,7 @@ fn report_maps(
                     link_diags.push(
                         Diagnostic::at(&files[j], m.offset, Rule::UnlinkedProgram,
                             format!("no user-space reader of perf event array `{}` was found among the files given", m.name))
-                            .help("pass the reader too: a libbpf C loader (X.c beside X.bpf.c is found by itself), a BCC tool or a libbpf-rs crate; readers in other languages (Go, C++) are not migrated yet, so migrate the reader and this map together by hand"),
+                            .help("pass the reader too: a libbpf C loader (X.c beside X.bpf.c is found by itself), a BCC tool, a libbpf-rs crate or a cilium/ebpf Go reader; readers in other languages (libbpfgo, C++) are not migrated yet, so migrate the reader and this map together by hand"),
                     );
                 }
                 Some(pages) => {

@@ -17,6 +17,7 @@ mod context;
 mod cpu_field;
 mod edits;
 mod gate;
+pub mod go;
 mod link;
 mod lost_counter;
 mod options;
@@ -40,8 +41,8 @@ pub use self::context::{
 /// The member `cpu-field` adds to an event struct (verify compares the events without it).
 pub use self::cpu_field::FIELD as CPU_FIELD;
 pub use self::gate::{
-    C_TRIGGERS, SHEBANG_BYTES, c_needs_parse, has_trigger, is_python, is_python_source, is_rust,
-    python_shebang, worth_analysing,
+    C_TRIGGERS, SHEBANG_BYTES, c_needs_parse, has_trigger, is_go, is_python, is_python_source,
+    is_rust, python_shebang, worth_analysing,
 };
 pub use self::link::{Change, Outcome, Stats, link_and_apply};
 pub use self::options::{
@@ -179,6 +180,11 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
         match too_deep(file) {
             Some(a) => (a, None),
             None => rust::analyze(file),
+        }
+    } else if is_go(&file.path) {
+        match too_deep(file) {
+            Some(a) => (a, None),
+            None => (go::analyze(file, opts), None),
         }
     } else {
         // After its cheaper gates: most C files with a trigger word are not parsed.

@@ -545,6 +545,7 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
         offset: at,
         pages: page_value.flatten(),
         lost_counted: false,
+        bpf2go: false,
     });
 }
 

@@ -1,5 +1,6 @@
 //! Language front ends.
 pub mod c;
+pub mod go;
 pub mod python;
 
 use std::cell::RefCell;
@@ -58,16 +59,18 @@ pub fn edit_tree(tree: &mut Tree, old: &str, new: &str, spans: &[Span]) {
 pub enum Grammar {
     C,
     Python,
+    Go,
 }
 
 impl Grammar {
-    const ALL: [Grammar; 2] = [Grammar::C, Grammar::Python];
+    const ALL: [Grammar; 3] = [Grammar::C, Grammar::Python, Grammar::Go];
 
     pub fn language(self) -> &'static Language {
-        static LANGUAGES: LazyLock<[Language; 2]> = LazyLock::new(|| {
+        static LANGUAGES: LazyLock<[Language; 3]> = LazyLock::new(|| {
             [
                 tree_sitter_c::LANGUAGE.into(),
                 tree_sitter_python::LANGUAGE.into(),
+                tree_sitter_go::LANGUAGE.into(),
             ]
         });
         &LANGUAGES[self as usize]
@@ -82,7 +85,7 @@ impl Grammar {
 /// (a new one costs more than parsing a small file).
 pub fn with_parser<R>(grammar: Grammar, f: impl FnOnce(&mut Parser) -> R) -> R {
     thread_local! {
-        static PARSERS: RefCell<[Parser; 2]> = RefCell::new(Grammar::ALL.map(|g| {
+        static PARSERS: RefCell<[Parser; 3]> = RefCell::new(Grammar::ALL.map(|g| {
             let mut p = Parser::new();
             p.set_language(g.language())
                 .expect("the grammar matches the tree-sitter version");
@@ -105,7 +108,7 @@ fn cached_id(lang: &Language, field: bool, name: &str) -> Option<u16> {
         return look_up();
     };
     /// By grammar, then kinds and fields.
-    type Tables = [[HashMap<String, Option<u16>, foldhash::fast::FixedState>; 2]; 2];
+    type Tables = [[HashMap<String, Option<u16>, foldhash::fast::FixedState>; 2]; 3];
     thread_local! {
         static IDS: RefCell<Tables> = RefCell::default();
     }

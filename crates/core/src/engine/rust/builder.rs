@@ -172,6 +172,7 @@ pub(super) fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analy
         offset: at,
         pages,
         lost_counted: false,
+        bpf2go: false,
     });
 }
 

@@ -132,6 +132,7 @@ pub(super) fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analy
         offset: at,
         pages,
         lost_counted: counted,
+        bpf2go: false,
     });
 }
 

@@ -1,0 +1,767 @@
+//! cilium/ebpf: `perf.NewReader(m, size)` and `perf.NewReaderWithOptions(m, size, opts)`
+//! become `ringbuf.NewReader(m)`; `perf.ErrClosed`, `perf.Record` and `*perf.Reader` become
+//! the ring buffer's; `Read`, `ReadInto`, `Close` and `SetDeadline` are the same methods. A
+//! record's `RawSample` stays; an `if rec.LostSamples != 0 { ... }` goes with a note (a ring
+//! buffer record counts no losses); a read of `rec.CPU`, `Pause`/`Resume`, an overwritable
+//! reader or options the tool cannot read are refused with the reason.
+
+use std::collections::HashSet;
+
+use tree_sitter::Node;
+
+use super::super::context::{Analysis, Consumer, Report};
+use super::super::options::{Lost, Options};
+use super::imports;
+use super::{GoFile, PERF_PATH, RINGBUF_PATH, ancestor, call_args};
+use crate::lang::NodeExt;
+use crate::rules::Rule;
+
+/// The switch of the perf import this file's migration asks for: the spec's start, and its
+/// new path (None: drop it, the ring buffer's package being imported already).
+pub(super) type Switch = Option<(usize, Option<String>)>;
+
+pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Switch {
+    let spec = imports::spec_of(g, PERF_PATH)?;
+    let Some(pkg) = imports::name_of(g, spec) else {
+        g.report(
+            spec.start_byte(),
+            Rule::UnsupportedForm,
+            "cilium/ebpf's perf package is imported with `_` or `.`",
+            "migrate this reader by hand",
+        );
+        return None;
+    };
+    let ring_spec = imports::spec_of(g, RINGBUF_PATH);
+    let ring = match ring_spec {
+        Some(s) => imports::name_of(g, s).unwrap_or_else(|| "ringbuf".into()),
+        None => "ringbuf".into(),
+    };
+    let refusals = g.diags.len();
+    if ring_spec.is_none()
+        && let Some(clash) = g
+            .of_kind("identifier")
+            .into_iter()
+            .find(|n| g.text(*n) == "ringbuf")
+    {
+        g.report(
+            clash.start_byte(),
+            Rule::UnsupportedForm,
+            "the name `ringbuf`, which the ring buffer package would take, is used here",
+            "rename it, or import github.com/cilium/ebpf/ringbuf under another name first",
+        );
+    }
+    let readers = reader_names(g, &pkg);
+    let mut options_spans: Vec<(usize, usize)> = Vec::new();
+    for (use_start, use_end) in imports::uses(g, &pkg) {
+        if options_spans
+            .iter()
+            .any(|&(s, e)| s <= use_start && use_end <= e)
+        {
+            continue;
+        }
+        let Some(node) = g.nodes.iter().copied().find(|n| {
+            n.start_byte() == use_start
+                && matches!(n.kind(), "selector_expression" | "qualified_type")
+        }) else {
+            continue;
+        };
+        let member_field = if node.kind() == "selector_expression" {
+            "field"
+        } else {
+            "name"
+        };
+        let member = node.field(member_field).map(|m| g.text(m)).unwrap_or("");
+        match member {
+            "NewReader" | "NewReaderWithOptions" => {
+                match node.parent().filter(|p| {
+                    p.kind() == "call_expression"
+                        && p.field("function").is_some_and(|f| f.id() == node.id())
+                }) {
+                    Some(call) => {
+                        if let Some(span) = new_reader(g, call, node, member, &pkg, &ring, a) {
+                            options_spans.push(span);
+                        }
+                    }
+                    None => g.report(
+                        node.start_byte(),
+                        Rule::UnsupportedForm,
+                        format!("`{pkg}.{member}` is used here without being called"),
+                        "migrate this reader by hand",
+                    ),
+                }
+            }
+            "ErrClosed" | "Record" | "Reader" => {
+                g.replace(use_start, use_end, ring.clone(), Rule::GoPerfReader);
+            }
+            other => g.report(
+                node.start_byte(),
+                Rule::UnsupportedForm,
+                format!("`{pkg}.{other}` has no counterpart in cilium/ebpf's ringbuf package"),
+                "migrate this reader by hand",
+            ),
+        }
+    }
+    let records = record_names(g, &pkg, &readers);
+    record_fields(g, opts, &records);
+    for sel in g.of_kind("selector_expression") {
+        let method = sel.field("field").map(|f| g.text(f)).unwrap_or("");
+        if matches!(method, "Pause" | "Resume")
+            && sel
+                .field("operand")
+                .is_some_and(|o| readers.contains(last_name(g, o)))
+        {
+            g.report(
+                sel.start_byte(),
+                Rule::NoRingEquivalent,
+                format!("a ring buffer reader has no `{method}`: its BPF program's writes cannot be paused from user space"),
+                "drop the pause, or have the BPF program check a flag the reader sets",
+            );
+        }
+    }
+    if g.diags[refusals..]
+        .iter()
+        .any(|d| d.severity == crate::report::Severity::Manual)
+    {
+        return None;
+    }
+    Some((
+        spec.start_byte(),
+        ring_spec.is_none().then(|| RINGBUF_PATH.to_string()),
+    ))
+}
+
+/// One `NewReader`/`NewReaderWithOptions` call: the function renamed and the arguments after
+/// the map dropped; its map is this file's consumer. Returns the options argument's span.
+fn new_reader(
+    g: &mut GoFile,
+    call: Node,
+    func: Node,
+    member: &str,
+    pkg: &str,
+    ring: &str,
+    a: &mut Analysis,
+) -> Option<(usize, usize)> {
+    let args = call_args(call);
+    let want = if member == "NewReader" { 2 } else { 3 };
+    if args.len() != want {
+        g.report(
+            call.start_byte(),
+            Rule::UnsupportedForm,
+            format!(
+                "`{pkg}.{member}` is called with {} arguments, not {want}",
+                args.len()
+            ),
+            "migrate this reader by hand",
+        );
+        return None;
+    }
+    let options = args.get(2).map(|o| (o.start_byte(), o.end_byte()));
+    if let Some(&o) = args.get(2)
+        && !options_ok(g, o, pkg)
+    {
+        return options;
+    }
+    let Some((map, bpf2go)) = map_of(g, args[0], 0) else {
+        g.report(
+            args[0].start_byte(),
+            Rule::UnresolvedMap,
+            format!("cannot tell which BPF map `{}` is", g.text(args[0])),
+            "bpf-migrate follows bpf2go's objs.Field, coll.Maps[\"name\"] and a variable set from one of them in the same function",
+        );
+        return options;
+    };
+    let pages = pages_of(g, args[1]);
+    g.replace(
+        func.start_byte(),
+        func.end_byte(),
+        format!("{ring}.NewReader"),
+        Rule::GoPerfReader,
+    );
+    let last = args[want - 1];
+    g.replace(args[0].end_byte(), last.end_byte(), "", Rule::GoPerfReader);
+    a.consumers.push(Consumer {
+        map,
+        offset: call.start_byte(),
+        pages,
+        lost_counted: false,
+        bpf2go,
+    });
+    options
+}
+
+/// Whether the options of `NewReaderWithOptions` can go: a `perf.ReaderOptions{...}` literal
+/// whose wake-up settings get a note each; an overwritable reader, another field or options
+/// the tool cannot read are refused.
+fn options_ok(g: &mut GoFile, o: Node, pkg: &str) -> bool {
+    let is_literal = o.kind() == "composite_literal"
+        && o.field("type")
+            .is_some_and(|t| g.text(t) == format!("{pkg}.ReaderOptions"));
+    let Some(body) = o.field("body").filter(|_| is_literal) else {
+        g.report(
+            o.start_byte(),
+            Rule::OptsUnsupported,
+            format!("the reader's options are given as `{}`", g.text(o)),
+            "bpf-migrate reads options only from a perf.ReaderOptions{...} literal in the call; write them there, or migrate by hand",
+        );
+        return false;
+    };
+    let mut ok = true;
+    let mut cur = body.walk();
+    let elems: Vec<Node> = body.named_children(&mut cur).collect();
+    for el in elems {
+        if el.kind() == "comment" {
+            continue;
+        }
+        let key = el.field("key").map(|k| g.text(k)).unwrap_or("");
+        let value = el.field("value").map(|v| g.text(v)).unwrap_or("");
+        match key {
+            "Watermark" | "WakeupEvents" => g.report(
+                el.start_byte(),
+                Rule::GoReaderOptions,
+                format!("`{key}: {value}` has no ring buffer equivalent: the ring buffer wakes its reader for each record"),
+                "to batch wake-ups, pass BPF_RB_NO_WAKEUP to bpf_ringbuf_output() and wake the reader with BPF_RB_FORCE_WAKEUP",
+            ),
+            "Overwritable" if value == "false" => {}
+            "Overwritable" => {
+                ok = false;
+                g.report(
+                    el.start_byte(),
+                    Rule::OptsUnsupported,
+                    "an overwritable perf buffer keeps the newest records by overwriting the oldest; a ring buffer has no overwrite mode",
+                    "keep this reader on the perf buffer, or make it drain the ring continuously and migrate by hand",
+                );
+            }
+            _ => {
+                ok = false;
+                g.report(
+                    el.start_byte(),
+                    Rule::OptsUnsupported,
+                    format!("the reader option `{}` has no ring buffer equivalent bpf-migrate knows", g.text(el)),
+                    "migrate this reader by hand",
+                );
+            }
+        }
+    }
+    ok
+}
+
+/// The map `expr` names: bpf2go's `objs.Events` (a field name, matched at linking), a
+/// collection's `coll.Maps["events"]`, or a variable set from one of those in the same
+/// function.
+fn map_of(g: &GoFile, expr: Node, depth: u8) -> Option<(String, bool)> {
+    match expr.kind() {
+        "parenthesized_expression" => map_of(g, expr.named_child(0)?, depth),
+        "selector_expression" => Some((g.text(expr.field("field")?).to_string(), true)),
+        "index_expression" => {
+            let operand = expr.field("operand")?;
+            let index = expr.field("index")?;
+            let maps = operand.kind() == "selector_expression"
+                && operand.field("field").is_some_and(|f| g.text(f) == "Maps");
+            (maps && index.kind() == "interpreted_string_literal")
+                .then(|| (g.text(index).trim_matches('"').to_string(), false))
+        }
+        "identifier" if depth < 3 => {
+            let value = assigned_value(g, expr)?;
+            map_of(g, value, depth + 1)
+        }
+        _ => None,
+    }
+}
+
+/// The value last given to variable `var` before its use, in the function it is used in:
+/// `v := X`, `v, ok := X`, `v = X` or `var v = X`.
+fn assigned_value<'t>(g: &GoFile<'_, 't>, var: Node<'t>) -> Option<Node<'t>> {
+    let name = g.text(var);
+    let scope = ancestor(var, "function_declaration")
+        .or_else(|| ancestor(var, "func_literal"))
+        .or_else(|| ancestor(var, "method_declaration"))?;
+    let mut found = None;
+    for n in &g.nodes {
+        if n.start_byte() < scope.start_byte() || n.end_byte() > var.start_byte() {
+            continue;
+        }
+        let (left, right) = match n.kind() {
+            "short_var_declaration" | "assignment_statement" => (n.field("left"), n.field("right")),
+            "var_spec" => (None, n.field("value")),
+            _ => continue,
+        };
+        let names: Vec<Node> = match left {
+            Some(l) => {
+                let mut c = l.walk();
+                l.named_children(&mut c).collect()
+            }
+            None => {
+                let mut c = n.walk();
+                n.children_by_field_name("name", &mut c).collect()
+            }
+        };
+        let Some(right) = right else { continue };
+        let mut c = right.walk();
+        let values: Vec<Node> = right.named_children(&mut c).collect();
+        if let Some(i) = names.iter().position(|l| g.text(*l) == name) {
+            // `v, ok := m["x"]` has one value for two names.
+            found = values.get(i).or(values.first()).copied();
+        }
+    }
+    found
+}
+
+/// The pages per CPU a reader's size asks for: `os.Getpagesize() * N`, or a literal
+/// number of bytes that is a multiple of 4096.
+fn pages_of(g: &GoFile, size: Node) -> Option<u64> {
+    let int = |n: Node| {
+        (n.kind() == "int_literal")
+            .then(|| g.text(n).replace('_', "").parse::<u64>().ok())
+            .flatten()
+    };
+    match size.kind() {
+        "int_literal" => int(size).filter(|b| b % 4096 == 0).map(|b| b / 4096),
+        "binary_expression" if size.field("operator").map(|o| g.text(o)) == Some("*") => {
+            let (l, r) = (size.field("left")?, size.field("right")?);
+            let page = |n: Node| g.text(n).replace(' ', "") == "os.Getpagesize()";
+            if page(l) {
+                int(r)
+            } else if page(r) {
+                int(l)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The last name of an expression: `rd` of `rd` and of `t.rd`.
+fn last_name<'a>(g: &GoFile<'a, '_>, n: Node) -> &'a str {
+    match n.kind() {
+        "selector_expression" => n.field("field").map(|f| g.text(f)).unwrap_or(""),
+        _ => g.text(n),
+    }
+}
+
+/// Whether type node `t` is `PKG.NAME` or `*PKG.NAME`.
+fn is_type(g: &GoFile, t: Node, pkg: &str, name: &str) -> bool {
+    let t = if t.kind() == "pointer_type" {
+        match t.named_child(0) {
+            Some(x) => x,
+            None => return false,
+        }
+    } else {
+        t
+    };
+    t.kind() == "qualified_type" && g.text(t) == format!("{pkg}.{name}")
+}
+
+/// The names declared with a type `t` satisfies: variables, parameters and struct fields.
+fn declared_with<'a>(g: &GoFile<'a, '_>, ty: &dyn Fn(Node) -> bool) -> HashSet<&'a str> {
+    let mut out = HashSet::new();
+    for n in &g.nodes {
+        if matches!(
+            n.kind(),
+            "var_spec" | "parameter_declaration" | "field_declaration"
+        ) && n.field("type").is_some_and(ty)
+        {
+            let mut c = n.walk();
+            for name in n.children_by_field_name("name", &mut c) {
+                out.insert(g.text(name));
+            }
+        }
+    }
+    out
+}
+
+/// The names (variables, fields, parameters) that hold a perf reader.
+fn reader_names<'a>(g: &GoFile<'a, '_>, pkg: &str) -> HashSet<&'a str> {
+    let mut out = declared_with(g, &|t| is_type(g, t, pkg, "Reader"));
+    for n in &g.nodes {
+        if !matches!(n.kind(), "short_var_declaration" | "assignment_statement") {
+            continue;
+        }
+        let (Some(l), Some(r)) = (n.field("left"), n.field("right")) else {
+            continue;
+        };
+        let creates = r.named_child(0).is_some_and(|v| {
+            v.kind() == "call_expression"
+                && v.field("function").is_some_and(|f| {
+                    let t = g.text(f);
+                    t == format!("{pkg}.NewReader") || t == format!("{pkg}.NewReaderWithOptions")
+                })
+        });
+        if creates && let Some(first) = l.named_child(0) {
+            out.insert(last_name(g, first));
+        }
+    }
+    out
+}
+
+/// The names that hold a perf record: set from a reader's `Read()`, read into with
+/// `ReadInto(&v)`, declared as `perf.Record`, or whose `RawSample` or `LostSamples` is read.
+fn record_names<'a>(g: &GoFile<'a, '_>, pkg: &str, readers: &HashSet<&str>) -> HashSet<&'a str> {
+    let mut out = declared_with(g, &|t| is_type(g, t, pkg, "Record"));
+    let reader_call = |v: Node, method: &str| {
+        v.kind() == "call_expression"
+            && v.field("function").is_some_and(|f| {
+                f.kind() == "selector_expression"
+                    && f.field("field").is_some_and(|m| g.text(m) == method)
+                    && f.field("operand")
+                        .is_some_and(|o| readers.contains(last_name(g, o)))
+            })
+    };
+    for n in &g.nodes {
+        match n.kind() {
+            "short_var_declaration" | "assignment_statement" => {
+                let (Some(l), Some(r)) = (n.field("left"), n.field("right")) else {
+                    continue;
+                };
+                if r.named_child(0).is_some_and(|v| reader_call(v, "Read"))
+                    && let Some(first) = l.named_child(0)
+                {
+                    out.insert(last_name(g, first));
+                }
+            }
+            "call_expression" if reader_call(*n, "ReadInto") => {
+                if let Some(arg) = call_args(*n).first()
+                    && arg.kind() == "unary_expression"
+                    && let Some(v) = arg.field("operand")
+                {
+                    out.insert(last_name(g, v));
+                }
+            }
+            "selector_expression" => {
+                let field = n.field("field").map(|f| g.text(f));
+                if matches!(field, Some("RawSample" | "LostSamples"))
+                    && let Some(o) = n.field("operand")
+                {
+                    out.insert(last_name(g, o));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A record's `CPU` is refused; its `LostSamples` goes with the `if` that tests it.
+fn record_fields(g: &mut GoFile, opts: &Options, records: &HashSet<&str>) {
+    let mut dropped: Vec<(usize, usize)> = Vec::new();
+    for sel in g.of_kind("selector_expression") {
+        let Some(operand) = sel.field("operand") else {
+            continue;
+        };
+        if !records.contains(last_name(g, operand)) {
+            continue;
+        }
+        let field = sel.field("field").map(|f| g.text(f)).unwrap_or("");
+        match field {
+            "CPU" => g.report(
+                sel.start_byte(),
+                Rule::CallbackUsesCpu,
+                format!("`{}` reads the CPU a perf record came from; a ring buffer record does not say", g.text(sel)),
+                "add a `cpu` member to the event, set it with bpf_get_smp_processor_id() in the BPF program and read it from RawSample; bpf-migrate does this for libbpf C and BCC, not yet for Go",
+            ),
+            "LostSamples" => {
+                let at = sel.start_byte();
+                if dropped.iter().any(|&(s, e)| s <= at && at < e) {
+                    continue;
+                }
+                match lost_test(g, sel) {
+                    Some((stmt, keep)) => {
+                        dropped.push((stmt.start_byte(), stmt.end_byte()));
+                        let why = match opts.lost {
+                            Lost::Drop => "(--lost drop)",
+                            Lost::Count => "(counting a ring buffer's drops is built for libbpf C loaders, not yet for Go readers)",
+                        };
+                        let what = if keep.is_some() {
+                            "this test is removed and its body kept"
+                        } else {
+                            "this test and what it does are removed"
+                        };
+                        g.report(
+                            stmt.start_byte(),
+                            Rule::LostCallback,
+                            format!("`{}` is always 0 on a ring buffer record, so {what}: records that do not fit are dropped without a word {why}", g.text(sel)),
+                            "to count drops, have the BPF program count failed bpf_ringbuf_output() calls in a per-CPU array and print it from the reader",
+                        );
+                        match keep {
+                            None => g.delete_lines(stmt, Rule::LostCallback),
+                            Some(block) => unwrap_block(g, stmt, block),
+                        }
+                    }
+                    None => g.report(
+                        at,
+                        Rule::UnsupportedForm,
+                        format!("`{}` is read here, outside a test bpf-migrate can settle (`if`, or a `switch` case, comparing it with 0)", g.text(sel)),
+                        "a ring buffer record has no lost count: remove this use by hand, then run bpf-migrate again",
+                    ),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What to do with the test `sel` (a record's `LostSamples`, always 0 on a ring buffer) is
+/// part of, alone on its lines: an `if X != 0 { ... }` (or `> 0`) without initializer or
+/// else, or a `case X != 0:` of an expressionless `switch`, goes (None); an
+/// `if X == 0 { ... }` without initializer or else gives way to its block (Some).
+fn lost_test<'t>(g: &GoFile<'_, 't>, sel: Node<'t>) -> Option<(Node<'t>, Option<Node<'t>>)> {
+    let cond = sel.parent()?;
+    if cond.kind() != "binary_expression" {
+        return None;
+    }
+    let op = cond.field("operator").map(|o| g.text(o))?;
+    let other = if cond.field("left")?.id() == sel.id() {
+        cond.field("right")?
+    } else {
+        cond.field("left")?
+    };
+    if g.text(other) != "0" {
+        return None;
+    }
+    let parent = cond.parent()?;
+    let (stmt, keep) = match parent.kind() {
+        "if_statement"
+            if parent
+                .field("condition")
+                .is_some_and(|c| c.id() == cond.id())
+                && parent.field("initializer").is_none()
+                && parent.field("alternative").is_none() =>
+        {
+            match op {
+                "!=" | ">" => (parent, None),
+                "==" => (parent, Some(parent.field("consequence")?)),
+                _ => return None,
+            }
+        }
+        "expression_list" if parent.named_child_count() == 1 && matches!(op, "!=" | ">") => {
+            let case = parent.parent().filter(|c| c.kind() == "expression_case")?;
+            let switch = case.parent()?;
+            (switch.kind() == "expression_switch_statement" && switch.field("value").is_none())
+                .then_some((case, None))?
+        }
+        _ => return None,
+    };
+    let src = g.src();
+    let end = super::end_trimmed(src, stmt);
+    let ls = crate::source::line_start(src, stmt.start_byte());
+    let le = crate::source::line_end_incl(src, end);
+    let alone = src[ls..stmt.start_byte()].trim().is_empty() && src[end..le].trim().is_empty();
+    alone.then_some((stmt, keep))
+}
+
+/// `stmt` (an `if` alone on its lines) replaced by the statements of its `block`, one tab
+/// less indented.
+fn unwrap_block(g: &mut GoFile, stmt: Node, block: Node) {
+    let src = g.src();
+    let ls = crate::source::line_start(src, stmt.start_byte());
+    let le = crate::source::line_end_incl(src, stmt.end_byte());
+    // The block's lines between its braces.
+    let inner_start = crate::source::line_end_incl(src, block.start_byte());
+    let inner_end = crate::source::line_start(src, block.end_byte() - 1);
+    let body: String = src[inner_start..inner_end.max(inner_start)]
+        .split_inclusive('\n')
+        .map(|l| l.strip_prefix('\t').unwrap_or(l))
+        .collect();
+    g.replace(ls, le, body, Rule::LostCallback);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::testkit::{check_migrate, check_refused, run};
+    use crate::engine::{Lost, Options};
+    use crate::rules::Rule;
+
+    /// A BPF program writing perf event array `exec_events`, built by bpf2go for `main.go`.
+    const BPF: &str = "#include \"vmlinux.h\"\n#include <bpf/bpf_helpers.h>\n\nstruct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\t__uint(key_size, sizeof(u32));\n\t__uint(value_size, sizeof(u32));\n} exec_events SEC(\".maps\");\n\nSEC(\"tp/syscalls/sys_enter_execve\")\nint on_exec(void *ctx)\n{\n\tu32 pid = bpf_get_current_pid_tgid() >> 32;\n\n\tbpf_perf_event_output(ctx, &exec_events, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n\treturn 0;\n}\n";
+
+    /// `main.go` around `body` (the statements after the objects are loaded), with
+    /// `imports` in the second group.
+    fn reader(imports: &str, body: &str) -> String {
+        format!(
+            "package main\n\n//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang demo x.bpf.c -- -I.\n\nimport (\n\t\"errors\"\n\t\"log\"\n\t\"os\"\n\n{imports})\n\nfunc main() {{\n\tvar objs demoObjects\n\tif err := loadDemoObjects(&objs, nil); err != nil {{\n\t\tlog.Fatal(err)\n\t}}\n{body}}}\n"
+        )
+    }
+
+    const PERF: &str = "\t\"github.com/cilium/ebpf/link\"\n\t\"github.com/cilium/ebpf/perf\"\n\t\"github.com/cilium/ebpf/rlimit\"\n";
+    const RING: &str = "\t\"github.com/cilium/ebpf/link\"\n\t\"github.com/cilium/ebpf/ringbuf\"\n\t\"github.com/cilium/ebpf/rlimit\"\n";
+    const USES: &str = "\t_ = link.Kprobe\n\t_ = rlimit.RemoveMemlock\n\t_ = errors.Is\n";
+
+    /// The migrated `main.go` of `before` (with `x.bpf.c`), and the diagnostics.
+    fn migrate(before: &str, opts: &Options) -> (String, Vec<crate::report::Diagnostic>) {
+        let (changed, diags) = run(&[("x.bpf.c", BPF), ("main.go", before)], opts);
+        let go = changed
+            .get("main.go")
+            .cloned()
+            .unwrap_or_else(|| panic!("{diags:?}"));
+        (go, diags)
+    }
+
+    #[test]
+    fn a_bpf2go_reader_becomes_a_ring_reader_and_its_imports_follow() {
+        let body = format!(
+            "{USES}\trd, err := perf.NewReader(objs.ExecEvents, os.Getpagesize()*16)\n\tif err != nil {{\n\t\tlog.Fatal(err)\n\t}}\n\tfor {{\n\t\trec, err := rd.Read()\n\t\tif errors.Is(err, perf.ErrClosed) {{\n\t\t\treturn\n\t\t}}\n\t\tlog.Print(rec.RawSample)\n\t}}\n"
+        );
+        let after = reader(RING, &body)
+            .replace("\t\"os\"\n", "")
+            .replace(
+                "perf.NewReader(objs.ExecEvents, os.Getpagesize()*16)",
+                "ringbuf.NewReader(objs.ExecEvents)",
+            )
+            .replace("perf.ErrClosed", "ringbuf.ErrClosed");
+        check_migrate(
+            &[("x.bpf.c", BPF), ("main.go", &reader(PERF, &body))],
+            &[("main.go", &after)],
+        );
+    }
+
+    #[test]
+    fn a_collection_map_through_a_variable_and_the_reader_types() {
+        let body = format!(
+            "{USES}\t_ = os.Args\n\tcoll, _ := ebpf.LoadCollection(\"x.bpf.o\")\n\tevents, ok := coll.Maps[\"exec_events\"]\n\tif !ok {{\n\t\treturn\n\t}}\n\tvar rec perf.Record\n\trd, _ := perf.NewReader(events, 8192)\n\tdrain(rd, &rec)\n}}\n\nfunc drain(rd *perf.Reader, rec *perf.Record) {{\n\t_ = rd.ReadInto(rec)\n"
+        );
+        let before = reader(&format!("\t\"github.com/cilium/ebpf\"\n{PERF}"), &body);
+        let (go, diags) = migrate(&before, &Options::default());
+        assert!(
+            go.contains("\trd, _ := ringbuf.NewReader(events)\n"),
+            "{go}"
+        );
+        assert!(go.contains("var rec ringbuf.Record\n"), "{go}");
+        assert!(
+            go.contains("func drain(rd *ringbuf.Reader, rec *ringbuf.Record) {"),
+            "{go}"
+        );
+        // 8192 bytes per CPU: two pages, said in the map's note.
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.rule == Rule::PerfMapDef && d.message.contains("2 pages")),
+            "{diags:?}"
+        );
+    }
+
+    /// `main.go` with a read loop whose record is `rec`, testing it with `test`.
+    fn lost_loop(test: &str) -> String {
+        let body = format!(
+            "\t_ = errors.Is\n\t_ = os.Args\n\trd, _ := perf.NewReader(objs.ExecEvents, 4096)\n\tfor {{\n\t\trec, _ := rd.Read()\n\n{test}\n\t\t_ = rec.RawSample\n\t}}\n"
+        );
+        reader("\t\"github.com/cilium/ebpf/perf\"\n", &body).replace(
+            "\tif err := loadDemoObjects(&objs, nil); err != nil {\n\t\tlog.Fatal(err)\n\t}\n",
+            "\t_ = loadDemoObjects(&objs, nil)\n",
+        )
+    }
+
+    #[test]
+    fn lost_samples_tests_go_with_a_note_and_their_only_import_too() {
+        let before = lost_loop(
+            "\t\tif rec.LostSamples > 0 {\n\t\t\tlog.Printf(\"lost %d\", rec.LostSamples)\n\t\t\tcontinue\n\t\t}\n",
+        );
+        for lost in [Lost::Count, Lost::Drop] {
+            let opts = Options {
+                lost,
+                ..Options::default()
+            };
+            let (go, diags) = migrate(&before, &opts);
+            assert!(
+                go.contains("\t\trec, _ := rd.Read()\n\n\t\t_ = rec.RawSample\n"),
+                "{go}"
+            );
+            assert!(!go.contains("\"log\""), "log was used only there: {go}");
+            assert!(
+                diags.iter().any(|d| d.rule == Rule::LostCallback),
+                "{diags:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_switch_case_on_lost_samples_goes_and_an_equal_to_zero_test_keeps_its_body() {
+        let case = lost_loop(
+            "\t\tswitch {\n\t\tcase rec.LostSamples != 0:\n\t\t\tlog.Print(rec.LostSamples)\n\t\tdefault:\n\t\t\tlog.Print(rec.RawSample)\n\t\t}\n",
+        );
+        let (go, _) = migrate(&case, &Options::default());
+        assert!(
+            go.contains("\t\tswitch {\n\t\tdefault:\n\t\t\tlog.Print(rec.RawSample)\n\t\t}\n"),
+            "{go}"
+        );
+        let eq = lost_loop(
+            "\t\tif rec.LostSamples == 0 {\n\t\t\tlog.Print(rec.RawSample)\n\t\t\tcontinue\n\t\t}\n",
+        );
+        let (go, _) = migrate(&eq, &Options::default());
+        assert!(
+            go.contains(
+                "\t\trec, _ := rd.Read()\n\n\t\tlog.Print(rec.RawSample)\n\t\tcontinue\n\n"
+            ),
+            "{go}"
+        );
+    }
+
+    #[test]
+    fn lost_samples_added_up_outside_a_test_is_refused() {
+        let before = lost_loop("\t\tn := rec.LostSamples\n\t\t_ = n\n");
+        check_refused(
+            &[("x.bpf.c", BPF), ("main.go", &before)],
+            Rule::UnsupportedForm,
+            "rec.LostSamples",
+        );
+    }
+
+    #[test]
+    fn the_cpu_of_a_record_is_refused() {
+        let body = format!(
+            "{USES}\trd, _ := perf.NewReader(objs.ExecEvents, 4096)\n\trecord, _ := rd.Read()\n\tlog.Printf(\"cpu %d\", record.CPU)\n\t_ = os.Args\n"
+        );
+        check_refused(
+            &[("x.bpf.c", BPF), ("main.go", &reader(PERF, &body))],
+            Rule::CallbackUsesCpu,
+            "record.CPU",
+        );
+    }
+
+    #[test]
+    fn an_overwritable_reader_is_refused_and_wakeup_options_get_a_note() {
+        let body = |opt: &str| {
+            format!(
+                "{USES}\t_ = os.Args\n\trd, _ := perf.NewReaderWithOptions(objs.ExecEvents, 4096, perf.ReaderOptions{{\n\t\t{opt},\n\t}})\n\t_, _ = rd.Read()\n"
+            )
+        };
+        check_refused(
+            &[
+                ("x.bpf.c", BPF),
+                ("main.go", &reader(PERF, &body("Overwritable: true"))),
+            ],
+            Rule::OptsUnsupported,
+            "overwrite",
+        );
+        let (go, diags) = migrate(&reader(PERF, &body("Watermark: 4096")), &Options::default());
+        assert!(
+            go.contains("\trd, _ := ringbuf.NewReader(objs.ExecEvents)\n"),
+            "{go}"
+        );
+        assert!(
+            diags.iter().any(|d| d.rule == Rule::GoReaderOptions),
+            "{diags:?}"
+        );
+    }
+
+    #[test]
+    fn a_map_the_tool_cannot_follow_is_refused() {
+        let body = format!(
+            "{USES}\t_ = os.Args\n\trd, _ := perf.NewReader(pick(), 4096)\n\t_, _ = rd.Read()\n"
+        );
+        check_refused(
+            &[("x.bpf.c", BPF), ("main.go", &reader(PERF, &body))],
+            Rule::UnresolvedMap,
+            "pick()",
+        );
+    }
+
+    #[test]
+    fn a_generated_file_is_never_edited() {
+        let generated = "// Code generated by bpf2go; DO NOT EDIT.\n\npackage main\n\nimport \"github.com/cilium/ebpf/perf\"\n\nvar _ = perf.NewReader\n";
+        let (changed, diags) = run(&[("demo_bpfel.go", generated)], &Options::default());
+        assert!(
+            changed.is_empty() && diags.is_empty(),
+            "{changed:?} {diags:?}"
+        );
+    }
+}
