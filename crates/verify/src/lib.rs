@@ -490,11 +490,15 @@ fn build_tools(
             Ok(Some(b)) => b,
             Ok(None) => {
                 plans.push(ToolPlan::Skipped(
-                    "no user space found for it (a C loader beside it that defines main and includes its .skel.h or opens its .bpf.o, or the libbpf-rs crate it belongs to): the tool level was not run".into(),
+                    "no user space found for it (a C loader beside it that defines main and includes its .skel.h or opens its .bpf.o, the libbpf-rs crate it belongs to, or a Go main package beside it that builds it with bpf2go or opens its object): the tool level was not run".into(),
                 ));
                 continue;
             }
-            Err((v, why)) => {
+            Err(NotBuilt::Skipped(why)) => {
+                plans.push(ToolPlan::Skipped(why));
+                continue;
+            }
+            Err(NotBuilt::Failed(v, why)) => {
                 plans.push(ToolPlan::Unbuilt(v, why));
                 continue;
             }
@@ -628,8 +632,21 @@ struct BuiltTool {
     opens: Option<String>,
 }
 
-/// The program's C loader or libbpf-rs crate built for both versions (`None`: it has
-/// neither); an original that does not build is inconclusive, a migration that does not is
+/// Why a program's user space was not built: what the host lacks to build it (the tool
+/// level is skipped, the events still compared), or a failed build with its verdict.
+enum NotBuilt {
+    Skipped(String),
+    Failed(Verdict, String),
+}
+
+impl From<(Verdict, String)> for NotBuilt {
+    fn from((v, why): (Verdict, String)) -> Self {
+        NotBuilt::Failed(v, why)
+    }
+}
+
+/// The program's C loader, libbpf-rs crate or Go reader built for both versions (`None`: it
+/// has none); an original that does not build is inconclusive, a migration that does not is
 /// different.
 fn build_user_space(
     opts: &VerifyOptions,
@@ -638,7 +655,7 @@ fn build_user_space(
     k: usize,
     objdir: &Path,
     tooldir: &Path,
-) -> Result<Option<BuiltTool>, (Verdict, String)> {
+) -> Result<Option<BuiltTool>, NotBuilt> {
     let (orig, new) = (
         tooldir.join(tool::binary_name(k, "orig")),
         tooldir.join(tool::binary_name(k, "new")),
@@ -657,13 +674,8 @@ fn build_user_space(
     };
     if let Some(loader) = tool::find_loader(&p.before) {
         // Both versions' objects must sit at the path it opens, in their own directories.
-        if loader.opens.as_deref().is_some_and(|o| {
-            Path::new(o).is_absolute()
-                || Path::new(o)
-                    .components()
-                    .any(|c| c == std::path::Component::ParentDir)
-        }) {
-            return Err((
+        if outside_cwd(loader.opens.as_deref()) {
+            return Err(NotBuilt::Failed(
                 Verdict::Inconclusive,
                 format!(
                     "{} opens its object at {}, outside its working directory: the tool level was not run",
@@ -690,8 +702,8 @@ fn build_user_space(
             let n = tool::build(&loader, &new_main, &obj("new"), &new_inc, &new);
             (o.join().expect("the build thread does not panic"), n)
         });
-        o.map_err(|e| original(&what(&loader.main), e))?;
-        n.map_err(|e| migrated(&what(&new_main), e))?;
+        o.map_err(|e| NotBuilt::from(original(&what(&loader.main), e)))?;
+        n.map_err(|e| NotBuilt::from(migrated(&what(&new_main), e)))?;
         return Ok(Some(BuiltTool {
             orig,
             new,
@@ -699,7 +711,10 @@ fn build_user_space(
         }));
     }
     let Some(krate) = tool::find_crate(&p.before) else {
-        return Ok(None);
+        return match tool::find_go(&p.before) {
+            Some(go) => build_go_reader(kernel, p, &go, objdir, (&orig, &new)).map(Some),
+            None => Ok(None),
+        };
     };
     let what = format!("crate {}", krate.root.display());
     let target = std::env::var_os("BPF_MIGRATE_CARGO_TARGET")
@@ -715,7 +730,7 @@ fn build_user_space(
         .nth(krate.depth)
         .filter(|r| r.starts_with(wd) || r.join("Cargo.toml").is_file());
     if migrated_root.is_none() {
-        return Err((
+        return Err(NotBuilt::Failed(
             Verdict::Inconclusive,
             format!(
                 "the migrated crate of {} was not found where the original's is ({} levels above the BPF source)",
@@ -733,7 +748,7 @@ fn build_user_space(
         vmlinux.as_deref(),
         &orig,
     )
-    .map_err(|e| original(&what, e))?;
+    .map_err(|e| NotBuilt::from(original(&what, e)))?;
     tool::build_crate(
         &krate,
         migrated_root,
@@ -742,12 +757,90 @@ fn build_user_space(
         vmlinux.as_deref(),
         &new,
     )
-    .map_err(|e| migrated(&what, e))?;
+    .map_err(|e| NotBuilt::from(migrated(&what, e)))?;
     Ok(Some(BuiltTool {
         orig,
         new,
         opens: None,
     }))
+}
+
+/// Whether a tool opens its object outside its working directory (an absolute path, or one
+/// through `..`): both versions' objects cannot then sit where it looks.
+fn outside_cwd(opens: Option<&str>) -> bool {
+    opens.is_some_and(|o| {
+        Path::new(o).is_absolute()
+            || Path::new(o)
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+    })
+}
+
+/// A Go reader built for both versions into `(orig, new)`: the original's directory, and
+/// for the migration that directory with the migrated files laid over it (a directory of
+/// verify's migrated tree holds only what changed; an --after directory is whole). Without
+/// `go`, cilium/ebpf or clang on the host, the tool level is skipped.
+fn build_go_reader(
+    kernel: &Path,
+    p: &Pair,
+    go: &tool::GoTool,
+    objdir: &Path,
+    (orig, new): (&Path, &Path),
+) -> Result<BuiltTool, NotBuilt> {
+    if outside_cwd(go.opens.as_deref()) {
+        return Err(NotBuilt::Failed(
+            Verdict::Inconclusive,
+            format!(
+                "{} opens its object at {}, outside its working directory: the tool level was not run",
+                go.dir.display(),
+                go.opens.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    let vmlinux = kernel::vmlinux_h(kernel).ok();
+    let cache = kernel::cache_dir().join("go-build");
+    let copies = objdir.join("go");
+    let what = format!("Go reader in {}", go.dir.display());
+    let result = |r: Result<(), tool::GoBuildError>, v: Verdict, which: &str| match r {
+        Ok(()) => Ok(()),
+        Err(tool::GoBuildError::Missing(why)) => Err(NotBuilt::Skipped(format!(
+            "the {what} was not built ({why}): the tool level was not run"
+        ))),
+        Err(tool::GoBuildError::Failed(e)) => Err(NotBuilt::Failed(
+            v,
+            format!("the {which} {what} does not build: {e:#}"),
+        )),
+    };
+    let name = go.dir.file_name().unwrap_or_default().to_string_lossy();
+    result(
+        tool::build_go(
+            go,
+            None,
+            &copies.join(format!("orig-{name}")),
+            vmlinux.as_deref(),
+            &cache,
+            orig,
+        ),
+        Verdict::Inconclusive,
+        "original",
+    )?;
+    result(
+        tool::build_go(
+            go,
+            Some(&dir_of(&p.after)),
+            &copies.join(format!("new-{name}")),
+            vmlinux.as_deref(),
+            &cache,
+            new,
+        ),
+        Verdict::Different,
+        "migrated",
+    )?;
+    Ok(BuiltTool {
+        orig: orig.to_path_buf(),
+        new: new.to_path_buf(),
+        opens: go.opens.clone(),
+    })
 }
 
 /// The tool level of program `k` into its report. `bcc`: a BCC tool, which has no other

@@ -5,8 +5,10 @@
 //!
 //! Today: libbpf C loaders (`x.c` beside `x.bpf.c`, including `x.skel.h`), built on the host
 //! against a skeleton of each version's object, with the other C files of the directory that
-//! define no `main` and are not BPF; and libbpf-rs crates, built with cargo (both versions
-//! in one shared target directory).
+//! define no `main` and are not BPF; libbpf-rs crates, built with cargo (both versions
+//! in one shared target directory); and Go readers (the `package main` beside the BPF source
+//! that builds it with bpf2go or loads its object by name), built with `go` in GOPATH mode by
+//! the repository's `scripts/go-build-check`, embedded here.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,6 +50,23 @@ fn is_bpf(path: &Path, text: &str) -> bool {
     path.to_string_lossy().ends_with(".bpf.c") || text.contains("SEC(\"")
 }
 
+/// The readable files of `dir` whose extension is `ext`, with their text, by name.
+fn sources(dir: &Path, ext: &str) -> Option<Vec<(PathBuf, String)>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    entries.sort();
+    Some(
+        entries
+            .into_iter()
+            .filter_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)))
+            .collect(),
+    )
+}
+
 /// The loader of the BPF source `bpf` (`dir/x.bpf.c`): the C file of its directory that
 /// includes `x.skel.h` and defines `main`, with the directory's other C files that define no
 /// `main` and are not BPF.
@@ -59,17 +78,7 @@ pub fn find_loader(bpf: &Path) -> Option<Loader> {
     let object = format!("{stem}.bpf.o\"");
     let mut main = None;
     let mut helpers = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "c"))
-        .collect();
-    entries.sort();
-    for p in entries {
-        let Ok(text) = std::fs::read_to_string(&p) else {
-            continue;
-        };
+    for (p, text) in sources(&dir, "c")? {
         if is_bpf(&p, &text) {
             continue;
         }
@@ -118,11 +127,36 @@ pub fn find_crate(bpf: &Path) -> Option<Crate> {
                 dir
             };
             let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).ok()?;
-            manifest.contains("libbpf-rs").then(|| Crate {
+            depends_on_libbpf_rs(&manifest).then(|| Crate {
                 root: dir.to_path_buf(),
                 depth: i + 1,
             })
         })
+}
+
+/// Whether a manifest's dependencies (`[dependencies]`, a target's, or
+/// `[dependencies.libbpf-rs]`) name libbpf-rs: not a mention in a comment, nor a workspace's
+/// `[workspace.dependencies]` (a workspace root is no crate to build).
+fn depends_on_libbpf_rs(manifest: &str) -> bool {
+    let mut in_deps = false;
+    for line in manifest.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.starts_with('[') {
+            let section = line.trim_matches(['[', ']']).trim();
+            if section == "dependencies.libbpf-rs" {
+                return true;
+            }
+            in_deps = section == "dependencies"
+                || (section.starts_with("target.") && section.ends_with(".dependencies"));
+        } else if in_deps
+            && line
+                .strip_prefix("libbpf-rs")
+                .is_some_and(|r| r.trim_start().starts_with(['=', '.']))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Builds the crate at `src` (a copy: `migrated`, when given, is laid over it: the files the
@@ -175,6 +209,101 @@ pub fn build_crate(
         .ok_or_else(|| anyhow::anyhow!("cargo built no binary in {}", copy.display()))?;
     fs::copy(&exe, out)?;
     Ok(())
+}
+
+/// A Go reader: the directory of its `package main`, and the object it opens at run time
+/// (`"x.bpf.o"`, relative to its working directory; None when bpf2go embeds the object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoTool {
+    pub dir: PathBuf,
+    pub opens: Option<String>,
+}
+
+/// The Go reader of the BPF source `bpf`: a Go file of its directory, in `package main`
+/// and not generated, whose bpf2go `//go:generate` directive names it, or that names its
+/// object (`x.bpf.o` for `x.bpf.c`) in a string.
+pub fn find_go(bpf: &Path) -> Option<GoTool> {
+    use bpf_migrate_core::lang::go;
+    let name = bpf.file_name()?.to_string_lossy().into_owned();
+    let object = format!("{}.o\"", name.strip_suffix(".c")?);
+    let dir = crate::dir_of(bpf);
+    for (_, text) in sources(&dir, "go")? {
+        if go::is_generated(&text) || !text.lines().any(|l| l.trim() == "package main") {
+            continue;
+        }
+        let built = text.lines().filter_map(go::bpf2go_source).any(|c| {
+            Path::new(c)
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy() == name)
+        });
+        if built {
+            return Some(GoTool { dir, opens: None });
+        }
+        if let Some(at) = text.find(&object) {
+            let start = text[..at].rfind('"').map_or(at, |q| q + 1);
+            let opens = text[start..at + object.len() - 1].to_string();
+            return Some(GoTool {
+                dir,
+                opens: Some(opens),
+            });
+        }
+    }
+    None
+}
+
+/// The build script of Go tools (also the tests' build check).
+const GO_BUILD: &str = include_str!("../../../scripts/go-build-check");
+
+/// Why a Go tool was not built: the host lacks what building it needs (`go`, cilium/ebpf,
+/// clang), or the build failed.
+pub enum GoBuildError {
+    Missing(String),
+    Failed(anyhow::Error),
+}
+
+/// Builds the Go reader `tool` (a copy in `copy`: `migrated`, when given, is laid over it)
+/// into `out`, with `scripts/go-build-check --build-only`: bpf2go's `go generate` from the
+/// C, then `go build` (static: CGO_ENABLED=0). `vmlinux_dir` holds the `vmlinux.h` the C is
+/// built against; the Go build cache is shared under `cache`.
+pub fn build_go(
+    tool: &GoTool,
+    migrated: Option<&Path>,
+    copy: &Path,
+    vmlinux_dir: Option<&Path>,
+    cache: &Path,
+    out: &Path,
+) -> Result<(), GoBuildError> {
+    let failed = GoBuildError::Failed;
+    copy_tree(&tool.dir, copy).map_err(failed)?;
+    if let Some(m) = migrated {
+        copy_tree(m, copy).map_err(failed)?;
+    }
+    let script = copy.with_extension("go-build-check");
+    fs::write(&script, GO_BUILD).map_err(|e| failed(e.into()))?;
+    fs::create_dir_all(cache).map_err(|e| failed(e.into()))?;
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .args(["--build-only", "-o"])
+        .arg(out)
+        .arg(copy)
+        .env("GO_BUILD_CHECK_GOCACHE", cache);
+    if let Some(d) = vmlinux_dir {
+        cmd.env("VMLINUX_H", d.join("vmlinux.h"));
+    }
+    let o = cmd
+        .output()
+        .map_err(|e| failed(anyhow::anyhow!("cannot run bash: {e}")))?;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    match o.status.code() {
+        Some(0) => Ok(()),
+        Some(77) => Err(GoBuildError::Missing(
+            stdout.trim().trim_start_matches("skipped: ").to_string(),
+        )),
+        _ => Err(failed(anyhow::anyhow!(
+            "{}",
+            errors_of(&String::from_utf8_lossy(&o.stderr))
+        ))),
+    }
 }
 
 /// Copies the files of `from` over `to` (`target/` and `.git/` left out).
@@ -933,6 +1062,28 @@ fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_dependency_on_libbpf_rs_makes_a_crate() {
+        for yes in [
+            "[package]\nname = \"t\"\n[dependencies]\nlibbpf-rs = \"0.24\"\n",
+            "[dependencies]\nanyhow = \"1\"\nlibbpf-rs = { version = \"0.24\" }\n",
+            "[dependencies]\nlibbpf-rs.workspace = true\n",
+            "[target.'cfg(target_os = \"linux\")'.dependencies]\nlibbpf-rs = \"0.24\"\n",
+            "[dependencies.libbpf-rs]\nversion = \"0.24\"\n",
+        ] {
+            assert!(depends_on_libbpf_rs(yes), "{yes}");
+        }
+        for no in [
+            // A workspace whose comment names it (this repository's own root manifest).
+            "# only the agent links libbpf-rs\n[workspace]\n[package]\nname = \"x\"\n",
+            "[workspace.dependencies]\nlibbpf-rs = \"0.24\"\n",
+            "[dev-dependencies]\nlibbpf-rs = \"0.24\"\n",
+            "[dependencies]\nlibbpf-rs-extra = \"1\"\n",
+        ] {
+            assert!(!depends_on_libbpf_rs(no), "{no}");
+        }
+    }
 
     fn run(stdout: &str, at: &str) -> ToolRun {
         ToolRun {

@@ -179,6 +179,21 @@ fn libbpf_rs_crates_verify_at_both_levels() {
 }
 
 #[test]
+fn go_readers_verify_at_both_levels() {
+    // cilium/ebpf readers whose C bpf2go builds: each version built with go in GOPATH mode
+    // (bpf2go compiling that version's C into the binary), static, and run in the guest.
+    // Debian's cilium/ebpf 0.9.1 cannot read the 6.1 guest kernel's BTF (ENUM64), which a
+    // CO-RE program needs: that tool stops before it waits for events, with the reason.
+    verify_all(
+        &[
+            ("go_sigsnoop", "equivalent"),
+            ("go_execsnoop", "inconclusive: unknown kind"),
+        ],
+        &[],
+    );
+}
+
+#[test]
 fn bcc_tools_run_in_the_guest_and_wrong_migrations_are_caught() {
     // A BCC tool under the host's python3-bpfcc, in the guest over the host's root file
     // system: migrated as bpf-migrate does it, equivalent; with a wrong ctypes layout, or BCC

@@ -1,5 +1,6 @@
 //! Go readers: cilium/ebpf's `perf.NewReader` (`cilium.rs`) becomes a `ringbuf.NewReader`,
-//! with its records, errors, types and imports.
+//! with its records, errors, types and imports; libbpfgo's `InitPerfBuf` (`libbpfgo.rs`)
+//! becomes `InitRingBuf`.
 //!
 //! The BPF source is found from the `//go:generate ... bpf2go ... NAME FILE.c` directive or the
 //! object a collection is loaded from (`x.bpf.o` → `x.bpf.c`); the map from bpf2go's field
@@ -11,6 +12,7 @@
 
 mod cilium;
 mod imports;
+mod libbpfgo;
 
 use tree_sitter::Node;
 
@@ -27,9 +29,11 @@ use crate::source::SourceFile;
 pub const PERF_PATH: &str = "github.com/cilium/ebpf/perf";
 pub const RINGBUF_PATH: &str = "github.com/cilium/ebpf/ringbuf";
 
-/// Whether a Go file may read a perf event array: it imports cilium/ebpf's `perf` package.
+/// Whether a Go file may read a perf event array: it imports cilium/ebpf's `perf` package,
+/// or calls libbpfgo's `InitPerfBuf`.
 pub fn worth_analysing(text: &str) -> bool {
     memchr::memmem::find(text.as_bytes(), PERF_PATH.as_bytes()).is_some()
+        || memchr::memmem::find(text.as_bytes(), b"InitPerfBuf").is_some()
 }
 
 /// One Go file's analysis.
@@ -156,6 +160,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     };
     a.bpf_sources = bpf_sources(&g);
     let switch = cilium::analyze(&mut g, opts, &mut a);
+    libbpfgo::analyze(&mut g, opts, &mut a);
     imports::finish(&mut g, switch.as_ref().map(|(at, p)| (*at, p.as_deref())));
     a.edits = g.edits;
     a.diags.extend(g.diags);

@@ -1,0 +1,258 @@
+//! libbpfgo: `m.InitPerfBuf("events", eventsCh, lostCh, pages)` becomes
+//! `m.InitRingBuf("events", eventsCh)`; `*bpf.PerfBuffer` becomes `*bpf.RingBuffer`, whose
+//! `Start`, `Poll`, `Stop` and `Close` are the same. The lost channel is no longer written: the
+//! `select` cases that only receive from it go with its declaration when nothing else uses
+//! it; otherwise it stays, with a note.
+
+use tree_sitter::Node;
+
+use super::super::context::{Analysis, Consumer, Report};
+use super::super::options::{Lost, Options};
+use super::{GoFile, ancestor, call_args, imports};
+use crate::lang::NodeExt;
+use crate::rules::Rule;
+
+/// The import paths of libbpfgo: its own repository, and the one it had inside tracee.
+pub const PATHS: &[&str] = &[
+    "github.com/aquasecurity/libbpfgo",
+    "github.com/aquasecurity/tracee/libbpfgo",
+];
+
+pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) {
+    let Some(spec) = PATHS.iter().find_map(|p| imports::spec_of(g, p)) else {
+        return;
+    };
+    let pkg = imports::name_of(g, spec);
+    for sel in g.of_kind("selector_expression") {
+        if sel.field("field").map(|f| g.text(f)) != Some("InitPerfBuf") {
+            continue;
+        }
+        match sel.parent().filter(|p| {
+            p.kind() == "call_expression" && p.field("function").is_some_and(|f| f.id() == sel.id())
+        }) {
+            Some(call) => init_perf_buf(g, opts, a, call, sel),
+            None => g.report(
+                sel.start_byte(),
+                Rule::UnsupportedForm,
+                "`InitPerfBuf` is used here without being called",
+                "migrate this reader by hand",
+            ),
+        }
+    }
+    // `*bpf.PerfBuffer` in declarations.
+    if let Some(pkg) = pkg {
+        for t in g.of_kind("qualified_type") {
+            if g.text(t) == format!("{pkg}.PerfBuffer")
+                && let Some(name) = t.field("name")
+            {
+                g.replace(
+                    name.start_byte(),
+                    name.end_byte(),
+                    "RingBuffer",
+                    Rule::GoInitPerfBuf,
+                );
+            }
+        }
+    }
+}
+
+/// One `InitPerfBuf(name, events, lost, pages)` call.
+fn init_perf_buf(g: &mut GoFile, opts: &Options, a: &mut Analysis, call: Node, sel: Node) {
+    let args = call_args(call);
+    if args.len() != 4 {
+        g.report(
+            call.start_byte(),
+            Rule::UnsupportedForm,
+            format!(
+                "`InitPerfBuf` is called with {} arguments, not 4",
+                args.len()
+            ),
+            "migrate this reader by hand",
+        );
+        return;
+    }
+    let name = args[0];
+    if name.kind() != "interpreted_string_literal" {
+        g.report(
+            name.start_byte(),
+            Rule::UnresolvedMap,
+            format!("cannot tell which BPF map `{}` names", g.text(name)),
+            "bpf-migrate follows a map name written as a string in the call",
+        );
+        return;
+    }
+    let map = g.text(name).trim_matches('"').to_string();
+    let lost = args[2];
+    if lost.kind() == "identifier" && !settle_lost_channel(g, opts, lost) {
+        return;
+    }
+    let pages = (args[3].kind() == "int_literal")
+        .then(|| g.text(args[3]).replace('_', "").parse::<u64>().ok())
+        .flatten();
+    if let Some(f) = sel.field("field") {
+        g.replace(
+            f.start_byte(),
+            f.end_byte(),
+            "InitRingBuf",
+            Rule::GoInitPerfBuf,
+        );
+    }
+    g.replace(
+        args[1].end_byte(),
+        args[3].end_byte(),
+        "",
+        Rule::GoInitPerfBuf,
+    );
+    a.consumers.push(Consumer {
+        map,
+        offset: call.start_byte(),
+        pages,
+        lost_counted: false,
+        bpf2go: false,
+    });
+}
+
+/// The lost channel `ch`, which the ring buffer no longer writes: when its other uses are
+/// its declaration (`ch := make(chan uint64)`) and `case x := <-ch:` cases of `select`
+/// statements, they go; otherwise they stay. A note either way; false after a refusal.
+fn settle_lost_channel(g: &mut GoFile, opts: &Options, ch: Node) -> bool {
+    let name = g.text(ch);
+    let uses: Vec<Node> = g
+        .of_kind("identifier")
+        .into_iter()
+        .filter(|n| g.text(*n) == name && n.id() != ch.id())
+        .collect();
+    let mut decl = None;
+    let mut cases = Vec::new();
+    let mut other = false;
+    for u in &uses {
+        let stmt = u.parent().and_then(|l| l.parent());
+        if let Some(s) = stmt.filter(|s| {
+            s.kind() == "short_var_declaration"
+                && s.field("left").is_some_and(|l| l.named_child_count() == 1)
+                && s.field("right")
+                    .is_some_and(|r| g.text(r).starts_with("make(chan "))
+        }) {
+            decl = Some(s);
+        } else if let Some(case) = receive_case(*u) {
+            cases.push(case);
+        } else {
+            other = true;
+        }
+    }
+    let why = match opts.lost {
+        Lost::Drop => "(--lost drop)",
+        Lost::Count => {
+            "(counting a ring buffer's drops is built for libbpf C loaders, not yet for Go readers)"
+        }
+    };
+    let removable = !other && decl.is_some();
+    let what = if removable {
+        "it goes, with the select cases that received from it"
+    } else {
+        "it stays, and what receives from it never runs"
+    };
+    g.report(
+        ch.start_byte(),
+        Rule::LostCallback,
+        format!("a ring buffer has no lost channel: `{name}` is no longer given to the buffer, so {what}; records that do not fit are dropped without a word {why}"),
+        "to count drops, have the BPF program count failed bpf_ringbuf_output() calls in a per-CPU array and print it from the reader",
+    );
+    if removable {
+        for c in cases {
+            g.delete_lines(c, Rule::LostCallback);
+        }
+        if let Some(d) = decl {
+            g.delete_lines(d, Rule::LostCallback);
+        }
+    }
+    true
+}
+
+/// The `case x := <-ch:` (or `case <-ch:`) of a `select` that identifier `u` is the channel
+/// of.
+fn receive_case(u: Node) -> Option<Node> {
+    let unary = u.parent().filter(|p| p.kind() == "unary_expression")?;
+    let case = ancestor(unary, "communication_case")?;
+    let comm = case.field("communication")?;
+    (comm.start_byte() <= unary.start_byte() && unary.end_byte() <= comm.end_byte()).then_some(case)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::testkit::{check_refused, run};
+    use crate::engine::{Options, testkit::LICENSE};
+    use crate::rules::Rule;
+
+    const BPF: &str = "#include \"vmlinux.h\"\n#include <bpf/bpf_helpers.h>\n\nstruct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\t__uint(key_size, sizeof(u32));\n\t__uint(value_size, sizeof(u32));\n} events SEC(\".maps\");\n\nSEC(\"tp/syscalls/sys_enter_openat\")\nint on_open(void *ctx)\n{\n\tu32 pid = bpf_get_current_pid_tgid() >> 32;\n\n\tbpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n\treturn 0;\n}\n";
+
+    /// `main.go`, loading `x.bpf.o` with libbpfgo, with `body` after the module is loaded.
+    fn reader(body: &str) -> String {
+        format!(
+            "package main\n\nimport (\n\t\"fmt\"\n\t\"log\"\n\n\tbpf \"github.com/aquasecurity/libbpfgo\"\n)\n\nfunc main() {{\n\tm, err := bpf.NewModuleFromFile(\"x.bpf.o\")\n\tif err != nil {{\n\t\tlog.Fatal(err)\n\t}}\n\tdefer m.Close()\n{body}}}\n"
+        )
+    }
+
+    fn migrate(go: &str) -> (String, Vec<crate::report::Diagnostic>) {
+        let bpf = format!("{BPF}{LICENSE}");
+        let (changed, diags) = run(&[("x.bpf.c", &bpf), ("main.go", go)], &Options::default());
+        let out = changed
+            .get("main.go")
+            .cloned()
+            .unwrap_or_else(|| panic!("{diags:?}"));
+        (out, diags)
+    }
+
+    #[test]
+    fn the_perf_buffer_becomes_a_ring_and_its_lost_channel_goes() {
+        let go = reader(
+            "\tevents := make(chan []byte)\n\tlost := make(chan uint64)\n\tpb, err := m.InitPerfBuf(\"events\", events, lost, 64)\n\tif err != nil {\n\t\tlog.Fatal(err)\n\t}\n\tpb.Start()\n\tdefer pb.Stop()\n\tfor {\n\t\tselect {\n\t\tcase data := <-events:\n\t\t\tlog.Printf(\"%x\", data)\n\t\tcase n := <-lost:\n\t\t\tfmt.Println(\"lost\", n)\n\t\t}\n\t}\n",
+        );
+        let (out, diags) = migrate(&go);
+        let want = reader(
+            "\tevents := make(chan []byte)\n\tpb, err := m.InitRingBuf(\"events\", events)\n\tif err != nil {\n\t\tlog.Fatal(err)\n\t}\n\tpb.Start()\n\tdefer pb.Stop()\n\tfor {\n\t\tselect {\n\t\tcase data := <-events:\n\t\t\tlog.Printf(\"%x\", data)\n\t\t}\n\t}\n",
+        )
+        .replace("\t\"fmt\"\n", "");
+        assert_eq!(out, want);
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.rule == Rule::PerfMapDef && d.message.contains("64 pages")),
+            "{diags:?}"
+        );
+        assert!(
+            diags.iter().any(|d| d.rule == Rule::LostCallback),
+            "{diags:?}"
+        );
+    }
+
+    #[test]
+    fn a_lost_channel_read_elsewhere_stays_and_perf_buffer_types_follow() {
+        let go = reader(
+            "\tevents := make(chan []byte)\n\tlost := make(chan uint64)\n\tgo func() {\n\t\tfor n := range lost {\n\t\t\tfmt.Println(\"lost\", n)\n\t\t}\n\t}()\n\tpb, _ := m.InitPerfBuf(\"events\", events, lost, 64)\n\trun(pb, events)\n}\n\nfunc run(pb *bpf.PerfBuffer, events chan []byte) {\n\tpb.Poll(300)\n\tfor data := range events {\n\t\tlog.Print(data)\n\t}\n",
+        );
+        let (out, _) = migrate(&go);
+        assert!(out.contains("\tlost := make(chan uint64)\n"), "{out}");
+        assert!(
+            out.contains("\tpb, _ := m.InitRingBuf(\"events\", events)\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("func run(pb *bpf.RingBuffer, events chan []byte) {"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_map_name_that_is_no_string_is_refused() {
+        let bpf = format!("{BPF}{LICENSE}");
+        let go = reader(
+            "\tname := pick()\n\tevents := make(chan []byte)\n\tpb, _ := m.InitPerfBuf(name, events, nil, 64)\n\tpb.Poll(300)\n\t_ = fmt.Sprint()\n",
+        );
+        check_refused(
+            &[("x.bpf.c", &bpf), ("main.go", &go)],
+            Rule::UnresolvedMap,
+            "`name`",
+        );
+    }
+}
