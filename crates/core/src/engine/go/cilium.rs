@@ -52,25 +52,31 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Switc
     }
     let readers = reader_names(g, &pkg);
     let mut options_spans: Vec<(usize, usize)> = Vec::new();
-    for (use_start, use_end) in imports::uses(g, &pkg) {
+    // Each use with its node and member; the readers first, so that the options they take
+    // (a literal declared before the call, say) are known when the other uses come.
+    let mut uses: Vec<((usize, usize), Node, &str)> = imports::uses(g, &pkg)
+        .into_iter()
+        .filter_map(|(s, e)| {
+            let node = g.nodes.iter().copied().find(|n| {
+                n.start_byte() == s && matches!(n.kind(), "selector_expression" | "qualified_type")
+            })?;
+            let member_field = if node.kind() == "selector_expression" {
+                "field"
+            } else {
+                "name"
+            };
+            let member = node.field(member_field).map(|m| g.text(m)).unwrap_or("");
+            Some(((s, e), node, member))
+        })
+        .collect();
+    uses.sort_by_key(|(_, _, m)| !matches!(*m, "NewReader" | "NewReaderWithOptions"));
+    for ((use_start, use_end), node, member) in uses {
         if options_spans
             .iter()
             .any(|&(s, e)| s <= use_start && use_end <= e)
         {
             continue;
         }
-        let Some(node) = g.nodes.iter().copied().find(|n| {
-            n.start_byte() == use_start
-                && matches!(n.kind(), "selector_expression" | "qualified_type")
-        }) else {
-            continue;
-        };
-        let member_field = if node.kind() == "selector_expression" {
-            "field"
-        } else {
-            "name"
-        };
-        let member = node.field(member_field).map(|m| g.text(m)).unwrap_or("");
         match member {
             "NewReader" | "NewReaderWithOptions" => {
                 match node.parent().filter(|p| {
@@ -90,7 +96,8 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Switc
                     ),
                 }
             }
-            "ErrClosed" | "Record" | "Reader" => {
+            // ErrFlushed: both packages have it from v0.16.0 on, with Flush().
+            "ErrClosed" | "ErrFlushed" | "Record" | "Reader" => {
                 g.replace(use_start, use_end, ring.clone(), Rule::GoPerfReader);
             }
             other => g.report(
@@ -155,8 +162,22 @@ fn new_reader(
         );
         return None;
     }
-    let options = args.get(2).map(|o| (o.start_byte(), o.end_byte()));
-    if let Some(&o) = args.get(2)
+    let mut options = args.get(2).map(|o| (o.start_byte(), o.end_byte()));
+    // Options in a variable set from a literal just for this call: the literal is read, and
+    // its declaration goes with the call's argument.
+    let mut options_decl = None;
+    let literal = match args.get(2) {
+        Some(&o) if o.kind() == "identifier" => match options_variable(g, o) {
+            Some((decl, value)) => {
+                options = Some((decl.start_byte(), decl.end_byte()));
+                options_decl = Some(decl);
+                Some(value)
+            }
+            None => Some(o),
+        },
+        other => other.copied(),
+    };
+    if let Some(o) = literal
         && !options_ok(g, o, pkg)
     {
         return options;
@@ -179,6 +200,9 @@ fn new_reader(
     );
     let last = args[want - 1];
     g.replace(args[0].end_byte(), last.end_byte(), "", Rule::GoPerfReader);
+    if let Some(decl) = options_decl {
+        g.delete_lines(decl, Rule::GoPerfReader);
+    }
     a.consumers.push(Consumer {
         map,
         offset: call.start_byte(),
@@ -187,6 +211,31 @@ fn new_reader(
         bpf2go,
     });
     options
+}
+
+/// The declaration `v := X{...}` (or `var v = X{...}`) of the options variable `var`, alone
+/// on its lines, with its literal, when `var` is used nowhere else in its function.
+fn options_variable<'t>(g: &GoFile<'_, 't>, var: Node<'t>) -> Option<(Node<'t>, Node<'t>)> {
+    let value = assigned_value(g, var).filter(|v| v.kind() == "composite_literal")?;
+    let decl =
+        ancestor(value, "short_var_declaration").or_else(|| ancestor(value, "var_declaration"))?;
+    let scope = ancestor(var, "block")?;
+    let name = g.text(var);
+    let uses = g
+        .of_kind("identifier")
+        .into_iter()
+        .filter(|n| {
+            g.text(*n) == name
+                && n.start_byte() >= scope.start_byte()
+                && n.end_byte() <= scope.end_byte()
+        })
+        .count();
+    let src = g.src();
+    let alone = src[crate::source::line_start(src, decl.start_byte())..decl.start_byte()]
+        .trim()
+        .is_empty();
+    // The declaration's own name and this argument.
+    (uses == 2 && alone).then_some((decl, value))
 }
 
 /// Whether the options of `NewReaderWithOptions` can go: a `perf.ReaderOptions{...}` literal
@@ -306,27 +355,32 @@ fn assigned_value<'t>(g: &GoFile<'_, 't>, var: Node<'t>) -> Option<Node<'t>> {
     found
 }
 
-/// The pages per CPU a reader's size asks for: `os.Getpagesize() * N`, or a literal
-/// number of bytes that is a multiple of 4096.
+/// The pages per CPU a reader's size asks for, when it is a number of bytes the file says
+/// (`os.Getpagesize() * N`, `N * 4096`, `1 << 16`, with literals, constants of the file and
+/// variables set from such in the same function) that is a multiple of 4096.
 fn pages_of(g: &GoFile, size: Node) -> Option<u64> {
-    let int = |n: Node| {
-        (n.kind() == "int_literal")
-            .then(|| g.text(n).replace('_', "").parse::<u64>().ok())
-            .flatten()
-    };
-    match size.kind() {
-        "int_literal" => int(size).filter(|b| b % 4096 == 0).map(|b| b / 4096),
-        "binary_expression" if size.field("operator").map(|o| g.text(o)) == Some("*") => {
-            let (l, r) = (size.field("left")?, size.field("right")?);
-            let page = |n: Node| g.text(n).replace(' ', "") == "os.Getpagesize()";
-            if page(l) {
-                int(r)
-            } else if page(r) {
-                int(l)
-            } else {
-                None
+    bytes_of(g, size, 0)
+        .filter(|b| b % 4096 == 0)
+        .map(|b| b / 4096)
+}
+
+fn bytes_of(g: &GoFile, n: Node, depth: u8) -> Option<u64> {
+    if let Some(v) = g.int_value(n) {
+        return Some(v);
+    }
+    match n.kind() {
+        "parenthesized_expression" => bytes_of(g, n.named_child(0)?, depth),
+        "call_expression" if g.text(n).replace(' ', "") == "os.Getpagesize()" => Some(4096),
+        "binary_expression" => {
+            let l = bytes_of(g, n.field("left")?, depth)?;
+            let r = bytes_of(g, n.field("right")?, depth)?;
+            match g.text(n.field("operator")?) {
+                "*" => l.checked_mul(r),
+                "<<" => u32::try_from(r).ok().and_then(|r| l.checked_shl(r)),
+                _ => None,
             }
         }
+        "identifier" if depth < 2 => bytes_of(g, assigned_value(g, n)?, depth + 1),
         _ => None,
     }
 }
@@ -762,6 +816,41 @@ mod tests {
         assert!(
             changed.is_empty() && diags.is_empty(),
             "{changed:?} {diags:?}"
+        );
+    }
+
+    #[test]
+    fn options_and_a_size_in_variables_go_with_the_call_and_the_comment_above_them() {
+        let body = "\t_ = errors.Is\n\tdefer objs.Close()\n\n\t// Wake up less often.\n\tsize := 16 * os.Getpagesize()\n\topts := perf.ReaderOptions{\n\t\tWatermark: size / 2,\n\t}\n\n\trd, _ := perf.NewReaderWithOptions(objs.ExecEvents, size, opts)\n\t_, _ = rd.Read()\n";
+        let (go, diags) = migrate(
+            &reader("\t\"github.com/cilium/ebpf/perf\"\n", body),
+            &Options::default(),
+        );
+        assert!(
+            go.contains("\tdefer objs.Close()\n\n\trd, _ := ringbuf.NewReader(objs.ExecEvents)\n"),
+            "{go}"
+        );
+        assert!(!go.contains("\"os\""), "{go}");
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.rule == Rule::PerfMapDef && d.message.contains("16 pages")),
+            "{diags:?}"
+        );
+    }
+
+    #[test]
+    fn a_size_from_a_constant_and_a_variable_whose_value_may_act_is_kept_as_a_blank() {
+        let body = "\t_ = errors.Is\n\t_ = os.Args\n\tsize := pickSize()\n\trd, _ := perf.NewReader(objs.ExecEvents, size)\n\t_, _ = rd.Read()\n\trd2, _ := perf.NewReader(objs.ExecEvents, pages*4096)\n\t_, _ = rd2.Read()\n";
+        let go = reader("\t\"github.com/cilium/ebpf/perf\"\n", body)
+            .replace("func main() {", "const pages = 32\n\nfunc main() {");
+        let (go, diags) = migrate(&go, &Options::default());
+        assert!(go.contains("\t_ = pickSize()\n"), "{go}");
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.rule == Rule::PerfMapDef && d.message.contains("32 pages")),
+            "{diags:?}"
         );
     }
 }

@@ -86,9 +86,7 @@ fn init_perf_buf(g: &mut GoFile, opts: &Options, a: &mut Analysis, call: Node, s
     if lost.kind() == "identifier" && !settle_lost_channel(g, opts, lost) {
         return;
     }
-    let pages = (args[3].kind() == "int_literal")
-        .then(|| g.text(args[3]).replace('_', "").parse::<u64>().ok())
-        .flatten();
+    let pages = g.int_value(args[3]);
     if let Some(f) = sel.field("field") {
         g.replace(
             f.start_byte(),

@@ -66,33 +66,76 @@ impl<'a, 't> GoFile<'a, 't> {
             .filter(|n| n.kind() == kind)
             .collect()
     }
+    /// The value of an integer literal, or of a constant of the file declared as one
+    /// (`const pages = 64`).
+    fn int_value(&self, n: Node) -> Option<u64> {
+        let literal = |n: Node| {
+            (n.kind() == "int_literal")
+                .then(|| self.text(n).replace('_', "").parse::<u64>().ok())
+                .flatten()
+        };
+        if n.kind() != "identifier" {
+            return literal(n);
+        }
+        let name = self.text(n);
+        self.of_kind("const_spec").into_iter().find_map(|c| {
+            let mut cur = c.walk();
+            let names: Vec<Node> = c.children_by_field_name("name", &mut cur).collect();
+            let value = c.field("value")?;
+            let at = names.iter().position(|x| self.text(*x) == name)?;
+            let mut cur = value.walk();
+            let values: Vec<Node> = value.named_children(&mut cur).collect();
+            values.get(at).copied().and_then(literal)
+        })
+    }
     fn replace(&mut self, start: usize, end: usize, text: impl Into<String>, rule: Rule) {
         self.removed.push((start, end));
         self.edits.push(Edit::replace(start, end, text, rule));
     }
-    /// Deletes `node`'s whole lines (it must start its first line and end its last), with a
-    /// blank line after it when one is also before it (gofmt keeps one).
+    /// Deletes `node`'s whole lines (it must start its first line and end its last) and the
+    /// `//` comment lines right above it (they speak of it). gofmt keeps one blank line where
+    /// there were several and none before a block's `}`: a blank line after the deleted
+    /// lines goes when there is one before them too, and the one before them when the block
+    /// ends after them (lines other edits delete are looked through).
     fn delete_lines(&mut self, node: Node, rule: Rule) {
+        use crate::source::{line_end_incl, line_start};
         let src = self.src();
-        let start = crate::source::line_start(src, node.start_byte());
-        let mut end = crate::source::line_end_incl(src, end_trimmed(src, node));
-        let before_blank = start >= 1
-            && src[crate::source::line_start(src, start - 1)..start]
-                .trim()
-                .is_empty();
-        let after = crate::source::line_end_incl(src, end);
-        let after_blank = end < src.len() && src[end..after].trim().is_empty();
-        let closes_block = src[end..].trim_start().starts_with('}');
-        if after_blank && before_blank {
-            end = after;
+        let mut start = line_start(src, node.start_byte());
+        while start > 0 {
+            let above = line_start(src, start - 1);
+            if !src[above..start].trim_start().starts_with("//") {
+                break;
+            }
+            start = above;
         }
-        let start = if before_blank && closes_block {
-            crate::source::line_start(src, start - 1)
-        } else {
-            start
-        };
-        self.removed.push((start, end));
-        self.edits.push(Edit::delete(start, end, rule));
+        let end = line_end_incl(src, end_trimmed(src, node));
+        let removed = self.removed.clone();
+        let covered = |s: usize, e: usize| removed.iter().any(|&(rs, re)| rs <= s && e <= re);
+        // The nearest lines before and after that stay.
+        let mut before = start;
+        while before > 0 && covered(line_start(src, before - 1), before) {
+            before = line_start(src, before - 1);
+        }
+        let mut after = end;
+        while after < src.len() && covered(after, line_end_incl(src, after)) {
+            after = line_end_incl(src, after);
+        }
+        let blank_before = (before > 0)
+            .then(|| line_start(src, before - 1))
+            .filter(|&b| src[b..before].trim().is_empty());
+        let after_end = line_end_incl(src, after);
+        let blank_after = after < src.len() && src[after..after_end].trim().is_empty();
+        let closes_block = src[after..].trim_start().starts_with('}');
+        let mut spans = vec![(start, end)];
+        match blank_before {
+            Some(b) if closes_block => spans.push((b, before)),
+            Some(_) if blank_after => spans.push((after, after_end)),
+            _ => {}
+        }
+        for (s, e) in spans {
+            self.removed.push((s, e));
+            self.edits.push(Edit::delete(s, e, rule));
+        }
     }
 }
 
@@ -161,10 +204,99 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     a.bpf_sources = bpf_sources(&g);
     let switch = cilium::analyze(&mut g, opts, &mut a);
     libbpfgo::analyze(&mut g, opts, &mut a);
+    drop_unused_locals(&mut g);
     imports::finish(&mut g, switch.as_ref().map(|(at, p)| (*at, p.as_deref())));
     a.edits = g.edits;
     a.diags.extend(g.diags);
     a
+}
+
+/// Local variables whose every use went with the edits (a page count `size :=
+/// 16 * os.Getpagesize()` given only to the perf reader): Go refuses a variable declared and
+/// not used, so a declaration `v := X` of that one name, alone on its lines, goes when `X`
+/// is plain (literals, names, arithmetic, `os.Getpagesize()`), else becomes `_ = X`; again
+/// for what that removal leaves unused.
+fn drop_unused_locals(g: &mut GoFile) {
+    for _ in 0..3 {
+        let mut changed = false;
+        for decl in g.of_kind("short_var_declaration") {
+            let (Some(left), Some(right)) = (decl.field("left"), decl.field("right")) else {
+                continue;
+            };
+            let at = decl.start_byte();
+            if left.named_child_count() != 1
+                || right.named_child_count() != 1
+                || g.removed.iter().any(|&(s, e)| s <= at && at < e)
+            {
+                continue;
+            }
+            let Some(name) = left.named_child(0).filter(|n| n.kind() == "identifier") else {
+                continue;
+            };
+            let Some(scope) = decl.parent().and_then(|p| ancestor(p, "block")) else {
+                continue;
+            };
+            let var = g.text(name);
+            let uses: Vec<usize> = g
+                .of_kind("identifier")
+                .into_iter()
+                .filter(|n| {
+                    g.text(*n) == var
+                        && n.id() != name.id()
+                        && n.start_byte() > decl.end_byte()
+                        && n.end_byte() <= scope.end_byte()
+                })
+                .map(|n| n.start_byte())
+                .collect();
+            let gone = |u: &usize| g.removed.iter().any(|&(s, e)| s <= *u && *u < e);
+            if uses.is_empty() || !uses.iter().all(gone) {
+                continue;
+            }
+            let src = g.src();
+            let alone = src[crate::source::line_start(src, at)..at]
+                .trim()
+                .is_empty();
+            if !alone {
+                continue;
+            }
+            let value = right.named_child(0).expect("one value");
+            if is_plain(g, value) {
+                g.delete_lines(decl, Rule::GoPerfReader);
+            } else {
+                g.replace(at, value.start_byte(), "_ = ", Rule::GoPerfReader);
+            }
+            changed = true;
+        }
+        if !changed {
+            return;
+        }
+    }
+}
+
+/// Whether evaluating `n` does nothing but compute a value: literals, names, selectors,
+/// arithmetic on those, and `os.Getpagesize()`.
+fn is_plain(g: &GoFile, n: Node) -> bool {
+    match n.kind() {
+        "int_literal"
+        | "float_literal"
+        | "interpreted_string_literal"
+        | "raw_string_literal"
+        | "identifier"
+        | "true"
+        | "false"
+        | "nil" => true,
+        "selector_expression" => n.field("operand").is_some_and(|o| is_plain(g, o)),
+        "binary_expression" => {
+            n.field("left").is_some_and(|l| is_plain(g, l))
+                && n.field("right").is_some_and(|r| is_plain(g, r))
+        }
+        "unary_expression" | "parenthesized_expression" => n
+            .named_child((n.named_child_count() as u32).saturating_sub(1))
+            .is_some_and(|c| is_plain(g, c)),
+        "call_expression" => g.text(n).replace(' ', "") == "os.Getpagesize()",
+        "composite_literal" => true,
+        _ => false,
+    }
 }
 
 /// The BPF sources a Go file names: the C file of a bpf2go `//go:generate` directive, and the
