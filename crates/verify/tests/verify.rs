@@ -191,6 +191,23 @@ fn go_readers_verify_at_both_levels() {
         ],
         &[],
     );
+    // A hand migration whose reader decodes the record big-endian: the events match, the
+    // lines do not.
+    let lines = verify_json(
+        &[
+            "--before",
+            "fixtures/verify-wrong-go/before",
+            "--after",
+            "fixtures/verify-wrong-go/after",
+        ],
+        1,
+    );
+    for m in maps_of(&lines, "sigsnoop") {
+        assert_eq!(m["verdict"], "equivalent", "the BPF side is right: {m}");
+    }
+    let t = tool_of(&lines, "sigsnoop");
+    assert_eq!(t["verdict"], "different", "{t}");
+    assert!(t["finding"].as_str().unwrap().contains("column"), "{t}");
 }
 
 #[test]
