@@ -187,7 +187,7 @@ fn new_reader(
             args[0].start_byte(),
             Rule::UnresolvedMap,
             format!("cannot tell which BPF map `{}` is", g.text(args[0])),
-            "bpf-migrate follows bpf2go's objs.Field, coll.Maps[\"name\"] and a variable set from one of them in the same function",
+            "bpf-migrate follows bpf2go's objs.Field, coll.Maps[\"name\"], a variable set from one of them in the same function, and a parameter that every call in the file passes one of them",
         );
         return options;
     };
@@ -309,12 +309,59 @@ fn map_of(g: &GoFile, expr: Node, depth: u8) -> Option<(String, bool)> {
             (maps && index.kind() == "interpreted_string_literal")
                 .then(|| (g.text(index).trim_matches('"').to_string(), false))
         }
-        "identifier" if depth < 3 => {
-            let value = assigned_value(g, expr)?;
-            map_of(g, value, depth + 1)
-        }
+        "identifier" if depth < 3 => match assigned_value(g, expr) {
+            Some(value) => map_of(g, value, depth + 1),
+            None => {
+                // A parameter: the map every call of the function passes there.
+                let mut maps = parameter_arguments(g, expr)?
+                    .into_iter()
+                    .map(|a| map_of(g, a, depth + 1));
+                let first = maps.next()??;
+                maps.all(|m| m.as_ref() == Some(&first)).then_some(first)
+            }
+        },
         _ => None,
     }
+}
+
+/// When `var` is a parameter of the function (or method) it is used in, the arguments every
+/// call of that function in the file passes there; None when it is not a parameter or is
+/// never called here.
+fn parameter_arguments<'t>(g: &GoFile<'_, 't>, var: Node<'t>) -> Option<Vec<Node<'t>>> {
+    let name = g.text(var);
+    let func =
+        ancestor(var, "function_declaration").or_else(|| ancestor(var, "method_declaration"))?;
+    let fname = g.text(func.field("name")?);
+    let params = func.field("parameters")?;
+    let mut index = None;
+    let mut at = 0;
+    let mut cur = params.walk();
+    for decl in params.named_children(&mut cur) {
+        if decl.kind() != "parameter_declaration" {
+            continue;
+        }
+        let mut c = decl.walk();
+        for n in decl.children_by_field_name("name", &mut c) {
+            if g.text(n) == name {
+                index = Some(at);
+            }
+            at += 1;
+        }
+    }
+    let index = index?;
+    let args: Vec<Node> = g
+        .of_kind("call_expression")
+        .into_iter()
+        .filter(|c| {
+            c.field("function").is_some_and(|f| match f.kind() {
+                "identifier" => g.text(f) == fname,
+                "selector_expression" => f.field("field").is_some_and(|x| g.text(x) == fname),
+                _ => false,
+            })
+        })
+        .filter_map(|c| call_args(c).get(index).copied())
+        .collect();
+    (!args.is_empty()).then_some(args)
 }
 
 /// The value last given to variable `var` before its use, in the function it is used in:
@@ -851,6 +898,27 @@ mod tests {
                 .iter()
                 .any(|d| d.rule == Rule::PerfMapDef && d.message.contains("32 pages")),
             "{diags:?}"
+        );
+    }
+
+    #[test]
+    fn a_map_passed_to_the_function_that_makes_the_reader_is_followed() {
+        let body = "\t_ = errors.Is\n\t_ = os.Args\n\twatch(objs.ExecEvents)\n\twatch(objs.ExecEvents)\n}\n\nfunc watch(m *ebpf.Map) {\n\trd, _ := perf.NewReader(m, 4096)\n\t_, _ = rd.Read()\n";
+        let imports = "\t\"github.com/cilium/ebpf\"\n\t\"github.com/cilium/ebpf/perf\"\n";
+        let (go, _) = migrate(&reader(imports, body), &Options::default());
+        assert!(go.contains("\trd, _ := ringbuf.NewReader(m)\n"), "{go}");
+        // Callers that pass different maps: which one is it?
+        let two = reader(
+            imports,
+            &body.replace(
+                "\twatch(objs.ExecEvents)\n\twatch",
+                "\twatch(objs.Other)\n\twatch",
+            ),
+        );
+        check_refused(
+            &[("x.bpf.c", BPF), ("main.go", &two)],
+            Rule::UnresolvedMap,
+            "`m`",
         );
     }
 }
