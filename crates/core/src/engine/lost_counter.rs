@@ -119,7 +119,7 @@ pub(super) fn link_lost_counters(
             ),
         };
         let mut add = format!(
-            "\n/*\n * The records `{map}` could not take, per CPU, for the loader's lost-sample callback\n * (added by bpf-migrate).\n */\n{def}\n\
+            "\n/*\n * The records `{map}` could not take, per CPU, for the reader's lost-sample report\n * (added by bpf-migrate).\n */\n{def}\n\
              static __always_inline long {counter}_count(long err)\n{{\n\tif (err) {{\n\t\t__u32 zero = 0;\n\t\t__u64 *n = bpf_map_lookup_elem(&{counter}, &zero);\n\n\t\tif (n)\n\t\t\t*n += 1;\n\t}}\n\treturn err;\n}}\n"
         );
         if nulls {

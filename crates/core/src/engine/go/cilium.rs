@@ -12,15 +12,23 @@ use tree_sitter::Node;
 use super::super::context::{Analysis, Consumer, Report};
 use super::super::options::{Lost, Options};
 use super::imports;
+use super::lost_counter::{self, ReaderSite};
 use super::{GoFile, PERF_PATH, RINGBUF_PATH, ancestor, call_args};
 use crate::lang::NodeExt;
 use crate::rules::Rule;
 
-/// The switch of the perf import this file's migration asks for: the spec's start, and its
-/// new path (None: drop it, the ring buffer's package being imported already).
-pub(super) type Switch = Option<(usize, Option<String>)>;
+/// What this file's migration asks of its imports: the perf import's new path (None: drop
+/// it, the ring buffer's package being imported already), and a path to add.
+pub(super) struct Switch {
+    pub spec: usize,
+    pub path: Option<String>,
+    pub add: Option<&'static str>,
+}
 
-pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Switch {
+/// cilium/ebpf itself, whose `*ebpf.Map` a lost counter holds.
+const EBPF_PATH: &str = "github.com/cilium/ebpf";
+
+pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Option<Switch> {
     let spec = imports::spec_of(g, PERF_PATH)?;
     let Some(pkg) = imports::name_of(g, spec) else {
         g.report(
@@ -52,6 +60,7 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Switc
     }
     let readers = reader_names(g, &pkg);
     let mut options_spans: Vec<(usize, usize)> = Vec::new();
+    let mut sites: Vec<ReaderSite> = Vec::new();
     // Each use with its node and member; the readers first, so that the options they take
     // (a literal declared before the call, say) are known when the other uses come.
     let mut uses: Vec<((usize, usize), Node, &str)> = imports::uses(g, &pkg)
@@ -84,9 +93,9 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Switc
                         && p.field("function").is_some_and(|f| f.id() == node.id())
                 }) {
                     Some(call) => {
-                        if let Some(span) = new_reader(g, call, node, member, &pkg, &ring, a) {
-                            options_spans.push(span);
-                        }
+                        let (span, site) = new_reader(g, call, node, member, (&pkg, &ring), a);
+                        options_spans.extend(span);
+                        sites.extend(site);
                     }
                     None => g.report(
                         node.start_byte(),
@@ -109,7 +118,16 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Switc
         }
     }
     let records = record_names(g, &pkg, &readers);
-    record_fields(g, opts, &records);
+    let counted = record_fields(g, opts, &records, &sites, a);
+    if counted {
+        let end = g.src().len();
+        let nl = if g.src().ends_with('\n') { "" } else { "\n" };
+        g.edits.push(crate::edit::Edit::insert(
+            end,
+            format!("{nl}{}", lost_counter::LOST_COUNTER_TYPE),
+            Rule::LostCounter,
+        ));
+    }
     for sel in g.of_kind("selector_expression") {
         let method = sel.field("field").map(|f| g.text(f)).unwrap_or("");
         if matches!(method, "Pause" | "Resume")
@@ -131,23 +149,23 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Switc
     {
         return None;
     }
-    Some((
-        spec.start_byte(),
-        ring_spec.is_none().then(|| RINGBUF_PATH.to_string()),
-    ))
+    Some(Switch {
+        spec: spec.start_byte(),
+        path: ring_spec.is_none().then(|| RINGBUF_PATH.to_string()),
+        add: (counted && imports::spec_of(g, EBPF_PATH).is_none()).then_some(EBPF_PATH),
+    })
 }
 
 /// One `NewReader`/`NewReaderWithOptions` call: the function renamed and the arguments after
 /// the map dropped; its map is this file's consumer. Returns the options argument's span.
-fn new_reader(
-    g: &mut GoFile,
-    call: Node,
-    func: Node,
+fn new_reader<'t>(
+    g: &mut GoFile<'_, 't>,
+    call: Node<'t>,
+    func: Node<'t>,
     member: &str,
-    pkg: &str,
-    ring: &str,
+    (pkg, ring): (&str, &str),
     a: &mut Analysis,
-) -> Option<(usize, usize)> {
+) -> (Option<(usize, usize)>, Option<ReaderSite<'t>>) {
     let args = call_args(call);
     let want = if member == "NewReader" { 2 } else { 3 };
     if args.len() != want {
@@ -160,7 +178,7 @@ fn new_reader(
             ),
             "migrate this reader by hand",
         );
-        return None;
+        return (None, None);
     }
     let mut options = args.get(2).map(|o| (o.start_byte(), o.end_byte()));
     // Options in a variable set from a literal just for this call: the literal is read, and
@@ -180,7 +198,7 @@ fn new_reader(
     if let Some(o) = literal
         && !options_ok(g, o, pkg)
     {
-        return options;
+        return (options, None);
     }
     let Some((map, bpf2go)) = map_of(g, args[0], 0) else {
         g.report(
@@ -189,7 +207,7 @@ fn new_reader(
             format!("cannot tell which BPF map `{}` is", g.text(args[0])),
             "bpf-migrate follows bpf2go's objs.Field, coll.Maps[\"name\"], a variable set from one of them in the same function, and a parameter that every call in the file passes one of them",
         );
-        return options;
+        return (options, None);
     };
     let pages = pages_of(g, args[1]);
     g.replace(
@@ -203,6 +221,7 @@ fn new_reader(
     if let Some(decl) = options_decl {
         g.delete_lines(decl, Rule::GoPerfReader);
     }
+    let site = reader_site(g, call, args[0], a.consumers.len());
     a.consumers.push(Consumer {
         map,
         offset: call.start_byte(),
@@ -210,7 +229,32 @@ fn new_reader(
         lost_counted: false,
         bpf2go,
     });
-    options
+    (options, site)
+}
+
+/// The reader made by `call` (its map `map`) for its lost counter: the statement, the local
+/// it is held in, the counter map beside its map.
+fn reader_site<'t>(
+    g: &GoFile<'_, 't>,
+    call: Node<'t>,
+    map: Node<'t>,
+    consumer: usize,
+) -> Option<ReaderSite<'t>> {
+    let stmt = call.parent()?.parent()?;
+    let var = match stmt.kind() {
+        "short_var_declaration" | "assignment_statement" => stmt
+            .field("left")
+            .and_then(|l| l.named_child(0))
+            .filter(|v| v.kind() == "identifier")
+            .map(|v| g.text(v).to_string()),
+        _ => None,
+    };
+    Some(ReaderSite {
+        consumer,
+        stmt,
+        var,
+        counter: lost_counter::counter_of(g, map),
+    })
 }
 
 /// The declaration `v := X{...}` (or `var v = X{...}`) of the options variable `var`, alone
@@ -543,8 +587,15 @@ fn record_names<'a>(g: &GoFile<'a, '_>, pkg: &str, readers: &HashSet<&str>) -> H
 }
 
 /// A record's `CPU` is refused; its `LostSamples` goes with the `if` that tests it.
-fn record_fields(g: &mut GoFile, opts: &Options, records: &HashSet<&str>) {
+fn record_fields(
+    g: &mut GoFile,
+    opts: &Options,
+    records: &HashSet<&str>,
+    sites: &[ReaderSite],
+    a: &mut Analysis,
+) -> bool {
     let mut dropped: Vec<(usize, usize)> = Vec::new();
+    let mut made: Vec<usize> = Vec::new();
     for sel in g.of_kind("selector_expression") {
         let Some(operand) = sel.field("operand") else {
             continue;
@@ -565,40 +616,66 @@ fn record_fields(g: &mut GoFile, opts: &Options, records: &HashSet<&str>) {
                 if dropped.iter().any(|&(s, e)| s <= at && at < e) {
                     continue;
                 }
-                match lost_test(g, sel) {
-                    Some((stmt, keep)) => {
-                        dropped.push((stmt.start_byte(), stmt.end_byte()));
-                        let why = match opts.lost {
-                            Lost::Drop => "(--lost drop)",
-                            Lost::Count => "(counting a ring buffer's drops is built for libbpf C loaders, not yet for Go readers)",
-                        };
-                        let what = if keep.is_some() {
-                            "this test is removed and its body kept"
-                        } else {
-                            "this test and what it does are removed"
-                        };
-                        g.report(
-                            stmt.start_byte(),
-                            Rule::LostCallback,
-                            format!("`{}` is always 0 on a ring buffer record, so {what}: records that do not fit are dropped without a word {why}", g.text(sel)),
-                            "to count drops, have the BPF program count failed bpf_ringbuf_output() calls in a per-CPU array and print it from the reader",
-                        );
-                        match keep {
-                            None => g.delete_lines(stmt, Rule::LostCallback),
-                            Some(block) => unwrap_block(g, stmt, block),
-                        }
-                    }
-                    None => g.report(
+                let Some((stmt, keep)) = lost_test(g, sel) else {
+                    g.report(
                         at,
                         Rule::UnsupportedForm,
                         format!("`{}` is read here, outside a test bpf-migrate can settle (`if`, or a `switch` case, comparing it with 0)", g.text(sel)),
                         "a ring buffer record has no lost count: remove this use by hand, then run bpf-migrate again",
-                    ),
+                    );
+                    continue;
+                };
+                dropped.push((stmt.start_byte(), stmt.end_byte()));
+                // Under --lost count, an `if X != 0 { ... }` asks the counter instead.
+                let why = match opts.lost {
+                    Lost::Drop => "--lost drop".to_string(),
+                    Lost::Count if keep.is_some() || stmt.kind() != "if_statement" => {
+                        "only an `if` testing it for a loss can ask a counter".to_string()
+                    }
+                    Lost::Count => match site_before(sites, stmt) {
+                        None => "the reader is not made in the function that reads it".to_string(),
+                        Some(site) => match lost_counter::count(g, stmt, sel, site, &mut made) {
+                            Ok(()) => {
+                                a.consumers[site.consumer].lost_counted = true;
+                                continue;
+                            }
+                            Err(why) => why,
+                        },
+                    },
+                };
+                let what = if keep.is_some() {
+                    "this test is removed and its body kept"
+                } else {
+                    "this test and what it does are removed"
+                };
+                g.report(
+                    stmt.start_byte(),
+                    Rule::LostCallback,
+                    format!("`{}` is always 0 on a ring buffer record, so {what}: records that do not fit are dropped without a word ({why})", g.text(sel)),
+                    "to count drops, have the BPF program count failed bpf_ringbuf_output() calls in a per-CPU array and print it from the reader",
+                );
+                match keep {
+                    None => g.delete_lines(stmt, Rule::LostCallback),
+                    Some(block) => unwrap_block(g, stmt, block),
                 }
             }
             _ => {}
         }
     }
+    !made.is_empty()
+}
+
+/// The reader made last before `stmt` in the function (closures included) that holds it.
+fn site_before<'s, 't>(sites: &'s [ReaderSite<'t>], stmt: Node) -> Option<&'s ReaderSite<'t>> {
+    let func = |n: Node| {
+        ancestor(n, "function_declaration")
+            .or_else(|| ancestor(n, "method_declaration"))
+            .map(|f| f.id())
+    };
+    sites
+        .iter()
+        .filter(|s| s.stmt.start_byte() < stmt.start_byte() && func(s.stmt) == func(stmt))
+        .max_by_key(|s| s.stmt.start_byte())
 }
 
 /// What to do with the test `sel` (a record's `LostSamples`, always 0 on a ring buffer) is
@@ -752,26 +829,80 @@ mod tests {
     }
 
     #[test]
-    fn lost_samples_tests_go_with_a_note_and_their_only_import_too() {
+    fn lost_samples_tests_go_with_a_note_and_their_only_import_too_under_lost_drop() {
         let before = lost_loop(
             "\t\tif rec.LostSamples > 0 {\n\t\t\tlog.Printf(\"lost %d\", rec.LostSamples)\n\t\t\tcontinue\n\t\t}\n",
         );
-        for lost in [Lost::Count, Lost::Drop] {
-            let opts = Options {
-                lost,
-                ..Options::default()
-            };
-            let (go, diags) = migrate(&before, &opts);
-            assert!(
-                go.contains("\t\trec, _ := rd.Read()\n\n\t\t_ = rec.RawSample\n"),
-                "{go}"
-            );
-            assert!(!go.contains("\"log\""), "log was used only there: {go}");
-            assert!(
-                diags.iter().any(|d| d.rule == Rule::LostCallback),
-                "{diags:?}"
-            );
-        }
+        let opts = Options {
+            lost: Lost::Drop,
+            ..Options::default()
+        };
+        let (go, diags) = migrate(&before, &opts);
+        assert!(
+            go.contains("\t\trec, _ := rd.Read()\n\n\t\t_ = rec.RawSample\n"),
+            "{go}"
+        );
+        assert!(!go.contains("\"log\""), "log was used only there: {go}");
+        assert!(
+            diags.iter().any(|d| d.rule == Rule::LostCallback),
+            "{diags:?}"
+        );
+    }
+
+    #[test]
+    fn lost_samples_tests_ask_the_counter_of_the_ring_by_default() {
+        let before = lost_loop(
+            "\t\tif rec.LostSamples > 0 {\n\t\t\tlog.Printf(\"lost %d\", rec.LostSamples)\n\t\t\tcontinue\n\t\t}\n",
+        );
+        let bpf = format!("{BPF}\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n");
+        let (changed, diags) = run(
+            &[("x.bpf.c", &bpf), ("main.go", &before)],
+            &Options::default(),
+        );
+        let go = changed
+            .get("main.go")
+            .unwrap_or_else(|| panic!("{diags:?}"));
+        assert!(
+            go.contains("\trd, _ := ringbuf.NewReader(objs.ExecEvents)\n\trdLost := &lostCounter{m: objs.ExecEventsLost}\n"),
+            "{go}"
+        );
+        assert!(
+            go.contains("\t\tif lost := rdLost.lostSince(); lost != 0 {\n\t\t\tlog.Printf(\"lost %d\", lost)\n\t\t}\n"),
+            "{go}"
+        );
+        assert!(
+            go.contains("\t\"github.com/cilium/ebpf\"\n\t\"github.com/cilium/ebpf/ringbuf\"\n"),
+            "{go}"
+        );
+        assert!(
+            go.contains("func (c *lostCounter) lostSince() uint64 {"),
+            "{go}"
+        );
+        let c = &changed["x.bpf.c"];
+        assert!(c.contains("} exec_events_lost SEC(\".maps\");"), "{c}");
+        assert!(
+            c.contains("exec_events_lost_count(bpf_ringbuf_output(&exec_events,"),
+            "{c}"
+        );
+        assert!(
+            !diags.iter().any(|d| d.rule == Rule::LostCallback),
+            "{diags:?}"
+        );
+        // A test in a function the reader is not made in cannot reach the counter: it goes.
+        let elsewhere = before.replace(
+            "\tfor {\n",
+            "\tloop(rd)\n}\n\nfunc loop(rd *perf.Reader) {\n\tfor {\n",
+        );
+        let (go, diags) = migrate(&elsewhere, &Options::default());
+        assert!(
+            !go.contains("LostSamples") && !go.contains("lostCounter"),
+            "{go}"
+        );
+        assert!(
+            diags.iter().any(|d| d.rule == Rule::LostCallback
+                && d.message.contains("not made in the function that reads it")),
+            "{diags:?}"
+        );
     }
 
     #[test]

@@ -63,8 +63,8 @@ enum Fate {
 }
 
 /// Settles the imports once the other edits are planned: `switch` is the spec to give a new
-/// path (None: drop it).
-pub(super) fn finish(g: &mut GoFile, switch: Option<(usize, Option<&str>)>) {
+/// path (None: drop it), `add` a path to import beside it.
+pub(super) fn finish(g: &mut GoFile, switch: Option<(usize, Option<&str>)>, add: Option<&str>) {
     let specs = g.of_kind("import_spec");
     let fates: Vec<Fate> = specs
         .iter()
@@ -97,11 +97,15 @@ pub(super) fn finish(g: &mut GoFile, switch: Option<(usize, Option<&str>)>) {
         if grp.iter().all(|&i| fates[i] == Fate::Keep) {
             continue;
         }
-        settle_group(g, &specs, &fates, &grp);
+        let with = add.filter(|_| {
+            grp.iter()
+                .any(|&i| switch.is_some_and(|(at, _)| at == specs[i].start_byte()))
+        });
+        settle_group(g, &specs, &fates, &grp, with);
     }
 }
 
-fn settle_group(g: &mut GoFile, specs: &[Node], fates: &[Fate], grp: &[usize]) {
+fn settle_group(g: &mut GoFile, specs: &[Node], fates: &[Fate], grp: &[usize], add: Option<&str>) {
     let src = g.src();
     let one_per_line = grp.iter().all(|&i| {
         let s = specs[i];
@@ -112,9 +116,20 @@ fn settle_group(g: &mut GoFile, specs: &[Node], fates: &[Fate], grp: &[usize]) {
     let lone = specs[grp[0]]
         .parent()
         .is_some_and(|p| p.kind() == "import_declaration");
+    // Where a line importing `add` goes when the group cannot be rewritten whole: after it.
+    let add_after = |g: &mut GoFile, s: Node, line: String| {
+        let at = line_end_incl(g.src(), s.end_byte());
+        g.edits
+            .push(crate::edit::Edit::insert(at, line, Rule::GoPerfReader));
+    };
     if lone {
         // `import "path"` alone.
         let s = specs[grp[0]];
+        if let Some(p) = add
+            && let Some(decl) = s.parent()
+        {
+            add_after(g, decl, format!("import {p:?}\n"));
+        }
         match &fates[grp[0]] {
             Fate::Path(p) => g.replace(
                 s.start_byte(),
@@ -132,6 +147,12 @@ fn settle_group(g: &mut GoFile, specs: &[Node], fates: &[Fate], grp: &[usize]) {
         return;
     }
     if !one_per_line {
+        if let Some(p) = add {
+            let s = specs[grp[0]];
+            let indent = &src[line_start(src, s.start_byte())..s.start_byte()];
+            let line = format!("{indent}{p:?}\n");
+            add_after(g, s, line);
+        }
         for &i in grp {
             let s = specs[i];
             match &fates[i] {
@@ -169,6 +190,11 @@ fn settle_group(g: &mut GoFile, specs: &[Node], fates: &[Fate], grp: &[usize]) {
             ),
         };
         lines.push((path, text));
+    }
+    if let Some(p) = add {
+        let s = specs[grp[0]];
+        let indent = &src[line_start(src, s.start_byte())..s.start_byte()];
+        lines.push((p.to_string(), format!("{indent}{p:?}\n")));
     }
     lines.sort_by(|a, b| a.0.cmp(&b.0));
     let mut text: String = lines.into_iter().map(|(_, t)| t).collect();

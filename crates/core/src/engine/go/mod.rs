@@ -13,6 +13,7 @@
 mod cilium;
 mod imports;
 mod libbpfgo;
+mod lost_counter;
 
 use tree_sitter::Node;
 
@@ -205,7 +206,11 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     let switch = cilium::analyze(&mut g, opts, &mut a);
     libbpfgo::analyze(&mut g, opts, &mut a);
     drop_unused_locals(&mut g);
-    imports::finish(&mut g, switch.as_ref().map(|(at, p)| (*at, p.as_deref())));
+    imports::finish(
+        &mut g,
+        switch.as_ref().map(|s| (s.spec, s.path.as_deref())),
+        switch.as_ref().and_then(|s| s.add),
+    );
     a.edits = g.edits;
     a.diags.extend(g.diags);
     a
