@@ -1,9 +1,10 @@
 //! cilium/ebpf: `perf.NewReader(m, size)` and `perf.NewReaderWithOptions(m, size, opts)`
 //! become `ringbuf.NewReader(m)`; `perf.ErrClosed`, `perf.Record` and `*perf.Reader` become
 //! the ring buffer's; `Read`, `ReadInto`, `Close` and `SetDeadline` are the same methods. A
-//! record's `RawSample` stays; an `if rec.LostSamples != 0 { ... }` goes with a note (a ring
-//! buffer record counts no losses); a read of `rec.CPU`, `Pause`/`Resume`, an overwritable
-//! reader or options the tool cannot read are refused with the reason.
+//! record's `RawSample` stays; an `if rec.LostSamples != 0 { ... }` asks the ring's lost
+//! counter (`lost_counter`) or goes with a note (a ring buffer record counts no losses); a
+//! read of `rec.CPU`, `Pause`/`Resume`, an overwritable reader or options the tool cannot
+//! read are refused with the reason.
 
 use std::collections::HashSet;
 
@@ -18,11 +19,11 @@ use crate::lang::NodeExt;
 use crate::rules::Rule;
 
 /// What this file's migration asks of its imports: the perf import's new path (None: drop
-/// it, the ring buffer's package being imported already), and a path to add.
+/// it, the ring buffer's package being imported already), and a path the code it adds needs.
 pub(super) struct Switch {
     pub spec: usize,
     pub path: Option<String>,
-    pub add: Option<&'static str>,
+    pub need: Option<&'static str>,
 }
 
 /// cilium/ebpf itself, whose `*ebpf.Map` a lost counter holds.
@@ -122,9 +123,16 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Optio
     if counted {
         let end = g.src().len();
         let nl = if g.src().ends_with('\n') { "" } else { "\n" };
+        // cilium/ebpf under the name the file imports it by.
+        let ebpf = imports::spec_of(g, EBPF_PATH)
+            .and_then(|s| imports::name_of(g, s))
+            .unwrap_or_else(|| "ebpf".into());
         g.edits.push(crate::edit::Edit::insert(
             end,
-            format!("{nl}{}", lost_counter::LOST_COUNTER_TYPE),
+            format!(
+                "{nl}{}",
+                lost_counter::LOST_COUNTER_TYPE.replace("*ebpf.Map", &format!("*{ebpf}.Map"))
+            ),
             Rule::LostCounter,
         ));
     }
@@ -152,7 +160,7 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Optio
     Some(Switch {
         spec: spec.start_byte(),
         path: ring_spec.is_none().then(|| RINGBUF_PATH.to_string()),
-        add: (counted && imports::spec_of(g, EBPF_PATH).is_none()).then_some(EBPF_PATH),
+        need: counted.then_some(EBPF_PATH),
     })
 }
 
@@ -1050,6 +1058,44 @@ mod tests {
             &[("x.bpf.c", BPF), ("main.go", &two)],
             Rule::UnresolvedMap,
             "`m`",
+        );
+    }
+
+    #[test]
+    fn the_counter_type_uses_the_name_cilium_ebpf_is_imported_by() {
+        let body = "\t_ = errors.Is\n\t_ = os.Args\n\tcoll, _ := cle.NewCollection(nil)\n\trd, _ := perf.NewReader(coll.Maps[\"exec_events\"], 4096)\n\tfor {\n\t\trec, _ := rd.Read()\n\t\tif rec.LostSamples != 0 {\n\t\t\tlog.Print(rec.LostSamples)\n\t\t\tcontinue\n\t\t}\n\t\t_ = rec.RawSample\n\t}\n";
+        let imports = "\tcle \"github.com/cilium/ebpf\"\n\t\"github.com/cilium/ebpf/perf\"\n";
+        let bpf = format!("{BPF}\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n");
+        let (changed, diags) = run(
+            &[("x.bpf.c", &bpf), ("main.go", &reader(imports, body))],
+            &Options::default(),
+        );
+        let go = changed
+            .get("main.go")
+            .unwrap_or_else(|| panic!("{diags:?}"));
+        assert!(go.contains("\tm    *cle.Map\n"), "{go}");
+        assert!(
+            go.contains("rdLost := &lostCounter{m: coll.Maps[\"exec_events_lost\"]}"),
+            "{go}"
+        );
+        assert!(
+            go.contains(
+                "\t\tif lost := rdLost.lostSince(); lost != 0 {\n\t\t\tlog.Print(lost)\n\t\t}\n"
+            ),
+            "{go}"
+        );
+        // A test that only skips the loss record has nothing to report: it goes.
+        let skip = body.replace("\t\t\tlog.Print(rec.LostSamples)\n", "");
+        let (changed, diags) = run(
+            &[("x.bpf.c", &bpf), ("main.go", &reader(imports, &skip))],
+            &Options::default(),
+        );
+        assert!(!changed["main.go"].contains("lostCounter"), "{changed:?}");
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains("only skips the loss record")),
+            "{diags:?}"
         );
     }
 }

@@ -63,18 +63,20 @@ enum Fate {
 }
 
 /// Settles the imports once the other edits are planned: `switch` is the spec to give a new
-/// path (None: drop it), `add` a path to import beside it.
-pub(super) fn finish(g: &mut GoFile, switch: Option<(usize, Option<&str>)>, add: Option<&str>) {
+/// path (None: drop it), `need` a path the added code uses: kept, or imported beside it.
+pub(super) fn finish(g: &mut GoFile, switch: Option<(usize, Option<&str>)>, need: Option<&str>) {
     let specs = g.of_kind("import_spec");
     let fates: Vec<Fate> = specs
         .iter()
         .map(|&s| match switch {
             Some((at, Some(path))) if at == s.start_byte() => Fate::Path(path.to_string()),
             Some((at, None)) if at == s.start_byte() => Fate::Drop,
+            _ if need.is_some_and(|n| path_of(g, s) == n) => Fate::Keep,
             _ if unused_after_edits(g, s) => Fate::Drop,
             _ => Fate::Keep,
         })
         .collect();
+    let add = need.filter(|n| !specs.iter().any(|&s| path_of(g, s) == *n));
     if fates.iter().all(|f| *f == Fate::Keep) {
         return;
     }

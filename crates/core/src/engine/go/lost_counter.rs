@@ -129,6 +129,9 @@ pub(super) fn count(
     if jumps {
         return Err("its body jumps elsewhere than to the next record".into());
     }
+    if stmts.len() == 1 && last_continue.is_some() {
+        return Err("it only skips the loss record, and there is no such record now".into());
+    }
     g.replace(
         cond.start_byte(),
         cond.end_byte(),
