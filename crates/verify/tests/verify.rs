@@ -5,9 +5,41 @@
 #[path = "../../../tests/common/mod.rs"]
 mod common;
 
+use std::cell::Cell;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
 use serde_json::Value;
 
 use common::*;
+
+/// The host's share of guests. A BCC tool compiles for minutes under emulation; beside another
+/// guest and the host builds of another test (go, cargo, clang), its guest can be starved long
+/// enough to stall (soft lockups) past any timeout. So BCC tests run alone (`alone`), the
+/// others side by side (`shared`, taken by `verify_json`).
+static GUESTS: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    /// This test holds the guests alone: its own runs take no shared hold.
+    static ALONE: Cell<bool> = const { Cell::new(false) };
+}
+
+struct Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>);
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        ALONE.set(false);
+    }
+}
+
+fn alone() -> Alone {
+    let g = GUESTS.write().unwrap_or_else(|e| e.into_inner());
+    ALONE.set(true);
+    Alone(g)
+}
+
+fn shared() -> Option<RwLockReadGuard<'static, ()>> {
+    (!ALONE.get()).then(|| GUESTS.read().unwrap_or_else(|e| e.into_inner()))
+}
 
 fn json_lines(out: &std::process::Output) -> Vec<Value> {
     stdout(out)
@@ -19,6 +51,7 @@ fn json_lines(out: &std::process::Output) -> Vec<Value> {
 /// `bpf-migrate verify --format json ARGS` from the checkout: its exit code, asserted to be
 /// `code`, and its JSON lines.
 fn verify_json(args: &[&str], want: i32) -> Vec<Value> {
+    let _guests = shared();
     let mut all = vec!["verify", "--format", "json"];
     all.extend(args);
     let out = run(&root(), &all);
@@ -219,6 +252,7 @@ fn bcc_tools_run_in_the_guest_and_wrong_migrations_are_caught() {
     // system: migrated as bpf-migrate does it, equivalent; with a wrong ctypes layout, or BCC
     // C submitting too few bytes, different with the line and column named. Two CPUs: nine
     // BCC compilations under emulation.
+    let _guests = alone();
     let lines = verify_json(
         &[
             "--cpus",
@@ -398,6 +432,7 @@ fn wrong_migrations_are_caught_with_the_map_and_event_named() {
 #[test]
 fn hooks_the_workload_never_reaches_are_inconclusive() {
     // Block I/O tracepoints: the guest has no disk.
+    let _guests = shared();
     let out = run(&root(), &["verify", "fixtures/biosnoop_varlen/input"]);
     assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
     assert!(
@@ -464,6 +499,7 @@ fn verify_that_cannot_run_exits_two_and_says_why() {
 
 #[test]
 fn an_interrupted_verify_leaves_no_guest_and_no_files() {
+    let _guests = shared();
     let tmp = tempdir();
     let child = std::process::Command::new(bin())
         .args(["verify", "fixtures/execsnoop/input"])
@@ -528,6 +564,7 @@ fn the_cpu_a_callback_printed_is_kept_on_several_cpus() {
 fn a_bcc_tool_keeps_its_cpu_column() {
     // A BCC tool printing the CPU of each kill(): migrated, its events carry the CPU in an
     // added field, and it prints the same lines on two CPUs.
+    let _guests = alone();
     let lines = verify_json(&["--cpus", "2", "fixtures/bcc_cpu_column/input"], 0);
     let t = tool_of(&lines, "sigcpu.py");
     assert_eq!(t["verdict"], "equivalent", "{t}");
