@@ -641,7 +641,7 @@ fn record_fields(
                         "only an `if` testing it for a loss can ask a counter".to_string()
                     }
                     Lost::Count => match site_before(sites, stmt) {
-                        None => "the reader is not made in the function that reads it".to_string(),
+                        None => "the reader is not made in a block that holds this test".to_string(),
                         Some(site) => match lost_counter::count(g, stmt, sel, site, &mut made) {
                             Ok(()) => {
                                 a.consumers[site.consumer].lost_counted = true;
@@ -673,16 +673,17 @@ fn record_fields(
     !made.is_empty()
 }
 
-/// The reader made last before `stmt` in the function (closures included) that holds it.
+/// The reader made last before `stmt` in a block that holds `stmt` (closures included),
+/// where a variable declared after the reader is in scope.
 fn site_before<'s, 't>(sites: &'s [ReaderSite<'t>], stmt: Node) -> Option<&'s ReaderSite<'t>> {
-    let func = |n: Node| {
-        ancestor(n, "function_declaration")
-            .or_else(|| ancestor(n, "method_declaration"))
-            .map(|f| f.id())
-    };
     sites
         .iter()
-        .filter(|s| s.stmt.start_byte() < stmt.start_byte() && func(s.stmt) == func(stmt))
+        .filter(|s| {
+            s.stmt.start_byte() < stmt.start_byte()
+                && s.stmt
+                    .parent()
+                    .is_some_and(|b| stmt.end_byte() <= b.end_byte())
+        })
         .max_by_key(|s| s.stmt.start_byte())
 }
 
@@ -908,7 +909,8 @@ mod tests {
         );
         assert!(
             diags.iter().any(|d| d.rule == Rule::LostCallback
-                && d.message.contains("not made in the function that reads it")),
+                && d.message
+                    .contains("not made in a block that holds this test")),
             "{diags:?}"
         );
     }
@@ -1095,6 +1097,28 @@ mod tests {
             diags
                 .iter()
                 .any(|d| d.message.contains("only skips the loss record")),
+            "{diags:?}"
+        );
+    }
+
+    #[test]
+    fn a_reader_made_in_an_inner_block_gives_no_counter_to_a_loop_outside_it() {
+        let before = lost_loop(
+            "\t\tif rec.LostSamples > 0 {\n\t\t\tlog.Printf(\"lost %d\", rec.LostSamples)\n\t\t\tcontinue\n\t\t}\n",
+        )
+        .replace(
+            "\trd, _ := perf.NewReader(objs.ExecEvents, 4096)\n",
+            "\tvar rd *perf.Reader\n\tif len(os.Args) > 0 {\n\t\trd, _ = perf.NewReader(objs.ExecEvents, 4096)\n\t}\n",
+        );
+        let (go, diags) = migrate(&before, &Options::default());
+        assert!(
+            !go.contains("lostCounter") && !go.contains("LostSamples"),
+            "{go}"
+        );
+        assert!(
+            diags.iter().any(|d| d
+                .message
+                .contains("not made in a block that holds this test")),
             "{diags:?}"
         );
     }
