@@ -841,6 +841,13 @@ fn lost_events_are_still_reported_after_migration() {
     losses_reported_unless_dropped("fixtures/burstlat/input");
 }
 
+#[test]
+fn a_bcc_tools_lost_callback_still_reports_after_migration() {
+    // The same with a BCC tool: its lost_cb is called from the ring's counter after each poll.
+    let _guests = alone();
+    losses_reported_unless_dropped("fixtures/bcc_burstlat/input");
+}
+
 /// Verifies the burstlat-like tool at `path` with a 32 KiB ring: both versions say they lost
 /// records; with the lost-sample report dropped (--lost drop) the migrated tool goes silent,
 /// which is a difference.

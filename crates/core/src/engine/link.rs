@@ -291,6 +291,9 @@ fn link_consumers(
         for cons in &a.consumers {
             // A BCC tool whose C is in its own strings.
             if a.maps.iter().any(|m| m.name == cons.map) {
+                if cons.lost_counted {
+                    counted.push((i, cons.map.clone()));
+                }
                 consumed
                     .entry((i, cons.map.clone()))
                     .or_default()
@@ -770,8 +773,9 @@ fn bcc_ring_pages(name: &str, asked: &[Option<u64>], opts: &Options) -> (u64, St
     (
         pages,
         format!(
-            "BPF_RINGBUF_OUTPUT({name}, {pages}): {} KiB shared by all CPUs, the {per_cpu} pages per CPU the perf buffer had, for {ASSUMED_CPUS} CPUs",
-            pages * 4
+            "BPF_RINGBUF_OUTPUT({name}, {pages}): {} KiB shared by all CPUs, the {per_cpu} page{} per CPU the perf buffer had, for {ASSUMED_CPUS} CPUs",
+            pages * 4,
+            if per_cpu == 1 { "" } else { "s" }
         ),
     )
 }

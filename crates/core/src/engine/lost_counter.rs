@@ -4,6 +4,7 @@
 //! failed output, and every output to `MAP` (and reservation in it) in the program goes
 //! through that helper, its result unchanged.
 
+use super::bpf::packet::indent_like;
 use super::context::{Analysis, MapKind};
 use super::link::Dsu;
 use crate::edit::Edit;
@@ -36,25 +37,21 @@ pub(super) fn link_lost_counters(
         let (offset, kind) = (def.offset, def.kind);
         let counter = format!("{map}{SUFFIX}");
         let text = &files[*j].text;
-        if kind == MapKind::Bcc || mentions(text, &counter) {
+        if mentions(text, &counter) {
             link_diags.push(
                 Diagnostic::at(
                     &files[*j],
                     offset,
                     Rule::LostCounter,
                     format!(
-                        "the ring `{map}` cannot get its lost-sample counter `{counter}`: {}",
-                        if kind == MapKind::Bcc {
-                            "a BCC table".to_string()
-                        } else {
-                            format!("the name `{counter}` is taken")
-                        }
+                        "the ring `{map}` cannot get its lost-sample counter `{counter}`: the name `{counter}` is taken"
                     ),
                 )
                 .help("pass --lost drop to drop the lost-sample callback instead"),
             );
             continue;
         }
+        let bcc = kind == MapKind::Bcc;
         let root = dsu.find(*j);
         let mut nulls = false;
         let mut uncounted: Vec<(usize, usize)> = Vec::new();
@@ -64,7 +61,7 @@ pub(super) fn link_lost_counters(
             }
             let mut wrapped_at: Vec<(usize, usize, Rule)> = Vec::new();
             for e in a.edits.iter_mut() {
-                let (text, outputs, reserves) = wrap(&e.text, map, &counter);
+                let (text, outputs, reserves) = wrap(&e.text, map, &counter, bcc);
                 if outputs + reserves > 0 {
                     e.text = text;
                     nulls |= reserves > 0;
@@ -88,6 +85,7 @@ pub(super) fn link_lost_counters(
                 let covered = a.edits.iter().filter(at_site).any(|e| {
                     wrapped_at.iter().any(|w| w.0 == e.start && w.1 == e.end)
                         || e.text.contains("bpf_ringbuf_submit(")
+                        || e.text.contains(".ringbuf_submit(")
                         || (e.rule == Rule::OutputPacket
                             && wrapped_at.iter().any(|w| w.2 == Rule::OutputPacket))
                 });
@@ -110,28 +108,61 @@ pub(super) fn link_lost_counters(
             continue;
         }
         let at = statement_end(text, offset);
-        let def = match kind {
-            MapKind::Legacy => format!(
-                "struct bpf_map_def SEC(\"maps\") {counter} = {{\n\t.type = BPF_MAP_TYPE_PERCPU_ARRAY,\n\t.key_size = sizeof(__u32),\n\t.value_size = sizeof(__u64),\n\t.max_entries = 1,\n}};\n"
-            ),
-            _ => format!(
-                "struct {{\n\t__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);\n\t__uint(max_entries, 1);\n\t__type(key, __u32);\n\t__type(value, __u64);\n}} {counter} SEC(\".maps\");\n"
-            ),
+        let add = match kind {
+            MapKind::Bcc => indent_like(&bcc_counter(map, &counter, nulls), &text[at..]),
+            _ => counter_code(map, &counter, kind, nulls),
         };
-        let mut add = format!(
-            "\n/*\n * The records `{map}` could not take, per CPU, for the reader's lost-sample report\n * (added by bpf-migrate).\n */\n{def}\n\
-             static __always_inline long {counter}_count(long err)\n{{\n\tif (err) {{\n\t\t__u32 zero = 0;\n\t\t__u64 *n = bpf_map_lookup_elem(&{counter}, &zero);\n\n\t\tif (n)\n\t\t\t*n += 1;\n\t}}\n\treturn err;\n}}\n"
-        );
-        if nulls {
-            add.push_str(&format!(
-                "\nstatic __always_inline void *{counter}_if_null(void *rec)\n{{\n\tif (!rec)\n\t\t{counter}_count(-1);\n\treturn rec;\n}}\n"
-            ));
-        }
         analyses[*j]
             .edits
             .push(Edit::insert(at, add, Rule::LostCounter));
         analyses[*j].errors_ahead = None;
     }
+}
+
+/// The comment above the counter map.
+fn comment(map: &str) -> String {
+    format!(
+        "\n/*\n * The records `{map}` could not take, per CPU, for the reader's lost-sample report\n * (added by bpf-migrate).\n */\n"
+    )
+}
+
+/// The counter of a libbpf program's ring `map` and its helpers.
+fn counter_code(map: &str, counter: &str, kind: MapKind, nulls: bool) -> String {
+    let def = match kind {
+        MapKind::Legacy => format!(
+            "struct bpf_map_def SEC(\"maps\") {counter} = {{\n\t.type = BPF_MAP_TYPE_PERCPU_ARRAY,\n\t.key_size = sizeof(__u32),\n\t.value_size = sizeof(__u64),\n\t.max_entries = 1,\n}};\n"
+        ),
+        _ => format!(
+            "struct {{\n\t__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);\n\t__uint(max_entries, 1);\n\t__type(key, __u32);\n\t__type(value, __u64);\n}} {counter} SEC(\".maps\");\n"
+        ),
+    };
+    let mut add = format!(
+        "{}{def}\n\
+         static __always_inline long {counter}_count(long err)\n{{\n\tif (err) {{\n\t\t__u32 zero = 0;\n\t\t__u64 *n = bpf_map_lookup_elem(&{counter}, &zero);\n\n\t\tif (n)\n\t\t\t*n += 1;\n\t}}\n\treturn err;\n}}\n",
+        comment(map)
+    );
+    if nulls {
+        add.push_str(&format!(
+            "\nstatic __always_inline void *{counter}_if_null(void *rec)\n{{\n\tif (!rec)\n\t\t{counter}_count(-1);\n\treturn rec;\n}}\n"
+        ));
+    }
+    add
+}
+
+/// The same in BCC's dialect: a `BPF_PERCPU_ARRAY` and its `.lookup()`.
+fn bcc_counter(map: &str, counter: &str, nulls: bool) -> String {
+    const INLINE: &str = "static inline __attribute__((always_inline))";
+    let mut add = format!(
+        "{}BPF_PERCPU_ARRAY({counter}, u64, 1);\n\n\
+         {INLINE} int {counter}_count(int err)\n{{\n\tif (err) {{\n\t\tint zero = 0;\n\t\tu64 *n = {counter}.lookup(&zero);\n\n\t\tif (n)\n\t\t\t*n += 1;\n\t}}\n\treturn err;\n}}\n",
+        comment(map)
+    );
+    if nulls {
+        add.push_str(&format!(
+            "\n{INLINE} void *{counter}_if_null(void *rec)\n{{\n\tif (!rec)\n\t\t{counter}_count(-1);\n\treturn rec;\n}}\n"
+        ));
+    }
+    add
 }
 
 /// The identifier `name` appears in `text`.
@@ -157,25 +188,48 @@ fn statement_end(text: &str, at: usize) -> usize {
 }
 
 /// `text` with each `bpf_ringbuf_output(&MAP, ...)` made `COUNTER_count(...)` of it and each
-/// `bpf_ringbuf_reserve(&MAP, ...)` `COUNTER_if_null(...)` of it; and how many of each.
-fn wrap(text: &str, map: &str, counter: &str) -> (String, usize, usize) {
+/// `bpf_ringbuf_reserve(&MAP, ...)` `COUNTER_if_null(...)` of it (in BCC's dialect,
+/// `MAP.ringbuf_output(...)` and `MAP.ringbuf_reserve(...)`); and how many of each.
+fn wrap(text: &str, map: &str, counter: &str, bcc: bool) -> (String, usize, usize) {
     let toks = c::lex(text, 0..text.len());
+    let punct = |k: usize, p: u8| matches!(toks.get(k), Some((Tok::Punct(q), _, _)) if *q == p);
+    let ident = |k: usize| match toks.get(k) {
+        Some(&(Tok::Ident, s, e)) => &text[s..e],
+        _ => "",
+    };
     let mut inserts: Vec<(usize, String)> = Vec::new();
     let (mut outputs, mut reserves) = (0, 0);
-    for (k, &(t, s, e)) in toks.iter().enumerate() {
-        let name = &text[s..e];
-        if t != Tok::Ident || !matches!(name, "bpf_ringbuf_output" | "bpf_ringbuf_reserve") {
+    for (k, &(t, s, _)) in toks.iter().enumerate() {
+        if t != Tok::Ident {
             continue;
         }
-        if !matches!(toks.get(k + 1), Some((Tok::Punct(b'('), _, _))) {
-            continue;
-        }
-        // The first argument names the map, and the call closes.
+        // The helper's name and the index of the call's opening parenthesis.
+        let (helper, open) = if bcc {
+            if ident(k) != map || !punct(k + 1, b'.') || !punct(k + 3, b'(') {
+                continue;
+            }
+            match ident(k + 2) {
+                "ringbuf_output" => (false, k + 3),
+                "ringbuf_reserve" => (true, k + 3),
+                _ => continue,
+            }
+        } else {
+            let reserve = match ident(k) {
+                "bpf_ringbuf_output" => false,
+                "bpf_ringbuf_reserve" => true,
+                _ => continue,
+            };
+            if !punct(k + 1, b'(') {
+                continue;
+            }
+            (reserve, k + 1)
+        };
+        // The call closes, and (libbpf) its first argument names the map.
         let mut depth = 0;
         let mut first_arg_idents: Vec<&str> = Vec::new();
         let mut in_first = true;
         let mut close = None;
-        for &(t2, s2, e2) in &toks[k + 1..] {
+        for &(t2, s2, e2) in &toks[open..] {
             match t2 {
                 Tok::Punct(b'(' | b'[' | b'{') => depth += 1,
                 Tok::Punct(b')' | b']' | b'}') => {
@@ -193,15 +247,15 @@ fn wrap(text: &str, map: &str, counter: &str) -> (String, usize, usize) {
             }
         }
         let Some(close) = close else { continue };
-        if first_arg_idents != [map] {
+        if !bcc && first_arg_idents != [map] {
             continue;
         }
-        let helper = if name == "bpf_ringbuf_output" {
-            outputs += 1;
-            format!("{counter}_count(")
-        } else {
+        let helper = if helper {
             reserves += 1;
             format!("{counter}_if_null(")
+        } else {
+            outputs += 1;
+            format!("{counter}_count(")
         };
         inserts.push((s, helper));
         inserts.push((close, ")".to_string()));
@@ -224,6 +278,7 @@ mod tests {
             "if (bpf_ringbuf_output(&events, &e, sizeof(e), 0))\n\treturn bpf_ringbuf_output(&other, &e, 4, 0);",
             "events",
             "events_lost",
+            false,
         );
         assert_eq!(
             t,
@@ -234,11 +289,27 @@ mod tests {
             "e = bpf_ringbuf_reserve((void *)&events, sizeof(*e), 0);",
             "events",
             "events_lost",
+            false,
         );
         assert_eq!(
             t,
             "e = events_lost_if_null(bpf_ringbuf_reserve((void *)&events, sizeof(*e), 0));"
         );
         assert_eq!((o, r), (0, 1));
+    }
+
+    #[test]
+    fn wraps_bcc_table_methods() {
+        let (t, o, r) = wrap(
+            "events.ringbuf_output(&data, sizeof(data), 0);\nother.ringbuf_output(&data, 4, 0);\nstruct data_t *e = events.ringbuf_reserve(sizeof(*e));",
+            "events",
+            "events_lost",
+            true,
+        );
+        assert_eq!(
+            t,
+            "events_lost_count(events.ringbuf_output(&data, sizeof(data), 0));\nother.ringbuf_output(&data, 4, 0);\nstruct data_t *e = events_lost_if_null(events.ringbuf_reserve(sizeof(*e)));"
+        );
+        assert_eq!((o, r), (1, 1));
     }
 }

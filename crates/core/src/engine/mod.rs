@@ -11,6 +11,7 @@
 //! migrated text must parse no worse), and `link` (files into programs, edits applied).
 
 pub mod bcc;
+mod bcc_lost_counter;
 pub mod bpf;
 mod check;
 mod context;

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use tree_sitter::Node;
 
 use super::bcc;
+use super::bcc_lost_counter::{self, LostOpen};
 use super::check::{Kept, check_bcc_c, wants_check_ahead};
 use super::context::{Analysis, Consumer, CpuUse, Ctx, Report};
-use super::options::Options;
+use super::options::{Lost, Options};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, descendants, of_kind, text};
@@ -39,6 +40,11 @@ struct Py<'a, 't> {
     done_callbacks: HashSet<usize>,
     /// Callbacks that read the CPU, for linking (`cpu_field`).
     cpu_uses: Vec<CpuUse>,
+    opts: &'a Options,
+    /// Polls and consumes of buffers (calls), and buffers opened with a lost callback that
+    /// `--lost count` keeps: `bcc_lost_counter`.
+    polls: Vec<(usize, usize)>,
+    lost_opens: Vec<LostOpen>,
 }
 
 impl Report for Py<'_, '_> {
@@ -106,6 +112,9 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         explained: Vec::new(),
         done_callbacks: HashSet::new(),
         cpu_uses: Vec::new(),
+        opts,
+        polls: Vec::new(),
+        lost_opens: Vec::new(),
     };
     for call in of_kind(&nodes, "call") {
         let Some(f) = call.field("function") else {
@@ -137,6 +146,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
             }
             name @ ("perf_buffer_poll" | "perf_buffer_consume" | "kprobe_poll") => {
                 py.explained.push((attr.start_byte(), attr.end_byte()));
+                py.polls.push((call.start_byte(), call.end_byte()));
                 let new = if name == "perf_buffer_consume" {
                     "ring_buffer_consume"
                 } else {
@@ -166,6 +176,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     a.edits.extend(py.edits);
     a.diags.extend(py.diags);
     a.cpu_uses.extend(py.cpu_uses);
+    bcc_lost_counter::settle(file, tree.root_node(), &py.lost_opens, &py.polls, &mut a);
     drop(nodes);
     let kept = wants_check_ahead(&a).then_some(Kept::Python(tree));
     (a, kept)
@@ -506,12 +517,16 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
     if !callback(py, cb, &map) {
         return;
     }
-    if let Some(l) = lost.filter(|l| text(*l, src) != "None") {
+    let lost = lost.filter(|l| text(*l, src) != "None");
+    if let Some(l) = lost.filter(|_| py.opts.lost == Lost::Drop) {
         py.report(
             l.start_byte(),
             Rule::BccOpenPerfBuffer,
-            format!("the lost-event callback `{}` is no longer called: a ring buffer has none", text(l, src)),
-            "events dropped when the ring is full make ringbuf_output() return -EAGAIN in the BPF program: count them there in a BPF_PERCPU_ARRAY and read it from Python",
+            format!(
+                "the lost-event callback `{}` is no longer called: a ring buffer has none",
+                text(l, src)
+            ),
+            bcc_lost_counter::DROP_HELP,
         );
     }
     let page_value = pages.map(|p| text(p, src).trim().parse::<u64>().ok());
@@ -534,12 +549,25 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
         "open_ring_buffer",
         Rule::BccOpenPerfBuffer,
     ));
-    py.edits.push(Edit::replace(
-        args.start_byte(),
-        args.end_byte(),
-        format!("({cb_text})"),
-        Rule::BccOpenPerfBuffer,
-    ));
+    match lost.filter(|_| py.opts.lost == Lost::Count) {
+        // The arguments wait for the whole tool (`bcc_lost_counter::settle`).
+        Some(l) => py.lost_opens.push(LostOpen {
+            args: (args.start_byte(), args.end_byte()),
+            cb: text(cb, src).to_string(),
+            cb_keyword: cb_kw,
+            lost: text(l, src).to_string(),
+            lost_at: l.start_byte(),
+            counter: bcc_lost_counter::counter_expr(object, src, &map),
+            map: map.clone(),
+            consumer: a.consumers.len(),
+        }),
+        None => py.edits.push(Edit::replace(
+            args.start_byte(),
+            args.end_byte(),
+            format!("({cb_text})"),
+            Rule::BccOpenPerfBuffer,
+        )),
+    }
     a.consumers.push(Consumer {
         map,
         offset: at,

@@ -693,7 +693,7 @@ fn helper_name(src: &str, map: &str, packet: Packet, taken: &[String]) -> String
 
 /// `text` (indented with tabs) indented as the code `after` it is: with spaces, if its first
 /// indented line begins with spaces, as many for a tab as that line has.
-fn indent_like(text: &str, after: &str) -> String {
+pub(crate) fn indent_like(text: &str, after: &str) -> String {
     let Some(first) = after
         .lines()
         .find(|l| l.starts_with([' ', '\t']) && !l.trim().is_empty())
