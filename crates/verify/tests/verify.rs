@@ -839,6 +839,8 @@ fn lost_events_are_still_reported_after_migration() {
     // buffer (one page) and the migrated ring (32 KiB, which still holds each burst for the
     // agent) both drop records.
     losses_reported_unless_dropped("fixtures/burstlat/input");
+    // Its libbpf-rs twin: the ring's sample callback passes new losses to the lost callback.
+    losses_reported_unless_dropped("fixtures/rs_burstlat/input");
 }
 
 #[test]

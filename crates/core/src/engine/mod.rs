@@ -180,7 +180,7 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
     } else if is_rust(&file.path) {
         match too_deep(file) {
             Some(a) => (a, None),
-            None => rust::analyze(file),
+            None => rust::analyze(file, opts),
         }
     } else if is_go(&file.path) {
         match too_deep(file) {

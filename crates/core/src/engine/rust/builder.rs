@@ -9,11 +9,13 @@ use super::Rs;
 use super::callbacks::callback;
 use super::collect::{Collect, Func};
 use super::lost::lost_callback;
+use super::lost_counter;
 use super::maps::{enclosing_fn, resolve_map};
 use super::messages::message_text;
 use super::pages::page_count;
 use crate::edit::Edit;
 use crate::engine::context::{Analysis, Consumer, Report};
+use crate::engine::options::Lost;
 use crate::rules::Rule;
 use crate::source::indent_at;
 
@@ -157,11 +159,23 @@ pub(super) fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analy
         );
         return;
     };
-    let Some(cb_text) = callback(rs, col, sample, func, &map) else {
+    let Some(mut cb_text) = callback(rs, col, sample, func, &map) else {
         return;
     };
+    let mut lost_counted = false;
     if let Some(l) = c.lost {
-        lost_callback(rs, col, l, func);
+        let counted = match rs.opts.lost {
+            Lost::Count => lost_counter::wrap(rs, c.map, &map, l, &cb_text)
+                .map_err(|why| format!("; bpf-migrate cannot feed it from a counter: {why}")),
+            Lost::Drop => Err(String::new()),
+        };
+        match counted {
+            Ok(text) => {
+                cb_text = text;
+                lost_counted = true;
+            }
+            Err(why) => lost_callback(rs, col, l, func, &why),
+        }
     }
     let Some(pages) = page_count(rs, col, c.pages) else {
         return;
@@ -171,7 +185,7 @@ pub(super) fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analy
         map,
         offset: at,
         pages,
-        lost_counted: false,
+        lost_counted,
         bpf2go: false,
     });
 }

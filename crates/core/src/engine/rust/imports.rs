@@ -211,7 +211,7 @@ mod tests {
         let analyse = |head: &str| {
             let text = format!("{head}\n{chain}");
             let file = crate::source::SourceFile::new("src/x.rs".into(), "x.rs".into(), text);
-            super::super::analyze(&file).0
+            super::super::analyze(&file, &crate::engine::Options::default()).0
         };
         for provider in [
             "pub use crate::perf_buffer::PerfBuffer;\nuse crate::perf_buffer::PerfBufferBuilder;",

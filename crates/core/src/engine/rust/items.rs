@@ -29,11 +29,14 @@ pub fn item_ranges(file: &SourceFile, ast: &syn::File) -> Vec<Range<usize>> {
 /// edits `spans` (in order), still parses, told from the items the edits touch: each must
 /// parse alone as an item and end its line. An item ends in `}` or `;`, the text around the
 /// touched items is unchanged, and a line comment it may now end in stops at the line's end,
-/// so the file parses whenever they do. False when an edit is not inside one item (between
-/// items, in an inner attribute), or a touched item does not parse or shares its last line
-/// with what follows: a full parse decides then.
+/// so the file parses whenever they do; so does a text of whole items added at the end of the
+/// file, after an item. False when an edit is not inside one item (between items, in an inner
+/// attribute), or a touched item does not parse or shares its last line with what follows: a
+/// full parse decides then.
 pub fn items_parse(items: &[Range<usize>], new: &str, spans: &[crate::edit::Span]) -> bool {
     let mut touched: Vec<Range<usize>> = Vec::new();
+    // How far the edits before a span moved the text.
+    let mut delta = 0isize;
     for s in spans {
         match items
             .iter()
@@ -41,8 +44,27 @@ pub fn items_parse(items: &[Range<usize>], new: &str, spans: &[crate::edit::Span
         {
             Some(r) if touched.last() == Some(r) => {}
             Some(r) => touched.push(r.clone()),
+            // Whole items added at the end of the file, on lines of their own, after an item.
+            None if s.start == s.old_end => {
+                let at = s.start.saturating_add_signed(delta);
+                let (Some(before), Some(added), Some(after)) = (
+                    new.get(..at),
+                    new.get(at..at + s.new_len),
+                    new.get(at + s.new_len..),
+                ) else {
+                    return false;
+                };
+                if !before.ends_with('\n')
+                    || !before.trim_end().ends_with(['}', ';'])
+                    || !after.trim().is_empty()
+                    || syn::parse_file(added).is_err()
+                {
+                    return false;
+                }
+            }
             None => return false,
         }
+        delta += s.new_len as isize - (s.old_end - s.start) as isize;
     }
     let Some(moved) = crate::edit::map_ranges(&touched, spans) else {
         return false;
@@ -145,5 +167,32 @@ mod tests {
         let (ls, le) = item_lines(src, s, e);
         assert_eq!(&src[..ls], "fn a() {}\n\n");
         assert_eq!(&src[le..], "fn c() {}\n");
+    }
+
+    /// Items added at the end of the file are judged alone, after an item and when nothing
+    /// but blank lines follows them; anywhere else between items, a full parse decides.
+    #[test]
+    fn items_added_at_the_end_are_judged_alone() {
+        use super::items_parse;
+        use crate::edit::{Edit, apply_spans};
+        use crate::rules::Rule;
+        let old = "fn a() {}\n\nfn b() {}\n";
+        let items = [0..9, 11..20];
+        let judge = |at: usize, text: &str| {
+            let edits = [Edit::insert(at, text, Rule::LostCounter)];
+            let (new, spans) = apply_spans(old, &edits, false);
+            items_parse(&items, &new, &spans)
+        };
+        assert!(judge(old.len(), "\n/// c\nfn c() {}\n"));
+        assert!(!judge(old.len(), "\nfn c() {\n"));
+        assert!(!judge(10, "fn c() {}\n"));
+        let commented = "fn a() {}\n// the end\n";
+        let edits = [Edit::insert(
+            commented.len(),
+            "fn c() {}\n",
+            Rule::LostCounter,
+        )];
+        let (new, spans) = apply_spans(commented, &edits, false);
+        assert!(!items_parse(&[0..9], &new, &spans));
     }
 }

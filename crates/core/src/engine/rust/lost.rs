@@ -16,11 +16,18 @@ const HELP: &str = "when the ring is full, bpf_ringbuf_output() returns -EAGAIN 
 
 /// The lost-sample callback goes: a function only it used is removed, and so is a closure held
 /// in a variable, with the variables only it captured (they would be unused).
-pub(super) fn lost_callback(rs: &mut Rs, col: &Collect, lost: &Expr, func: Option<Func>) {
+/// `why` ends the note: why the callback could not be kept (`lost_counter`), or nothing.
+pub(super) fn lost_callback(
+    rs: &mut Rs,
+    col: &Collect,
+    lost: &Expr,
+    func: Option<Func>,
+    why: &str,
+) {
     let (ls, le) = rs.range(lost.span());
     let mut closure_range = (ls, le);
     if let Expr::Path(p) = lost {
-        match named_lost(rs, col, p, func, ls) {
+        match named_lost(rs, col, p, func, ls, why) {
             Some(local) => closure_range = local,
             None => return,
         }
@@ -31,7 +38,7 @@ pub(super) fn lost_callback(rs: &mut Rs, col: &Collect, lost: &Expr, func: Optio
     rs.report(
         ls,
         Rule::RsLostCallback,
-        "the lost-sample callback is removed: a ring buffer has none",
+        format!("the lost-sample callback is removed: a ring buffer has none{why}"),
         HELP,
     );
 }
@@ -45,6 +52,7 @@ fn named_lost(
     p: &ExprPath,
     func: Option<Func>,
     ls: usize,
+    why: &str,
 ) -> Option<(usize, usize)> {
     let src = rs.src().to_string();
     let name = p.path.segments.last().unwrap().ident.to_string();
@@ -81,7 +89,7 @@ fn named_lost(
         rs.report(
             fs,
             Rule::RsLostCallback,
-            format!("the lost-sample callback `{name}` is removed: a ring buffer has none"),
+            format!("the lost-sample callback `{name}` is removed: a ring buffer has none{why}"),
             HELP,
         );
         None
@@ -90,7 +98,7 @@ fn named_lost(
             ls,
             Rule::RsLostCallback,
             format!(
-                "the lost-sample callback `{name}` is no longer called: a ring buffer has none"
+                "the lost-sample callback `{name}` is no longer called: a ring buffer has none{why}"
             ),
             HELP,
         );
@@ -137,11 +145,20 @@ fn remove_dead_lets(rs: &mut Rs, col: &Collect, f: Func, mut removed: Vec<(usize
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_crate::{migrates, migrates_noting};
+    use super::super::test_crate::{migrates_noting_with, migrates_with};
+    use crate::engine::options::{Lost, Options};
+
+    /// `--lost drop`: the callback goes (`lost_counter` has the default).
+    fn drop() -> Options {
+        Options {
+            lost: Lost::Drop,
+            ..Options::default()
+        }
+    }
 
     #[test]
     fn lost_function_goes_with_its_comment_and_attributes() {
-        migrates_noting(
+        migrates_noting_with(
             r#"
             use libbpf_rs::PerfBufferBuilder;
 
@@ -181,13 +198,14 @@ mod tests {
             }
             "#,
             "the lost-sample callback `on_lost` is removed",
+            &drop(),
         );
     }
 
     /// `counter` only fed the closure, and `lost` only fed `counter`.
     #[test]
     fn lost_closure_goes_with_what_only_it_captured() {
-        migrates_noting(
+        migrates_noting_with(
             r#"
             use libbpf_rs::PerfBufferBuilder;
 
@@ -232,12 +250,13 @@ mod tests {
             }
             "#,
             "the lost-sample callback is removed",
+            &drop(),
         );
     }
 
     #[test]
     fn inline_lost_closure_goes_from_the_chain() {
-        migrates(
+        migrates_with(
             r#"
             use libbpf_rs::PerfBufferBuilder;
 
@@ -261,12 +280,13 @@ mod tests {
                 Ok(())
             }
             "#,
+            &drop(),
         );
     }
 
     #[test]
     fn lost_function_used_elsewhere_stays() {
-        migrates_noting(
+        migrates_noting_with(
             r#"
             use libbpf_rs::PerfBufferBuilder;
 
@@ -310,6 +330,7 @@ mod tests {
             }
             "#,
             "the lost-sample callback `on_lost` is no longer called",
+            &drop(),
         );
     }
 }

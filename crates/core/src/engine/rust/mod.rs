@@ -1,6 +1,7 @@
 //! libbpf-rs user space: `PerfBufferBuilder::new(MAP).sample_cb(CB)...build()` chains become
 //! `RingBufferBuilder::new()` + `add(MAP, CB)` + `build()`, callbacks lose their CPU argument
-//! and return 0, lost-sample callbacks go, imports and `PerfBuffer` types follow.
+//! and return 0, lost-sample callbacks are fed from a counter (`lost_counter`) or go, imports
+//! and `PerfBuffer` types follow.
 //!
 //! `syn` finds the code; every change is a byte-range edit on the original text, so comments
 //! and formatting outside the edited spans stay as they were.
@@ -8,8 +9,8 @@
 //! The parts, in the order `analyze` meets them: `scan` (whether a file is parsed at all),
 //! `collect` (the parse, what a syn visitor and the token stream hold), `imports` (providers,
 //! aliases, `use` items and `PerfBuffer` types), `builder` (the chains), with `maps` (which map
-//! a chain reads), `callbacks` (the sample callback), `lost` (the lost-sample callback and
-//! what only it used) and `pages` (the page count) for each chain, `messages` (texts that name
+//! a chain reads), `callbacks` (the sample callback), `lost_counter` (the lost-sample
+//! callback kept) or `lost` (the lost-sample callback dropped, and what only it used) and `pages` (the page count) for each chain, `messages` (texts that name
 //! the perf buffer), and `items` (positions, and the item ranges of the parse check).
 
 mod builder;
@@ -18,6 +19,7 @@ mod collect;
 mod imports;
 mod items;
 mod lost;
+mod lost_counter;
 mod maps;
 mod messages;
 mod pages;
@@ -34,6 +36,7 @@ pub use self::items::{item_ranges, items_parse};
 pub use self::scan::names_perf_buffer_in_code;
 use super::check::{Kept, wants_check_ahead};
 use super::context::{Analysis, Report};
+use super::options::Options;
 use crate::edit::Edit;
 use crate::report::Diagnostic;
 use crate::source::SourceFile;
@@ -51,6 +54,9 @@ struct Rs<'a> {
     done_fns: HashSet<usize>,
     /// The sample_cb and lost_cb arguments of every chain in the file.
     cb_args: Vec<(usize, usize)>,
+    opts: &'a Options,
+    /// `lost_counter`'s function is written at the end of the file.
+    lost_helper: bool,
 }
 
 impl Report for Rs<'_> {
@@ -106,7 +112,7 @@ impl Rs<'_> {
 
 /// The analysis of a Rust file, and what `check_ahead` needs when it has edits: the byte
 /// ranges of its top-level items.
-pub fn analyze(file: &SourceFile) -> (Analysis, Option<Kept>) {
+pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     let mut a = Analysis::default();
     let Some((tokens, ast)) = parse_reporting(file, &mut a) else {
         return (a, None);
@@ -127,6 +133,8 @@ pub fn analyze(file: &SourceFile) -> (Analysis, Option<Kept>) {
         done_fns: HashSet::new(),
         cb_args: Vec::new(),
         strings: Vec::new(),
+        opts,
+        lost_helper: false,
     };
     if imports::refuse_imported_elsewhere(&mut rs, &col) {
         a.diags.extend(rs.diags);
@@ -176,7 +184,7 @@ fn skeleton_sources(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod test_crate {
     use crate::engine::Options;
-    use crate::engine::testkit::{check_migrate, check_refused, run};
+    use crate::engine::testkit::{check_migrate_with, check_refused, run};
     use crate::rules::Rule;
 
     pub(super) const BPF: &str = r#"#include "vmlinux.h"
@@ -227,20 +235,28 @@ int handle(void *ctx)
 
     /// The crate migrates, nothing refused, and `src/main.rs` reads `after`.
     pub(super) fn migrates(main: &str, after: &str) {
-        check_migrate(
+        migrates_with(main, after, &Options::default());
+    }
+
+    /// As `migrates`, with `opts`.
+    pub(super) fn migrates_with(main: &str, after: &str, opts: &Options) {
+        check_migrate_with(
             &[("src/main.rs", &main_rs(main)), ("src/bpf/x.bpf.c", BPF)],
             &[("src/main.rs", &main_rs(after))],
+            opts,
         );
     }
 
     /// As `migrates`, and a diagnostic says `note`.
     pub(super) fn migrates_noting(main: &str, after: &str, note: &str) {
-        migrates(main, after);
+        migrates_noting_with(main, after, note, &Options::default());
+    }
+
+    /// As `migrates_with`, and a diagnostic says `note`.
+    pub(super) fn migrates_noting_with(main: &str, after: &str, note: &str, opts: &Options) {
+        migrates_with(main, after, opts);
         let main = main_rs(main);
-        let (_, diags) = run(
-            &[("src/main.rs", &main), ("src/bpf/x.bpf.c", BPF)],
-            &Options::default(),
-        );
+        let (_, diags) = run(&[("src/main.rs", &main), ("src/bpf/x.bpf.c", BPF)], opts);
         assert!(
             diags.iter().any(|d| d.message.contains(note)),
             "no diagnostic saying `{note}`: {:?}",
