@@ -116,6 +116,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         polls: Vec::new(),
         lost_opens: Vec::new(),
     };
+    let mut poll_renames = Vec::new();
     for call in of_kind(&nodes, "call") {
         let Some(f) = call.field("function") else {
             continue;
@@ -152,7 +153,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
                 } else {
                     "ring_buffer_poll"
                 };
-                py.edits.push(Edit::replace(
+                poll_renames.push(Edit::replace(
                     attr.start_byte(),
                     attr.end_byte(),
                     new,
@@ -172,6 +173,21 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         {
             py.report(n.start_byte(), Rule::UnsupportedForm, format!("`{t}` is used in a form bpf-migrate does not understand"), "migrate this use by hand, or call it as a method on the table or BPF object, then run bpf-migrate again");
         }
+    }
+    // A poll of a tool that opens no perf buffer and has none in its C waits for nothing
+    // (inject polls to sleep until Ctrl-C): BCC's ring_buffer_poll() would raise there.
+    let opens = of_kind(&nodes, "identifier")
+        .iter()
+        .any(|n| text(*n, src) == "open_perf_buffer");
+    if opens || !a.maps.is_empty() {
+        py.edits.extend(poll_renames);
+    } else if let Some(first) = poll_renames.first() {
+        py.diag(
+            first.start,
+            Rule::BccPoll,
+            "this perf_buffer_poll() is left as it is: the tool opens no perf buffer in this file, and BCC's ring_buffer_poll() raises when there is no ring buffer to poll",
+            Some("if the tool opens its perf buffers in another module, name that module too, or migrate the poll by hand"),
+        );
     }
     a.edits.extend(py.edits);
     a.diags.extend(py.diags);
@@ -1126,6 +1142,21 @@ int trace_exec(struct pt_regs *ctx)
         .replace("def print_event(cpu,", "def print_event(ctx,")
         .replace("perf_buffer_poll", "ring_buffer_poll")
         .replace(".open_perf_buffer(", ".open_ring_buffer(")
+    }
+
+    /// A tool that polls perf buffers only to wait (BCC's inject) opens none: its poll stays,
+    /// since BCC's ring_buffer_poll() raises when there is no ring buffer.
+    #[test]
+    fn a_poll_without_any_perf_buffer_is_left_alone() {
+        let text = "from bcc import BPF\n\nb = BPF(text=\"int kprobe__do_exit(void *ctx) { return 0; }\")\nwhile True:\n    b.perf_buffer_poll()\n";
+        let (changed, diags) = run(&[("inject.py", text)], &Options::default());
+        assert!(changed.is_empty(), "{changed:?}");
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.rule == Rule::BccPoll && d.message.contains("left as it is")),
+            "{diags:?}"
+        );
     }
 
     #[test]
