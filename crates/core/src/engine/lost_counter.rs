@@ -42,7 +42,7 @@ pub(super) fn link_lost_counters(
                 Diagnostic::at(
                     &files[*j],
                     offset,
-                    Rule::LostCounter,
+                    Rule::UnsupportedForm,
                     format!(
                         "the ring `{map}` cannot get its lost-sample counter `{counter}`: the name `{counter}` is taken"
                     ),
@@ -53,6 +53,16 @@ pub(super) fn link_lost_counters(
         }
         let bcc = kind == MapKind::Bcc;
         let root = dsu.find(*j);
+        // Reading the counter is a bpf() call, which checks capabilities: a program that
+        // traces those would report the reader's own reads, one more at every read.
+        if let Some((k, at, hook)) = traces_the_reads(files, dsu, root) {
+            link_diags.push(
+                Diagnostic::at(&files[k], at, Rule::UnsupportedForm, format!(
+                    "the lost-sample counter of `{map}` cannot be kept: its reader reads it with bpf(), which runs through `{hook}`, traced here, so the tool would report its own reads"))
+                .help("pass --lost drop to drop the lost-sample callback instead"),
+            );
+            continue;
+        }
         let mut nulls = false;
         let mut uncounted: Vec<(usize, usize)> = Vec::new();
         for (k, a) in analyses.iter_mut().enumerate() {
@@ -163,6 +173,36 @@ fn bcc_counter(map: &str, counter: &str, nulls: bool) -> String {
         ));
     }
     add
+}
+
+/// Hooks that a bpf() call from user space runs through: its capability check, its LSM hook,
+/// the system call's own tracepoints and function. (Tracers of every system call are not
+/// among them: they pick theirs by number, and see the original tool's polls as well.)
+const READ_HOOKS: &[&str] = &[
+    "cap_capable",
+    "security_capable",
+    "ns_capable",
+    "security_bpf",
+    "lsm/bpf",
+    "sys_enter_bpf",
+    "sys_exit_bpf",
+    "sys_bpf",
+];
+
+/// A file of the program (by its group `root`) that names one of `READ_HOOKS`, where, and which.
+fn traces_the_reads(
+    files: &[SourceFile],
+    dsu: &mut Dsu,
+    root: usize,
+) -> Option<(usize, usize, &'static str)> {
+    (0..files.len())
+        .filter(|&k| dsu.find(k) == root)
+        .find_map(|k| {
+            let text = &files[k].text;
+            READ_HOOKS
+                .iter()
+                .find_map(|h| text.find(h).map(|at| (k, at, *h)))
+        })
 }
 
 /// The identifier `name` appears in `text`.

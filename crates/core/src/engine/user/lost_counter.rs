@@ -325,16 +325,26 @@ static int lost_counter__check(struct lost_counter *lc, int ret)
 #[cfg(test)]
 mod tests {
     use super::super::testing::{BPF, PERF_CALLBACK, bpf_two_maps, check_note, perf};
-    use crate::engine::Options;
-    use crate::engine::testkit::run;
+    use crate::engine::testkit::{check_refused, run};
+    use crate::engine::{Lost, Options};
     use crate::report::Severity;
+    use crate::rules::Rule;
 
     const LOST: &str = "static void handle_lost(void *ctx, int cpu, __u64 cnt)\n{\n\tfprintf(stderr, \"lost %llu\\n\", cnt);\n}\n";
+
+    /// The loader with the lost callback `LOST` and `top` before its main, making its buffer
+    /// with `create`.
+    fn loader(top: &str, create: &str) -> String {
+        perf("", &format!("{PERF_CALLBACK}\n{LOST}{top}"), "", create)
+    }
+
+    /// The default creation of the buffer, with `handle_lost`.
+    const CREATE: &str = "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, handle_lost, NULL, NULL);\n";
 
     /// The loader `x.c` making its buffer with `create`, migrated with `BPF` (or `bpf`): the new
     /// texts of the loader and the BPF source, and whether anything was refused.
     fn migrate(bpf: &str, top: &str, create: &str) -> (String, String, bool) {
-        let before = perf("", &format!("{PERF_CALLBACK}\n{LOST}{top}"), "", create);
+        let before = loader(top, create);
         let (changed, diags) = run(&[("x.bpf.c", bpf), ("x.c", &before)], &Options::default());
         let refused = diags.iter().any(|d| d.severity == Severity::Manual);
         let get = |f: &str| changed.get(f).cloned().unwrap_or_default();
@@ -343,11 +353,7 @@ mod tests {
 
     #[test]
     fn a_kept_callback_is_watched_and_checked_after_each_poll() {
-        let (c, bpf, refused) = migrate(
-            BPF,
-            "",
-            "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, handle_lost, NULL, NULL);\n",
-        );
+        let (c, bpf, refused) = migrate(BPF, "", CREATE);
         assert!(!refused);
         assert!(
             c.contains("static void handle_lost(void *ctx, int cpu, __u64 cnt)"),
@@ -421,11 +427,7 @@ mod tests {
             "\tbpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n\treturn 0;",
             "\treturn bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &pid, sizeof(pid)) ? 1 : 0;",
         );
-        let (_, bpf, refused) = migrate(
-            &bpf,
-            "",
-            "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, handle_lost, NULL, NULL);\n",
-        );
+        let (_, bpf, refused) = migrate(&bpf, "", CREATE);
         assert!(!refused);
         assert!(bpf.contains("\treturn events_lost_count(bpf_ringbuf_output(&events, &pid, sizeof(pid), 0)) ? 1 : 0;"), "{bpf}");
     }
@@ -504,7 +506,7 @@ mod tests {
             assert!(!refused, "{why}");
             assert!(!c.contains("lost_counter__"), "{c}");
             assert!(!bpf.contains("events_lost"), "{bpf}");
-            let before = perf("", &format!("{PERF_CALLBACK}\n{LOST}{top}"), "", create);
+            let before = loader(top, create);
             check_note(
                 &[("x.bpf.c", BPF), ("x.c", &before)],
                 "bpf-migrate cannot feed it from a counter: ",
@@ -515,5 +517,45 @@ mod tests {
                 "{why}: {diags:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_program_that_traces_the_counters_reads_is_refused() {
+        // Every read of the counter is a bpf() call, which checks CAP_BPF/CAP_SYS_ADMIN: a
+        // capability tracer would print one event more at each read, and read once more for it.
+        let bpf = BPF.replace(
+            "SEC(\"tracepoint/syscalls/sys_enter_execve\")",
+            "SEC(\"kprobe/cap_capable\")",
+        );
+        let (c, _, refused) = migrate(&bpf, "", CREATE);
+        assert!(refused && c.is_empty(), "{c}");
+        let before = loader("", CREATE);
+        check_refused(
+            &[("x.bpf.c", &bpf), ("x.c", &before)],
+            Rule::UnsupportedForm,
+            "which runs through `cap_capable`, traced here",
+        );
+        // Under --lost drop the callback goes and the program migrates.
+        let opts = Options {
+            lost: Lost::Drop,
+            ..Options::default()
+        };
+        let (changed, diags) = run(&[("x.bpf.c", &bpf), ("x.c", &before)], &opts);
+        assert!(
+            !diags.iter().any(|d| d.severity == Severity::Manual),
+            "{diags:?}"
+        );
+        assert!(changed["x.bpf.c"].contains("BPF_MAP_TYPE_RINGBUF"));
+    }
+
+    #[test]
+    fn a_taken_counter_name_is_refused_not_left_dangling() {
+        let bpf = BPF.replace("char LICENSE", "int events_lost;\n\nchar LICENSE");
+        let before = loader("", CREATE);
+        check_refused(
+            &[("x.bpf.c", &bpf), ("x.c", &before)],
+            Rule::UnsupportedForm,
+            "the name `events_lost` is taken",
+        );
     }
 }
