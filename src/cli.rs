@@ -48,6 +48,9 @@ enum StrategyArg {
     /// bpf_ringbuf_reserve()/submit(): stack and per-CPU-array events are built in the ring;
     /// sites that cannot be converted safely keep the copy, with a note.
     Reserve,
+    /// One program for kernels with and without the ring buffer (libbpf C loaders): the
+    /// loader probes for the ring buffer before load, and falls back to the perf buffer.
+    Compat,
 }
 
 impl From<StrategyArg> for crate::engine::Strategy {
@@ -55,6 +58,7 @@ impl From<StrategyArg> for crate::engine::Strategy {
         match s {
             StrategyArg::Copy => crate::engine::Strategy::Copy,
             StrategyArg::Reserve => crate::engine::Strategy::Reserve,
+            StrategyArg::Compat => crate::engine::Strategy::Compat,
         }
     }
 }
@@ -88,8 +92,9 @@ struct RunArgs {
     /// Ethernet MTU); longer packets are cut. Without it such samples are refused.
     #[arg(long, value_name = "BYTES", value_parser = engine::parse_max_packet)]
     max_packet: Option<u64>,
-    /// How events get into the ring buffer: `copy` (bpf_ringbuf_output, the default) or
-    /// `reserve` (built in place with bpf_ringbuf_reserve/submit where that is safe).
+    /// How events get into the ring buffer: `copy` (bpf_ringbuf_output, the default),
+    /// `reserve` (built in place with bpf_ringbuf_reserve/submit where that is safe), or
+    /// `compat` (the ring buffer where the kernel has one, else the perf buffer; libbpf C).
     #[arg(long, value_enum, default_value_t = StrategyArg::Copy)]
     strategy: StrategyArg,
     /// A lost-sample callback: `count` (the default) keeps it, fed from a per-CPU counter

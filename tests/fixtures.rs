@@ -273,7 +273,7 @@ fn c_errors(py: &str) -> usize {
     n
 }
 
-/// Every migrated program compiles (the fixtures without options under both strategies).
+/// Every migrated program compiles (the fixtures without options under every strategy).
 #[test]
 fn migrated_programs_compile() {
     let fxs: Vec<_> = fixtures()
@@ -298,18 +298,29 @@ fn migrated_programs_compile() {
                             {
                                 errs.push_str(&format!("{name} (original, must compile too): {e}"));
                             }
-                            // The other strategy too: every fixture's migration with
-                            // --strategy reserve compiles as well as its copy migration.
-                            let other = tmp.path().join("other");
-                            copy_tree(&fx.join("input"), &other);
+                            // The other strategies too: every fixture's migration with
+                            // --strategy reserve or compat compiles as well as its copy
+                            // migration.
                             run_fx(fx, &out, &["--write"]);
                             if let Err(e) = compile_program(&out, &tmp.path().join("new")) {
                                 errs.push_str(&format!("{name} (migrated): {e}"));
                             }
                             if fixture_args(fx).is_empty() {
-                                run(&other, &["--write", "--strategy", "reserve"]);
-                                if let Err(e) = compile_program(&other, &tmp.path().join("res")) {
-                                    errs.push_str(&format!("{name} (--strategy reserve): {e}"));
+                                for strategy in ["reserve", "compat"] {
+                                    // Compat refuses the old API, whose original does not
+                                    // build against this libbpf.
+                                    if strategy == "compat" && old_api(fx) {
+                                        continue;
+                                    }
+                                    let other = tmp.path().join(strategy);
+                                    copy_tree(&fx.join("input"), &other);
+                                    run(&other, &["--write", "--strategy", strategy]);
+                                    let build = tmp.path().join(format!("{strategy}-build"));
+                                    if let Err(e) = compile_program(&other, &build) {
+                                        errs.push_str(&format!(
+                                            "{name} (--strategy {strategy}): {e}"
+                                        ));
+                                    }
                                 }
                             }
                             if errs.is_empty() { Ok(()) } else { Err(errs) }

@@ -155,6 +155,7 @@ fn catalogue_metadata_matches_what_the_engine_emits() {
             (Strategy::Copy, Lost::Count),
             (Strategy::Reserve, Lost::Count),
             (Strategy::Copy, Lost::Drop),
+            (Strategy::Compat, Lost::Count),
         ] {
             let opts = Options {
                 strategy,

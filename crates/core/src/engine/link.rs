@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::check::{Applied, apply_checked};
+use super::compat::link_compat;
 use super::context::{Analysis, Consumer, MapDef, MapKind, refuses};
 use super::cpu_field::link_cpu_fields;
 use super::gate::is_python_source;
 use super::lost_counter::link_lost_counters;
-use super::options::Options;
+use super::options::{Options, Strategy};
 use crate::edit::Edit;
 use crate::report::{Diagnostic, Severity};
 use crate::rules::Rule;
@@ -190,6 +191,9 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     let (consumed, counted) =
         link_consumers(files, &index, analyses, &defs, &mut dsu, &mut link_diags);
     link_lost_counters(files, analyses, &counted, &mut dsu, &mut link_diags);
+    if opts.strategy == Strategy::Compat {
+        link_compat(files, analyses, &consumed, &mut dsu, &mut link_diags);
+    }
     let named_by_refused = link_named_sources(files, &index, analyses, &mut dsu);
     link_cpu_fields(files, analyses, &mut dsu, &mut link_diags);
     let bcc_pages = report_maps(

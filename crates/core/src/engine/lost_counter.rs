@@ -206,7 +206,7 @@ fn traces_the_reads(
 }
 
 /// The identifier `name` appears in `text`.
-fn mentions(text: &str, name: &str) -> bool {
+pub(super) fn mentions(text: &str, name: &str) -> bool {
     c::lex(text, 0..text.len())
         .iter()
         .any(|&(t, s, e)| t == Tok::Ident && &text[s..e] == name)
@@ -214,7 +214,7 @@ fn mentions(text: &str, name: &str) -> bool {
 
 /// Just past the line that ends the declaration whose name is at `at`: its `;` outside any
 /// brackets.
-fn statement_end(text: &str, at: usize) -> usize {
+pub(super) fn statement_end(text: &str, at: usize) -> usize {
     let mut depth = 0i32;
     for (t, s, _) in c::lex(text, at..text.len()) {
         match t {

@@ -14,6 +14,7 @@ pub mod bcc;
 mod bcc_lost_counter;
 pub mod bpf;
 mod check;
+mod compat;
 mod context;
 mod cpu_field;
 mod edits;
@@ -123,7 +124,16 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     bpf::analyze(&mut cx, &mut a);
     user::analyze(&mut cx, &mut a);
     if bcc::has_trigger(&file.text) {
+        let before = (cx.edits.len(), a.consumers.len());
         bcc::analyze(&mut cx, &mut a);
+        if (cx.edits.len(), a.consumers.len()) != before {
+            let mut bcc = Analysis {
+                edits: cx.edits[before.0..].to_vec(),
+                ..Analysis::default()
+            };
+            compat::refuse_unsupported(file, opts, &mut bcc, "BCC's C");
+            cx.diags.append(&mut bcc.diags);
+        }
     }
     for n in c::of_kind(&nodes, "preproc_include") {
         if let Some(p) = n.field("path")
@@ -175,17 +185,29 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
     if is_python_source(&file.path, &file.text) {
         match too_deep(file) {
             Some(a) => (a, None),
-            None => python::analyze(file, opts),
+            None => {
+                let (mut a, kept) = python::analyze(file, opts);
+                compat::refuse_unsupported(file, opts, &mut a, "BCC tools");
+                (a, kept)
+            }
         }
     } else if is_rust(&file.path) {
         match too_deep(file) {
             Some(a) => (a, None),
-            None => rust::analyze(file, opts),
+            None => {
+                let (mut a, kept) = rust::analyze(file, opts);
+                compat::refuse_unsupported(file, opts, &mut a, "libbpf-rs readers");
+                (a, kept)
+            }
         }
     } else if is_go(&file.path) {
         match too_deep(file) {
             Some(a) => (a, None),
-            None => (go::analyze(file, opts), None),
+            None => {
+                let mut a = go::analyze(file, opts);
+                compat::refuse_unsupported(file, opts, &mut a, "Go readers");
+                (a, None)
+            }
         }
     } else {
         // After its cheaper gates: most C files with a trigger word are not parsed.

@@ -63,6 +63,10 @@ pub enum Strategy {
     Copy,
     /// `bpf_ringbuf_reserve`/`submit`: the event is built in the ring (see `reserve`).
     Reserve,
+    /// One program for kernels with and without the ring buffer (`compat`): each output goes
+    /// through a helper that takes the path user space picked before load, and the loader
+    /// probes the kernel, then reads a ring buffer or a perf buffer with the same callbacks.
+    Compat,
 }
 
 impl std::str::FromStr for Strategy {
@@ -71,7 +75,8 @@ impl std::str::FromStr for Strategy {
         match s {
             "copy" => Ok(Strategy::Copy),
             "reserve" => Ok(Strategy::Reserve),
-            _ => Err(format!("`{s}` is not a strategy: copy or reserve")),
+            "compat" => Ok(Strategy::Compat),
+            _ => Err(format!("`{s}` is not a strategy: copy, reserve or compat")),
         }
     }
 }

@@ -2,12 +2,14 @@
 //! `bpf_ringbuf_output(&map, data, size, 0)` (or, with `--strategy reserve`, a reservation:
 //! the call is offered to `reserve`). Flags that append packet bytes (CTXLEN) go to `packet`;
 //! other flags, a map not named directly, and the packet helpers
-//! `bpf_skb_output`/`bpf_xdp_output` are refused.
+//! `bpf_skb_output`/`bpf_xdp_output` are refused. With `--strategy compat`, the call becomes
+//! `MAP_output(ctx, data, size)`, the helper `compat` adds beside the map, which takes the
+//! path (ring or perf buffer) user space picked before load.
 
 use tree_sitter::Node;
 
 use super::super::context::{Analysis, Ctx, OutputSite, Report};
-use super::super::reserve;
+use super::super::{Strategy, compat, reserve};
 use super::{counters, cpu_site, packet, wrapper};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
@@ -40,9 +42,20 @@ pub(super) fn output_calls(
         }
         let f = call.field("function").unwrap();
         explained.push((f.start_byte(), f.end_byte()));
+        if compat::in_own_helper(cx, call) {
+            continue;
+        }
         if name == "bpf_perf_event_output"
             && let Some(sites) = wrapper::through_wrapper(cx, call)
         {
+            if cx.opts.strategy == Strategy::Compat {
+                compat::refuse(
+                    cx,
+                    call.start_byte(),
+                    "this output goes through the program's own wrapper, its map a parameter"
+                        .to_string(),
+                );
+            }
             outputs.extend(sites);
             continue;
         }
@@ -85,7 +98,17 @@ fn output_call<'t>(
     match flags(cx, &args, &site.map) {
         Flags::CurrentCpu => {
             site.cpu = Some(cpu_site::cpu_site(cx, call, args[3], args[4]));
-            offer_copy(cx, call, &args, cands);
+            offer_copy(cx, call, &args, &site.map, cands);
+        }
+        Flags::Packet if cx.opts.strategy == Strategy::Compat => {
+            compat::refuse(
+                cx,
+                args[2].0,
+                format!(
+                    "the output to `{}` appends packet bytes (CTXLEN flags)",
+                    site.map
+                ),
+            );
         }
         Flags::Packet => {
             if let Some(p) =
@@ -183,28 +206,27 @@ fn flags(cx: &mut Ctx, args: &[(usize, usize)], map: &str) -> Flags {
     Flags::Refused
 }
 
-/// The copy, `bpf_ringbuf_output(&map, data, size, 0)`, offered to the reserve strategy.
+/// The copy, `bpf_ringbuf_output(&map, data, size, 0)`, offered to the reserve strategy
+/// (under compat, `MAP_output(ctx, data, size)`, which no reservation replaces).
 fn offer_copy<'t>(
     cx: &mut Ctx<'_, 't>,
     call: Node<'t>,
     args: &[(usize, usize)],
+    map: &str,
     cands: &mut Vec<reserve::Candidate<'t>>,
 ) {
     let src = cx.src();
-    let argt = |i: usize| &src[args[i].0..args[i].1];
-    let new_args = vec![
-        argt(1).to_string(),
-        argt(3).to_string(),
-        argt(4).to_string(),
-        "0".to_string(),
-    ];
-    let text = c::layout_call(
-        src,
-        call.start_byte(),
-        call.end_byte(),
-        "bpf_ringbuf_output",
-        &new_args,
-    );
+    let argt = |i: usize| src[args[i].0..args[i].1].to_string();
+    let (helper, new_args) = if cx.opts.strategy == Strategy::Compat {
+        (compat::output_helper(map), vec![argt(0), argt(3), argt(4)])
+    } else {
+        let zero = "0".to_string();
+        (
+            "bpf_ringbuf_output".to_string(),
+            vec![argt(1), argt(3), argt(4), zero],
+        )
+    };
+    let text = c::layout_call(src, call.start_byte(), call.end_byte(), &helper, &new_args);
     let copy = Edit::replace(
         call.start_byte(),
         call.end_byte(),
@@ -218,9 +240,7 @@ fn offer_copy<'t>(
             call,
             data: args[3],
             size: args[4],
-            dialect: reserve::Dialect::Libbpf {
-                map_arg: argt(1).to_string(),
-            },
+            dialect: reserve::Dialect::Libbpf { map_arg: argt(1) },
             copy,
         },
     );

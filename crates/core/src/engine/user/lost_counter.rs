@@ -253,25 +253,14 @@ pub(super) fn add_watcher(cx: &mut Ctx, st: &State) {
     }
     text.push('\n');
     cx.edits.push(Edit::insert(at, text, Rule::LostCounter));
-    let mut includes = String::new();
-    for (h, line) in [
-        ("stdlib.h", "#include <stdlib.h>\n"),
-        ("bpf/bpf.h", "#include <bpf/bpf.h>\n"),
-    ] {
-        if !src.contains(&format!("<{h}>")) {
-            includes.push_str(line);
-        }
-    }
-    if !includes.is_empty() {
-        // Before libbpf's header, else before the first include.
-        let all = cx.of_kind("preproc_include");
-        let anchor = all
-            .iter()
-            .find(|n| c::text(**n, src).contains("bpf/libbpf.h"))
-            .or(all.first());
-        let at = anchor.map_or(0, |n| line_start(src, n.start_byte()));
-        cx.edits.push(Edit::insert(at, includes, Rule::LostCounter));
-    }
+    super::add_includes(
+        cx,
+        &[
+            ("stdlib.h", "#include <stdlib.h>\n"),
+            ("bpf/bpf.h", "#include <bpf/bpf.h>\n"),
+        ],
+        Rule::LostCounter,
+    );
 }
 
 /// The loader's side of the counter (see the module's documentation).

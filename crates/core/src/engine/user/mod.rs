@@ -20,6 +20,7 @@
 
 mod api;
 mod callbacks;
+mod compat;
 mod lost;
 mod lost_counter;
 mod maps;
@@ -73,10 +74,15 @@ struct SampleCallback {
 pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let src = cx.src();
     maps::collect_bpf_sources(cx, out);
-    if !is_consumer(cx) || api::created_elsewhere(cx) {
+    // A loader --strategy compat migrated: its shim calls the perf buffer on purpose.
+    if super::compat::has_loader_shim(src) || !is_consumer(cx) || api::created_elsewhere(cx) {
         return;
     }
     let mut st = State::default();
+    if cx.opts.strategy == super::Strategy::Compat {
+        compat::analyze(cx, &mut st, out);
+        return;
+    }
     creation_sites(cx, &mut st, out);
     opts::declarations_left(cx, &mut st);
     for s in std::mem::take(&mut st.samples) {
@@ -163,6 +169,27 @@ fn account_triggers(cx: &mut Ctx, st: &State) {
                 "migrate this use by hand, or rewrite it in the plain libbpf form and run bpf-migrate again",
             );
         }
+    }
+}
+
+/// The `#include <H>` lines of `headers` (H, line) the file lacks, before libbpf's header, else
+/// before its first include.
+fn add_includes(cx: &mut Ctx, headers: &[(&str, &str)], rule: Rule) {
+    let src = cx.src();
+    let mut includes = String::new();
+    for (h, line) in headers {
+        if !src.contains(&format!("<{h}>")) {
+            includes.push_str(line);
+        }
+    }
+    if !includes.is_empty() {
+        let all = cx.of_kind("preproc_include");
+        let anchor = all
+            .iter()
+            .find(|n| c::text(**n, src).contains("bpf/libbpf.h"))
+            .or(all.first());
+        let at = anchor.map_or(0, |n| crate::source::line_start(src, n.start_byte()));
+        cx.edits.push(crate::edit::Edit::insert(at, includes, rule));
     }
 }
 
