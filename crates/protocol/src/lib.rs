@@ -41,6 +41,11 @@ pub struct Manifest {
     /// tools under the host's python3-bpfcc).
     #[serde(default)]
     pub host_root: Option<HostRoot>,
+    /// An object whose `lsm/bpf` program refuses to create ring buffer maps, loaded and
+    /// attached before anything else: the guest then answers as a kernel without the ring
+    /// buffer does (`verify --strategy compat`, the perf path).
+    #[serde(default)]
+    pub refuse_ringbuf: Option<String>,
 }
 
 /// How the guest mounts the host's root file system: read-only over 9p (qemu's fsdev
@@ -92,6 +97,7 @@ impl Default for Manifest {
             tools: Vec::new(),
             tools_ready_ms: ready_ms(),
             host_root: None,
+            refuse_ringbuf: None,
         }
     }
 }
@@ -109,6 +115,18 @@ pub struct ObjSpec {
     /// as a difference born of the order the objects were attached in.
     #[serde(default)]
     pub poison: u8,
+    /// `--strategy compat`'s perf path: the maps to make perf event arrays before load, as the
+    /// program's loader does where the kernel has no ring buffer, with their flags set.
+    #[serde(default)]
+    pub compat_perf: Vec<CompatFlag>,
+}
+
+/// A ring `map` that `--strategy compat` lets user space make a perf event array before load,
+/// and where its flag `MAP_use_perf` lies in the object's `.rodata`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CompatFlag {
+    pub map: String,
+    pub rodata_offset: u32,
 }
 
 /// A frame the agent sends: `ready` once it runs, `tools_started` when it has waited for the
@@ -162,6 +180,10 @@ pub struct RunResult {
     /// The built-in workload's steps that ran, in order (what failed is in the log).
     #[serde(default)]
     pub workload_steps: Vec<String>,
+    /// The manifest's `refuse_ringbuf` did not take: why (a ring buffer map could still be
+    /// made, or the program did not load or attach).
+    #[serde(default)]
+    pub refuse_ringbuf_error: Option<String>,
 }
 
 /// What one tool instance did.
@@ -370,11 +392,16 @@ mod tests {
                     id: "p0/orig-1".into(),
                     path: "/objs/p0-orig-1.o".into(),
                     poison: 0,
+                    compat_perf: Vec::new(),
                 },
                 ObjSpec {
                     id: "p0/orig-2".into(),
                     path: "/objs/p0-orig-2.o".into(),
                     poison: 0xa5,
+                    compat_perf: vec![CompatFlag {
+                        map: "events".into(),
+                        rodata_offset: 8,
+                    }],
                 },
             ],
             workload: Some(vec!["/work/true".into(), "x y".into()]),
@@ -394,6 +421,7 @@ mod tests {
                 headers: "/root/.cache/h".into(),
                 headers_common: "/root/.cache/c".into(),
             }),
+            refuse_ringbuf: Some("/objs/refuse_ringbuf.o".into()),
         }
     }
 
@@ -439,6 +467,7 @@ mod tests {
             ],
             workload_log: vec!["memcg-oom: the child was not OOM-killed".into()],
             workload_steps: vec!["exec".into(), "files".into()],
+            refuse_ringbuf_error: None,
             attached_ms: 1234,
             nr_cpus: 2,
             tools: vec![ToolRun {

@@ -51,6 +51,7 @@ pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
                 id: format!("p{k}/{variant}"),
                 path: guest,
                 poison: 0,
+                compat_perf: Vec::new(),
             });
         }
     }

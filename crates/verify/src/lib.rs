@@ -20,12 +20,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use fs_err as fs;
 use serde_json::json;
 
-use bpf_migrate_core::engine::{self, Options};
+use bpf_migrate_core::engine::{self, Options, Strategy};
 use bpf_migrate_core::lang::NodeExt;
 use bpf_migrate_core::{discover, report};
 use bpf_migrate_protocol::{
-    Attach, BufferKind, HostRoot, MANIFEST_PATH, Manifest, MapRecords, ObjSpec, ObjectResult,
-    Report, RunResult, ToolSpec,
+    Attach, BufferKind, CompatFlag, HostRoot, MANIFEST_PATH, Manifest, MapRecords, ObjSpec,
+    ObjectResult, Report, RunResult, ToolSpec,
 };
 use compare::{MapReport, Verdict, compare_map};
 
@@ -78,6 +78,9 @@ pub struct ProgramReport {
     /// The tool level: what the program's own user space printed, or why it was not run.
     pub tool: Option<tool::ToolReport>,
     pub tool_skipped: Option<String>,
+    /// `--strategy compat`: the path this report is of, `ringbuf` (the guest as it is) or
+    /// `perfbuf` (the guest refusing ring buffers, as a kernel before 5.8 does).
+    pub path: Option<&'static str>,
 }
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -185,7 +188,6 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
     let (kernel, _) = kernel::find(opts.kernel.as_deref())?;
     let agent = agent_path()?;
     let boots = boots(&pairs, opts.per_boot);
-    let mut reports: Vec<Option<ProgramReport>> = pairs.iter().map(|_| None).collect();
     let mut timing = Timing {
         accel: "",
         boot: Duration::ZERO,
@@ -195,16 +197,72 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         workload_log: Vec::new(),
         workload_steps: Vec::new(),
     };
+    let mut reports = Vec::new();
+    if opts.engine.strategy == Strategy::Compat {
+        // Each path against the original: the guest as it is, then refusing ring buffers.
+        for (path, perf, dir) in [
+            ("ringbuf", false, wd.clone()),
+            ("perfbuf", true, wd.join("perf")),
+        ] {
+            fs::create_dir_all(&dir)?;
+            let mut on_path = run_boots(
+                opts,
+                &kernel,
+                &agent,
+                &pairs,
+                &boots,
+                &dir,
+                perf,
+                &mut timing,
+            )?;
+            for r in &mut on_path {
+                r.path = Some(path);
+            }
+            reports.append(&mut on_path);
+        }
+    } else {
+        reports = run_boots(
+            opts,
+            &kernel,
+            &agent,
+            &pairs,
+            &boots,
+            &wd,
+            false,
+            &mut timing,
+        )?;
+    }
+    timing.total = started.elapsed();
+    if opts.keep {
+        timing.workdir = Some(work.keep());
+    }
+    Ok((reports, timing))
+}
+
+/// Runs `boots` (the pairs' indices of each) in turn in `wd`, the guest refusing ring buffers
+/// when `perf`; the pairs' reports in order, and the times and workload into `timing`.
+#[allow(clippy::too_many_arguments)]
+fn run_boots(
+    opts: &VerifyOptions,
+    kernel: &Path,
+    agent: &Path,
+    pairs: &[Pair],
+    boots: &[Vec<usize>],
+    wd: &Path,
+    perf: bool,
+    timing: &mut Timing,
+) -> Result<Vec<ProgramReport>> {
+    let mut reports: Vec<Option<ProgramReport>> = pairs.iter().map(|_| None).collect();
     for (b, ks) in boots.iter().enumerate() {
         let group: Vec<Pair> = ks.iter().map(|&k| pairs[k].clone()).collect();
         // One boot, its own directory; several, one each (`bN/`).
         let bwd = if boots.len() == 1 {
-            wd.clone()
+            wd.to_path_buf()
         } else {
             wd.join(format!("b{b}"))
         };
         fs::create_dir_all(&bwd)?;
-        match run_boot(opts, &kernel, &agent, &group, &bwd) {
+        match run_boot(opts, kernel, agent, &group, &bwd, perf) {
             Ok(done) => {
                 for (&k, r) in ks.iter().zip(done.reports) {
                     reports[k] = Some(r);
@@ -240,32 +298,32 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
                         )],
                         tool: None,
                         tool_skipped: None,
+                        path: None,
                     });
                 }
             }
             Err(e) => return Err(e),
         }
     }
-    timing.total = started.elapsed();
-    if opts.keep {
-        timing.workdir = Some(work.keep());
-    }
-    Ok((reports.into_iter().map(Option::unwrap).collect(), timing))
+    Ok(reports.into_iter().map(Option::unwrap).collect())
 }
 
-/// Verifies `pairs` in one boot, in the work directory `wd`.
+/// Verifies `pairs` in one boot, in the work directory `wd`; on `--strategy compat`'s perf
+/// path when `perf` (the guest refuses ring buffers, and the agent makes the migrated maps
+/// perf event arrays as the loader would).
 fn run_boot(
     opts: &VerifyOptions,
     kernel: &Path,
     agent: &Path,
     pairs: &[Pair],
     wd: &Path,
+    perf: bool,
 ) -> Result<Boot> {
     let objdir = wd.join("objs");
     fs::create_dir_all(&objdir)?;
     let mut cpio = initramfs::Cpio::default();
     cpio.executable("/init", agent)?;
-    let (manifest_objs, unbuilt) = build_objects(opts, kernel, pairs, &objdir, &mut cpio)?;
+    let (manifest_objs, unbuilt) = build_objects(opts, kernel, pairs, &objdir, perf, &mut cpio)?;
     if manifest_objs.is_empty() && !pairs.iter().any(|p| p.bcc) {
         let why: Vec<String> = unbuilt
             .into_iter()
@@ -275,7 +333,34 @@ fn run_boot(
         bail!("no program builds:\n{}", why.join("\n"));
     }
     let workload = guest_workload(opts, &mut cpio)?;
-    build_ring_poison(opts, kernel, wd, &objdir, &mut cpio)?;
+    let ring_poison = build_own_program(
+        opts,
+        kernel,
+        wd,
+        &objdir,
+        &mut cpio,
+        "ring_poison",
+        &format!(
+            "#define RING_POISON {}\n{RING_POISON}",
+            compare::RING_POISON
+        ),
+        "the ring buffer poison program",
+    )?;
+    // The perf path of --strategy compat: the guest refuses ring buffers (`REFUSE_RINGBUF`).
+    let refuse_ringbuf = if perf {
+        Some(build_own_program(
+            opts,
+            kernel,
+            wd,
+            &objdir,
+            &mut cpio,
+            "refuse_ringbuf",
+            REFUSE_RINGBUF,
+            "the ring buffer refusal program",
+        )?)
+    } else {
+        None
+    };
     let mut host_root = None;
     let (tools, mut tool_plans) = build_tools(
         opts,
@@ -292,13 +377,14 @@ fn run_boot(
         objects: manifest_objs,
         workload,
         builtin_workload: true,
-        ring_poison: Some("/objs/ring_poison.o".into()),
+        ring_poison: Some(ring_poison),
         bench: None,
         tools,
         // --timeout does not count the wait (qemu::VmConfig::tools_wait): the workload has
         // all of it, however long the tools took to start.
         tools_ready_ms: 60_000 + 120_000 * bcc_tools,
         host_root,
+        refuse_ringbuf,
     };
     // Each built program loads three times for the events, three more for its loader.
     let map_bytes = pairs
@@ -325,7 +411,22 @@ fn run_boot(
         fs::write(base.with_extension("stdout"), &t.stdout)?;
         fs::write(base.with_extension("stderr"), &t.stderr)?;
     }
-    let mut reports = judge_all(opts, pairs, unbuilt, &result, &objdir)?;
+    // On the perf path the migrated maps are perf event arrays.
+    let migrated_kind = if perf {
+        BufferKind::Perf
+    } else {
+        BufferKind::Ring
+    };
+    let mut reports = judge_all(opts, pairs, unbuilt, &result, &objdir, migrated_kind)?;
+    // Without the refusal, the perf path was not taken: nothing was proven of it.
+    if let Some(e) = &result.refuse_ringbuf_error {
+        for r in &mut reports {
+            r.verdict = Verdict::Inconclusive;
+            r.problems.push(format!(
+                "the guest could not be made to refuse ring buffers, so the perf path was not tried: {e}"
+            ));
+        }
+    }
     for ((k, r), p) in reports.iter_mut().enumerate().zip(pairs) {
         let plan = std::mem::take(&mut tool_plans[k]);
         // The migrated BPF source counts lost records (`MAP_lost_count()`, bpf-migrate's
@@ -352,6 +453,7 @@ fn build_objects(
     kernel: &Path,
     pairs: &[Pair],
     objdir: &Path,
+    perf: bool,
     cpio: &mut initramfs::Cpio,
 ) -> Result<(Vec<ObjSpec>, Vec<Option<ProgramReport>>)> {
     let mut manifest_objs = Vec::new();
@@ -377,10 +479,17 @@ fn build_objects(
                 problems: vec![format!("{what}: {e:#}")],
                 tool: None,
                 tool_skipped: None,
+                path: None,
             }));
             continue;
         }
         unbuilt.push(None);
+        // On the perf path, the migrated maps become perf event arrays before load.
+        let compat_perf = if perf {
+            compat_flags(&after)?
+        } else {
+            Vec::new()
+        };
         for (id, obj, poison) in [
             ("orig-1", &before, 0),
             ("orig-2", &before, compare::HEAP_POISON),
@@ -392,6 +501,11 @@ fn build_objects(
                 id: format!("p{k}/{id}"),
                 path: guest,
                 poison,
+                compat_perf: if id == "new" {
+                    compat_perf.clone()
+                } else {
+                    Vec::new()
+                },
             });
         }
     }
@@ -414,27 +528,57 @@ fn guest_workload(opts: &VerifyOptions, cpio: &mut initramfs::Cpio) -> Result<Op
     Ok(Some(argv))
 }
 
-/// Builds the ring buffer poison program (see `RING_POISON`) into the initramfs as
-/// `/objs/ring_poison.o`.
-fn build_ring_poison(
+/// Builds one of verify's own BPF programs, C `source`, into the initramfs as `/objs/NAME.o`
+/// (`what` names it in errors).
+#[allow(clippy::too_many_arguments)]
+fn build_own_program(
     opts: &VerifyOptions,
     kernel: &Path,
     wd: &Path,
     objdir: &Path,
     cpio: &mut initramfs::Cpio,
-) -> Result<()> {
-    let poison = objdir.join("ring_poison.o");
-    fs::write(
-        wd.join("ring_poison.bpf.c"),
-        format!(
-            "#define RING_POISON {}\n{RING_POISON}",
-            compare::RING_POISON
-        ),
-    )?;
-    compile(opts, kernel, &wd.join("ring_poison.bpf.c"), &[], &poison)
-        .context("building the ring buffer poison program")?;
-    cpio.file("/objs/ring_poison.o", &fs::read(&poison)?, 0o644);
-    Ok(())
+    name: &str,
+    source: &str,
+    what: &str,
+) -> Result<String> {
+    let obj = objdir.join(format!("{name}.o"));
+    let src = wd.join(format!("{name}.bpf.c"));
+    fs::write(&src, source)?;
+    compile(opts, kernel, &src, &[], &obj).with_context(|| format!("building {what}"))?;
+    let guest = format!("/objs/{name}.o");
+    cpio.file(&guest, &fs::read(&obj)?, 0o644);
+    Ok(guest)
+}
+
+/// The flags `MAP_use_perf` that `--strategy compat` put in `obj`'s `.rodata`, with their
+/// offsets there: `nm` gives a data symbol's offset in its section.
+fn compat_flags(obj: &Path) -> Result<Vec<CompatFlag>> {
+    let out = Command::new("nm")
+        .arg("--defined-only")
+        .arg(obj)
+        .output()
+        .with_context(|| format!("running nm on {}", obj.display()))?;
+    if !out.status.success() {
+        bail!(
+            "nm {}: {}",
+            obj.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut flags = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [addr, "R", name] = f[..]
+            && let Some(map) = name.strip_suffix(engine::COMPAT_FLAG_SUFFIX)
+        {
+            flags.push(CompatFlag {
+                map: map.to_string(),
+                rodata_offset: u32::from_str_radix(addr, 16)
+                    .with_context(|| format!("nm {}: `{line}`", obj.display()))?,
+            });
+        }
+    }
+    Ok(flags)
 }
 
 /// A report per pair, in order: the one made when it did not build, or the guest's results
@@ -893,6 +1037,7 @@ fn judge_all(
     unbuilt: Vec<Option<ProgramReport>>,
     result: &RunResult,
     objdir: &Path,
+    migrated_kind: BufferKind,
 ) -> Result<Vec<ProgramReport>> {
     let mut reports = Vec::new();
     for ((k, p), unbuilt) in pairs.iter().enumerate().zip(unbuilt) {
@@ -909,6 +1054,7 @@ fn judge_all(
                 problems: Vec::new(),
                 tool: None,
                 tool_skipped: None,
+                path: None,
             });
             continue;
         }
@@ -922,6 +1068,7 @@ fn judge_all(
                 &objdir.join(format!("p{k}-new.o")),
             ),
             &p.after,
+            migrated_kind,
         )?);
     }
     Ok(reports)
@@ -1016,6 +1163,26 @@ pub(crate) fn boot_agent(
 
 /// Fills a ring buffer with 0xa5 records, one per run (see the agent's `ring_poison`): the
 /// bytes a reserved record leaves unset then read 0xa5 where fresh ring pages read 0.
+/// An LSM program on the bpf() hook that refuses to create ring buffer maps (EPERM), as a
+/// kernel without them answers (EINVAL there): `--strategy compat`'s probe then picks the perf
+/// buffer, and a program that makes a ring anyway fails to load.
+const REFUSE_RINGBUF: &str = r#"#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+SEC("lsm/bpf")
+int BPF_PROG(refuse_ringbuf, int cmd, union bpf_attr *attr, unsigned int size, int ret)
+{
+	if (ret)
+		return ret;
+	if (cmd == BPF_MAP_CREATE && attr->map_type == BPF_MAP_TYPE_RINGBUF)
+		return -1;
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"#;
+
 const RING_POISON: &str = r#"
 #define SEC(n) __attribute__((section(n), used))
 #define __uint(name, val) int (*name)[val]
@@ -1234,6 +1401,7 @@ fn judge(
     cpus: u32,
     (orig_obj, new_obj): (&Path, &Path),
     new_src: &Path,
+    migrated_kind: BufferKind,
 ) -> Result<ProgramReport> {
     let obj = |id: &str| -> Result<&ObjectResult> {
         result
@@ -1248,6 +1416,7 @@ fn judge(
         problems: Vec::new(),
         tool: None,
         tool_skipped: None,
+        path: None,
     };
     // One program that cannot be compared leaves the others of the run to be.
     if let Some((verdict, problem)) = load_failure(o1, nw) {
@@ -1256,7 +1425,14 @@ fn judge(
         return Ok(rep);
     }
     judge_attachment(&mut rep, o1, nw);
-    judge_maps(&mut rep, (o1, o2, nw), cpus, (orig_obj, new_obj), new_src);
+    judge_maps(
+        &mut rep,
+        (o1, o2, nw),
+        cpus,
+        (orig_obj, new_obj),
+        new_src,
+        migrated_kind,
+    );
     Ok(rep)
 }
 
@@ -1335,13 +1511,15 @@ fn judge_attachment(rep: &mut ProgramReport, orig: &ObjectResult, new: &ObjectRe
 }
 
 /// Each perf event array of the original against the ring buffer of the same name in the
-/// migrated program. `objects` are the original's two loads and the migrated program.
+/// migrated program (a perf event array on `--strategy compat`'s perf path: `migrated_kind`).
+/// `objects` are the original's two loads and the migrated program.
 fn judge_maps(
     rep: &mut ProgramReport,
     objects: (&ObjectResult, &ObjectResult, &ObjectResult),
     cpus: u32,
     (orig_obj, new_obj): (&Path, &Path),
     new_src: &Path,
+    migrated_kind: BufferKind,
 ) {
     let (o1, o2, nw) = objects;
     let perf_maps: Vec<&MapRecords> = o1
@@ -1360,11 +1538,15 @@ fn judge_maps(
         let Some(mn) = nw
             .maps
             .iter()
-            .find(|x| x.name == *mname && x.kind == BufferKind::Ring)
+            .find(|x| x.name == *mname && x.kind == migrated_kind)
         else {
+            let what = match migrated_kind {
+                BufferKind::Ring => "a ring buffer",
+                BufferKind::Perf => "a perf event array (the perf path)",
+            };
             rep.verdict = Verdict::Different;
             rep.problems.push(format!(
-                "map `{mname}` is not a ring buffer in the migrated program"
+                "map `{mname}` is not {what} in the migrated program"
             ));
             continue;
         };
@@ -1496,21 +1678,30 @@ fn event_layouts(
 fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
     if opts.json {
         for r in reports {
+            // The path of --strategy compat, on every line of the program.
+            let with_path = |mut v: serde_json::Value| {
+                if let Some(p) = r.path {
+                    v["path"] = json!(p);
+                }
+                v
+            };
             for m in &r.maps {
                 let mut v = serde_json::to_value(m).unwrap();
                 v["type"] = json!("map");
                 v["program"] = json!(r.name);
-                println!("{v}");
+                println!("{}", with_path(v));
             }
             if let Some(t) = &r.tool {
                 let mut v = serde_json::to_value(t).unwrap();
                 v["type"] = json!("tool");
                 v["program"] = json!(r.name);
-                println!("{v}");
+                println!("{}", with_path(v));
             }
             println!(
                 "{}",
-                json!({"type": "program", "program": r.name, "verdict": r.verdict, "problems": r.problems})
+                with_path(
+                    json!({"type": "program", "program": r.name, "verdict": r.verdict, "problems": r.problems})
+                )
             );
         }
         let all = if reports.iter().all(|r| r.verdict == Verdict::Equivalent) {
@@ -1529,8 +1720,13 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
     let mut s = String::new();
     for r in reports {
         s.push_str(&format!(
-            "{}: {}\n",
+            "{}{}: {}\n",
             r.name,
+            match r.path {
+                Some("perfbuf") => " (perf path: the guest refusing ring buffers)",
+                Some(_) => " (ring path)",
+                None => "",
+            },
             match r.verdict {
                 Verdict::Equivalent => "equivalent",
                 Verdict::Different => "DIFFERENT",
@@ -1622,8 +1818,8 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
 }
 
 /// The struct a migrated program writes to `map`: the type of `e` in
-/// `bpf_ringbuf_output(&map, &e, ...)` (or `e` for a pointer), from its declaration in the
-/// same function.
+/// `bpf_ringbuf_output(&map, &e, ...)` or `map_output(ctx, &e, ...)` (`--strategy compat`), or
+/// `e` for a pointer, from its declaration in the same function.
 fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
     let mut found = Vec::new();
     use bpf_migrate_core::lang::c;
@@ -1634,22 +1830,26 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
         return found;
     };
     let nodes = c::descendants(parsed.tree.root_node());
+    // --strategy compat's helper: `MAP_output(ctx, data, size)`.
+    let compat_helper = engine::compat_output_helper(map);
     for call in c::of_kind(&nodes, "call_expression") {
         let name = c::call_name(call, &src);
-        if !matches!(name, Some("bpf_ringbuf_output" | "bpf_ringbuf_reserve")) {
+        let compat = name == Some(compat_helper.as_str());
+        if !compat && !matches!(name, Some("bpf_ringbuf_output" | "bpf_ringbuf_reserve")) {
             continue;
         }
         let args = c::arg_spans(call);
         if args.len() < 3
-            || c::strip_parens(&src[args[0].0..args[0].1])
-                .trim_start_matches('&')
-                .trim()
-                != map
+            || (!compat
+                && c::strip_parens(&src[args[0].0..args[0].1])
+                    .trim_start_matches('&')
+                    .trim()
+                    != map)
         {
             continue;
         }
         // The event: the data argument of an output, the variable a reservation is put in.
-        let data = if name == Some("bpf_ringbuf_output") {
+        let data = if name == Some("bpf_ringbuf_output") || compat {
             c::strip_parens(&src[args[1].0..args[1].1])
                 .trim_start_matches('&')
                 .trim()

@@ -57,8 +57,10 @@ struct VerifyArgs {
     /// the length itself (as `bpf-migrate --max-packet`).
     #[arg(long, value_name = "BYTES", value_parser = engine::parse_max_packet)]
     max_packet: Option<u64>,
-    /// How events get into the ring buffer in the migration verified: copy or reserve.
-    #[arg(long, default_value = "copy", value_parser = ["copy", "reserve"])]
+    /// How events get into the ring buffer in the migration verified: copy, reserve, or
+    /// compat, whose two paths are both verified (the second with the guest refusing ring
+    /// buffers, as a kernel before 5.8 does).
+    #[arg(long, default_value = "copy", value_parser = ["copy", "reserve", "compat"])]
     strategy: String,
     /// What the migration verified does with a lost-sample callback (as `bpf-migrate --lost`).
     #[arg(long, value_name = "HOW", default_value = "count", value_parser = ["count", "drop"])]

@@ -199,6 +199,107 @@ fn reserve_migrations_verify_equivalent() {
     );
 }
 
+/// The lines of `program` on `--strategy compat`'s `path` (`ringbuf` or `perfbuf`).
+fn on_path<'a>(lines: &'a [Value], program: &str, path: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|v| v["path"] == path && v["program"].as_str().unwrap_or("").contains(program))
+        .collect()
+}
+
+#[test]
+fn compat_migrations_verify_on_both_paths() {
+    // --strategy compat: each program twice, on the guest as it is (the ring path) and with
+    // the guest refusing ring buffers through an LSM program on bpf(), as a kernel before 5.8
+    // answers (the perf path): the loader's probe picks the perf buffer, and for the event
+    // level the agent makes the maps perf event arrays and sets their flags as the loader
+    // does. Open-and-load and open-then-load loaders, two maps, an epoll loop that consumes.
+    let programs = ["compat_killsnoop", "execsnoop", "twomaps", "epoll_consume"];
+    let paths: Vec<String> = programs
+        .iter()
+        .map(|p| format!("fixtures/{p}/input"))
+        .collect();
+    let mut args = vec!["--strategy", "compat"];
+    args.extend(paths.iter().map(String::as_str));
+    let lines = verify_json(&args, 0);
+    for p in programs {
+        for path in ["ringbuf", "perfbuf"] {
+            let of = on_path(&lines, &format!("/{p}/"), path);
+            let prog = of.iter().find(|v| v["type"] == "program");
+            assert!(
+                prog.is_some_and(|v| v["verdict"] == "equivalent"),
+                "{p} {path}: {of:?}"
+            );
+            let maps: Vec<&&Value> = of.iter().filter(|v| v["type"] == "map").collect();
+            assert!(!maps.is_empty(), "{p} {path}: no map compared");
+            for m in maps {
+                let n = m["original"].as_u64().unwrap();
+                assert!(n > 0 && m["matched"].as_u64() == Some(n), "{p} {path}: {m}");
+            }
+            let tool = of
+                .iter()
+                .find(|v| v["type"] == "tool")
+                .expect("a tool line");
+            let n = tool["lines"]["original"].as_u64().unwrap();
+            assert!(
+                n > 0 && tool["lines"]["matched"].as_u64() == Some(n),
+                "{p} {path}: {tool}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_broken_perf_fallback_is_caught_on_the_perf_path_only() {
+    // Two compat migrations broken by hand where only old kernels go: one loader no longer
+    // makes its map a perf event array, the other leaves the ring's key and value sizes (0).
+    // Both are equivalent on the ring path; on the perf path their tools fail to load (the
+    // event level, where the agent picks as a right loader would, stays equivalent).
+    let tmp = tempdir();
+    let (before, after) = (tmp.path().join("before"), tmp.path().join("after"));
+    for p in ["execsnoop", "twomaps"] {
+        for dir in [&before, &after] {
+            write_tree(dir, &read_tree(&root().join(format!("fixtures/{p}/input"))));
+        }
+    }
+    let o = run(&after, &["--write", "--strategy", "compat", "."]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut files = read_tree(&after);
+    let type_line = "\tbpf_map__set_type(map, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n";
+    let size_lines = "\tbpf_map__set_key_size(map, sizeof(int));\n\tbpf_map__set_value_size(map, sizeof(int));\n";
+    for (file, gone) in [("execsnoop.c", type_line), ("twomaps.c", size_lines)] {
+        let text = files.get_mut(file).unwrap();
+        assert!(text.contains(gone), "{file}");
+        *text = text.replace(gone, "");
+    }
+    write_tree(&after, &files);
+    let (b, a) = (before.display().to_string(), after.display().to_string());
+    let lines = verify_json(&["--strategy", "compat", "--before", &b, "--after", &a], 1);
+    for (p, why) in [
+        ("execsnoop", "failed to create: Operation not permitted"),
+        ("twomaps", "failed to create: Invalid argument"),
+    ] {
+        let ring = on_path(&lines, p, "ringbuf");
+        assert!(
+            ring.iter().all(|v| v["verdict"] == "equivalent"),
+            "{p}: {ring:?}"
+        );
+        let perf = on_path(&lines, p, "perfbuf");
+        for m in perf.iter().filter(|v| v["type"] == "map") {
+            assert_eq!(m["verdict"], "equivalent", "{p}: {m}");
+        }
+        let tool = perf
+            .iter()
+            .find(|v| v["type"] == "tool")
+            .expect("a tool line");
+        assert_eq!(tool["verdict"], "different", "{p}: {tool}");
+        assert!(
+            tool["finding"].as_str().unwrap().contains(why),
+            "{p}: {tool}"
+        );
+    }
+}
+
 #[test]
 fn libbpf_rs_crates_verify_at_both_levels() {
     // Each crate built with cargo, original and migrated (one shared target directory), and

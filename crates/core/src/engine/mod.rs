@@ -37,6 +37,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub use self::check::{Kept, check_ahead, wants_check_ahead};
+pub use self::compat::{FLAG_SUFFIX as COMPAT_FLAG_SUFFIX, output_helper as compat_output_helper};
 pub use self::context::{
     Analysis, Consumer, CpuSite, CpuUse, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses,
 };

@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bpf_migrate_protocol::{
-    Attach, BenchOutcome, BenchRow, BufferError, BufferKind, MANIFEST_PATH, Manifest, MapRecords,
-    Message, ObjectResult, ProgramResult, Report, RunResult,
+    Attach, BenchOutcome, BenchRow, BufferError, BufferKind, CompatFlag, MANIFEST_PATH, Manifest,
+    MapRecords, Message, ObjectResult, ProgramResult, Report, RunResult,
 };
 use fs_err as fs;
 use libbpf_rs::{
@@ -77,6 +77,14 @@ fn main() {
 fn run(m: &Manifest, out: &mut Serial) -> RunResult {
     libbpf_rs::set_print(Some((PrintLevel::Info, libbpf_print)));
     let started = Instant::now();
+    // Before any object: the perf path of --strategy compat, on a kernel that refuses rings.
+    let (_refusing, refuse_ringbuf_error) = match &m.refuse_ringbuf {
+        Some(path) => match refuse_ringbuf(path) {
+            Ok(link) => (Some(link), None),
+            Err(e) => (None, Some(e)),
+        },
+        None => (None, None),
+    };
     let objects = load_objects(m);
     let (links, programs) = attach_programs(&objects);
     let maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects.iter().map(Loaded::maps).collect();
@@ -126,6 +134,7 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
         objects: object_results(objects, programs, &buffers.sinks, buffer_errors),
         workload_log: log,
         workload_steps,
+        refuse_ringbuf_error,
         attached_ms: attached_ms as u64,
         nr_cpus: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
@@ -149,6 +158,58 @@ impl Loaded {
     }
 }
 
+/// Loads and attaches the `lsm/bpf` program of `path`, which refuses ring buffer maps, and
+/// checks that it does: libbpf's probe, as a compat loader asks it, must now say no.
+fn refuse_ringbuf(path: &str) -> Result<Link, String> {
+    let obj = ObjectBuilder::default()
+        .open_file(path)
+        .and_then(|o| o.load())
+        .map_err(|e| format!("loading {path}: {e:#} {}", take_log()))?;
+    let prog = obj
+        .progs_mut()
+        .next()
+        .ok_or(format!("{path}: no program"))?;
+    let link = prog
+        .attach_lsm()
+        .map_err(|e| format!("attaching {path} (is `bpf` among the kernel's LSMs?): {e:#}"))?;
+    let probe = unsafe {
+        libbpf_rs::libbpf_sys::libbpf_probe_bpf_map_type(
+            libbpf_rs::libbpf_sys::BPF_MAP_TYPE_RINGBUF,
+            std::ptr::null(),
+        )
+    };
+    if probe == 1 {
+        return Err(format!(
+            "{path} is attached, but libbpf's probe still finds the ring buffer"
+        ));
+    }
+    Ok(link)
+}
+
+/// As a `--strategy compat` loader does where the kernel has no ring buffer: each of `flags`'
+/// maps a perf event array, and its flag in `.rodata` set.
+fn compat_perf(open: &mut libbpf_rs::OpenObject, flags: &[CompatFlag]) -> libbpf_rs::Result<()> {
+    for mut m in open.maps_mut() {
+        let name = m.name().to_string_lossy().into_owned();
+        if flags.iter().any(|f| f.map == name) {
+            m.set_type(MapType::PerfEventArray)?;
+            m.set_key_size(4)?;
+            m.set_value_size(4)?;
+            m.set_max_entries(0)?;
+        } else if name.ends_with(".rodata")
+            && let Some(data) = m.initial_value_mut()
+        {
+            for f in flags {
+                let at = f.rodata_offset as usize;
+                if let Some(v) = data.get_mut(at..at + 4) {
+                    v.copy_from_slice(&1i32.to_ne_bytes());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every object is loaded before any is attached, so that all see the same events.
 fn load_objects(m: &Manifest) -> Vec<Loaded> {
     let mut objects = Vec::new();
@@ -156,7 +217,10 @@ fn load_objects(m: &Manifest) -> Vec<Loaded> {
         take_log();
         let loaded = ObjectBuilder::default()
             .open_file(&spec.path)
-            .and_then(|o| o.load());
+            .and_then(|mut o| {
+                compat_perf(&mut o, &spec.compat_perf)?;
+                o.load()
+            });
         match loaded {
             Ok(o) => objects.push(Loaded {
                 id: spec.id.clone(),
