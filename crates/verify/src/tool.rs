@@ -915,7 +915,7 @@ impl Noise {
             return Some(wa.len().min(wb.len()) + 1);
         }
         (0..wa.len())
-            .find(|&i| wa[i] != wb[i] && !self.noisy(i, wa.len()) && !jitter(wa[i], wb[i]))
+            .find(|&i| wa[i] != wb[i] && !self.noisy(i, wa.len()) && !jitter_with_unit(&wa, &wb, i))
             .map(|i| i + 1)
     }
 }
@@ -940,9 +940,24 @@ fn measured(w: &str) -> Option<f64> {
     (num.contains('.') && unit.is_empty() || timed).then_some(v)
 }
 
+/// Units of time a tool may print as a word of its own after a number (`after 65 ms`).
+const TIME_UNITS: &[&str] = &["ns", "us", "ms", "s", "sec", "secs", "usecs", "msecs"];
+
+/// `jitter` of the words at `i`, where a plain integer followed by the same unit of time in
+/// both lines (`65 ms`) is a measured value too.
+fn jitter_with_unit(wa: &[&str], wb: &[&str], i: usize) -> bool {
+    match (wa.get(i + 1), wb.get(i + 1)) {
+        (Some(u), Some(v)) if u == v && TIME_UNITS.contains(u) => {
+            let unit = if *u == "s" { "s" } else { "ms" };
+            jitter(&format!("{}{unit}", wa[i]), &format!("{}{unit}", wb[i]))
+        }
+        _ => jitter(wa[i], wb[i]),
+    }
+}
+
 /// Two measured quantities of one event, told by different tool instances (each takes its
-/// own timestamps): times of day, or values within 5% (at least one unit of the last digit)
-/// of each other.
+/// own timestamps): times of day, or values within 10% (at least five units of the last
+/// digit: under emulation a few milliseconds come and go) of each other.
 fn jitter(a: &str, b: &str) -> bool {
     match (measured(a), measured(b)) {
         (Some(x), Some(y)) if x.is_nan() || y.is_nan() => true,
@@ -953,7 +968,7 @@ fn jitter(a: &str, b: &str) -> bool {
                     .map_or(0, |f| f.chars().take_while(char::is_ascii_digit).count())
             };
             let unit = 10f64.powi(-(digits(a).max(digits(b)) as i32));
-            (x - y).abs() <= (x.abs().max(y.abs()) * 0.05).max(unit) + 1e-9
+            (x - y).abs() <= (x.abs().max(y.abs()) * 0.10).max(5.0 * unit) + 1e-9
         }
         _ => false,
     }
@@ -1133,6 +1148,16 @@ mod tests {
         assert!(jitter("0.120", "0.125"));
         assert!(jitter("15:05:30", "15:05:31"));
         assert!(!jitter("(192ms)", "(292ms)"));
+        // Seen under emulation: a few milliseconds on a short wait.
+        assert!(jitter("(72ms)", "(76ms)"));
+        let (a, b) = (
+            words("EXIT init 136 code 3 after 65 ms"),
+            words("EXIT init 136 code 3 after 64 ms"),
+        );
+        assert!(jitter_with_unit(&a, &b, 6));
+        assert!(!jitter_with_unit(&a, &b, 2), "136 is no measure");
+        let c = words("EXIT init 136 code 3 after 95 ms");
+        assert!(!jitter_with_unit(&a, &c, 6));
         assert!(
             !jitter("192", "193"),
             "a plain integer is a PID, a count, a size"

@@ -944,6 +944,30 @@ fn lost_events_are_still_reported_after_migration() {
     losses_reported_unless_dropped("fixtures/burstlat/input");
     // Its libbpf-rs twin: the ring's sample callback passes new losses to the lost callback.
     losses_reported_unless_dropped("fixtures/rs_burstlat/input");
+    // --strategy compat: the perf path's own lost callback, and on the ring path the one fed
+    // from the counter.
+    let lines = verify_json(
+        &[
+            "--ringbuf-size",
+            "32K",
+            "--strategy",
+            "compat",
+            "fixtures/burstlat/input",
+        ],
+        0,
+    );
+    for path in ["ringbuf", "perfbuf"] {
+        let of = on_path(&lines, "burstlat", path);
+        let t = of
+            .iter()
+            .find(|v| v["type"] == "tool")
+            .expect("a tool line");
+        assert_eq!(t["verdict"], "equivalent", "{path}: {t}");
+        assert!(
+            t["loss_reports"]["migrated"].as_u64().unwrap() > 0,
+            "{path}: {t}"
+        );
+    }
 }
 
 #[test]

@@ -84,6 +84,7 @@ pub(super) fn link_compat(
     files: &[SourceFile],
     analyses: &mut [Analysis],
     consumed: &HashMap<(usize, String), Vec<Option<u64>>>,
+    counted: &[(usize, String)],
     dsu: &mut Dsu,
     link_diags: &mut Vec<Diagnostic>,
 ) {
@@ -133,23 +134,34 @@ pub(super) fn link_compat(
         }
         let text = &files[*j].text;
         let at = statement_end(text, offset);
-        analyses[*j].edits.push(Edit::insert(
-            at,
-            code(map, &flag, &helper),
-            Rule::CompatOutput,
-        ));
+        // A kept lost callback: the ring path counts what the ring did not take, in the
+        // counter `lost_counter` put at the same place, which the helper follows.
+        let count = counted.iter().any(|c| c.0 == *j && c.1 == *map);
+        let add = code(map, &flag, &helper, count);
+        let edits = &mut analyses[*j].edits;
+        match edits.iter_mut().find(|e| e.start == at && e.end == at) {
+            Some(counter) if count => counter.text.push_str(&add),
+            _ => edits.push(Edit::insert(at, add, Rule::CompatOutput)),
+        }
         analyses[*j].errors_ahead = None;
     }
 }
 
-/// The flag and the helper of ring `map`.
-fn code(map: &str, flag: &str, helper: &str) -> String {
+/// The flag and the helper of ring `map` (whose ring path goes through the lost counter's
+/// `MAP_lost_count()` when `count`).
+fn code(map: &str, flag: &str, helper: &str, count: bool) -> String {
+    let ring = format!("bpf_ringbuf_output(&{map}, data, size, 0)");
+    let ring = if count {
+        format!("{map}{}_count({ring})", super::user::LOST_MAP_SUFFIX)
+    } else {
+        ring
+    };
     format!(
         "\n/*\n * Added by bpf-migrate --strategy compat. Where the kernel has no ring buffer, user space\n * makes the map above a perf event array and sets this flag before load.\n */\n\
          const volatile int {flag} = 0;\n\n\
          static __always_inline long {helper}(void *ctx, void *data, __u64 size)\n{{\n\
          \tif ({flag})\n\
          \t\treturn bpf_perf_event_output(ctx, &{map}, BPF_F_CURRENT_CPU, data, size);\n\
-         \treturn bpf_ringbuf_output(&{map}, data, size, 0);\n}}\n"
+         \treturn {ring};\n}}\n"
     )
 }

@@ -190,9 +190,17 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     link_outputs(files, analyses, &defs, &mut dsu, &mut link_diags);
     let (consumed, counted) =
         link_consumers(files, &index, analyses, &defs, &mut dsu, &mut link_diags);
-    link_lost_counters(files, analyses, &counted, &mut dsu, &mut link_diags);
-    if opts.strategy == Strategy::Compat {
-        link_compat(files, analyses, &consumed, &mut dsu, &mut link_diags);
+    let compat = opts.strategy == Strategy::Compat;
+    link_lost_counters(files, analyses, &counted, &mut dsu, compat, &mut link_diags);
+    if compat {
+        link_compat(
+            files,
+            analyses,
+            &consumed,
+            &counted,
+            &mut dsu,
+            &mut link_diags,
+        );
     }
     let named_by_refused = link_named_sources(files, &index, analyses, &mut dsu);
     link_cpu_fields(files, analyses, &mut dsu, &mut link_diags);

@@ -23,6 +23,7 @@ pub(super) fn link_lost_counters(
     analyses: &mut [Analysis],
     counted: &[(usize, String)],
     dsu: &mut Dsu,
+    compat: bool,
     link_diags: &mut Vec<Diagnostic>,
 ) {
     let mut done: Vec<(usize, &str)> = Vec::new();
@@ -92,8 +93,12 @@ pub(super) fn link_lost_counters(
                 if !a.edits.iter().any(|e| at_site(&e)) {
                     continue;
                 }
+                // Under compat, the output calls `MAP_output`, whose ring path `compat` writes
+                // counted.
+                let helper = format!("{}(", super::compat::output_helper(map));
                 let covered = a.edits.iter().filter(at_site).any(|e| {
                     wrapped_at.iter().any(|w| w.0 == e.start && w.1 == e.end)
+                        || (compat && e.text.contains(&helper))
                         || e.text.contains("bpf_ringbuf_submit(")
                         || e.text.contains(".ringbuf_submit(")
                         || (e.rule == Rule::OutputPacket

@@ -20,6 +20,8 @@ use tree_sitter::Node;
 
 use super::super::compat::{FLAG_SUFFIX, refuse};
 use super::super::context::{Analysis, Consumer, Ctx};
+use super::super::options::Lost;
+use super::lost_counter::{MAP_SUFFIX as LOST_MAP_SUFFIX, WATCHER};
 use super::syntax::{functions_named, item_span, strip_ptr};
 use super::{State, account_triggers, api, maps};
 use crate::edit::Edit;
@@ -32,11 +34,14 @@ use crate::source::line_start;
 const CALLS: &[&str] = &["new", "poll", "consume", "epoll_fd", "free"];
 const PREFIX: &str = "compat_ring__";
 
-/// A buffer made from a skeleton's map: `X->maps.MAP` read by `perf_buffer__new`.
+/// A buffer made from a skeleton's map: `X->maps.MAP` read by `perf_buffer__new` (at `at`),
+/// and the fd of its lost counter (`bpf_map__fd(X->maps.MAP_lost)`) where the loader keeps a
+/// lost callback (`--lost count`), which the ring path then feeds from it.
 struct Read {
     skel: String,
     map: String,
     at: usize,
+    counter_fd: Option<String>,
 }
 
 pub(super) fn analyze(cx: &mut Ctx, st: &mut State, out: &mut Analysis) {
@@ -55,20 +60,21 @@ pub(super) fn analyze(cx: &mut Ctx, st: &mut State, out: &mut Analysis) {
                     map,
                     offset: call.start_byte(),
                     pages: None,
-                    lost_counted: false,
+                    lost_counted: read.as_ref().is_some_and(|r| r.counter_fd.is_some()),
                     bpf2go: false,
                 });
             }
             reads.extend(read);
         }
     }
-    let used = rename(cx, st);
+    let used = rename(cx, st, &reads);
+    let counted = reads.iter().any(|r| r.counter_fd.is_some());
     if reads.is_empty() {
         account_triggers(cx, st);
         return;
     }
     let picks = load_sites(cx, &reads);
-    let mut text = shim(&used);
+    let mut text = shim(&used, counted);
     for (s, maps, open_and_load) in &picks {
         text.push_str(&pick_buffers(s, maps));
         if *open_and_load {
@@ -82,14 +88,14 @@ pub(super) fn analyze(cx: &mut Ctx, st: &mut State, out: &mut Analysis) {
         .find(|n| n.kind() == "function_definition");
     let at = first_fn.map_or(src.len(), |f| item_span(src, f).0);
     cx.edits.push(Edit::insert(at, text, Rule::CompatLoader));
-    super::add_includes(
-        cx,
-        &[
-            ("stdlib.h", "#include <stdlib.h>\n"),
-            ("errno.h", "#include <errno.h>\n"),
-        ],
-        Rule::CompatLoader,
-    );
+    let mut headers = vec![
+        ("stdlib.h", "#include <stdlib.h>\n"),
+        ("errno.h", "#include <errno.h>\n"),
+    ];
+    if counted {
+        headers.push(("bpf/bpf.h", "#include <bpf/bpf.h>\n"));
+    }
+    super::add_includes(cx, &headers, Rule::CompatLoader);
     account_triggers(cx, st);
 }
 
@@ -120,7 +126,7 @@ fn creation(cx: &mut Ctx, call: Node) -> (Option<String>, Option<Read>) {
         );
         return (None, None);
     };
-    let Some(skel) = spans
+    let Some((skel, sep)) = spans
         .iter()
         .find_map(|&(s, e)| skeleton_of(&src[s..e], &map))
     else {
@@ -138,12 +144,30 @@ fn creation(cx: &mut Ctx, call: Node) -> (Option<String>, Option<Read>) {
         refuse(cx, args[2].0, why);
         return (Some(map), None);
     }
-    (Some(map.clone()), Some(Read { skel, map, at }))
+    let lost = c::strip_parens(&src[args[3].0..args[3].1]);
+    let counter_fd = (cx.opts.lost == Lost::Count && !matches!(lost, "NULL" | "0" | "nullptr"))
+        .then(|| format!("bpf_map__fd({skel}{sep}{map}{LOST_MAP_SUFFIX})"));
+    // The whole call, laid out again: it gains the counter's fd as its first argument.
+    if let Some(fd) = &counter_fd {
+        let mut new_args = vec![fd.clone()];
+        new_args.extend(args.iter().map(|a| src[a.0..a.1].to_string()));
+        let name = format!("{PREFIX}new_counted");
+        let text = c::layout_call(src, at, call.end_byte(), &name, &new_args);
+        cx.edits
+            .push(Edit::replace(at, call.end_byte(), text, Rule::CompatLoader));
+    }
+    let read = Read {
+        skel,
+        map: map.clone(),
+        at,
+        counter_fd,
+    };
+    (Some(map), Some(read))
 }
 
 /// `X` of an expression `... X->maps.MAP ...` (or `X.maps.MAP`), where X is a name or a path
-/// of members (`app.skel`, `env->obj`).
-fn skeleton_of(expr: &str, map: &str) -> Option<String> {
+/// of members (`app.skel`, `env->obj`), and how it reaches its maps (`->maps.`).
+fn skeleton_of(expr: &str, map: &str) -> Option<(String, &'static str)> {
     for sep in ["->maps.", ".maps."] {
         let want = format!("{sep}{map}");
         let Some(i) = expr.find(&want) else {
@@ -159,7 +183,7 @@ fn skeleton_of(expr: &str, map: &str) -> Option<String> {
             .map_or(0, |k| k + 1);
         let skel = &before[start..];
         if !skel.is_empty() && skel.split("->").flat_map(|p| p.split('.')).all(c::is_ident) {
-            return Some(skel.to_string());
+            return Some((skel.to_string(), sep));
         }
     }
     None
@@ -196,7 +220,7 @@ fn sample_blind_to_cpu(cx: &Ctx, name: &str) -> Option<String> {
 
 /// `perf_buffer__X` → `compat_ring__X` and `struct perf_buffer` → `struct compat_ring`; the
 /// perf buffer's own types, which the shim passes on, stay. Returns the calls renamed.
-fn rename(cx: &mut Ctx, st: &mut State) -> Vec<&'static str> {
+fn rename(cx: &mut Ctx, st: &mut State, reads: &[Read]) -> Vec<&'static str> {
     let src = cx.src();
     let mut used = Vec::new();
     for n in cx.of_kind("identifier") {
@@ -206,12 +230,19 @@ fn rename(cx: &mut Ctx, st: &mut State) -> Vec<&'static str> {
             .find(|c| t.strip_prefix("perf_buffer__") == Some(**c))
         {
             st.explained.push((n.start_byte(), n.end_byte()));
-            cx.edits.push(Edit::replace(
-                n.start_byte(),
-                n.end_byte(),
-                format!("{PREFIX}{call}"),
-                Rule::CompatLoader,
-            ));
+            // A creation whose lost callback the ring path feeds is laid out again whole
+            // (`creation`).
+            let counted = reads
+                .iter()
+                .any(|r| r.at == n.start_byte() && r.counter_fd.is_some());
+            if !counted {
+                cx.edits.push(Edit::replace(
+                    n.start_byte(),
+                    n.end_byte(),
+                    format!("{PREFIX}{call}"),
+                    Rule::CompatLoader,
+                ));
+            }
             if !used.contains(call) {
                 used.push(*call);
             }
@@ -419,36 +450,74 @@ fn open_pick_and_load(s: &str) -> String {
     )
 }
 
-/// The shim: its state, the pick, and the calls the file uses.
-fn shim(used: &[&str]) -> String {
-    let mut text = String::from(SHIM);
-    for (call, code) in [
-        ("poll", POLL),
-        ("consume", CONSUME),
-        ("epoll_fd", EPOLL_FD),
-        ("free", FREE),
-    ] {
-        if used.contains(&call) {
-            text.push_str(code);
+/// The shim: its state, the pick, and the calls the file uses; where a lost callback is kept
+/// (`counted`), the lost counter's watcher (`user::lost_counter`) and the ring path feeding it.
+fn shim(used: &[&str], counted: bool) -> String {
+    let (lost_note, member) = if counted {
+        (
+            "the lost callback is told after each\n * poll what the ring could not take (counted by the BPF program)",
+            "\tstruct lost_counter lost;\n",
+        )
+    } else {
+        ("the lost callback is not\n * called", "")
+    };
+    let mut text = if counted {
+        WATCHER.to_string()
+    } else {
+        String::new()
+    };
+    text.push_str(&format!(
+        "/*\n * The ring buffer where the kernel has one (Linux 5.8 and later, or a backport), else the\n * perf buffer, behind the perf buffer's calls and callbacks (added by bpf-migrate --strategy\n * compat). On the ring path the sample callback is given CPU -1, and {lost_note}.\n */\n\
+         struct compat_ring {{\n\tstruct perf_buffer *pb;\n\tstruct ring_buffer *rb;\n\tperf_buffer_sample_fn sample_cb;\n\tvoid *ctx;\n{member}}};\n\n"
+    ));
+    text.push_str(SHIM);
+    if counted {
+        text.push_str(NEW_COUNTED);
+    }
+    // The ring's result, checked for new losses first where they are counted.
+    let checked = |call: &str| {
+        if counted {
+            format!("lost_counter__check(&b->lost, {call})")
+        } else {
+            call.to_string()
+        }
+    };
+    for call in ["poll", "consume", "epoll_fd", "free"] {
+        if !used.contains(&call) {
+            continue;
+        }
+        match call {
+            "poll" => text.push_str(&format!(
+                "static int compat_ring__poll(struct compat_ring *b, int timeout_ms)\n{{\n\
+                 \tif (b->pb)\n\t\treturn perf_buffer__poll(b->pb, timeout_ms);\n\
+                 \treturn {};\n}}\n\n",
+                checked("ring_buffer__poll(b->rb, timeout_ms)")
+            )),
+            "consume" => text.push_str(&format!(
+                "/* 0 or an error, as perf_buffer__consume() (ring_buffer__consume() counts records). */\n\
+                 static int compat_ring__consume(struct compat_ring *b)\n{{\n\tint n;\n\n\
+                 \tif (b->pb)\n\t\treturn perf_buffer__consume(b->pb);\n\
+                 \tn = {};\n\treturn n < 0 ? n : 0;\n}}\n\n",
+                checked("ring_buffer__consume(b->rb)")
+            )),
+            "epoll_fd" => text.push_str(EPOLL_FD),
+            "free" => text.push_str(&format!(
+                "static void compat_ring__free(struct compat_ring *b)\n{{\n\
+                 \tif (!b)\n\t\treturn;\n\
+                 \tperf_buffer__free(b->pb);\n\tring_buffer__free(b->rb);\n{}\tfree(b);\n}}\n\n",
+                if counted {
+                    "\tfree(b->lost.seen);\n\tfree(b->lost.now);\n"
+                } else {
+                    ""
+                }
+            )),
+            _ => {}
         }
     }
     text
 }
 
-const SHIM: &str = r#"/*
- * The ring buffer where the kernel has one (Linux 5.8 and later, or a backport), else the
- * perf buffer, behind the perf buffer's calls and callbacks (added by bpf-migrate --strategy
- * compat). On the ring path the sample callback is given CPU -1, and the lost callback is not
- * called.
- */
-struct compat_ring {
-	struct perf_buffer *pb;
-	struct ring_buffer *rb;
-	perf_buffer_sample_fn sample_cb;
-	void *ctx;
-};
-
-static int compat_ring__use_perf;
+const SHIM: &str = r#"static int compat_ring__use_perf;
 
 /* Before load: where the kernel has no ring buffer, makes `map` a perf event array. */
 static int compat_ring__pick(struct bpf_map *map)
@@ -498,24 +567,18 @@ static struct compat_ring *compat_ring__new(int map_fd, size_t page_cnt,
 
 "#;
 
-const POLL: &str = r#"static int compat_ring__poll(struct compat_ring *b, int timeout_ms)
+const NEW_COUNTED: &str = r#"/* compat_ring__new(), whose ring path passes what the ring could not take, counted in the map
+ * of `lost_fd`, to the lost callback after each poll. */
+static struct compat_ring *compat_ring__new_counted(int lost_fd, int map_fd, size_t page_cnt,
+						    perf_buffer_sample_fn sample_cb,
+						    perf_buffer_lost_fn lost_cb, void *ctx,
+						    const struct perf_buffer_opts *opts)
 {
-	if (b->pb)
-		return perf_buffer__poll(b->pb, timeout_ms);
-	return ring_buffer__poll(b->rb, timeout_ms);
-}
+	struct compat_ring *b = compat_ring__new(map_fd, page_cnt, sample_cb, lost_cb, ctx, opts);
 
-"#;
-
-const CONSUME: &str = r#"/* 0 or an error, as perf_buffer__consume() (ring_buffer__consume() counts records). */
-static int compat_ring__consume(struct compat_ring *b)
-{
-	int n;
-
-	if (b->pb)
-		return perf_buffer__consume(b->pb);
-	n = ring_buffer__consume(b->rb);
-	return n < 0 ? n : 0;
+	if (b && b->rb && lost_cb)
+		lost_counter__watch(&b->lost, lost_fd, lost_cb, ctx, b->rb);
+	return b;
 }
 
 "#;
@@ -529,23 +592,12 @@ const EPOLL_FD: &str = r#"static int compat_ring__epoll_fd(const struct compat_r
 
 "#;
 
-const FREE: &str = r#"static void compat_ring__free(struct compat_ring *b)
-{
-	if (!b)
-		return;
-	perf_buffer__free(b->pb);
-	ring_buffer__free(b->rb);
-	free(b);
-}
-
-"#;
-
 #[cfg(test)]
 mod tests {
     use super::super::testing::{BPF, PERF_CALLBACK, perf};
     use super::skeleton_of;
     use crate::engine::testkit::run;
-    use crate::engine::{Options, Strategy};
+    use crate::engine::{Lost, Options, Strategy};
     use crate::report::Severity;
     use crate::rules::Rule;
 
@@ -609,6 +661,52 @@ mod tests {
             "{bpf}"
         );
         assert!(bpf.contains("\t\treturn bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, data, size);\n\treturn bpf_ringbuf_output(&events, data, size, 0);\n"), "{bpf}");
+    }
+
+    #[test]
+    fn a_kept_lost_callback_is_fed_on_the_ring_path() {
+        const LOST: &str = "static void handle_lost(void *ctx, int cpu, __u64 cnt)\n{\n\tfprintf(stderr, \"lost %llu\\n\", cnt);\n}\n";
+        let top = format!("{PERF_CALLBACK}{LOST}");
+        let create = CREATE.replace("handle_event, NULL,", "handle_event, handle_lost,");
+        let (c, bpf) = migrate(BPF, &top, &create).unwrap();
+        assert!(
+            c.contains("\tpb = compat_ring__new_counted(bpf_map__fd(skel->maps.events_lost),"),
+            "{c}"
+        );
+        assert!(c.contains("\tstruct lost_counter lost;\n};"), "{c}");
+        assert!(
+            c.contains(
+                "return lost_counter__check(&b->lost, ring_buffer__poll(b->rb, timeout_ms));"
+            ),
+            "{c}"
+        );
+        assert!(c.contains("\tfree(b->lost.seen);"), "{c}");
+        assert!(c.contains("#include <bpf/bpf.h>"), "{c}");
+        // The counter, then the helper whose ring path counts into it.
+        let counter = bpf
+            .find("} events_lost SEC(\".maps\");")
+            .expect("the counter");
+        let helper = bpf
+            .find("static __always_inline long events_output")
+            .expect("the helper");
+        assert!(counter < helper, "{bpf}");
+        assert!(
+            bpf.contains(
+                "\treturn events_lost_count(bpf_ringbuf_output(&events, data, size, 0));\n"
+            ),
+            "{bpf}"
+        );
+        // --lost drop: the perf path keeps the callback, the ring path reports nothing.
+        let before = perf("", &top, "", &create);
+        let opts = Options {
+            lost: Lost::Drop,
+            ..compat()
+        };
+        let (changed, _) = run(&[("x.bpf.c", BPF), ("x.c", &before)], &opts);
+        assert!(changed["x.c"].contains(
+            "compat_ring__new(bpf_map__fd(skel->maps.events), 8, handle_event, handle_lost,"
+        ));
+        assert!(!changed["x.bpf.c"].contains("events_lost"));
     }
 
     #[test]
@@ -716,15 +814,13 @@ mod tests {
 
     #[test]
     fn the_skeleton_is_the_path_before_its_maps() {
+        let of = |e: &str| skeleton_of(e, "events");
         assert_eq!(
-            skeleton_of("bpf_map__fd(app.skel->maps.events)", "events").as_deref(),
-            Some("app.skel")
+            of("bpf_map__fd(app.skel->maps.events)"),
+            Some(("app.skel".into(), "->maps."))
         );
-        assert_eq!(
-            skeleton_of("obj->maps.events", "events").as_deref(),
-            Some("obj")
-        );
-        assert_eq!(skeleton_of("skel->maps.events_x", "events"), None);
-        assert_eq!(skeleton_of("maps.events", "events"), None);
+        assert_eq!(of("obj.maps.events"), Some(("obj".into(), ".maps.")));
+        assert_eq!(of("skel->maps.events_x"), None);
+        assert_eq!(of("maps.events"), None);
     }
 }

@@ -264,7 +264,7 @@ pub(super) fn add_watcher(cx: &mut Ctx, st: &State) {
 }
 
 /// The loader's side of the counter (see the module's documentation).
-const WATCHER: &str = r#"/*
+pub(super) const WATCHER: &str = r#"/*
  * A ring buffer has no lost-sample callback: the BPF program counts the records its ring
  * could not take, per CPU, in a map beside it, and lost_counter__check() passes what is new
  * to the callback after each poll (added by bpf-migrate).
