@@ -301,6 +301,60 @@ fn a_broken_perf_fallback_is_caught_on_the_perf_path_only() {
 }
 
 #[test]
+fn a_bcc_tool_under_compat_verifies_on_both_paths_and_a_broken_fallback_is_caught() {
+    // sigsnoop under --strategy compat, as bpf-migrate writes it: equivalent on both paths
+    // (on the perf path its libbpf probe, inside libbcc, finds no ring buffer and it compiles
+    // its C with the perf table). A twin whose BPF() call lost `cflags=compat_cflags()`
+    // compiles the ring table on both paths: equivalent on the ring path, and on the perf path
+    // the guest refuses its ring, so it prints nothing.
+    let _guests = alone();
+    let tmp = tempdir();
+    let (before, after) = (tmp.path().join("before"), tmp.path().join("after"));
+    let tool = read_tree(&root().join("fixtures/bcc_compat_sigsnoop/input"));
+    let original = tool["sigsnoop.py"].clone();
+    write_tree(&after, &tool);
+    let o = run(&after, &["--write", "--strategy", "compat", "."]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut files = read_tree(&after);
+    let pick = "b = BPF(text=bpf_text, cflags=compat_cflags())";
+    assert!(files["sigsnoop.py"].contains(pick));
+    let broken = files["sigsnoop.py"].replace(pick, "b = BPF(text=bpf_text)");
+    files.insert("sigbroken.py".to_string(), broken);
+    write_tree(&after, &files);
+    write_tree(
+        &before,
+        &[
+            ("sigsnoop.py".to_string(), original.clone()),
+            ("sigbroken.py".to_string(), original),
+        ]
+        .into(),
+    );
+    let (b, a) = (before.display().to_string(), after.display().to_string());
+    let lines = verify_json(&["--strategy", "compat", "--before", &b, "--after", &a], 1);
+    for path in ["ringbuf", "perfbuf"] {
+        let of = on_path(&lines, "sigsnoop.py", path);
+        let t = of
+            .iter()
+            .find(|v| v["type"] == "tool")
+            .expect("a tool line");
+        assert_eq!(t["verdict"], "equivalent", "{path}: {t}");
+        assert!(t["lines"]["matched"].as_u64().unwrap() > 0, "{path}: {t}");
+    }
+    let ring = on_path(&lines, "sigbroken.py", "ringbuf");
+    let t = ring
+        .iter()
+        .find(|v| v["type"] == "tool")
+        .expect("a tool line");
+    assert_eq!(t["verdict"], "equivalent", "{t}");
+    let perf = on_path(&lines, "sigbroken.py", "perfbuf");
+    let t = perf
+        .iter()
+        .find(|v| v["type"] == "tool")
+        .expect("a tool line");
+    assert_eq!(t["verdict"], "different", "{t}");
+}
+
+#[test]
 fn libbpf_rs_crates_verify_at_both_levels() {
     // Each crate built with cargo, original and migrated (one shared target directory), and
     // run in the guest. proclife reads two buffers, whose events interleave as they come.

@@ -6,7 +6,8 @@ use tree_sitter::Node;
 
 use super::bpf::packet::{self, Dialect};
 use super::context::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses};
-use super::reserve;
+use super::options::Strategy;
+use super::{compat, reserve};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
@@ -72,11 +73,27 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     continue;
                 };
                 let (s, e) = args[0];
+                // Migrated by --strategy compat already: the perf table of its `#ifdef`.
+                if super::lost_counter::mentions(src, &format!("{name}{}", compat::FLAG_SUFFIX)) {
+                    continue;
+                }
                 defs.push((name.to_string(), (s, e)));
+                let ring = format!("BPF_RINGBUF_OUTPUT({name}, {})", pages_marker(name));
+                let (end, text) = if cx.opts.strategy == Strategy::Compat {
+                    match compat::bcc_table(src, call.start_byte(), call.end_byte(), name, &ring) {
+                        Ok(t) => t,
+                        Err(why) => {
+                            compat::refuse(cx, call.start_byte(), why);
+                            continue;
+                        }
+                    }
+                } else {
+                    (call.end_byte(), ring)
+                };
                 cx.edits.push(Edit::replace(
                     call.start_byte(),
-                    call.end_byte(),
-                    format!("BPF_RINGBUF_OUTPUT({name}, {})", pages_marker(name)),
+                    end,
+                    text,
                     Rule::BccPerfOutput,
                 ));
             }
@@ -89,6 +106,9 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     continue;
                 }
                 explained.push((field.start_byte(), field.end_byte()));
+                if compat::in_own_helper(cx, call) {
+                    continue;
+                }
                 let Some(table) = f.field("argument").filter(|a| a.kind() == "identifier") else {
                     cx.report(
                         call.start_byte(),
@@ -100,7 +120,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 };
                 let map = c::text(table, src).to_string();
                 let args = c::arg_spans(call);
-                let site = OutputSite {
+                let mut site = OutputSite {
                     map: map.clone(),
                     map_span: (table.start_byte(), table.end_byte()),
                     offset: call.start_byte(),
@@ -117,10 +137,19 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                         _ => None,
                     },
                     wrapper: None,
+                    event: None,
                 };
                 if method == "perf_submit_skb" {
                     let args = c::arg_spans(call);
-                    if args.len() != 4 {
+                    if cx.opts.strategy == Strategy::Compat {
+                        compat::refuse(
+                            cx,
+                            call.start_byte(),
+                            format!(
+                                "`{map}.perf_submit_skb()` appends packet bytes, which the helper both paths share does not carry"
+                            ),
+                        );
+                    } else if args.len() != 4 {
                         cx.report(
                             call.start_byte(),
                             Rule::UnsupportedForm,
@@ -135,7 +164,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                         packets.push(p);
                     }
                 } else {
-                    submit(cx, call, f, &map, &mut cands);
+                    site.event = submit(cx, call, f, &map, &mut cands);
                 }
                 outputs.push(site);
             }
@@ -180,7 +209,7 @@ fn submit<'t>(
     f: Node<'t>,
     map: &str,
     cands: &mut Vec<reserve::Candidate<'t>>,
-) {
+) -> Option<(String, usize)> {
     let src = cx.src();
     let args = c::arg_spans(call);
     if args.len() != 3 {
@@ -190,17 +219,45 @@ fn submit<'t>(
             format!("{map}.perf_submit() with {} arguments, not 3", args.len()),
             "migrate by hand",
         );
-        return;
+        return None;
+    }
+    let arg = |k: usize| src[args[k].0..args[k].1].to_string();
+    if cx.opts.strategy == Strategy::Compat {
+        // `MAP_output(ctx, data, size)`, the helper `compat` adds before the first function
+        // that outputs, taking the event's type.
+        let event = match super::bpf::cpu_site::event_type(cx, call, args[1]) {
+            Ok(e) => e,
+            Err(why) => {
+                compat::refuse(
+                    cx,
+                    args[1].0,
+                    format!(
+                        "{why}; BCC lays out `b[\"{map}\"].event()` from the type the output sends, so the helper both paths share must take it"
+                    ),
+                );
+                return None;
+            }
+        };
+        let text = c::layout_call(
+            src,
+            call.start_byte(),
+            call.end_byte(),
+            &compat::output_helper(map),
+            &[arg(0), arg(1), arg(2)],
+        );
+        cx.edits.push(Edit::replace(
+            call.start_byte(),
+            call.end_byte(),
+            text,
+            Rule::CompatOutput,
+        ));
+        return Some(event);
     }
     let callee = format!(
         "{}.ringbuf_output",
         c::text(f.field("argument").unwrap(), src)
     );
-    let new_args = vec![
-        src[args[1].0..args[1].1].to_string(),
-        src[args[2].0..args[2].1].to_string(),
-        "0".to_string(),
-    ];
+    let new_args = vec![arg(1), arg(2), "0".to_string()];
     let text = c::layout_call(src, call.start_byte(), call.end_byte(), &callee, &new_args);
     let copy = Edit::replace(
         call.start_byte(),
@@ -221,6 +278,7 @@ fn submit<'t>(
             copy,
         },
     );
+    None
 }
 
 fn account(cx: &mut Ctx, explained: &[(usize, usize)]) {

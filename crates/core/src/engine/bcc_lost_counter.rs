@@ -57,6 +57,8 @@ pub(super) struct LostOpen {
     pub args: (usize, usize),
     /// The sample callback as passed, `callback=` included when it was a keyword argument.
     pub cb: String,
+    /// The callback's own span (its value, without `callback=`).
+    pub cb_span: (usize, usize),
     pub cb_keyword: bool,
     pub lost: String,
     pub lost_at: usize,
@@ -134,7 +136,7 @@ fn of_kind_all<'t>(root: Node<'t>, kind: &str) -> Vec<Node<'t>> {
 /// Why the counter's C cannot be added after `BPF_PERF_OUTPUT(map);` in the tool's own
 /// strings, if it cannot: new lines need a triple-quoted string, and braces one that is no
 /// f-string or `.format()` template. None too when the table is defined in another file.
-fn c_string_refuses(src: &str, root: Node, map: &str) -> Option<String> {
+pub(super) fn c_string_refuses(src: &str, root: Node, map: &str) -> Option<String> {
     for s in of_kind_all(root, "string") {
         let body = text(s, src);
         let defines = body.match_indices("BPF_PERF_OUTPUT").any(|(i, _)| {
@@ -164,7 +166,7 @@ fn c_string_refuses(src: &str, root: Node, map: &str) -> Option<String> {
 
 /// Just past the last import of the module's opening statements (its docstring, comments,
 /// imports and `if`/`try` blocks of imports).
-fn imports_end(src: &str, root: Node) -> Option<usize> {
+pub(super) fn imports_end(src: &str, root: Node) -> Option<usize> {
     let mut end = None;
     let mut cursor = root.walk();
     for n in root.named_children(&mut cursor) {
@@ -189,12 +191,15 @@ fn imports_end(src: &str, root: Node) -> Option<usize> {
 }
 
 /// The tool's lost callbacks, now that all of it has been seen: fed from the counters, or
-/// no longer passed, with a note each.
+/// no longer passed, with a note each. Under `--strategy compat` (`compat`) the arguments
+/// stay, for the perf path: only the sample callback is wrapped in `lost_watch()`, and a
+/// callback that cannot be fed is still called on the perf path.
 pub(super) fn settle(
     file: &SourceFile,
     root: Node,
     opens: &[LostOpen],
     polls: &[(usize, usize)],
+    compat: bool,
     a: &mut Analysis,
 ) {
     if opens.is_empty() {
@@ -213,27 +218,40 @@ pub(super) fn settle(
         };
         match &why {
             None => {
-                edits.push(Edit::replace(
-                    o.args.0,
-                    o.args.1,
-                    format!(
-                        "({}lost_watch({}, {}, {}))",
-                        if o.cb_keyword { "callback=" } else { "" },
-                        o.counter,
-                        o.lost,
-                        o.cb
-                    ),
-                    Rule::BccOpenPerfBuffer,
-                ));
+                let watch = format!("lost_watch({}, {}, {})", o.counter, o.lost, o.cb);
+                edits.push(if compat {
+                    Edit::replace(o.cb_span.0, o.cb_span.1, watch, Rule::LostCounter)
+                } else {
+                    Edit::replace(
+                        o.args.0,
+                        o.args.1,
+                        format!("({}{watch})", if o.cb_keyword { "callback=" } else { "" }),
+                        Rule::BccOpenPerfBuffer,
+                    )
+                });
                 diags.push(Diagnostic::at(
                     file,
                     o.lost_at,
                     Rule::LostCounter,
                     format!(
-                        "the lost-event callback `{}` is kept: the BPF program counts the records the ring `{}` could not take in `{}{LOST_MAP_SUFFIX}`, and lost_check() passes what is new to it after each poll; the counts are not the perf buffer's (one ring shared by all CPUs fills at other times)",
-                        o.lost, o.map, o.map
+                        "the lost-event callback `{}` is kept: {}the BPF program counts the records the ring `{}` could not take in `{}{LOST_MAP_SUFFIX}`, and lost_check() passes what is new to it after each poll; the counts are not the perf buffer's (one ring shared by all CPUs fills at other times)",
+                        o.lost,
+                        if compat { "the perf buffer still calls it on the perf path; on the ring path, " } else { "" },
+                        o.map,
+                        o.map
                     ),
                 ));
+            }
+            Some(why) if compat => {
+                diags.push(Diagnostic::at(
+                    file,
+                    o.lost_at,
+                    Rule::BccOpenPerfBuffer,
+                    format!(
+                        "the lost-event callback `{}` is called on the perf path only: a ring buffer has none; bpf-migrate cannot feed it from a counter: {why}",
+                        o.lost
+                    ),
+                ).help(DROP_HELP));
             }
             Some(why) => {
                 edits.push(Edit::replace(

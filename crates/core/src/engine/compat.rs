@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use tree_sitter::Node;
 
+use super::bpf::packet::indent_like;
 use super::context::{Analysis, Ctx, MapKind, Report};
 use super::link::Dsu;
 use super::lost_counter::{mentions, statement_end};
@@ -55,7 +56,7 @@ pub fn refuse(cx: &mut Ctx, at: usize, what: String) {
         at,
         Rule::CompatUnsupported,
         format!("--strategy compat cannot migrate this: {what}"),
-        "--strategy compat migrates libbpf C loaders that read their maps as skeleton fields; migrate with the default strategy (ring buffer only), or by hand",
+        "--strategy compat migrates libbpf C loaders that read their maps as skeleton fields, and BCC tools; migrate with the default strategy (ring buffer only), or by hand",
     );
 }
 
@@ -88,24 +89,24 @@ pub(super) fn link_compat(
     dsu: &mut Dsu,
     link_diags: &mut Vec<Diagnostic>,
 ) {
-    // Every perf map of a C program, whether a loader reads it or not.
-    let mut rings: Vec<(usize, String, usize)> = Vec::new();
+    // Every perf map of a program, whether a reader reads it or not.
+    let mut rings: Vec<(usize, String, usize, bool)> = Vec::new();
     for (j, a) in analyses.iter().enumerate() {
-        for m in a.maps.iter().filter(|m| m.kind != MapKind::Bcc) {
-            rings.push((j, m.name.clone(), m.offset));
+        for m in &a.maps {
+            rings.push((j, m.name.clone(), m.offset, m.kind == MapKind::Bcc));
         }
     }
-    for (j, map, offset) in &rings {
-        let (j, offset) = (j, *offset);
+    for (j, map, offset, bcc) in &rings {
+        let (j, offset, bcc) = (j, *offset, *bcc);
         if !consumed.contains_key(&(*j, map.clone())) {
             link_diags.push(
                 Diagnostic::at(
                     &files[*j],
                     offset,
                     Rule::CompatUnsupported,
-                    format!("--strategy compat cannot migrate `{map}` without its loader, which must pick the kind of buffer before load"),
+                    format!("--strategy compat cannot migrate `{map}` without its reader, which must pick the kind of buffer before load"),
                 )
-                .help("pass the libbpf C loader that reads it together with the BPF source"),
+                .help("pass the libbpf C loader or BCC tool that reads it together with the BPF source"),
             );
             continue;
         }
@@ -137,11 +138,63 @@ pub(super) fn link_compat(
         // A kept lost callback: the ring path counts what the ring did not take, in the
         // counter `lost_counter` put at the same place, which the helper follows.
         let count = counted.iter().any(|c| c.0 == *j && c.1 == *map);
-        let add = code(map, &flag, &helper, count);
-        let edits = &mut analyses[*j].edits;
-        match edits.iter_mut().find(|e| e.start == at && e.end == at) {
-            Some(counter) if count => counter.text.push_str(&add),
-            _ => edits.push(Edit::insert(at, add, Rule::CompatOutput)),
+        if bcc {
+            // The helper takes the type the outputs send, for BCC's layout of `.event()`, so
+            // it goes before the first function that outputs, after the struct's definition.
+            let mut events: Vec<&(String, usize)> = analyses[*j]
+                .outputs
+                .iter()
+                .filter(|o| o.map == *map)
+                .filter_map(|o| o.event.as_ref())
+                .collect();
+            events.sort_by_key(|e| e.1);
+            if let Some(other) = events.iter().find(|e| e.0 != events[0].0) {
+                link_diags.push(
+                    Diagnostic::at(
+                        &files[*j],
+                        other.1,
+                        Rule::CompatUnsupported,
+                        format!("--strategy compat cannot migrate `{map}`: its outputs send a `{}` and a `{}`, and BCC lays out its events from one type", events[0].0, other.0),
+                    )
+                    .help("send one type, or migrate with the default strategy"),
+                );
+                continue;
+            }
+            let (ty, before) = match events.first() {
+                Some(e) => (e.0.as_str(), Some(above_comments(text, e.1))),
+                None => ("void", None),
+            };
+            let edits = &mut analyses[*j].edits;
+            let code = bcc_code(map, &flag, &helper, ty, count);
+            match before {
+                Some(b) if b != at => {
+                    let add = format!("{}\n", indent_like(&code, &text[b..]));
+                    match edits.iter_mut().find(|e| e.start == b && e.end == b) {
+                        Some(e) => e.text.push_str(&add),
+                        None => edits.push(Edit::insert(b, add, Rule::CompatOutput)),
+                    }
+                }
+                _ => {
+                    // Right after the table (and the counter): a blank line before, and one
+                    // after where a function follows at once.
+                    let after = if before.is_some() { "\n" } else { "" };
+                    let add = format!("\n{}{after}", indent_like(&code, &text[at..]));
+                    match edits.iter_mut().find(|e| e.start == at && e.end == at) {
+                        Some(c) => c.text.push_str(&add),
+                        None => edits.push(Edit::insert(at, add, Rule::CompatOutput)),
+                    }
+                }
+            }
+        } else {
+            let add = code(map, &flag, &helper, count);
+            let edits = &mut analyses[*j].edits;
+            let counter = edits
+                .iter_mut()
+                .find(|e| count && e.start == at && e.end == at);
+            match counter {
+                Some(c) => c.text.push_str(&add),
+                None => edits.push(Edit::insert(at, add, Rule::CompatOutput)),
+            }
         }
         analyses[*j].errors_ahead = None;
     }
@@ -164,4 +217,85 @@ fn code(map: &str, flag: &str, helper: &str, count: bool) -> String {
          \t\treturn bpf_perf_event_output(ctx, &{map}, BPF_F_CURRENT_CPU, data, size);\n\
          \treturn {ring};\n}}\n"
     )
+}
+
+/// The same in BCC's dialect, where the tool picks the table's kind at compile time: the
+/// helper's perf path exists only where the tool defines `MAP_use_perf` (`bcc_compat`). Its
+/// data is a `ty *`, the type the outputs send, which BCC lays out `b["MAP"].event()` from.
+fn bcc_code(map: &str, flag: &str, helper: &str, ty: &str, count: bool) -> String {
+    let ring = format!("{map}.ringbuf_output(data, size, 0)");
+    let ring = if count {
+        format!("{map}{}_count({ring})", super::user::LOST_MAP_SUFFIX)
+    } else {
+        ring
+    };
+    format!(
+        "/*\n * Added by bpf-migrate --strategy compat. Where the kernel has no ring buffer, the tool\n * defines {flag} (compat_cflags()), and `{map}` is a perf buffer.\n */\n\
+         static inline __attribute__((always_inline)) int {helper}(void *ctx, {ty} *data, u32 size)\n{{\n\
+         #ifdef {flag}\n\
+         \treturn {map}.perf_submit(ctx, data, size);\n\
+         #else\n\
+         \treturn {ring};\n\
+         #endif\n}}\n"
+    )
+}
+
+/// The start of the line at `at`, or of the comment lines just above it.
+fn above_comments(text: &str, at: usize) -> usize {
+    let mut start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    while start > 0 {
+        let prev = text[..start - 1].rfind('\n').map_or(0, |i| i + 1);
+        let line = text[prev..start].trim();
+        if !(line.starts_with("//") || line.starts_with("/*") || line.starts_with('*')) {
+            break;
+        }
+        start = prev;
+    }
+    start
+}
+
+/// BCC's `BPF_PERF_OUTPUT(map)` at `start..end` of `text` under compat: where its statement
+/// ends (after the `;`) and what replaces it, a perf buffer where the tool defines
+/// `MAP_use_perf`, else `ring` (`BPF_RINGBUF_OUTPUT(map, pages)`). The definition must have its
+/// line to itself, for the `#ifdef` and `#endif` that pick its kind.
+pub fn bcc_table(
+    text: &str,
+    start: usize,
+    end: usize,
+    map: &str,
+    ring: &str,
+) -> Result<(usize, String), String> {
+    let line = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let before = &text[line..start];
+    let opens_string = ["\"\"\"", "'''"]
+        .iter()
+        .any(|q| before.trim_end().ends_with(q));
+    if !before.trim().is_empty() && !opens_string {
+        return Err(format!(
+            "`BPF_PERF_OUTPUT({map})` does not begin its line, where the `#ifdef` that picks its kind must go"
+        ));
+    }
+    let after = &text[end..];
+    let blank = after.len() - after.trim_start_matches([' ', '\t']).len();
+    let Some(rest) = after[blank..].strip_prefix(';') else {
+        return Err(format!(
+            "`BPF_PERF_OUTPUT({map})` is not followed by its `;`"
+        ));
+    };
+    let eol = rest.find('\n').unwrap_or(rest.len());
+    let tail = rest[..eol].trim();
+    if !(tail.is_empty() || tail.starts_with("//") && !tail.contains(['"', '\'']))
+        || eol == rest.len()
+    {
+        return Err(format!(
+            "`BPF_PERF_OUTPUT({map});` does not end its line, where the `#endif` that picks its kind must follow"
+        ));
+    }
+    let ind = if opens_string { "" } else { before };
+    Ok((
+        end + blank + 1,
+        format!(
+            "#ifdef {map}{FLAG_SUFFIX}\n{ind}BPF_PERF_OUTPUT({map});\n{ind}#else\n{ind}{ring};\n{ind}#endif"
+        ),
+    ))
 }

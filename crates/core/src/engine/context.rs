@@ -42,6 +42,9 @@ pub struct OutputSite {
     /// The program's own wrapper the output goes through (`bpf::wrapper`): this site is a
     /// call of it.
     pub wrapper: Option<String>,
+    /// Under `--strategy compat`, a BCC output's event type and the start of its function
+    /// (`bpf::cpu_site::event_type`), for the helper the outputs go through.
+    pub event: Option<(String, usize)>,
 }
 
 /// An output call whose event can carry the CPU: a `struct NAME` sent whole, a local

@@ -11,6 +11,7 @@
 //! migrated text must parse no worse), and `link` (files into programs, edits applied).
 
 pub mod bcc;
+mod bcc_compat;
 mod bcc_lost_counter;
 pub mod bpf;
 mod check;
@@ -125,16 +126,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     bpf::analyze(&mut cx, &mut a);
     user::analyze(&mut cx, &mut a);
     if bcc::has_trigger(&file.text) {
-        let before = (cx.edits.len(), a.consumers.len());
         bcc::analyze(&mut cx, &mut a);
-        if (cx.edits.len(), a.consumers.len()) != before {
-            let mut bcc = Analysis {
-                edits: cx.edits[before.0..].to_vec(),
-                ..Analysis::default()
-            };
-            compat::refuse_unsupported(file, opts, &mut bcc, "BCC's C");
-            cx.diags.append(&mut bcc.diags);
-        }
     }
     for n in c::of_kind(&nodes, "preproc_include") {
         if let Some(p) = n.field("path")
@@ -186,11 +178,7 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
     if is_python_source(&file.path, &file.text) {
         match too_deep(file) {
             Some(a) => (a, None),
-            None => {
-                let (mut a, kept) = python::analyze(file, opts);
-                compat::refuse_unsupported(file, opts, &mut a, "BCC tools");
-                (a, kept)
-            }
+            None => python::analyze(file, opts),
         }
     } else if is_rust(&file.path) {
         match too_deep(file) {

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use tree_sitter::Node;
 
-use super::bcc;
 use super::bcc_lost_counter::{self, LostOpen};
 use super::check::{Kept, check_bcc_c, wants_check_ahead};
 use super::context::{Analysis, Consumer, CpuUse, Ctx, Report};
-use super::options::{Lost, Options};
+use super::options::{Lost, Options, Strategy};
+use super::{bcc, bcc_compat};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, descendants, of_kind, text};
@@ -62,6 +62,10 @@ impl<'a, 't> Py<'a, 't> {
 /// Analyses a BCC tool; its parse comes back when `check_ahead` may want it.
 pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     let mut a = Analysis::default();
+    // Migrated by --strategy compat already: its perf buffer code is the perf path.
+    if bcc_compat::has_shim(&file.text) {
+        return (a, None);
+    }
     let Some(tree) = parse(&file.text) else {
         a.diags.push(Diagnostic::file_error(
             &file.display,
@@ -117,6 +121,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         lost_opens: Vec::new(),
     };
     let mut poll_renames = Vec::new();
+    let mut used = bcc_compat::Used::default();
     for call in of_kind(&nodes, "call") {
         let Some(f) = call.field("function") else {
             continue;
@@ -148,7 +153,16 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
             name @ ("perf_buffer_poll" | "perf_buffer_consume" | "kprobe_poll") => {
                 py.explained.push((attr.start_byte(), attr.end_byte()));
                 py.polls.push((call.start_byte(), call.end_byte()));
-                let new = if name == "perf_buffer_consume" {
+                let consume = name == "perf_buffer_consume";
+                if opts.strategy == Strategy::Compat
+                    && let (Some(object), Some(args)) = (f.field("object"), call.field("arguments"))
+                {
+                    used.poll |= !consume;
+                    used.consume |= consume;
+                    poll_renames.push(bcc_compat::poll_edit(src, object, args, consume));
+                    continue;
+                }
+                let new = if consume {
                     "ring_buffer_consume"
                 } else {
                     "ring_buffer_poll"
@@ -192,7 +206,18 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     a.edits.extend(py.edits);
     a.diags.extend(py.diags);
     a.cpu_uses.extend(py.cpu_uses);
-    bcc_lost_counter::settle(file, tree.root_node(), &py.lost_opens, &py.polls, &mut a);
+    let compat = opts.strategy == Strategy::Compat;
+    bcc_lost_counter::settle(
+        file,
+        tree.root_node(),
+        &py.lost_opens,
+        &py.polls,
+        compat,
+        &mut a,
+    );
+    if compat {
+        bcc_compat::settle(file, tree.root_node(), &used, &mut a);
+    }
     drop(nodes);
     let kept = wants_check_ahead(&a).then_some(Kept::Python(tree));
     (a, kept)
@@ -533,13 +558,19 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
     if !callback(py, cb, &map) {
         return;
     }
+    let compat = py.opts.strategy == Strategy::Compat;
     let lost = lost.filter(|l| text(*l, src) != "None");
     if let Some(l) = lost.filter(|_| py.opts.lost == Lost::Drop) {
+        let when = if compat {
+            "not called on the ring path"
+        } else {
+            "no longer called"
+        };
         py.report(
             l.start_byte(),
             Rule::BccOpenPerfBuffer,
             format!(
-                "the lost-event callback `{}` is no longer called: a ring buffer has none",
+                "the lost-event callback `{}` is {when}: a ring buffer has none",
                 text(l, src)
             ),
             bcc_lost_counter::DROP_HELP,
@@ -547,11 +578,16 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
     }
     let page_value = pages.map(|p| text(p, src).trim().parse::<u64>().ok());
     if let Some(None) = page_value {
+        let what = if compat {
+            "applies to the perf path only"
+        } else {
+            "no longer applies"
+        };
         py.report(
             pages.unwrap().start_byte(),
             Rule::BccOpenPerfBuffer,
-            format!("the page count `{}` is chosen at run time and no longer applies", text(pages.unwrap(), src)),
-            "a ring buffer's size is set in the C text, BPF_RINGBUF_OUTPUT(name, pages) (--ringbuf-size); an option that set the page count now does nothing",
+            format!("the page count `{}` is chosen at run time and {what}", text(pages.unwrap(), src)),
+            "a ring buffer's size is set in the C text, BPF_RINGBUF_OUTPUT(name, pages) (--ringbuf-size); an option that set the page count does nothing to it",
         );
     }
     let cb_text = if cb_kw {
@@ -559,17 +595,22 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
     } else {
         text(cb, src).to_string()
     };
-    py.edits.push(Edit::replace(
-        attr.start_byte(),
-        attr.end_byte(),
-        "open_ring_buffer",
-        Rule::BccOpenPerfBuffer,
-    ));
+    if compat {
+        py.edits.push(bcc_compat::open_edit(src, object, args));
+    } else {
+        py.edits.push(Edit::replace(
+            attr.start_byte(),
+            attr.end_byte(),
+            "open_ring_buffer",
+            Rule::BccOpenPerfBuffer,
+        ));
+    }
     match lost.filter(|_| py.opts.lost == Lost::Count) {
         // The arguments wait for the whole tool (`bcc_lost_counter::settle`).
         Some(l) => py.lost_opens.push(LostOpen {
             args: (args.start_byte(), args.end_byte()),
             cb: text(cb, src).to_string(),
+            cb_span: (cb.start_byte(), cb.end_byte()),
             cb_keyword: cb_kw,
             lost: text(l, src).to_string(),
             lost_at: l.start_byte(),
@@ -577,6 +618,8 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
             map: map.clone(),
             consumer: a.consumers.len(),
         }),
+        // Under compat the arguments stay, for the perf path.
+        None if compat => {}
         None => py.edits.push(Edit::replace(
             args.start_byte(),
             args.end_byte(),
@@ -626,6 +669,20 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
         .into_iter()
         .filter(|n| text(*n, src) == cpu_name && is_variable(*n))
         .collect();
+    // Under compat the callback serves both paths as it is: the perf path passes the CPU,
+    // the ring path its context, which a callback that reads the CPU cannot use.
+    if py.opts.strategy == Strategy::Compat {
+        if let Some(u) = uses.first() {
+            py.diags.push(Diagnostic::at(
+                py.file,
+                u.start_byte(),
+                Rule::CompatUnsupported,
+                format!("--strategy compat cannot migrate this tool: the callback for `{map}` reads `{cpu_name}`, the CPU, which the ring path cannot give"),
+            ).help("migrate it with the default strategy, which adds a cpu field to the event, or by hand"));
+            return false;
+        }
+        return true;
+    }
     if let Some(u) = uses.first() {
         let data_name = text(params[names.len() - 2], src);
         let read = event_read(py, body, data_name).and_then(|r| {

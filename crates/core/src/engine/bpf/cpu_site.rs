@@ -90,6 +90,31 @@ pub(crate) fn cpu_site(
     })
 }
 
+/// The type an output call sends, as its function declares the event (`struct NAME` for
+/// `&e` with a local `struct NAME e`, or `e` with a `struct NAME *e`), and the start of that
+/// function; or why not. BCC lays `b["MAP"].event()` out from this type, so a helper that
+/// outputs for the call must take it (`compat`).
+pub(crate) fn event_type(
+    cx: &Ctx,
+    call: Node,
+    data: (usize, usize),
+) -> Result<(String, usize), String> {
+    let src = cx.src();
+    let data_text = &src[data.0..data.1];
+    let (var, pointer) = event_var(cx, data).ok_or_else(|| {
+        format!("the event `{data_text}` is not a local (`&e`) or a pointer (`e`) of a type this function declares")
+    })?;
+    let func = c::ancestor(call, "function_definition")
+        .ok_or_else(|| "the output is not in a function".to_string())?;
+    let decl = declaration(func, &var, src)?;
+    if decl.pointer != pointer {
+        return Err(format!(
+            "the event `{data_text}` is not `&{var}` for a local `{var}` or `{var}` for a pointer `*{var}`"
+        ));
+    }
+    Ok((c::text(decl.ty, src).to_string(), func.start_byte()))
+}
+
 /// Whether `size` is the size of the whole event `var` of type `ty`: `sizeof(var)` (a local),
 /// `sizeof(*var)` (a pointer), or `sizeof(ty)`.
 pub(super) fn sizes_whole(size: &str, var: &str, pointer: bool, ty: &str) -> bool {

@@ -173,6 +173,7 @@ fn output_site(cx: &mut Ctx, call: Node, name: &str) -> Option<(Vec<(usize, usiz
         offset: call.start_byte(),
         cpu: None,
         wrapper: None,
+        event: None,
     };
     Some((args, site))
 }

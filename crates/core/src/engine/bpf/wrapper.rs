@@ -132,6 +132,7 @@ pub(super) fn through_wrapper(cx: &mut Ctx, call: Node) -> Option<Vec<OutputSite
                 format!("the event is sent through the wrapper `{name}`"),
             ))),
             wrapper: Some(name.to_string()),
+            event: None,
         });
     }
     let argt = |i: usize| src[args[i].0..args[i].1].to_string();

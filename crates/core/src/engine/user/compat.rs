@@ -786,7 +786,7 @@ mod tests {
         assert!(
             diags
                 .iter()
-                .any(|d| d.message.contains("without its loader")),
+                .any(|d| d.message.contains("without its reader")),
             "{diags:?}"
         );
         let taken = BPF.replace("char LICENSE", "static int events_output;\n\nchar LICENSE");
