@@ -359,9 +359,14 @@ fn libbpf_rs_crates_verify_at_both_levels() {
     // Each crate built with cargo, original and migrated (one shared target directory), and
     // run in the guest. proclife reads two buffers, whose events interleave as they come.
     // The capability tracer drops its lost callback (its fixture's option): a counter read
-    // with bpf() would pass through the capability check it traces.
+    // with bpf() would pass through the capability check it traces. forkwatch sizes its ring
+    // before load from its page count option.
     let lines = verify_all(
-        &[("rs_capable", "equivalent"), ("rs_two_maps", "equivalent")],
+        &[
+            ("rs_capable", "equivalent"),
+            ("rs_two_maps", "equivalent"),
+            ("rs_runtime_pages", "equivalent"),
+        ],
         &["--lost", "drop"],
     );
     let t = tool_of(&lines, "rs_two_maps");

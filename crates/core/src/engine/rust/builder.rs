@@ -20,7 +20,7 @@ use crate::rules::Rule;
 use crate::source::indent_at;
 
 /// Builder methods that end a chain's error handling.
-const TAIL_METHODS: &[&str] = &[
+pub(super) const TAIL_METHODS: &[&str] = &[
     "context",
     "with_context",
     "expect",
@@ -177,7 +177,7 @@ pub(super) fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analy
             Err(why) => lost_callback(rs, col, l, func, &why),
         }
     }
-    let Some(pages) = page_count(rs, col, c.pages) else {
+    let Some(pages) = page_count(rs, col, c, func) else {
         return;
     };
     replace_chain(rs, col, c, func, &cb_text);

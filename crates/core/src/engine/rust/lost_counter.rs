@@ -50,9 +50,9 @@ fn lost_counted<'a>(
 }
 "#;
 
-/// The counter map of the chain's map `&X.maps.NAME` (libbpf-rs 0.24 and later, whose maps
-/// are skeleton fields): `&X.maps.NAME_lost`.
-fn counter_expr(rs: &Rs, map: &Expr, name: &str) -> Option<String> {
+/// The skeleton and the map of `&X.maps.NAME` (libbpf-rs 0.24 and later, whose maps are
+/// skeleton fields): `X` as written, and `NAME`.
+pub(super) fn skel_map(rs: &Rs, map: &Expr) -> Option<(String, String)> {
     let Expr::Reference(r) = map else {
         return None;
     };
@@ -62,14 +62,20 @@ fn counter_expr(rs: &Rs, map: &Expr, name: &str) -> Option<String> {
     let Expr::Field(maps) = &*f.base else {
         return None;
     };
-    let is = |m: &syn::Member, n: &str| matches!(m, syn::Member::Named(i) if i == n);
-    if r.mutability.is_some() || !is(&maps.member, "maps") || !is(&f.member, name) {
+    let named = |m: &syn::Member| match m {
+        syn::Member::Named(i) => Some(i.to_string()),
+        syn::Member::Unnamed(_) => None,
+    };
+    if r.mutability.is_some() || named(&maps.member).as_deref() != Some("maps") {
         return None;
     }
-    Some(format!(
-        "&{}.maps.{name}{LOST_MAP_SUFFIX}",
-        rs.text(maps.base.span())
-    ))
+    Some((rs.text(maps.base.span()).to_string(), named(&f.member)?))
+}
+
+/// The counter map of the chain's map `&X.maps.NAME`: `&X.maps.NAME_lost`.
+fn counter_expr(rs: &Rs, map: &Expr, name: &str) -> Option<String> {
+    let (skel, field) = skel_map(rs, map)?;
+    (field == name).then(|| format!("&{skel}.maps.{name}{LOST_MAP_SUFFIX}"))
 }
 
 /// The sample callback's text `cb` wrapped so that it reports the losses of ring `name` to
