@@ -112,7 +112,10 @@ fn language_of(file: &SourceFile, offset: usize) -> Language {
         }
     }
     let t = &file.text;
-    if [
+    // Sections make libbpf's C, whatever its own macros are called (BCC C has none).
+    if t.contains("SEC(\"") {
+        Language::BpfC
+    } else if [
         "BPF_PERF_OUTPUT(",
         ".perf_submit",
         "BPF_HASH(",

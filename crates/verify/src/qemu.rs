@@ -191,7 +191,11 @@ fn qemu_command(cfg: &VmConfig, accel: &'static str, console: &Path, results: &P
     } else {
         256 + 128 * cfg.cpus
     };
-    let mem = super::memory::guest_mib(base.into(), cfg.map_bytes);
+    // The kernel holds the initramfs image while it unpacks it into memory: room for both
+    // (the tools of three libbpf-rs crates, original and migrated, outgrew the base size: the
+    // unpacking stopped short of the manifest).
+    let initrd_mib = std::fs::metadata(cfg.initrd).map_or(0, |m| m.len().div_ceil(1 << 20));
+    let mem = super::memory::guest_mib(u64::from(base) + 2 * initrd_mib, cfg.map_bytes);
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
         "-machine",

@@ -43,6 +43,12 @@ pub fn has_trigger(text: &str) -> bool {
     TRIGGERS.iter().any(|t| text.contains(t))
 }
 
+/// C of libbpf's kind (programs in `SEC("...")` sections), which BCC C never is: a
+/// `BPF_PERF_OUTPUT(name)` there is the program's own macro (`bpf::map_macro`).
+pub fn is_libbpf_c(text: &str) -> bool {
+    text.contains("SEC(\"")
+}
+
 pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let src = cx.src();
     let mut explained: Vec<(usize, usize)> = Vec::new();

@@ -20,6 +20,27 @@ pub struct MapDef {
     pub kind: MapKind,
 }
 
+/// A function-like macro of a BPF C file whose body names the perf event array type: one that
+/// may define maps (`bpf::map_macro`), made a ring buffer's by linking.
+#[derive(Debug, Clone)]
+pub struct MapMacro {
+    pub name: String,
+    pub params: Vec<String>,
+    /// The macro's name, for diagnostics.
+    pub offset: usize,
+    /// Its replacement text.
+    pub body: (usize, usize),
+}
+
+/// A call `NAME(args);` at file scope of a BPF C file: a map defined through a macro when
+/// `NAME` is a `MapMacro`.
+#[derive(Debug, Clone)]
+pub struct TopCall {
+    pub name: String,
+    pub args: Vec<(usize, usize)>,
+    pub offset: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapKind {
     /// `struct { __uint(type, ...); ... } name SEC(".maps");`
@@ -132,6 +153,9 @@ pub struct Analysis {
     /// analysis tree was alive (`check_ahead`); None if not counted, or if linking changed the
     /// edits since.
     pub errors_ahead: Option<usize>,
+    /// Macros of this file that may define perf event arrays, and its file-scope calls.
+    pub map_macros: Vec<MapMacro>,
+    pub top_calls: Vec<TopCall>,
 }
 
 /// What analysis code sees of one parsed file.

@@ -10,6 +10,7 @@ use super::context::{Analysis, Consumer, MapDef, MapKind, refuses};
 use super::cpu_field::link_cpu_fields;
 use super::gate::is_python_source;
 use super::lost_counter::link_lost_counters;
+use super::macro_maps::link_macro_maps;
 use super::options::{Options, Strategy};
 use crate::edit::Edit;
 use crate::report::{Diagnostic, Severity};
@@ -186,6 +187,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     let mut dsu = Dsu((0..n).collect());
     let mut link_diags: Vec<Diagnostic> = Vec::new();
 
+    link_macro_maps(files, analyses, opts, &mut dsu, &mut link_diags);
     let defs = map_definitions(analyses);
     link_outputs(files, analyses, &defs, &mut dsu, &mut link_diags);
     let (consumed, counted) =

@@ -23,6 +23,7 @@ mod gate;
 pub mod go;
 mod link;
 mod lost_counter;
+mod macro_maps;
 mod options;
 pub mod python;
 pub mod reserve;
@@ -125,7 +126,7 @@ fn analyze_c(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     }
     bpf::analyze(&mut cx, &mut a);
     user::analyze(&mut cx, &mut a);
-    if bcc::has_trigger(&file.text) {
+    if bcc::has_trigger(&file.text) && !bcc::is_libbpf_c(&file.text) {
         bcc::analyze(&mut cx, &mut a);
     }
     for n in c::of_kind(&nodes, "preproc_include") {

@@ -53,11 +53,11 @@ fn declarator_name(mut n: Node) -> Option<Node> {
 }
 
 /// A member macro of a BTF map definition: `__uint(key, value);`.
-struct Member {
-    key: String,
-    value: (usize, usize),
+pub(super) struct Member {
+    pub(super) key: String,
+    pub(super) value: (usize, usize),
     /// From the macro name to the `;`.
-    span: (usize, usize),
+    pub(super) span: (usize, usize),
 }
 
 /// A BTF perf event array definition: its body, members, and which of them is the type.
@@ -230,7 +230,7 @@ fn btf_max_entries(cx: &Ctx, (s, semi): (usize, usize)) -> Edit {
 }
 
 /// The `__uint(k, v);`-style members between `start` and `end`.
-fn btf_members(src: &str, start: usize, end: usize) -> Vec<Member> {
+pub(super) fn btf_members(src: &str, start: usize, end: usize) -> Vec<Member> {
     let toks = c::lex(src, start..end);
     let mut out = Vec::new();
     let mut k = 0;

@@ -9,12 +9,14 @@ use crate::rules::Rule;
 
 /// Every other mention of a perf map of this file, or of one this file writes to, is a use
 /// bpf-migrate does not know how to carry over (a wrapper taking the map as an argument, a
-/// lookup, a second program type).
+/// lookup, a second program type). `through_macros`: arguments of file-scope calls that name a
+/// map this file writes to and does not define, which linking judges (`engine::macro_maps`).
 pub(super) fn other_uses(
     cx: &mut Ctx,
     defs: &[DefSite],
     outputs: &[OutputSite],
     counters: &[String],
+    through_macros: &[(usize, usize)],
 ) {
     let mut names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
     names.extend(outputs.iter().map(|o: &OutputSite| o.map.clone()));
@@ -23,6 +25,7 @@ pub(super) fn other_uses(
     names.retain(|n| !counters.contains(n));
     let mut allowed: Vec<(usize, usize)> = defs.iter().map(|d| d.name_span).collect();
     allowed.extend(outputs.iter().map(|o| o.map_span));
+    allowed.extend(through_macros);
     other_map_uses(
         cx,
         &names,

@@ -67,7 +67,9 @@ fn main() {
             Some(n) => Report::Bench(bench(&m, n)),
             None => Report::Run(run(&m, &mut out)),
         },
-        Err(e) => Report::Fatal(format!("cannot read the manifest: {e}")),
+        Err(e) => Report::Fatal(format!(
+            "cannot read the manifest: {e} (an initramfs the guest could not unpack whole? its console log says)"
+        )),
     };
     out.frame(&Message::Result(report));
     out.frame(&Message::Done);
