@@ -737,6 +737,19 @@ fn a_bcc_tool_keeps_its_cpu_column() {
 }
 
 #[test]
+fn a_libbpf_rs_crate_keeps_its_cpu_column() {
+    // A Rust closure printing the CPU of each exec: migrated, it reads the CPU from the field
+    // added to the event, at the offset C gives it (64, after 62 bytes of members), and prints
+    // the same lines on two CPUs; the agent finds the field at that offset in the BTF.
+    let lines = verify_json(&["--cpus", "2", "fixtures/rs_cpu_column/input"], 0);
+    let t = tool_of(&lines, "rs_cpu_column");
+    assert_eq!(t["verdict"], "equivalent", "{t}");
+    assert!(t["lines"]["matched"].as_u64().unwrap() > 0, "{t}");
+    let m = maps_of(&lines, "rs_cpu_column")[0];
+    assert!(m["finding"].as_str().unwrap().contains("offset 64"), "{m}");
+}
+
+#[test]
 fn several_cpus_and_a_kept_work_directory() {
     // With two guest CPUs, perf buffers deliver per CPU and the ring buffer in one order: the
     // comparison is as multisets. --keep leaves the objects and the guest's console log.
@@ -1002,7 +1015,9 @@ int main(void)
 fn lost_events_are_still_reported_after_migration() {
     // burstlat's slow reader falls behind three bursts of large records: the original's perf
     // buffer (one page) and the migrated ring (32 KiB, which still holds each burst for the
-    // agent) both drop records.
+    // agent) both drop records. Alone: a loss is told when the reader gets to it, and beside
+    // other guests that came after the workload's window once (CI, the perf path under compat).
+    let _guests = alone();
     losses_reported_unless_dropped("fixtures/burstlat/input");
     // Its libbpf-rs twin: the ring's sample callback passes new losses to the lost callback.
     losses_reported_unless_dropped("fixtures/rs_burstlat/input");
@@ -1012,6 +1027,8 @@ fn lost_events_are_still_reported_after_migration() {
         &[
             "--ringbuf-size",
             "32K",
+            "--workload",
+            BURST,
             "--strategy",
             "compat",
             "fixtures/burstlat/input",
@@ -1039,17 +1056,32 @@ fn a_bcc_tools_lost_callback_still_reports_after_migration() {
     losses_reported_unless_dropped("fixtures/bcc_burstlat/input");
 }
 
+/// One more burst after the workload's: a perf buffer tells of a burst's losses with the next
+/// record it takes, so the last burst's go untold; this one tells the previous burst's.
+const BURST: &str = "kill -0 1";
+
 /// Verifies the burstlat-like tool at `path` with a 32 KiB ring: both versions say they lost
 /// records; with the lost-sample report dropped (--lost drop) the migrated tool goes silent,
 /// which is a difference.
 fn losses_reported_unless_dropped(path: &str) {
-    let lines = verify_json(&["--ringbuf-size", "32K", path], 0);
+    let lines = verify_json(&["--ringbuf-size", "32K", "--workload", BURST, path], 0);
     let t = tool_of(&lines, "burstlat");
     assert_eq!(t["verdict"], "equivalent", "{t}");
     let l = &t["loss_reports"];
     assert!(l["original"].as_u64().unwrap() > 0, "{t}");
     assert!(l["migrated"].as_u64().unwrap() > 0, "{t}");
-    let lines = verify_json(&["--ringbuf-size", "32K", "--lost", "drop", path], 1);
+    let lines = verify_json(
+        &[
+            "--ringbuf-size",
+            "32K",
+            "--workload",
+            BURST,
+            "--lost",
+            "drop",
+            path,
+        ],
+        1,
+    );
     let t = tool_of(&lines, "burstlat");
     assert_eq!(t["verdict"], "different", "{t}");
     assert!(t["finding"].as_str().unwrap().contains("never did"), "{t}");

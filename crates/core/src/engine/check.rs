@@ -67,9 +67,10 @@ pub(super) fn apply_checked(
     let new_text = edit::apply(&file.text, &edits, file.crlf);
     // A page-count marker left in an edit (its table had no reader) must not reach a file;
     // the input itself may hold any byte.
-    let unresolved = edits
-        .iter()
-        .any(|e| e.rule == Rule::BccPerfOutput && e.text.contains('\u{1}'));
+    let unresolved = edits.iter().any(|e| {
+        e.rule == Rule::BccPerfOutput && e.text.contains('\u{1}')
+            || e.text.contains(super::rust::callbacks::CPU_BYTES)
+    });
     // Counted ahead, during the analysis: no more errors than before settles it; anything
     // else is decided by a full parse of the new text.
     let errors_after = analysis

@@ -108,6 +108,9 @@ pub struct CpuUse {
     /// (after the callback's `event = b["events"].event(data)`: BCC lays the event out from
     /// the C struct, so the field is there), in place of the C local.
     pub python: Option<String>,
+    /// A libbpf-rs callback: its statement, at the start of its body, reads the CPU's bytes
+    /// from the record (`rust::callbacks::CPU_BYTES` until linking knows the field's offset).
+    pub rust: bool,
 }
 
 /// A `perf_buffer__new` whose map is known.

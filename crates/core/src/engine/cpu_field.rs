@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use super::check::parse_errors;
 use super::context::{Analysis, CpuSite, CpuUse, OutputSite};
 use super::link::{Dsu, dir_of, included_among};
+use super::rust::callbacks::CPU_BYTES;
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c;
@@ -54,6 +55,12 @@ pub(super) fn link_cpu_fields(
                     analyses[f].errors_ahead = None;
                     analyses[f].edits.push(e);
                     dsu.union(*i, f);
+                }
+                if let Some((f, bytes)) = p.fill {
+                    for e in &mut analyses[f].edits {
+                        e.text = e.text.replace(CPU_BYTES, &bytes);
+                    }
+                    analyses[f].errors_ahead = None;
                 }
                 link_diags.push(
                     Diagnostic::at(&files[*i], u.offset, Rule::CpuField, p.note)
@@ -104,6 +111,9 @@ fn refusal(file: usize, offset: usize, why: impl Into<String>) -> Option<Refusal
 struct Plan {
     edits: Vec<(usize, Edit)>,
     note: String,
+    /// A libbpf-rs callback: its file, and the bytes of the record that hold the CPU
+    /// (`[data[24], data[25], data[26], data[27]]`), for the placeholder in its statement.
+    fill: Option<(usize, String)>,
 }
 
 fn plan(
@@ -172,6 +182,31 @@ fn plan(
         return Ok(Plan {
             edits,
             note: note(u, &files[d].display, tag, sites.len()),
+            fill: None,
+        });
+    }
+    if u.rust {
+        // The Rust side reads the CPU's bytes where C lays the field out.
+        let field = def
+            .field_edit(&files[d].text)
+            .map_err(|w| refusal(d, def.close, w))?;
+        let at = def
+            .cpu_offset
+            .clone()
+            .map_err(|w| refusal(d, def.close, w))?;
+        let data = u.data.as_deref().unwrap_or("data");
+        let bytes = format!(
+            "[{data}[{at}], {data}[{}], {data}[{}], {data}[{}]]",
+            at + 1,
+            at + 2,
+            at + 3
+        );
+        let mut edits = vec![(d, field)];
+        edits.extend(cpu_assignments(&sites));
+        return Ok(Plan {
+            edits,
+            note: note(u, &files[d].display, tag, sites.len()),
+            fill: Some((i, bytes)),
         });
     }
     for r in &u.read_as {
@@ -236,6 +271,7 @@ fn plan(
     Ok(Plan {
         edits,
         note: note(u, &files[d].display, tag, sites.len()),
+        fill: None,
     })
 }
 
@@ -332,6 +368,9 @@ struct StructDef {
     close: usize,
     taken: bool,
     indent: Option<String>,
+    /// Where the field lands in the record, as C lays it out (for a Rust reader); or why it
+    /// cannot be told.
+    cpu_offset: Result<usize, String>,
 }
 
 impl StructDef {
@@ -417,9 +456,109 @@ fn structs_in(root: tree_sitter::Node, text: &str, tag: &str) -> Vec<StructDef> 
                 indent: members
                     .last()
                     .map(|m| indent_at(text, m.start_byte()).to_string()),
+                cpu_offset: layout_end(text, n, &members).map(|end| end.next_multiple_of(4)),
             })
         })
         .collect()
+}
+
+/// Where the members of the struct `n` end, as C lays them out for BPF and x86-64 (each
+/// member at a multiple of its alignment); or why that cannot be told from the text.
+fn layout_end(
+    text: &str,
+    n: tree_sitter::Node,
+    members: &[tree_sitter::Node],
+) -> Result<usize, String> {
+    if c::text(n, text).contains("__attribute__") {
+        return Err("it has an attribute, which may change its layout".into());
+    }
+    let mut end: usize = 0;
+    for m in members {
+        if c::descendants(*m)
+            .iter()
+            .any(|x| x.kind() == "bitfield_clause")
+        {
+            return Err("it has a bit field".into());
+        }
+        let ty = m.field("type").ok_or("a member has no type")?;
+        let ty_text = c::text(ty, text);
+        let mut cur = m.walk();
+        for d in m.children_by_field_name("declarator", &mut cur) {
+            let (size, align) = member_size(text, ty_text, d)?;
+            end = end.next_multiple_of(align) + size;
+        }
+    }
+    Ok(end)
+}
+
+/// The size and alignment of a member of type `ty` declared by `d`.
+fn member_size(text: &str, ty: &str, d: tree_sitter::Node) -> Result<(usize, usize), String> {
+    match d.kind() {
+        "field_identifier" => {
+            let s = scalar_size(ty).ok_or_else(|| {
+                format!(
+                    "its member `{}` is a `{ty}`, whose size bpf-migrate does not know",
+                    c::text(d, text)
+                )
+            })?;
+            Ok((s, s))
+        }
+        "pointer_declarator" | "function_declarator" => Ok((8, 8)),
+        "array_declarator" => {
+            let inner = d.field("declarator").ok_or("an array has no name")?;
+            let (size, align) = member_size(text, ty, inner)?;
+            let len_text = d.field("size").map(|s| c::text(s, text)).unwrap_or("");
+            let len = len_text
+                .parse::<usize>()
+                .ok()
+                .or_else(|| define_value(text, len_text))
+                .ok_or_else(|| {
+                    format!("the length `{len_text}` of an array member is not a number or a `#define` of one in this file")
+                })?;
+            Ok((size * len, align))
+        }
+        "parenthesized_declarator" => {
+            member_size(text, ty, d.named_child(0).ok_or("an empty declarator")?)
+        }
+        other => Err(format!("a member is declared as a {other}")),
+    }
+}
+
+/// The size of a scalar C type as BPF and x86-64 have it.
+fn scalar_size(ty: &str) -> Option<usize> {
+    let words: Vec<&str> = ty
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "const" | "volatile" | "signed" | "unsigned"))
+        .collect();
+    let t = words.join(" ");
+    if ty.starts_with("enum ") {
+        return Some(4);
+    }
+    Some(match t.as_str() {
+        "char" | "bool" | "_Bool" | "__u8" | "__s8" | "u8" | "s8" | "uint8_t" | "int8_t" => 1,
+        "short" | "short int" | "__u16" | "__s16" | "u16" | "s16" | "uint16_t" | "int16_t"
+        | "__be16" | "__le16" => 2,
+        "" | "int" | "__u32" | "__s32" | "u32" | "s32" | "uint32_t" | "int32_t" | "pid_t"
+        | "uid_t" | "gid_t" | "__be32" | "__le32" | "float" => 4,
+        "long" | "long int" | "long long" | "long long int" | "__u64" | "__s64" | "u64" | "s64"
+        | "uint64_t" | "int64_t" | "size_t" | "ssize_t" | "double" | "__be64" | "__le64"
+        | "__aligned_u64" => 8,
+        _ => return None,
+    })
+}
+
+/// The number `#define NAME N` gives in `text`.
+fn define_value(text: &str, name: &str) -> Option<usize> {
+    text.lines().find_map(|l| {
+        let rest = l
+            .trim_start()
+            .strip_prefix('#')?
+            .trim_start()
+            .strip_prefix("define")?;
+        let mut it = rest.split_whitespace();
+        (it.next()? == name).then_some(())?;
+        it.next()?.trim_matches(['(', ')']).parse().ok()
+    })
 }
 
 #[cfg(test)]

@@ -737,6 +737,7 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
                     data: Some(data_name.to_string()),
                     read_as: Vec::new(),
                     python: Some(python),
+                    rust: false,
                 });
             }
             _ => {

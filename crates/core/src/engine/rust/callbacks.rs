@@ -9,7 +9,7 @@ use syn::{Block, Expr, ExprClosure, ExprPath, FnArg, Pat, ReturnType, Stmt};
 use super::Rs;
 use super::collect::{Collect, Func, local_named};
 use crate::edit::Edit;
-use crate::engine::context::Report;
+use crate::engine::context::{CpuUse, Report};
 use crate::rules::Rule;
 use crate::source::{indent_at, line_start};
 
@@ -112,14 +112,14 @@ fn named_callback(
     }
     let (fs, _) = rs.range(f.span);
     if rs.done_fns.insert(fs) {
-        fn_edits(rs, f, &name)?;
+        fn_edits(rs, f, &name, map)?;
     }
     Some(rs.src()[cs..ce].to_string())
 }
 
 /// `fn name(cpu: i32, data: &[u8])` → `fn name(data: &[u8]) -> i32`, its body returning 0;
 /// None when it was refused.
-fn fn_edits(rs: &mut Rs, f: Func, name: &str) -> Option<()> {
+fn fn_edits(rs: &mut Rs, f: Func, name: &str, map: &str) -> Option<()> {
     let fs = rs.range(f.span).0;
     let inputs: Vec<&FnArg> = f.sig.inputs.iter().collect();
     if inputs.len() != 2 || !matches!(f.sig.output, ReturnType::Default) {
@@ -136,10 +136,14 @@ fn fn_edits(rs: &mut Rs, f: Func, name: &str) -> Option<()> {
         _ => None,
     };
     let (bs, be) = rs.range(f.block.span());
+    let mut keep = None;
     if let Some(cpu) = cpu.filter(|c| !rs.uses_in(c, bs, be).is_empty()) {
-        let u = rs.uses_in(&cpu, bs, be)[0];
-        rs.report(u, Rule::CallbackUsesCpu, format!("the sample callback `{name}` uses `{cpu}`, the CPU that produced the event; a ring buffer does not report it"), "add a cpu field to the event, set it with bpf_get_smp_processor_id() on the BPF side, read that field instead, then run bpf-migrate again");
-        return None;
+        let data = match inputs[1] {
+            FnArg::Typed(t) => pat_name(&t.pat),
+            _ => None,
+        };
+        let label = (name.to_string(), format!("`{name}`"));
+        keep = Some(keep_cpu(rs, f.block, &cpu, data, map, label)?);
     }
     let p0 = rs.range(inputs[0].span()).0;
     let p1 = rs.range(inputs[1].span()).0;
@@ -150,7 +154,82 @@ fn fn_edits(rs: &mut Rs, f: Func, name: &str) -> Option<()> {
     let mut edits = Vec::new();
     block_edits(rs, f.block, &mut edits);
     rs.edits.extend(edits);
+    rs.edits.extend(keep);
     Some(())
+}
+
+/// The placeholder for the CPU's bytes in the statement `keep_cpu` writes, which linking
+/// replaces once it knows where the field is (`engine::cpu_field`); an edit that still holds
+/// it is never applied.
+pub const CPU_BYTES: &str = "__BPF_MIGRATE_CPU_BYTES__";
+
+/// A callback whose body `block` reads its CPU parameter `cpu` keeps it: the statement that
+/// reads the CPU from the field linking adds to the event, first in the body, and the use
+/// recorded for linking (`engine::cpu_field`). None, refused, where that cannot be done.
+fn keep_cpu(
+    rs: &mut Rs,
+    block: &Block,
+    cpu: &str,
+    data: Option<String>,
+    map: &str,
+    (callback, label): (String, String),
+) -> Option<Edit> {
+    let src = rs.src();
+    let (bs, be) = rs.range(block.span());
+    let uses = rs.uses_in(cpu, bs, be);
+    let first = uses[0];
+    let refuse = |rs: &mut Rs, why: &str| {
+        rs.report(first, Rule::CallbackUsesCpu, format!("the sample callback {label} uses `{cpu}`, the CPU that produced the event, which a ring buffer does not report; bpf-migrate cannot add it to the events: {why}"), "change the code as this says and run bpf-migrate again; or, by hand, add a cpu field to the event, set it with bpf_get_smp_processor_id() before each output, and read it in the callback instead of the parameter");
+    };
+    let Some(data) = data else {
+        refuse(rs, "its data parameter has no name");
+        return None;
+    };
+    // A record that must be exactly as long as the event: the field makes it longer.
+    let body: String = src[bs..be].split_whitespace().collect();
+    let len = format!("{data}.len()");
+    if [
+        format!("{len}=="),
+        format!("{len}!="),
+        format!("=={len}"),
+        format!("!={len}"),
+    ]
+    .iter()
+    .any(|p| body.contains(p.as_str()))
+    {
+        refuse(
+            rs,
+            &format!(
+                "it compares `{data}.len()` with `==` or `!=`, and the record grows by the field"
+            ),
+        );
+        return None;
+    }
+    let open = rs.range(block.brace_token.span.open()).1;
+    let indent = match block.stmts.first() {
+        Some(st) => indent_at(src, rs.range(st.span()).0).to_string(),
+        None => format!("{}    ", indent_at(src, bs)),
+    };
+    rs.cpu_uses.push(CpuUse {
+        maps: vec![map.to_string()],
+        callback,
+        offset: first,
+        uses: uses.len(),
+        at: open,
+        lead: String::new(),
+        param: cpu.to_string(),
+        data: Some(data),
+        read_as: Vec::new(),
+        python: None,
+        rust: true,
+    });
+    Some(Edit::insert(
+        open,
+        format!(
+            "\n{indent}let {cpu} = i32::from_ne_bytes({CPU_BYTES}); // the event's cpu field (added by bpf-migrate)"
+        ),
+        Rule::CpuField,
+    ))
 }
 
 pub(super) fn pat_name(p: &Pat) -> Option<String> {
@@ -178,8 +257,21 @@ fn closure_edits(rs: &mut Rs, cl: &ExprClosure, map: &str, edits: &mut Vec<Edit>
     if let Some(cpu) = pat_name(inputs[0]) {
         let uses = rs.uses_in(&cpu, bs, be);
         if let Some(&u) = uses.first() {
-            rs.report(u, Rule::CallbackUsesCpu, format!("the sample callback for `{map}` uses `{cpu}`, the CPU that produced the event; a ring buffer does not report it"), "add a cpu field to the event, set it with bpf_get_smp_processor_id() on the BPF side, read that field instead, then run bpf-migrate again");
-            return false;
+            let Expr::Block(b) = &*cl.body else {
+                rs.report(u, Rule::CallbackUsesCpu, format!("the sample callback for `{map}` uses `{cpu}`, the CPU that produced the event, which a ring buffer does not report; bpf-migrate adds it to the events for a callback whose body is a block"), "put the closure's body in braces and run bpf-migrate again; or, by hand, add a cpu field to the event, set it with bpf_get_smp_processor_id() on the BPF side, and read that field instead");
+                return false;
+            };
+            let Some(keep) = keep_cpu(
+                rs,
+                &b.block,
+                &cpu,
+                pat_name(inputs[1]),
+                map,
+                (format!("|{cpu}, ..|"), format!("for `{map}`")),
+            ) else {
+                return false;
+            };
+            edits.push(keep);
         }
     }
     let p0 = rs.range(inputs[0].span()).0;
@@ -506,7 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn function_reading_the_cpu_is_refused() {
+    fn function_reading_the_cpu_of_an_event_that_is_no_struct_is_refused() {
         refused(
             r#"
             use libbpf_rs::PerfBufferBuilder;
@@ -524,7 +616,7 @@ mod tests {
             }
             "#,
             Rule::CallbackUsesCpu,
-            "the sample callback `handle` uses `cpu`",
+            "the sample callback `handle` (src/main.rs:4) uses `cpu`, the CPU that produced the event, which a ring buffer does not report; bpf-migrate cannot add it to the events: the event `&pid` is a `u32`, not a struct",
         );
     }
 
@@ -572,7 +664,7 @@ mod tests {
 
     /// A format string's `{cpu}` is a use too.
     #[test]
-    fn closure_reading_the_cpu_is_refused() {
+    fn closure_reading_the_cpu_without_a_block_is_refused() {
         refused(
             r#"
             use libbpf_rs::PerfBufferBuilder;
@@ -586,7 +678,95 @@ mod tests {
             }
             "#,
             Rule::CallbackUsesCpu,
-            "the sample callback for `events` uses `cpu`",
+            "the sample callback for `events` uses `cpu`, the CPU that produced the event, which a ring buffer does not report; bpf-migrate adds it to the events for a callback whose body is a block",
+        );
+    }
+
+    /// The BPF side of `CPU_READER`: a struct event with a `#define`d array.
+    const EVENT_BPF: &str = r#"#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+#define COMM_LEN 16
+
+struct event {
+    u64 ts;
+    u32 pid;
+    char comm[COMM_LEN];
+    u8 flags;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+    __uint(key_size, sizeof(u32));
+    __uint(value_size, sizeof(u32));
+} events SEC(".maps");
+
+SEC("tp/syscalls/sys_enter_getpid")
+int handle(void *ctx)
+{
+    struct event e = {};
+
+    e.ts = bpf_ktime_get_ns();
+    e.pid = bpf_get_current_pid_tgid() >> 32;
+    bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &e, sizeof(e));
+    return 0;
+}
+"#;
+
+    /// A reader printing the CPU, from a closure given `check` as its length test.
+    fn cpu_reader(check: &str) -> String {
+        format!(
+            r#"
+            use libbpf_rs::PerfBufferBuilder;
+
+            fn open(skel: &x::XSkel) -> anyhow::Result<()> {{
+                let perf = PerfBufferBuilder::new(&skel.maps.events)
+                    .sample_cb(|cpu, data: &[u8]| {{
+                        if {check} {{
+                            return;
+                        }}
+                        println!("{{}} bytes on CPU {{cpu}}", data.len());
+                    }})
+                    .build()?;
+                perf.poll(std::time::Duration::from_millis(100))?;
+                Ok(())
+            }}
+            "#
+        )
+    }
+
+    #[test]
+    fn a_callback_reading_the_cpu_reads_it_from_a_field_of_the_event() {
+        use crate::engine::options::Options;
+        use crate::engine::testkit::run;
+        let (changed, diags) = run(
+            &[
+                (
+                    "src/main.rs",
+                    &super::super::test_crate::main_rs(&cpu_reader("data.len() < 8")),
+                ),
+                ("src/bpf/x.bpf.c", EVENT_BPF),
+            ],
+            &Options::default(),
+        );
+        assert!(!diags.iter().any(|d| d.severity.refuses()), "{diags:?}");
+        // ts 0..8, pid 8..12, comm 12..28, flags 28: the field at 32.
+        let main = &changed["src/main.rs"];
+        assert!(
+            main.contains("builder.add(&skel.maps.events, |data: &[u8]| {\n            let cpu = i32::from_ne_bytes([data[32], data[33], data[34], data[35]]); // the event's cpu field (added by bpf-migrate)\n            if data.len() < 8 {\n                return 0;\n            }"),
+            "{main}"
+        );
+        let bpf = &changed["src/bpf/x.bpf.c"];
+        assert!(
+            bpf.contains("    u8 flags;\n    unsigned int cpu;\n};"),
+            "{bpf}"
+        );
+        assert!(bpf.contains("e.cpu = bpf_get_smp_processor_id();"), "{bpf}");
+        // A record checked for its exact length would no longer pass.
+        refused(
+            &cpu_reader("data.len() != std::mem::size_of::<u64>()"),
+            Rule::CallbackUsesCpu,
+            "it compares `data.len()` with `==` or `!=`",
         );
     }
 }

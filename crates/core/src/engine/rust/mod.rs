@@ -14,7 +14,7 @@
 //! the perf buffer), and `items` (positions, and the item ranges of the parse check).
 
 mod builder;
-mod callbacks;
+pub(super) mod callbacks;
 mod collect;
 mod imports;
 mod items;
@@ -35,7 +35,7 @@ use self::items::offset;
 pub use self::items::{item_ranges, items_parse};
 pub use self::scan::names_perf_buffer_in_code;
 use super::check::{Kept, wants_check_ahead};
-use super::context::{Analysis, Report};
+use super::context::{Analysis, CpuUse, Report};
 use super::options::Options;
 use crate::edit::Edit;
 use crate::report::Diagnostic;
@@ -57,6 +57,8 @@ struct Rs<'a> {
     opts: &'a Options,
     /// `lost_counter`'s function is written at the end of the file.
     lost_helper: bool,
+    /// Sample callbacks that read the CPU (`callbacks::keep_cpu`).
+    cpu_uses: Vec<CpuUse>,
 }
 
 impl Report for Rs<'_> {
@@ -135,6 +137,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         strings: Vec::new(),
         opts,
         lost_helper: false,
+        cpu_uses: Vec::new(),
     };
     if imports::refuse_imported_elsewhere(&mut rs, &col) {
         a.diags.extend(rs.diags);
@@ -163,6 +166,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     }
     a.edits.extend(rs.edits);
     a.diags.extend(rs.diags);
+    a.cpu_uses.extend(rs.cpu_uses);
     let kept = wants_check_ahead(&a).then(|| Kept::Rust(item_ranges(file, &ast)));
     (a, kept)
 }

@@ -183,6 +183,7 @@ fn callback_body(cx: &mut Ctx, name: &str, body: Node, p: &Params) -> Option<Cpu
     Some(CpuUse {
         maps: Vec::new(),
         python: None,
+        rust: false,
         callback: name.to_string(),
         offset: uses[0],
         uses: uses.len(),
