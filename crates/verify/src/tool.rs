@@ -208,6 +208,14 @@ pub fn build_crate(
         .next_back()
         .ok_or_else(|| anyhow::anyhow!("cargo built no binary in {}", copy.display()))?;
     fs::copy(&exe, out)?;
+    // Debug information is most of a debug build (three crates' tools made a 143 MB
+    // initramfs, which the guest unpacks into its memory); without `strip` the binary goes
+    // as it is.
+    let _ = Command::new("strip")
+        .arg("--strip-debug")
+        .arg(out)
+        .stderr(std::process::Stdio::null())
+        .status();
     Ok(())
 }
 
