@@ -205,7 +205,11 @@ fn plan(
         edits.extend(cpu_assignments(&sites));
         return Ok(Plan {
             edits,
-            note: note(u, &files[d].display, tag, sites.len()),
+            note: format!(
+                "{}, and reads it from bytes {at}..{} of the record",
+                note(u, &files[d].display, tag, sites.len()),
+                at + 4
+            ),
             fill: Some((i, bytes)),
         });
     }
