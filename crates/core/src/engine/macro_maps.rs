@@ -128,6 +128,13 @@ pub(super) fn link_macro_maps(
                     Ok(edits) => {
                         analyses[h].edits.extend(edits);
                         analyses[h].errors_ahead = None;
+                        // The type in the body was reported as a use in a macro: this one is
+                        // followed.
+                        let inside = |d: &Diagnostic| {
+                            d.rule == Rule::UnsupportedForm
+                                && (mac.body.0..mac.body.1).contains(&d.offset)
+                        };
+                        analyses[h].diags.retain(|d| !inside(d));
                         rewritten.insert(key, param.clone());
                     }
                     Err(why) => {
@@ -227,6 +234,20 @@ mod tests {
                     "bpf_ringbuf_output(&events, &pid, sizeof(pid), 0)",
                 ),
             )],
+        );
+    }
+
+    /// A macro of the loader's that names the type in one call, used in a function, is no map
+    /// definition: the loader checks its map's type, and stays a refusal.
+    #[test]
+    fn a_macro_that_only_names_the_type_is_still_refused() {
+        let check = "#define CHECK(m) check_type(m, BPF_MAP_TYPE_PERF_EVENT_ARRAY)\n\nstatic int check_type(struct bpf_map *m, int t)\n{\n\treturn bpf_map__type(m) == t;\n}\n\n";
+        let l = loader(&["events"]).replace("int main(void)\n{\n\tstruct x_bpf *skel = x_bpf__open_and_load();\n", &format!("{check}int main(void)\n{{\n\tstruct x_bpf *skel = x_bpf__open_and_load();\n\n\tif (!CHECK(skel->maps.events))\n\t\treturn 1;\n"));
+        assert!(l.contains("CHECK(skel"), "{l}");
+        check_refused(
+            &[("maps.h", MAPS_H), ("x.bpf.c", &bpf(false)), ("x.c", &l)],
+            Rule::UnsupportedForm,
+            "`BPF_MAP_TYPE_PERF_EVENT_ARRAY` is used inside the macro `CHECK`",
         );
     }
 

@@ -15,9 +15,10 @@ use crate::source::{indent_at, line_start};
 
 const PERF: &str = "BPF_MAP_TYPE_PERF_EVENT_ARRAY";
 
-/// The function-like macros of the file whose body names the perf event array type; each is
-/// explained (linking refuses what it cannot rewrite, naming the call that needs it).
-pub(super) fn macros(cx: &Ctx, explained: &mut Vec<(usize, usize)>) -> Vec<MapMacro> {
+/// The function-like macros of the file that look like a perf event array's definition. The
+/// type in their bodies is still reported here, as any use in a macro is; linking withdraws
+/// that refusal for a macro it rewrites (`engine::macro_maps`).
+pub(super) fn macros(cx: &Ctx) -> Vec<MapMacro> {
     let src = cx.src();
     let mut out = Vec::new();
     for def in cx.of_kind("preproc_function_def") {
@@ -29,10 +30,7 @@ pub(super) fn macros(cx: &Ctx, explained: &mut Vec<(usize, usize)>) -> Vec<MapMa
             continue;
         };
         let body = (value.start_byte(), value.end_byte());
-        if !c::lex(src, body.0..body.1)
-            .iter()
-            .any(|&(t, s, e)| t == Tok::Ident && &src[s..e] == PERF)
-        {
+        if !defines_map(src, body) {
             continue;
         }
         let mut cur = params.walk();
@@ -40,7 +38,6 @@ pub(super) fn macros(cx: &Ctx, explained: &mut Vec<(usize, usize)>) -> Vec<MapMa
             .named_children(&mut cur)
             .map(|p| c::text(p, src).to_string())
             .collect();
-        explained.push(body);
         out.push(MapMacro {
             name: c::text(name, src).to_string(),
             params,
@@ -49,6 +46,25 @@ pub(super) fn macros(cx: &Ctx, explained: &mut Vec<(usize, usize)>) -> Vec<MapMa
         });
     }
     out
+}
+
+/// Whether a macro body looks like a perf event array's definition: `struct { ... } NAME
+/// SEC(".maps")` naming the type, or one call of another macro given the type. Any other use of
+/// the type in a macro (a comparison, say) stays a refusal (`uses::account_triggers`).
+fn defines_map(src: &str, body: (usize, usize)) -> bool {
+    let toks = code_tokens(src, body);
+    let word = |k: usize| match toks.get(k) {
+        Some(&(Tok::Ident, s, e)) => &src[s..e],
+        _ => "",
+    };
+    let names_type = (0..toks.len()).any(|k| word(k) == PERF);
+    let direct = word(0) == "struct" && named_param(src, body).is_some();
+    let end = toks.len() - usize::from(matches!(toks.last(), Some((Tok::Punct(b';'), _, _))));
+    let call = toks.len() > 3
+        && toks[0].0 == Tok::Ident
+        && matches!(toks[1].0, Tok::Punct(b'('))
+        && c::matching_paren(&toks, 1) == Some(end - 1);
+    names_type && (direct || call)
 }
 
 /// The file-scope calls `NAME(args);` of the file (map definitions through a macro among

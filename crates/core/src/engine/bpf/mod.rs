@@ -43,7 +43,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     let counters = counters::counter_maps(cx);
     let defs = map_def::map_defs(cx, &counters, &mut explained);
     let outputs = output::output_calls(cx, &counters, &mut explained, out);
-    out.map_macros = map_macro::macros(cx, &mut explained);
+    out.map_macros = map_macro::macros(cx);
     out.top_calls = map_macro::top_calls(cx);
     // A map this file writes to, named in a file-scope call: defined through a macro, which
     // linking looks up (and refuses the call, if it is not one).
