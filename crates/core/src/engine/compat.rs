@@ -164,39 +164,43 @@ pub(super) fn link_compat(
                 Some(e) => (e.0.as_str(), Some(above_comments(text, e.1))),
                 None => ("void", None),
             };
-            let edits = &mut analyses[*j].edits;
             let code = bcc_code(map, &flag, &helper, ty, count);
+            let edits = &mut analyses[*j].edits;
             match before {
                 Some(b) if b != at => {
-                    let add = format!("{}\n", indent_like(&code, &text[b..]));
-                    match edits.iter_mut().find(|e| e.start == b && e.end == b) {
-                        Some(e) => e.text.push_str(&add),
-                        None => edits.push(Edit::insert(b, add, Rule::CompatOutput)),
-                    }
+                    insert_at(edits, b, format!("{}\n", indent_like(&code, &text[b..])))
                 }
+                // Right after the table (and the counter): a blank line before, and one after
+                // where a function follows at once.
                 _ => {
-                    // Right after the table (and the counter): a blank line before, and one
-                    // after where a function follows at once.
                     let after = if before.is_some() { "\n" } else { "" };
-                    let add = format!("\n{}{after}", indent_like(&code, &text[at..]));
-                    match edits.iter_mut().find(|e| e.start == at && e.end == at) {
-                        Some(c) => c.text.push_str(&add),
-                        None => edits.push(Edit::insert(at, add, Rule::CompatOutput)),
-                    }
+                    insert_at(
+                        edits,
+                        at,
+                        format!("\n{}{after}", indent_like(&code, &text[at..])),
+                    )
                 }
             }
         } else {
             let add = code(map, &flag, &helper, count);
             let edits = &mut analyses[*j].edits;
-            let counter = edits
-                .iter_mut()
-                .find(|e| count && e.start == at && e.end == at);
-            match counter {
-                Some(c) => c.text.push_str(&add),
-                None => edits.push(Edit::insert(at, add, Rule::CompatOutput)),
+            if count {
+                // After the counter `lost_counter` put at the same place.
+                insert_at(edits, at, add);
+            } else {
+                edits.push(Edit::insert(at, add, Rule::CompatOutput));
             }
         }
         analyses[*j].errors_ahead = None;
+    }
+}
+
+/// `text` inserted at `at`, after what is inserted there already (one insertion: two at one
+/// point would not keep an order).
+fn insert_at(edits: &mut Vec<Edit>, at: usize, text: String) {
+    match edits.iter_mut().find(|e| e.start == at && e.end == at) {
+        Some(e) => e.text.push_str(&text),
+        None => edits.push(Edit::insert(at, text, Rule::CompatOutput)),
     }
 }
 

@@ -27,6 +27,9 @@ use crate::source::{SourceFile, indent_at, line_start};
 /// The name of the field that carries the CPU.
 pub const FIELD: &str = "cpu";
 
+/// What to do about a callback whose CPU cannot be carried.
+pub(super) const REFUSAL_HELP: &str = "change the code as this says and run bpf-migrate again; or, by hand, add a cpu field to the event, set it with bpf_get_smp_processor_id() before each output, and read it in the callback instead of the parameter";
+
 /// Plans the edits of every callback that reads the CPU, or refuses its program; joins the
 /// header that gets the field to the program.
 pub(super) fn link_cpu_fields(
@@ -82,9 +85,8 @@ pub(super) fn link_cpu_fields(
                     r.why
                 );
                 link_diags.push(
-                    Diagnostic::at(&files[r.file], r.offset, Rule::CallbackUsesCpu, msg).help(
-                        "change the code as this says and run bpf-migrate again; or, by hand, add a cpu field to the event, set it with bpf_get_smp_processor_id() before each output, and read it in the callback instead of the parameter",
-                    ),
+                    Diagnostic::at(&files[r.file], r.offset, Rule::CallbackUsesCpu, msg)
+                        .help(REFUSAL_HELP),
                 );
             }
         }

@@ -20,7 +20,7 @@ use crate::rules::Rule;
 use crate::source::indent_at;
 
 /// Builder methods that end a chain's error handling.
-pub(super) const TAIL_METHODS: &[&str] = &[
+const TAIL_METHODS: &[&str] = &[
     "context",
     "with_context",
     "expect",
@@ -71,19 +71,28 @@ pub(super) fn find_chains<'ast>(
     chains
 }
 
-fn match_chain<'a>(rs: &Rs, e: &'a Expr, names: &[String]) -> Option<Chain<'a>> {
-    let whole_e = e;
-    let mut e = e;
+/// `e` without its error handling (`?`, `.context(...)`, `.unwrap()` and the like, and
+/// parentheses), and whether a `?` was part of it.
+pub(super) fn without_error_handling(mut e: &Expr) -> (&Expr, bool) {
+    let mut question = false;
     loop {
         match e {
-            Expr::Try(t) => e = &t.expr,
+            Expr::Try(t) => {
+                question = true;
+                e = &t.expr;
+            }
             Expr::MethodCall(m) if TAIL_METHODS.contains(&m.method.to_string().as_str()) => {
                 e = &m.receiver
             }
             Expr::Paren(p) => e = &p.expr,
-            _ => break,
+            _ => return (e, question),
         }
     }
+}
+
+fn match_chain<'a>(rs: &Rs, e: &'a Expr, names: &[String]) -> Option<Chain<'a>> {
+    let whole_e = e;
+    let (e, _) = without_error_handling(e);
     let Expr::MethodCall(build) = e else {
         return None;
     };

@@ -7,7 +7,7 @@ use syn::visit::Visit;
 use syn::{Block, Expr, ExprClosure, ExprPath, FnArg, Pat, ReturnType, Stmt};
 
 use super::Rs;
-use super::collect::{Collect, Func, local_named};
+use super::collect::{Collect, Func, binding, local_named};
 use crate::edit::Edit;
 use crate::engine::context::{CpuUse, Report};
 use crate::rules::Rule;
@@ -179,7 +179,7 @@ fn keep_cpu(
     let uses = rs.uses_in(cpu, bs, be);
     let first = uses[0];
     let refuse = |rs: &mut Rs, why: &str| {
-        rs.report(first, Rule::CallbackUsesCpu, format!("the sample callback {label} uses `{cpu}`, the CPU that produced the event, which a ring buffer does not report; bpf-migrate cannot add it to the events: {why}"), "change the code as this says and run bpf-migrate again; or, by hand, add a cpu field to the event, set it with bpf_get_smp_processor_id() before each output, and read it in the callback instead of the parameter");
+        rs.report(first, Rule::CallbackUsesCpu, format!("the sample callback {label} uses `{cpu}`, the CPU that produced the event, which a ring buffer does not report; bpf-migrate cannot add it to the events: {why}"), crate::engine::cpu_field::REFUSAL_HELP);
     };
     let Some(data) = data else {
         refuse(rs, "its data parameter has no name");
@@ -233,11 +233,7 @@ fn keep_cpu(
 }
 
 pub(super) fn pat_name(p: &Pat) -> Option<String> {
-    match p {
-        Pat::Ident(i) => Some(i.ident.to_string()),
-        Pat::Type(t) => pat_name(&t.pat),
-        _ => None,
-    }
+    binding(p).map(|i| i.ident.to_string())
 }
 
 /// `|cpu, data| body` → `|data| { body; 0 }` (or the block with returns fixed).

@@ -111,8 +111,9 @@ impl<'ast> Visit<'ast> for Collect<'ast> {
     }
 }
 
-/// The `let` binding `name` in function `f`, before offset `before`: a closure held in a
-/// variable (`let cb = |cpu, data| ...;`).
+/// The `let` binding `name` in function `f` nearest before offset `before` (the one in scope
+/// there, shadowing aside): a closure held in a variable (`let cb = |cpu, data| ...;`), a
+/// skeleton.
 pub(super) fn local_named<'ast>(
     rs: &Rs,
     col: &Collect<'ast>,
@@ -121,10 +122,19 @@ pub(super) fn local_named<'ast>(
     before: usize,
 ) -> Option<&'ast Local> {
     let (fs, fe) = rs.range(f.span);
-    col.locals.iter().copied().find(|l| {
+    col.locals.iter().copied().rfind(|l| {
         let (ls, le) = rs.range(l.span());
-        ls >= fs && le <= fe && ls < before && matches!(&l.pat, Pat::Ident(i) if i.ident == name)
+        ls >= fs && le <= fe && ls < before && binding(&l.pat).is_some_and(|i| i.ident == name)
     })
+}
+
+/// The name a `let` or a parameter binds (`x`, `mut x`, `x: T`).
+pub(super) fn binding(pat: &Pat) -> Option<&syn::PatIdent> {
+    match pat {
+        Pat::Ident(i) => Some(i),
+        Pat::Type(t) => binding(&t.pat),
+        _ => None,
+    }
 }
 
 /// Identifiers and string literals of the file, macro arguments included, in one walk of

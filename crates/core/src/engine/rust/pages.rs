@@ -5,12 +5,12 @@
 
 use proc_macro2::{TokenStream, TokenTree};
 use quote::ToTokens;
+use syn::Expr;
 use syn::spanned::Spanned;
-use syn::{Expr, Local, Pat};
 
 use super::Rs;
-use super::builder::{Chain, TAIL_METHODS};
-use super::collect::{Collect, Func};
+use super::builder::{Chain, without_error_handling};
+use super::collect::{Collect, Func, binding, local_named};
 use super::items::item_lines;
 use super::lost_counter::skel_map;
 use crate::edit::Edit;
@@ -43,15 +43,6 @@ pub(super) fn page_count(
     Some(pages)
 }
 
-/// The binding of a `let` or a parameter: its name, and whether it is `mut`.
-fn binding(pat: &Pat) -> Option<&syn::PatIdent> {
-    match pat {
-        Pat::Ident(i) => Some(i),
-        Pat::Type(t) => binding(&t.pat),
-        _ => None,
-    }
-}
-
 fn idents(ts: TokenStream, out: &mut Vec<String>) {
     for t in ts {
         match t {
@@ -80,40 +71,13 @@ fn run_time(
         )
     })?;
     let f = func.ok_or("the perf buffer is not built in a function")?;
-    let (fs, fe) = rs.range(f.span);
-    let start = |l: &Local| rs.range(l.span()).0;
-    let in_fn: Vec<&Local> = col
-        .locals
-        .iter()
-        .copied()
-        .filter(|l| fs <= start(l) && rs.range(l.span()).1 <= fe)
-        .collect();
-    let binds = |l: &Local, n: &str| binding(&l.pat).is_some_and(|i| i.ident == n);
     let not_loaded = || {
         format!(
             "the skeleton `{skel}` is not loaded in this function as `let {skel} = open_skel.load()...;`, before which its map's size could be set"
         )
     };
-    let used_at = rs.range(p.span()).0;
-    let load = in_fn
-        .iter()
-        .filter(|l| start(l) < used_at)
-        .rfind(|l| binds(l, &skel))
-        .ok_or_else(not_loaded)?;
-    let mut e = &*load.init.as_ref().ok_or_else(not_loaded)?.expr;
-    let mut question = false;
-    loop {
-        match e {
-            Expr::Try(t) => {
-                question = true;
-                e = &t.expr;
-            }
-            Expr::MethodCall(m) if TAIL_METHODS.contains(&m.method.to_string().as_str()) => {
-                e = &m.receiver
-            }
-            _ => break,
-        }
-    }
+    let load = local_named(rs, col, f, &skel, rs.range(p.span()).0).ok_or_else(not_loaded)?;
+    let (e, question) = without_error_handling(&load.init.as_ref().ok_or_else(not_loaded)?.expr);
     let open = match e {
         Expr::MethodCall(m) if m.method == "load" && m.args.is_empty() => match &*m.receiver {
             Expr::Path(p) if p.path.get_ident().is_some() => {
@@ -127,11 +91,8 @@ fn run_time(
         },
         _ => return Err(not_loaded()),
     };
-    let at = start(load);
-    let open_local = in_fn
-        .iter()
-        .filter(|l| start(l) < at)
-        .rfind(|l| binds(l, &open))
+    let at = rs.range(load.span()).0;
+    let open_local = local_named(rs, col, f, &open, at)
         .ok_or_else(|| format!("the open skeleton `{open}` is not a local of this function"))?;
     // What the page count reads must be there before the load.
     let params: Vec<String> = f
@@ -146,8 +107,8 @@ fn run_time(
     let mut read = Vec::new();
     idents(p.to_token_stream(), &mut read);
     for id in read {
-        let before = params.contains(&id) || in_fn.iter().any(|l| start(l) < at && binds(l, &id));
-        if !before && in_fn.iter().any(|l| binds(l, &id)) {
+        let before = params.contains(&id) || local_named(rs, col, f, &id, at).is_some();
+        if !before && local_named(rs, col, f, &id, usize::MAX).is_some() {
             return Err(format!(
                 "it reads `{id}`, which is set after the skeleton is loaded"
             ));
@@ -164,6 +125,7 @@ fn run_time(
     } else {
         format!("({pages})")
     };
+    let (fs, fe) = rs.range(f.span);
     let bytes = ["ring_bytes", "ring_size_bytes"]
         .into_iter()
         .find(|n| rs.uses_in(n, fs, fe).is_empty())
