@@ -1,5 +1,5 @@
-//! The libbpf-rs fixture crates (`fixtures/rs_*`): migrated, they build against libbpf-rs 0.27
-//! with libbpf-cargo skeletons and no warnings (`cargo check` in one shared target directory,
+//! The libbpf-rs fixture crates (`fixtures/rs_*`): migrated (with the fixture's own options),
+//! they build against libbpf-rs 0.27 with libbpf-cargo skeletons and no warnings (`cargo check` in one shared target directory,
 //! so the suite stays fast), as their originals do.
 
 mod common;
@@ -51,7 +51,10 @@ fn migrated_rust_crates_build_without_warnings() {
             failures.push(format!("{name} (original): {e}"));
             continue;
         }
-        let w = run(tmp.path(), &["--write"]);
+        let extra = fixture_args(&fx);
+        let mut args = vec!["--write"];
+        args.extend(extra.iter().map(String::as_str));
+        let w = run(tmp.path(), &args);
         let migrated = read_tree(tmp.path()) != read_tree(&fx.join("input"));
         if !migrated {
             // A refused crate: nothing to build again.

@@ -67,6 +67,9 @@ pub(crate) struct Pair {
     /// A BCC tool: `before` and `after` are the Python tools; verified at tool level only,
     /// since the tool compiles its C itself.
     pub(crate) bcc: bool,
+    /// `after` lies in verify's own migrated tree, which holds only the changed files (not
+    /// in an --after directory, which is the user's and whole).
+    pub(crate) partial: bool,
 }
 
 #[derive(Debug)]
@@ -620,8 +623,7 @@ fn build_tools(
             continue;
         }
         if p.bcc {
-            let wd = objdir.parent().unwrap_or(objdir);
-            match bcc_tool(opts, kernel, p, k, wd, host_root, cpio) {
+            match bcc_tool(opts, kernel, p, k, host_root, cpio) {
                 Ok(tools) => {
                     specs.extend(tools);
                     plans.push(ToolPlan::Run);
@@ -691,7 +693,6 @@ fn bcc_tool(
     kernel: &Path,
     p: &Pair,
     k: usize,
-    wd: &Path,
     host_root: &mut Option<HostRoot>,
     cpio: &mut initramfs::Cpio,
 ) -> Result<Vec<ToolSpec>, String> {
@@ -731,7 +732,7 @@ fn bcc_tool(
     // A migrated tree of verify's own holds only what changed: the tool's other files
     // (modules it imports, data it reads) are copied beside it from the original's directory.
     // (An --after directory is the user's, and whole.)
-    if after.starts_with(wd) {
+    if p.partial {
         siblings_beside(&before, &after).map_err(|e| format!("the BCC tool was not run: {e:#}"))?;
     }
     let mut specs = Vec::new();
@@ -867,12 +868,11 @@ fn build_user_space(
     let vmlinux = kernel::vmlinux_h(kernel).ok();
     // The migrated crate is where the original's is relative to the BPF source: a directory
     // of the migrated tree (which holds only the changed files), or, with --after, a crate.
-    let wd = objdir.parent().unwrap_or(objdir);
     let migrated_root = p
         .after
         .ancestors()
         .nth(krate.depth)
-        .filter(|r| r.starts_with(wd) || r.join("Cargo.toml").is_file());
+        .filter(|r| p.partial || r.join("Cargo.toml").is_file());
     if migrated_root.is_none() {
         return Err(NotBuilt::Failed(
             Verdict::Inconclusive,
@@ -1244,6 +1244,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
                     after: b.clone(),
                     after_includes: Vec::new(),
                     bcc: false,
+                    partial: false,
                 }]);
             }
             if !(a.is_dir() && b.is_dir()) {
@@ -1271,6 +1272,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
                         after: other,
                         after_includes: Vec::new(),
                         bcc,
+                        partial: false,
                     });
                 }
             }
@@ -1317,6 +1319,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
                         after: after_root.join(inside_tree(&f.display)),
                         after_includes: Vec::new(),
                         bcc: true,
+                        partial: true,
                     });
                     continue;
                 }
@@ -1339,6 +1342,7 @@ pub(crate) fn collect_pairs(opts: &VerifyOptions, wd: &Path) -> Result<Vec<Pair>
                     after: dest,
                     after_includes: incs,
                     bcc: false,
+                    partial: true,
                 });
             }
             Ok(pairs)
@@ -1974,6 +1978,7 @@ mod tests {
             after: PathBuf::new(),
             after_includes: Vec::new(),
             bcc,
+            partial: false,
         };
         let pairs: Vec<Pair> = [false, true, false, false, true, false]
             .into_iter()

@@ -216,8 +216,15 @@ fn compat_migrations_verify_on_both_paths() {
     // the guest refusing ring buffers through an LSM program on bpf(), as a kernel before 5.8
     // answers (the perf path): the loader's probe picks the perf buffer, and for the event
     // level the agent makes the maps perf event arrays and sets their flags as the loader
-    // does. Open-and-load and open-then-load loaders, two maps, an epoll loop that consumes.
-    let programs = ["compat_killsnoop", "execsnoop", "twomaps", "epoll_consume"];
+    // does. Open-and-load and open-then-load loaders, two maps, an epoll loop that consumes,
+    // and a libbpf-rs crate (its skeleton opened and loaded at once, a kept lost callback).
+    let programs = [
+        "compat_killsnoop",
+        "execsnoop",
+        "twomaps",
+        "epoll_consume",
+        "rs_compat_exitwatch",
+    ];
     let paths: Vec<String> = programs
         .iter()
         .map(|p| format!("fixtures/{p}/input"))
@@ -254,15 +261,22 @@ fn compat_migrations_verify_on_both_paths() {
 
 #[test]
 fn a_broken_perf_fallback_is_caught_on_the_perf_path_only() {
-    // Two compat migrations broken by hand where only old kernels go: one loader no longer
-    // makes its map a perf event array, the other leaves the ring's key and value sizes (0).
-    // Both are equivalent on the ring path; on the perf path their tools fail to load (the
-    // event level, where the agent picks as a right loader would, stays equivalent).
+    // Three compat migrations broken by hand where only old kernels go: one loader no longer
+    // makes its map a perf event array, another leaves the ring's key and value sizes (0), a
+    // libbpf-rs crate does not set the BPF side's flag (its program then calls the ring's
+    // helper on a perf event array). All are equivalent on the ring path; on the perf path
+    // their tools fail to load (the event level, where the agent picks as a right loader
+    // would, stays equivalent).
     let tmp = tempdir();
     let (before, after) = (tmp.path().join("before"), tmp.path().join("after"));
-    for p in ["execsnoop", "twomaps"] {
+    for (p, into) in [
+        ("execsnoop", ""),
+        ("twomaps", ""),
+        ("rs_compat_exitwatch", "exitwatch"),
+    ] {
         for dir in [&before, &after] {
-            write_tree(dir, &read_tree(&root().join(format!("fixtures/{p}/input"))));
+            let fx = read_tree(&root().join(format!("fixtures/{p}/input")));
+            write_tree(&dir.join(into), &fx);
         }
     }
     let o = run(&after, &["--write", "--strategy", "compat", "."]);
@@ -270,10 +284,19 @@ fn a_broken_perf_fallback_is_caught_on_the_perf_path_only() {
     let mut files = read_tree(&after);
     let type_line = "\tbpf_map__set_type(map, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n";
     let size_lines = "\tbpf_map__set_key_size(map, sizeof(int));\n\tbpf_map__set_value_size(map, sizeof(int));\n";
-    for (file, gone) in [("execsnoop.c", type_line), ("twomaps.c", size_lines)] {
+    let flag_line = "        rodata.expect(\"the BPF program's .rodata\").exits_use_perf = 1;\n";
+    for (file, gone, instead) in [
+        ("execsnoop.c", type_line, ""),
+        ("twomaps.c", size_lines, ""),
+        (
+            "exitwatch/src/main.rs",
+            flag_line,
+            "        let _ = rodata;\n",
+        ),
+    ] {
         let text = files.get_mut(file).unwrap();
         assert!(text.contains(gone), "{file}");
-        *text = text.replace(gone, "");
+        *text = text.replace(gone, instead);
     }
     write_tree(&after, &files);
     let (b, a) = (before.display().to_string(), after.display().to_string());
@@ -281,6 +304,7 @@ fn a_broken_perf_fallback_is_caught_on_the_perf_path_only() {
     for (p, why) in [
         ("execsnoop", "failed to create: Operation not permitted"),
         ("twomaps", "failed to create: Invalid argument"),
+        ("exitwatch", "BPF program load failed"),
     ] {
         let ring = on_path(&lines, p, "ringbuf");
         assert!(

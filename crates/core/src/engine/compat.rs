@@ -56,12 +56,12 @@ pub fn refuse(cx: &mut Ctx, at: usize, what: String) {
         at,
         Rule::CompatUnsupported,
         format!("--strategy compat cannot migrate this: {what}"),
-        "--strategy compat migrates libbpf C loaders that read their maps as skeleton fields, and BCC tools; migrate with the default strategy (ring buffer only), or by hand",
+        "--strategy compat migrates libbpf C loaders and libbpf-rs readers that read their maps as skeleton fields, and BCC tools; migrate with the default strategy (ring buffer only), or by hand",
     );
 }
 
-/// Under `--strategy compat`, refuses a file of a kind it does not migrate yet (`what`: BCC,
-/// libbpf-rs, Go), where the analysis planned anything.
+/// Under `--strategy compat`, refuses a file of a kind it does not migrate yet (`what`: Go),
+/// where the analysis planned anything.
 pub fn refuse_unsupported(file: &SourceFile, opts: &Options, a: &mut Analysis, what: &str) {
     if opts.strategy != Strategy::Compat || (a.edits.is_empty() && a.consumers.is_empty()) {
         return;
@@ -74,7 +74,7 @@ pub fn refuse_unsupported(file: &SourceFile, opts: &Options, a: &mut Analysis, w
             Rule::CompatUnsupported,
             format!("--strategy compat does not migrate {what} yet"),
         )
-        .help("--strategy compat migrates libbpf C loaders; migrate this program with the default strategy (ring buffer only), or by hand"),
+        .help("--strategy compat migrates libbpf C loaders, libbpf-rs readers and BCC tools; migrate this program with the default strategy (ring buffer only), or by hand"),
     );
 }
 

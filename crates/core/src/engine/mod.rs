@@ -184,11 +184,7 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
     } else if is_rust(&file.path) {
         match too_deep(file) {
             Some(a) => (a, None),
-            None => {
-                let (mut a, kept) = rust::analyze(file, opts);
-                compat::refuse_unsupported(file, opts, &mut a, "libbpf-rs readers");
-                (a, kept)
-            }
+            None => rust::analyze(file, opts),
         }
     } else if is_go(&file.path) {
         match too_deep(file) {

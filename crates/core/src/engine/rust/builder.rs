@@ -5,7 +5,6 @@
 use syn::Expr;
 use syn::spanned::Spanned;
 
-use super::Rs;
 use super::callbacks::callback;
 use super::collect::{Collect, Func};
 use super::lost::lost_callback;
@@ -13,9 +12,10 @@ use super::lost_counter;
 use super::maps::{enclosing_fn, resolve_map};
 use super::messages::message_text;
 use super::pages::page_count;
+use super::{Rs, compat};
 use crate::edit::Edit;
 use crate::engine::context::{Analysis, Consumer, Report};
-use crate::engine::options::Lost;
+use crate::engine::options::{Lost, Strategy};
 use crate::rules::Rule;
 use crate::source::indent_at;
 
@@ -41,6 +41,10 @@ pub(super) struct Chain<'a> {
     pub(super) lost: Option<&'a Expr>,
     pub(super) pages: Option<&'a Expr>,
     pub(super) expr: &'a Expr,
+    /// The builder's path without `::new` (`libbpf_rs::PerfBufferBuilder`).
+    pub(super) builder: (usize, usize),
+    /// The end of the `new(MAP)` call.
+    pub(super) new_end: usize,
 }
 
 /// The chains of the file, outermost first (a chain inside another's argument is left to
@@ -135,7 +139,10 @@ fn match_chain<'a>(rs: &Rs, e: &'a Expr, names: &[String]) -> Option<Chain<'a>> 
                     .map(|s| format!("{s}::"))
                     .collect();
                 let (ws, we) = rs.range(whole_e.span());
+                let name = &p.path.segments[segs.len() - 2].ident;
                 return Some(Chain {
+                    builder: (rs.range(p.span()).0, rs.range(name.span()).1),
+                    new_end: rs.range(c.span()).1,
                     whole: (ws, we),
                     tail: rs.src()[build_end..we].to_string(),
                     prefix,
@@ -168,6 +175,9 @@ pub(super) fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analy
         );
         return;
     };
+    if rs.opts.strategy == Strategy::Compat {
+        return compat::rewrite_chain(rs, col, c, func, map, sample, a);
+    }
     let Some(mut cb_text) = callback(rs, col, sample, func, &map) else {
         return;
     };
@@ -186,7 +196,7 @@ pub(super) fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analy
             Err(why) => lost_callback(rs, col, l, func, &why),
         }
     }
-    let Some(pages) = page_count(rs, col, c, func) else {
+    let Some(pages) = page_count(rs, col, c, func, false) else {
         return;
     };
     replace_chain(rs, col, c, func, &cb_text);

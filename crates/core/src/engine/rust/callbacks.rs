@@ -232,6 +232,58 @@ fn keep_cpu(
     ))
 }
 
+/// For a strategy that keeps the sample callback `cb` as it is (`compat`): where it reads its
+/// CPU argument first, if it does; Err with why that cannot be told.
+pub(super) fn cpu_read(
+    rs: &Rs,
+    col: &Collect,
+    cb: &Expr,
+    func: Option<Func>,
+) -> Result<Option<usize>, String> {
+    let at = rs.range(cb.span()).0;
+    let closure = |cl: &ExprClosure| {
+        (
+            cl.inputs.first().and_then(pat_name),
+            rs.range(cl.body.span()),
+        )
+    };
+    let (cpu, (bs, be)) = match cb {
+        Expr::Closure(cl) => closure(cl),
+        Expr::Path(p) => {
+            let name = p.path.segments.last().unwrap().ident.to_string();
+            let local = func
+                .filter(|_| p.path.segments.len() == 1)
+                .and_then(|f| local_named(rs, col, f, &name, at));
+            match (local, col.fns.iter().find(|f| f.sig.ident == name)) {
+                (Some(l), _) => match l.init.as_ref().map(|i| &*i.expr) {
+                    Some(Expr::Closure(cl)) => closure(cl),
+                    _ => {
+                        return Err(format!(
+                            "the sample callback `{name}` is not a closure or a function bpf-migrate can see"
+                        ));
+                    }
+                },
+                (None, Some(f)) => {
+                    let cpu = match f.sig.inputs.first() {
+                        Some(FnArg::Typed(t)) => pat_name(&t.pat),
+                        _ => None,
+                    };
+                    (cpu, rs.range(f.block.span()))
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "the sample callback `{name}` is not defined in this file"
+                    ));
+                }
+            }
+        }
+        _ => {
+            return Err("the sample callback is neither a closure nor a function name".to_string());
+        }
+    };
+    Ok(cpu.and_then(|c| rs.uses_in(&c, bs, be).first().copied()))
+}
+
 pub(super) fn pat_name(p: &Pat) -> Option<String> {
     binding(p).map(|i| i.ident.to_string())
 }

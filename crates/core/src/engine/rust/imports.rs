@@ -5,10 +5,11 @@
 use syn::spanned::Spanned;
 use syn::{ItemUse, UseTree};
 
-use super::Rs;
 use super::collect::Collect;
+use super::{Rs, compat};
 use crate::edit::Edit;
 use crate::engine::context::Report;
+use crate::engine::options::Strategy;
 use crate::rules::Rule;
 use crate::source::{line_end_incl, line_start};
 
@@ -80,19 +81,33 @@ fn walk_use<'a>(t: &'a UseTree, f: &mut dyn FnMut(&'a UseTree)) {
 }
 
 /// Identifiers outside the chains and the rewritten imports: `PerfBuffer` types become
-/// `RingBuffer`, and a builder name used in another form is refused.
+/// `RingBuffer` (under compat the shim's `CompatBuffer`, without a `libbpf_rs::` path), and a
+/// builder name used in another form is refused.
 pub(super) fn rewrite_names(
     rs: &mut Rs,
     chain_ranges: &[(usize, usize)],
     builder_names: &[String],
 ) {
+    let compat = rs.opts.strategy == Strategy::Compat;
     let idents = rs.idents.clone();
     for (t, s, e) in &idents {
         let inside = |r: &[(usize, usize)]| r.iter().any(|&(a, b)| *s >= a && *e <= b);
         if inside(chain_ranges) || inside(&rs.explained) {
             continue;
         }
-        if t == "PerfBuffer" {
+        if t == "PerfBuffer" && compat {
+            let before = &rs.src()[..*s];
+            let path = ["::libbpf_rs::", "libbpf_rs::"]
+                .into_iter()
+                .find(|p| before.ends_with(p))
+                .map_or(0, str::len);
+            rs.edits.push(Edit::replace(
+                *s - path,
+                *e,
+                compat::BUFFER,
+                Rule::CompatLoader,
+            ));
+        } else if t == "PerfBuffer" {
             rs.edits.push(Edit::replace(
                 *s,
                 *e,
@@ -106,8 +121,11 @@ pub(super) fn rewrite_names(
 }
 
 /// `use libbpf_rs::PerfBufferBuilder;` → `RingBufferBuilder` (the alias dropped: the new code
-/// names RingBufferBuilder), or removed when RingBufferBuilder is imported already.
+/// names RingBufferBuilder), or removed when RingBufferBuilder is imported already; under
+/// compat, removed (the shim's names are the file's own).
 pub(super) fn rewrite_use(rs: &mut Rs, u: &ItemUse, ring_imported: bool) {
+    // Under compat, every name goes, as if the ring's were imported already.
+    let ring_imported = ring_imported || rs.opts.strategy == Strategy::Compat;
     let src = rs.src().to_string();
     let mut edits = Vec::new();
     fn visit(
@@ -127,7 +145,8 @@ pub(super) fn rewrite_use(rs: &mut Rs, u: &ItemUse, ring_imported: bool) {
                 .for_each(|i| visit(rs, i, Some(g), ring_imported, item, src, out)),
             UseTree::Name(n) if n.ident == "PerfBufferBuilder" || n.ident == "PerfBuffer" => {
                 let (s, e) = rs.range(n.ident.span());
-                if n.ident == "PerfBufferBuilder" && ring_imported {
+                let compat = rs.opts.strategy == Strategy::Compat;
+                if (n.ident == "PerfBufferBuilder" || compat) && ring_imported {
                     out.push(remove_use_tree(rs, t, parent, item, src));
                 } else {
                     out.push(Edit::replace(

@@ -2,9 +2,11 @@
 //! none, so the BPF program counts, per CPU, the records its ring could not take (a per-CPU
 //! array `MAP_lost` that linking adds, `engine::lost_counter`), and the sample callback given
 //! to the ring buffer first passes what is new to the lost callback, as `(cpu, count)`, as
-//! the perf buffer did: `builder.add(&skel.maps.events, lost_counted(&skel.maps.events_lost,
-//! LOST, SAMPLE))`, with a small generic function `lost_counted` written once at the end of
-//! the file. A loss is told before the next record is handled.
+//! the perf buffer did: `builder.add(&skel.maps.events,
+//! lost_counted(libbpf_rs::MapHandle::try_from(&skel.maps.events_lost), LOST, SAMPLE))`, with
+//! a small generic function `lost_counted` written once at the end of the file. The counter is
+//! a handle of its own, so that the ring does not borrow the skeleton (which `attach` after the
+//! ring is built needs mutably). A loss is told before the next record is handled.
 
 use syn::Expr;
 use syn::spanned::Spanned;
@@ -24,14 +26,20 @@ const HELPER: &str = r#"
 /// could not take, per CPU, in a map beside it, and the sample callback this returns first
 /// passes what is new to `lost`, as (cpu, count) (added by bpf-migrate).
 fn lost_counted<'a>(
-    counter: &'a dyn libbpf_rs::MapCore,
+    counter: libbpf_rs::Result<libbpf_rs::MapHandle>,
     mut lost: impl FnMut(i32, u64) + 'a,
     mut sample: impl FnMut(&[u8]) -> i32 + 'a,
 ) -> impl FnMut(&[u8]) -> i32 + 'a {
+    let counter = counter
+        .map_err(|e| eprintln!("cannot read the count of lost events: {e}"))
+        .ok();
     let mut seen: Vec<u64> = Vec::new();
     move |data: &[u8]| {
         let key = 0u32.to_ne_bytes();
-        if let Ok(Some(now)) = counter.lookup_percpu(&key, libbpf_rs::MapFlags::ANY) {
+        let now = counter
+            .as_ref()
+            .map(|c| libbpf_rs::MapCore::lookup_percpu(c, &key, libbpf_rs::MapFlags::ANY));
+        if let Some(Ok(Some(now))) = now {
             seen.resize(now.len(), 0);
             for (cpu, value) in now.iter().enumerate() {
                 let n = value
@@ -72,10 +80,12 @@ pub(super) fn skel_map(rs: &Rs, map: &Expr) -> Option<(String, String)> {
     Some((rs.text(maps.base.span()).to_string(), named(&f.member)?))
 }
 
-/// The counter map of the chain's map `&X.maps.NAME`: `&X.maps.NAME_lost`.
+/// A handle of the counter map of the chain's map `&X.maps.NAME`:
+/// `libbpf_rs::MapHandle::try_from(&X.maps.NAME_lost)`.
 fn counter_expr(rs: &Rs, map: &Expr, name: &str) -> Option<String> {
     let (skel, field) = skel_map(rs, map)?;
-    (field == name).then(|| format!("&{skel}.maps.{name}{LOST_MAP_SUFFIX}"))
+    (field == name)
+        .then(|| format!("libbpf_rs::MapHandle::try_from(&{skel}.maps.{name}{LOST_MAP_SUFFIX})"))
 }
 
 /// The sample callback's text `cb` wrapped so that it reports the losses of ring `name` to
@@ -87,6 +97,15 @@ pub(super) fn wrap(
     lost: &Expr,
     cb: &str,
 ) -> Result<String, String> {
+    let counter = counter(rs, map, name, lost)?;
+    let lost_text = rs.text(lost.span()).to_string();
+    Ok(format!("{FN}({counter}, {lost_text}, {cb})"))
+}
+
+/// The counter of ring `name` (`map` in the chain) for its kept lost callback `lost`: the
+/// expression of a handle of it, with the note and `lost_counted` written once; Err with the
+/// reason when that cannot be done.
+pub(super) fn counter(rs: &mut Rs, map: &Expr, name: &str, lost: &Expr) -> Result<String, String> {
     let Some(counter) = counter_expr(rs, map, name) else {
         return Err(format!(
             "the map `{}` is not a skeleton's field (`&skel.maps.{name}`, libbpf-rs 0.24 and later), from which its counter could be named",
@@ -99,7 +118,6 @@ pub(super) fn wrap(
             return Err(format!("the name `{taken}` is taken"));
         }
     }
-    let lost_text = rs.text(lost.span()).to_string();
     rs.report(
         rs.range(lost.span()).0,
         Rule::LostCounter,
@@ -113,7 +131,7 @@ pub(super) fn wrap(
         rs.edits
             .push(Edit::insert(len, HELPER.to_string(), Rule::LostCounter));
     }
-    Ok(format!("{FN}({counter}, {lost_text}, {cb})"))
+    Ok(counter)
 }
 
 #[cfg(test)]
@@ -156,7 +174,7 @@ mod tests {
 
             fn open(skel: &x::XSkel) -> anyhow::Result<()> {
                 let mut builder = RingBufferBuilder::new();
-                builder.add(&skel.maps.events, lost_counted(&skel.maps.events_lost, |cpu, n| eprintln!("lost {n} on {cpu}"), handle))?;
+                builder.add(&skel.maps.events, lost_counted(libbpf_rs::MapHandle::try_from(&skel.maps.events_lost), |cpu, n| eprintln!("lost {n} on {cpu}"), handle))?;
                 let perf = builder.build()?;
                 perf.poll(std::time::Duration::from_millis(100))?;
                 Ok(())

@@ -16,6 +16,7 @@
 mod builder;
 pub(super) mod callbacks;
 mod collect;
+mod compat;
 mod imports;
 mod items;
 mod lost;
@@ -36,7 +37,7 @@ pub use self::items::{item_ranges, items_parse};
 pub use self::scan::names_perf_buffer_in_code;
 use super::check::{Kept, wants_check_ahead};
 use super::context::{Analysis, CpuUse, Report};
-use super::options::Options;
+use super::options::{Options, Strategy};
 use crate::edit::Edit;
 use crate::report::Diagnostic;
 use crate::source::SourceFile;
@@ -59,6 +60,10 @@ struct Rs<'a> {
     lost_helper: bool,
     /// Sample callbacks that read the CPU (`callbacks::keep_cpu`).
     cpu_uses: Vec<CpuUse>,
+    /// Under compat, the loads before which maps are picked (`compat::finish`), and whether a
+    /// chain's lost callback is counted.
+    compat_picks: Vec<compat::Pick>,
+    compat_counted: bool,
 }
 
 impl Report for Rs<'_> {
@@ -123,7 +128,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     col.visit_file(&ast);
     // Not a user of libbpf-rs's perf buffer: nothing to migrate here (a BPF side that only
     // this file reads finds no reader and is refused at linking).
-    if col.provides_perf_buffer {
+    if col.provides_perf_buffer || compat::has_shim(&file.text) {
         return (a, None);
     }
     let mut rs = Rs {
@@ -138,6 +143,8 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         opts,
         lost_helper: false,
         cpu_uses: Vec::new(),
+        compat_picks: Vec::new(),
+        compat_counted: false,
     };
     if imports::refuse_imported_elsewhere(&mut rs, &col) {
         a.diags.extend(rs.diags);
@@ -158,10 +165,12 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     for u in &col.uses {
         imports::rewrite_use(&mut rs, u, ring_imported);
     }
+    compat::finish(&mut rs, &col);
     let chain_ranges: Vec<(usize, usize)> = chains.iter().map(|c| c.whole).collect();
     imports::rewrite_names(&mut rs, &chain_ranges, &builder_names);
     // Messages follow a migration made in this file; alone, they are someone else's words.
-    if !rs.edits.is_empty() {
+    // Under compat the buffer may still be a perf buffer: they stay.
+    if !rs.edits.is_empty() && opts.strategy != Strategy::Compat {
         messages::messages(&mut rs, &chain_ranges);
     }
     a.edits.extend(rs.edits);

@@ -20,17 +20,19 @@ use crate::source::{indent_at, line_start};
 
 /// The page count of the chain `c` in `func`, when it can be told (a literal or a `const`);
 /// Some(None) when there is none or it is chosen at run time (and set before load); None when
-/// the chain was refused.
+/// the chain was refused. `stays`: the chain keeps its `.pages()` (compat), so a `const` it
+/// names stays too.
 pub(super) fn page_count(
     rs: &mut Rs,
     col: &Collect,
     c: &Chain,
     func: Option<Func>,
+    stays: bool,
 ) -> Option<Option<u64>> {
     let p = c.pages;
     let mut pages = p.and_then(|p| rs.text(p.span()).replace('_', "").parse::<u64>().ok());
     if let Some(p) = p.filter(|_| pages.is_none()) {
-        match page_const(rs, col, p) {
+        match page_const(rs, col, p, stays) {
             Some(v) => pages = v,
             None => {
                 if let Err(why) = run_time(rs, col, c.map, p, func) {
@@ -169,7 +171,7 @@ fn run_time(
 
 /// A page count named by a `const`: its value, and the const goes when nothing else uses it.
 /// `None` when the expression is not such a constant.
-fn page_const(rs: &mut Rs, col: &Collect, p: &Expr) -> Option<Option<u64>> {
+fn page_const(rs: &mut Rs, col: &Collect, p: &Expr, stays: bool) -> Option<Option<u64>> {
     let Expr::Path(path) = p else { return None };
     let name = path.path.segments.last()?.ident.to_string();
     let item = col.consts.iter().find(|c| c.ident == name)?;
@@ -187,7 +189,7 @@ fn page_const(rs: &mut Rs, col: &Collect, p: &Expr) -> Option<Option<u64>> {
         .uses_in(&name, 0, rs.file.text.len())
         .into_iter()
         .any(|u| u != def.0 && !(u >= ps && u < pe));
-    if !used_elsewhere {
+    if !used_elsewhere && !stays {
         let mut s = is;
         if let Some(first) = item.attrs.first() {
             s = s.min(rs.range(first.span()).0);
