@@ -4,7 +4,9 @@
 //! ring buffer (making the map a perf event array then), and a helper `MAP_output(ctx, data,
 //! size)` through which every output goes (`bpf::output`), taking the path the flag picks. The
 //! flag is read-only once loaded, so the verifier (Linux 5.5 and later) keeps only the path
-//! taken, and an old kernel never sees the ring buffer's helper.
+//! taken, and an old kernel never sees the ring buffer's helper. A CO-RE program's helper also
+//! asks libbpf whether the kernel has a ring buffer type (`core_guard`), a constant any
+//! verifier prunes on, for 5.4 kernels with BTF.
 
 use std::collections::HashMap;
 
@@ -96,6 +98,8 @@ pub(super) fn link_compat(
             rings.push((j, m.name.clone(), m.offset, m.kind == MapKind::Bcc));
         }
     }
+    // The files given the CO-RE guard's type (and include) already: once a file.
+    let mut guarded = std::collections::HashSet::new();
     for (j, map, offset, bcc) in &rings {
         let (j, offset, bcc) = (j, *offset, *bcc);
         if !consumed.contains_key(&(*j, map.clone())) {
@@ -182,8 +186,17 @@ pub(super) fn link_compat(
                 }
             }
         } else {
-            let add = code(map, &flag, &helper, count);
+            let guard = core_guard(text);
+            let first = guard.is_some() && guarded.insert(*j);
+            let add = code(map, &flag, &helper, count, guard.is_some(), first);
             let edits = &mut analyses[*j].edits;
+            if let Some(Some(include)) = guard.filter(|_| first) {
+                insert_at(
+                    edits,
+                    include,
+                    "#include <bpf/bpf_core_read.h>\n".to_string(),
+                );
+            }
             if count {
                 // After the counter `lost_counter` put at the same place.
                 insert_at(edits, at, add);
@@ -204,20 +217,68 @@ fn insert_at(edits: &mut Vec<Edit>, at: usize, text: String) {
     }
 }
 
+/// The kernel's ring buffer type under a name of this tool's (libbpf ignores what follows
+/// `___`), whose existence a CO-RE program asks the kernel's BTF.
+const RINGBUF_TYPE: &str = "bpf_ringbuf___bpf_migrate";
+
+/// For a program that already needs the kernel's BTF (CO-RE: `vmlinux.h`, `BPF_CORE_READ`,
+/// `bpf_core_*`, `__builtin_preserve_*`), the helper also asks whether the kernel has a ring
+/// buffer at all, which libbpf answers with a constant: a kernel older than 5.5, whose verifier
+/// does not prune on `.rodata`, then never checks the ring's helper either. Some(where
+/// `bpf_core_read.h` must be included, if it is not) then; None for another program, which
+/// must not start needing BTF.
+fn core_guard(text: &str) -> Option<Option<usize>> {
+    let core = [
+        "vmlinux.h",
+        "BPF_CORE_READ",
+        "bpf_core_",
+        "__builtin_preserve_",
+    ]
+    .iter()
+    .any(|m| text.contains(m));
+    if !core {
+        return None;
+    }
+    if text.contains("bpf/bpf_core_read.h") {
+        return Some(None);
+    }
+    // After the helpers' include.
+    let at = text.find("bpf/bpf_helpers.h>")?;
+    let eol = text[at..].find('\n')? + at + 1;
+    Some(Some(eol))
+}
+
 /// The flag and the helper of ring `map` (whose ring path goes through the lost counter's
-/// `MAP_lost_count()` when `count`).
-fn code(map: &str, flag: &str, helper: &str, count: bool) -> String {
+/// `MAP_lost_count()` when `count`; whose perf path is also taken where a CO-RE program's
+/// kernel has no ring buffer type when `core`, the type defined before it when `first`).
+fn code(map: &str, flag: &str, helper: &str, count: bool, core: bool, first: bool) -> String {
     let ring = format!("bpf_ringbuf_output(&{map}, data, size, 0)");
     let ring = if count {
         format!("{map}{}_count({ring})", super::user::LOST_MAP_SUFFIX)
     } else {
         ring
     };
+    let (cond, why) = if core {
+        (
+            format!("{flag} || !bpf_core_type_exists(struct {RINGBUF_TYPE})"),
+            "\n * A kernel older than 5.5 does not prune on the flag; there libbpf's answer to whether\n * the kernel has a ring buffer, a constant, keeps the ring's helper from being checked.",
+        )
+    } else {
+        (flag.to_string(), "")
+    };
+    let ty = if core && first {
+        format!(
+            "/* The kernel's ring buffer, if its BTF has one (Linux 5.8 and later). */\nstruct {RINGBUF_TYPE} {{\n\tint unused;\n}};\n\n"
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "\n/*\n * Added by bpf-migrate --strategy compat. Where the kernel has no ring buffer, user space\n * makes the map above a perf event array and sets this flag before load.\n */\n\
+        "\n/*\n * Added by bpf-migrate --strategy compat. Where the kernel has no ring buffer, user space\n * makes the map above a perf event array and sets this flag before load.{why}\n */\n\
          const volatile int {flag} = 0;\n\n\
+         {ty}\
          static __always_inline long {helper}(void *ctx, void *data, __u64 size)\n{{\n\
-         \tif ({flag})\n\
+         \tif ({cond})\n\
          \t\treturn bpf_perf_event_output(ctx, &{map}, BPF_F_CURRENT_CPU, data, size);\n\
          \treturn {ring};\n}}\n"
     )
@@ -302,4 +363,31 @@ pub fn bcc_table(
             "#ifdef {map}{FLAG_SUFFIX}\n{ind}BPF_PERF_OUTPUT({map});\n{ind}#else\n{ind}{ring};\n{ind}#endif"
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::core_guard;
+
+    /// The guard goes where the program needs BTF already, with the include it needs; never
+    /// where it does not.
+    #[test]
+    fn only_a_core_program_asks_whether_the_kernel_has_a_ring_buffer() {
+        let helpers = "#include <bpf/bpf_helpers.h>\n";
+        assert_eq!(
+            core_guard(&format!("#include <linux/bpf.h>\n{helpers}")),
+            None
+        );
+        let vmlinux = format!("#include \"vmlinux.h\"\n{helpers}int x;\n");
+        assert_eq!(
+            core_guard(&vmlinux),
+            Some(Some(vmlinux.find("int x").unwrap()))
+        );
+        let read = format!(
+            "#include <linux/bpf.h>\n{helpers}#include <bpf/bpf_core_read.h>\nint y = BPF_CORE_READ(t, pid);\n"
+        );
+        assert_eq!(core_guard(&read), Some(None));
+        // CO-RE but no helpers' include to put the core one after: no guard.
+        assert_eq!(core_guard("#include \"vmlinux.h\"\n"), None);
+    }
 }

@@ -158,6 +158,15 @@ fn blank(out: &mut [u8], s: usize, e: usize) {
     }
 }
 
+/// libbpf's CO-RE macros whose argument is a type (`bpf_core_type_exists(struct x)`).
+const TYPE_ARG_MACROS: &[&str] = &[
+    "bpf_core_type_exists",
+    "bpf_core_type_matches",
+    "bpf_core_type_size",
+    "bpf_core_type_id_local",
+    "bpf_core_type_id_kernel",
+];
+
 /// Returns `text` with BPF macros masked (same length, same newlines); `toks`, when given,
 /// are the tokens of the single range (so that a file is lexed once).
 pub fn mask(text: &str, ranges: &[Range<usize>], toks: Option<&[(Tok, usize, usize)]>) -> Vec<u8> {
@@ -191,6 +200,16 @@ pub fn mask(text: &str, ranges: &[Range<usize>], toks: Option<&[(Tok, usize, usi
                     }
                 } else if MASKED_WORDS.contains(&word) {
                     blank(&mut out, s, e);
+                } else if TYPE_ARG_MACROS.contains(&word)
+                    && matches!(toks.get(k + 1), Some((Tok::Punct(b'('), _, _)))
+                    && let Some((Tok::Ident, ks, ke)) = toks.get(k + 2).copied()
+                    && matches!(&text[ks..ke], "struct" | "union" | "enum")
+                {
+                    // `bpf_core_type_exists(struct task_struct)`: the type's name reads as
+                    // an argument.
+                    blank(&mut out, ks, ke);
+                    k += 3;
+                    continue;
                 }
             }
             k += 1;
