@@ -136,8 +136,9 @@ fn migrated_fixtures_verify_equivalent() {
     // Tracepoint, kprobe, uprobe, fentry, raw tracepoint and tc programs; stack events, per-CPU heaps,
     // variable-length records, timestamps; two maps in one program; packet samples (header and
     // packet bytes) from socket filter, tc and XDP programs; outputs through the program's own
-    // wrapper, to two maps; maps defined through the program's own macros or in a header
-    // (built into the source that includes it, not on its own). One VM for all of them.
+    // wrapper, to two maps, and through the program's own macros; maps defined through the
+    // program's own macros or in a header (built into the source that includes it, not on its
+    // own). One VM for all of them.
     // `true` as the user's workload: one more exec, copied into the guest with its libraries.
     // Each loader runs too, original twice and migrated once, and prints the same lines; a
     // loader of libbpf 0.x's API does not build against the host's libbpf 1.x, and one that
@@ -155,6 +156,7 @@ fn migrated_fixtures_verify_equivalent() {
             ("cpu_field", "equivalent"),
             ("pktcap", "equivalent"),
             ("wrapper_output", "equivalent"),
+            ("macro_output", "equivalent"),
             ("macro_map_def", "equivalent"),
             ("header_map", "equivalent"),
         ],

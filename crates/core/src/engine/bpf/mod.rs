@@ -15,6 +15,7 @@
 
 mod counters;
 pub(crate) mod cpu_site;
+mod macro_output;
 mod map_def;
 pub(in crate::engine) mod map_macro;
 mod nmi;
@@ -42,7 +43,13 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
     // Counter arrays are left alone, definition and uses.
     let counters = counters::counter_maps(cx);
     let defs = map_def::map_defs(cx, &counters, &mut explained);
-    let outputs = output::output_calls(cx, &counters, &mut explained, out);
+    let mut outputs = output::output_calls(cx, &counters, &mut explained, out);
+    outputs.extend(macro_output::macro_outputs(
+        cx,
+        &counters,
+        &mut explained,
+        out,
+    ));
     out.map_macros = map_macro::macros(cx);
     out.top_calls = map_macro::top_calls(cx);
     // A map this file writes to, named in a file-scope call: defined through a macro, which
