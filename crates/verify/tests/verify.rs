@@ -177,6 +177,10 @@ fn migrated_fixtures_verify_equivalent() {
         "names",
         "memcg-oom",
         "packets",
+        "tcp-retransmit",
+        "sync",
+        "shm",
+        "threads",
     ] {
         assert!(steps.contains(&step), "{step}: {verdict}");
     }

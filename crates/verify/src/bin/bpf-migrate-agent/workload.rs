@@ -23,10 +23,14 @@ const STEPS: &[Step] = &[
     ("signal", signal),
     ("tcp", tcp),
     ("tcp-refused-reset", tcp_refused_and_reset),
+    ("tcp-retransmit", tcp_retransmit),
     ("udp", udp),
     ("names", names),
     ("mount", mount_tmpfs),
     ("memcg-oom", memcg_oom),
+    ("sync", sync),
+    ("shm", shm),
+    ("threads", threads),
     ("sleep", sleep),
 ];
 
@@ -205,6 +209,44 @@ fn tcp_refused_and_reset() -> Result<(), String> {
     }
 }
 
+/// A SYN retransmitted: a connect to a listener whose accept queue is full (a backlog of 0,
+/// one connection not yet accepted) is dropped; once that one is accepted, the SYN sent again
+/// after the initial retransmission timeout (1 s) gets in.
+fn tcp_retransmit() -> Result<(), String> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on descriptors this function owns; the address structs live
+    // through the calls.
+    unsafe {
+        let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if l < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let listener = TcpListener::from_raw_fd(l);
+        let mut a: libc::sockaddr_in = std::mem::zeroed();
+        a.sin_family = libc::AF_INET as libc::sa_family_t;
+        a.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::bind(l, (&a as *const libc::sockaddr_in).cast(), len) != 0
+            || libc::listen(l, 0) != 0
+        {
+            return Err(format!("bind/listen: {}", std::io::Error::last_os_error()));
+        }
+        let addr = listener.local_addr().map_err(io("local_addr"))?;
+        let first = TcpStream::connect(addr).map_err(io("connect"))?;
+        // The second connect waits: its SYN is dropped while the queue is full.
+        let second = std::thread::spawn(move || TcpStream::connect(addr));
+        std::thread::sleep(Duration::from_millis(200));
+        let (_s, _) = listener.accept().map_err(io("accept"))?;
+        let second = second
+            .join()
+            .map_err(|_| "the connecting thread panicked".to_string())?
+            .map_err(io("the retransmitted connect"))?;
+        let _ = listener.accept().map_err(io("accept"))?;
+        drop((first, second));
+    }
+    Ok(())
+}
+
 /// A datagram on loopback.
 fn udp() -> Result<(), String> {
     let r = (|| -> std::io::Result<()> {
@@ -318,6 +360,57 @@ fn memcg_oom() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// sync(2), and syncfs(2), fsync(2) and fdatasync(2) of a file.
+fn sync() -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::create("/tmp/bpf-migrate-sync").map_err(|e| e.to_string())?;
+    // SAFETY: sync calls on a descriptor open for the calls.
+    let failed = unsafe {
+        libc::sync();
+        libc::syncfs(f.as_raw_fd()) != 0
+            || libc::fsync(f.as_raw_fd()) != 0
+            || libc::fdatasync(f.as_raw_fd()) != 0
+    };
+    drop(f);
+    let _ = fs::remove_file("/tmp/bpf-migrate-sync");
+    if failed {
+        return Err(format!("sync: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A SysV shared memory segment: created, attached, detached and removed.
+fn shm() -> Result<(), String> {
+    // SAFETY: a private segment of one page, attached, written, detached and removed here.
+    unsafe {
+        let id = libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600);
+        if id < 0 {
+            return Err(format!("shmget: {}", std::io::Error::last_os_error()));
+        }
+        let p = libc::shmat(id, std::ptr::null(), 0);
+        let attached = p as isize != -1;
+        if attached {
+            *p.cast::<u8>() = 1;
+            libc::shmdt(p);
+        }
+        libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+        if !attached {
+            return Err(format!("shmat: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// A thread started (`pthread_create` in libc, a task made with CLONE_THREAD) and joined.
+fn threads() -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("bpfm-worker".into())
+        .spawn(|| std::thread::sleep(Duration::from_millis(1)))
+        .map_err(io("spawn"))?
+        .join()
+        .map_err(|_| "the thread panicked".to_string())
 }
 
 /// Short sleeps.
