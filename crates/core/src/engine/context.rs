@@ -62,10 +62,20 @@ pub struct OutputSite {
     pub cpu: Option<Result<CpuSite, (usize, String)>>,
     /// The program's own wrapper the output goes through (`bpf::wrapper`): this site is a
     /// call of it.
-    pub wrapper: Option<String>,
+    pub wrapper: Option<Wrapper>,
     /// Under `--strategy compat`, a BCC output's event type and the start of its function
     /// (`bpf::cpu_site::event_type`), for the helper the outputs go through.
     pub event: Option<(String, usize)>,
+}
+
+/// The program's own wrapper an output goes through, its map a parameter.
+#[derive(Debug, Clone)]
+pub struct Wrapper {
+    pub name: String,
+    /// The parameter that is the map, and the output call inside (the range its edit
+    /// replaces).
+    pub param: String,
+    pub call: (usize, usize),
 }
 
 /// An output call whose event can carry the CPU: a `struct NAME` sent whole, a local

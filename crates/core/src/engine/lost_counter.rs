@@ -65,7 +65,12 @@ pub(super) fn link_lost_counters(
             continue;
         }
         let mut nulls = false;
-        let mut uncounted: Vec<(usize, usize)> = Vec::new();
+        let mut uncounted: Vec<(usize, usize, String)> = Vec::new();
+        let no_count = || {
+            format!(
+                "this output to `{map}` cannot be made to count the records the ring does not take, which the loader's lost-sample callback reports"
+            )
+        };
         for (k, a) in analyses.iter_mut().enumerate() {
             if dsu.find(k) != root {
                 continue;
@@ -84,9 +89,30 @@ pub(super) fn link_lost_counters(
             // where it is inserted).
             // An output no edit touches is refused for another reason, which says enough.
             for o in a.outputs.iter().filter(|o| o.map == *map) {
-                // Through the program's own wrapper, the output does not name its map.
-                if o.wrapper.is_some() {
-                    uncounted.push((k, o.offset));
+                // Through the program's own wrapper, the output names its map by the
+                // parameter: counted there when every call passes this map.
+                if let Some(w) = &o.wrapper {
+                    let other = a.outputs.iter().find(|p| {
+                        p.map != *map && p.wrapper.as_ref().is_some_and(|v| v.name == w.name)
+                    });
+                    if let Some(p) = other {
+                        uncounted.push((k, o.offset, format!("{}: it goes through the wrapper `{}`, which also writes to `{}`, and one output cannot count for two rings", no_count(), w.name, p.map)));
+                        continue;
+                    }
+                    let inner = a.edits.iter_mut().find(|e| (e.start, e.end) == w.call);
+                    match inner {
+                        Some(e) if !e.text.contains(&format!("{counter}_count(")) => {
+                            let (text, outputs, _) = wrap(&e.text, &w.param, &counter, bcc);
+                            if outputs == 0 {
+                                uncounted.push((k, o.offset, no_count()));
+                            } else {
+                                e.text = text;
+                                wrapped_at.push((e.start, e.end, e.rule));
+                            }
+                        }
+                        Some(_) => {}
+                        None => uncounted.push((k, o.offset, no_count())),
+                    }
                     continue;
                 }
                 let at_site = |e: &&Edit| e.start <= o.offset && o.offset < e.end.max(e.start + 1);
@@ -105,7 +131,7 @@ pub(super) fn link_lost_counters(
                             && wrapped_at.iter().any(|w| w.2 == Rule::OutputPacket))
                 });
                 if !covered {
-                    uncounted.push((k, o.offset));
+                    uncounted.push((k, o.offset, no_count()));
                 }
             }
             if !wrapped_at.is_empty() {
@@ -113,10 +139,9 @@ pub(super) fn link_lost_counters(
             }
         }
         if !uncounted.is_empty() {
-            for (k, at) in uncounted {
+            for (k, at, why) in uncounted {
                 link_diags.push(
-                    Diagnostic::at(&files[k], at, Rule::UnsupportedForm, format!(
-                        "this output to `{map}` cannot be made to count the records the ring does not take, which the loader's lost-sample callback reports"))
+                    Diagnostic::at(&files[k], at, Rule::UnsupportedForm, why)
                     .help("pass --lost drop to drop the lost-sample callback instead, or count failed outputs by hand"),
                 );
             }
@@ -316,6 +341,61 @@ fn wrap(text: &str, map: &str, counter: &str, bcc: bool) -> (String, usize, usiz
 #[cfg(test)]
 mod tests {
     use super::wrap;
+    use crate::engine::Options;
+    use crate::engine::testkit::{LICENSE, LOADER, run};
+
+    /// A wrapper whose every call passes one map counts for that map's ring, in the wrapper;
+    /// one that also writes to another ring cannot count for both, and refuses.
+    #[test]
+    fn a_wrapper_of_one_map_counts_its_outputs() {
+        let loader = LOADER
+            .replace(
+                "int main(void)",
+                "static void on_lost(void *ctx, int cpu, __u64 n)\n{\n}\n\nint main(void)",
+            )
+            .replace(
+                "on_event, NULL, NULL, NULL)",
+                "on_event, on_lost, NULL, NULL)",
+            );
+        let map = |name: &str| {
+            format!(
+                "struct {{\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\t__uint(key_size, sizeof(u32));\n\t__uint(value_size, sizeof(u32));\n}} {name} SEC(\".maps\");\n\n"
+            )
+        };
+        let bpf = |second: &str| {
+            format!(
+                "#include \"vmlinux.h\"\n#include <bpf/bpf_helpers.h>\n\n{}{}static __always_inline long submit(void *ctx, void *map, void *data, __u64 size)\n{{\n\treturn bpf_perf_event_output(ctx, map, BPF_F_CURRENT_CPU, data, size);\n}}\n\nSEC(\"tracepoint/syscalls/sys_enter_execve\")\nint trace_exec(void *ctx)\n{{\n\tu32 pid = bpf_get_current_pid_tgid() >> 32;\n\n\tsubmit(ctx, &events, &pid, sizeof(pid));\n\tsubmit(ctx, &{second}, &pid, sizeof(pid));\n\treturn 0;\n}}\n{LICENSE}",
+                map("events"),
+                if second == "events" {
+                    String::new()
+                } else {
+                    map(second)
+                },
+            )
+        };
+        let (changed, diags) = run(
+            &[("x.bpf.c", &bpf("events")), ("x.c", &loader)],
+            &Options::default(),
+        );
+        let out = changed
+            .get("x.bpf.c")
+            .unwrap_or_else(|| panic!("{diags:?}"));
+        assert!(
+            out.contains("\treturn events_lost_count(bpf_ringbuf_output(map, data, size, 0));\n"),
+            "{out}"
+        );
+        let (changed, diags) = run(
+            &[("x.bpf.c", &bpf("other")), ("x.c", &loader)],
+            &Options::default(),
+        );
+        assert!(changed.is_empty(), "{changed:?}");
+        assert!(
+            diags.iter().any(|d| d
+                .message
+                .contains("it goes through the wrapper `submit`, which also writes to `other`")),
+            "{diags:?}"
+        );
+    }
 
     #[test]
     fn wraps_outputs_and_reservations_of_the_map_only() {
