@@ -53,6 +53,9 @@ pub struct VerifyOptions {
     pub args: Vec<String>,
     /// C and Rust programs verified in one boot, at most (`boots`).
     pub per_boot: usize,
+    /// The user's build of C tools (`--build`), and the directory it runs in a copy of.
+    pub build: Option<String>,
+    pub build_root: Option<PathBuf>,
 }
 
 /// One program to verify: its BPF source before and after migration.
@@ -817,6 +820,12 @@ fn build_user_space(
             format!("the migrated {what} does not build: {e:#}"),
         )
     };
+    if let Some(cmd) = &opts.build
+        && tool::find_crate(&p.before).is_none()
+        && tool::find_go(&p.before).is_none()
+    {
+        return build_with_command(opts, kernel, p, k, objdir, cmd, (&orig, &new)).map(Some);
+    }
     if let Some(loader) = tool::find_loader(&p.before) {
         // Both versions' objects must sit at the path it opens, in their own directories.
         if outside_cwd(loader.opens.as_deref()) {
@@ -907,6 +916,82 @@ fn build_user_space(
         new,
         opens: None,
     }))
+}
+
+/// A C program's tool built by the user's command (`--build`) for both versions into
+/// `(orig, new)`: in a copy of the program's directory (or of `--build-root`), the migrated
+/// version's with the migrated files laid over it. The tool is the executable named after the
+/// loader (`x` for `x.c`, else for `x.bpf.c`) that the command leaves in the program's directory.
+fn build_with_command(
+    opts: &VerifyOptions,
+    kernel: &Path,
+    p: &Pair,
+    k: usize,
+    objdir: &Path,
+    cmd: &str,
+    (orig, new): (&Path, &Path),
+) -> Result<BuiltTool, NotBuilt> {
+    let dir = dir_of(&p.before);
+    let root = opts.build_root.clone().unwrap_or_else(|| dir.clone());
+    let abs = |d: &Path| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf());
+    let Ok(rel) = abs(&dir).strip_prefix(abs(&root)).map(Path::to_path_buf) else {
+        return Err(NotBuilt::Failed(
+            Verdict::Inconclusive,
+            format!(
+                "{} is not inside --build-root {}: the tool level was not run",
+                p.before.display(),
+                root.display()
+            ),
+        ));
+    };
+    let loader = tool::find_loader(&p.before);
+    let exe = match &loader {
+        Some(l) => l
+            .main
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        None => p
+            .before
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .trim_end_matches(".bpf.c")
+            .to_string(),
+    };
+    let vmlinux = kernel::vmlinux_h(kernel).ok();
+    let copies = objdir.join("builds");
+    let build = |version: &str, migrated: Option<&Path>, out: &Path| {
+        tool::build_with_command(
+            &root,
+            migrated,
+            &rel,
+            cmd,
+            &exe,
+            vmlinux.as_deref(),
+            &copies.join(format!("p{k}-{version}")),
+            out,
+        )
+    };
+    let what = format!("tool `{exe}` (built with `{cmd}`)");
+    build("orig", None, orig).map_err(|e| {
+        NotBuilt::Failed(
+            Verdict::Inconclusive,
+            format!("the original {what} does not build: {e:#}"),
+        )
+    })?;
+    build("new", Some(&dir_of(&p.after)), new).map_err(|e| {
+        NotBuilt::Failed(
+            Verdict::Different,
+            format!("the migrated {what} does not build: {e:#}"),
+        )
+    })?;
+    Ok(BuiltTool {
+        orig: orig.to_path_buf(),
+        new: new.to_path_buf(),
+        opens: loader.and_then(|l| l.opens),
+    })
 }
 
 /// Whether a tool opens its object outside its working directory (an absolute path, or one

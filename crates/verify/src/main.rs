@@ -77,6 +77,16 @@ struct VerifyArgs {
     /// loader runs with them, original and migrated; space separated).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     args: Option<String>,
+    /// Build each C program's tool with this shell command instead (e.g. `make execsnoop`),
+    /// run in a copy of the program's directory (or of --build-root) for each version, the
+    /// migrated files laid over the copy; the tool is the executable named after the loader
+    /// (`x` for `x.c`) it leaves in the program's directory.
+    #[arg(long, value_name = "CMD")]
+    build: Option<String>,
+    /// The directory --build copies (default: the program's own), for builds that reach
+    /// outside it (`../libbpf`).
+    #[arg(long, value_name = "DIR", requires = "build")]
+    build_root: Option<PathBuf>,
     /// C and Rust programs verified in one boot, at most; more take several boots, one after
     /// another (each BCC tool has a boot of its own). A boot that fails (a guest panic)
     /// leaves its programs inconclusive and the others go on.
@@ -138,6 +148,8 @@ fn main() -> ExitCode {
         bench: v.bench,
         tools: !v.events_only,
         per_boot: v.per_boot as usize,
+        build: v.build,
+        build_root: v.build_root,
         args: v
             .args
             .map(|a| a.split_whitespace().map(str::to_string).collect())

@@ -314,6 +314,47 @@ pub fn build_go(
     }
 }
 
+/// The user's own build (`--build`): `root` copied to `copy`, the migrated program's files
+/// (`migrated`, a directory) laid over its `rel` directory, `sh -c CMD` run there (with
+/// `BPF_MIGRATE_VMLINUX_DIR`, the guest kernel's `vmlinux.h`, in its environment), and the
+/// executable `exe` it leaves there copied to `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn build_with_command(
+    root: &Path,
+    migrated: Option<&Path>,
+    rel: &Path,
+    cmd: &str,
+    exe: &str,
+    vmlinux_dir: Option<&Path>,
+    copy: &Path,
+    out: &Path,
+) -> Result<()> {
+    copy_tree(root, copy)?;
+    let dir = copy.join(rel);
+    if let Some(m) = migrated {
+        copy_tree(m, &dir)?;
+    }
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd).current_dir(&dir);
+    if let Some(d) = vmlinux_dir {
+        c.env("BPF_MIGRATE_VMLINUX_DIR", d);
+    }
+    let o = c.output().context("cannot run sh")?;
+    if !o.status.success() {
+        bail!(
+            "`{cmd}` failed ({}): {}",
+            o.status,
+            errors_of(&String::from_utf8_lossy(&o.stderr))
+        );
+    }
+    let built = dir.join(exe);
+    if !built.is_file() {
+        bail!("`{cmd}` left no executable `{exe}` in {}", dir.display());
+    }
+    fs::copy(&built, out).with_context(|| format!("{}", built.display()))?;
+    Ok(())
+}
+
 /// Copies the files of `from` over `to` (`target/` and `.git/` left out).
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     for e in walk(from)? {

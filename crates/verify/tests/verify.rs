@@ -190,6 +190,28 @@ fn migrated_fixtures_verify_equivalent() {
 }
 
 #[test]
+fn a_tool_built_by_its_own_makefile_runs_with_build() {
+    // syncwatch's loader links a helper of a subdirectory that only its Makefile knows:
+    // verify's own build of it fails, the original's too (inconclusive, with why); with
+    // `--build make` both versions are built by the Makefile, each in a copy of the
+    // directory, and the tool prints the same lines (the workload's sync step).
+    let lines = verify_json(&["fixtures/build_cmd/input"], 1);
+    for m in maps_of(&lines, "syncwatch") {
+        assert_eq!(m["verdict"], "equivalent", "{m}");
+    }
+    let t = tool_of(&lines, "syncwatch");
+    assert_eq!(t["verdict"], "inconclusive", "{t}");
+    assert!(
+        t["finding"].as_str().unwrap().contains("does not build"),
+        "{t}"
+    );
+    let lines = verify_json(&["--build", "make", "fixtures/build_cmd/input"], 0);
+    let t = tool_of(&lines, "syncwatch");
+    assert_eq!(t["verdict"], "equivalent", "{t}");
+    assert!(t["lines"]["matched"].as_u64().unwrap() >= 4, "{t}");
+}
+
+#[test]
 fn reserve_migrations_verify_equivalent() {
     // --strategy reserve: stack events (zeroed), per-CPU heaps (removed), discards on early
     // returns, gotos and continues, and the sites that fall back to a copy. Verify poisons
