@@ -19,7 +19,7 @@
 use tree_sitter::Node;
 
 use super::super::compat::{FLAG_SUFFIX, refuse};
-use super::super::context::{Analysis, Consumer, Ctx};
+use super::super::context::{Analysis, Consumer, Ctx, Report};
 use super::super::options::Lost;
 use super::lost_counter::{MAP_SUFFIX as LOST_MAP_SUFFIX, WATCHER};
 use super::syntax::{functions_named, item_span, strip_ptr};
@@ -126,9 +126,9 @@ fn creation(cx: &mut Ctx, call: Node) -> (Option<String>, Option<Read>) {
         );
         return (None, None);
     };
-    let Some((skel, sep)) = spans
+    let Some((skel, sep, skel_at)) = spans
         .iter()
-        .find_map(|&(s, e)| skeleton_of(&src[s..e], &map))
+        .find_map(|&(s, e)| skeleton_of(&src[s..e], &map).map(|(k, sep)| (k, sep, s)))
     else {
         refuse(
             cx,
@@ -145,8 +145,21 @@ fn creation(cx: &mut Ctx, call: Node) -> (Option<String>, Option<Read>) {
         return (Some(map), None);
     }
     let lost = c::strip_parens(&src[args[3].0..args[3].1]);
-    let counter_fd = (cx.opts.lost == Lost::Count && !matches!(lost, "NULL" | "0" | "nullptr"))
-        .then(|| format!("bpf_map__fd({skel}{sep}{map}{LOST_MAP_SUFFIX})"));
+    let keeps_lost = cx.opts.lost == Lost::Count && !matches!(lost, "NULL" | "0" | "nullptr");
+    // The counter is named through the skeleton, which must be in scope at the call: a map
+    // passed in as an fd (`print_events(int fd)`) comes from a skeleton of another function.
+    let func = c::ancestor(call, "function_definition");
+    let in_scope = func.is_some_and(|f| f.start_byte() <= skel_at && skel_at < f.end_byte());
+    if keeps_lost && !in_scope {
+        cx.report(
+            args[3].0,
+            Rule::CompatLoader,
+            format!("the lost-sample callback `{lost}` is called on the perf path only: the ring's counter `{map}{LOST_MAP_SUFFIX}` cannot be named here, where the map comes as `{fd}` from another function"),
+            "pass the skeleton to this function and read the map as `bpf_map__fd(skel->maps.MAP)` to have the ring path count its losses too",
+        );
+    }
+    let counter_fd =
+        (keeps_lost && in_scope).then(|| format!("bpf_map__fd({skel}{sep}{map}{LOST_MAP_SUFFIX})"));
     // The whole call, laid out again: it gains the counter's fd as its first argument.
     if let Some(fd) = &counter_fd {
         let mut new_args = vec![fd.clone()];
@@ -661,6 +674,30 @@ mod tests {
             "{bpf}"
         );
         assert!(bpf.contains("\t\treturn bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, data, size);\n\treturn bpf_ringbuf_output(&events, data, size, 0);\n"), "{bpf}");
+    }
+
+    /// A map passed in as an fd from where the skeleton is: its counter cannot be named at
+    /// the creation, so the lost callback serves the perf path only, with a note, and the
+    /// BPF side gets no counter.
+    #[test]
+    fn a_lost_callback_far_from_the_skeleton_serves_the_perf_path_only() {
+        const LOST: &str = "static void handle_lost(void *ctx, int cpu, __u64 cnt)\n{\n}\n";
+        const OPEN: &str = "static struct perf_buffer *open_buf(int fd)\n{\n\treturn perf_buffer__new(fd, 8, handle_event, handle_lost, NULL, NULL);\n}\n";
+        let top = format!("{PERF_CALLBACK}{LOST}{OPEN}");
+        let create = "\tpb = open_buf(bpf_map__fd(skel->maps.events));\n";
+        let before = perf("", &top, "", create);
+        let (changed, diags) = run(&[("x.bpf.c", BPF), ("x.c", &before)], &compat());
+        let c = &changed["x.c"];
+        assert!(
+            c.contains("\treturn compat_ring__new(fd, 8, handle_event, handle_lost, NULL, NULL);"),
+            "{c}"
+        );
+        assert!(!changed["x.bpf.c"].contains("events_lost"));
+        assert!(
+            diags.iter().any(|d| d.rule == Rule::CompatLoader
+                && d.message.contains("is called on the perf path only")),
+            "{diags:?}"
+        );
     }
 
     #[test]
