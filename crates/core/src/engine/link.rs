@@ -482,7 +482,7 @@ fn report_maps(
                     link_diags.push(
                         Diagnostic::at(&files[j], m.offset, Rule::UnlinkedProgram,
                             format!("no user-space reader of perf event array `{}` was found among the files given", m.name))
-                            .help("pass the reader too: a libbpf C loader (X.c beside X.bpf.c is found by itself), a BCC tool, a libbpf-rs crate or a cilium/ebpf Go reader; readers in other languages (libbpfgo, C++) are not migrated yet, so migrate the reader and this map together by hand"),
+                            .help("pass the reader too: a libbpf C loader (X.c beside X.bpf.c is found by itself), a BCC tool, a libbpf-rs crate, or a cilium/ebpf or libbpfgo Go reader; readers in other languages (C++, Lua) are not migrated yet, so migrate the reader and this map together by hand"),
                     );
                 }
                 Some(pages) => {

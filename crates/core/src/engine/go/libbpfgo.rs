@@ -82,6 +82,15 @@ fn init_perf_buf(g: &mut GoFile, opts: &Options, a: &mut Analysis, call: Node, s
         return;
     }
     let map = g.text(name).trim_matches('"').to_string();
+    if let Some(at) = resized(g, &map) {
+        g.report(
+            at,
+            Rule::MapOtherUse,
+            format!("the map `{map}` is resized here: a perf event array's size is its number of CPUs, a ring buffer's its bytes, so the same call would make another ring (or one that does not load)"),
+            "drop the resize (the ring's size is in the BPF source; --ringbuf-size sets it), then run bpf-migrate again, or migrate by hand",
+        );
+        return;
+    }
     let lost = args[2];
     if lost.kind() == "identifier" && !settle_lost_channel(g, opts, lost) {
         return;
@@ -108,6 +117,31 @@ fn init_perf_buf(g: &mut GoFile, opts: &Options, a: &mut Analysis, call: Node, s
         lost_counted: false,
         bpf2go: false,
     });
+}
+
+/// Where the map `map` is resized before load: a call whose function says so (`Resize`,
+/// `SetMaxEntries`, a helper `ResizeMap`) given the map's name, or such a method called in a
+/// file that looks the map up by name (`m.GetMap("events")`).
+fn resized(g: &GoFile, map: &str) -> Option<usize> {
+    let quoted = format!("\"{map}\"");
+    let calls = g.of_kind("call_expression");
+    let name_of = |c: Node| {
+        let f = c.field("function")?;
+        let f = f.field("field").unwrap_or(f);
+        Some(g.text(f).to_ascii_lowercase())
+    };
+    let resizing =
+        |c: Node| name_of(c).is_some_and(|n| n.contains("resize") || n.contains("maxentries"));
+    let looked_up = calls.iter().any(|&c| {
+        name_of(c).as_deref() == Some("getmap")
+            && call_args(c).first().is_some_and(|a| g.text(*a) == quoted)
+    });
+    calls
+        .iter()
+        .copied()
+        .filter(|&c| resizing(c))
+        .find(|&c| looked_up || call_args(c).iter().any(|a| g.text(*a) == quoted))
+        .map(|c| c.start_byte())
 }
 
 /// The lost channel `ch`, which the ring buffer no longer writes: when its other uses are
@@ -239,6 +273,32 @@ mod tests {
             out.contains("func run(pb *bpf.RingBuffer, events chan []byte) {"),
             "{out}"
         );
+    }
+
+    /// A resize of the map means CPUs for the perf event array, bytes for a ring: refused,
+    /// through a helper given the name or a method of the map looked up by name.
+    #[test]
+    fn a_resized_map_is_refused() {
+        for resize in [
+            "\tcommon.ResizeMap(m, \"events\", 8192)\n",
+            "\tev, _ := m.GetMap(\"events\")\n\tev.Resize(8192)\n",
+        ] {
+            let body = format!(
+                "{resize}\tevents := make(chan []byte)\n\tpb, _ := m.InitPerfBuf(\"events\", events, nil, 64)\n\tpb.Poll(300)\n\t_ = fmt.Sprint()\n"
+            );
+            let bpf = format!("{BPF}{LICENSE}");
+            let (changed, diags) = run(
+                &[("x.bpf.c", &bpf), ("main.go", &reader(&body))],
+                &Options::default(),
+            );
+            assert!(changed.is_empty(), "{changed:?}");
+            assert!(
+                diags
+                    .iter()
+                    .any(|d| d.rule == Rule::MapOtherUse && d.message.contains("is resized here")),
+                "{resize}: {diags:?}"
+            );
+        }
     }
 
     #[test]
