@@ -203,6 +203,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
             name,
             offset: s,
             kind: MapKind::Bcc,
+            value_type: None,
         });
     }
     out.outputs.extend(outputs);

@@ -211,10 +211,7 @@ pub(super) fn link_compat(
 /// `text` inserted at `at`, after what is inserted there already (one insertion: two at one
 /// point would not keep an order).
 fn insert_at(edits: &mut Vec<Edit>, at: usize, text: String) {
-    match edits.iter_mut().find(|e| e.start == at && e.end == at) {
-        Some(e) => e.text.push_str(&text),
-        None => edits.push(Edit::insert(at, text, Rule::CompatOutput)),
-    }
+    super::edits::insert_after(edits, at, text, Rule::CompatOutput);
 }
 
 /// The kernel's ring buffer type under a name of this tool's (libbpf ignores what follows

@@ -18,6 +18,9 @@ pub struct MapDef {
     pub name: String,
     pub offset: usize,
     pub kind: MapKind,
+    /// The struct a BTF definition names as its value, which bpf2go makes a Go type of
+    /// (`link::link_bpf2go_types` keeps it when the ring loses it).
+    pub value_type: Option<String>,
 }
 
 /// A function-like macro of a BPF C file whose body names the perf event array type: one that

@@ -46,3 +46,12 @@ pub fn delete_member_with_comment(src: &str, (s, e): (usize, usize), rule: Rule)
     }
     d
 }
+
+/// `text` inserted at `at`, after what is inserted there already (one insertion: two at one
+/// point would not keep an order), with `rule` when it is the first.
+pub(super) fn insert_after(edits: &mut Vec<Edit>, at: usize, text: String, rule: Rule) {
+    match edits.iter_mut().find(|e| e.start == at && e.end == at) {
+        Some(e) => e.text.push_str(&text),
+        None => edits.push(Edit::insert(at, text, rule)),
+    }
+}

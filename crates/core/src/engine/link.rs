@@ -204,6 +204,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
             &mut link_diags,
         );
     }
+    link_bpf2go_types(files, analyses, &mut dsu);
     let named_by_refused = link_named_sources(files, &index, analyses, &mut dsu);
     link_cpu_fields(files, analyses, &mut dsu, &mut link_diags);
     let bcc_pages = report_maps(
@@ -343,6 +344,84 @@ fn link_consumers(
         }
     }
     (consumed, counted)
+}
+
+/// A ring buffer's definition has no value type, of which bpf2go made the Go type of the
+/// events (`bpfEvent` of `__type(value, struct event)`) that the reader decodes into: for each
+/// map a bpf2go reader reads that named one, the BPF source keeps the struct in its BTF (`const
+/// struct event *bpf_migrate_keep_event;` after the map) and the
+/// reader's `//go:generate` directive that builds it asks bpf2go for it (`-type event`), so
+/// that `go generate` makes the same type again.
+fn link_bpf2go_types(files: &[SourceFile], analyses: &mut [Analysis], dsu: &mut Dsu) {
+    let mut wanted: Vec<(usize, usize, usize, String)> = Vec::new();
+    for (i, a) in analyses.iter().enumerate() {
+        for cons in a.consumers.iter().filter(|c| c.bpf2go) {
+            let root = dsu.find(i);
+            let found = (0..analyses.len())
+                .filter(|&j| dsu.find(j) == root)
+                .find_map(|j| {
+                    analyses[j]
+                        .maps
+                        .iter()
+                        .find(|m| {
+                            m.name == cons.map
+                                || crate::lang::go::bpf2go_identifier(&m.name) == cons.map
+                        })
+                        .and_then(|m| Some((j, m.offset, m.value_type.clone()?)))
+                });
+            if let Some((j, offset, ty)) = found
+                && !wanted.iter().any(|w| w.1 == j && w.3 == ty)
+            {
+                wanted.push((i, j, offset, ty));
+            }
+        }
+    }
+    for (i, j, offset, ty) in wanted {
+        let text = &files[j].text;
+        let keep = format!("bpf_migrate_keep_{ty}");
+        if super::lost_counter::mentions(text, &keep) {
+            continue;
+        }
+        let at = super::lost_counter::statement_end(text, offset);
+        super::edits::insert_after(
+            &mut analyses[j].edits,
+            at,
+            format!(
+                "\n/* The type of the events, for bpf2go (-type {ty}): a ring buffer's definition has\n * none (added by bpf-migrate). */\nconst struct {ty} *{keep};\n"
+            ),
+            Rule::PerfMapDef,
+        );
+        analyses[j].errors_ahead = None;
+        // The reader's directive that builds this source.
+        let go = &files[i].text;
+        let source = files[j]
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut at = 0;
+        for line in go.split_inclusive('\n') {
+            let start = at;
+            at += line.len();
+            if !line.starts_with("//go:generate") || !line.contains(&source) {
+                continue;
+            }
+            let Some(cmd) = line.find("bpf2go") else {
+                continue;
+            };
+            if line.contains(&format!("-type {ty} ")) || line.contains(&format!("-type={ty} ")) {
+                break;
+            }
+            let end = start + cmd + "bpf2go".len();
+            super::edits::insert_after(
+                &mut analyses[i].edits,
+                end,
+                format!(" -type {ty}"),
+                Rule::GoPerfReader,
+            );
+            break;
+        }
+    }
 }
 
 /// The C name of the map bpf2go calls `field`: the one defined map whose bpf2go identifier

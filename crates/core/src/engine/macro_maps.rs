@@ -149,6 +149,7 @@ pub(super) fn link_macro_maps(
                 offset: offset
                     + (files[j].text[offset..].len() - files[j].text[offset..].trim_start().len()),
                 kind: MapKind::Btf,
+                value_type: None,
             });
         }
     }

@@ -17,6 +17,8 @@ pub(super) struct DefSite {
     pub name: String,
     pub name_span: (usize, usize),
     pub legacy: bool,
+    /// The struct a BTF definition names as its value (`__type(value, struct event)`).
+    pub value_type: Option<String>,
 }
 
 /// Every perf event array definition of the file, explained; those of `counters` are
@@ -96,10 +98,17 @@ fn btf_def<'t>(src: &str, decl: Node<'t>) -> Option<BtfDef<'t>> {
     if c::strip_parens(&src[value.0..value.1]) != "BPF_MAP_TYPE_PERF_EVENT_ARRAY" {
         return None;
     }
+    let value_type = members
+        .iter()
+        .find(|m| m.key == "value")
+        .and_then(|m| c::strip_parens(&src[m.value.0..m.value.1]).strip_prefix("struct "))
+        .map(|t| t.trim().to_string())
+        .filter(|t| c::is_ident(t));
     let site = DefSite {
         name,
         name_span: (name_node.start_byte(), name_node.end_byte()),
         legacy: false,
+        value_type,
     };
     Some(BtfDef {
         site,
@@ -325,6 +334,7 @@ fn legacy_def<'t>(src: &str, decl: Node<'t>) -> Option<LegacyDef<'t>> {
         name,
         name_span: (name_node.start_byte(), name_node.end_byte()),
         legacy: true,
+        value_type: None,
     };
     Some(LegacyDef { site, pairs, ty })
 }

@@ -79,6 +79,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
             } else {
                 MapKind::Btf
             },
+            value_type: d.value_type,
         });
     }
     out.outputs.extend(outputs);
