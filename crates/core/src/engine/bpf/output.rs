@@ -95,7 +95,7 @@ fn output_call<'t>(
         );
         return Some(site);
     }
-    match flags(cx, &args, &site.map) {
+    match flags(cx, call, &args, &site.map) {
         Flags::CurrentCpu => {
             site.cpu = Some(cpu_site::cpu_site(cx, call, args[3], args[4]));
             offer_copy(cx, call, &args, &site.map, cands);
@@ -188,13 +188,16 @@ enum Flags {
     Refused,
 }
 
-fn flags(cx: &mut Ctx, args: &[(usize, usize)], map: &str) -> Flags {
+fn flags(cx: &mut Ctx, call: Node, args: &[(usize, usize)], map: &str) -> Flags {
     let flags = &cx.src()[args[2].0..args[2].1];
     let bare = strip_casts(flags);
     if matches!(bare, "BPF_F_CURRENT_CPU" | "BPF_F_INDEX_MASK") {
         return Flags::CurrentCpu;
     }
-    if flags.contains("<<") || flags.contains("CTXLEN") {
+    if flags.contains("<<")
+        || flags.contains("CTXLEN")
+        || packet::flags_variable(cx, call, bare).is_some()
+    {
         return Flags::Packet;
     } else {
         cx.report(

@@ -21,7 +21,7 @@ use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c;
 use crate::rules::Rule;
-use crate::source::line_start;
+use crate::source::{line_end_incl, line_start};
 
 /// What a packet sample's context is, and so which helper loads its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,8 @@ pub struct PacketSite {
     len_name: String,
     /// Where the bound comes from: the program's own (its line), or the option.
     own: Option<usize>,
+    /// Lines that go with the call: a flags local's declaration and `|=` (`flags_variable`).
+    gone: Vec<(usize, usize)>,
 }
 
 /// The output `call` of a packet to `map` (arguments `args`: libbpf's five, the flags with
@@ -132,11 +134,16 @@ fn site(
     let src = cx.src();
     let argt = |i: usize| &src[args[i].0..args[i].1];
     let by_hand = "copy the packet bytes into the event with bpf_skb_load_bytes() (bpf_xdp_load_bytes() in XDP) and migrate by hand";
+    let mut gone = Vec::new();
     // The length, the header and its size, and where the length is given.
     let (len, data, size, len_at) = match dialect {
         Dialect::Libbpf => {
             let flags = argt(2);
-            let len = shifted_length(cx, args[2]).ok_or_else(|| {
+            let local = flags_variable(cx, call, flags);
+            gone = local.as_ref().map_or_else(Vec::new, |l| l.gone.clone());
+            let len = shifted_length(cx, args[2])
+                .or(local.map(|l| l.len))
+                .ok_or_else(|| {
                 (
                     args[2].0,
                     format!("the flags `{flags}` append packet data (BPF_F_CTXLEN_MASK bits) to the event written to `{map}`, but not as `BPF_F_CURRENT_CPU | ((__u64)LEN << 32)`"),
@@ -227,6 +234,7 @@ fn site(
         len: len_text,
         len_name: len_name.to_string(),
         own,
+        gone,
     })
 }
 
@@ -255,6 +263,96 @@ fn shifted_length<'t>(cx: &Ctx<'_, 't>, flags: (usize, usize)) -> Option<Node<'t
         && c::strip_parens(c::text(shift.field("right")?, src)) == "32")
         .then(|| shift.field("left"))
         .flatten()
+}
+
+/// Flags kept in a local, and what goes with them once the call no longer takes them.
+pub(super) struct FlagsLocal<'t> {
+    pub(super) len: Node<'t>,
+    /// The lines of its declaration and of its `|=`.
+    pub(super) gone: Vec<(usize, usize)>,
+}
+
+/// The lines of statement `n`, when it has them to itself.
+fn own_lines(src: &str, n: Node) -> Option<(usize, usize)> {
+    let (s, e) = (
+        line_start(src, n.start_byte()),
+        line_end_incl(src, n.end_byte()),
+    );
+    (src[s..n.start_byte()].trim().is_empty() && src[n.end_byte()..e].trim().is_empty())
+        .then_some((s, e))
+}
+
+/// `LEN` of flags kept in a local `name` of the function around `call`, set to
+/// `BPF_F_CURRENT_CPU` where it is declared and given the length with one `name |= (__u64)LEN
+/// << 32;` (or declared as `BPF_F_CURRENT_CPU | ((__u64)LEN << 32)`), and used for nothing
+/// else but the call: `u64 flags = BPF_F_CURRENT_CPU; ... flags |= (u64)size << 32;`. The
+/// declaration (of that name alone) and the `|=` statement must have their lines to themselves.
+pub(super) fn flags_variable<'t>(
+    cx: &Ctx<'_, 't>,
+    call: Node<'t>,
+    name: &str,
+) -> Option<FlagsLocal<'t>> {
+    let src = cx.src();
+    if !c::is_ident(name) {
+        return None;
+    }
+    let func = c::ancestor(call, "function_definition")?;
+    let (fs, fe) = (func.start_byte(), func.end_byte());
+    let cpu = |n: Node| {
+        n.kind() == "identifier"
+            && matches!(c::text(n, src), "BPF_F_CURRENT_CPU" | "BPF_F_INDEX_MASK")
+    };
+    let mut init = None;
+    let mut or_len = None;
+    let mut gone = Vec::new();
+    for id in cx.of_kind("identifier") {
+        if id.start_byte() < fs || id.end_byte() > fe || c::text(id, src) != name {
+            continue;
+        }
+        let parent = id.parent()?;
+        match parent.kind() {
+            "init_declarator"
+                if parent
+                    .field("declarator")
+                    .is_some_and(|d| d.id() == id.id()) =>
+            {
+                let decl = parent.parent().filter(|d| d.kind() == "declaration")?;
+                let mut w = decl.walk();
+                let declarators = decl.children_by_field_name("declarator", &mut w).count();
+                if init.is_some() || declarators != 1 {
+                    return None;
+                }
+                gone.push(own_lines(src, decl)?);
+                init = Some(bare(parent.field("value")?));
+            }
+            "assignment_expression" if parent.field("left").is_some_and(|l| l.id() == id.id()) => {
+                let op = c::text(parent.field("operator")?, src);
+                let shift = bare(parent.field("right")?);
+                if op != "|=" || or_len.is_some() || shift.kind() != "binary_expression" {
+                    return None;
+                }
+                if c::text(shift.field("operator")?, src) != "<<"
+                    || c::strip_parens(c::text(shift.field("right")?, src)) != "32"
+                {
+                    return None;
+                }
+                let stmt = parent
+                    .parent()
+                    .filter(|p| p.kind() == "expression_statement")?;
+                gone.push(own_lines(src, stmt)?);
+                or_len = Some(shift.field("left")?);
+            }
+            // The call's own argument.
+            "argument_list" if parent.parent().is_some_and(|p| p.id() == call.id()) => {}
+            _ => return None,
+        }
+    }
+    let len = match (init?, or_len) {
+        (i, Some(len)) if cpu(i) => len,
+        (i, None) => shifted_length(cx, (i.start_byte(), i.end_byte()))?,
+        _ => return None,
+    };
+    Some(FlagsLocal { len, gone })
 }
 
 /// Which context the call's first argument is, or what it is instead.
@@ -621,6 +719,9 @@ pub fn plan(cx: &mut Ctx, sites: Vec<PacketSite>) {
         );
         cx.edits
             .push(Edit::replace(s.call.0, s.call.1, text, Rule::OutputPacket));
+        for &(a, b) in &s.gone {
+            cx.edits.push(Edit::delete(a, b, Rule::OutputPacket));
+        }
         let bound = match s.own {
             Some(at) => format!(
                 "at most {} bytes of packet, the program's own bound (line {})",
@@ -923,6 +1024,34 @@ events_output_skb(struct __sk_buff *skb, const u32 *hdr, __u64 len)
         assert!(
             notes[0].contains("at most 128 bytes of packet, the program's own bound (line 16)"),
             "{notes:?}"
+        );
+    }
+
+    /// Flags kept in a local, declared as the current CPU and given the length with `|=`
+    /// (the kernel's and the XDP tutorial's samples): the same sample as written inline.
+    #[test]
+    fn flags_built_in_a_local_are_a_packet_sample() {
+        let code = tc("\tu32 len = skb->len;\n\tu64 flags = BPF_F_CURRENT_CPU;\n\n\tif (len > 128)\n\t\tlen = 128;\n\tflags |= (__u64)len << 32;")
+            .replace("BPF_F_CURRENT_CPU | ((__u64)len << 32), &hdr", "flags, &hdr");
+        let (out, notes) = migrated(&[PERF_MAP, &code]);
+        assert!(
+            out.contains("\tevents_output_skb(skb, &hdr, (__u64)len);\n"),
+            "{out}"
+        );
+        assert!(!out.contains("flags"), "{out}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("at most 128 bytes of packet")),
+            "{notes:?}"
+        );
+        // Used for something else too: not followed, refused as flags.
+        let other = code.replace("\treturn 0;\n}", "\treturn flags > 1;\n}");
+        let diags = super::super::snippets::diagnostics(&[PERF_MAP, &other]);
+        says(
+            &diags,
+            Rule::OutputFlags,
+            "goes to the buffer of CPU `flags`",
         );
     }
 
