@@ -23,7 +23,7 @@ use crate::rules::Rule;
 pub(super) struct Switch {
     pub spec: usize,
     pub path: Option<String>,
-    pub need: Option<&'static str>,
+    pub need: Vec<&'static str>,
 }
 
 /// cilium/ebpf itself, whose `*ebpf.Map` a lost counter holds.
@@ -61,6 +61,7 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Optio
     }
     let readers = reader_names(g, &pkg);
     let mut options_spans: Vec<(usize, usize)> = Vec::new();
+    let mut errors_needed = false;
     let mut sites: Vec<ReaderSite> = Vec::new();
     // Each use with its node and member; the readers first, so that the options they take
     // (a literal declared before the call, say) are known when the other uses come.
@@ -103,6 +104,35 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Optio
                         Rule::UnsupportedForm,
                         format!("`{pkg}.{member}` is used here without being called"),
                         "migrate this reader by hand",
+                    ),
+                }
+            }
+            // The old test of a closed reader: `errors.Is(err, ringbuf.ErrClosed)`, as it was.
+            "IsClosed" => {
+                let call = node.parent().filter(|p| {
+                    p.kind() == "call_expression"
+                        && p.field("function").is_some_and(|f| f.id() == node.id())
+                });
+                let arg = call.map(call_args).filter(|a| a.len() == 1);
+                let errors = imports::spec_of(g, "errors").and_then(|s| imports::name_of(g, s));
+                let shadowed = errors.is_none()
+                    && g.of_kind("identifier")
+                        .iter()
+                        .any(|n| g.text(*n) == "errors");
+                match (call, arg) {
+                    (Some(call), Some(arg)) if !shadowed => {
+                        let name = errors.unwrap_or_else(|| {
+                            errors_needed = true;
+                            "errors".into()
+                        });
+                        let text = format!("{name}.Is({}, {ring}.ErrClosed)", g.text(arg[0]));
+                        g.replace(call.start_byte(), call.end_byte(), text, Rule::GoPerfReader);
+                    }
+                    _ => g.report(
+                        node.start_byte(),
+                        Rule::UnsupportedForm,
+                        format!("`{pkg}.IsClosed` is used here in a form bpf-migrate does not follow (not called with one error, or the name `errors` is taken)"),
+                        "write the test as errors.Is(err, perf.ErrClosed) and run bpf-migrate again, or migrate this reader by hand",
                     ),
                 }
             }
@@ -160,7 +190,13 @@ pub(super) fn analyze(g: &mut GoFile, opts: &Options, a: &mut Analysis) -> Optio
     Some(Switch {
         spec: spec.start_byte(),
         path: ring_spec.is_none().then(|| RINGBUF_PATH.to_string()),
-        need: counted.then_some(EBPF_PATH),
+        need: [
+            counted.then_some(EBPF_PATH),
+            errors_needed.then_some("errors"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     })
 }
 
@@ -781,6 +817,23 @@ mod tests {
             .cloned()
             .unwrap_or_else(|| panic!("{diags:?}"));
         (go, diags)
+    }
+
+    /// The old `perf.IsClosed(err)` becomes `errors.Is(err, ringbuf.ErrClosed)`, with
+    /// `errors` imported in the standard library's group where the file does not import it.
+    #[test]
+    fn is_closed_becomes_errors_is() {
+        let body = "\t_ = link.Kprobe\n\t_ = rlimit.RemoveMemlock\n\trd, _ := perf.NewReader(objs.ExecEvents, os.Getpagesize())\n\tfor {\n\t\trec, err := rd.Read()\n\t\tif perf.IsClosed(err) {\n\t\t\treturn\n\t\t}\n\t\tlog.Print(rec.RawSample)\n\t}\n";
+        let before = reader(PERF, body).replace("\t\"errors\"\n", "");
+        let (go, _) = migrate(&before, &Options::default());
+        assert!(
+            go.contains("\t\tif errors.Is(err, ringbuf.ErrClosed) {\n"),
+            "{go}"
+        );
+        assert!(go.contains("import (\n\t\"errors\"\n\t\"log\"\n"), "{go}");
+        // Imported already (under its own name): nothing to add.
+        let (go, _) = migrate(&reader(PERF, body), &Options::default());
+        assert_eq!(go.matches("\"errors\"").count(), 1, "{go}");
     }
 
     #[test]

@@ -63,21 +63,27 @@ enum Fate {
 }
 
 /// Settles the imports once the other edits are planned: `switch` is the spec to give a new
-/// path (None: drop it), `need` a path the added code uses: kept, or imported beside it.
-pub(super) fn finish(g: &mut GoFile, switch: Option<(usize, Option<&str>)>, need: Option<&str>) {
+/// path (None: drop it), `need` the paths the added code uses: kept, or imported (a standard
+/// library path in the group of the standard library's, if there is one; else, as any other,
+/// beside the switched spec).
+pub(super) fn finish(g: &mut GoFile, switch: Option<(usize, Option<&str>)>, need: &[&str]) {
     let specs = g.of_kind("import_spec");
     let fates: Vec<Fate> = specs
         .iter()
         .map(|&s| match switch {
             Some((at, Some(path))) if at == s.start_byte() => Fate::Path(path.to_string()),
             Some((at, None)) if at == s.start_byte() => Fate::Drop,
-            _ if need.is_some_and(|n| path_of(g, s) == n) => Fate::Keep,
+            _ if need.contains(&path_of(g, s).as_str()) => Fate::Keep,
             _ if unused_after_edits(g, s) => Fate::Drop,
             _ => Fate::Keep,
         })
         .collect();
-    let add = need.filter(|n| !specs.iter().any(|&s| path_of(g, s) == *n));
-    if fates.iter().all(|f| *f == Fate::Keep) {
+    let adds: Vec<&str> = need
+        .iter()
+        .copied()
+        .filter(|n| !specs.iter().any(|&s| path_of(g, s) == *n))
+        .collect();
+    if fates.iter().all(|f| *f == Fate::Keep) && adds.is_empty() {
         return;
     }
     // The groups gofmt sorts: specs on consecutive lines of one import list.
@@ -95,19 +101,33 @@ pub(super) fn finish(g: &mut GoFile, switch: Option<(usize, Option<&str>)>, need
             groups.push(vec![i]);
         }
     }
-    for grp in groups {
-        if grp.iter().all(|&i| fates[i] == Fate::Keep) {
+    let std = |p: &str| !p.split('/').next().unwrap_or("").contains('.');
+    let std_group = groups
+        .iter()
+        .position(|grp| grp.iter().all(|&i| std(&path_of(g, specs[i]))));
+    for (k, grp) in groups.iter().enumerate() {
+        let switched = grp
+            .iter()
+            .any(|&i| switch.is_some_and(|(at, _)| at == specs[i].start_byte()));
+        let with: Vec<&str> = adds
+            .iter()
+            .copied()
+            .filter(|&p| {
+                if std(p) && std_group.is_some() {
+                    std_group == Some(k)
+                } else {
+                    switched
+                }
+            })
+            .collect();
+        if with.is_empty() && grp.iter().all(|&i| fates[i] == Fate::Keep) {
             continue;
         }
-        let with = add.filter(|_| {
-            grp.iter()
-                .any(|&i| switch.is_some_and(|(at, _)| at == specs[i].start_byte()))
-        });
-        settle_group(g, &specs, &fates, &grp, with);
+        settle_group(g, &specs, &fates, grp, &with);
     }
 }
 
-fn settle_group(g: &mut GoFile, specs: &[Node], fates: &[Fate], grp: &[usize], add: Option<&str>) {
+fn settle_group(g: &mut GoFile, specs: &[Node], fates: &[Fate], grp: &[usize], add: &[&str]) {
     let src = g.src();
     let one_per_line = grp.iter().all(|&i| {
         let s = specs[i];
@@ -127,10 +147,10 @@ fn settle_group(g: &mut GoFile, specs: &[Node], fates: &[Fate], grp: &[usize], a
     if lone {
         // `import "path"` alone.
         let s = specs[grp[0]];
-        if let Some(p) = add
-            && let Some(decl) = s.parent()
-        {
-            add_after(g, decl, format!("import {p:?}\n"));
+        if let Some(decl) = s.parent() {
+            for p in add {
+                add_after(g, decl, format!("import {p:?}\n"));
+            }
         }
         match &fates[grp[0]] {
             Fate::Path(p) => g.replace(
@@ -149,7 +169,7 @@ fn settle_group(g: &mut GoFile, specs: &[Node], fates: &[Fate], grp: &[usize], a
         return;
     }
     if !one_per_line {
-        if let Some(p) = add {
+        for p in add {
             let s = specs[grp[0]];
             let indent = &src[line_start(src, s.start_byte())..s.start_byte()];
             let line = format!("{indent}{p:?}\n");
@@ -193,7 +213,7 @@ fn settle_group(g: &mut GoFile, specs: &[Node], fates: &[Fate], grp: &[usize], a
         };
         lines.push((path, text));
     }
-    if let Some(p) = add {
+    for p in add {
         let s = specs[grp[0]];
         let indent = &src[line_start(src, s.start_byte())..s.start_byte()];
         lines.push((p.to_string(), format!("{indent}{p:?}\n")));

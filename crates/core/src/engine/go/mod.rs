@@ -209,7 +209,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     imports::finish(
         &mut g,
         switch.as_ref().map(|s| (s.spec, s.path.as_deref())),
-        switch.as_ref().and_then(|s| s.need),
+        switch.as_ref().map_or(&[][..], |s| &s.need[..]),
     );
     a.edits = g.edits;
     a.diags.extend(g.diags);
