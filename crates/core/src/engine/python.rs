@@ -665,10 +665,10 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
     let cpu = params[names.len() - 3];
     let cpu_name = text(cpu, src);
     let body = def.field("body").unwrap_or(def);
-    let uses: Vec<Node> = descendants(body)
+    let (forwarded, uses): (Vec<Node>, Vec<Node>) = descendants(body)
         .into_iter()
         .filter(|n| text(*n, src) == cpu_name && is_variable(*n))
-        .collect();
+        .partition(|n| forwarded_unread(py, *n));
     // Under compat the callback serves both paths as it is: the perf path passes the CPU,
     // the ring path its context, which a callback that reads the CPU cannot use.
     if py.opts.strategy == Strategy::Compat {
@@ -762,12 +762,17 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
         .find(|n| *n == cpu_name || !taken(n))
         .unwrap_or("_ctx");
     if new != cpu_name {
-        py.edits.push(Edit::replace(
-            cpu.start_byte(),
-            cpu.end_byte(),
-            new,
-            Rule::BccCallback,
-        ));
+        // The parameter, and where it is only passed on unread (the context goes there now);
+        // where the CPU is read, `cpu_field` has set the name again from the event.
+        let renamed = if uses.is_empty() { &forwarded[..] } else { &[] };
+        for n in std::iter::once(&cpu).chain(renamed) {
+            py.edits.push(Edit::replace(
+                n.start_byte(),
+                n.end_byte(),
+                new,
+                Rule::BccCallback,
+            ));
+        }
     }
     true
 }
@@ -822,6 +827,61 @@ fn event_read<'t>(py: &Py, body: Node<'t>, data: &str) -> Option<EventRead<'t>> 
         end: stmt.end_byte(),
         indent: crate::source::indent_at(src, stmt.start_byte()).to_string(),
     })
+}
+
+/// `u` is only passed on, positionally, to a function of the file that never reads that
+/// parameter (`def cb(cpu, data, size): print_event(cpu, data, size, "READ")` with
+/// `def print_event(cpu, data, size, rw)` leaving `cpu` alone): not a read of the CPU. The
+/// ring buffer's context then goes there instead, unread too.
+fn forwarded_unread(py: &Py, u: Node) -> bool {
+    let src = py.src();
+    let Some(args) = u.parent().filter(|p| p.kind() == "argument_list") else {
+        return false;
+    };
+    let Some(call) = args.parent().filter(|c| c.kind() == "call") else {
+        return false;
+    };
+    let Some(f) = call.field("function").filter(|f| f.kind() == "identifier") else {
+        return false;
+    };
+    let mut w = args.walk();
+    let positional: Vec<Node> = args.named_children(&mut w).collect();
+    let Some(k) = positional.iter().position(|a| a.id() == u.id()) else {
+        return false;
+    };
+    if positional[..k]
+        .iter()
+        .any(|a| a.kind() != "identifier" && a.kind() != "string" && a.kind() != "integer")
+    {
+        // A keyword or unpacked argument before it: its position is not plain.
+        return false;
+    }
+    let defs: Vec<Node> = py
+        .nodes
+        .iter()
+        .copied()
+        .filter(|n| {
+            n.kind() == "function_definition"
+                && n.field("name")
+                    .is_some_and(|x| text(x, src) == text(f, src))
+        })
+        .collect();
+    let [def] = defs[..] else {
+        return false;
+    };
+    let Some(params) = def.field("parameters") else {
+        return false;
+    };
+    let mut w = params.walk();
+    let params: Vec<Node> = params.named_children(&mut w).collect();
+    let Some(p) = params.get(k).filter(|p| p.kind() == "identifier") else {
+        return false;
+    };
+    let name = text(*p, src);
+    let body = def.field("body").unwrap_or(def);
+    !descendants(body)
+        .into_iter()
+        .any(|n| text(n, src) == name && is_variable(n))
 }
 
 /// An identifier that names a variable: not the `cpu` of `event.cpu`, nor a keyword name.
@@ -1487,6 +1547,32 @@ int trace_exec(struct pt_regs *ctx)
                     "    cpu = b[\"events\"].event(data).cpu\n",
                 ),
             )],
+        );
+    }
+
+    /// A callback that only passes its CPU on to a function of the file that never reads it
+    /// does not read the CPU: it migrates, the name passed on following the parameter's.
+    #[test]
+    fn a_cpu_passed_on_unread_is_no_read() {
+        let print = "def print_event(cpu, data, size, what):\n    event = b[\"events\"].event(data)\n    print(what, event.pid)\n\ndef on_exec(cpu, data, size):\n    print_event(cpu, data, size, \"exec\")\n\n";
+        let py = tool(
+            "",
+            &format!("{print}b[\"events\"].open_perf_buffer(on_exec)\n{LOOP}"),
+        );
+        let want = migrated(&py)
+            .replace("def print_event(ctx,", "def print_event(cpu,")
+            .replace(
+                "def on_exec(cpu, data, size):\n    print_event(cpu,",
+                "def on_exec(ctx, data, size):\n    print_event(ctx,",
+            );
+        check_migrate(&[("t.py", &py)], &[("t.py", &want)]);
+        // Read there: a read of the CPU, as before.
+        let read = py.replace("print(what, event.pid)", "print(what, cpu, event.pid)");
+        let (_, diags) =
+            crate::engine::testkit::run(&[("t.py", &read)], &crate::engine::Options::default());
+        assert!(
+            diags.iter().any(|d| d.rule == Rule::CallbackUsesCpu),
+            "{diags:?}"
         );
     }
 
