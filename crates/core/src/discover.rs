@@ -15,7 +15,7 @@ use crate::source::SourceFile;
 pub fn is_candidate(p: &Path) -> bool {
     matches!(
         p.extension().and_then(|e| e.to_str()),
-        Some("c" | "h" | "py" | "python" | "rs" | "go")
+        Some("c" | "h" | "py" | "python" | "rs" | "go" | "cc" | "cpp" | "cxx")
     )
 }
 

@@ -323,6 +323,13 @@ pub fn worth_analysing(path: &Path, text: &str) -> bool {
         && (!is_rust(path) || rust::names_perf_buffer_in_code(text))
 }
 
+/// C++ (`.cc`, `.cpp`, `.cxx`): BCC's C++ API and C++ loaders, which bpf-migrate reads only
+/// to say that it does not migrate them.
+pub fn is_cpp(p: &Path) -> bool {
+    p.extension()
+        .is_some_and(|e| e == "cc" || e == "cpp" || e == "cxx")
+}
+
 pub fn is_rust(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "rs")
 }

@@ -176,6 +176,24 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
         ));
         return (a, None);
     }
+    if gate::is_cpp(&file.path) {
+        let mut a = Analysis::default();
+        let at = gate::C_TRIGGERS
+            .iter()
+            .filter_map(|t| file.text.find(t))
+            .min()
+            .unwrap_or(0);
+        a.diags.push(
+            Diagnostic::at(
+                file,
+                at,
+                Rule::UnsupportedForm,
+                "this C++ file uses the perf buffer (BCC's C++ API, or a C++ loader), which bpf-migrate does not migrate",
+            )
+            .help("migrate it by hand, its BPF C and its reader together; bpf-migrate migrates BPF C with its libbpf C, BCC Python, libbpf-rs or Go reader"),
+        );
+        return (a, None);
+    }
     if is_python_source(&file.path, &file.text) {
         match too_deep(file) {
             Some(a) => (a, None),
