@@ -323,6 +323,45 @@ pub fn worth_analysing(path: &Path, text: &str) -> bool {
         && (!is_rust(path) || rust::names_perf_buffer_in_code(text))
 }
 
+/// Where a file shows that it already works with both buffers, picking the ring buffer where
+/// the kernel has one (libbpf-tools' `compat.bpf.h`/`compat.c`, a BCC tool that chooses at run
+/// time, or what `--strategy compat` wrote): a BPF source that writes one map with both
+/// `bpf_ringbuf_output`/`bpf_ringbuf_reserve` and `bpf_perf_event_output`, a loader that makes
+/// both kinds of buffer and sets or probes the map's type, a Python tool that opens both. The
+/// offset of its perf buffer use; None otherwise.
+pub fn picks_both_buffers(path: &Path, text: &str) -> Option<usize> {
+    let squeeze = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    if is_python_source(path, text) {
+        return (text.contains("open_ring_buffer(") && text.contains("open_perf_buffer("))
+            .then(|| text.find("open_perf_buffer(").expect("found"));
+    }
+    if is_rust(path) || is_go(path) {
+        return None;
+    }
+    if text.contains("ring_buffer__new(")
+        && text.contains("perf_buffer__new(")
+        && (text.contains("bpf_map__set_type(") || text.contains("libbpf_probe_bpf_map_type("))
+    {
+        return text.find("perf_buffer__new(");
+    }
+    let flat = squeeze(text);
+    for (at, _) in text.match_indices("bpf_perf_event_output(") {
+        let args = &text[at + "bpf_perf_event_output(".len()..];
+        let Some(map) = args.split(',').nth(1) else {
+            continue;
+        };
+        let map = squeeze(map);
+        let map = map.trim_start_matches(['&', '(']).trim_end_matches(')');
+        if !map.is_empty()
+            && (flat.contains(&format!("bpf_ringbuf_output(&{map},"))
+                || flat.contains(&format!("bpf_ringbuf_reserve(&{map},")))
+        {
+            return Some(at);
+        }
+    }
+    None
+}
+
 /// C++ (`.cc`, `.cpp`, `.cxx`): BCC's C++ API and C++ loaders, which bpf-migrate reads only
 /// to say that it does not migrate them.
 pub fn is_cpp(p: &Path) -> bool {
@@ -445,6 +484,23 @@ pub(super) fn implements_perf_buffer_api(cx: &Ctx) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// One map written both ways, a loader making both buffers and picking the type, a tool
+    /// opening both; not a file with only one of them, nor two maps one of each.
+    #[test]
+    fn files_that_already_pick_their_buffer() {
+        let c = Path::new("x.bpf.c");
+        let both = "if (ring)\n\treturn bpf_ringbuf_output(&events, d, n, 0);\nreturn bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, d, n);\n";
+        assert!(picks_both_buffers(c, both).is_some());
+        let two_maps = both.replace("bpf_ringbuf_output(&events", "bpf_ringbuf_output(&other");
+        assert_eq!(picks_both_buffers(c, &two_maps), None);
+        let loader = "if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) != 1) use_perf = 1;\npb = perf_buffer__new(fd, 8, cb, NULL, NULL, NULL);\nrb = ring_buffer__new(fd, rcb, NULL, NULL);\n";
+        assert!(picks_both_buffers(Path::new("x.c"), loader).is_some());
+        let only_perf = "pb = perf_buffer__new(fd, 8, cb, NULL, NULL, NULL);\n";
+        assert_eq!(picks_both_buffers(Path::new("x.c"), only_perf), None);
+        let py = "b[\"e\"].open_ring_buffer(cb) if ring else b[\"e\"].open_perf_buffer(cb)\n";
+        assert!(picks_both_buffers(Path::new("t.py"), py).is_some());
+    }
+
     use std::path::Path;
 
     use super::*;

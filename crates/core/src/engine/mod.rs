@@ -176,6 +176,19 @@ pub fn analyze_keeping(file: &SourceFile, opts: &Options) -> (Analysis, Option<K
         ));
         return (a, None);
     }
+    if let Some(at) = gate::picks_both_buffers(&file.path, &file.text) {
+        let mut a = Analysis::default();
+        a.diags.push(
+            Diagnostic::at(
+                file,
+                at,
+                Rule::DualBuffer,
+                "this file already works with both buffers, the ring buffer where the kernel has one and the perf buffer elsewhere: it is left as it is",
+            )
+            .help("nothing to migrate here; a perf buffer elsewhere in the program is migrated with its own files"),
+        );
+        return (a, None);
+    }
     if gate::is_cpp(&file.path) {
         let mut a = Analysis::default();
         let at = gate::C_TRIGGERS
