@@ -1127,6 +1127,68 @@ fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compa
 mod tests {
     use super::*;
 
+    /// `--build`: the root copied, the migrated files laid over the program's directory in
+    /// the copy, the command run there, and the executable it leaves there taken; a command
+    /// that fails, or leaves no executable of that name, is an error naming it.
+    #[test]
+    fn a_users_build_runs_in_a_copy_with_the_migrated_files_over_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("tools")).unwrap();
+        fs::write(root.join("common.txt"), "shared\n").unwrap();
+        fs::write(root.join("tools/x.bpf.c"), "original\n").unwrap();
+        let migrated = tmp.path().join("migrated");
+        fs::create_dir_all(&migrated).unwrap();
+        fs::write(migrated.join("x.bpf.c"), "migrated\n").unwrap();
+        // The "build": the tool prints what it was built from, and reads outside its directory.
+        let cmd = "printf '#!/bin/sh\\ncat %s/x.bpf.c %s/../common.txt\\n' \"$PWD\" \"$PWD\" > x && chmod +x x";
+        let out = tmp.path().join("x.out");
+        let rel = Path::new("tools");
+        build_with_command(
+            &root,
+            Some(&migrated),
+            rel,
+            cmd,
+            "x",
+            None,
+            &tmp.path().join("c1"),
+            &out,
+        )
+        .unwrap();
+        let ran = Command::new(&out).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), "migrated\nshared\n");
+        // The user's tree is as it was.
+        assert_eq!(
+            fs::read_to_string(root.join("tools/x.bpf.c")).unwrap(),
+            "original\n"
+        );
+        assert!(!root.join("tools/x").exists());
+        let e = build_with_command(
+            &root,
+            None,
+            rel,
+            "exit 3",
+            "x",
+            None,
+            &tmp.path().join("c2"),
+            &out,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("`exit 3` failed"), "{e:#}");
+        let e = build_with_command(
+            &root,
+            None,
+            rel,
+            "true",
+            "x",
+            None,
+            &tmp.path().join("c3"),
+            &out,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("left no executable `x`"), "{e:#}");
+    }
+
     #[test]
     fn only_a_dependency_on_libbpf_rs_makes_a_crate() {
         for yes in [

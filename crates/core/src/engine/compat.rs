@@ -14,10 +14,10 @@ use tree_sitter::Node;
 
 use super::bpf::packet::indent_like;
 use super::context::{Analysis, Ctx, MapKind, Report};
+use super::edits::insert_after;
 use super::link::Dsu;
 use super::lost_counter::{mentions, statement_end};
 use super::options::{Options, Strategy};
-use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c;
 use crate::report::Diagnostic;
@@ -171,18 +171,18 @@ pub(super) fn link_compat(
             let code = bcc_code(map, &flag, &helper, ty, count);
             let edits = &mut analyses[*j].edits;
             match before {
-                Some(b) if b != at => {
-                    insert_at(edits, b, format!("{}\n", indent_like(&code, &text[b..])))
-                }
+                Some(b) if b != at => insert_after(
+                    edits,
+                    b,
+                    format!("{}\n", indent_like(&code, &text[b..])),
+                    RULE,
+                ),
                 // Right after the table (and the counter): a blank line before, and one after
                 // where a function follows at once.
                 _ => {
                     let after = if before.is_some() { "\n" } else { "" };
-                    insert_at(
-                        edits,
-                        at,
-                        format!("\n{}{after}", indent_like(&code, &text[at..])),
-                    )
+                    let code = format!("\n{}{after}", indent_like(&code, &text[at..]));
+                    insert_after(edits, at, code, RULE)
                 }
             }
         } else {
@@ -191,28 +191,18 @@ pub(super) fn link_compat(
             let add = code(map, &flag, &helper, count, guard.is_some(), first);
             let edits = &mut analyses[*j].edits;
             if let Some(Some(include)) = guard.filter(|_| first) {
-                insert_at(
-                    edits,
-                    include,
-                    "#include <bpf/bpf_core_read.h>\n".to_string(),
-                );
+                let line = "#include <bpf/bpf_core_read.h>\n".to_string();
+                insert_after(edits, include, line, RULE);
             }
-            if count {
-                // After the counter `lost_counter` put at the same place.
-                insert_at(edits, at, add);
-            } else {
-                edits.push(Edit::insert(at, add, Rule::CompatOutput));
-            }
+            // After the counter `lost_counter` put at the same place, if it did.
+            insert_after(edits, at, add, RULE);
         }
         analyses[*j].errors_ahead = None;
     }
 }
 
-/// `text` inserted at `at`, after what is inserted there already (one insertion: two at one
-/// point would not keep an order).
-fn insert_at(edits: &mut Vec<Edit>, at: usize, text: String) {
-    super::edits::insert_after(edits, at, text, Rule::CompatOutput);
-}
+/// The rule of what linking inserts.
+const RULE: Rule = Rule::CompatOutput;
 
 /// The kernel's ring buffer type under a name of this tool's (libbpf ignores what follows
 /// `___`), whose existence a CO-RE program asks the kernel's BTF.

@@ -344,6 +344,10 @@ pub fn picks_both_buffers(path: &Path, text: &str) -> Option<usize> {
     {
         return text.find("perf_buffer__new(");
     }
+    // The whole text without blanks, only for a file that writes a ring at all.
+    if !text.contains("bpf_ringbuf_") {
+        return None;
+    }
     let flat = squeeze(text);
     for (at, _) in text.match_indices("bpf_perf_event_output(") {
         let args = &text[at + "bpf_perf_event_output(".len()..];

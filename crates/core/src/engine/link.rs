@@ -403,13 +403,15 @@ fn link_bpf2go_types(files: &[SourceFile], analyses: &mut [Analysis], dsu: &mut 
         for line in go.split_inclusive('\n') {
             let start = at;
             at += line.len();
-            if !line.starts_with("//go:generate") || !line.contains(&source) {
-                continue;
-            }
-            let Some(cmd) = line.find("bpf2go") else {
+            let builds = crate::lang::go::bpf2go_source(line)
+                .is_some_and(|c| c.rsplit('/').next() == Some(source.as_str()));
+            let Some(cmd) = line.find("bpf2go").filter(|_| builds) else {
                 continue;
             };
-            if line.contains(&format!("-type {ty} ")) || line.contains(&format!("-type={ty} ")) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.windows(2).any(|w| w == ["-type", ty.as_str()])
+                || words.contains(&format!("-type={ty}").as_str())
+            {
                 break;
             }
             let end = start + cmd + "bpf2go".len();

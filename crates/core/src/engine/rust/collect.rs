@@ -1,6 +1,7 @@
 //! What the analysis reads from a file: the parse, the items, expressions and `let`s a syn
 //! visitor collects, and the identifiers and string literals of the token stream.
 
+use crate::edit::Edit;
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::spanned::Spanned;
@@ -126,6 +127,30 @@ pub(super) fn local_named<'ast>(
         let (ls, le) = rs.range(l.span());
         ls >= fs && le <= fe && ls < before && binding(&l.pat).is_some_and(|i| i.ident == name)
     })
+}
+
+/// The receiver of a skeleton's load that `l` binds: `OPEN` of `let skel = OPEN.load()...;`.
+pub(super) fn load_of(l: &Local) -> Option<&Expr> {
+    let init = l.init.as_ref()?;
+    match super::builder::without_error_handling(&init.expr).0 {
+        Expr::MethodCall(m) if m.method == "load" && m.args.is_empty() => Some(&*m.receiver),
+        _ => None,
+    }
+}
+
+/// The variable `l` binds made `mut` where it is not (an edit, once however many ask).
+pub(super) fn make_mut(rs: &mut Rs, l: &Local) {
+    if let Some(b) = binding(&l.pat).filter(|b| b.mutability.is_none()) {
+        let at = rs.range(b.ident.span()).0;
+        let edit = Edit::insert(at, "mut ".to_string(), Rule::RsPerfBufferBuilder);
+        if !rs
+            .edits
+            .iter()
+            .any(|e| (e.start, e.end, &e.text) == (at, at, &edit.text))
+        {
+            rs.edits.push(edit);
+        }
+    }
 }
 
 /// The name a `let` or a parameter binds (`x`, `mut x`, `x: T`).

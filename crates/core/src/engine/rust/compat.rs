@@ -12,15 +12,16 @@ use syn::Expr;
 use syn::spanned::Spanned;
 
 use super::Rs;
-use super::builder::{Chain, without_error_handling};
+use super::builder::Chain;
 use super::callbacks::cpu_read;
-use super::collect::{Collect, Func, binding, local_named};
+use super::collect::{Collect, Func, load_of, local_named, make_mut};
 use super::lost_counter::{self, skel_map};
 use super::maps::enclosing_fn;
 use super::pages::page_count;
 use crate::edit::Edit;
 use crate::engine::compat::FLAG_SUFFIX;
 use crate::engine::context::{Analysis, Consumer, Report};
+use crate::engine::edits::insert_after;
 use crate::engine::options::Lost;
 use crate::rules::Rule;
 use crate::source::{indent_at, line_start};
@@ -192,13 +193,6 @@ fn find_load(
     func: Option<Func>,
     at: usize,
 ) -> Result<Pick, String> {
-    fn load_of(l: &syn::Local) -> Option<&Expr> {
-        let init = l.init.as_ref()?;
-        match without_error_handling(&init.expr).0 {
-            Expr::MethodCall(m) if m.method == "load" && m.args.is_empty() => Some(&*m.receiver),
-            _ => None,
-        }
-    }
     let here = func
         .and_then(|f| local_named(rs, col, f, skel, at))
         .filter(|l| load_of(l).is_some());
@@ -252,7 +246,11 @@ pub(super) fn finish(rs: &mut Rs, col: &Collect) {
         let mut text = String::new();
         let open = if p.open_is_var {
             let open = src[p.open.0..p.open.1].to_string();
-            make_mut(rs, col, &open, p.stmt.0);
+            if let Some(f) = enclosing_fn(rs, col, (p.stmt.0, p.stmt.0))
+                && let Some(l) = local_named(rs, col, f, &open, p.stmt.0)
+            {
+                make_mut(rs, l);
+            }
             open
         } else {
             let var = ["open_skel", "compat_open_skel"]
@@ -275,34 +273,17 @@ pub(super) fn finish(rs: &mut Rs, col: &Collect) {
                  {indent}}}\n"
             );
         }
-        rs.edits.push(Edit::insert(
+        // After the ring's sizing (`pages`), where that goes before the same load.
+        insert_after(
+            &mut rs.edits,
             line_start(&src, p.stmt.0),
             text,
             Rule::CompatLoader,
-        ));
+        );
     }
-    let shim = shim(rs.compat_counted);
     // After `lost_counted`, when it was written there.
-    let end = src.len();
-    match rs.edits.iter_mut().find(|e| e.start == end && e.end == end) {
-        Some(e) => e.text += &shim,
-        None => rs.edits.push(Edit::insert(end, shim, Rule::CompatLoader)),
-    }
-}
-
-/// The `let` of `var` before `at`, in the function holding `at`, made `mut` if it is not.
-fn make_mut(rs: &mut Rs, col: &Collect, var: &str, at: usize) {
-    let Some(f) = enclosing_fn(rs, col, (at, at)) else {
-        return;
-    };
-    let Some(b) = local_named(rs, col, f, var, at).and_then(|l| binding(&l.pat)) else {
-        return;
-    };
-    if b.mutability.is_none() {
-        let s = rs.range(b.ident.span()).0;
-        rs.edits
-            .push(Edit::insert(s, "mut ".to_string(), Rule::CompatLoader));
-    }
+    let shim = shim(rs.compat_counted);
+    insert_after(&mut rs.edits, src.len(), shim, Rule::CompatLoader);
 }
 
 /// What is written at the end of the file; `counted`: a chain gives the builder the counter
@@ -597,6 +578,45 @@ mod tests {
                 && d.message.contains("called on the perf path only")),
             "{diags:?}"
         );
+    }
+
+    /// A page count chosen at run time sizes the ring before the pick, which may make the
+    /// map a perf event array again (max_entries 0); the open skeleton is made `mut` once.
+    #[test]
+    fn a_run_time_page_count_sizes_the_ring_before_the_pick() {
+        let before = r#"
+            use libbpf_rs::PerfBufferBuilder;
+
+            use x::*;
+
+            fn main() -> anyhow::Result<()> {
+                let pages: usize = std::env::args().count() * 8;
+                let mut open_object = std::mem::MaybeUninit::uninit();
+                let open_skel = XSkelBuilder::default().open(&mut open_object)?;
+                let skel = open_skel.load()?;
+                let perf = PerfBufferBuilder::new(&skel.maps.events)
+                    .sample_cb(|_cpu, data: &[u8]| println!("{}", data.len()))
+                    .pages(pages)
+                    .build()?;
+                perf.poll(std::time::Duration::from_millis(100))?;
+                Ok(())
+            }
+            "#;
+        let (changed, diags) = run(
+            &[("src/main.rs", &main_rs(before)), ("src/bpf/x.bpf.c", BPF)],
+            &compat(),
+        );
+        let main = changed
+            .get("src/main.rs")
+            .unwrap_or_else(|| panic!("{diags:?}"));
+        let size = main.find(".set_max_entries(").expect("the ring sized");
+        let pick = main.find("if compat_use_perf(").expect("the pick");
+        let load = main
+            .find("let skel = open_skel.load()?;")
+            .expect("the load");
+        assert!(size < pick && pick < load, "{main}");
+        assert_eq!(main.matches("let mut open_skel").count(), 1, "{main}");
+        assert!(main.contains(".pages(pages)"), "{main}");
     }
 
     /// What stands in the way is named, and nothing changes.

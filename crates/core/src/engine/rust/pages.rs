@@ -10,7 +10,7 @@ use syn::spanned::Spanned;
 
 use super::Rs;
 use super::builder::{Chain, without_error_handling};
-use super::collect::{Collect, Func, binding, local_named};
+use super::collect::{Collect, Func, binding, load_of, local_named, make_mut};
 use super::items::item_lines;
 use super::lost_counter::skel_map;
 use crate::edit::Edit;
@@ -79,19 +79,14 @@ fn run_time(
         )
     };
     let load = local_named(rs, col, f, &skel, rs.range(p.span()).0).ok_or_else(not_loaded)?;
-    let (e, question) = without_error_handling(&load.init.as_ref().ok_or_else(not_loaded)?.expr);
-    let open = match e {
-        Expr::MethodCall(m) if m.method == "load" && m.args.is_empty() => match &*m.receiver {
-            Expr::Path(p) if p.path.get_ident().is_some() => {
-                p.path.get_ident().unwrap().to_string()
-            }
-            _ => {
-                return Err(format!(
-                    "the skeleton `{skel}` is opened and loaded in one expression; bind the open skeleton first (`let mut open_skel = ...open(...)?;`)"
-                ));
-            }
-        },
-        _ => return Err(not_loaded()),
+    let question = without_error_handling(&load.init.as_ref().ok_or_else(not_loaded)?.expr).1;
+    let open = match load_of(load).ok_or_else(not_loaded)? {
+        Expr::Path(p) if p.path.get_ident().is_some() => p.path.get_ident().unwrap().to_string(),
+        _ => {
+            return Err(format!(
+                "the skeleton `{skel}` is opened and loaded in one expression; bind the open skeleton first (`let mut open_skel = ...open(...)?;`)"
+            ));
+        }
     };
     let at = rs.range(load.span()).0;
     let open_local = local_named(rs, col, f, &open, at)
@@ -151,15 +146,7 @@ fn run_time(
     let ls = line_start(&src, at);
     rs.edits
         .push(Edit::insert(ls, text, Rule::RsPerfBufferBuilder));
-    let b = binding(&open_local.pat).expect("found by its binding");
-    if b.mutability.is_none() {
-        let s = rs.range(b.ident.span()).0;
-        rs.edits.push(Edit::insert(
-            s,
-            "mut ".to_string(),
-            Rule::RsPerfBufferBuilder,
-        ));
-    }
+    make_mut(rs, open_local);
     rs.report(
         rs.range(p.span()).0,
         Rule::RsPerfBufferBuilder,
