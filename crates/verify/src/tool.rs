@@ -743,6 +743,20 @@ pub fn judge(
             ),
         );
     }
+    if !second.ready {
+        // The three run at once: a tool that takes something only one process can hold (an
+        // interface's XDP hook, a port, a pinned path) fails a second time beside the first,
+        // and the migrated tool's run tells nothing either way.
+        let said = first_lines(&format!("{}\n{}", second.stderr, second.stdout), 3);
+        return report(
+            Verdict::Inconclusive,
+            &lines,
+            format!(
+                "the original's second run, started beside the first, never waited for events ({}): {said}; a tool that cannot run twice at once is not compared at tool level (its events are, at the event level)",
+                status_of(second)
+            ),
+        );
+    }
     if !new.ready {
         let said = first_lines(&format!("{}\n{}", new.stderr, new.stdout), 3);
         if out_of_memory(&new.stderr) {
@@ -1444,6 +1458,27 @@ mod tests {
         let a = run("a 1\n", "a");
         let b = run("a 1\nb 2\n", "a");
         assert_eq!(judge(&a, &b, &a, true, true).verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn a_tool_that_cannot_run_twice_at_once_is_inconclusive() {
+        // An XDP loader: the second instance finds the interface's hook taken, and so does the
+        // migrated one; that says nothing of the migration.
+        let a = run("a 1\n", "a");
+        let mut busy = run("", "");
+        busy.ready = false;
+        busy.exit_code = Some(1);
+        busy.stderr = "failed to attach to lo: Device or resource busy\n".into();
+        let r = judge(&a, &busy, &busy, true, true);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        let f = r.finding.unwrap();
+        assert!(
+            f.contains("second run, started beside the first, never waited")
+                && f.contains("Device or resource busy"),
+            "{f}"
+        );
+        // The second run started: a migrated tool that does not is still a difference.
+        assert_eq!(judge(&a, &a, &busy, true, true).verdict, Verdict::Different);
     }
 
     #[test]

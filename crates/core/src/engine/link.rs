@@ -8,7 +8,7 @@ use super::check::{Applied, apply_checked};
 use super::compat::link_compat;
 use super::context::{Analysis, Consumer, MapDef, MapKind, refuses};
 use super::cpu_field::link_cpu_fields;
-use super::gate::is_python_source;
+use super::gate::{is_cpp, is_python_source};
 use super::lost_counter::link_lost_counters;
 use super::macro_maps::link_macro_maps;
 use super::options::{Options, Strategy};
@@ -784,8 +784,16 @@ fn outcome(
             continue;
         }
         if refused {
-            // A refused group's edits are still in its analyses.
-            if members.iter().any(|&i| is_program_part(&analyses[i])) {
+            // A refused group's edits are still in its analyses. A C++ file that uses the
+            // perf buffer is refused before any map or reader is made of it, and is a program
+            // needing manual work too.
+            if members.iter().any(|&i| {
+                is_program_part(&analyses[i])
+                    || is_cpp(&files[i].path)
+                        && diags_by_file[i]
+                            .iter()
+                            .any(|d| d.severity == Severity::Manual)
+            }) {
                 out.stats.programs_manual += 1;
             }
             for &i in members {

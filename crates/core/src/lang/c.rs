@@ -129,6 +129,7 @@ const MASKED_WORDS: &[&str] = &[
     "__always_inline",
     "__noinline",
     "__weak",
+    "__packed",
     "__hidden",
     "__ksym",
     "__kconfig",

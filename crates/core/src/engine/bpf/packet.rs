@@ -15,6 +15,7 @@
 use tree_sitter::Node;
 
 use super::super::context::{Ctx, Report};
+use super::super::lost_counter;
 use super::super::options::{MAX_PACKET_LIMIT, Strategy};
 use super::cpu_site::{bare, declaration, event_var, sizes_whole};
 use crate::edit::Edit;
@@ -102,6 +103,23 @@ pub struct PacketSite {
     own: Option<usize>,
     /// Lines that go with the call: a flags local's declaration and `|=` (`flags_variable`).
     gone: Vec<(usize, usize)>,
+    /// The header's type when the function defines it in the header's declaration.
+    hoist: Option<Hoist>,
+}
+
+/// A header type defined in its variable's declaration inside the function
+/// (`struct S { ... } __packed hdr;`, as the kernel's XDP sample does): the helper before the
+/// function could not name it, so the definition moves before the helper, and the
+/// declaration keeps the name (`struct S hdr;`). The type is the same, so is the layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hoist {
+    /// From the specifier's start to the first declarator: the definition and any
+    /// attributes after its body.
+    span: (usize, usize),
+    /// What the declaration keeps (`struct S `).
+    keep: String,
+    /// The definition at file scope, its lines moved left with the declaration's.
+    definition: String,
 }
 
 /// The output `call` of a packet to `map` (arguments `args`: libbpf's five, the flags with
@@ -189,7 +207,7 @@ fn site(
             by_hand.to_string(),
         ));
     }
-    let header = header_type(cx, func, data, size).map_err(|(at, why)| {
+    let (header, hoist) = header_type(cx, func, data, size).map_err(|(at, why)| {
         (
             at,
             format!("the packet bytes appended to the event written to `{map}` follow a header that {why}"),
@@ -235,6 +253,7 @@ fn site(
         len_name: len_name.to_string(),
         own,
         gone,
+        hoist,
     })
 }
 
@@ -378,14 +397,15 @@ fn context(cx: &Ctx, func: Node, span: (usize, usize)) -> Result<Packet, String>
     }
 }
 
-/// The type of the header the call sends (`&hdr, sizeof(hdr)` or `e, sizeof(*e)`), or
-/// where and what the header is instead.
+/// The type of the header the call sends (`&hdr, sizeof(hdr)` or `e, sizeof(*e)`), with its
+/// definition to move out of the function when the declaration defines it, or where and what
+/// the header is instead.
 fn header_type(
     cx: &Ctx,
     func: Node,
     data_span: (usize, usize),
     size_span: (usize, usize),
-) -> Result<String, (usize, String)> {
+) -> Result<(String, Option<Hoist>), (usize, String)> {
     let src = cx.src();
     let data = &src[data_span.0..data_span.1];
     let (var, pointer) = event_var(cx, data_span).ok_or_else(|| {
@@ -395,17 +415,22 @@ fn header_type(
         )
     })?;
     let decl = declaration(func, &var, src).map_err(|why| (data_span.0, format!("is {why}")))?;
-    let ty = c::text(decl.ty, src).to_string();
-    if decl.ty.field("body").is_some() {
-        let name = decl.ty.field("name").map_or("", |n| c::text(n, src));
-        return Err((
-            data_span.0,
-            format!(
-                "is a `{} {name}` defined in the function, which the helper written before the function cannot name; define the type outside the function",
-                decl.ty.kind().trim_end_matches("_specifier")
-            ),
-        ));
-    }
+    let (ty, hoist) = if decl.ty.field("body").is_some() {
+        let h = hoist(cx, func, decl.ty, &var).map_err(|why| (data_span.0, why))?;
+        (h.keep.trim_end().to_string(), Some(h))
+    } else {
+        let ty = c::text(decl.ty, src).to_string();
+        if let Some(at) = defined_in(func, &ty, src) {
+            return Err((
+                data_span.0,
+                format!(
+                    "is of the type `{ty}`, which the function defines itself (line {}) and the helper written before the function cannot name; define the type outside the function",
+                    cx.file.line_col(at).0
+                ),
+            ));
+        }
+        (ty, None)
+    };
     if decl.pointer != pointer {
         return Err((
             data_span.0,
@@ -424,7 +449,110 @@ fn header_type(
             ),
         ));
     }
-    Ok(ty)
+    Ok((ty, hoist))
+}
+
+/// The move of the header type that `spec` (a struct or union specifier with a body, in the
+/// declaration of `var` in `func`) defines, or why it cannot move: a tag defined twice in the
+/// file (two functions' own types would clash at file scope), a body that names a type the
+/// function defines.
+fn hoist(cx: &Ctx, func: Node, spec: Node, var: &str) -> Result<Hoist, String> {
+    let src = cx.src();
+    let kind = spec.kind().trim_end_matches("_specifier");
+    let decl = spec
+        .parent()
+        .filter(|d| d.kind() == "declaration")
+        .ok_or_else(|| {
+            format!("is a `{kind}` defined in a declaration bpf-migrate cannot split")
+        })?;
+    let first = decl
+        .field("declarator")
+        .ok_or_else(|| format!("is a `{kind}` defined in a declaration without a variable"))?;
+    let tag = match spec.field("name") {
+        Some(n) => {
+            let tag = c::text(n, src);
+            let defs = c::descendants(cx.root())
+                .into_iter()
+                .filter(|d| {
+                    d.kind() == spec.kind()
+                        && d.field("body").is_some()
+                        && d.field("name").is_some_and(|n| c::text(n, src) == tag)
+                })
+                .count();
+            if defs > 1 {
+                return Err(format!(
+                    "is a `{kind} {tag}` defined in the function, and the file defines another `{kind} {tag}`, so the type cannot move before the function where the helper can name it; rename one of them"
+                ));
+            }
+            tag.to_string()
+        }
+        // An anonymous type gets a name of its own, free in the file.
+        None => (1..)
+            .map(|i| match i {
+                1 => format!("{var}_t"),
+                _ => format!("{var}_t{i}"),
+            })
+            .find(|n| !lost_counter::mentions(src, n))
+            .expect("a free name"),
+    };
+    let body = spec.field("body").expect("a body");
+    for n in c::descendants(body) {
+        let tagged = matches!(
+            n.kind(),
+            "struct_specifier" | "union_specifier" | "enum_specifier"
+        ) && n.field("body").is_none();
+        if n.kind() == "type_identifier" || tagged {
+            let named = c::text(n, src);
+            if defined_in(func, named, src).is_some_and(|at| at != spec.start_byte()) {
+                return Err(format!(
+                    "is a `{kind}` defined in the function with a member of a type the function also defines (`{named}`), which cannot move before the function"
+                ));
+            }
+        }
+    }
+    // The definition: its text with the tag, the attributes after its body, and its
+    // continuation lines moved left by the declaration's indentation.
+    let text = &src[spec.start_byte()..first.start_byte()];
+    let text = match spec.field("name") {
+        Some(_) => text.trim_end().to_string(),
+        None => text.trim_end().replacen(kind, &format!("{kind} {tag}"), 1),
+    };
+    let line = line_start(src, decl.start_byte());
+    let indent = &src[line..decl.start_byte()];
+    let indent = if indent.trim().is_empty() { indent } else { "" };
+    let definition: String = text
+        .split_inclusive('\n')
+        .map(|l| l.strip_prefix(indent).unwrap_or(l))
+        .collect();
+    Ok(Hoist {
+        span: (spec.start_byte(), first.start_byte()),
+        keep: format!("{kind} {tag} "),
+        definition: format!("{definition};\n\n"),
+    })
+}
+
+/// Where `func` defines the type `ty` (`struct S`, `union U` or a typedef name) itself, in a
+/// statement of its own or in a declaration.
+fn defined_in(func: Node, ty: &str, src: &str) -> Option<usize> {
+    let (kind, name) = match ty.split_once(' ') {
+        Some((k @ ("struct" | "union" | "enum"), n)) => (Some(k), n.trim()),
+        _ => (None, ty.trim()),
+    };
+    c::descendants(func).into_iter().find_map(|n| {
+        let found = match kind {
+            Some(k) => {
+                n.kind() == format!("{k}_specifier")
+                    && n.field("body").is_some()
+                    && n.field("name").is_some_and(|x| c::text(x, src) == name)
+            }
+            None => {
+                n.kind() == "type_definition"
+                    && n.field("declarator")
+                        .is_some_and(|x| c::text(x, src) == name)
+            }
+        };
+        found.then(|| n.start_byte())
+    })
 }
 
 /// The program's own constant bound on the length `len` (casts and parentheses aside) where
@@ -696,7 +824,20 @@ fn helper_at(src: &str, func: Node) -> usize {
 pub fn plan(cx: &mut Ctx, sites: Vec<PacketSite>) {
     let mut keys: Vec<(Key, String, usize)> = Vec::new();
     let mut taken: Vec<String> = Vec::new();
+    // Header types moved out of their functions, each once, with the helper's key.
+    let mut hoisted: Vec<(Key, Hoist)> = Vec::new();
     for s in &sites {
+        if let Some(h) = &s.hoist
+            && !hoisted.iter().any(|(_, x)| x.span == h.span)
+        {
+            cx.edits.push(Edit::replace(
+                h.span.0,
+                h.span.1,
+                h.keep.clone(),
+                Rule::OutputPacket,
+            ));
+            hoisted.push((s.key.clone(), h.clone()));
+        }
         let name = match keys.iter().find(|(k, _, _)| *k == s.key) {
             Some((_, name, _)) => name.clone(),
             None => {
@@ -764,12 +905,15 @@ pub fn plan(cx: &mut Ctx, sites: Vec<PacketSite>) {
     at_points.sort();
     at_points.dedup();
     for at in at_points {
-        let text: String = keys
+        let here: Vec<&(Key, String, usize)> = keys.iter().filter(|k| k.2 == at).collect();
+        let helpers: String = here.iter().map(|(k, name, _)| helper(k, name)).collect();
+        // A moved type goes before the helpers that name it, in the file's own layout.
+        let types: String = hoisted
             .iter()
-            .filter(|k| k.2 == at)
-            .map(|(k, name, _)| helper(k, name))
+            .filter(|(k, _)| here.iter().any(|h| h.0 == *k))
+            .map(|(_, h)| h.definition.as_str())
             .collect();
-        let text = indent_like(&text, &cx.src()[at..]);
+        let text = format!("{types}{}", indent_like(&helpers, &cx.src()[at..]));
         cx.edits.push(Edit::insert(at, text, Rule::OutputPacket));
     }
 }
@@ -1333,8 +1477,8 @@ int trace_exec(void *ctx)
             ),
             (
                 "\tu32 hdr = skb->ifindex;",
-                "\tstruct event { u32 ifindex; } hdr = { skb->ifindex };",
-                "is a `struct event` defined in the function, which the helper written before the function cannot name",
+                "\ttypedef struct { u32 ifindex; } event_t;\n\tevent_t hdr = { skb->ifindex };",
+                "is of the type `event_t`, which the function defines itself (line 13) and the helper written before the function cannot name",
             ),
             (
                 "BPF_F_CURRENT_CPU | ((__u64)len << 32)",
@@ -1345,6 +1489,92 @@ int trace_exec(void *ctx)
         ] {
             refused_as(from, to, says);
         }
+    }
+
+    /// An XDP sampler whose header type is defined in the header's declaration, `attr` after
+    /// its body, `tag` its name (or none).
+    fn xdp_own_type(tag: &str, attr: &str) -> String {
+        format!(
+            r#"#define SNAP_LEN 96
+
+SEC("xdp")
+int sample_drops(struct xdp_md *ctx)
+{{
+	void *end = (void *)(long)ctx->data_end;
+	void *start = (void *)(long)ctx->data;
+	/* what the reader finds before the bytes */
+	struct {tag}{{
+		__u32 ifindex;
+		__u16 wire_len;
+		__u8 proto;
+	}}{attr} meta = {{}};
+	__u64 flags = BPF_F_CURRENT_CPU;
+	__u32 snap;
+
+	if (start >= end)
+		return XDP_PASS;
+	meta.ifindex = ctx->ingress_ifindex;
+	meta.wire_len = end - start;
+	snap = meta.wire_len > SNAP_LEN ? SNAP_LEN : meta.wire_len;
+	flags |= (__u64)snap << 32;
+	bpf_perf_event_output(ctx, &events, flags,
+			      &meta, sizeof(meta));
+	return XDP_PASS;
+}}
+"#
+        )
+    }
+
+    /// The kernel's own XDP sample defines its header type inside the function: the type moves
+    /// before the helper, attributes and layout kept, and the declaration keeps its name.
+    #[test]
+    fn a_header_type_defined_in_the_function_moves_before_the_helper() {
+        for attr in [" __attribute__((packed))", " __packed", ""] {
+            let code = xdp_own_type("drop_meta ", attr);
+            let (out, _) = migrated(&[PERF_MAP, &code]);
+            let def = format!(
+                "struct drop_meta {{\n\t__u32 ifindex;\n\t__u16 wire_len;\n\t__u8 proto;\n}}{attr};\n\n/*\n * bpf-migrate: a record of `events` is a `struct drop_meta` and then up to\n"
+            );
+            assert!(out.contains(&def), "{attr}:\n{out}");
+            assert!(
+                out.contains("\t/* what the reader finds before the bytes */\n\tstruct drop_meta meta = {};\n"),
+                "{out}"
+            );
+            assert!(
+                out.contains(
+                    "events_output_xdp(struct xdp_md *ctx, const struct drop_meta *hdr, __u64 len)"
+                ),
+                "{out}"
+            );
+            assert!(
+                out.contains("\tevents_output_xdp(ctx, &meta, (__u64)snap);\n"),
+                "{out}"
+            );
+            // The definition comes before the helper's comment, once, after the map.
+            assert_eq!(out.matches("struct drop_meta {").count(), 1, "{out}");
+        }
+        // An anonymous type is named after its variable.
+        let (out, _) = migrated(&[PERF_MAP, &xdp_own_type("", "")]);
+        assert!(
+            out.contains(
+                "struct meta_t {\n\t__u32 ifindex;\n\t__u16 wire_len;\n\t__u8 proto;\n};\n\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("\tstruct meta_t meta = {};\n"), "{out}");
+        assert!(out.contains("const struct meta_t *hdr"), "{out}");
+    }
+
+    #[test]
+    fn refuses_to_move_a_header_type_whose_tag_the_file_defines_twice() {
+        let code = xdp_own_type("drop_meta ", "");
+        let other =
+            "static int other(void)\n{\n\tstruct drop_meta { int x; } m = {};\n\treturn m.x;\n}\n";
+        refused(
+            &[PERF_MAP, other, &code],
+            Rule::OutputCtxlen,
+            "and the file defines another `struct drop_meta`",
+        );
     }
 
     #[test]
