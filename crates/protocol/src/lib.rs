@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 /// Where the manifest is in the guest.
 pub const MANIFEST_PATH: &str = "/manifest.json";
 
+/// Where the guest has bash, copied from the host, for the workload's readline step.
+pub const GUEST_BASH: &str = "/bin/bash";
+
 /// What the agent is to do: the objects to load and the workload to drive through them.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {

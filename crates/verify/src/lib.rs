@@ -329,6 +329,10 @@ fn run_boot(
     fs::create_dir_all(&objdir)?;
     let mut cpio = initramfs::Cpio::default();
     cpio.executable("/init", agent)?;
+    // For the workload's readline step (a uprobe on bash's readline() sees it).
+    if let Some(bash) = which("bash") {
+        cpio.executable(bpf_migrate_protocol::GUEST_BASH, &bash)?;
+    }
     let (manifest_objs, unbuilt) = build_objects(opts, kernel, pairs, &objdir, perf, &mut cpio)?;
     if manifest_objs.is_empty() && !pairs.iter().any(|p| p.bcc) {
         let why: Vec<String> = unbuilt

@@ -186,9 +186,9 @@ fn migrated_fixtures_verify_equivalent() {
     ] {
         assert!(steps.contains(&step), "{step}: {verdict}");
     }
-    // Three children of the built-in workload and the user's command.
+    // Three children of the built-in workload, its bash and the user's command.
     let exec = maps_of(&lines, "execsnoop.bpf.c")[0];
-    assert_eq!(exec["original"], 4, "{exec}");
+    assert_eq!(exec["original"], 5, "{exec}");
 }
 
 #[test]
@@ -776,6 +776,24 @@ fn the_cpu_a_callback_printed_is_kept_on_several_cpus() {
     assert!(
         m["finding"].as_str().unwrap().contains("added field `cpu`"),
         "{m}"
+    );
+}
+
+#[test]
+fn a_bcc_tool_of_user_space_probes_sees_the_workloads_bash_and_libc() {
+    // Uprobes are set on files: the tool, in the host's root, must probe the libc and bash
+    // that the workload's processes map (the guest's own, bound over the host's copies), or
+    // it sees nothing and proves nothing.
+    let _guests = alone();
+    let lines = verify_json(&["--cpus", "2", "fixtures/bcc_userprobes/input"], 0);
+    let t = tool_of(&lines, "lookwatch.py");
+    assert_eq!(t["verdict"], "equivalent", "{t}");
+    // `true` and `exit` typed into bash; localhost looked up.
+    assert!(t["lines"]["matched"].as_u64().unwrap() >= 3, "{t}");
+    let steps = lines.last().unwrap()["workload"].to_string();
+    assert!(
+        steps.contains("readline") && steps.contains("names"),
+        "{steps}"
     );
 }
 

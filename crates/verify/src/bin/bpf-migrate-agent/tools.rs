@@ -62,6 +62,16 @@ pub fn mount_host_root(h: &HostRoot) -> Result<(), String> {
     for d in ["/proc", "/sys", "/dev"] {
         bind(d, &format!("{NEW_ROOT}{d}"))?;
     }
+    // A uprobe is set on a file, not a path. The workload's processes map the guest's own libc
+    // and bash (the host's, copied into the guest), so a tool in the host's root that probes
+    // libc (getaddrinfo, pthread_create) or bash (readline) must find those same files at
+    // the paths it resolves, not the host's copies (the overlay's, which nothing maps).
+    for f in guest_probed_files() {
+        let there = format!("{NEW_ROOT}{f}");
+        if std::fs::metadata(&there).is_ok() {
+            bind(&f, &there)?;
+        }
+    }
     let modules = format!("{NEW_ROOT}/lib/modules/{}", h.release);
     bind(
         &format!("{NEW_ROOT}{}", h.headers),
@@ -74,6 +84,28 @@ pub fn mount_host_root(h: &HostRoot) -> Result<(), String> {
     Ok(())
 }
 
+/// The guest's own files that the workload runs and tools put uprobes on: the libc the agent
+/// maps (from its own memory map) and bash.
+fn guest_probed_files() -> Vec<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let libc = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
+        })
+        .map(str::to_string);
+    libc.into_iter()
+        .chain(
+            std::fs::metadata(crate::workload::BASH)
+                .is_ok()
+                .then(|| crate::workload::BASH.to_string()),
+        )
+        .collect()
+}
+
 pub fn mount(
     src: &str,
     target: &str,
@@ -81,7 +113,10 @@ pub fn mount(
     flags: libc::c_ulong,
     data: &str,
 ) -> Result<(), String> {
-    std::fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
+    // A directory is made where nothing is; a file is bound over a file.
+    if std::fs::symlink_metadata(target).is_err() {
+        std::fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
+    }
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in mount arguments");
     let (s, t, f, d) = (c(src), c(target), c(fstype), c(data));
     // SAFETY: C strings alive for the call.
@@ -237,7 +272,7 @@ fn spawn(spec: &ToolSpec) -> Result<(Child, OwnedFd, OwnedFd), String> {
     Ok((child, master, err_r))
 }
 
-fn openpty() -> Result<(OwnedFd, OwnedFd), String> {
+pub fn openpty() -> Result<(OwnedFd, OwnedFd), String> {
     let (mut master, mut slave): (RawFd, RawFd) = (-1, -1);
     // SAFETY: out-pointers to two ints; no name, termios or window size.
     let rc = unsafe {

@@ -3,8 +3,8 @@
 //! drained between steps so that none fills.
 //!
 //! Every step does the same thing on every run: the original's two loads and the migration
-//! see the same events. None execs anything but the agent itself, so that the counts a
-//! program of exec events sees stay what the steps say.
+//! see the same events. None execs anything but the agent itself and, once, bash, so that the
+//! counts a program of exec events sees stay what the steps say.
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -12,6 +12,8 @@ use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
 use fs_err as fs;
+
+pub use bpf_migrate_protocol::GUEST_BASH as BASH;
 
 type Step = (&'static str, fn() -> Result<(), String>);
 
@@ -31,6 +33,7 @@ const STEPS: &[Step] = &[
     ("sync", sync),
     ("shm", shm),
     ("threads", threads),
+    ("readline", readline),
     ("sleep", sleep),
 ];
 
@@ -411,6 +414,60 @@ fn threads() -> Result<(), String> {
         .map_err(io("spawn"))?
         .join()
         .map_err(|_| "the thread panicked".to_string())
+}
+
+/// An interactive bash on a terminal of its own reads two lines with readline() (which
+/// tools trace with a uprobe on bash): `true`, then `exit`.
+fn readline() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    fs::metadata(BASH).map_err(|e| e.to_string())?;
+    let (master, slave) = crate::tools::openpty()?;
+    let dup = |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(io("dup"));
+    let mut cmd = std::process::Command::new(BASH);
+    cmd.args(["--norc", "--noprofile", "-i"])
+        .env_clear()
+        .env("TERM", "dumb")
+        .env("HOME", "/tmp")
+        .env("PS1", "$ ")
+        .stdin(std::process::Stdio::from(dup(&slave)?))
+        .stdout(std::process::Stdio::from(dup(&slave)?))
+        .stderr(std::process::Stdio::from(slave));
+    // SAFETY: async-signal-safe calls only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(io("bash"))?;
+    drop(cmd);
+    let mut term = std::fs::File::from(master);
+    // Typed ahead: the terminal keeps the lines until bash reads them.
+    term.write_all(b"true\nexit\n").map_err(io("typing"))?;
+    // Read what bash echoes and prints, so that the terminal never fills, until it exits.
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while matches!(term.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(io("wait"))? {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("bash did not exit within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = reader.join();
+    if !status.success() {
+        return Err(format!("bash exited with {status}"));
+    }
+    Ok(())
 }
 
 /// Short sleeps.
