@@ -12,6 +12,7 @@ use super::gate::{is_cpp, is_python_source};
 use super::lost_counter::link_lost_counters;
 use super::macro_maps::link_macro_maps;
 use super::options::{Options, Strategy};
+use super::user::FIRST_MAP;
 use crate::edit::Edit;
 use crate::report::{Diagnostic, Severity};
 use crate::rules::Rule;
@@ -190,8 +191,16 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     link_macro_maps(files, analyses, opts, &mut dsu, &mut link_diags);
     let defs = map_definitions(analyses);
     link_outputs(files, analyses, &defs, &mut dsu, &mut link_diags);
-    let (consumed, counted) =
+    let (consumed, counted, firsts) =
         link_consumers(files, &index, analyses, &defs, &mut dsu, &mut link_diags);
+    // A loader's lookup of the object's first map now names it.
+    for (i, map) in firsts {
+        for e in &mut analyses[i].edits {
+            e.text = e
+                .text
+                .replace(&format!("\"{FIRST_MAP}\""), &format!("\"{map}\""));
+        }
+    }
     let compat = opts.strategy == Strategy::Compat;
     link_lost_counters(files, analyses, &counted, &mut dsu, compat, &mut link_diags);
     if compat {
@@ -289,9 +298,13 @@ fn link_outputs(
 /// name.
 type Consumed = HashMap<(usize, String), Vec<Option<u64>>>;
 
+/// Maps, each by the index of the file defining it and its name.
+type FileMaps = Vec<(usize, String)>;
+
 /// Consumers: the BPF source named by the skeleton or object, else the one file in the
 /// loader's directory that defines a perf map of that name. Also returns the maps (by the
-/// file defining them) whose reader keeps its lost callback, fed from a counter.
+/// file defining them) whose reader keeps its lost callback, fed from a counter, and those a
+/// reader finds as its object's first (`first_map`).
 fn link_consumers(
     files: &[SourceFile],
     index: &FileIndex,
@@ -299,9 +312,10 @@ fn link_consumers(
     defs: &HashMap<&str, Vec<usize>>,
     dsu: &mut Dsu,
     link_diags: &mut Vec<Diagnostic>,
-) -> (Consumed, Vec<(usize, String)>) {
+) -> (Consumed, FileMaps, FileMaps) {
     let mut consumed: Consumed = HashMap::new();
     let mut counted = Vec::new();
+    let mut firsts = Vec::new();
     for (i, a) in analyses.iter().enumerate() {
         for cons in &a.consumers {
             // A BCC tool whose C is in its own strings.
@@ -316,7 +330,25 @@ fn link_consumers(
                 continue;
             }
             let resolved;
-            let cons = if cons.bpf2go {
+            let cons = if cons.map == FIRST_MAP {
+                match first_map(files, index, analyses, i) {
+                    Ok(map) => {
+                        firsts.push((i, map.clone()));
+                        resolved = Consumer {
+                            map,
+                            ..cons.clone()
+                        };
+                        &resolved
+                    }
+                    Err(msg) => {
+                        link_diags.push(
+                            Diagnostic::at(&files[i], cons.offset, Rule::UnresolvedMap, msg)
+                                .help("find the map by name (`bpf_object__find_map_by_name(obj, \"NAME\")`), then run bpf-migrate again"),
+                        );
+                        continue;
+                    }
+                }
+            } else if cons.bpf2go {
                 resolved = Consumer {
                     map: bpf2go_map(defs, &cons.map),
                     ..cons.clone()
@@ -343,7 +375,82 @@ fn link_consumers(
             }
         }
     }
-    (consumed, counted)
+    (consumed, counted, firsts)
+}
+
+/// The map a loader's `bpf_object__next_map(obj, NULL)` finds (`user::maps::FIRST_MAP`): the
+/// only map of the one BPF source it opens (named, else the one beside it, else the one given,
+/// that defines a perf event array). With more, which is first is the compiler's choice.
+fn first_map(
+    files: &[SourceFile],
+    index: &FileIndex,
+    analyses: &[Analysis],
+    i: usize,
+) -> Result<String, String> {
+    let named = named_sources(files, index, &analyses[i], i);
+    let cands = if named.is_empty() {
+        let with_maps: Vec<usize> = (0..files.len())
+            .filter(|&j| !analyses[j].maps.is_empty())
+            .collect();
+        let dir = dir_of(&files[i].path);
+        let near: Vec<usize> = with_maps
+            .iter()
+            .copied()
+            .filter(|&j| dir_of(&files[j].path) == dir)
+            .collect();
+        if near.is_empty() { with_maps } else { near }
+    } else {
+        named
+    };
+    let [j] = cands[..] else {
+        return Err(format!(
+            "this perf buffer reads the first map of its BPF object (`bpf_object__next_map(obj, NULL)`), and {} BPF sources given could be that object",
+            cands.len()
+        ));
+    };
+    let headers = included_among(
+        files,
+        &analyses[j].includes,
+        j,
+        &(0..files.len()).collect::<Vec<_>>(),
+    );
+    let defined = std::iter::once(j)
+        .chain(headers)
+        .map(|k| map_definitions_in(&files[k].text))
+        .try_fold(0, |n, d| d.map(|d| n + d));
+    match (&analyses[j].maps[..], defined) {
+        ([m], Some(1)) => Ok(m.name.clone()),
+        _ => Err(format!(
+            "this perf buffer reads the first map of its BPF object (`bpf_object__next_map(obj, NULL)`), and {} defines {}: which comes first in the object is the compiler's choice",
+            files[j].display,
+            defined.map_or("maps through a macro".to_string(), |n| format!("{n} maps"))
+        )),
+    }
+}
+
+/// How many maps `text` defines (`SEC(".maps")` or a legacy `SEC("maps")`, outside comments);
+/// None when a macro's definition names the section (its uses cannot be counted here).
+fn map_definitions_in(text: &str) -> Option<usize> {
+    let mut logical = String::new();
+    for line in text.lines() {
+        logical.push_str(line);
+        if line.ends_with('\\') {
+            continue;
+        }
+        let l = logical.trim_start();
+        if l.starts_with('#') && (l.contains("\"maps\"") || l.contains("\".maps\"")) {
+            return None;
+        }
+        logical.clear();
+    }
+    Some(
+        crate::lang::c::lex(text, 0..text.len())
+            .iter()
+            .filter(|&&(t, s, e)| {
+                t == crate::lang::c::Tok::Str && matches!(&text[s..e], "\".maps\"" | "\"maps\"")
+            })
+            .count(),
+    )
 }
 
 /// A ring buffer's definition has no value type, of which bpf2go made the Go type of the

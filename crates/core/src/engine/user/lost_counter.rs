@@ -46,6 +46,11 @@ pub(super) fn watch(
     (call, handle): (Node, Option<String>),
 ) -> Result<String, String> {
     let src = cx.src();
+    if map == super::maps::FIRST_MAP {
+        return Err(
+            "the ring's map is found as the object's first (`bpf_object__next_map(obj, NULL)`), not by a name beside which its counter could be found".to_string(),
+        );
+    }
     // The fd itself names the map, or a variable does that was set to one that does, in
     // the same function (`int fd = bpf_object__find_map_fd_by_name(obj, "events");`): that
     // expression, naming the counter, is evaluated where the buffer is made.

@@ -91,14 +91,34 @@ pub(super) fn resolve_map(
     resolve_parameter(cx, inner, at, depth).map(through(span))
 }
 
-/// A map named in the expression itself: `skel->maps.NAME` (or `maps->NAME`), or
-/// `bpf_object__find_map_fd_by_name(obj, "NAME")`.
+/// The map `bpf_object__next_map(obj, NULL)` (or the older `bpf_map__next(NULL, obj)`)
+/// returns: the object's first, which linking names when the BPF source defines one map only
+/// (`link::first_map`). Not an identifier, so no text of the loader matches it.
+pub const FIRST_MAP: &str = "<the object's first map>";
+
+/// A map named in the expression itself: `skel->maps.NAME` (or `maps->NAME`),
+/// `bpf_object__find_map_fd_by_name(obj, "NAME")`, or the object's first map (`FIRST_MAP`).
 fn named_here(src: &str, expr: &str, span: (usize, usize)) -> Option<Resolved> {
     let toks = c::lex(src, span.0..span.1);
     if let Some(name) = (0..toks.len()).find_map(|k| maps_field(src, &toks, k)) {
         return Some((src[toks[name].1..toks[name].2].to_string(), vec![span]));
     }
     let inner = c::strip_parens(expr);
+    let first = |call: &str, null_at: usize| {
+        let args = inner
+            .strip_prefix(call)?
+            .trim_start()
+            .strip_prefix('(')?
+            .strip_suffix(')')?;
+        let args: Vec<&str> = args.split(',').map(str::trim).collect();
+        (args.len() == 2 && matches!(args[null_at], "NULL" | "0" | "nullptr")).then_some(())
+    };
+    if first("bpf_object__next_map", 1)
+        .or_else(|| first("bpf_map__next", 0))
+        .is_some()
+    {
+        return Some((FIRST_MAP.to_string(), vec![span]));
+    }
     if let Some(rest) = inner
         .strip_prefix("bpf_object__find_map_fd_by_name")
         .or_else(|| inner.strip_prefix("bpf_object__find_map_by_name"))
@@ -261,7 +281,8 @@ mod tests {
     use super::super::testing::{
         BPF, PERF_CALLBACK, PERF_POLL, RING_CALLBACK, RING_POLL, head, loader_calling, perf, ring,
     };
-    use crate::engine::testkit::{check_migrate, check_refused};
+    use crate::engine::Options;
+    use crate::engine::testkit::{check_migrate, check_refused, run};
     use crate::rules::Rule;
 
     #[test]
@@ -341,6 +362,53 @@ int main(void)
 }
 "#;
         check_migrate(&[("x.bpf.c", BPF), ("x.c", loader)], &[("x.c", after)]);
+    }
+
+    #[test]
+    fn finds_the_objects_first_map_by_its_name_when_the_source_defines_one() {
+        // The kernel's XDP sample and xdp-tutorial's tcpdump take the object's first map.
+        let loader = |lookup: &str| {
+            format!(
+                "#include <stdio.h>\n#include <bpf/libbpf.h>\n\n\
+                 static void handle_event(void *ctx, int cpu, void *data, __u32 size)\n{{\n\tprintf(\"pid %u\\n\", *(__u32 *)data);\n}}\n\n\
+                 int main(void)\n{{\n\tstruct bpf_object *obj;\n\tstruct bpf_map *map;\n\tstruct perf_buffer *pb;\n\n\
+                 \tobj = bpf_object__open_file(\"x.bpf.o\", NULL);\n\tif (!obj || bpf_object__load(obj))\n\t\treturn 1;\n\
+                 \tmap = {lookup};\n\tif (!map)\n\t\treturn 1;\n\
+                 \tpb = perf_buffer__new(bpf_map__fd(map), 8, handle_event, NULL, NULL, NULL);\n\tif (!pb)\n\t\treturn 1;\n\
+                 \twhile (perf_buffer__poll(pb, 100) >= 0)\n\t\t;\n\treturn 0;\n}}\n"
+            )
+        };
+        for lookup in [
+            "bpf_object__next_map(obj, NULL)",
+            "bpf_map__next(NULL, obj)",
+        ] {
+            let (changed, _) = run(
+                &[("x.bpf.c", BPF), ("x.c", &loader(lookup))],
+                &Options::default(),
+            );
+            let c = &changed["x.c"];
+            assert!(
+                c.contains("\tmap = bpf_object__find_map_by_name(obj, \"events\");\n"),
+                "{c}"
+            );
+            assert!(
+                c.contains("ring_buffer__new(bpf_map__fd(map), handle_event, NULL, NULL)"),
+                "{c}"
+            );
+        }
+        // With a second map in the source, the first is the compiler's choice: refused.
+        let two = BPF.replace(
+            "SEC(\"tracepoint",
+            "struct {\n\t__uint(type, BPF_MAP_TYPE_HASH);\n\t__uint(max_entries, 64);\n\t__type(key, u32);\n\t__type(value, u64);\n} seen SEC(\".maps\");\n\nSEC(\"tracepoint",
+        );
+        check_refused(
+            &[
+                ("x.bpf.c", &two),
+                ("x.c", &loader("bpf_object__next_map(obj, NULL)")),
+            ],
+            Rule::UnresolvedMap,
+            "x.bpf.c defines 2 maps",
+        );
     }
 
     #[test]

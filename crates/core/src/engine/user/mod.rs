@@ -34,6 +34,7 @@ mod syntax;
 use std::collections::HashSet;
 
 pub use lost_counter::MAP_SUFFIX as LOST_MAP_SUFFIX;
+pub use maps::FIRST_MAP;
 
 use super::context::{Analysis, CpuUse, Ctx, Report};
 use crate::lang::NodeExt;

@@ -6,7 +6,7 @@ use tree_sitter::Node;
 
 use super::super::context::{Analysis, Consumer, Ctx, Report};
 use super::super::options::Lost;
-use super::maps::{map_other_uses, resolve_map};
+use super::maps::{FIRST_MAP, map_other_uses, resolve_map};
 use super::{SampleCallback, State, lost_counter, null_checks, opts, pages};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
@@ -40,8 +40,7 @@ pub(super) fn new_site(cx: &mut Ctx, st: &mut State, call: Node, out: &mut Analy
     else {
         return;
     };
-    let fd = src[args[0].0..args[0].1].to_string();
-    let Some(map) = map_of(cx, call, &fd, args[0].0) else {
+    let Some((map, fd)) = map_of(cx, call, args[0]) else {
         return;
     };
     if !c::is_ident(&sample) {
@@ -185,20 +184,58 @@ fn callbacks_of(
     }
 }
 
-/// The map the fd argument reads, with any other use of it in the loader refused; None
-/// (after a refusal) when it cannot be told.
-fn map_of(cx: &mut Ctx, call: Node, fd: &str, fd_at: usize) -> Option<String> {
-    let Some((map, fd_spans)) = resolve_map(cx, fd, fd_at, call, 0) else {
+/// The map the fd argument at `fd_at` reads, with any other use of it in the loader refused,
+/// and the argument's text for the new call; None (after a refusal) when it cannot be told.
+fn map_of(cx: &mut Ctx, call: Node, fd_at: (usize, usize)) -> Option<(String, String)> {
+    let src = cx.src();
+    let fd = &src[fd_at.0..fd_at.1];
+    let Some((map, fd_spans)) = resolve_map(cx, fd, fd_at.0, call, 0) else {
         cx.report(
-            fd_at,
+            fd_at.0,
             Rule::UnresolvedMap,
             format!("cannot tell which map `{fd}` refers to"),
-            "bpf-migrate follows skel->maps.NAME, bpf_object__find_map_fd_by_name(obj, \"NAME\") and variables set from them in the same file",
+            "bpf-migrate follows skel->maps.NAME, bpf_object__find_map_fd_by_name(obj, \"NAME\"), the first map of a one-map object (bpf_object__next_map(obj, NULL)) and variables set from them in the same file",
         );
         return None;
     };
-    map_other_uses(cx, &map, &fd_spans);
-    Some(map)
+    let mut fd = fd.to_string();
+    if map == FIRST_MAP {
+        if let Some((s, e, text)) = by_name(cx, fd_spans[0]) {
+            if s >= fd_at.0 && e <= fd_at.1 {
+                // In the argument itself, which the new call's text carries.
+                fd.replace_range(s - fd_at.0..e - fd_at.0, &text);
+            } else {
+                cx.edits
+                    .push(Edit::replace(s, e, text, Rule::PerfBufferNew));
+            }
+        }
+    } else {
+        map_other_uses(cx, &map, &fd_spans);
+    }
+    Some((map, fd))
+}
+
+/// `bpf_object__next_map(obj, NULL)` (or `bpf_map__next(NULL, obj)`) at `span` finds the map
+/// by the name linking gives it (`link::first_maps`): the migrated program may define more
+/// maps (a lost counter, a packet's scratch buffer), and which comes first is clang's choice.
+fn by_name(cx: &Ctx, span: (usize, usize)) -> Option<(usize, usize, String)> {
+    let src = cx.src();
+    let found = cx.of_kind("call_expression").iter().find_map(|&n| {
+        let within = n.start_byte() >= span.0 && n.end_byte() <= span.1;
+        let obj = match c::call_name(n, src) {
+            Some("bpf_object__next_map") => 0,
+            Some("bpf_map__next") => 1,
+            _ => return None,
+        };
+        let &(os, oe) = c::arg_spans(n).get(obj).filter(|_| within)?;
+        Some((n.start_byte(), n.end_byte(), &src[os..oe]))
+    });
+    let (s, e, obj) = found?;
+    Some((
+        s,
+        e,
+        format!("bpf_object__find_map_by_name({obj}, \"{FIRST_MAP}\")"),
+    ))
 }
 
 /// The expression the new buffer is stored in: `pb` in `pb = perf_buffer__new(...)`.
