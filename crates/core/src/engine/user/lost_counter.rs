@@ -51,17 +51,11 @@ pub(super) fn watch(
             "the ring's map is found as the object's first (`bpf_object__next_map(obj, NULL)`), not by a name beside which its counter could be found".to_string(),
         );
     }
-    // The fd itself names the map, or a variable does that was set to one that does, in
-    // the same function (`int fd = bpf_object__find_map_fd_by_name(obj, "events");`): that
-    // expression, naming the counter, is evaluated where the buffer is made.
-    let named = counter_fd(src, fd, map).or_else(|| {
-        let var = &src[fd.0..fd.1];
-        c::is_ident(var)
-            .then(|| super::maps::value_span(cx, var, call))
-            .flatten()
-            .and_then(|v| counter_fd(src, v, map))
-            .filter(|e| side_effect_free_call(e))
-    });
+    // The fd itself names the map, or a variable in it does that was set to one that does,
+    // in the same function (`int fd = bpf_object__find_map_fd_by_name(obj, "events");`, or
+    // `m = skel->maps.events;` read as `bpf_map__fd(m)`): that expression, naming the
+    // counter, is evaluated where the buffer is made.
+    let named = counter_fd(src, fd, map).or_else(|| through_variable(cx, fd, map, call));
     let Some(counter_fd) = named else {
         return Err(format!(
             "the counter map can be named only beside a ring named where the buffer is made (`bpf_map__fd(skel->maps.{map})` or `bpf_object__find_map_fd_by_name(obj, \"{map}\")`), not through `{}`",
@@ -163,6 +157,31 @@ fn counter_fd(src: &str, fd: (usize, usize), map: &str) -> Option<String> {
         &src[fd.0..s],
         &src[e..fd.1]
     ))
+}
+
+/// The counter's fd for an `fd` whose one variable (`map_fd`, or `m` in `bpf_map__fd(m)`)
+/// holds, at `call`, an expression naming `map` with nothing but map lookups: `fd` with the
+/// variable replaced by that expression naming the counter.
+fn through_variable(cx: &Ctx, fd: (usize, usize), map: &str, call: Node) -> Option<String> {
+    let src = cx.src();
+    let toks = c::lex(src, fd.0..fd.1);
+    let vars: Vec<(usize, usize)> = toks
+        .iter()
+        .enumerate()
+        .filter(|&(k, &(t, _, _))| {
+            t == Tok::Ident
+                && !matches!(toks.get(k + 1), Some((Tok::Punct(b'('), _, _)))
+                && !(k >= 1 && matches!(toks[k - 1].0, Tok::Punct(b'.') | Tok::Punct(b'>')))
+        })
+        .map(|(_, &(_, s, e))| (s, e))
+        .collect();
+    let [(s, e)] = vars[..] else { return None };
+    if !side_effect_free_call(&src[fd.0..fd.1]) {
+        return None;
+    }
+    let value = super::maps::value_span(cx, &src[s..e], call)?;
+    let counter = counter_fd(src, value, map).filter(|e| side_effect_free_call(e))?;
+    Some(format!("{}{counter}{}", &src[fd.0..s], &src[e..fd.1]))
 }
 
 /// `ctx` only names or takes the address of something: no call, assignment or increment.
@@ -287,6 +306,9 @@ static struct ring_buffer *lost_counter__watch(struct lost_counter *lc, int fd,
 					       void (*cb)(void *ctx, int cpu, __u64 cnt),
 					       void *ctx, struct ring_buffer *rb)
 {
+	/* A ring that could not be made leaves errno as ring_buffer__new() set it. */
+	if (!rb)
+		return NULL;
 	lc->fd = fd;
 	lc->ncpus = libbpf_num_possible_cpus();
 	lc->cb = cb;
@@ -390,6 +412,18 @@ mod tests {
         );
         assert!(!refused);
         assert!(c.contains("lost_counter__watch(&events_lost_counter,\n\t\tbpf_object__find_map_fd_by_name(skel->obj, \"events_lost\"), handle_lost, NULL,\n\t\tring_buffer__new(map_fd, handle_event, NULL, NULL));"), "{c}");
+    }
+
+    #[test]
+    fn a_map_variable_set_in_the_function_names_the_counter() {
+        // ksnoop's form: the map held in a variable, its fd taken where the buffer is made.
+        let (c, _, refused) = migrate(
+            BPF,
+            "",
+            "\tstruct bpf_map *perf_map;\n\n\tperf_map = skel->maps.events;\n\tpb = perf_buffer__new(bpf_map__fd(perf_map), 8, handle_event, handle_lost, NULL, NULL);\n",
+        );
+        assert!(!refused, "{c}");
+        assert!(c.contains("lost_counter__watch(&events_lost_counter,\n\t\tbpf_map__fd(skel->maps.events_lost), handle_lost, NULL,\n\t\tring_buffer__new(bpf_map__fd(perf_map), handle_event, NULL, NULL));"), "{c}");
     }
 
     #[test]
