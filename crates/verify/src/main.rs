@@ -33,8 +33,8 @@ struct VerifyArgs {
     /// libraries).
     #[arg(long)]
     workload: Option<String>,
-    /// Seconds the guest may run, besides waiting for the tools to start (up to 60 s, and
-    /// 120 s more for each BCC tool).
+    /// Seconds the guest may run, besides waiting for the tools to start (up to 60 s, 3 s
+    /// more for each process of a C or Rust tool, 120 s more for each of a BCC tool).
     #[arg(long, default_value_t = 120)]
     timeout: u64,
     /// Include directory for the BPF build.

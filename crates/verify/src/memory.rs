@@ -15,6 +15,11 @@ pub fn guest_mib(base: u64, map_bytes: u64) -> u64 {
     (base + maps).min(MAX_MIB)
 }
 
+/// What one process of a C or Rust tool takes: libbpf parses the kernel's BTF (bpftool's
+/// dump of Debian 6.1's 5.2 MB BTF peaks at 13 MiB), and trace helpers read kallsyms. A boot
+/// of 16 libbpf-tools (48 processes) without it stalled short of memory.
+pub const TOOL_MIB: u64 = 20;
+
 /// Above this, the guest's maps do not fit this tool's budget anyway.
 const MAX_MIB: u64 = 16 << 10;
 
