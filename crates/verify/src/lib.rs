@@ -1116,7 +1116,17 @@ fn judge_tool(
                 r.tool_skipped = Some("the guest agent reported no run of the tool".into());
                 return;
             };
-            let t = tool::judge(a, b, n, in_order, lost_kept);
+            // What the original's program delivered to the agent, for a difference in a
+            // value no event carried.
+            let events: Vec<&[u8]> = result
+                .objects
+                .iter()
+                .filter(|o| o.id == format!("p{k}/orig-1"))
+                .flat_map(|o| &o.maps)
+                .flat_map(|m| &m.records)
+                .map(Vec::as_slice)
+                .collect();
+            let t = tool::judge(a, b, n, in_order, lost_kept, &events);
             r.worsen(&t.verdict);
             r.tool = Some(t);
         }

@@ -668,6 +668,7 @@ pub fn judge(
     new: &ToolRun,
     in_order: bool,
     lost_kept: bool,
+    events: &[&[u8]],
 ) -> ToolReport {
     let (mut o1, mut o2, mut n) = (output_of(orig), output_of(second), output_of(new));
     let (l1, l2, ln) = (
@@ -837,10 +838,16 @@ pub fn judge(
             l1[0]
         )
     });
-    let finding = finding
-        .or(during.finding)
-        .or(summary_kept(&o1.after, &o2.after, &n.after, &mut kept))
-        .or(lost_report);
+    let summary = summary_kept(&o1.after, &o2.after, &n.after, &mut kept);
+    // Every difference is one word whose value no event carried: read when printing.
+    let uncarried = (finding.is_none() && summary.is_none() && lost_report.is_none())
+        .then_some(during.words.as_ref())
+        .flatten()
+        .filter(|w| {
+            !events.is_empty() && !w.is_empty() && w.iter().all(|(a, b)| !carried(a, b, events))
+        })
+        .map(|w| w[0].clone());
+    let finding = finding.or(during.finding).or(summary).or(lost_report);
     if loss_reports.is_none() && o1.during.is_empty() && o2.during.is_empty() && n.during.is_empty()
     {
         return report(
@@ -867,6 +874,15 @@ pub fn judge(
             format!(
                 "the original reported lost events in both runs (`{}`), the migrated tool did not: its ring may have held every record (with a smaller --ringbuf-size it drops records too, and must say so)",
                 l1[0]
+            ),
+        );
+    }
+    if let (Some(f), Some((a, b))) = (&finding, uncarried) {
+        return report(
+            Verdict::Inconclusive,
+            &lines,
+            format!(
+                "{f}; `{a}` against `{b}` is no value of the events the original's program delivered, so the tool read it when printing (a load average, a clock), which one run of each cannot tell from noise"
             ),
         );
     }
@@ -1040,15 +1056,70 @@ fn jitter(a: &str, b: &str) -> bool {
 struct Compared {
     matched: usize,
     finding: Option<String>,
+    /// The words that differ, the original's and the migrated tool's, one pair for each line
+    /// that differs in one word of lines of one shape; None when a difference is of another
+    /// kind (a line missing, more words, several columns).
+    words: Option<Vec<(String, String)>>,
+}
+
+impl Compared {
+    /// Records that `a` and `b` differ first in column `col` (1-based).
+    fn differing(&mut self, a: &str, b: &str, col: usize) {
+        let (wa, wb) = (words(a), words(b));
+        let one = wa.len() == wb.len()
+            && (0..wa.len()).filter(|&i| wa[i] != wb[i]).count() == 1
+            && wa[col - 1] != wb[col - 1];
+        match (&mut self.words, one) {
+            (Some(w), true) => w.push((wa[col - 1].to_string(), wb[col - 1].to_string())),
+            _ => self.words = None,
+        }
+    }
+}
+
+/// Whether a number of `orig` that differs in `new` (the same word of one line, as each
+/// printed it) is among the `events`' bytes: as a 4- or 8-byte integer, or as text. A value
+/// no event carried was read from the system when the line was printed (the load average
+/// oomkill prints): one run of each cannot tell it from noise.
+fn carried(orig: &str, new: &str, events: &[&[u8]]) -> bool {
+    let numbers = |w: &str| -> Vec<String> {
+        w.split(|c: char| !c.is_ascii_digit())
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let (a, b) = (numbers(orig), numbers(new));
+    if a.len() != b.len() || a.is_empty() || orig.contains("0x") {
+        return true;
+    }
+    a.iter().zip(&b).filter(|(x, y)| x != y).any(|(x, _)| {
+        let Ok(v) = x.parse::<u64>() else {
+            return true;
+        };
+        let mut needles = vec![v.to_le_bytes().to_vec(), x.as_bytes().to_vec()];
+        if let Ok(v) = u32::try_from(v) {
+            needles.push(v.to_le_bytes().to_vec());
+        }
+        events.iter().any(|e| {
+            needles
+                .iter()
+                .any(|n| e.windows(n.len()).any(|w| w == n.as_slice()))
+        })
+    })
 }
 
 fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared {
     let mut matched = 0;
     let mut finding = None;
+    let mut c = Compared {
+        matched: 0,
+        finding: None,
+        words: Some(Vec::new()),
+    };
     for (i, (a, b)) in orig.iter().zip(new).enumerate() {
         match noise.differs(a, b) {
             None => matched += 1,
             Some(col) => {
+                c.differing(a, b, col);
                 finding.get_or_insert_with(|| {
                     format!(
                         "line {} of the workload's output, column {col}: the original printed `{a}`, the migrated tool `{b}`",
@@ -1078,8 +1149,13 @@ fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared 
             new.len(),
             k + 1
         ));
+        c.words = None;
     }
-    Compared { matched, finding }
+    Compared {
+        matched,
+        finding,
+        ..c
+    }
 }
 
 fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compared {
@@ -1110,6 +1186,29 @@ fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compa
     let mut left: Vec<(usize, &String)> = buckets.into_values().flatten().collect();
     left.sort_unstable();
     let left: Vec<&String> = left.into_iter().map(|(_, l)| l).collect();
+    let mut c = Compared {
+        matched,
+        finding: None,
+        words: (missing.len() == left.len()).then(Vec::new),
+    };
+    // Each missing line against the migrated line left that is closest to it.
+    let mut unpaired: Vec<&String> = left.clone();
+    for l in &missing {
+        let w = words(l);
+        let closest = unpaired
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| words(x).len() == w.len())
+            .max_by_key(|(_, x)| words(x).iter().zip(&w).filter(|(a, b)| a == b).count())
+            .and_then(|(i, x)| noise.differs(l, x).map(|col| (i, col)));
+        match closest {
+            Some((i, col)) => {
+                c.differing(l, unpaired[i], col);
+                unpaired.remove(i);
+            }
+            None => c.words = None,
+        }
+    }
     let finding = match (missing.first(), left.first()) {
         (Some(l), _) => {
             // Name the column against the closest line the migrated tool printed instead.
@@ -1134,7 +1233,7 @@ fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compa
         )),
         (None, None) => None,
     };
-    Compared { matched, finding }
+    Compared { finding, ..c }
 }
 
 #[cfg(test)]
@@ -1253,7 +1352,7 @@ mod tests {
             &format!("{HEAD}10:00:03 init   7    0.119\n10:00:03 init   8    0.299\n"),
             "10:",
         );
-        let r = judge(&a, &b, &same, true, true);
+        let r = judge(&a, &b, &same, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Equivalent, "{r:?}");
         assert_eq!(r.lines.matched, 2, "the workload's lines");
         // A PID column is not noise: the three runs saw the same processes.
@@ -1261,7 +1360,7 @@ mod tests {
             &format!("{HEAD}10:00:03 init   7    0.119\n10:00:03 init   0    0.299\n"),
             "10:",
         );
-        let r = judge(&a, &b, &wrong, true, true);
+        let r = judge(&a, &b, &wrong, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         let f = r.finding.unwrap();
         assert!(f.contains("line 2") && f.contains("column 3"), "{f}");
@@ -1290,12 +1389,24 @@ mod tests {
         assert!(!jitter("init", "inet"));
         let a = run("init 7 (192ms)\n", "init");
         let b = run("init 7 (193ms)\n", "init");
-        assert_eq!(judge(&a, &a, &b, true, true).verdict, Verdict::Equivalent);
-        assert_eq!(judge(&a, &a, &b, false, true).verdict, Verdict::Equivalent);
+        assert_eq!(
+            judge(&a, &a, &b, true, true, &[]).verdict,
+            Verdict::Equivalent
+        );
+        assert_eq!(
+            judge(&a, &a, &b, false, true, &[]).verdict,
+            Verdict::Equivalent
+        );
         // As multisets too: a measured value far off is no jitter.
         let far = run("init 7 (900ms)\n", "init");
-        assert_eq!(judge(&a, &a, &far, false, true).verdict, Verdict::Different);
-        assert_eq!(judge(&a, &a, &far, true, true).verdict, Verdict::Different);
+        assert_eq!(
+            judge(&a, &a, &far, false, true, &[]).verdict,
+            Verdict::Different
+        );
+        assert_eq!(
+            judge(&a, &a, &far, true, true, &[]).verdict,
+            Verdict::Different
+        );
     }
 
     #[test]
@@ -1316,9 +1427,12 @@ mod tests {
             "1 init",
         );
         let n = run("PID COMM PATH\n1 init /etc\nSUMMARY\ntotal 1\n", "1 init");
-        assert_eq!(judge(&a, &a, &n, true, true).verdict, Verdict::Equivalent);
+        assert_eq!(
+            judge(&a, &a, &n, true, true, &[]).verdict,
+            Verdict::Equivalent
+        );
         let bad_head = run("PID COMM\n1 init /etc\nSUMMARY\ntotal 1\n", "1 init");
-        let r = judge(&a, &a, &bad_head, true, true);
+        let r = judge(&a, &a, &bad_head, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("header"));
     }
@@ -1327,11 +1441,11 @@ mod tests {
     fn a_missing_header_or_line_is_a_difference() {
         let a = run(&format!("{HEAD}x 1\ny 2\n"), "x");
         let no_head = run("x 1\ny 2\n", "x");
-        let r = judge(&a, &a, &no_head, true, true);
+        let r = judge(&a, &a, &no_head, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("header"));
         let short = run(&format!("{HEAD}x 1\n"), "x");
-        let r = judge(&a, &a, &short, true, true);
+        let r = judge(&a, &a, &short, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("did not print `y 2`"));
     }
@@ -1342,11 +1456,11 @@ mod tests {
         let b = run("a 1\nSUMMARY\ntotal 1\nseen 9\n", "a");
         let same = run("a 1\nSUMMARY\ntotal 1\n", "a");
         assert_eq!(
-            judge(&a, &b, &same, true, true).verdict,
+            judge(&a, &b, &same, true, true, &[]).verdict,
             Verdict::Equivalent
         );
         let lost = run("a 1\nSUMMARY\n", "a");
-        let r = judge(&a, &b, &lost, true, true);
+        let r = judge(&a, &b, &lost, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("`total 1` when stopped"));
     }
@@ -1357,7 +1471,7 @@ mod tests {
         let a = run("10:01 init 7\nEXEC 92 /init a\n", "10:");
         let b = run("10:02 init 7\nEXEC 92 /init a\n", "10:");
         let wrong = run("10:03 init 7\nEXEC 0 /init a\n", "10:");
-        let r = judge(&a, &b, &wrong, true, true);
+        let r = judge(&a, &b, &wrong, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Different, "{r:?}");
         assert!(r.finding.unwrap().contains("column 2"));
     }
@@ -1376,9 +1490,12 @@ mod tests {
         let a = run("EXEC 92 /init\nEXIT 92 code=0\nEXEC 93 /init\n", "EXEC");
         let b = run("EXIT 92 code=0\nEXEC 92 /init\nEXEC 93 /init\n", "EXIT");
         let n = run("EXEC 92 /init\nEXEC 93 /init\nEXIT 92 code=0\n", "EXEC");
-        assert_eq!(judge(&a, &b, &n, true, true).verdict, Verdict::Equivalent);
+        assert_eq!(
+            judge(&a, &b, &n, true, true, &[]).verdict,
+            Verdict::Equivalent
+        );
         let wrong = run("EXEC 92 /init\nEXEC 93 /init\nEXIT 92 code=1\n", "EXEC");
-        let r = judge(&a, &b, &wrong, true, true);
+        let r = judge(&a, &b, &wrong, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         let f = r.finding.unwrap();
         assert!(f.contains("`EXIT 92 code=1`, differs in column 3"), "{f}");
@@ -1389,11 +1506,11 @@ mod tests {
         let a = run("a 1\nb 2\n", "a");
         let swapped = run("b 2\na 1\n", "b");
         assert_eq!(
-            judge(&a, &a, &swapped, false, true).verdict,
+            judge(&a, &a, &swapped, false, true, &[]).verdict,
             Verdict::Equivalent
         );
         // In order first; the same lines in another order are equivalent, and said so.
-        let r = judge(&a, &a, &swapped, true, true);
+        let r = judge(&a, &a, &swapped, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Equivalent);
         assert!(r.finding.unwrap().contains("another order"));
     }
@@ -1404,7 +1521,7 @@ mod tests {
         a.ready = false;
         a.exit_code = Some(64);
         a.stderr = "Usage: tool PID\n".into();
-        let r = judge(&a, &a, &a, true, true);
+        let r = judge(&a, &a, &a, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         let f = r.finding.unwrap();
         assert!(f.contains("--args") && f.contains("Usage: tool PID"), "{f}");
@@ -1427,24 +1544,24 @@ mod tests {
             "e 1",
         );
         let n = run(&format!("{HEAD}e 1\ne 2\nlost 90 events on CPU 1\n"), "e 1");
-        let r = judge(&a, &b, &n, true, true);
+        let r = judge(&a, &b, &n, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Equivalent, "{:?}", r.finding);
         let l = r.loss_reports.unwrap();
         assert_eq!((l.original, l.second_run, l.migrated), (1, 2, 1));
         assert_eq!((r.lines.original, r.lines.matched), (2, 2));
         let silent = run(&format!("{HEAD}e 1\ne 2\n"), "e 1");
         // The callback dropped: the reports are gone.
-        let r = judge(&a, &b, &silent, true, false);
+        let r = judge(&a, &b, &silent, true, false, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("never did"));
         // Kept: the ring may have lost nothing.
-        let r = judge(&a, &b, &silent, true, true);
+        let r = judge(&a, &b, &silent, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         assert!(r.finding.unwrap().contains("--ringbuf-size"));
         // Nothing but loss reports is not silence.
         let only = run(&format!("{HEAD}lost 5 events on CPU 0\n"), "lost");
         assert_eq!(
-            judge(&only, &only, &only, true, true).verdict,
+            judge(&only, &only, &only, true, true, &[]).verdict,
             Verdict::Equivalent
         );
     }
@@ -1453,11 +1570,14 @@ mod tests {
     fn silence_and_unstable_originals_are_inconclusive() {
         // Only the header, before the workload.
         let quiet = run(HEAD, "\n");
-        let r = judge(&quiet, &quiet, &quiet, true, true);
+        let r = judge(&quiet, &quiet, &quiet, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         let a = run("a 1\n", "a");
         let b = run("a 1\nb 2\n", "a");
-        assert_eq!(judge(&a, &b, &a, true, true).verdict, Verdict::Inconclusive);
+        assert_eq!(
+            judge(&a, &b, &a, true, true, &[]).verdict,
+            Verdict::Inconclusive
+        );
     }
 
     #[test]
@@ -1469,7 +1589,7 @@ mod tests {
         busy.ready = false;
         busy.exit_code = Some(1);
         busy.stderr = "failed to attach to lo: Device or resource busy\n".into();
-        let r = judge(&a, &busy, &busy, true, true);
+        let r = judge(&a, &busy, &busy, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         let f = r.finding.unwrap();
         assert!(
@@ -1478,7 +1598,10 @@ mod tests {
             "{f}"
         );
         // The second run started: a migrated tool that does not is still a difference.
-        assert_eq!(judge(&a, &a, &busy, true, true).verdict, Verdict::Different);
+        assert_eq!(
+            judge(&a, &a, &busy, true, true, &[]).verdict,
+            Verdict::Different
+        );
     }
 
     #[test]
@@ -1488,7 +1611,7 @@ mod tests {
         n.ready = false;
         n.exit_code = Some(1);
         n.stderr = "libbpf: map 'seen': failed to create: Cannot allocate memory(-12)\n".into();
-        let r = judge(&a, &a, &n, true, true);
+        let r = judge(&a, &a, &n, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         assert!(r.finding.unwrap().contains("out of memory"));
     }
@@ -1499,12 +1622,12 @@ mod tests {
         // its stdio buffer depends on where a newline byte fell in the records.
         let quiet = run(HEAD, "\n");
         let raw = run(&format!("{HEAD}\u{1}\0\0\0init\0\0\n"), "\u{1}");
-        let r = judge(&quiet, &quiet, &raw, true, true);
+        let r = judge(&quiet, &quiet, &raw, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         let f = r.finding.unwrap();
         assert!(f.contains("the migrated tool wrote binary data"), "{f}");
         assert_eq!(
-            judge(&raw, &quiet, &quiet, true, true).verdict,
+            judge(&raw, &quiet, &quiet, true, true, &[]).verdict,
             Verdict::Inconclusive
         );
     }
@@ -1515,13 +1638,58 @@ mod tests {
         let mut n = run("", "");
         n.ready = false;
         n.still_starting = true;
-        let r = judge(&a, &a, &n, true, true);
+        let r = judge(&a, &a, &n, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         assert!(r.finding.unwrap().contains("still starting"));
         // One that never polled and exited is a difference.
         n.still_starting = false;
         n.exit_code = Some(1);
-        assert_eq!(judge(&a, &a, &n, true, true).verdict, Verdict::Different);
+        assert_eq!(
+            judge(&a, &a, &n, true, true, &[]).verdict,
+            Verdict::Different
+        );
+    }
+
+    #[test]
+    fn a_value_no_event_carried_is_inconclusive_not_different() {
+        // oomkill prints the load average it reads when printing: the two originals read
+        // `12/138`, the migrated tool `10/138` a moment later.
+        let line = |n: &str| {
+            format!(
+                "Triggered by PID 231 (\"init\"), OOM kill of PID 231 (\"init\"), 4096 pages, loadavg: 7.49 4.22 1.78 {n}/138 231\n"
+            )
+        };
+        let (a, n) = (run(&line("12"), ""), run(&line("10"), ""));
+        let mut event = Vec::new();
+        event.extend_from_slice(&231u32.to_le_bytes());
+        event.extend_from_slice(&231u32.to_le_bytes());
+        event.extend_from_slice(&4096u64.to_le_bytes());
+        event.extend_from_slice(b"init\0\0\0\0");
+        let r = judge(&a, &a, &n, true, true, &[&event]);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+        assert!(r.finding.unwrap().contains("`12/138` against `10/138`"));
+        // A value the event carried, printed otherwise, is a difference (a callback reading
+        // the wrong field), and so is one next to another difference.
+        let pid = |p: &str| {
+            format!(
+                "Triggered by PID {p} (\"init\"), OOM kill of PID 231 (\"init\"), 4096 pages, loadavg: 7.49 4.22 1.78 12/138 231\n"
+            )
+        };
+        let wrong = run(&pid("232"), "");
+        assert_eq!(
+            judge(&a, &a, &wrong, true, true, &[&event]).verdict,
+            Verdict::Different
+        );
+        let both = run(&pid("232").replace("12/138", "10/138"), "");
+        assert_eq!(
+            judge(&a, &a, &both, true, true, &[&event]).verdict,
+            Verdict::Different
+        );
+        // Without events (a BCC tool) nothing tells: a difference.
+        assert_eq!(
+            judge(&a, &a, &n, true, true, &[]).verdict,
+            Verdict::Different
+        );
     }
 
     #[test]
@@ -1530,12 +1698,15 @@ mod tests {
         let mut n = run("a 1\n", "a");
         n.exit_code = Some(1);
         n.stderr = "ring_buffer__poll: -22\n".into();
-        let r = judge(&a, &a, &n, true, true);
+        let r = judge(&a, &a, &n, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("-22"));
         // Stopped during the workload, when the original was not.
         n.exited_early = true;
-        assert_eq!(judge(&a, &a, &n, true, true).verdict, Verdict::Different);
+        assert_eq!(
+            judge(&a, &a, &n, true, true, &[]).verdict,
+            Verdict::Different
+        );
     }
 
     #[test]
@@ -1545,13 +1716,19 @@ mod tests {
         let mut a = run("a 1\n", "a");
         a.exit_code = Some(1);
         let n = run("a 1\n", "a");
-        assert_eq!(judge(&a, &a, &n, true, true).verdict, Verdict::Equivalent);
+        assert_eq!(
+            judge(&a, &a, &n, true, true, &[]).verdict,
+            Verdict::Equivalent
+        );
         // The reverse, with the interruption said.
         let o = run("a 1\n", "a");
         let mut m = run("a 1\n", "a");
         m.exit_code = Some(1);
         m.stderr = "Error: Interrupted system call (os error 4)\n".into();
-        assert_eq!(judge(&o, &o, &m, true, true).verdict, Verdict::Equivalent);
+        assert_eq!(
+            judge(&o, &o, &m, true, true, &[]).verdict,
+            Verdict::Equivalent
+        );
     }
 
     #[test]
