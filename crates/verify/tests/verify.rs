@@ -183,6 +183,7 @@ fn migrated_fixtures_verify_equivalent() {
         "sync",
         "shm",
         "threads",
+        "readline",
     ] {
         assert!(steps.contains(&step), "{step}: {verdict}");
     }

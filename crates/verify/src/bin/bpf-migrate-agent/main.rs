@@ -291,6 +291,15 @@ fn attach_program(p: &libbpf_rs::ProgramMut, links: &mut Vec<Link>) -> Attach {
             Err(e) => Attach::Error(e),
         };
     }
+    if let Some((retprobe, func)) = unbound_uprobe(&p.section().to_string_lossy()) {
+        return match attach_unbound_uprobe(p, retprobe, func) {
+            Ok(l) => {
+                links.push(l);
+                Attach::Ok
+            }
+            Err(e) => Attach::Error(e),
+        };
+    }
     take_log();
     match p.attach() {
         Ok(l) => {
@@ -299,6 +308,49 @@ fn attach_program(p: &libbpf_rs::ProgramMut, links: &mut Vec<Link>) -> Attach {
         }
         Err(e) => Attach::Error(format!("{e:#} {}", take_log())),
     }
+}
+
+/// A uprobe section that names a function but no file (`uretprobe/readline`): the tool's
+/// loader finds the file at run time (bash, libc), which libbpf cannot. Whether it returns,
+/// and the function.
+fn unbound_uprobe(section: &str) -> Option<(bool, String)> {
+    let (retprobe, rest) = match section.strip_prefix("uretprobe") {
+        Some(r) => (true, r),
+        None => (false, section.strip_prefix("uprobe")?),
+    };
+    let func = rest.strip_prefix(".s").unwrap_or(rest).strip_prefix('/')?;
+    let plain = !func.is_empty()
+        && func
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@'));
+    plain.then(|| (retprobe, func.to_string()))
+}
+
+/// Attaches an unbound uprobe to its function in the first of the guest's files the workload
+/// runs that defines it (libc, then bash), as the tool's loader would on a user's machine.
+fn attach_unbound_uprobe(
+    p: &libbpf_rs::ProgramMut,
+    retprobe: bool,
+    func: String,
+) -> Result<Link, String> {
+    let files = tools::guest_probed_files();
+    let mut errors = Vec::new();
+    for f in &files {
+        take_log();
+        let opts = libbpf_rs::UprobeOpts {
+            retprobe,
+            func_name: Some(func.clone()),
+            ..Default::default()
+        };
+        match p.attach_uprobe_with_opts(-1, f, 0, opts) {
+            Ok(l) => return Ok(l),
+            Err(e) => errors.push(format!("{f}: {e:#} {}", take_log())),
+        }
+    }
+    Err(format!(
+        "the section names no file for `{func}`, and none the workload runs defines it ({})",
+        errors.join("; ")
+    ))
 }
 
 type Sink = Rc<RefCell<Vec<Vec<u8>>>>;
@@ -809,5 +861,27 @@ impl Serial {
             }
             None => eprintln!("{line}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unbound_uprobe;
+
+    #[test]
+    fn a_uprobe_section_without_a_file_names_its_function() {
+        assert_eq!(
+            unbound_uprobe("uretprobe/readline"),
+            Some((true, "readline".into()))
+        );
+        assert_eq!(
+            unbound_uprobe("uprobe.s/getaddrinfo"),
+            Some((false, "getaddrinfo".into()))
+        );
+        // A file named, or no function: libbpf's own attach, or the loader's alone.
+        assert_eq!(unbound_uprobe("uprobe//bin/bash:readline"), None);
+        assert_eq!(unbound_uprobe("uretprobe"), None);
+        assert_eq!(unbound_uprobe("uprobe.multi/libc.so.6:*"), None);
+        assert_eq!(unbound_uprobe("kprobe/readline"), None);
     }
 }

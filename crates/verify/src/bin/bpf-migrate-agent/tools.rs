@@ -85,8 +85,9 @@ pub fn mount_host_root(h: &HostRoot) -> Result<(), String> {
 }
 
 /// The guest's own files that the workload runs and tools put uprobes on: the libc the agent
-/// maps (from its own memory map) and bash.
-fn guest_probed_files() -> Vec<String> {
+/// maps (from its own memory map) and bash. The agent attaches a uprobe section that names no
+/// file to the first that defines its function (`attach_unbound_uprobe`).
+pub fn guest_probed_files() -> Vec<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     let libc = maps
         .lines()
