@@ -14,6 +14,9 @@ pub struct Layout {
     pub size: usize,
     /// (name, byte offset, size), in offset order.
     pub fields: Vec<(String, usize, usize)>,
+    /// The (byte offset, size) of the members that are `char` arrays: strings, whose bytes
+    /// past the terminating NUL no reader of a C string sees.
+    pub strings: Vec<(usize, usize)>,
 }
 
 impl Layout {
@@ -23,6 +26,16 @@ impl Layout {
             .iter()
             .find(|(_, o, s)| off >= *o && off < o + s)
     }
+}
+
+/// Whether `t` is an array of `char`.
+fn is_char_array(t: BtfType) -> bool {
+    let t = t.skip_mods_and_typedefs();
+    t.kind() == BtfKind::Array
+        && types::Array::try_from(t).is_ok_and(|a| {
+            let e = a.contained_type().skip_mods_and_typedefs();
+            e.kind() == BtfKind::Int && e.name().is_some_and(|n| n == "char")
+        })
 }
 
 fn size_of(t: BtfType) -> Option<usize> {
@@ -62,15 +75,17 @@ pub fn layout_for(obj: &Path, len: usize) -> Option<Layout> {
     }
     let (name, s) = pick(exact).or_else(|| pick(larger))?;
     let mut fields = Vec::new();
+    let mut strings = Vec::new();
     for m in s.iter() {
         let off = match m.attr {
             MemberAttr::Normal { offset } => offset as usize / 8,
             MemberAttr::BitField { offset, .. } => offset as usize / 8,
         };
-        let size = btf
-            .type_by_id::<BtfType>(m.ty)
-            .and_then(size_of)
-            .unwrap_or(0);
+        let ty = btf.type_by_id::<BtfType>(m.ty);
+        let size = ty.and_then(size_of).unwrap_or(0);
+        if ty.is_some_and(is_char_array) {
+            strings.push((off, size));
+        }
         let fname = m
             .name
             .map(|n| n.to_string_lossy().into_owned())
@@ -81,6 +96,7 @@ pub fn layout_for(obj: &Path, len: usize) -> Option<Layout> {
         name,
         size: s.size(),
         fields,
+        strings,
     })
 }
 
@@ -108,16 +124,18 @@ pub fn layout_named(obj: &Path, name: &str) -> Option<Layout> {
         .type_by_kind::<types::Struct>()
         .find(|s| s.name().is_some_and(|n| n == name))?;
     let mut fields = Vec::new();
+    let mut strings = Vec::new();
     for m in s.iter() {
         let off = match m.attr {
             MemberAttr::Normal { offset } | MemberAttr::BitField { offset, .. } => {
                 offset as usize / 8
             }
         };
-        let size = btf
-            .type_by_id::<BtfType>(m.ty)
-            .and_then(size_of)
-            .unwrap_or(0);
+        let ty = btf.type_by_id::<BtfType>(m.ty);
+        let size = ty.and_then(size_of).unwrap_or(0);
+        if ty.is_some_and(is_char_array) {
+            strings.push((off, size));
+        }
         fields.push((
             m.name
                 .map(|n| n.to_string_lossy().into_owned())
@@ -130,12 +148,14 @@ pub fn layout_named(obj: &Path, name: &str) -> Option<Layout> {
         name: name.to_string(),
         size: s.size(),
         fields,
+        strings,
     })
 }
 
 /// Members of pahole's `struct x { T name; /* offset size */ ... /* size: N, ... */ }`.
 fn parse_pahole(name: &str, text: &str) -> Option<Layout> {
     let mut fields = Vec::new();
+    let mut strings = Vec::new();
     let mut size = None;
     for line in text.lines() {
         let t = line.trim();
@@ -171,6 +191,9 @@ fn parse_pahole(name: &str, text: &str) -> Option<Layout> {
         if let [off, sz] = nums[..]
             && !member.is_empty()
         {
+            if decl.starts_with("char ") && decl.contains('[') {
+                strings.push((off, sz));
+            }
             fields.push((member.to_string(), off, sz));
         }
     }
@@ -178,6 +201,7 @@ fn parse_pahole(name: &str, text: &str) -> Option<Layout> {
         name: name.to_string(),
         size: size?,
         fields,
+        strings,
     })
 }
 
@@ -193,5 +217,6 @@ mod tests {
             vec![("delta_us".to_string(), 0, 8), ("comm".to_string(), 32, 16)]
         );
         assert_eq!(l.field_at(40).unwrap().0, "comm");
+        assert_eq!(l.strings, vec![(32, 16)]);
     }
 }

@@ -23,6 +23,9 @@ pub struct MapReport {
     pub migrated: usize,
     pub matched: usize,
     pub noise_offsets: Vec<usize>,
+    /// Bytes past a string's terminating NUL that the original left unset (stack garbage, not
+    /// zeros) and the migrated program set otherwise: ignored, as a reader of the string does.
+    pub unset_string_bytes: usize,
     pub lost_original: u64,
     pub verdict: Verdict,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +61,7 @@ pub fn compare_map(
         migrated: new.len(),
         matched: 0,
         noise_offsets: Vec::new(),
+        unset_string_bytes: 0,
         lost_original: lost,
         verdict: Verdict::Inconclusive,
         finding: None,
@@ -74,10 +78,13 @@ pub fn compare_map(
         new,
         noise,
         heap: shows_heap(orig, orig2),
+        layouts,
         matched: 0,
+        unset_string_bytes: 0,
     };
-    let outcome = c.compare(cpus, layouts);
+    let outcome = c.compare(cpus);
     r.matched = c.matched;
+    r.unset_string_bytes = c.unset_string_bytes;
     match outcome {
         Ok(()) => r.verdict = Verdict::Equivalent,
         Err(finding) => {
@@ -151,17 +158,19 @@ struct Comparison<'a> {
     new: &'a [Vec<u8>],
     noise: Vec<bool>,
     heap: bool,
+    layouts: &'a [Layout],
     matched: usize,
+    unset_string_bytes: usize,
 }
 
 impl Comparison<'_> {
     /// The finding, when the migrated records differ.
-    fn compare(&mut self, cpus: u32, layouts: &[Layout]) -> Result<(), String> {
+    fn compare(&mut self, cpus: u32) -> Result<(), String> {
         if cpus <= 1 {
             if self.orig.len() != self.new.len() {
                 self.find_missing()?;
             }
-            self.compare_in_order(layouts)?;
+            self.compare_in_order()?;
         } else {
             self.compare_multisets()?;
         }
@@ -183,7 +192,32 @@ impl Comparison<'_> {
     }
 
     fn same(&self, p: &[u8], q: &[u8]) -> bool {
-        pair_size_ok(p, q) && self.masked(p, q.len()) == self.masked(q, q.len())
+        pair_size_ok(p, q) && self.first_difference(None, p, q, &mut 0).is_none()
+    }
+
+    /// The first byte where migrated record `q` differs from original `p` (event `i` of the
+    /// original, when compared in order), but for noise, stale heap bytes, and the bytes past
+    /// a string's end that the original left unset, which are added to `tails`.
+    fn first_difference(
+        &self,
+        i: Option<usize>,
+        p: &[u8],
+        q: &[u8],
+        tails: &mut usize,
+    ) -> Option<usize> {
+        let (mp, mq) = (self.masked(p, q.len()), self.masked(q, q.len()));
+        let mut from = 0;
+        loop {
+            let off = (from..q.len())
+                .find(|&k| mp[k] != mq[k] && !i.is_some_and(|i| self.stale(i, k, q)))?;
+            match unset_string_tail(self.layouts, p, q.len(), off) {
+                Some((nul, end)) => {
+                    *tails += end - nul - 1;
+                    from = end;
+                }
+                None => return Some(off),
+            }
+        }
     }
 
     /// Whether byte `k` of migrated event `i` is unset reserved ring space where the original
@@ -228,8 +262,8 @@ impl Comparison<'_> {
         Ok(())
     }
 
-    fn compare_in_order(&mut self, layouts: &[Layout]) -> Result<(), String> {
-        let (orig, new) = (self.orig, self.new);
+    fn compare_in_order(&mut self) -> Result<(), String> {
+        let (orig, new, layouts) = (self.orig, self.new, self.layouts);
         for (i, (p, q)) in orig.iter().zip(new).enumerate() {
             if !pair_size_ok(p, q) {
                 return Err(format!(
@@ -239,8 +273,8 @@ impl Comparison<'_> {
                     perf_padded(q.len())
                 ));
             }
-            let (mp, mq) = (self.masked(p, q.len()), self.masked(q, q.len()));
-            if let Some(off) = (0..q.len()).find(|&k| mp[k] != mq[k] && !self.stale(i, k, q)) {
+            let mut tails = 0;
+            if let Some(off) = self.first_difference(Some(i), p, q, &mut tails) {
                 return Err(format!(
                     "event #{i} differs at byte {off}{}: original {:02x}, migrated {:02x}\n  original: {}\n  migrated: {}",
                     byte_name(layouts, q.len(), off),
@@ -251,6 +285,7 @@ impl Comparison<'_> {
                 ));
             }
             self.matched += 1;
+            self.unset_string_bytes += tails;
         }
         Ok(())
     }
@@ -263,6 +298,9 @@ impl Comparison<'_> {
         for q in self.new {
             match a.iter().position(|p| self.same(p, q)) {
                 Some(k) => {
+                    let mut tails = 0;
+                    self.first_difference(None, &a[k], q, &mut tails);
+                    self.unset_string_bytes += tails;
                     a.swap_remove(k);
                     self.matched += 1;
                 }
@@ -280,14 +318,40 @@ impl Comparison<'_> {
     }
 }
 
+/// The struct a record of `record_len` bytes is: the one of that size, else the first.
+fn layout_of(layouts: &[Layout], record_len: usize) -> Option<&Layout> {
+    layouts
+        .iter()
+        .find(|l| l.size == record_len)
+        .or(layouts.first())
+}
+
+/// When byte `off` of original record `p` (`len` bytes compared) lies in a `char` array past
+/// the NUL that ends its string, and the original left that tail unset (not all zeros: stack
+/// garbage, which a second load repeats): the NUL's offset and the array's end. A reader of
+/// the string never sees those bytes; a tail the original zeroed must stay zero.
+fn unset_string_tail(
+    layouts: &[Layout],
+    p: &[u8],
+    len: usize,
+    off: usize,
+) -> Option<(usize, usize)> {
+    let &(at, size) = layout_of(layouts, len)?
+        .strings
+        .iter()
+        .find(|&&(at, size)| off >= at && off < at + size)?;
+    let end = (at + size).min(len).min(p.len());
+    let nul = at + p[at..off].iter().position(|&b| b == 0)?;
+    p[nul + 1..end]
+        .iter()
+        .any(|&b| b != 0)
+        .then_some((nul, end))
+}
+
 /// Byte `off` of a record of `record_len` bytes, named in the struct of that size if one is
 /// (or else the first): ` (field ... of struct ...)`, or nothing when no layout is known.
 fn byte_name(layouts: &[Layout], record_len: usize, off: usize) -> String {
-    let layout = layouts
-        .iter()
-        .find(|l| l.size == record_len)
-        .or(layouts.first());
-    layout
+    layout_of(layouts, record_len)
         .and_then(|l| match l.field_at(off) {
             Some((f, o, _)) => Some(format!(
                 " (field `{f}` of struct {}, byte {} of it)",
@@ -414,6 +478,54 @@ mod tests {
         let unzeroed = vec![vec![1, 0, 0, 0], vec![2, RING_POISON, 0, 0]];
         let r = compare_map("e", &z, &z, &unzeroed, 0, 1, &[]);
         assert_eq!(r.verdict, Verdict::Different);
+    }
+
+    #[test]
+    fn a_strings_unset_tail_is_ignored_but_a_zeroed_one_is_not() {
+        // bashreadline's `struct str_t data;` on the stack: pid, then a string read with
+        // bpf_probe_read_user_str, past whose NUL the stack's old bytes stay (the same in
+        // both loads of the original, others in the migrated program's frame).
+        let layout = Layout {
+            name: "str_t".into(),
+            size: 12,
+            fields: vec![("pid".into(), 0, 4), ("str".into(), 4, 8)],
+            strings: vec![(4, 8)],
+        };
+        let rec = |tail: [u8; 4]| {
+            let mut r = vec![96, 0, 0, 0, b'l', b's', b'\0', 0x11];
+            r.extend(tail);
+            r
+        };
+        let orig = vec![rec([0x40, 0x6e, 0x19, 0x1f])];
+        let new = vec![rec([0x30, 0xdb, 0xe3, 0x1c])];
+        let layouts = std::slice::from_ref(&layout);
+        let r = compare_map("e", &orig, &orig, &new, 0, 1, layouts);
+        assert_eq!(r.verdict, Verdict::Equivalent, "{:?}", r.finding);
+        assert_eq!(r.unset_string_bytes, 5);
+        assert_eq!(
+            compare_map("e", &orig, &orig, &new, 0, 2, layouts).verdict,
+            Verdict::Equivalent
+        );
+        // The string itself differs: a difference.
+        let mut other = new.clone();
+        other[0][5] = b'x';
+        let r = compare_map("e", &orig, &orig, &other, 0, 1, layouts);
+        assert_eq!(r.verdict, Verdict::Different);
+        assert!(r.finding.unwrap().contains("field `str`"));
+        // The original zeroed the tail (`= {}`): the migration must too.
+        let zeroed = vec![
+            rec([0; 4])
+                .into_iter()
+                .map(|b| if b == 0x11 { 0 } else { b })
+                .collect(),
+        ];
+        let r = compare_map("e", &zeroed, &zeroed, &new, 0, 1, layouts);
+        assert_eq!(r.verdict, Verdict::Different);
+        // Without a layout nothing is known to be a string.
+        assert_eq!(
+            compare_map("e", &orig, &orig, &new, 0, 1, &[]).verdict,
+            Verdict::Different
+        );
     }
 
     #[test]

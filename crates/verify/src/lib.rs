@@ -1846,7 +1846,7 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
         ));
         for m in &r.maps {
             s.push_str(&format!(
-                "  map {:<16} events: original {} (second load {}), migrated {}, matched {}{}\n",
+                "  map {:<16} events: original {} (second load {}), migrated {}, matched {}{}{}\n",
                 m.map,
                 m.original,
                 m.original_second_load,
@@ -1856,6 +1856,14 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
                     String::new()
                 } else {
                     format!(", {} noisy byte(s) ignored", m.noise_offsets.len())
+                },
+                if m.unset_string_bytes == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        ", {} byte(s) past a string's end that the original left unset ignored",
+                        m.unset_string_bytes
+                    )
                 }
             ));
             if let Some(f) = &m.finding {
