@@ -691,8 +691,18 @@ fn build_tools(
         }
         plans.push(ToolPlan::Run);
     }
+    // The host's time zone, as a user's machine has one: a tool that prints times of day
+    // calls localtime(), and glibc without `/etc/localtime` tries to open it at every call, so
+    // an open tracer's every line made one more event (opensnoop fed itself without end).
+    if specs.iter().any(|s| !s.host_root)
+        && let Ok(zone) = std::fs::read(LOCALTIME)
+    {
+        cpio.file(LOCALTIME, &zone, 0o644);
+    }
     Ok((specs, plans))
 }
+
+const LOCALTIME: &str = "/etc/localtime";
 
 /// A BCC tool's three runs, under the host's own python3 and python3-bpfcc in the host's
 /// root file system (mounted in the guest over 9p): the first one also prepares that root
