@@ -51,6 +51,8 @@ pub struct VerifyOptions {
     pub tools: bool,
     /// The command-line arguments the tools run with (tool level).
     pub args: Vec<String>,
+    /// Those of one tool, by its name (`tool_name`), instead of `args` (`--tool-args`).
+    pub tool_args: Vec<(String, Vec<String>)>,
     /// C and Rust programs verified in one boot, at most (`boots`).
     pub per_boot: usize,
     /// The user's build of C tools (`--build`), and the directory it runs in a copy of.
@@ -190,6 +192,17 @@ fn run_inner(opts: &VerifyOptions) -> Result<(Vec<ProgramReport>, Timing)> {
         bail!(
             "nothing to verify: no migratable BPF program found (bpf-migrate --diff shows what it would change)"
         );
+    }
+    for (name, _) in &opts.tool_args {
+        if !pairs.iter().any(|p| tool_name(p) == *name) {
+            let mut names: Vec<String> = pairs.iter().map(tool_name).collect();
+            names.sort();
+            names.dedup();
+            bail!(
+                "--tool-args {name}=...: no program to verify is named {name} (the names: {})",
+                names.join(", ")
+            );
+        }
     }
     let (kernel, _) = kernel::find(opts.kernel.as_deref())?;
     let agent = agent_path()?;
@@ -678,7 +691,7 @@ fn build_tools(
         }
         for (id, bin) in [("orig-1", "orig"), ("orig-2", "orig"), ("new", "new")] {
             let mut argv = vec![format!("/tools/{}", tool::binary_name(k, bin))];
-            argv.extend(opts.args.iter().cloned());
+            argv.extend(tool_argv(opts, p).iter().cloned());
             specs.push(ToolSpec {
                 id: format!("p{k}/{id}"),
                 argv,
@@ -703,6 +716,30 @@ fn build_tools(
 }
 
 const LOCALTIME: &str = "/etc/localtime";
+
+/// A program's name for `--tool-args`: its BPF source's or BCC tool's file name without
+/// `.bpf.c`, `.c`, `.py` or `.python`, and without the `-bpfcc` Debian gives installed tools.
+fn tool_name(p: &Pair) -> String {
+    let file = p
+        .before
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = [".bpf.c", ".c", ".python", ".py"]
+        .iter()
+        .find_map(|s| file.strip_suffix(s))
+        .unwrap_or(&file);
+    stem.strip_suffix("-bpfcc").unwrap_or(stem).to_string()
+}
+
+/// The command line a program's tool runs with: its own `--tool-args`, else `--args`.
+fn tool_argv<'a>(opts: &'a VerifyOptions, p: &Pair) -> &'a [String] {
+    let name = tool_name(p);
+    opts.tool_args
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(&opts.args, |(_, a)| a)
+}
 
 /// A BCC tool's three runs, under the host's own python3 and python3-bpfcc in the host's
 /// root file system (mounted in the guest over 9p): the first one also prepares that root
@@ -758,7 +795,7 @@ fn bcc_tool(
     let mut specs = Vec::new();
     for (id, tool) in [("orig-1", &before), ("orig-2", &before), ("new", &after)] {
         let mut argv = vec![PYTHON.to_string(), tool.display().to_string()];
-        argv.extend(opts.args.iter().cloned());
+        argv.extend(tool_argv(opts, p).iter().cloned());
         specs.push(ToolSpec {
             id: format!("p{k}/{id}"),
             argv,
@@ -2089,6 +2126,25 @@ mod tests {
         // A difference before the field is still one.
         let r = judge(&[vec![9, 0, 0, 0, 0, 0, 0, 0], vec![8, 0, 0, 0, 0, 0, 0, 0]]);
         assert_eq!(r.verdict, Verdict::Different);
+    }
+
+    #[test]
+    fn a_tool_is_named_after_its_source_or_script() {
+        let named = |f: &str| {
+            tool_name(&Pair {
+                name: String::new(),
+                before: PathBuf::from("/t").join(f),
+                after: PathBuf::new(),
+                after_includes: Vec::new(),
+                bcc: false,
+                partial: false,
+            })
+        };
+        assert_eq!(named("ksnoop.bpf.c"), "ksnoop");
+        assert_eq!(named("probe.c"), "probe");
+        assert_eq!(named("tcpconnect.py"), "tcpconnect");
+        assert_eq!(named("opensnoop-bpfcc"), "opensnoop");
+        assert_eq!(named("execsnoop"), "execsnoop");
     }
 
     #[test]

@@ -77,6 +77,11 @@ struct VerifyArgs {
     /// loader runs with them, original and migrated; space separated).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     args: Option<String>,
+    /// The command-line arguments of one program's tool, by its name (its BPF source's or
+    /// BCC tool's file name without `.bpf.c`, `.py` or `-bpfcc`), instead of --args:
+    /// `--tool-args 'ksnoop=trace vfs_read'`. Repeatable, for a batch.
+    #[arg(long, value_name = "NAME=ARGS", allow_hyphen_values = true, value_parser = parse_tool_args)]
+    tool_args: Vec<(String, String)>,
     /// Build each C program's tool with this shell command instead (e.g. `make execsnoop`),
     /// run in a copy of the program's directory (or of --build-root) for each version, the
     /// migrated files laid over the copy; the tool is the executable named after the loader
@@ -107,6 +112,18 @@ enum AccelArg {
 enum Format {
     Human,
     Json,
+}
+
+/// `NAME=ARGS` of `--tool-args`.
+fn parse_tool_args(v: &str) -> Result<(String, String), String> {
+    match v.split_once('=') {
+        Some((name, args)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), args.to_string()))
+        }
+        _ => Err(format!(
+            "`{v}` is not NAME=ARGS (the program's name, then its tool's command line)"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -154,6 +171,11 @@ fn main() -> ExitCode {
             .args
             .map(|a| a.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default(),
+        tool_args: v
+            .tool_args
+            .into_iter()
+            .map(|(n, a)| (n, a.split_whitespace().map(str::to_string).collect()))
+            .collect(),
     };
     ExitCode::from(bpf_migrate_verify::run(&opts))
 }

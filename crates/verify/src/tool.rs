@@ -739,7 +739,7 @@ pub fn judge(
             Verdict::Inconclusive,
             &lines,
             format!(
-                "the original tool never waited for events ({}): {said}; if it needs arguments, give them with --args",
+                "the original tool never waited for events ({}): {said}; if it needs arguments, give them with --args (or, for this tool alone among many, --tool-args NAME=ARGS)",
                 status_of(orig)
             ),
         );

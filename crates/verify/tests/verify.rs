@@ -561,6 +561,31 @@ fn a_tool_that_needs_arguments_is_inconclusive_until_given_them() {
     let lines = json_lines(&out);
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(tool_of(&lines, "sigsnoop")["verdict"], "equivalent");
+    // In a batch, one tool's own command line, by the program's name.
+    let out = run(
+        tmp.path(),
+        &[
+            "verify",
+            "--format",
+            "json",
+            "--tool-args",
+            "sigsnoop=1",
+            ".",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        tool_of(&json_lines(&out), "sigsnoop")["verdict"],
+        "equivalent"
+    );
+    // A name no program has is a mistake, said before anything runs.
+    let out = run(tmp.path(), &["verify", "--tool-args", "sigsnop=1", "."]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("no program to verify is named sigsnop (the names: sigsnoop)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
