@@ -14,6 +14,11 @@ pub const MANIFEST_PATH: &str = "/manifest.json";
 /// Where the guest has bash, copied from the host, for the workload's readline step.
 pub const GUEST_BASH: &str = "/bin/bash";
 
+/// The suffix of the per-CPU array in which a migrated program counts the records its ring
+/// `MAP` could not take (`MAP_lost`, the lost counter bpf-migrate adds where it keeps a lost
+/// callback): the agent reports its count as the ring's `lost`.
+pub const LOST_COUNTER_SUFFIX: &str = "_lost";
+
 /// What the agent is to do: the objects to load and the workload to drive through them.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -285,7 +290,8 @@ pub struct MapRecords {
     /// Every record, in the order read (hex strings on the wire).
     #[serde(with = "hex_records")]
     pub records: Vec<Vec<u8>>,
-    /// Samples the perf buffer reported lost.
+    /// Samples the perf buffer reported lost; for a ring buffer, the records its lost counter
+    /// (`LOST_COUNTER_SUFFIX`) counted, when the program has one.
     pub lost: u64,
 }
 

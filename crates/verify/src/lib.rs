@@ -1724,9 +1724,24 @@ fn judge_maps(
                 &layouts,
             ),
         };
+        let r = lost_in_migration(r, mn.lost);
         rep.worsen(&r.verdict);
         rep.maps.push(r);
     }
+}
+
+/// A difference where the migrated buffer lost records (its lost counter, or the perf path's
+/// own count) and the original's did not is the buffer's fill at that moment, which the next
+/// run may not repeat, rather than the migration: inconclusive, saying so.
+fn lost_in_migration(mut r: MapReport, lost: u64) -> MapReport {
+    if lost > 0 && r.verdict == Verdict::Different {
+        r.verdict = Verdict::Inconclusive;
+        r.finding = Some(format!(
+            "{}\n  but the migrated buffer lost {lost} record(s) that the original's kept: a full buffer under this run's load tells nothing of the migration (a larger --ringbuf-size, or run again)",
+            r.finding.unwrap_or_default()
+        ));
+    }
+    r
 }
 
 /// A struct the migration gave a last member `cpu` (its callback read the CPU), which the
@@ -2126,6 +2141,28 @@ mod tests {
         // A difference before the field is still one.
         let r = judge(&[vec![9, 0, 0, 0, 0, 0, 0, 0], vec![8, 0, 0, 0, 0, 0, 0, 0]]);
         assert_eq!(r.verdict, Verdict::Different);
+    }
+
+    #[test]
+    fn a_difference_where_the_migrated_ring_lost_records_is_inconclusive() {
+        let (orig, new) = (vec![vec![1u8; 8], vec![2u8; 8]], vec![vec![1u8; 8]]);
+        let r = compare_map("events", &orig, &orig, &new, 0, 1, &[]);
+        assert_eq!(r.verdict, Verdict::Different);
+        let r = lost_in_migration(r, 1);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(
+            r.finding
+                .unwrap()
+                .contains("the migrated buffer lost 1 record(s)")
+        );
+        // Nothing lost: the difference stands.
+        let r = lost_in_migration(compare_map("events", &orig, &orig, &new, 0, 1, &[]), 0);
+        assert_eq!(r.verdict, Verdict::Different);
+        // The agent finds the counter by the suffix the migration gives it.
+        assert_eq!(
+            bpf_migrate_protocol::LOST_COUNTER_SUFFIX,
+            bpf_migrate_core::engine::user::LOST_MAP_SUFFIX
+        );
     }
 
     #[test]

@@ -1117,6 +1117,27 @@ fn lost_events_are_still_reported_after_migration() {
     // other guests that came after the workload's window once (CI, the perf path under compat).
     let _guests = alone();
     losses_reported_unless_dropped("fixtures/burstlat/input");
+    // A 4 KiB ring holds a fraction of a burst: the agent's reader falls behind the migrated
+    // program too, whose lost counter says how many it dropped; the missing events are then
+    // the ring's fill, not the migration's, and say so.
+    let lines = verify_json(
+        &[
+            "--ringbuf-size",
+            "4K",
+            "--workload",
+            BURST,
+            "--events-only",
+            "fixtures/burstlat/input",
+        ],
+        1,
+    );
+    let m = maps_of(&lines, "burstlat")[0];
+    assert_eq!(m["verdict"], "inconclusive", "{m}");
+    let f = m["finding"].as_str().unwrap();
+    assert!(
+        f.contains("have no counterpart") && f.contains("the migrated buffer lost"),
+        "{f}"
+    );
     // Its libbpf-rs twin: the ring's sample callback passes new losses to the lost callback.
     losses_reported_unless_dropped("fixtures/rs_burstlat/input");
     // --strategy compat: the perf path's own lost callback, and on the ring path the one fed

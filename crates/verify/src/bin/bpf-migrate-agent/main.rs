@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bpf_migrate_protocol::{
-    Attach, BenchOutcome, BenchRow, BufferError, BufferKind, CompatFlag, MANIFEST_PATH, Manifest,
-    MapRecords, Message, ObjectResult, ProgramResult, Report, RunResult,
+    Attach, BenchOutcome, BenchRow, BufferError, BufferKind, CompatFlag, LOST_COUNTER_SUFFIX,
+    MANIFEST_PATH, Manifest, MapRecords, Message, ObjectResult, ProgramResult, Report, RunResult,
 };
 use fs_err as fs;
 use libbpf_rs::{
@@ -114,6 +114,7 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
     // opens, say) may have wrapped it past poison laid down earlier.
     let mut log = poison_rings(m, &maps_per_obj, &buffers);
     buffers.discard_attach_events();
+    let lost_before = ring_losses(&maps_per_obj, &buffers.sinks);
     tools::mark_workload(&mut running);
     fill_percpu_arrays(m, &maps_per_obj);
     let mut workload_steps = Vec::new();
@@ -127,6 +128,15 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
     std::thread::sleep(Duration::from_millis(20));
     for _ in 0..3 {
         buffers.drain();
+    }
+    // What each ring with a lost counter could not take during the workload.
+    let lost_after = ring_losses(&maps_per_obj, &buffers.sinks);
+    for ((sinks, before), after) in buffers.sinks.iter().zip(&lost_before).zip(&lost_after) {
+        for (((_, _, _, lost), b), a) in sinks.iter().zip(before).zip(after) {
+            if let (Some(b), Some(a)) = (b, a) {
+                *lost.borrow_mut() = a.saturating_sub(*b);
+            }
+        }
     }
     let tools = tools::stop(running);
     drop(links);
@@ -424,6 +434,43 @@ fn open_buffers(maps_per_obj: &[Vec<libbpf_rs::Map>]) -> Buffers {
         buffers.errors.push(errs);
     }
     buffers
+}
+
+/// Per object, per buffer (as in `sinks`), the sum over CPUs of a ring's lost counter
+/// (`MAP_lost`, a per-CPU array of one `u64`), where the object has one for that ring.
+fn ring_losses(
+    maps_per_obj: &[Vec<libbpf_rs::Map>],
+    sinks: &[Vec<MapSink>],
+) -> Vec<Vec<Option<u64>>> {
+    maps_per_obj
+        .iter()
+        .zip(sinks)
+        .map(|(maps, sinks)| {
+            sinks
+                .iter()
+                .map(|(name, kind, _, _)| {
+                    if *kind != BufferKind::Ring {
+                        return None;
+                    }
+                    let counter = format!("{name}{LOST_COUNTER_SUFFIX}");
+                    let m = maps.iter().find(|m| {
+                        m.name().to_string_lossy() == counter
+                            && m.map_type() == MapType::PercpuArray
+                            && m.value_size() == 8
+                    })?;
+                    let per_cpu = m
+                        .lookup_percpu(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+                        .ok()??;
+                    Some(
+                        per_cpu
+                            .iter()
+                            .filter_map(|v| v.get(..8)?.try_into().ok().map(u64::from_ne_bytes))
+                            .sum(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
 }
 
 type Opened = libbpf_rs::Result<(BufferKind, Sink, Rc<RefCell<u64>>)>;
