@@ -973,7 +973,12 @@ impl Noise {
         w.iter()
             .enumerate()
             .map(|(i, x)| {
-                if self.noisy(i, len) || measured(x).is_some() {
+                // A plain number before a unit of time (`after 65 ms`) is measured too, as
+                // `differs` takes it (`jitter_with_unit`): else two lines that differ only
+                // within its jitter would never meet in one bucket.
+                let timed = x.parse::<f64>().is_ok()
+                    && w.get(i + 1).is_some_and(|u| TIME_UNITS.contains(u));
+                if self.noisy(i, len) || measured(x).is_some() || timed {
                     "*"
                 } else {
                     x
@@ -1364,6 +1369,43 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Different);
         let f = r.finding.unwrap();
         assert!(f.contains("line 2") && f.contains("column 3"), "{f}");
+    }
+
+    #[test]
+    fn a_number_before_a_unit_of_time_may_jitter_in_lines_of_another_order() {
+        // reserve_procwatch: the original's two runs print exits and execs in other orders
+        // (compared as multisets), and each instance measures a lifetime of its own.
+        let a = run(
+            "EXIT init 137 code 3 after 73 ms in /\nEXEC true 138\n",
+            "EXIT",
+        );
+        let b = run(
+            "EXEC true 138\nEXIT init 137 code 3 after 73 ms in /\n",
+            "EXEC",
+        );
+        let n = run(
+            "EXIT init 137 code 3 after 76 ms in /\nEXEC true 138\n",
+            "EXIT",
+        );
+        let r = judge(&a, &b, &n, true, true, &[]);
+        assert_eq!(r.verdict, Verdict::Equivalent, "{r:?}");
+        // Beyond its jitter, or another code, it is a difference still.
+        let far = run(
+            "EXIT init 137 code 3 after 190 ms in /\nEXEC true 138\n",
+            "EXIT",
+        );
+        assert_eq!(
+            judge(&a, &b, &far, true, true, &[]).verdict,
+            Verdict::Different
+        );
+        let code = run(
+            "EXIT init 137 code 4 after 73 ms in /\nEXEC true 138\n",
+            "EXIT",
+        );
+        assert_eq!(
+            judge(&a, &b, &code, true, true, &[]).verdict,
+            Verdict::Different
+        );
     }
 
     #[test]
