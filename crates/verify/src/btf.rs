@@ -74,12 +74,18 @@ pub fn layout_for(obj: &Path, len: usize) -> Option<Layout> {
         }
     }
     let (name, s) = pick(exact).or_else(|| pick(larger))?;
+    Some(btf_layout(&btf, name, &s))
+}
+
+/// The layout of struct `s` of `btf`, named `name`.
+fn btf_layout(btf: &Btf, name: String, s: &types::Struct) -> Layout {
     let mut fields = Vec::new();
     let mut strings = Vec::new();
     for m in s.iter() {
         let off = match m.attr {
-            MemberAttr::Normal { offset } => offset as usize / 8,
-            MemberAttr::BitField { offset, .. } => offset as usize / 8,
+            MemberAttr::Normal { offset } | MemberAttr::BitField { offset, .. } => {
+                offset as usize / 8
+            }
         };
         let ty = btf.type_by_id::<BtfType>(m.ty);
         let size = ty.and_then(size_of).unwrap_or(0);
@@ -92,12 +98,12 @@ pub fn layout_for(obj: &Path, len: usize) -> Option<Layout> {
             .unwrap_or_else(|| "<anon>".into());
         fields.push((fname, off, size));
     }
-    Some(Layout {
+    Layout {
         name,
         size: s.size(),
         fields,
         strings,
-    })
+    }
 }
 
 fn pick<T>(mut v: Vec<(String, T)>) -> Option<(String, T)> {
@@ -123,33 +129,7 @@ pub fn layout_named(obj: &Path, name: &str) -> Option<Layout> {
     let s = btf
         .type_by_kind::<types::Struct>()
         .find(|s| s.name().is_some_and(|n| n == name))?;
-    let mut fields = Vec::new();
-    let mut strings = Vec::new();
-    for m in s.iter() {
-        let off = match m.attr {
-            MemberAttr::Normal { offset } | MemberAttr::BitField { offset, .. } => {
-                offset as usize / 8
-            }
-        };
-        let ty = btf.type_by_id::<BtfType>(m.ty);
-        let size = ty.and_then(size_of).unwrap_or(0);
-        if ty.is_some_and(is_char_array) {
-            strings.push((off, size));
-        }
-        fields.push((
-            m.name
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            off,
-            size,
-        ));
-    }
-    Some(Layout {
-        name: name.to_string(),
-        size: s.size(),
-        fields,
-        strings,
-    })
+    Some(btf_layout(&btf, name.to_string(), &s))
 }
 
 /// Members of pahole's `struct x { T name; /* offset size */ ... /* size: N, ... */ }`.
