@@ -392,12 +392,7 @@ fn first_map(
         let with_maps: Vec<usize> = (0..files.len())
             .filter(|&j| !analyses[j].maps.is_empty())
             .collect();
-        let dir = dir_of(&files[i].path);
-        let near: Vec<usize> = with_maps
-            .iter()
-            .copied()
-            .filter(|&j| dir_of(&files[j].path) == dir)
-            .collect();
+        let near = in_dir_of(files, i, &with_maps);
         if near.is_empty() { with_maps } else { near }
     } else {
         named
@@ -590,12 +585,7 @@ fn consumer_target(
             )),
         }
     } else {
-        let dir = dir_of(&files[i].path);
-        let near: Vec<usize> = all
-            .iter()
-            .copied()
-            .filter(|&j| dir_of(&files[j].path) == dir)
-            .collect();
+        let near = in_dir_of(files, i, &all);
         match (&near[..], &all[..]) {
             ([j], _) => Ok(*j),
             ([], [j]) => Ok(*j),
@@ -614,6 +604,16 @@ fn consumer_target(
             )),
         }
     }
+}
+
+/// Those of the files `among` that lie in file `i`'s directory.
+fn in_dir_of(files: &[SourceFile], i: usize, among: &[usize]) -> Vec<usize> {
+    let dir = dir_of(&files[i].path);
+    among
+        .iter()
+        .copied()
+        .filter(|&j| dir_of(&files[j].path) == dir)
+        .collect()
 }
 
 /// A loader belongs with the BPF sources it names even when it was refused: its program

@@ -111,7 +111,7 @@ fn named_here(src: &str, expr: &str, span: (usize, usize)) -> Option<Resolved> {
             .strip_prefix('(')?
             .strip_suffix(')')?;
         let args: Vec<&str> = args.split(',').map(str::trim).collect();
-        (args.len() == 2 && matches!(args[null_at], "NULL" | "0" | "nullptr")).then_some(())
+        (args.len() == 2 && c::is_null(args[null_at])).then_some(())
     };
     if first("bpf_object__next_map", 1)
         .or_else(|| first("bpf_map__next", 0))
