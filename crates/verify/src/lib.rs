@@ -397,8 +397,8 @@ fn run_boot(
     // BCC tools compile their C when they start: under emulation, up to minutes each. The
     // others start all at once, each parsing the kernel's BTF: a boot of 16 libbpf tools (48
     // processes on one vCPU) took over a minute.
-    let bcc_tools = tools.iter().filter(|t| t.host_root).count() as u64;
-    let own_tools = tools.len() as u64 - bcc_tools;
+    let own_tools = own_tool_processes(&tools);
+    let bcc_tools = tools.len() as u64 - own_tools;
     let manifest = Manifest {
         objects: manifest_objs,
         workload,
@@ -716,6 +716,12 @@ fn build_tools(
 }
 
 const LOCALTIME: &str = "/etc/localtime";
+
+/// The processes of C, Rust and Go tools among `tools` (not BCC's, which run on the host's
+/// root): what sizes a boot's guest memory and its wait for the tools to start.
+fn own_tool_processes(tools: &[ToolSpec]) -> u64 {
+    tools.iter().filter(|t| !t.host_root).count() as u64
+}
 
 /// A program's name for `--tool-args`: its BPF source's or BCC tool's file name without
 /// `.bpf.c`, `.c`, `.py` or `.python`, and without the `-bpfcc` Debian gives installed tools.
@@ -1166,9 +1172,8 @@ fn judge_tool(
             // What the original's program delivered to the agent, for a difference in a
             // value no event carried.
             let events: Vec<&[u8]> = result
-                .objects
-                .iter()
-                .filter(|o| o.id == format!("p{k}/orig-1"))
+                .object(&format!("p{k}/orig-1"))
+                .into_iter()
                 .flat_map(|o| &o.maps)
                 .flat_map(|m| &m.records)
                 .map(Vec::as_slice)
@@ -1295,7 +1300,7 @@ pub(crate) fn boot_agent(
         workdir: wd,
         share_host_root,
         map_bytes,
-        tool_processes: manifest_value.tools.iter().filter(|t| !t.host_root).count() as u64,
+        tool_processes: own_tool_processes(&manifest_value.tools),
     })?;
     let report = vm
         .frames

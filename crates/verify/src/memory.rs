@@ -9,16 +9,17 @@ use std::path::Path;
 use libbpf_rs::{MapType, ObjectBuilder};
 
 /// The guest's memory in MiB: `base` for the kernel, the agent and the workload, plus the
-/// maps of `map_bytes` with room for the kernel's own bookkeeping.
-pub fn guest_mib(base: u64, map_bytes: u64) -> u64 {
+/// maps of `map_bytes` with room for the kernel's own bookkeeping, plus `TOOL_MIB` for each
+/// of `tool_processes` (C, Rust and Go tools' processes).
+pub fn guest_mib(base: u64, map_bytes: u64, tool_processes: u64) -> u64 {
     let maps = (map_bytes + map_bytes / 2).div_ceil(1 << 20);
-    (base + maps).min(MAX_MIB)
+    (base + maps + TOOL_MIB * tool_processes).min(MAX_MIB)
 }
 
 /// What one process of a C or Rust tool takes: libbpf parses the kernel's BTF (bpftool's
 /// dump of Debian 6.1's 5.2 MB BTF peaks at 13 MiB), and trace helpers read kallsyms. A boot
 /// of 16 libbpf-tools (48 processes) without it stalled short of memory.
-pub const TOOL_MIB: u64 = 20;
+const TOOL_MIB: u64 = 20;
 
 /// Above this, the guest's maps do not fit this tool's budget anyway.
 const MAX_MIB: u64 = 16 << 10;
@@ -84,9 +85,11 @@ mod tests {
 
     #[test]
     fn the_guest_grows_with_its_maps_up_to_a_ceiling() {
-        assert_eq!(guest_mib(384, 0), 384);
+        assert_eq!(guest_mib(384, 0, 0), 384);
         // 24 tools, three loads each, of 8 MiB of maps.
-        assert_eq!(guest_mib(384, 24 * 3 * (8 << 20)), 384 + 864);
-        assert_eq!(guest_mib(384, u64::MAX / 4), MAX_MIB);
+        assert_eq!(guest_mib(384, 24 * 3 * (8 << 20), 0), 384 + 864);
+        assert_eq!(guest_mib(384, u64::MAX / 4, 0), MAX_MIB);
+        // And their processes: 16 libbpf tools run three times each.
+        assert_eq!(guest_mib(384, 0, 48), 384 + 48 * TOOL_MIB);
     }
 }

@@ -32,7 +32,7 @@ pub struct VmConfig<'a> {
     pub share_host_root: bool,
     /// What the objects' maps take when loaded (`memory::map_bytes`), added to the base.
     pub map_bytes: u64,
-    /// The C and Rust tools' processes the guest runs at once (`memory::TOOL_MIB` each).
+    /// The C, Rust and Go tools' processes the guest runs at once (`memory::guest_mib`).
     pub tool_processes: u64,
 }
 
@@ -197,8 +197,11 @@ fn qemu_command(cfg: &VmConfig, accel: &'static str, console: &Path, results: &P
     // (the tools of three libbpf-rs crates, original and migrated, outgrew the base size: the
     // unpacking stopped short of the manifest).
     let initrd_mib = std::fs::metadata(cfg.initrd).map_or(0, |m| m.len().div_ceil(1 << 20));
-    let tools_mib = super::memory::TOOL_MIB * cfg.tool_processes;
-    let mem = super::memory::guest_mib(u64::from(base) + 2 * initrd_mib + tools_mib, cfg.map_bytes);
+    let mem = super::memory::guest_mib(
+        u64::from(base) + 2 * initrd_mib,
+        cfg.map_bytes,
+        cfg.tool_processes,
+    );
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args([
         "-machine",
