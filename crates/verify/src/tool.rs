@@ -1113,8 +1113,6 @@ fn carried(orig: &str, new: &str, events: &[&[u8]]) -> bool {
 }
 
 fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared {
-    let mut matched = 0;
-    let mut finding = None;
     let mut c = Compared {
         matched: 0,
         finding: None,
@@ -1122,10 +1120,10 @@ fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared 
     };
     for (i, (a, b)) in orig.iter().zip(new).enumerate() {
         match noise.differs(a, b) {
-            None => matched += 1,
+            None => c.matched += 1,
             Some(col) => {
                 c.differing(a, b, col);
-                finding.get_or_insert_with(|| {
+                c.finding.get_or_insert_with(|| {
                     format!(
                         "line {} of the workload's output, column {col}: the original printed `{a}`, the migrated tool `{b}`",
                         i + 1
@@ -1134,7 +1132,7 @@ fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared 
             }
         }
     }
-    if finding.is_none() && orig.len() != new.len() {
+    if c.finding.is_none() && orig.len() != new.len() {
         let (k, which, l) = if orig.len() > new.len() {
             (
                 new.len(),
@@ -1148,7 +1146,7 @@ fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared 
                 &new[orig.len()],
             )
         };
-        finding = Some(format!(
+        c.finding = Some(format!(
             "{} lines against {} during the workload; from line {}, {which} `{l}`",
             orig.len(),
             new.len(),
@@ -1156,11 +1154,7 @@ fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared 
         ));
         c.words = None;
     }
-    Compared {
-        matched,
-        finding,
-        ..c
-    }
+    c
 }
 
 fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compared {
@@ -1196,9 +1190,11 @@ fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compa
         finding: None,
         words: (missing.len() == left.len()).then(Vec::new),
     };
-    // Each missing line against the migrated line left that is closest to it.
+    // Each missing line against the migrated line left that is closest to it; the first's
+    // names the column of the finding.
     let mut unpaired: Vec<&String> = left.clone();
-    for l in &missing {
+    let mut first_closest: Option<(&String, usize)> = None;
+    for (m, l) in missing.iter().enumerate() {
         let w = words(l);
         let closest = unpaired
             .iter()
@@ -1208,6 +1204,9 @@ fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compa
             .and_then(|(i, x)| noise.differs(l, x).map(|col| (i, col)));
         match closest {
             Some((i, col)) => {
+                if m == 0 {
+                    first_closest = Some((unpaired[i], col));
+                }
                 c.differing(l, unpaired[i], col);
                 unpaired.remove(i);
             }
@@ -1217,21 +1216,14 @@ fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compa
     let finding = match (missing.first(), left.first()) {
         (Some(l), _) => {
             // Name the column against the closest line the migrated tool printed instead.
-            let w = words(l);
-            let closest = left
-                .iter()
-                .filter(|x| words(x).len() == w.len())
-                .max_by_key(|x| words(x).iter().zip(&w).filter(|(a, b)| a == b).count());
-            Some(
-                match closest.and_then(|x| noise.differs(l, x).map(|c| (x, c))) {
-                    Some((x, col)) => format!(
-                        "the original printed `{l}` during the workload, the migrated tool no such line; its closest, `{x}`, differs in column {col}"
-                    ),
-                    None => format!(
-                        "the original printed `{l}` during the workload, the migrated tool printed no such line"
-                    ),
-                },
-            )
+            Some(match first_closest {
+                Some((x, col)) => format!(
+                    "the original printed `{l}` during the workload, the migrated tool no such line; its closest, `{x}`, differs in column {col}"
+                ),
+                None => format!(
+                    "the original printed `{l}` during the workload, the migrated tool printed no such line"
+                ),
+            })
         }
         (None, Some(extra)) => Some(format!(
             "the migrated tool printed a line the original did not: `{extra}`"
