@@ -740,11 +740,18 @@ fn tool_name(p: &Pair) -> String {
 
 /// The command line a program's tool runs with: its own `--tool-args`, else `--args`.
 fn tool_argv<'a>(opts: &'a VerifyOptions, p: &Pair) -> &'a [String] {
-    let name = tool_name(p);
-    opts.tool_args
+    args_for(&tool_name(p), &opts.args, &opts.tool_args)
+}
+
+fn args_for<'a>(
+    name: &str,
+    args: &'a [String],
+    tool_args: &'a [(String, Vec<String>)],
+) -> &'a [String] {
+    tool_args
         .iter()
-        .find(|(n, _)| *n == name)
-        .map_or(&opts.args, |(_, a)| a)
+        .find(|(n, _)| n == name)
+        .map_or(args, |(_, a)| a)
 }
 
 /// A BCC tool's three runs, under the host's own python3 and python3-bpfcc in the host's
@@ -2187,6 +2194,11 @@ mod tests {
         assert_eq!(named("tcpconnect.py"), "tcpconnect");
         assert_eq!(named("opensnoop-bpfcc"), "opensnoop");
         assert_eq!(named("execsnoop"), "execsnoop");
+        // A tool's own command line wins over the batch's.
+        let all = vec!["-x".to_string()];
+        let own = vec![("ksnoop".to_string(), vec!["vfs_read".to_string()])];
+        assert_eq!(args_for("ksnoop", &all, &own), ["vfs_read"]);
+        assert_eq!(args_for("execsnoop", &all, &own), ["-x"]);
     }
 
     #[test]
