@@ -54,7 +54,18 @@ pub struct Manifest {
     /// buffer does (`verify --strategy compat`, the perf path).
     #[serde(default)]
     pub refuse_ringbuf: Option<String>,
+    /// Kernel modules the agent loads before anything else, in order (guest paths): those
+    /// of 9p and overlay for `host_root`, of virtio-blk and ext4 for `scratch_disk`.
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// The guest has a scratch disk (`/dev/vda`, an empty ext4 file system) that the agent
+    /// mounts at `SCRATCH_MOUNT` before the programs load, for the workload's `disk` step.
+    #[serde(default)]
+    pub scratch_disk: bool,
 }
+
+/// Where the agent mounts the scratch disk.
+pub const SCRATCH_MOUNT: &str = "/mnt/scratch";
 
 /// How the guest mounts the host's root file system: read-only over 9p (qemu's fsdev
 /// `hostroot`), with a writable overlay in memory, at `/newroot`.
@@ -62,8 +73,6 @@ pub struct Manifest {
 pub struct HostRoot {
     /// The guest kernel's release (`uname -r`), for `/lib/modules/RELEASE`.
     pub release: String,
-    /// Modules to load first, in order (guest paths).
-    pub modules: Vec<String>,
     /// The kernel's headers on the host, mounted at `/lib/modules/RELEASE/build` and
     /// `source` (BCC compiles against them).
     pub headers: String,
@@ -106,6 +115,8 @@ impl Default for Manifest {
             tools_ready_ms: ready_ms(),
             host_root: None,
             refuse_ringbuf: None,
+            modules: Vec::new(),
+            scratch_disk: false,
         }
     }
 }
@@ -243,6 +254,9 @@ pub struct ObjectResult {
     pub maps: Vec<MapRecords>,
     /// Buffers that could not be opened.
     pub buffer_errors: Vec<BufferError>,
+    /// It did not load by its sections, and was loaded as its tool's loader had it.
+    #[serde(default)]
+    pub loaded_as_tool: bool,
 }
 
 impl ObjectResult {
@@ -272,6 +286,13 @@ pub enum Attach {
     TestRun,
     /// It did not attach: why.
     Error(String),
+    /// Its section alone did not load or attach it here; it was loaded and attached as the
+    /// program's own tool had it (a loader that sets attach targets or attaches at run time):
+    /// where (`mirror::Target`s, described).
+    AsTool(String),
+    /// Its tool's loader did not load it (an alternative the loader turned off, fentry where
+    /// it chose kprobes), so neither did the agent.
+    NotByTool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -426,11 +447,12 @@ mod tests {
             tools_ready_ms: 30_000,
             host_root: Some(HostRoot {
                 release: "6.1.0-57-amd64".into(),
-                modules: vec!["/modules/9p.ko".into()],
                 headers: "/root/.cache/h".into(),
                 headers_common: "/root/.cache/c".into(),
             }),
             refuse_ringbuf: Some("/objs/refuse_ringbuf.o".into()),
+            modules: vec!["/modules/9p.ko".into()],
+            scratch_disk: true,
         }
     }
 
@@ -456,6 +478,16 @@ mod tests {
                             section: "kprobe/nope".into(),
                             attach: Attach::Error("No such file or directory \"quoted\"".into()),
                         },
+                        ProgramResult {
+                            name: "file_read_fentry".into(),
+                            section: "fentry/dummy_file_read".into(),
+                            attach: Attach::AsTool("tracing ext4_file_read_iter".into()),
+                        },
+                        ProgramResult {
+                            name: "file_read_entry".into(),
+                            section: "kprobe/dummy_file_read".into(),
+                            attach: Attach::NotByTool,
+                        },
                     ],
                     maps: vec![MapRecords {
                         name: "events".into(),
@@ -467,6 +499,7 @@ mod tests {
                         map: "rb".into(),
                         error: "-22".into(),
                     }],
+                    loaded_as_tool: true,
                 },
                 ObjectResult {
                     id: "p0/new".into(),

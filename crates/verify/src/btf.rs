@@ -106,7 +106,9 @@ fn btf_layout(btf: &Btf, name: String, s: &types::Struct) -> Layout {
     }
 }
 
-fn pick<T>(mut v: Vec<(String, T)>) -> Option<(String, T)> {
+/// The one candidate; of several, the one whose name says it is an event (event, data,
+/// sample).
+pub fn pick<T>(mut v: Vec<(String, T)>) -> Option<(String, T)> {
     if v.len() > 1 {
         v.retain(|(n, _)| n.contains("event") || n.contains("data") || n.contains("sample"));
     }

@@ -108,9 +108,10 @@ fn provision_locked(dir: &Path) -> Result<PathBuf> {
     Ok(dir.join("vmlinux"))
 }
 
-/// Modules of Debian's kernel the guest loads for the tool level, in load order: virtio and
-/// 9p to mount the host's root file system, overlay to write on it, and tc's ingress qdisc
-/// and BPF classifier for tools that attach there.
+/// Modules of Debian's kernel the guest loads, in load order: virtio and 9p to mount the
+/// host's root file system (tools on the host's own user space), overlay to write on it, tc's
+/// ingress qdisc and BPF classifier for tools that attach there, and virtio-blk with ext4 for
+/// the workload's scratch disk (tools of a file system or of block I/O trace it).
 pub const GUEST_MODULES: &[&str] = &[
     "drivers/virtio/virtio_ring.ko",
     "drivers/virtio/virtio.ko",
@@ -125,23 +126,39 @@ pub const GUEST_MODULES: &[&str] = &[
     "fs/overlayfs/overlay.ko",
     "net/sched/sch_ingress.ko",
     "net/sched/cls_bpf.ko",
+    "drivers/block/virtio_blk.ko",
+    "lib/crc16.ko",
+    "crypto/crc32c_generic.ko",
+    "fs/mbcache.ko",
+    "fs/jbd2/jbd2.ko",
+    "fs/ext4/ext4.ko",
 ];
 
+/// The file that says a kernel's `modules` directory holds `GUEST_MODULES` (those its package
+/// has): named after the list, so that a cache filled with another list is filled again.
+fn modules_complete(mods: &Path) -> PathBuf {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in GUEST_MODULES.join("\n").bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    mods.join(format!(".complete-{h:016x}"))
+}
+
 /// What a guest running the host's own user space (BCC tools) needs of its kernel besides
-/// the kernel: its release, its modules (`GUEST_MODULES`, those the package has), and its
+/// the kernel and its modules (`guest_modules`): its release and its
 /// headers (BCC compiles against them: Debian's kernel has no `CONFIG_IKHEADERS`).
 pub struct GuestKernel {
     pub release: String,
-    pub modules: Vec<PathBuf>,
     /// `linux-headers-RELEASE` (for `/lib/modules/RELEASE/build`) and its `-common`
     /// (`source`).
     pub headers: PathBuf,
     pub headers_common: PathBuf,
 }
 
-/// The modules and headers of the provisioned kernel `kernel` (`dir/vmlinux` with its
-/// `version`), fetched into the cache on first use.
-pub fn guest_kernel(kernel: &Path) -> Result<GuestKernel> {
+/// The provisioned kernel `kernel`'s release (`dir/vmlinux` with its `version`) and its
+/// `GUEST_MODULES` that its package has, in load order, fetched into the cache on first use.
+pub fn guest_modules(kernel: &Path) -> Result<(String, Vec<PathBuf>)> {
     let dir = kernel.parent().unwrap_or(Path::new("."));
     let pkg = fs::read_to_string(dir.join("version"))
         .map_err(|_| {
@@ -164,7 +181,7 @@ pub fn guest_kernel(kernel: &Path) -> Result<GuestKernel> {
     let mods = dir.join("modules");
     make_once(
         dir,
-        &mods.join(".complete"),
+        &modules_complete(&mods),
         "the guest kernel's modules",
         || {
             let work = tempfile::Builder::new()
@@ -182,6 +199,14 @@ pub fn guest_kernel(kernel: &Path) -> Result<GuestKernel> {
         .map(|m| mods.join(file_name(m)))
         .filter(|p| p.is_file())
         .collect();
+    Ok((release, modules))
+}
+
+/// The modules and headers of the provisioned kernel `kernel`, fetched into the cache on first
+/// use.
+pub fn guest_kernel(kernel: &Path) -> Result<GuestKernel> {
+    let dir = kernel.parent().unwrap_or(Path::new("."));
+    let (release, _) = guest_modules(kernel)?;
     let hdr = dir.join("headers");
     let headers = hdr.join("usr/src").join(format!("linux-headers-{release}"));
     let common_name = release.replace("-amd64", "-common");
@@ -213,7 +238,6 @@ pub fn guest_kernel(kernel: &Path) -> Result<GuestKernel> {
     )?;
     Ok(GuestKernel {
         release,
-        modules,
         headers,
         headers_common,
     })
@@ -230,7 +254,7 @@ fn keep_guest_modules(from: &Path, to: &Path) -> Result<()> {
             write_atomic(&to.join(file_name(m)), &fs::read(&src)?)?;
         }
     }
-    write_atomic(&to.join(".complete"), b"")
+    write_atomic(&modules_complete(to), b"")
 }
 
 fn file_name(p: &str) -> &str {

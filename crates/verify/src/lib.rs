@@ -13,7 +13,7 @@ pub mod qemu;
 pub mod tool;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -306,19 +306,15 @@ fn run_boots(
             // A guest that panics or hangs ends its own boot: the others go on.
             Err(e) if boots.len() > 1 && !interrupted() => {
                 for &k in ks {
-                    reports[k] = Some(ProgramReport {
-                        name: pairs[k].name.clone(),
-                        verdict: Verdict::Inconclusive,
-                        maps: Vec::new(),
-                        problems: vec![format!(
+                    reports[k] = Some(ProgramReport::new(
+                        &pairs[k].name,
+                        Verdict::Inconclusive,
+                        vec![format!(
                             "the boot that verified it (boot {} of {}) failed: {e:#}",
                             b + 1,
                             boots.len()
                         )],
-                        tool: None,
-                        tool_skipped: None,
-                        path: None,
-                    });
+                    ));
                 }
             }
             Err(e) => return Err(e),
@@ -356,6 +352,7 @@ fn run_boot(
         bail!("no program builds:\n{}", why.join("\n"));
     }
     let workload = guest_workload(opts, &mut cpio)?;
+    let (modules, scratch_disk) = guest_modules_and_disk(kernel, wd, &mut cpio)?;
     let ring_poison = build_own_program(
         opts,
         kernel,
@@ -411,6 +408,8 @@ fn run_boot(
         tools_ready_ms: 60_000 + 120_000 * bcc_tools + 3_000 * own_tools,
         host_root,
         refuse_ringbuf,
+        modules,
+        scratch_disk,
     };
     // Each built program loads three times for the events, three more for its loader.
     let map_bytes = pairs
@@ -498,15 +497,11 @@ fn build_objects(
                     .map_err(|e| (Verdict::Different, "the migrated program does not build", e))
             });
         if let Err((verdict, what, e)) = built {
-            unbuilt.push(Some(ProgramReport {
-                name: p.name.clone(),
+            unbuilt.push(Some(ProgramReport::new(
+                &p.name,
                 verdict,
-                maps: Vec::new(),
-                problems: vec![format!("{what}: {e:#}")],
-                tool: None,
-                tool_skipped: None,
-                path: None,
-            }));
+                vec![format!("{what}: {e:#}")],
+            )));
             continue;
         }
         unbuilt.push(None);
@@ -646,7 +641,7 @@ fn build_tools(
             continue;
         }
         if p.bcc {
-            match bcc_tool(opts, kernel, p, k, host_root, cpio) {
+            match bcc_tool(opts, kernel, p, k, host_root) {
                 Ok(tools) => {
                     specs.extend(tools);
                     plans.push(ToolPlan::Run);
@@ -756,7 +751,8 @@ fn args_for<'a>(
 
 /// A BCC tool's three runs, under the host's own python3 and python3-bpfcc in the host's
 /// root file system (mounted in the guest over 9p): the first one also prepares that root
-/// (the guest kernel's modules into the initramfs, its headers into the cache). `Err` says
+/// (the guest kernel's headers into the cache; its modules are every boot's:
+/// `guest_modules_and_disk`). `Err` says
 /// why the tool cannot run.
 fn bcc_tool(
     opts: &VerifyOptions,
@@ -764,7 +760,6 @@ fn bcc_tool(
     p: &Pair,
     k: usize,
     host_root: &mut Option<HostRoot>,
-    cpio: &mut initramfs::Cpio,
 ) -> Result<Vec<ToolSpec>, String> {
     const PYTHON: &str = "/usr/bin/python3";
     if host_root.is_none() {
@@ -776,14 +771,6 @@ fn bcc_tool(
         }
         let g =
             kernel::guest_kernel(kernel).map_err(|e| format!("the BCC tool was not run: {e:#}"))?;
-        let mut modules = Vec::new();
-        for m in &g.modules {
-            let name = m.file_name().unwrap_or_default().to_string_lossy();
-            let guest = format!("/modules/{name}");
-            let data = fs::read(m).map_err(|e| format!("the BCC tool was not run: {e}"))?;
-            cpio.file(&guest, &data, 0o644);
-            modules.push(guest);
-        }
         // Host paths, seen in the guest under the host's root: absolute.
         let host_path = |p: &Path| {
             std::path::absolute(p)
@@ -792,7 +779,6 @@ fn bcc_tool(
         };
         *host_root = Some(HostRoot {
             release: g.release,
-            modules,
             headers: host_path(&g.headers)?,
             headers_common: host_path(&g.headers_common)?,
         });
@@ -1208,15 +1194,7 @@ fn judge_all(
         }
         if p.bcc {
             // Compared at tool level only (judge_tool).
-            reports.push(ProgramReport {
-                name: p.name.clone(),
-                verdict: Verdict::Equivalent,
-                maps: Vec::new(),
-                problems: Vec::new(),
-                tool: None,
-                tool_skipped: None,
-                path: None,
-            });
+            reports.push(ProgramReport::new(&p.name, Verdict::Equivalent, Vec::new()));
             continue;
         }
         reports.push(judge(
@@ -1228,7 +1206,7 @@ fn judge_all(
                 &objdir.join(format!("p{k}-orig.o")),
                 &objdir.join(format!("p{k}-new.o")),
             ),
-            &p.after,
+            (&p.before, &p.after),
             migrated_kind,
         )?);
     }
@@ -1272,6 +1250,45 @@ pub(crate) fn work_dir(prefix: &str) -> Result<tempfile::TempDir> {
         })
 }
 
+/// Where a boot's scratch disk image is made, in its work directory.
+const SCRATCH_IMAGE: &str = "scratch.img";
+
+/// The kernel's modules (`kernel::guest_modules`: where the kernel was provisioned by
+/// bpf-migrate; none for another kernel, which may have what it needs built in) put in the
+/// initramfs, and the boot's scratch disk: an empty ext4 file system of 32 MiB made with the
+/// host's `mkfs.ext4` in `wd` (none without it). Returns the modules' guest paths and whether
+/// there is a disk; the workload's `disk` step says why when it cannot use one.
+fn guest_modules_and_disk(
+    kernel: &Path,
+    wd: &Path,
+    cpio: &mut initramfs::Cpio,
+) -> Result<(Vec<String>, bool)> {
+    let mut modules = Vec::new();
+    if let Ok((_, found)) = kernel::guest_modules(kernel) {
+        for m in found {
+            let name = m.file_name().unwrap_or_default().to_string_lossy();
+            let guest = format!("/modules/{name}");
+            cpio.file(&guest, &fs::read(&m)?, 0o644);
+            modules.push(guest);
+        }
+    }
+    let image = wd.join(SCRATCH_IMAGE);
+    let made = (|| -> std::io::Result<bool> {
+        fs::File::create(&image)?.set_len(32 << 20)?;
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "scratch"])
+            .arg(&image)
+            .stdin(Stdio::null())
+            .output()?;
+        Ok(out.status.success())
+    })();
+    if !made.is_ok_and(|ok| ok) {
+        let _ = fs::remove_file(&image);
+        return Ok((modules, false));
+    }
+    Ok((modules, true))
+}
+
 /// Finishes the initramfs with the manifest, boots it (with room for `map_bytes` of maps:
 /// `memory`) and returns the run and the agent's report (never a fatal one: that is an error).
 pub(crate) fn boot_agent(
@@ -1308,6 +1325,10 @@ pub(crate) fn boot_agent(
         share_host_root,
         map_bytes,
         tool_processes: own_tool_processes(&manifest_value.tools),
+        disk: manifest_value
+            .scratch_disk
+            .then(|| wd.join(SCRATCH_IMAGE))
+            .as_deref(),
     })?;
     let report = vm
         .frames
@@ -1570,7 +1591,7 @@ fn judge(
     k: usize,
     cpus: u32,
     (orig_obj, new_obj): (&Path, &Path),
-    new_src: &Path,
+    srcs: (&Path, &Path),
     migrated_kind: BufferKind,
 ) -> Result<ProgramReport> {
     let obj = |id: &str| -> Result<&ObjectResult> {
@@ -1579,15 +1600,7 @@ fn judge(
             .ok_or_else(|| anyhow!("no result for {name}"))
     };
     let (o1, o2, nw) = (obj("orig-1")?, obj("orig-2")?, obj("new")?);
-    let mut rep = ProgramReport {
-        name: name.to_string(),
-        verdict: Verdict::Equivalent,
-        maps: Vec::new(),
-        problems: Vec::new(),
-        tool: None,
-        tool_skipped: None,
-        path: None,
-    };
+    let mut rep = ProgramReport::new(name, Verdict::Equivalent, Vec::new());
     // One program that cannot be compared leaves the others of the run to be.
     if let Some((verdict, problem)) = load_failure(o1, nw) {
         rep.verdict = verdict;
@@ -1600,13 +1613,26 @@ fn judge(
         (o1, o2, nw),
         cpus,
         (orig_obj, new_obj),
-        new_src,
+        srcs,
         migrated_kind,
     );
     Ok(rep)
 }
 
 impl ProgramReport {
+    /// A report of `name` with `verdict` and `problems`, and nothing compared yet.
+    fn new(name: &str, verdict: Verdict, problems: Vec<String>) -> Self {
+        ProgramReport {
+            name: name.to_string(),
+            verdict,
+            maps: Vec::new(),
+            problems,
+            tool: None,
+            tool_skipped: None,
+            path: None,
+        }
+    }
+
     /// An inconclusive finding does not hide a difference.
     fn worsen(&mut self, verdict: &Verdict) {
         match verdict {
@@ -1631,6 +1657,15 @@ fn load_failure(orig: &ObjectResult, new: &ObjectResult) -> Option<(Verdict, Str
         ));
     }
     if let Some(e) = &new.load_error {
+        if orig.loaded_as_tool {
+            return Some((
+                Verdict::Inconclusive,
+                format!(
+                    "neither version loads by its sections here; the original loaded as its tool's loader had it, but the migrated program could not be loaded so (did its tool run?):\n{}",
+                    qemu::tail(e, 20)
+                ),
+            ));
+        }
         if tool::out_of_memory(e) {
             return Some((
                 Verdict::Inconclusive,
@@ -1652,13 +1687,23 @@ fn load_failure(orig: &ObjectResult, new: &ObjectResult) -> Option<(Verdict, Str
 }
 
 /// Every program of the original that attaches must attach in the migrated program too.
+/// Programs loaded or attached as the tool's loader had them are named (`Attach::AsTool`).
 fn judge_attachment(rep: &mut ProgramReport, orig: &ObjectResult, new: &ObjectResult) {
+    let attached = |a: &Attach| matches!(a, Attach::Ok | Attach::AsTool(_));
+    let mut as_tool = Vec::new();
+    let mut not_by_tool = Vec::new();
     for p in &orig.programs {
         let pname = &p.name;
         let twin = new.program(&p.name).map(|t| &t.attach);
+        match &p.attach {
+            Attach::AsTool(how) => as_tool.push(format!("`{pname}` ({how})")),
+            Attach::NotByTool => not_by_tool.push(format!("`{pname}`")),
+            _ => {}
+        }
         match (&p.attach, twin) {
-            (Attach::Ok, Some(Attach::Ok)) | (Attach::TestRun, Some(Attach::TestRun)) => {}
-            (Attach::Ok, _) => {
+            (a, Some(b)) if attached(a) && attached(b) => {}
+            (Attach::TestRun, Some(Attach::TestRun)) => {}
+            (a, _) if attached(a) => {
                 rep.verdict = Verdict::Different;
                 rep.problems.push(format!(
                     "program `{pname}` ({}) attaches in the original but not in the migrated program: {}",
@@ -1678,6 +1723,19 @@ fn judge_attachment(rep: &mut ProgramReport, orig: &ObjectResult, new: &ObjectRe
             _ => {}
         }
     }
+    if !as_tool.is_empty() || !not_by_tool.is_empty() {
+        let mut s = "loaded and attached as each version's own tool had them (by their sections they do not load or attach here):".to_string();
+        if !as_tool.is_empty() {
+            s.push_str(&format!(" {}", as_tool.join(", ")));
+        }
+        if !not_by_tool.is_empty() {
+            s.push_str(&format!(
+                "; not loaded, as the tool's loader did not load them: {}",
+                not_by_tool.join(", ")
+            ));
+        }
+        rep.problems.push(s);
+    }
 }
 
 /// Each perf event array of the original against the ring buffer of the same name in the
@@ -1688,7 +1746,7 @@ fn judge_maps(
     objects: (&ObjectResult, &ObjectResult, &ObjectResult),
     cpus: u32,
     (orig_obj, new_obj): (&Path, &Path),
-    new_src: &Path,
+    srcs: (&Path, &Path),
     migrated_kind: BufferKind,
 ) {
     let (o1, o2, nw) = objects;
@@ -1722,7 +1780,7 @@ fn judge_maps(
         };
         let lost = m.lost + m2.map_or(0, |m2| m2.lost);
         let new_recs = &mn.records;
-        let layouts = event_layouts(new_obj, new_src, mname, new_recs);
+        let layouts = event_layouts(new_obj, srcs, mname, new_recs);
         let orig2 = m2.map_or(&[][..], |m2| &m2.records);
         let added = added_cpu(orig_obj, &layouts);
         let r = match &added {
@@ -1837,10 +1895,12 @@ fn compare_without_cpu(
 }
 
 /// The event structs of `map`, laid out from the migrated object; a map may carry several
-/// (a `kind` field tells them apart). Failing those, the struct of the largest record's size.
+/// (a `kind` field tells them apart). Failing those, the struct of the largest record's size:
+/// in the object's BTF, else among the structs the program's own files define (an event
+/// that is only a local variable, output through a macro, reaches DWARF but not BTF).
 fn event_layouts(
     new_obj: &Path,
-    new_src: &Path,
+    (orig_src, new_src): (&Path, &Path),
     map: &str,
     new_recs: &[Vec<u8>],
 ) -> Vec<btf::Layout> {
@@ -1849,15 +1909,65 @@ fn event_layouts(
         .filter_map(|s| btf::layout_named(new_obj, s))
         .collect();
     if layouts.is_empty() {
-        layouts.extend(
-            new_recs
-                .iter()
-                .map(Vec::len)
-                .max()
-                .and_then(|len| btf::layout_for(new_obj, len)),
-        );
+        layouts.extend(new_recs.iter().map(Vec::len).max().and_then(|len| {
+            btf::layout_for(new_obj, len).or_else(|| {
+                let sized: Vec<(String, btf::Layout)> = own_structs(&[new_src, orig_src])
+                    .into_iter()
+                    .filter_map(|n| btf::layout_named(new_obj, &n))
+                    .filter(|l| l.size == len)
+                    .map(|l| (l.name.clone(), l))
+                    .collect();
+                btf::pick(sized).map(|(_, l)| l)
+            })
+        }));
     }
     layouts
+}
+
+/// The structs that the BPF sources `srcs` (a migrated one, and its original, whose
+/// directory holds the headers a migration left alone) and the headers each includes from
+/// its own directory (`#include "x.h"`, not `vmlinux.h`) define.
+fn own_structs(srcs: &[&Path]) -> Vec<String> {
+    let mut files = Vec::new();
+    for src in srcs {
+        files.push(src.to_path_buf());
+        let text = fs::read_to_string(src).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(h) = line
+                .trim_start()
+                .strip_prefix("#include")
+                .map(str::trim)
+                .and_then(|r| r.strip_prefix('"'))
+                .and_then(|r| r.split('"').next())
+                && h != "vmlinux.h"
+            {
+                files.push(dir_of(src).join(h));
+            }
+        }
+    }
+    use bpf_migrate_core::lang::{NodeExt, c};
+    let mut names = Vec::new();
+    for f in files {
+        let Ok(t) = fs::read_to_string(&f) else {
+            continue;
+        };
+        let Some(parsed) = c::parse(&t, None) else {
+            continue;
+        };
+        let nodes = c::descendants(parsed.tree.root_node());
+        for st in c::of_kind(&nodes, "struct_specifier") {
+            if st.field("body").is_none() {
+                continue;
+            }
+            if let Some(n) = st.field("name") {
+                let name = c::text(n, &t).to_string();
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
 }
 
 fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
@@ -2175,6 +2285,75 @@ mod tests {
             bpf_migrate_protocol::LOST_COUNTER_SUFFIX,
             bpf_migrate_core::engine::user::LOST_MAP_SUFFIX
         );
+    }
+
+    fn report() -> ProgramReport {
+        ProgramReport::new("x.bpf.c", Verdict::Equivalent, Vec::new())
+    }
+
+    fn object(programs: &[(&str, Attach)]) -> ObjectResult {
+        ObjectResult {
+            programs: programs
+                .iter()
+                .map(|(n, a)| bpf_migrate_protocol::ProgramResult {
+                    name: n.to_string(),
+                    section: format!("kprobe/dummy_{n}"),
+                    attach: a.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn programs_attached_as_their_tools_had_them_count_as_attached_and_are_named() {
+        let how = || Attach::AsTool("kprobe ext4_sync_file".into());
+        let orig = object(&[("sync_entry", how()), ("sync_fentry", Attach::NotByTool)]);
+        let mut r = report();
+        judge_attachment(&mut r, &orig, &orig.clone());
+        assert_eq!(r.verdict, Verdict::Equivalent, "{:?}", r.problems);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert!(r.problems[0].contains("`sync_entry` (kprobe ext4_sync_file)"));
+        assert!(
+            r.problems[0]
+                .contains("not loaded, as the tool's loader did not load them: `sync_fentry`")
+        );
+        // One the original's tool attached that the migrated tool's loader left out.
+        let new = object(&[
+            ("sync_entry", Attach::NotByTool),
+            ("sync_fentry", Attach::NotByTool),
+        ]);
+        let mut r = report();
+        judge_attachment(&mut r, &orig, &new);
+        assert_eq!(r.verdict, Verdict::Different, "{:?}", r.problems);
+        // Loaded as its tool had it in the original only: the migrated tool showed nothing.
+        let orig = ObjectResult {
+            loaded_as_tool: true,
+            ..orig
+        };
+        let new = ObjectResult {
+            load_error: Some("failed to find kernel BTF type ID of 'dummy_file_read'".into()),
+            ..Default::default()
+        };
+        let (v, why) = load_failure(&orig, &new).unwrap();
+        assert_eq!(v, Verdict::Inconclusive, "{why}");
+        // Loaded by its sections, the original tells nothing of a migration that does not.
+        let orig = ObjectResult {
+            loaded_as_tool: false,
+            ..orig
+        };
+        assert_eq!(load_failure(&orig, &new).unwrap().0, Verdict::Different);
+    }
+
+    #[test]
+    fn the_structs_a_program_defines_include_its_own_headers_but_not_vmlinux_h() {
+        let src = Path::new("../../fixtures/disk_io/input/disklat.bpf.c");
+        let names = own_structs(&[src]);
+        for s in ["start", "fs_event", "bio_event"] {
+            assert!(names.iter().any(|n| n == s), "{s}: {names:?}");
+        }
+        // Only definitions: `struct file *fp;` is a use.
+        assert!(!names.iter().any(|n| n == "file"), "{names:?}");
     }
 
     #[test]

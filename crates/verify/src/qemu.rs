@@ -34,6 +34,8 @@ pub struct VmConfig<'a> {
     pub map_bytes: u64,
     /// The C, Rust and Go tools' processes the guest runs at once (`memory::guest_mib`).
     pub tool_processes: u64,
+    /// A raw disk image the guest sees as its first virtio disk (`/dev/vda`).
+    pub disk: Option<&'a Path>,
 }
 
 pub struct VmRun {
@@ -234,6 +236,12 @@ fn qemu_command(cfg: &VmConfig, accel: &'static str, console: &Path, results: &P
     } else {
         &[]
     })
+    .args(cfg.disk.iter().flat_map(|d| {
+        [
+            "-drive".to_string(),
+            format!("file={},if=virtio,format=raw", d.display()),
+        ]
+    }))
     .arg("-serial")
     .arg(format!("file:{}", console.display()))
     .arg("-serial")

@@ -133,7 +133,8 @@ fn verify_all(programs: &[(&str, &str)], options: &[&str]) -> Vec<Value> {
 
 #[test]
 fn migrated_fixtures_verify_equivalent() {
-    // Tracepoint, kprobe, uprobe, fentry, raw tracepoint and tc programs; stack events, per-CPU heaps,
+    // Tracepoint, kprobe, uprobe, fentry, raw tracepoint and tc programs; kprobes on a module's
+    // functions (ext4's, on the workload's scratch disk) and block requests; stack events, per-CPU heaps,
     // variable-length records, timestamps; two maps in one program; packet samples (header and
     // packet bytes) from socket filter, tc and XDP programs, one whose header type the
     // function defines (moved before the helper); outputs through the program's own
@@ -154,6 +155,8 @@ fn migrated_fixtures_verify_equivalent() {
             ("twomaps", "equivalent"),
             ("epoll_consume", "equivalent"),
             ("workload_reach", "equivalent"),
+            ("disk_io", "equivalent"),
+            ("biosnoop_varlen", "equivalent"),
             ("cpu_field", "equivalent"),
             ("pktcap", "equivalent"),
             ("xdp_sampler", "inconclusive: --args"),
@@ -174,6 +177,7 @@ fn migrated_fixtures_verify_equivalent() {
         .collect();
     for step in [
         "exec",
+        "disk",
         "stat",
         "tcp-refused-reset",
         "names",
@@ -190,6 +194,25 @@ fn migrated_fixtures_verify_equivalent() {
     // Three children of the built-in workload, its bash and the user's command.
     let exec = maps_of(&lines, "execsnoop.bpf.c")[0];
     assert_eq!(exec["original"], 5, "{exec}");
+    // disklat's loader picks fentry (the guest has ext4's BTF) and names the functions at
+    // run time: its sections alone do not load, so each version loaded as its tool had it.
+    assert_as_tool(&lines, "tracing ext4_sync_file", "`file_sync_entry`");
+}
+
+/// `disk_io`'s program line says it was loaded and attached as its tool had it: `how` one of
+/// its programs, and `unloaded` among those its loader left out.
+fn assert_as_tool(lines: &[Value], how: &str, unloaded: &str) {
+    let p = lines
+        .iter()
+        .find(|v| {
+            v["type"] == "program" && v["program"].as_str().unwrap_or("").contains("/disk_io/")
+        })
+        .expect("disk_io's program line");
+    let said = p["problems"].to_string();
+    assert!(said.contains("as each version's own tool had them"), "{p}");
+    assert!(said.contains(how), "{p}");
+    let (_, not_loaded) = said.split_once("not loaded").expect("programs not loaded");
+    assert!(not_loaded.contains(unloaded), "{p}");
 }
 
 #[test]
@@ -219,7 +242,7 @@ fn reserve_migrations_verify_equivalent() {
     // --strategy reserve: stack events (zeroed), per-CPU heaps (removed), discards on early
     // returns, gotos and continues, and the sites that fall back to a copy. Verify poisons
     // every ring buffer first, so a byte a reservation leaves unset cannot pass for a zero.
-    verify_all(
+    let lines = verify_all(
         &[
             ("reserve_procwatch", "equivalent"),
             ("reserve_fallbacks", "equivalent"),
@@ -228,9 +251,12 @@ fn reserve_migrations_verify_equivalent() {
             ("twomaps", "equivalent"),
             ("vfsstat_fentry", "inconclusive: does not build"),
             ("cpu_field", "equivalent"),
+            ("disk_io", "equivalent"),
         ],
-        &["--strategy", "reserve"],
+        // disklat with kprobes, which its loader attaches by name.
+        &["--strategy", "reserve", "--tool-args", "disklat=-k"],
     );
+    assert_as_tool(&lines, "kretprobe ext4_sync_file", "`file_sync_fentry`");
 }
 
 /// The lines of `program` on `--strategy compat`'s `path` (`ringbuf` or `perfbuf`).
@@ -676,9 +702,9 @@ fn wrong_migrations_are_caught_with_the_map_and_event_named() {
 
 #[test]
 fn hooks_the_workload_never_reaches_are_inconclusive() {
-    // Block I/O tracepoints: the guest has no disk.
+    // swapon and swapoff: the workload turns no swap area on or off.
     let _guests = shared();
-    let out = run(&root(), &["verify", "fixtures/biosnoop_varlen/input"]);
+    let out = run(&root(), &["verify", "fixtures/unreached_hook/input"]);
     assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
     assert!(
         stdout(&out).contains("inconclusive") && stdout(&out).contains("no events"),

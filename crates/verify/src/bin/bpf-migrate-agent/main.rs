@@ -9,10 +9,11 @@
 //! It refuses to run anywhere but as PID 1: BPF programs under test never load into the
 //! host's kernel.
 
+mod mirror;
 mod tools;
 mod workload;
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::io::Write;
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -87,9 +88,14 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
         },
         None => (None, None),
     };
+    // Before the objects: a program may attach to a module's function (ext4's), and a tool
+    // look up a file system's operations when it starts.
+    // The disk step reports what went wrong with the disk.
+    let setup_log = tools::load_modules(&m.modules);
+    workload::mount_scratch(m.scratch_disk);
     let objects = load_objects(m);
-    let (links, programs) = attach_programs(&objects);
-    let maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects.iter().map(Loaded::maps).collect();
+    let (mut links, mut programs) = attach_programs(&objects);
+    let mut maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects.iter().map(Loaded::maps).collect();
     let mut buffers = open_buffers(&maps_per_obj);
     let host_root_error = m
         .host_root
@@ -109,10 +115,28 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
             waited_ms: waiting.elapsed().as_millis() as u64,
         });
     }
+    // What did not load or attach by its section, as its tool's loader had it.
+    // Buffers drained all along: a perf buffer that fills before the workload reports what
+    // it lost only with its next record, in the workload.
+    let late = as_tools_did(m, &objects, &mut links, &mut programs, &running, &|| {
+        buffers.drain()
+    });
+    for &k in &late {
+        maps_per_obj[k] = objects[k].maps();
+        buffers.absorb(k, open_buffers(&maps_per_obj[k..=k]));
+    }
+    if !late.is_empty() {
+        // The tools saw the late loads: what they print of them goes before the workload.
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(50));
+            buffers.drain();
+        }
+    }
     let attached_ms = started.elapsed().as_millis();
     // Last thing before the workload: what the tools' starting wrote to a ring (hundreds of
     // opens, say) may have wrapped it past poison laid down earlier.
-    let mut log = poison_rings(m, &maps_per_obj, &buffers);
+    let mut log = setup_log;
+    log.extend(poison_rings(m, &maps_per_obj, &buffers));
     buffers.discard_attach_events();
     let lost_before = ring_losses(&maps_per_obj, &buffers.sinks);
     tools::mark_workload(&mut running);
@@ -157,17 +181,195 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
 /// An object of the manifest: loaded, or why it did not load.
 struct Loaded {
     id: String,
-    obj: Option<Object>,
-    load_error: Option<String>,
+    /// Set once: when it loads by its sections, or later as its tool's loader had it
+    /// (`as_tools_did`).
+    obj: OnceCell<Object>,
+    load_error: RefCell<Option<String>>,
+    loaded_as_tool: std::cell::Cell<bool>,
 }
 
 impl Loaded {
     fn maps(&self) -> Vec<libbpf_rs::Map<'_>> {
         self.obj
-            .as_ref()
+            .get()
             .map(|o| o.maps().collect())
             .unwrap_or_default()
     }
+}
+
+/// Each object that did not load, or has a program that did not attach, by its sections,
+/// loaded and attached as the tool of the same id (its version's user space, running) had
+/// it: the programs its loader did not load left out, a tracing program loaded for the
+/// function the tool's was, a probe attached where the tool's is (`mirror`). Returns the
+/// objects loaded now, whose buffers are still to open.
+fn as_tools_did(
+    m: &Manifest,
+    objects: &[Loaded],
+    links: &mut Vec<Link>,
+    programs: &mut [Vec<ProgramResult>],
+    running: &[tools::Running],
+    drain: &dyn Fn(),
+) -> Vec<usize> {
+    let mut late = Vec::new();
+    let mut btfs = mirror::Btfs::default();
+    for (k, (o, spec)) in objects.iter().zip(&m.objects).enumerate() {
+        drain();
+        let failed = o.obj.get().is_none()
+            || programs[k]
+                .iter()
+                .any(|p| matches!(p.attach, Attach::Error(_)));
+        if !failed {
+            continue;
+        }
+        let Some(pid) = running
+            .iter()
+            .find(|r| r.id() == o.id)
+            .and_then(|r| r.pid())
+        else {
+            continue;
+        };
+        let learned = mirror::learn(pid, &mut btfs);
+        if learned.loaded.is_empty() {
+            continue;
+        }
+        if o.obj.get().is_none() {
+            take_log();
+            let loaded = ObjectBuilder::default()
+                .open_file(&spec.path)
+                .and_then(|mut open| {
+                    compat_perf(&mut open, &spec.compat_perf)?;
+                    configure_as_tool(&mut open, &learned)?;
+                    open.load()
+                });
+            let Ok(obj) = loaded else {
+                continue;
+            };
+            *o.load_error.borrow_mut() = None;
+            o.loaded_as_tool.set(true);
+            let _ = o.obj.set(obj);
+            late.push(k);
+            let obj = o.obj.get().expect("set above");
+            programs[k] = obj
+                .progs_mut()
+                .map(|p| ProgramResult {
+                    name: p.name().to_string_lossy().into_owned(),
+                    section: p.section().to_string_lossy().into_owned(),
+                    attach: match (
+                        p.autoload(),
+                        tracing_target(&learned, &p.name().to_string_lossy()),
+                    ) {
+                        (false, _) => Attach::NotByTool,
+                        (true, Some(func)) => match attach_program(&p, links) {
+                            Attach::Ok => Attach::AsTool(format!("tracing {func}")),
+                            other => other,
+                        },
+                        (true, None) => attach_program(&p, links),
+                    },
+                })
+                .collect();
+        }
+        let Some(obj) = o.obj.get() else { continue };
+        let names: Vec<String> = obj
+            .progs()
+            .map(|p| p.name().to_string_lossy().into_owned())
+            .collect();
+        for (p, rep) in obj.progs_mut().zip(programs[k].iter_mut()) {
+            if !matches!(rep.attach, Attach::Error(_))
+                || !mirror::Learned::unambiguous(&rep.name, names.iter().map(String::as_str))
+            {
+                continue;
+            }
+            let kname = mirror::kernel_name(&rep.name);
+            if !learned.loaded.contains(&kname) {
+                rep.attach = Attach::NotByTool;
+                continue;
+            }
+            if let Some(targets) = learned.targets.get(&kname) {
+                match attach_as_tool(&p, targets, links) {
+                    Ok(how) => rep.attach = Attach::AsTool(how),
+                    Err(e) => {
+                        if let Attach::Error(first) = &mut rep.attach {
+                            first.push_str(&format!("; attached as its tool's is: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    late
+}
+
+/// Before loading: the programs the tool's loader did not load left out, and each tracing
+/// program given the function the tool's was loaded for. A program whose kernel name another
+/// of the object's shares is left as it is.
+fn configure_as_tool(
+    open: &mut libbpf_rs::OpenObject,
+    learned: &mirror::Learned,
+) -> libbpf_rs::Result<()> {
+    let names: Vec<String> = open
+        .progs()
+        .map(|p| p.name().to_string_lossy().into_owned())
+        .collect();
+    for mut p in open.progs_mut() {
+        let name = p.name().to_string_lossy().into_owned();
+        if !mirror::Learned::unambiguous(&name, names.iter().map(String::as_str)) {
+            continue;
+        }
+        if !learned.loaded.contains(&mirror::kernel_name(&name)) {
+            p.set_autoload(false);
+            continue;
+        }
+        if let Some(func) = tracing_target(learned, &name) {
+            p.set_attach_target(0, Some(func))?;
+        }
+    }
+    Ok(())
+}
+
+/// The function the tool's program `name` was loaded for, if it is a tracing one.
+fn tracing_target(learned: &mirror::Learned, name: &str) -> Option<String> {
+    learned
+        .targets
+        .get(&mirror::kernel_name(name))?
+        .iter()
+        .find_map(|t| match t {
+            mirror::Target::Tracing { func } => Some(func.clone()),
+            _ => None,
+        })
+}
+
+/// Attaches `p` where its tool's program is; says where.
+fn attach_as_tool(
+    p: &libbpf_rs::ProgramMut,
+    targets: &[mirror::Target],
+    links: &mut Vec<Link>,
+) -> Result<String, String> {
+    let mut made = Vec::new();
+    for t in targets {
+        take_log();
+        let link = match t {
+            mirror::Target::Kprobe { func, retprobe } => p.attach_kprobe(*retprobe, func),
+            mirror::Target::Uprobe {
+                path,
+                offset,
+                retprobe,
+            } => p.attach_uprobe(*retprobe, -1, path, *offset as usize),
+            mirror::Target::Tracing { .. } => p.attach(),
+        };
+        match link {
+            Ok(l) => made.push(l),
+            Err(e) => return Err(format!("{t}: {e:#} {}", take_log())),
+        }
+    }
+    if made.is_empty() {
+        return Err("its tool's program is attached nowhere the agent can tell".into());
+    }
+    links.append(&mut made);
+    Ok(targets
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", "))
 }
 
 /// Loads and attaches the `lsm/bpf` program of `path`, which refuses ring buffer maps, and
@@ -236,15 +438,17 @@ fn load_objects(m: &Manifest) -> Vec<Loaded> {
         match loaded {
             Ok(o) => objects.push(Loaded {
                 id: spec.id.clone(),
-                obj: Some(o),
-                load_error: None,
+                obj: OnceCell::from(o),
+                load_error: RefCell::new(None),
+                loaded_as_tool: Default::default(),
             }),
             Err(e) => {
                 let log = take_log();
                 objects.push(Loaded {
                     id: spec.id.clone(),
-                    obj: None,
-                    load_error: Some(format!("{e:#}\n{log}")),
+                    obj: OnceCell::new(),
+                    load_error: RefCell::new(Some(format!("{e:#}\n{log}"))),
+                    loaded_as_tool: Default::default(),
                 })
             }
         }
@@ -270,7 +474,7 @@ fn attach_programs(objects: &[Loaded]) -> (Vec<Link>, Vec<Vec<ProgramResult>>) {
     let mut progs_report: Vec<Vec<ProgramResult>> = Vec::new();
     for o in objects {
         let mut rep = Vec::new();
-        if let Some(obj) = &o.obj {
+        if let Some(obj) = o.obj.get() {
             for p in obj.progs_mut() {
                 let name = p.name().to_string_lossy().into_owned();
                 let section = p.section().to_string_lossy().into_owned();
@@ -382,6 +586,16 @@ impl Buffers {
             let _ = pb.consume();
         }
         self.drain_rings();
+    }
+
+    /// The buffers of object `k`, opened late (`as_tools_did`): `b` holds only that object's.
+    fn absorb(&mut self, k: usize, b: Buffers) {
+        self.ring.extend(b.ring);
+        self.perf.extend(b.perf);
+        if let (Some(s), Some(e)) = (b.sinks.into_iter().next(), b.errors.into_iter().next()) {
+            self.sinks[k] = s;
+            self.errors[k] = e;
+        }
     }
 
     fn drain_rings(&self) {
@@ -553,7 +767,7 @@ fn fill_percpu_arrays(m: &Manifest, maps_per_obj: &[Vec<libbpf_rs::Map>]) {
 fn test_run_packets(objects: &[Loaded], buffers: &Buffers, log: &mut Vec<String>) -> bool {
     let mut ran = false;
     for (i, o) in objects.iter().enumerate() {
-        if let Some(obj) = &o.obj {
+        if let Some(obj) = o.obj.get() {
             for p in obj.progs_mut() {
                 if !is_packet_program(p.prog_type()) {
                     continue;
@@ -609,7 +823,8 @@ fn object_results(
         .zip(sinks)
         .map(|((o, programs), sinks)| ObjectResult {
             id: o.id,
-            load_error: o.load_error,
+            load_error: o.load_error.into_inner(),
+            loaded_as_tool: o.loaded_as_tool.get(),
             programs,
             maps: sinks
                 .iter()

@@ -18,12 +18,18 @@ use bpf_migrate_protocol::{HostRoot, ToolRun, ToolSpec};
 /// host's own user space.
 const NEW_ROOT: &str = "/newroot";
 
-/// Loads the modules, mounts the host's root read-only over 9p at `/host` with a writable
-/// overlay in memory at `NEW_ROOT`, the pseudo file systems in it, and the kernel's headers
-/// at `/lib/modules/RELEASE/{build,source}` in it. Returns what went wrong, for the report.
-pub fn mount_host_root(h: &HostRoot) -> Result<(), String> {
-    for m in &h.modules {
-        let data = std::fs::read(m).map_err(|e| format!("{m}: {e}"))?;
+/// Loads the kernel modules `modules` (guest paths), in order; one already there is fine.
+/// Returns what went wrong with each that did not load, for the workload log.
+pub fn load_modules(modules: &[String]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for m in modules {
+        let data = match std::fs::read(m) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(format!("module {m}: {e}"));
+                continue;
+            }
+        };
         let params = c"";
         // SAFETY: the module's bytes and an empty parameter string, both alive for the call.
         let rc = unsafe {
@@ -37,10 +43,18 @@ pub fn mount_host_root(h: &HostRoot) -> Result<(), String> {
         if rc != 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(format!("loading {m}: {e}"));
+                errors.push(format!("loading module {m}: {e}"));
             }
         }
     }
+    errors
+}
+
+/// Mounts the host's root read-only over 9p at `/host` (its modules loaded first:
+/// `load_modules`) with a writable overlay in memory at `NEW_ROOT`, the pseudo file systems
+/// in it, and the kernel's headers at `/lib/modules/RELEASE/{build,source}` in it. Returns
+/// what went wrong, for the report.
+pub fn mount_host_root(h: &HostRoot) -> Result<(), String> {
     mount(
         "hostroot",
         "/host",
@@ -165,6 +179,17 @@ pub struct Running {
     keyboard: Option<OwnedFd>,
     started: Instant,
     ready_ms: Option<u64>,
+}
+
+impl Running {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The tool's process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 /// Starts every tool of the manifest, all at once; those that run in the host's root do not

@@ -14,6 +14,7 @@ use std::time::Duration;
 use fs_err as fs;
 
 pub use bpf_migrate_protocol::GUEST_BASH as BASH;
+use bpf_migrate_protocol::SCRATCH_MOUNT;
 
 type Step = (&'static str, fn() -> Result<(), String>);
 
@@ -21,6 +22,7 @@ type Step = (&'static str, fn() -> Result<(), String>);
 const STEPS: &[Step] = &[
     ("exec", exec),
     ("files", files),
+    ("disk", disk),
     ("stat", stat),
     ("signal", signal),
     ("tcp", tcp),
@@ -85,6 +87,70 @@ fn files() -> Result<(), String> {
         fs::rename("/tmp/w/a.txt", "/tmp/w/b.txt")?;
         fs::remove_file("/tmp/w/b.txt")?;
         fs::remove_dir("/tmp/w/dir")?;
+        Ok(())
+    })();
+    r.map_err(|e| e.to_string())
+}
+
+/// Whether the scratch disk is mounted at `SCRATCH_MOUNT`, or why not.
+static SCRATCH: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+
+/// Mounts the scratch disk (`/dev/vda`, ext4) at `SCRATCH_MOUNT` when the guest has one.
+/// Before the workload: mounting reads the disk, which is no step's doing.
+pub fn mount_scratch(present: bool) {
+    let r = if present {
+        crate::tools::mount("/dev/vda", SCRATCH_MOUNT, "ext4", 0, "").map_err(|e| {
+            format!("{e} (the guest kernel needs virtio-blk and ext4: built in, or the modules of a kernel bpf-migrate provisioned)")
+        })
+    } else {
+        Err(
+            "the guest has no scratch disk: the host needs mkfs.ext4 (apt-get install e2fsprogs)"
+                .into(),
+        )
+    };
+    let _ = SCRATCH.set(r);
+}
+
+/// The scratch disk is mounted, or why not.
+fn scratch() -> Result<(), String> {
+    match SCRATCH.get() {
+        Some(r) => r.clone(),
+        None => Err("the scratch disk was not mounted".into()),
+    }
+}
+
+/// File I/O on a disk-backed file system (ext4 on the scratch virtio disk), through to the
+/// block layer: create a directory and a file, write 64 KiB in 4 KiB writes, fsync, drop the
+/// file's cached pages, read it back from the disk, rename, unlink, remove the directory and
+/// syncfs (the journal's commit of it all within the step).
+fn disk() -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    scratch()?;
+    let dir = format!("{SCRATCH_MOUNT}/w");
+    let (a, b) = (format!("{dir}/a.dat"), format!("{dir}/b.dat"));
+    let r = (|| -> std::io::Result<()> {
+        fs::create_dir_all(&dir)?;
+        let mut f = fs::File::create(&a)?;
+        let block = [0x5au8; 4096];
+        for _ in 0..16 {
+            f.write_all(&block)?;
+        }
+        f.sync_all()?;
+        // SAFETY: advice on a descriptor open for the call.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        drop(f);
+        let mut f = fs::File::open(&a)?;
+        let mut buf = vec![0u8; 16 << 10];
+        while f.read(&mut buf)? > 0 {}
+        drop(f);
+        fs::rename(&a, &b)?;
+        fs::remove_file(&b)?;
+        fs::remove_dir(&dir)?;
+        let d = fs::File::open(SCRATCH_MOUNT)?;
+        // SAFETY: syncfs on a descriptor open for the call.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         Ok(())
     })();
     r.map_err(|e| e.to_string())
