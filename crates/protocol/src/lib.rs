@@ -64,6 +64,12 @@ pub struct Manifest {
     pub scratch_disk: bool,
 }
 
+/// The agent starts the tools in waves of this many processes (a program's three instances
+/// two at a time), each wave once the one before waits for events: a C, Rust or Go tool
+/// parses the kernel's BTF as it starts (13 MiB or more for a moment, 3 MiB after), and 48 at
+/// once touched most of a 1.5 GiB guest, which qemu then holds on the host.
+pub const TOOL_WAVE: usize = 6;
+
 /// Where the agent mounts the scratch disk.
 pub const SCRATCH_MOUNT: &str = "/mnt/scratch";
 

@@ -13,6 +13,8 @@ pub struct Cpio {
     buf: Vec<u8>,
     ino: u32,
     dirs: BTreeSet<String>,
+    /// The shared libraries in it: each once, whatever number of executables need it.
+    libs: BTreeSet<String>,
 }
 
 impl Cpio {
@@ -79,7 +81,7 @@ impl Cpio {
         let data = fs::read(host_path)?;
         self.file(guest_path, &data, 0o755);
         for lib in shared_libs(host_path)? {
-            if !self.dirs.contains(&lib) {
+            if self.libs.insert(lib.clone()) {
                 let data = fs::read(&lib)?;
                 self.file(&lib, &data, 0o755);
             }
@@ -137,5 +139,27 @@ mod tests {
         // The file entry: 110-byte header, name "a/b\0" padded to 4, data padded to 4.
         let at = text.find("070701").unwrap();
         assert_eq!(at, 0);
+    }
+
+    #[test]
+    fn a_library_that_several_executables_need_goes_in_once() {
+        let sh = Path::new("/bin/sh");
+        let mut c = Cpio::default();
+        c.executable("/a", sh).unwrap();
+        let once = c.buf.len();
+        c.executable("/b", sh).unwrap();
+        let libs: usize = shared_libs(sh)
+            .unwrap()
+            .iter()
+            .map(|l| fs::metadata(l).unwrap().len() as usize)
+            .sum();
+        assert!(libs > 0, "/bin/sh links no library here");
+        // The second executable adds itself, not its libraries again.
+        let sh_len = fs::metadata(sh).unwrap().len() as usize;
+        assert!(
+            c.buf.len() - once < sh_len + 512,
+            "{} {once} {libs}",
+            c.buf.len()
+        );
     }
 }

@@ -6,20 +6,30 @@
 
 use std::path::Path;
 
+use bpf_migrate_protocol::TOOL_WAVE;
 use libbpf_rs::{MapType, ObjectBuilder};
 
 /// The guest's memory in MiB: `base` for the kernel, the agent and the workload, plus the
-/// maps of `map_bytes` with room for the kernel's own bookkeeping, plus `TOOL_MIB` for each
-/// of `tool_processes` (C, Rust and Go tools' processes).
+/// maps of `map_bytes` with room for the kernel's own bookkeeping, plus, of `tool_processes`
+/// (C, Rust and Go tools' processes), `TOOL_MIB` for each of a wave starting
+/// (`TOOL_WAVE`) and `TOOL_STEADY_MIB` for each of the others.
 pub fn guest_mib(base: u64, map_bytes: u64, tool_processes: u64) -> u64 {
     let maps = (map_bytes + map_bytes / 2).div_ceil(1 << 20);
-    (base + maps + TOOL_MIB * tool_processes).min(MAX_MIB)
+    let starting = tool_processes.min(TOOL_WAVE as u64);
+    let tools = TOOL_MIB * starting + TOOL_STEADY_MIB * (tool_processes - starting);
+    (base + maps + tools).min(MAX_MIB)
 }
 
-/// What one process of a C or Rust tool takes: libbpf parses the kernel's BTF (bpftool's
-/// dump of Debian 6.1's 5.2 MB BTF peaks at 13 MiB), and trace helpers read kallsyms. A boot
-/// of 16 libbpf-tools (48 processes) without it stalled short of memory.
+/// What one process of a C or Rust tool takes while it starts: libbpf parses the kernel's
+/// BTF (bpftool's dump of Debian 6.1's 5.2 MB BTF peaks at 13 MiB), and trace helpers read
+/// kallsyms. A boot of 16 libbpf-tools (48 processes at once) without it stalled short of
+/// memory.
 const TOOL_MIB: u64 = 20;
+
+/// What one takes once it waits for events: 2.4 to 2.8 MiB resident for each of 18
+/// libbpf-tools processes in a guest (`/proc/PID/status`), with the kernel's own share
+/// for the process (page tables, its terminal).
+const TOOL_STEADY_MIB: u64 = 6;
 
 /// Above this, the guest's maps do not fit this tool's budget anyway.
 const MAX_MIB: u64 = 16 << 10;
@@ -89,7 +99,12 @@ mod tests {
         // 24 tools, three loads each, of 8 MiB of maps.
         assert_eq!(guest_mib(384, 24 * 3 * (8 << 20), 0), 384 + 864);
         assert_eq!(guest_mib(384, u64::MAX / 4, 0), MAX_MIB);
-        // And their processes: 16 libbpf tools run three times each.
-        assert_eq!(guest_mib(384, 0, 48), 384 + 48 * TOOL_MIB);
+        // And their processes: 16 libbpf tools run three times each, a wave starting at a
+        // time; a wave's worth or fewer all start at once.
+        assert_eq!(
+            guest_mib(384, 0, 48),
+            384 + 6 * TOOL_MIB + 42 * TOOL_STEADY_MIB
+        );
+        assert_eq!(guest_mib(384, 0, 3), 384 + 3 * TOOL_MIB);
     }
 }

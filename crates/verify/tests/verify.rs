@@ -165,7 +165,8 @@ fn migrated_fixtures_verify_equivalent() {
             ("macro_map_def", "equivalent"),
             ("header_map", "equivalent"),
         ],
-        &["--workload", "true"],
+        // One boot for all: this is about equivalence, not how a batch is split.
+        &["--workload", "true", "--per-boot", "20"],
     );
     // Every step ran, and each of workload_reach's maps saw events (checked above).
     let verdict = lines.last().unwrap();
@@ -254,7 +255,14 @@ fn reserve_migrations_verify_equivalent() {
             ("disk_io", "equivalent"),
         ],
         // disklat with kprobes, which its loader attaches by name.
-        &["--strategy", "reserve", "--tool-args", "disklat=-k"],
+        &[
+            "--strategy",
+            "reserve",
+            "--tool-args",
+            "disklat=-k",
+            "--per-boot",
+            "20",
+        ],
     );
     assert_as_tool(&lines, "kretprobe ext4_sync_file", "`file_sync_fentry`");
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use bpf_migrate_protocol::{
     Attach, BenchOutcome, BenchRow, BufferError, BufferKind, CompatFlag, LOST_COUNTER_SUFFIX,
     MANIFEST_PATH, Manifest, MapRecords, Message, ObjectResult, ProgramResult, Report, RunResult,
+    TOOL_WAVE,
 };
 use fs_err as fs;
 use libbpf_rs::{
@@ -102,14 +103,19 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
         .as_ref()
         .and_then(|h| tools::mount_host_root(h).err());
     // The tools start now, so that what their starting does (execs, opens, BPF loads) is
-    // discarded with the other attach-time events.
-    let mut running = tools::start(&m.tools, host_root_error.as_deref());
+    // discarded with the other attach-time events; in waves (`TOOL_WAVE`).
     let waiting = Instant::now();
-    tools::wait_ready(
-        &mut running,
-        Duration::from_millis(m.tools_ready_ms),
-        &mut || buffers.drain(),
-    );
+    let deadline = waiting + Duration::from_millis(m.tools_ready_ms);
+    let mut running = Vec::new();
+    for wave in m.tools.chunks(TOOL_WAVE) {
+        let mut started = tools::start(wave, host_root_error.as_deref());
+        tools::wait_ready(
+            &mut started,
+            deadline.saturating_duration_since(Instant::now()),
+            &mut || buffers.drain(),
+        );
+        running.append(&mut started);
+    }
     if !m.tools.is_empty() {
         out.frame(&Message::ToolsStarted {
             waited_ms: waiting.elapsed().as_millis() as u64,
