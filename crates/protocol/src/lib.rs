@@ -263,6 +263,10 @@ pub struct ObjectResult {
     /// It did not load by its sections, and was loaded as its tool's loader had it.
     #[serde(default)]
     pub loaded_as_tool: bool,
+    /// It did not load by its sections, and its tool was there to learn how its loader loads
+    /// it: `load_error` is then that load's.
+    #[serde(default)]
+    pub tried_as_tool: bool,
 }
 
 impl ObjectResult {
@@ -506,6 +510,7 @@ mod tests {
                         error: "-22".into(),
                     }],
                     loaded_as_tool: true,
+                    tried_as_tool: true,
                 },
                 ObjectResult {
                     id: "p0/new".into(),

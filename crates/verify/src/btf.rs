@@ -106,13 +106,17 @@ fn btf_layout(btf: &Btf, name: String, s: &types::Struct) -> Layout {
     }
 }
 
-/// The one candidate; of several, the one whose name says it is an event (event, data,
-/// sample).
-pub fn pick<T>(mut v: Vec<(String, T)>) -> Option<(String, T)> {
+/// The one candidate; of several, the one whose name says it is an event (`event_like`).
+fn pick<T>(mut v: Vec<(String, T)>) -> Option<(String, T)> {
     if v.len() > 1 {
-        v.retain(|(n, _)| n.contains("event") || n.contains("data") || n.contains("sample"));
+        v.retain(|(n, _)| event_like(n));
     }
     (v.len() == 1).then(|| v.remove(0))
+}
+
+/// A struct name that says it is an event record: event, data, sample.
+pub fn event_like(name: &str) -> bool {
+    name.contains("event") || name.contains("data") || name.contains("sample")
 }
 
 /// The layout of `struct name` from the object's DWARF (`pahole`, which sees types that are

@@ -1275,8 +1275,16 @@ fn guest_modules_and_disk(
     let image = wd.join(SCRATCH_IMAGE);
     let made = (|| -> std::io::Result<bool> {
         fs::File::create(&image)?.set_len(32 << 20)?;
-        let out = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", "scratch"])
+        // In /usr/sbin, which a user's PATH may not name.
+        let mkfs = which("mkfs.ext4")
+            .or_else(|| which("/usr/sbin/mkfs.ext4"))
+            .or_else(|| which("/sbin/mkfs.ext4"))
+            .ok_or(std::io::ErrorKind::NotFound)?;
+        let out = Command::new(mkfs)
+            // Inode tables and journal written now, not by the guest's ext4lazyinit during
+            // the workload.
+            .args(["-q", "-F", "-L", "scratch", "-E"])
+            .arg("lazy_itable_init=0,lazy_journal_init=0")
             .arg(&image)
             .stdin(Stdio::null())
             .output()?;
@@ -1657,11 +1665,11 @@ fn load_failure(orig: &ObjectResult, new: &ObjectResult) -> Option<(Verdict, Str
         ));
     }
     if let Some(e) = &new.load_error {
-        if orig.loaded_as_tool {
+        if orig.loaded_as_tool && !new.tried_as_tool {
             return Some((
                 Verdict::Inconclusive,
                 format!(
-                    "neither version loads by its sections here; the original loaded as its tool's loader had it, but the migrated program could not be loaded so (did its tool run?):\n{}",
+                    "neither version loads by its sections here; the original loaded as its tool's loader had it, but the migrated program's tool was not there to show how (did it run?):\n{}",
                     qemu::tail(e, 20)
                 ),
             ));
@@ -1696,7 +1704,17 @@ fn judge_attachment(rep: &mut ProgramReport, orig: &ObjectResult, new: &ObjectRe
         let pname = &p.name;
         let twin = new.program(&p.name).map(|t| &t.attach);
         match &p.attach {
-            Attach::AsTool(how) => as_tool.push(format!("`{pname}` ({how})")),
+            Attach::AsTool(how) => {
+                as_tool.push(format!("`{pname}` ({how})"));
+                if let Some(Attach::AsTool(theirs)) = twin
+                    && theirs != how
+                {
+                    rep.problems.push(format!(
+                        "program `{pname}`: the original's tool attached it at {how}, the migrated tool's at {theirs}: their events are not of the same hooks"
+                    ));
+                    rep.worsen(&Verdict::Inconclusive);
+                }
+            }
             Attach::NotByTool => not_by_tool.push(format!("`{pname}`")),
             _ => {}
         }
@@ -1911,13 +1929,15 @@ fn event_layouts(
     if layouts.is_empty() {
         layouts.extend(new_recs.iter().map(Vec::len).max().and_then(|len| {
             btf::layout_for(new_obj, len).or_else(|| {
-                let sized: Vec<(String, btf::Layout)> = own_structs(&[new_src, orig_src])
+                // Only an event's name: a map's key or value of that size is not it, and
+                // its noise would hide real differences.
+                let mut sized: Vec<btf::Layout> = own_structs(&[new_src, orig_src])
                     .into_iter()
+                    .filter(|n| btf::event_like(n))
                     .filter_map(|n| btf::layout_named(new_obj, &n))
                     .filter(|l| l.size == len)
-                    .map(|l| (l.name.clone(), l))
                     .collect();
-                btf::pick(sized).map(|(_, l)| l)
+                (sized.len() == 1).then(|| sized.remove(0))
             })
         }));
     }
@@ -2337,6 +2357,20 @@ mod tests {
         };
         let (v, why) = load_failure(&orig, &new).unwrap();
         assert_eq!(v, Verdict::Inconclusive, "{why}");
+        // Its tool was there, and loading as it had it failed: the migration's.
+        let tried = ObjectResult {
+            tried_as_tool: true,
+            ..new.clone()
+        };
+        assert_eq!(load_failure(&orig, &tried).unwrap().0, Verdict::Different);
+        // The two tools attached the same program at different hooks.
+        let elsewhere = object(&[
+            ("sync_entry", Attach::AsTool("kprobe vfs_fsync".into())),
+            ("sync_fentry", Attach::NotByTool),
+        ]);
+        let mut r = report();
+        judge_attachment(&mut r, &orig, &elsewhere);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{:?}", r.problems);
         // Loaded by its sections, the original tells nothing of a migration that does not.
         let orig = ObjectResult {
             loaded_as_tool: false,

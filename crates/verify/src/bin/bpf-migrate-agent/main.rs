@@ -107,13 +107,14 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
     let waiting = Instant::now();
     let deadline = waiting + Duration::from_millis(m.tools_ready_ms);
     let mut running = Vec::new();
-    for wave in m.tools.chunks(TOOL_WAVE) {
+    let waves: Vec<&[bpf_migrate_protocol::ToolSpec]> = m.tools.chunks(TOOL_WAVE).collect();
+    for (w, wave) in waves.iter().enumerate() {
+        // Each wave an equal share of what is left: one whose tool never polls cannot take
+        // the others' time.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = left / (waves.len() - w) as u32;
         let mut started = tools::start(wave, host_root_error.as_deref());
-        tools::wait_ready(
-            &mut started,
-            deadline.saturating_duration_since(Instant::now()),
-            &mut || buffers.drain(),
-        );
+        tools::wait_ready(&mut started, share, &mut || buffers.drain());
         running.append(&mut started);
     }
     if !m.tools.is_empty() {
@@ -124,6 +125,7 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
     // What did not load or attach by its section, as its tool's loader had it.
     // Buffers drained all along: a perf buffer that fills before the workload reports what
     // it lost only with its next record, in the workload.
+    let links_before = links.len();
     let late = as_tools_did(m, &objects, &mut links, &mut programs, &running, &|| {
         buffers.drain()
     });
@@ -131,8 +133,9 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
         maps_per_obj[k] = objects[k].maps();
         buffers.absorb(k, open_buffers(&maps_per_obj[k..=k]));
     }
-    if !late.is_empty() {
-        // The tools saw the late loads: what they print of them goes before the workload.
+    if !late.is_empty() || links.len() > links_before {
+        // The tools saw the late loads and attaches: what they print of them goes before the
+        // workload.
         for _ in 0..10 {
             std::thread::sleep(Duration::from_millis(50));
             buffers.drain();
@@ -192,6 +195,8 @@ struct Loaded {
     obj: OnceCell<Object>,
     load_error: RefCell<Option<String>>,
     loaded_as_tool: std::cell::Cell<bool>,
+    /// It did not load by its sections, and its tool was there to learn from.
+    tried_as_tool: std::cell::Cell<bool>,
 }
 
 impl Loaded {
@@ -240,6 +245,7 @@ fn as_tools_did(
         }
         if o.obj.get().is_none() {
             take_log();
+            o.tried_as_tool.set(true);
             let loaded = ObjectBuilder::default()
                 .open_file(&spec.path)
                 .and_then(|mut open| {
@@ -247,8 +253,16 @@ fn as_tools_did(
                     configure_as_tool(&mut open, &learned)?;
                     open.load()
                 });
-            let Ok(obj) = loaded else {
-                continue;
+            let obj = match loaded {
+                Ok(obj) => obj,
+                Err(e) => {
+                    // The retry's log says more than the placeholder the sections named.
+                    *o.load_error.borrow_mut() = Some(format!(
+                        "loaded as its tool's loader had it: {e:#}\n{}",
+                        take_log()
+                    ));
+                    continue;
+                }
             };
             *o.load_error.borrow_mut() = None;
             o.loaded_as_tool.set(true);
@@ -262,7 +276,11 @@ fn as_tools_did(
                     section: p.section().to_string_lossy().into_owned(),
                     attach: match (
                         p.autoload(),
-                        tracing_target(&learned, &p.name().to_string_lossy()),
+                        function_target(
+                            &learned,
+                            &p.name().to_string_lossy(),
+                            &p.section().to_string_lossy(),
+                        ),
                     ) {
                         (false, _) => Attach::NotByTool,
                         (true, Some(func)) => match attach_program(&p, links) {
@@ -325,15 +343,23 @@ fn configure_as_tool(
             p.set_autoload(false);
             continue;
         }
-        if let Some(func) = tracing_target(learned, &name) {
+        if let Some(func) = function_target(learned, &name, &p.section().to_string_lossy()) {
             p.set_attach_target(0, Some(func))?;
         }
     }
     Ok(())
 }
 
-/// The function the tool's program `name` was loaded for, if it is a tracing one.
-fn tracing_target(learned: &mirror::Learned, name: &str) -> Option<String> {
+/// The function the tool's program `name` was loaded for, if it is a program of `section`
+/// that names one: fentry, fexit and fmod_ret (a tp_btf or iter program's BTF id names a
+/// type, `btf_trace_X`, `bpf_iter_X`, that its section already says).
+fn function_target(learned: &mirror::Learned, name: &str, section: &str) -> Option<String> {
+    if !["fentry", "fexit", "fmod_ret"]
+        .iter()
+        .any(|k| section.starts_with(k))
+    {
+        return None;
+    }
     learned
         .targets
         .get(&mirror::kernel_name(name))?
@@ -447,6 +473,7 @@ fn load_objects(m: &Manifest) -> Vec<Loaded> {
                 obj: OnceCell::from(o),
                 load_error: RefCell::new(None),
                 loaded_as_tool: Default::default(),
+                tried_as_tool: Default::default(),
             }),
             Err(e) => {
                 let log = take_log();
@@ -455,6 +482,7 @@ fn load_objects(m: &Manifest) -> Vec<Loaded> {
                     obj: OnceCell::new(),
                     load_error: RefCell::new(Some(format!("{e:#}\n{log}"))),
                     loaded_as_tool: Default::default(),
+                    tried_as_tool: Default::default(),
                 })
             }
         }
@@ -831,6 +859,7 @@ fn object_results(
             id: o.id,
             load_error: o.load_error.into_inner(),
             loaded_as_tool: o.loaded_as_tool.get(),
+            tried_as_tool: o.tried_as_tool.get(),
             programs,
             maps: sinks
                 .iter()

@@ -244,13 +244,10 @@ impl Btfs {
             }
             let btf = match self.by_id.get(&obj_id) {
                 Some(b) => *b,
+                // vmlinux's own object is the one already parsed; a module's splits off it.
+                None if btf_object_name(obj_id).as_deref() == Some("vmlinux") => vmlinux,
                 None => {
-                    // vmlinux's own object is whole; a module's splits off vmlinux's.
-                    let btf = if btf_object_name(obj_id).as_deref() == Some("vmlinux") {
-                        sys::btf__load_from_kernel_by_id(obj_id)
-                    } else {
-                        sys::btf__load_from_kernel_by_id_split(obj_id, vmlinux)
-                    };
+                    let btf = sys::btf__load_from_kernel_by_id_split(obj_id, vmlinux);
                     if btf.is_null() {
                         return None;
                     }

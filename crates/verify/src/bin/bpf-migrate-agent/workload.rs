@@ -104,7 +104,7 @@ pub fn mount_scratch(present: bool) {
         })
     } else {
         Err(
-            "the guest has no scratch disk: the host needs mkfs.ext4 (apt-get install e2fsprogs)"
+            "the guest has no scratch disk: the host's mkfs.ext4 is missing (apt-get install e2fsprogs) or failed"
                 .into(),
         )
     };
