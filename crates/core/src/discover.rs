@@ -232,6 +232,38 @@ enum Read {
 /// may be defined in one), a BCC tool's `src_file`, and the `bpf/x.bpf.c` of a Rust file that
 /// includes `x.skel.rs`, and the C a Go reader builds with bpf2go or loads as an object;
 /// sorted, each once.
+/// The lines of `text` holding `needle` (once each), found without splitting the text into
+/// lines.
+fn lines_with<'a>(text: &'a str, needle: &'static str) -> impl Iterator<Item = &'a str> {
+    let mut lines: Vec<&str> = Vec::new();
+    let mut last_start = None;
+    for at in memchr::memmem::find_iter(text.as_bytes(), needle) {
+        let start = crate::source::line_start(text, at);
+        if last_start != Some(start) {
+            let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+            lines.push(&text[start..end]);
+            last_start = Some(start);
+        }
+    }
+    lines.into_iter()
+}
+
+/// The files C `text` includes: `#include "x"` (local: true) and `#include <x>` (false).
+pub fn includes(text: &str) -> impl Iterator<Item = (&str, bool)> {
+    lines_with(text, "#include").filter_map(|line| {
+        let r = line.trim_start().strip_prefix("#include")?.trim();
+        let (open, close, local) = match r.chars().next()? {
+            '"' => ('"', '"', true),
+            '<' => ('<', '>', false),
+            _ => return None,
+        };
+        r.strip_prefix(open)?
+            .split(close)
+            .next()
+            .map(|p| (p, local))
+    })
+}
+
 fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new(""));
     let name = path
@@ -239,35 +271,7 @@ fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut out = Vec::new();
-    // The lines holding `needle` (once each), found without splitting the text into lines.
-    let lines_with = |needle: &'static str| {
-        let mut lines: Vec<&str> = Vec::new();
-        let mut last_start = None;
-        for at in memchr::memmem::find_iter(text.as_bytes(), needle) {
-            let start = crate::source::line_start(text, at);
-            if last_start != Some(start) {
-                let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
-                lines.push(&text[start..end]);
-                last_start = Some(start);
-            }
-        }
-        lines.into_iter()
-    };
-    // `#include "x"` (local) and `#include <x>`: (path, local).
-    let includes = || {
-        lines_with("#include").filter_map(|line| {
-            let r = line.trim_start().strip_prefix("#include")?.trim();
-            let (open, close, local) = match r.chars().next()? {
-                '"' => ('"', '"', true),
-                '<' => ('<', '>', false),
-                _ => return None,
-            };
-            r.strip_prefix(open)?
-                .split(close)
-                .next()
-                .map(|p| (p, local))
-        })
-    };
+    let lines_with = |needle: &'static str| lines_with(text, needle);
     if name.ends_with(".rs") {
         for (at, _) in text.match_indices(".skel.rs") {
             let before = &text[..at];
@@ -319,7 +323,7 @@ fn partners_of(path: &Path, text: &str) -> Vec<PathBuf> {
             Some(stem) => out.push(dir.join(format!("{stem}.c"))),
             None => out.push(dir.join(format!("{}.bpf.c", name.trim_end_matches(".c")))),
         }
-        for (inc, local) in includes() {
+        for (inc, local) in includes(text) {
             let file = inc.rsplit('/').next().unwrap_or(inc);
             match file.strip_suffix(".skel.h") {
                 Some(skel) => out.push(dir.join(format!("{skel}.bpf.c"))),

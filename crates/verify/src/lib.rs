@@ -1952,15 +1952,8 @@ fn own_structs(srcs: &[&Path]) -> Vec<String> {
     for src in srcs {
         files.push(src.to_path_buf());
         let text = fs::read_to_string(src).unwrap_or_default();
-        for line in text.lines() {
-            if let Some(h) = line
-                .trim_start()
-                .strip_prefix("#include")
-                .map(str::trim)
-                .and_then(|r| r.strip_prefix('"'))
-                .and_then(|r| r.split('"').next())
-                && h != "vmlinux.h"
-            {
+        for (h, local) in bpf_migrate_core::discover::includes(&text) {
+            if local && h != "vmlinux.h" {
                 files.push(dir_of(src).join(h));
             }
         }
