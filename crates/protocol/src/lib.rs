@@ -260,11 +260,8 @@ pub struct ObjectResult {
     pub maps: Vec<MapRecords>,
     /// Buffers that could not be opened.
     pub buffer_errors: Vec<BufferError>,
-    /// It did not load by its sections, and was loaded as its tool's loader had it.
-    #[serde(default)]
-    pub loaded_as_tool: bool,
     /// It did not load by its sections, and its tool was there to learn how its loader loads
-    /// it: `load_error` is then that load's.
+    /// it: loaded so without a `load_error`, else that is this load's.
     #[serde(default)]
     pub tried_as_tool: bool,
 }
@@ -509,7 +506,6 @@ mod tests {
                         map: "rb".into(),
                         error: "-22".into(),
                     }],
-                    loaded_as_tool: true,
                     tried_as_tool: true,
                 },
                 ObjectResult {

@@ -1665,7 +1665,8 @@ fn load_failure(orig: &ObjectResult, new: &ObjectResult) -> Option<(Verdict, Str
         ));
     }
     if let Some(e) = &new.load_error {
-        if orig.loaded_as_tool && !new.tried_as_tool {
+        // (The original has no load error here: if it was tried so, it loaded so.)
+        if orig.tried_as_tool && !new.tried_as_tool {
             return Some((
                 Verdict::Inconclusive,
                 format!(
@@ -2341,7 +2342,7 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Different, "{:?}", r.problems);
         // Loaded as its tool had it in the original only: the migrated tool showed nothing.
         let orig = ObjectResult {
-            loaded_as_tool: true,
+            tried_as_tool: true,
             ..orig
         };
         let new = ObjectResult {
@@ -2366,7 +2367,7 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Inconclusive, "{:?}", r.problems);
         // Loaded by its sections, the original tells nothing of a migration that does not.
         let orig = ObjectResult {
-            loaded_as_tool: false,
+            tried_as_tool: false,
             ..orig
         };
         assert_eq!(load_failure(&orig, &new).unwrap().0, Verdict::Different);

@@ -194,8 +194,8 @@ struct Loaded {
     /// (`as_tools_did`).
     obj: OnceCell<Object>,
     load_error: RefCell<Option<String>>,
-    loaded_as_tool: std::cell::Cell<bool>,
-    /// It did not load by its sections, and its tool was there to learn from.
+    /// It did not load by its sections, and its tool was there to learn from: it loaded so
+    /// where `obj` is set.
     tried_as_tool: std::cell::Cell<bool>,
 }
 
@@ -244,53 +244,33 @@ fn as_tools_did(
             continue;
         }
         if o.obj.get().is_none() {
-            take_log();
             o.tried_as_tool.set(true);
-            let loaded = ObjectBuilder::default()
-                .open_file(&spec.path)
-                .and_then(|mut open| {
-                    compat_perf(&mut open, &spec.compat_perf)?;
-                    configure_as_tool(&mut open, &learned)?;
-                    open.load()
-                });
-            let obj = match loaded {
+            let obj = match load_object(spec, |open| configure_as_tool(open, &learned)) {
                 Ok(obj) => obj,
                 Err(e) => {
                     // The retry's log says more than the placeholder the sections named.
-                    *o.load_error.borrow_mut() = Some(format!(
-                        "loaded as its tool's loader had it: {e:#}\n{}",
-                        take_log()
-                    ));
+                    *o.load_error.borrow_mut() =
+                        Some(format!("loaded as its tool's loader had it: {e}"));
                     continue;
                 }
             };
             *o.load_error.borrow_mut() = None;
-            o.loaded_as_tool.set(true);
-            let _ = o.obj.set(obj);
+            let obj = o.obj.get_or_init(|| obj);
             late.push(k);
-            let obj = o.obj.get().expect("set above");
-            programs[k] = obj
-                .progs_mut()
-                .map(|p| ProgramResult {
-                    name: p.name().to_string_lossy().into_owned(),
-                    section: p.section().to_string_lossy().into_owned(),
-                    attach: match (
-                        p.autoload(),
-                        function_target(
-                            &learned,
-                            &p.name().to_string_lossy(),
-                            &p.section().to_string_lossy(),
-                        ),
-                    ) {
-                        (false, _) => Attach::NotByTool,
-                        (true, Some(func)) => match attach_program(&p, links) {
-                            Attach::Ok => Attach::AsTool(format!("tracing {func}")),
-                            other => other,
-                        },
-                        (true, None) => attach_program(&p, links),
-                    },
-                })
-                .collect();
+            programs[k] = program_results(obj, |p| {
+                if !p.autoload() {
+                    return Attach::NotByTool;
+                }
+                let func = function_target(
+                    &learned,
+                    &p.name().to_string_lossy(),
+                    &p.section().to_string_lossy(),
+                );
+                match (attach_program(p, links), func) {
+                    (Attach::Ok, Some(func)) => Attach::AsTool(format!("tracing {func}")),
+                    (other, _) => other,
+                }
+            });
         }
         let Some(obj) = o.obj.get() else { continue };
         let names: Vec<String> = obj
@@ -458,36 +438,38 @@ fn compat_perf(open: &mut libbpf_rs::OpenObject, flags: &[CompatFlag]) -> libbpf
 
 /// Every object is loaded before any is attached, so that all see the same events.
 fn load_objects(m: &Manifest) -> Vec<Loaded> {
-    let mut objects = Vec::new();
-    for spec in &m.objects {
-        take_log();
-        let loaded = ObjectBuilder::default()
-            .open_file(&spec.path)
-            .and_then(|mut o| {
-                compat_perf(&mut o, &spec.compat_perf)?;
-                o.load()
-            });
-        match loaded {
-            Ok(o) => objects.push(Loaded {
+    m.objects
+        .iter()
+        .map(|spec| {
+            let (obj, load_error) = match load_object(spec, |_| Ok(())) {
+                Ok(o) => (OnceCell::from(o), None),
+                Err(e) => (OnceCell::new(), Some(e)),
+            };
+            Loaded {
                 id: spec.id.clone(),
-                obj: OnceCell::from(o),
-                load_error: RefCell::new(None),
-                loaded_as_tool: Default::default(),
+                obj,
+                load_error: RefCell::new(load_error),
                 tried_as_tool: Default::default(),
-            }),
-            Err(e) => {
-                let log = take_log();
-                objects.push(Loaded {
-                    id: spec.id.clone(),
-                    obj: OnceCell::new(),
-                    load_error: RefCell::new(Some(format!("{e:#}\n{log}"))),
-                    loaded_as_tool: Default::default(),
-                    tried_as_tool: Default::default(),
-                })
             }
-        }
-    }
-    objects
+        })
+        .collect()
+}
+
+/// The object of `spec`, opened, made a perf path's where the manifest says so,
+/// `configure`d, and loaded; else libbpf's error and log.
+fn load_object(
+    spec: &bpf_migrate_protocol::ObjSpec,
+    configure: impl FnOnce(&mut libbpf_rs::OpenObject) -> libbpf_rs::Result<()>,
+) -> Result<Object, String> {
+    take_log();
+    ObjectBuilder::default()
+        .open_file(&spec.path)
+        .and_then(|mut o| {
+            compat_perf(&mut o, &spec.compat_perf)?;
+            configure(&mut o)?;
+            o.load()
+        })
+        .map_err(|e| format!("{e:#}\n{}", take_log()))
 }
 
 /// XDP, tc and socket filter programs see no events of their own: the agent runs packets
@@ -505,24 +487,29 @@ fn is_packet_program(ty: ProgramType) -> bool {
 /// The links of every program attached, and per object what became of each program.
 fn attach_programs(objects: &[Loaded]) -> (Vec<Link>, Vec<Vec<ProgramResult>>) {
     let mut links: Vec<Link> = Vec::new();
-    let mut progs_report: Vec<Vec<ProgramResult>> = Vec::new();
-    for o in objects {
-        let mut rep = Vec::new();
-        if let Some(obj) = o.obj.get() {
-            for p in obj.progs_mut() {
-                let name = p.name().to_string_lossy().into_owned();
-                let section = p.section().to_string_lossy().into_owned();
-                let attach = attach_program(&p, &mut links);
-                rep.push(ProgramResult {
-                    name,
-                    section,
-                    attach,
-                });
-            }
-        }
-        progs_report.push(rep);
-    }
+    let progs_report = objects
+        .iter()
+        .map(|o| {
+            o.obj.get().map_or_else(Vec::new, |obj| {
+                program_results(obj, |p| attach_program(p, &mut links))
+            })
+        })
+        .collect();
     (links, progs_report)
+}
+
+/// What became of each program of `obj`, attached by `attach`.
+fn program_results(
+    obj: &Object,
+    mut attach: impl FnMut(&libbpf_rs::ProgramMut) -> Attach,
+) -> Vec<ProgramResult> {
+    obj.progs_mut()
+        .map(|p| ProgramResult {
+            name: p.name().to_string_lossy().into_owned(),
+            section: p.section().to_string_lossy().into_owned(),
+            attach: attach(&p),
+        })
+        .collect()
 }
 
 fn attach_program(p: &libbpf_rs::ProgramMut, links: &mut Vec<Link>) -> Attach {
@@ -858,7 +845,6 @@ fn object_results(
         .map(|((o, programs), sinks)| ObjectResult {
             id: o.id,
             load_error: o.load_error.into_inner(),
-            loaded_as_tool: o.loaded_as_tool.get(),
             tried_as_tool: o.tried_as_tool.get(),
             programs,
             maps: sinks

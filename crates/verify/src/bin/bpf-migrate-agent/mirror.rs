@@ -226,6 +226,8 @@ fn perf_target(pid: u32, fd: u32) -> Option<(u32, Target)> {
 #[derive(Default)]
 pub struct Btfs {
     vmlinux: Option<*mut sys::btf>,
+    /// The kernel BTF object id of vmlinux's, once an object was found to be it.
+    vmlinux_id: Option<u32>,
     by_id: HashMap<u32, *mut sys::btf>,
 }
 
@@ -245,7 +247,11 @@ impl Btfs {
             let btf = match self.by_id.get(&obj_id) {
                 Some(b) => *b,
                 // vmlinux's own object is the one already parsed; a module's splits off it.
-                None if btf_object_name(obj_id).as_deref() == Some("vmlinux") => vmlinux,
+                None if self.vmlinux_id == Some(obj_id) => vmlinux,
+                None if btf_object_name(obj_id).as_deref() == Some("vmlinux") => {
+                    self.vmlinux_id = Some(obj_id);
+                    vmlinux
+                }
                 None => {
                     let btf = sys::btf__load_from_kernel_by_id_split(obj_id, vmlinux);
                     if btf.is_null() {
