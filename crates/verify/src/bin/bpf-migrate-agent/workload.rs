@@ -99,7 +99,16 @@ static SCRATCH: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::n
 /// Before the workload: mounting reads the disk, which is no step's doing.
 pub fn mount_scratch(present: bool) {
     let r = if present {
-        crate::tools::mount("/dev/vda", SCRATCH_MOUNT, "ext4", 0, "").map_err(|e| {
+        // Without ext4's lazyinit thread (inode tables and block bitmap prefetch): it exits
+        // at a moment of its own during the workload, an exit tools tracing exits see.
+        crate::tools::mount(
+            "/dev/vda",
+            SCRATCH_MOUNT,
+            "ext4",
+            0,
+            "noinit_itable,no_prefetch_block_bitmaps",
+        )
+        .map_err(|e| {
             format!("{e} (the guest kernel needs virtio-blk and ext4: built in, or the modules of a kernel bpf-migrate provisioned)")
         })
     } else {
