@@ -183,6 +183,7 @@ fn migrated_fixtures_verify_equivalent() {
         "tcp-refused-reset",
         "names",
         "memcg-oom",
+        "direct-reclaim",
         "packets",
         "tcp-retransmit",
         "sync",

@@ -32,6 +32,7 @@ const STEPS: &[Step] = &[
     ("names", names),
     ("mount", mount_tmpfs),
     ("memcg-oom", memcg_oom),
+    ("direct-reclaim", direct_reclaim),
     ("sync", sync),
     ("shm", shm),
     ("threads", threads),
@@ -379,8 +380,7 @@ fn mount_tmpfs() -> Result<(), String> {
 }
 
 /// Memory pressure in a memory cgroup of 16 MiB (reclaim in the cgroup), then an OOM kill:
-/// a child that touches 64 MiB of anonymous memory there. Global direct reclaim is not
-/// reached: it would put the tools themselves at risk.
+/// a child that touches 64 MiB of anonymous memory there.
 fn memcg_oom() -> Result<(), String> {
     const CG: &str = "/sys/fs/cgroup/bpf-migrate-workload";
     let write = |f: &str, s: &str| fs::write(f, s).map_err(|e| e.to_string());
@@ -438,6 +438,71 @@ fn memcg_oom() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The figure named `key` in a `/proc/meminfo` (`Key:   N kB`) or `/proc/vmstat` (`key N`)
+/// text.
+fn figure(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once([':', ' '])?;
+        (k == key).then(|| v.split_whitespace().next()?.parse().ok())?
+    })
+}
+
+/// `/proc/meminfo`'s figure `key`, in kB.
+fn meminfo(key: &str) -> Result<u64, String> {
+    let text = fs::read_to_string("/proc/meminfo").map_err(|e| e.to_string())?;
+    figure(&text, key).ok_or_else(|| format!("/proc/meminfo has no {key}"))
+}
+
+/// The times the kernel has reclaimed memory in an allocating task (`allocstall_*`).
+fn allocstalls() -> Result<u64, String> {
+    let text = fs::read_to_string("/proc/vmstat").map_err(|e| e.to_string())?;
+    Ok([
+        "allocstall_dma",
+        "allocstall_dma32",
+        "allocstall_normal",
+        "allocstall_movable",
+    ]
+    .iter()
+    .filter_map(|k| figure(&text, k))
+    .sum())
+}
+
+/// Global direct reclaim (the allocating task reclaims, not kswapd), and the compaction
+/// before it: 24 MiB of clean page cache (a sparse file on the scratch disk, read), then
+/// the hugetlb pool asked for 8 MiB more than is free. A huge page needs 2 MiB in one
+/// piece, which kswapd's reclaim of single pages does not make, so the kernel compacts and
+/// reclaims in the asking task; the page cache is what it takes, not the tools' memory, and
+/// the pool is emptied at once. Fails if the kernel's `allocstall` counters did not move.
+fn direct_reclaim() -> Result<(), String> {
+    const POOL: &str = "/proc/sys/vm/nr_hugepages";
+    scratch()?;
+    let cache = format!("{SCRATCH_MOUNT}/reclaimable");
+    let r = (|| -> Result<(), String> {
+        let before = allocstalls()?;
+        let f = fs::File::create(&cache).map_err(|e| e.to_string())?;
+        f.set_len(24 << 20).map_err(|e| e.to_string())?;
+        let mut f = fs::File::open(&cache).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 1 << 20];
+        while f.read(&mut buf).map_err(|e| e.to_string())? > 0 {}
+        let huge = meminfo("Hugepagesize")?.max(1);
+        let free = meminfo("MemFree")?;
+        let pages = (free + (8 << 10)) / huge;
+        let asked = fs::write(POOL, pages.to_string()).map_err(|e| format!("{POOL}: {e}"));
+        let emptied = fs::write(POOL, "0").map_err(|e| format!("{POOL}: {e}"));
+        asked?;
+        emptied?;
+        let after = allocstalls()?;
+        if after == before {
+            return Err(format!(
+                "the kernel did not reclaim in the allocating task (allocstall stayed at {after}; asked for {pages} huge pages with {free} kB free)"
+            ));
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_file(&cache);
+    r
 }
 
 /// sync(2), and syncfs(2), fsync(2) and fdatasync(2) of a file.
@@ -551,4 +616,20 @@ fn sleep() -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::figure;
+
+    #[test]
+    fn figures_of_meminfo_and_vmstat() {
+        let meminfo = "MemTotal:         383412 kB\nMemFree:          301200 kB\nHugepagesize:       2048 kB\n";
+        assert_eq!(figure(meminfo, "MemFree"), Some(301200));
+        assert_eq!(figure(meminfo, "Hugepagesize"), Some(2048));
+        assert_eq!(figure(meminfo, "Mem"), None);
+        let vmstat = "allocstall_dma 0\nallocstall_dma32 7\nallocstall_normal 2\n";
+        assert_eq!(figure(vmstat, "allocstall_dma32"), Some(7));
+        assert_eq!(figure(vmstat, "allocstall_movable"), None);
+    }
 }
