@@ -132,6 +132,9 @@ pub const GUEST_MODULES: &[&str] = &[
     "fs/mbcache.ko",
     "fs/jbd2/jbd2.ko",
     "fs/ext4/ext4.ko",
+    // The workload's `md-flush` step: a linear md array on the second scratch disk.
+    "drivers/md/md-mod.ko",
+    "drivers/md/linear.ko",
 ];
 
 /// The file that says a kernel's `modules` directory holds `GUEST_MODULES` (those its package

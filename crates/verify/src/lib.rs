@@ -1250,14 +1250,16 @@ pub(crate) fn work_dir(prefix: &str) -> Result<tempfile::TempDir> {
         })
 }
 
-/// Where a boot's scratch disk image is made, in its work directory.
-const SCRATCH_IMAGE: &str = "scratch.img";
+/// Where a boot's scratch disk images are made, in its work directory: the ext4 file system
+/// (`/dev/vda`) and the empty disk the `md-flush` step makes an md array of (`/dev/vdb`).
+const SCRATCH_IMAGES: [&str; 2] = ["scratch.img", "member.img"];
 
 /// The kernel's modules (`kernel::guest_modules`: where the kernel was provisioned by
 /// bpf-migrate; none for another kernel, which may have what it needs built in) put in the
-/// initramfs, and the boot's scratch disk: an empty ext4 file system of 32 MiB made with the
-/// host's `mkfs.ext4` in `wd` (none without it). Returns the modules' guest paths and whether
-/// there is a disk; the workload's `disk` step says why when it cannot use one.
+/// initramfs, and the boot's scratch disks in `wd`: an empty ext4 file system of 32 MiB made
+/// with the host's `mkfs.ext4` (none without it), and an empty disk of 8 MiB. Returns the
+/// modules' guest paths and whether there are disks; the workload's `disk` step says why
+/// when it cannot use one.
 fn guest_modules_and_disk(
     kernel: &Path,
     wd: &Path,
@@ -1272,8 +1274,9 @@ fn guest_modules_and_disk(
             modules.push(guest);
         }
     }
-    let image = wd.join(SCRATCH_IMAGE);
+    let image = wd.join(SCRATCH_IMAGES[0]);
     let made = (|| -> std::io::Result<bool> {
+        fs::File::create(wd.join(SCRATCH_IMAGES[1]))?.set_len(8 << 20)?;
         fs::File::create(&image)?.set_len(32 << 20)?;
         // In /usr/sbin, which a user's PATH may not name.
         let mkfs = which("mkfs.ext4")
@@ -1291,7 +1294,9 @@ fn guest_modules_and_disk(
         Ok(out.status.success())
     })();
     if !made.is_ok_and(|ok| ok) {
-        let _ = fs::remove_file(&image);
+        for i in SCRATCH_IMAGES {
+            let _ = fs::remove_file(wd.join(i));
+        }
         return Ok((modules, false));
     }
     Ok((modules, true))
@@ -1333,10 +1338,11 @@ pub(crate) fn boot_agent(
         share_host_root,
         map_bytes,
         tool_processes: own_tool_processes(&manifest_value.tools),
-        disk: manifest_value
-            .scratch_disk
-            .then(|| wd.join(SCRATCH_IMAGE))
-            .as_deref(),
+        disks: &if manifest_value.scratch_disk {
+            SCRATCH_IMAGES.map(|i| wd.join(i)).to_vec()
+        } else {
+            Vec::new()
+        },
     })?;
     let report = vm
         .frames

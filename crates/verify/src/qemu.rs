@@ -34,8 +34,8 @@ pub struct VmConfig<'a> {
     pub map_bytes: u64,
     /// The C, Rust and Go tools' processes the guest runs at once (`memory::guest_mib`).
     pub tool_processes: u64,
-    /// A raw disk image the guest sees as its first virtio disk (`/dev/vda`).
-    pub disk: Option<&'a Path>,
+    /// Raw disk images the guest sees as virtio disks, in order (`/dev/vda`, `/dev/vdb`).
+    pub disks: &'a [PathBuf],
 }
 
 pub struct VmRun {
@@ -239,7 +239,7 @@ fn qemu_command(cfg: &VmConfig, accel: &'static str, console: &Path, results: &P
     } else {
         &[]
     })
-    .args(cfg.disk.iter().flat_map(|d| {
+    .args(cfg.disks.iter().flat_map(|d| {
         [
             "-drive".to_string(),
             format!("file={},if=virtio,format=raw", d.display()),

@@ -179,6 +179,7 @@ fn migrated_fixtures_verify_equivalent() {
     for step in [
         "exec",
         "disk",
+        "md-flush",
         "stat",
         "tcp-refused-reset",
         "names",

@@ -23,6 +23,7 @@ const STEPS: &[Step] = &[
     ("exec", exec),
     ("files", files),
     ("disk", disk),
+    ("md-flush", md_flush),
     ("stat", stat),
     ("signal", signal),
     ("tcp", tcp),
@@ -164,6 +165,47 @@ fn disk() -> Result<(), String> {
         Ok(())
     })();
     r.map_err(|e| e.to_string())
+}
+
+/// A flush through md (software RAID): a linear array without a superblock made of the
+/// second scratch disk through md's sysfs (as `mdadm --build` does), 4 KiB written to it and
+/// fsync'ed (the block layer hands md a flush request, which md passes on to its member),
+/// then the array stopped.
+fn md_flush() -> Result<(), String> {
+    const MD: &str = "/sys/block/md0/md";
+    scratch()?;
+    let member = fs::read_to_string("/sys/block/vdb/dev")
+        .map_err(|e| format!("the second scratch disk: {e}"))?;
+    let sectors: u64 = fs::read_to_string("/sys/block/vdb/size")
+        .map_err(|e| e.to_string())?
+        .trim()
+        .parse()
+        .map_err(|e| format!("/sys/block/vdb/size: {e}"))?;
+    let set = |f: &str, v: &str| fs::write(f, v).map_err(|e| e.to_string());
+    if fs::metadata(MD).is_err() {
+        set("/sys/module/md_mod/parameters/new_array", "md0").map_err(|e| {
+            format!("{e} (the guest kernel needs md and its linear personality: built in, or the modules of a kernel bpf-migrate provisioned)")
+        })?;
+    }
+    let built = (|| {
+        set(&format!("{MD}/metadata_version"), "none")?;
+        set(&format!("{MD}/level"), "linear")?;
+        set(&format!("{MD}/raid_disks"), "1")?;
+        set(&format!("{MD}/new_dev"), member.trim())?;
+        set(&format!("{MD}/dev-vdb/size"), &(sectors / 2).to_string())?;
+        set(&format!("{MD}/dev-vdb/slot"), "0")?;
+        set(&format!("{MD}/array_state"), "active")
+    })();
+    let flushed = built.and_then(|()| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/md0")
+            .map_err(|e| e.to_string())?;
+        f.write_all(&[0xa5u8; 4096]).map_err(|e| e.to_string())?;
+        f.sync_all().map_err(|e| e.to_string())
+    });
+    let stopped = set(&format!("{MD}/array_state"), "clear");
+    flushed.and(stopped)
 }
 
 /// The stat family, each as its own system call: stat, lstat, newfstatat, statx, statfs
