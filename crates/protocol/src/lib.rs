@@ -55,13 +55,21 @@ pub struct Manifest {
     #[serde(default)]
     pub refuse_ringbuf: Option<String>,
     /// Kernel modules the agent loads before anything else, in order (guest paths): those
-    /// of 9p and overlay for `host_root`, of virtio-blk and ext4 for `scratch_disk`.
+    /// of 9p and overlay for `host_root`, of virtio-blk and the file systems for
+    /// `scratch_disks`.
     #[serde(default)]
     pub modules: Vec<String>,
-    /// The guest has a scratch disk (`/dev/vda`, an empty ext4 file system) that the agent
-    /// mounts at `SCRATCH_MOUNT` before the programs load, for the workload's `disk` step.
+    /// The guest's scratch disks, in the order it sees them (`/dev/vda`, `/dev/vdb`, ...):
+    /// each an empty file system of a `SCRATCH_FILE_SYSTEMS` type, which the agent mounts at
+    /// `scratch_mount` before the programs load for the workload's disk steps, or
+    /// `MD_MEMBER`, an empty disk for its `md-flush` step.
     #[serde(default)]
-    pub scratch_disk: bool,
+    pub scratch_disks: Vec<String>,
+    /// Scratch file systems the boot asked for that the host could not make (its mkfs is
+    /// missing or failed): their disk steps say so. The steps of file systems not asked for
+    /// do not run.
+    #[serde(default)]
+    pub scratch_missing: Vec<String>,
 }
 
 /// The agent starts the tools in waves of this many processes (a program's three instances
@@ -70,8 +78,82 @@ pub struct Manifest {
 /// once touched most of a 1.5 GiB guest, which qemu then holds on the host.
 pub const TOOL_WAVE: usize = 6;
 
-/// Where the agent mounts the scratch disk.
+/// Where the agent mounts the ext4 scratch disk.
 pub const SCRATCH_MOUNT: &str = "/mnt/scratch";
+
+/// A scratch disk's file system: made on the host for each boot, mounted by the agent.
+pub struct ScratchFs {
+    pub fs: &'static str,
+    /// The host's mkfs and its arguments (the image's path follows).
+    pub mkfs: &'static [&'static str],
+    /// The image's size (sparse): at least the file system's minimum.
+    pub bytes: u64,
+    /// The Debian package with the mkfs, for the message when it is missing.
+    pub package: &'static str,
+    pub mount_options: &'static str,
+    /// The guest kernel modules (file names) only this file system needs: none for ext4,
+    /// which every boot has; the others' are loaded in the boots that make them.
+    pub modules: &'static [&'static str],
+}
+
+/// The scratch file systems, in the order the guest sees their disks: ext4 in every boot,
+/// the others in a boot whose programs name them (making, loading and mounting xfs and btrfs
+/// costs a verify 2.4 s). ext4's inode tables
+/// and journal are written by mkfs, and it is mounted without its lazyinit thread: the
+/// thread exits at a moment of its own during the workload, an exit tools tracing exits see.
+pub const SCRATCH_FILE_SYSTEMS: &[ScratchFs] = &[
+    ScratchFs {
+        fs: "ext4",
+        mkfs: &[
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "scratch",
+            "-E",
+            "lazy_itable_init=0,lazy_journal_init=0",
+        ],
+        bytes: 32 << 20,
+        package: "e2fsprogs",
+        mount_options: "noinit_itable,no_prefetch_block_bitmaps",
+        modules: &[],
+    },
+    ScratchFs {
+        fs: "xfs",
+        mkfs: &["mkfs.xfs", "-q", "-f"],
+        bytes: 300 << 20,
+        package: "xfsprogs",
+        mount_options: "",
+        modules: &["libcrc32c.ko", "xfs.ko"],
+    },
+    ScratchFs {
+        fs: "btrfs",
+        mkfs: &["mkfs.btrfs", "-q", "-f"],
+        bytes: 110 << 20,
+        package: "btrfs-progs",
+        mount_options: "",
+        modules: &[
+            "libcrc32c.ko",
+            "xor.ko",
+            "raid6_pq.ko",
+            "zstd_compress.ko",
+            "btrfs.ko",
+        ],
+    },
+];
+
+/// The empty scratch disk of the `md-flush` step, in `Manifest::scratch_disks`.
+pub const MD_MEMBER: &str = "md-member";
+
+/// Where the agent mounts the scratch file system `fs`: ext4 at `SCRATCH_MOUNT`, another at
+/// `SCRATCH_MOUNT-fs`.
+pub fn scratch_mount(fs: &str) -> String {
+    if fs == "ext4" {
+        SCRATCH_MOUNT.to_string()
+    } else {
+        format!("{SCRATCH_MOUNT}-{fs}")
+    }
+}
 
 /// How the guest mounts the host's root file system: read-only over 9p (qemu's fsdev
 /// `hostroot`), with a writable overlay in memory, at `/newroot`.
@@ -122,7 +204,8 @@ impl Default for Manifest {
             host_root: None,
             refuse_ringbuf: None,
             modules: Vec::new(),
-            scratch_disk: false,
+            scratch_disks: Vec::new(),
+            scratch_missing: Vec::new(),
         }
     }
 }
@@ -459,7 +542,8 @@ mod tests {
             }),
             refuse_ringbuf: Some("/objs/refuse_ringbuf.o".into()),
             modules: vec!["/modules/9p.ko".into()],
-            scratch_disk: true,
+            scratch_disks: vec!["ext4".into(), MD_MEMBER.into(), "xfs".into()],
+            scratch_missing: vec!["btrfs".into()],
         }
     }
 

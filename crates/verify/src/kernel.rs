@@ -132,9 +132,16 @@ pub const GUEST_MODULES: &[&str] = &[
     "fs/mbcache.ko",
     "fs/jbd2/jbd2.ko",
     "fs/ext4/ext4.ko",
-    // The workload's `md-flush` step: a linear md array on the second scratch disk.
+    // The workload's `md-flush` step: a linear md array on an empty scratch disk.
     "drivers/md/md-mod.ko",
     "drivers/md/linear.ko",
+    // The xfs and btrfs scratch disks.
+    "lib/libcrc32c.ko",
+    "fs/xfs/xfs.ko",
+    "crypto/xor.ko",
+    "lib/raid6/raid6_pq.ko",
+    "lib/zstd/zstd_compress.ko",
+    "fs/btrfs/btrfs.ko",
 ];
 
 /// The file that says a kernel's `modules` directory holds `GUEST_MODULES` (those its package

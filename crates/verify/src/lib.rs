@@ -24,8 +24,8 @@ use bpf_migrate_core::engine::{self, Options, Strategy};
 use bpf_migrate_core::lang::NodeExt;
 use bpf_migrate_core::{discover, report};
 use bpf_migrate_protocol::{
-    Attach, BufferKind, CompatFlag, HostRoot, MANIFEST_PATH, Manifest, MapRecords, ObjSpec,
-    ObjectResult, Report, RunResult, ToolSpec,
+    Attach, BufferKind, CompatFlag, HostRoot, MANIFEST_PATH, MD_MEMBER, Manifest, MapRecords,
+    ObjSpec, ObjectResult, Report, RunResult, SCRATCH_FILE_SYSTEMS, ToolSpec,
 };
 use compare::{MapReport, Verdict, compare_map};
 
@@ -352,7 +352,9 @@ fn run_boot(
         bail!("no program builds:\n{}", why.join("\n"));
     }
     let workload = guest_workload(opts, &mut cpio)?;
-    let (modules, scratch_disk) = guest_modules_and_disk(kernel, wd, &mut cpio)?;
+    let file_systems = wanted_file_systems(opts, pairs);
+    let (modules, scratch_disks, scratch_missing) =
+        guest_modules_and_disks(kernel, wd, &file_systems, &mut cpio)?;
     let ring_poison = build_own_program(
         opts,
         kernel,
@@ -409,7 +411,8 @@ fn run_boot(
         host_root,
         refuse_ringbuf,
         modules,
-        scratch_disk,
+        scratch_disks,
+        scratch_missing,
     };
     // Each built program loads three times for the events, three more for its loader.
     let map_bytes = pairs
@@ -752,7 +755,7 @@ fn args_for<'a>(
 /// A BCC tool's three runs, under the host's own python3 and python3-bpfcc in the host's
 /// root file system (mounted in the guest over 9p): the first one also prepares that root
 /// (the guest kernel's headers into the cache; its modules are every boot's:
-/// `guest_modules_and_disk`). `Err` says
+/// `guest_modules_and_disks`). `Err` says
 /// why the tool cannot run.
 fn bcc_tool(
     opts: &VerifyOptions,
@@ -1250,56 +1253,108 @@ pub(crate) fn work_dir(prefix: &str) -> Result<tempfile::TempDir> {
         })
 }
 
-/// Where a boot's scratch disk images are made, in its work directory: the ext4 file system
-/// (`/dev/vda`) and the empty disk the `md-flush` step makes an md array of (`/dev/vdb`).
-const SCRATCH_IMAGES: [&str; 2] = ["scratch.img", "member.img"];
+/// Where a boot's scratch disk `what` (a file system's type, or `MD_MEMBER`) is made, in its
+/// work directory.
+fn scratch_image(wd: &Path, what: &str) -> PathBuf {
+    wd.join(format!("scratch-{what}.img"))
+}
+
+/// Whether `text` names the file system `fs`: the word (`-t xfs`) or an identifier it starts
+/// (`xfs_file_read_iter`, `btrfs_sync_file`).
+fn names_file_system(text: &str, fs: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| {
+            w.strip_prefix(fs)
+                .is_some_and(|r| r.is_empty() || r.starts_with('_'))
+        })
+}
+
+/// The scratch file systems a boot of `pairs` gets: ext4 always, another where a program
+/// names it (`names_file_system`) in its source, its libbpf loader's files or its command
+/// line: a tool for one file system traces that file system's functions.
+fn wanted_file_systems(opts: &VerifyOptions, pairs: &[Pair]) -> Vec<&'static str> {
+    let mut texts: Vec<String> = pairs.iter().flat_map(program_texts).collect();
+    texts.extend(pairs.iter().map(|p| tool_argv(opts, p).join(" ")));
+    SCRATCH_FILE_SYSTEMS
+        .iter()
+        .map(|f| f.fs)
+        .filter(|&fs| fs == "ext4" || texts.iter().any(|t| names_file_system(t, fs)))
+        .collect()
+}
+
+/// The texts of a program's BPF source (a BCC tool's whole script) and of its libbpf
+/// loader's files, those that can be read.
+fn program_texts(p: &Pair) -> Vec<String> {
+    let mut files = vec![p.before.clone()];
+    if let Some(l) = tool::find_loader(&p.before) {
+        files.push(l.main);
+        files.extend(l.helpers);
+    }
+    files
+        .iter()
+        .filter_map(|f| fs::read_to_string(f).ok())
+        .collect()
+}
 
 /// The kernel's modules (`kernel::guest_modules`: where the kernel was provisioned by
 /// bpf-migrate; none for another kernel, which may have what it needs built in) put in the
-/// initramfs, and the boot's scratch disks in `wd`: an empty ext4 file system of 32 MiB made
-/// with the host's `mkfs.ext4` (none without it), and an empty disk of 8 MiB. Returns the
-/// modules' guest paths and whether there are disks; the workload's `disk` step says why
-/// when it cannot use one.
-fn guest_modules_and_disk(
+/// initramfs, and the boot's scratch disks in `wd`: an empty file system of each type in
+/// `file_systems` whose mkfs the host has, and an empty disk of 8 MiB (`MD_MEMBER`). The
+/// modules of the other file systems are left out. Returns the modules' guest paths, the
+/// disks in order, and the file systems the host could not make (the workload's disk steps
+/// say why).
+fn guest_modules_and_disks(
     kernel: &Path,
     wd: &Path,
+    file_systems: &[&str],
     cpio: &mut initramfs::Cpio,
-) -> Result<(Vec<String>, bool)> {
+) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
+    let wanted = |f: &&bpf_migrate_protocol::ScratchFs| file_systems.contains(&f.fs);
+    let needed = |name: &str| {
+        let of = |f: &bpf_migrate_protocol::ScratchFs| f.modules.contains(&name);
+        !SCRATCH_FILE_SYSTEMS.iter().any(of) || SCRATCH_FILE_SYSTEMS.iter().filter(wanted).any(of)
+    };
     let mut modules = Vec::new();
     if let Ok((_, found)) = kernel::guest_modules(kernel) {
         for m in found {
             let name = m.file_name().unwrap_or_default().to_string_lossy();
+            if !needed(&name) {
+                continue;
+            }
             let guest = format!("/modules/{name}");
             cpio.file(&guest, &fs::read(&m)?, 0o644);
             modules.push(guest);
         }
     }
-    let image = wd.join(SCRATCH_IMAGES[0]);
-    let made = (|| -> std::io::Result<bool> {
-        fs::File::create(wd.join(SCRATCH_IMAGES[1]))?.set_len(8 << 20)?;
-        fs::File::create(&image)?.set_len(32 << 20)?;
-        // In /usr/sbin, which a user's PATH may not name.
-        let mkfs = which("mkfs.ext4")
-            .or_else(|| which("/usr/sbin/mkfs.ext4"))
-            .or_else(|| which("/sbin/mkfs.ext4"))
-            .ok_or(std::io::ErrorKind::NotFound)?;
-        let out = Command::new(mkfs)
-            // Inode tables and journal written now, not by the guest's ext4lazyinit during
-            // the workload.
-            .args(["-q", "-F", "-L", "scratch", "-E"])
-            .arg("lazy_itable_init=0,lazy_journal_init=0")
-            .arg(&image)
-            .stdin(Stdio::null())
-            .output()?;
-        Ok(out.status.success())
-    })();
-    if !made.is_ok_and(|ok| ok) {
-        for i in SCRATCH_IMAGES {
-            let _ = fs::remove_file(wd.join(i));
+    let (mut disks, mut missing) = (Vec::new(), Vec::new());
+    for f in SCRATCH_FILE_SYSTEMS.iter().filter(wanted) {
+        let image = scratch_image(wd, f.fs);
+        let made = (|| -> std::io::Result<bool> {
+            fs::File::create(&image)?.set_len(f.bytes)?;
+            // In /usr/sbin, which a user's PATH may not name.
+            let mkfs = which(f.mkfs[0])
+                .or_else(|| which(&format!("/usr/sbin/{}", f.mkfs[0])))
+                .or_else(|| which(&format!("/sbin/{}", f.mkfs[0])))
+                .ok_or(std::io::ErrorKind::NotFound)?;
+            let out = Command::new(mkfs)
+                .args(&f.mkfs[1..])
+                .arg(&image)
+                .stdin(Stdio::null())
+                .output()?;
+            Ok(out.status.success())
+        })();
+        if made.is_ok_and(|ok| ok) {
+            disks.push(f.fs.to_string());
+        } else {
+            let _ = fs::remove_file(&image);
+            missing.push(f.fs.to_string());
         }
-        return Ok((modules, false));
     }
-    Ok((modules, true))
+    fs::File::create(scratch_image(wd, MD_MEMBER))
+        .and_then(|f| f.set_len(8 << 20))
+        .with_context(|| format!("{}", scratch_image(wd, MD_MEMBER).display()))?;
+    disks.push(MD_MEMBER.to_string());
+    Ok((modules, disks, missing))
 }
 
 /// Finishes the initramfs with the manifest, boots it (with room for `map_bytes` of maps:
@@ -1338,11 +1393,11 @@ pub(crate) fn boot_agent(
         share_host_root,
         map_bytes,
         tool_processes: own_tool_processes(&manifest_value.tools),
-        disks: &if manifest_value.scratch_disk {
-            SCRATCH_IMAGES.map(|i| wd.join(i)).to_vec()
-        } else {
-            Vec::new()
-        },
+        disks: &manifest_value
+            .scratch_disks
+            .iter()
+            .map(|d| scratch_image(wd, d))
+            .collect::<Vec<_>>(),
     })?;
     let report = vm
         .frames
@@ -2242,6 +2297,52 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_systems_are_named_by_word_or_function() {
+        assert!(names_file_system(
+            "b.attach_kprobe(event=\"xfs_file_read_iter\")",
+            "xfs"
+        ));
+        assert!(names_file_system("fsslower -t xfs -m 0", "xfs"));
+        assert!(names_file_system(
+            "SEC(\"kprobe/btrfs_sync_file\")",
+            "btrfs"
+        ));
+        assert!(!names_file_system(
+            "struct xfsx; noxfs_thing; btrfs_sync_file",
+            "xfs"
+        ));
+        assert!(!names_file_system("ext4_file_write_iter", "btrfs"));
+    }
+
+    #[test]
+    fn a_loader_naming_a_file_system_is_read_with_its_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let bpf = dir.path().join("fsslow.bpf.c");
+        fs::write(
+            &bpf,
+            "SEC(\"kprobe/dummy_file_read\")\nint file_read(void *ctx) { return 0; }\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join("fsslow.c"),
+            "#include \"fsslow.skel.h\"\nstatic const char *fns[] = { \"xfs_file_read_iter\" };\nint main(void) { return 0; }\n",
+        )
+        .unwrap();
+        let p = Pair {
+            name: "fsslow".into(),
+            before: bpf.clone(),
+            after: bpf,
+            after_includes: Vec::new(),
+            bcc: false,
+            partial: false,
+        };
+        let texts = program_texts(&p);
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts.iter().any(|t| names_file_system(t, "xfs")));
+        assert!(!texts.iter().any(|t| names_file_system(t, "btrfs")));
+    }
 
     #[test]
     fn the_event_struct_is_found_through_a_counting_wrapper() {

@@ -179,6 +179,8 @@ fn migrated_fixtures_verify_equivalent() {
     for step in [
         "exec",
         "disk",
+        "disk-xfs",
+        "disk-btrfs",
         "md-flush",
         "stat",
         "tcp-refused-reset",

@@ -93,7 +93,7 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
     // look up a file system's operations when it starts.
     // The disk step reports what went wrong with the disk.
     let setup_log = tools::load_modules(&m.modules);
-    workload::mount_scratch(m.scratch_disk);
+    workload::mount_scratch(&m.scratch_disks, &m.scratch_missing);
     let objects = load_objects(m);
     let (mut links, mut programs) = attach_programs(&objects);
     let mut maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects.iter().map(Loaded::maps).collect();

@@ -6,6 +6,7 @@
 //! see the same events. None execs anything but the agent itself and, once, bash, so that the
 //! counts a program of exec events sees stay what the steps say.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
@@ -14,7 +15,7 @@ use std::time::Duration;
 use fs_err as fs;
 
 pub use bpf_migrate_protocol::GUEST_BASH as BASH;
-use bpf_migrate_protocol::SCRATCH_MOUNT;
+use bpf_migrate_protocol::{MD_MEMBER, SCRATCH_FILE_SYSTEMS, SCRATCH_MOUNT, scratch_mount};
 
 type Step = (&'static str, fn() -> Result<(), String>);
 
@@ -23,6 +24,8 @@ const STEPS: &[Step] = &[
     ("exec", exec),
     ("files", files),
     ("disk", disk),
+    ("disk-xfs", disk_xfs),
+    ("disk-btrfs", disk_btrfs),
     ("md-flush", md_flush),
     ("stat", stat),
     ("signal", signal),
@@ -47,6 +50,7 @@ pub fn run(log: &mut Vec<String>, drain: &mut dyn FnMut()) -> Vec<String> {
     for (name, step) in STEPS {
         match step() {
             Ok(()) => ran.push(name.to_string()),
+            Err(e) if e == NOT_ASKED => {}
             Err(e) => log.push(format!("{name}: {e}")),
         }
         drain();
@@ -94,50 +98,82 @@ fn files() -> Result<(), String> {
     r.map_err(|e| e.to_string())
 }
 
-/// Whether the scratch disk is mounted at `SCRATCH_MOUNT`, or why not.
-static SCRATCH: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+/// Each scratch disk by what it is (a file system's type, or `MD_MEMBER`): its device's
+/// name (`vda`) once mounted (a file system) or found (the md member), or why not.
+static SCRATCH: std::sync::OnceLock<HashMap<String, Result<String, String>>> =
+    std::sync::OnceLock::new();
 
-/// Mounts the scratch disk (`/dev/vda`, ext4) at `SCRATCH_MOUNT` when the guest has one.
-/// Before the workload: mounting reads the disk, which is no step's doing.
-pub fn mount_scratch(present: bool) {
-    let r = if present {
-        // Without ext4's lazyinit thread (inode tables and block bitmap prefetch): it exits
-        // at a moment of its own during the workload, an exit tools tracing exits see.
-        crate::tools::mount(
-            "/dev/vda",
-            SCRATCH_MOUNT,
-            "ext4",
-            0,
-            "noinit_itable,no_prefetch_block_bitmaps",
-        )
-        .map_err(|e| {
-            format!("{e} (the guest kernel needs virtio-blk and ext4: built in, or the modules of a kernel bpf-migrate provisioned)")
-        })
-    } else {
-        Err(
-            "the guest has no scratch disk: the host's mkfs.ext4 is missing (apt-get install e2fsprogs) or failed"
-                .into(),
-        )
-    };
-    let _ = SCRATCH.set(r);
+/// Mounts the guest's scratch file systems (`disks`, in the order of its virtio disks) at
+/// their `scratch_mount`. Before the workload: mounting reads the disks, which is no step's
+/// doing. `missing`: file systems the host was asked for and could not make.
+pub fn mount_scratch(disks: &[String], missing: &[String]) {
+    let mut found = HashMap::new();
+    for (i, what) in disks.iter().enumerate() {
+        let dev = format!("vd{}", char::from(b'a' + i as u8));
+        let r = match SCRATCH_FILE_SYSTEMS.iter().find(|f| f.fs == what.as_str()) {
+            Some(f) => crate::tools::mount(
+                &format!("/dev/{dev}"),
+                &scratch_mount(f.fs),
+                f.fs,
+                0,
+                f.mount_options,
+            )
+            .map(|()| dev)
+            .map_err(|e| {
+                format!("{e} (the guest kernel needs virtio-blk and {}: built in, or the modules of a kernel bpf-migrate provisioned)", f.fs)
+            }),
+            None => Ok(dev),
+        };
+        found.insert(what.clone(), r);
+    }
+    for f in SCRATCH_FILE_SYSTEMS {
+        if missing.iter().any(|m| m == f.fs) {
+            let why = format!(
+                "the guest has no {} scratch disk: the host's {} is missing (apt-get install {}) or failed",
+                f.fs, f.mkfs[0], f.package
+            );
+            found.insert(f.fs.to_string(), Err(why));
+        }
+    }
+    let _ = SCRATCH.set(found);
 }
 
-/// The scratch disk is mounted, or why not.
-fn scratch() -> Result<(), String> {
-    match SCRATCH.get() {
+/// The device of the scratch disk `what` (mounted, if a file system), or why there is none:
+/// `NOT_ASKED` when the boot did not ask for it.
+fn scratch(what: &str) -> Result<String, String> {
+    match SCRATCH.get().and_then(|m| m.get(what)) {
         Some(r) => r.clone(),
-        None => Err("the scratch disk was not mounted".into()),
+        None => Err(NOT_ASKED.into()),
     }
 }
 
-/// File I/O on a disk-backed file system (ext4 on the scratch virtio disk), through to the
+/// A step's "error" that says it does not belong to this boot (a file system no program
+/// names): neither run nor logged.
+const NOT_ASKED: &str = "";
+
+/// File I/O on ext4 on a scratch virtio disk; `disk-xfs` and `disk-btrfs` do the same on
+/// theirs.
+fn disk() -> Result<(), String> {
+    file_io_on("ext4")
+}
+
+fn disk_xfs() -> Result<(), String> {
+    file_io_on("xfs")
+}
+
+fn disk_btrfs() -> Result<(), String> {
+    file_io_on("btrfs")
+}
+
+/// File I/O on a disk-backed file system `fs` (on a scratch virtio disk), through to the
 /// block layer: create a directory and a file, write 64 KiB in 4 KiB writes, fsync, drop the
 /// file's cached pages, read it back from the disk, rename, unlink, remove the directory and
 /// syncfs (the journal's commit of it all within the step).
-fn disk() -> Result<(), String> {
+fn file_io_on(fs: &str) -> Result<(), String> {
     use std::os::fd::AsRawFd;
-    scratch()?;
-    let dir = format!("{SCRATCH_MOUNT}/w");
+    scratch(fs)?;
+    let root = scratch_mount(fs);
+    let dir = format!("{root}/w");
     let (a, b) = (format!("{dir}/a.dat"), format!("{dir}/b.dat"));
     let r = (|| -> std::io::Result<()> {
         fs::create_dir_all(&dir)?;
@@ -157,7 +193,7 @@ fn disk() -> Result<(), String> {
         fs::rename(&a, &b)?;
         fs::remove_file(&b)?;
         fs::remove_dir(&dir)?;
-        let d = fs::File::open(SCRATCH_MOUNT)?;
+        let d = fs::File::open(&root)?;
         // SAFETY: syncfs on a descriptor open for the call.
         if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
             return Err(std::io::Error::last_os_error());
@@ -168,19 +204,18 @@ fn disk() -> Result<(), String> {
 }
 
 /// A flush through md (software RAID): a linear array without a superblock made of the
-/// second scratch disk through md's sysfs (as `mdadm --build` does), 4 KiB written to it and
+/// empty scratch disk through md's sysfs (as `mdadm --build` does), 4 KiB written to it and
 /// fsync'ed (the block layer hands md a flush request, which md passes on to its member),
 /// then the array stopped.
 fn md_flush() -> Result<(), String> {
     const MD: &str = "/sys/block/md0/md";
-    scratch()?;
-    let member = fs::read_to_string("/sys/block/vdb/dev")
-        .map_err(|e| format!("the second scratch disk: {e}"))?;
-    let sectors: u64 = fs::read_to_string("/sys/block/vdb/size")
+    let dev = scratch(MD_MEMBER)?;
+    let member = fs::read_to_string(format!("/sys/block/{dev}/dev")).map_err(|e| e.to_string())?;
+    let sectors: u64 = fs::read_to_string(format!("/sys/block/{dev}/size"))
         .map_err(|e| e.to_string())?
         .trim()
         .parse()
-        .map_err(|e| format!("/sys/block/vdb/size: {e}"))?;
+        .map_err(|e| format!("/sys/block/{dev}/size: {e}"))?;
     let set = |f: &str, v: &str| fs::write(f, v).map_err(|e| e.to_string());
     if fs::metadata(MD).is_err() {
         set("/sys/module/md_mod/parameters/new_array", "md0").map_err(|e| {
@@ -192,8 +227,8 @@ fn md_flush() -> Result<(), String> {
         set(&format!("{MD}/level"), "linear")?;
         set(&format!("{MD}/raid_disks"), "1")?;
         set(&format!("{MD}/new_dev"), member.trim())?;
-        set(&format!("{MD}/dev-vdb/size"), &(sectors / 2).to_string())?;
-        set(&format!("{MD}/dev-vdb/slot"), "0")?;
+        set(&format!("{MD}/dev-{dev}/size"), &(sectors / 2).to_string())?;
+        set(&format!("{MD}/dev-{dev}/slot"), "0")?;
         set(&format!("{MD}/array_state"), "active")
     })();
     let flushed = built.and_then(|()| {
@@ -519,7 +554,7 @@ fn allocstalls() -> Result<u64, String> {
 /// the pool is emptied at once. Fails if the kernel's `allocstall` counters did not move.
 fn direct_reclaim() -> Result<(), String> {
     const POOL: &str = "/proc/sys/vm/nr_hugepages";
-    scratch()?;
+    scratch("ext4")?;
     let cache = format!("{SCRATCH_MOUNT}/reclaimable");
     let r = (|| -> Result<(), String> {
         let before = allocstalls()?;
