@@ -645,7 +645,7 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
     let (def, params) = match resolve_callback(py, cb, 0, &mut Vec::new()) {
         Ok(x) => x,
         Err(msg) => {
-            py.report(cb.start_byte(), Rule::CallbackForm, msg, "bpf-migrate rewrites callbacks defined in the same file as def f(cpu, data, size), methods, lambdas and functools.partial of those; migrate by hand");
+            py.report(cb.start_byte(), Rule::CallbackForm, msg, "bpf-migrate rewrites callbacks defined in the same file as def f(cpu, data, size), methods, lambdas, functools.partial of those and a factory's one returned function; migrate by hand");
             return false;
         }
     };
@@ -949,6 +949,9 @@ fn resolve_callback<'t>(
         "call" => {
             let f = cb.field("function").ok_or("not a function")?;
             let fname = text(f, src);
+            if let Some(inner) = factory_result(py, cb, through)? {
+                return resolve_callback(py, inner, depth + 1, through);
+            }
             if fname != "partial" && fname != "functools.partial" {
                 return Err(format!(
                     "the callback is built by `{fname}(...)`, which bpf-migrate cannot follow"
@@ -1001,6 +1004,77 @@ fn resolve_callback<'t>(
         .map(|p| param_names(p, src))
         .unwrap_or_default();
     Ok((def, params))
+}
+
+/// The function a callback factory returns, for `call` = `factory(...)`: the file's one
+/// function of that name, called nowhere else, every `return` of which (not those of the
+/// functions inside it) gives the same function it defines inside itself
+/// (`def printer(netns): def print_event(cpu, data, size): ... return print_event`). The
+/// returns are marked in `through` as passing it on, not using it. `None` when `call` is not
+/// such a factory's; an error when the factory returns something else too.
+fn factory_result<'t>(
+    py: &Py<'_, 't>,
+    call: Node<'t>,
+    through: &mut Vec<(usize, usize)>,
+) -> Result<Option<Node<'t>>, String> {
+    let src = py.src();
+    let Some(f) = call.field("function").filter(|f| f.kind() == "identifier") else {
+        return Ok(None);
+    };
+    let name = text(f, src);
+    let defs: Vec<Node> = of_kind(py.nodes, "function_definition")
+        .into_iter()
+        .filter(|n| n.field("name").is_some_and(|x| text(x, src) == name))
+        .collect();
+    let [factory] = defs[..] else {
+        return Ok(None);
+    };
+    let Some(body) = factory.field("body") else {
+        return Ok(None);
+    };
+    let own = |n: Node| {
+        ancestor_any(n, &["function_definition", "lambda"]).is_some_and(|a| a.id() == factory.id())
+    };
+    let returns: Vec<Node> = descendants(body)
+        .into_iter()
+        .filter(|n| n.kind() == "return_statement" && own(*n))
+        .collect();
+    let mut w = body.walk();
+    let inner: Vec<Node> = body
+        .named_children(&mut w)
+        .filter(|n| n.kind() == "function_definition")
+        .collect();
+    let returned = |r: &Node<'t>| -> Option<Node<'t>> {
+        r.named_child(0).filter(|v| {
+            v.kind() == "identifier"
+                && r.named_child_count() == 1
+                && inner.iter().any(|d| {
+                    d.field("name")
+                        .is_some_and(|x| text(x, src) == text(*v, src))
+                })
+        })
+    };
+    let Some(first) = returns.first().and_then(returned) else {
+        return Ok(None);
+    };
+    if returns
+        .iter()
+        .any(|r| returned(r).is_none_or(|v| text(v, src) != text(first, src)))
+    {
+        return Err(format!(
+            "the callback factory `{name}` returns something other than the one function it defines"
+        ));
+    }
+    let elsewhere = of_kind(py.nodes, "identifier")
+        .into_iter()
+        .any(|n| text(n, src) == name && n.id() != f.id() && Some(n) != factory.field("name"));
+    if elsewhere {
+        return Err(format!(
+            "the callback factory `{name}` is also used elsewhere, where its function may get the perf buffer's arguments"
+        ));
+    }
+    through.extend(returns.iter().map(|r| (r.start_byte(), r.end_byte())));
+    Ok(Some(first))
 }
 
 /// A parameter of a function that a callback expression names.
@@ -1328,6 +1402,58 @@ int trace_exec(struct pt_regs *ctx)
             ),
         );
         check_migrate(&[("t.py", &py)], &[("t.py", &migrated(&py))]);
+    }
+
+    /// `def printer(wide): def print_event(cpu, data, size): ... return print_event`, then
+    /// `open_perf_buffer(printer(args.wide))`: the function the factory returns is the
+    /// callback.
+    const FACTORY: &str = "def printer(wide):\n    width = 20 if wide else 7\n\n    def print_event(cpu, data, size):\n        event = b[\"events\"].event(data)\n        print(\"%-*d %s\" % (width, event.pid, event.comm.decode()))\n\n    return print_event\n\n";
+
+    #[test]
+    fn a_callback_a_factory_returns_is_the_function_it_defines() {
+        // The ring's size follows the page count (8 pages by default).
+        for (open, ring) in [
+            ("b[\"events\"].open_perf_buffer(printer(True))\n", "64"),
+            (
+                "b[\"events\"].open_perf_buffer(printer(wide=False), page_cnt=64)\n",
+                "512",
+            ),
+        ] {
+            let py = tool("", &format!("{FACTORY}{open}{LOOP}"));
+            let want = migrated(&py)
+                .replace("(events, 64)", &format!("(events, {ring})"))
+                .replace(", page_cnt=64)", ")")
+                .replace("    def print_event(cpu,", "    def print_event(ctx,");
+            check_migrate(&[("t.py", &py)], &[("t.py", &want)]);
+        }
+    }
+
+    #[test]
+    fn a_factory_that_returns_another_function_too_or_is_used_elsewhere_is_refused() {
+        let two = FACTORY.replace(
+            "    return print_event\n",
+            "    if wide:\n        return print_event\n    return lambda cpu, data, size: None\n",
+        );
+        let py = tool(
+            "",
+            &format!("{two}b[\"events\"].open_perf_buffer(printer(True))\n{LOOP}"),
+        );
+        check_refused(
+            &[("t.py", &py)],
+            Rule::CallbackForm,
+            "the callback factory `printer` returns something other than the one function it defines",
+        );
+        let py = tool(
+            "",
+            &format!(
+                "{FACTORY}b[\"events\"].open_perf_buffer(printer(True))\nprinter(False)(0, None, 0)\n{LOOP}"
+            ),
+        );
+        check_refused(
+            &[("t.py", &py)],
+            Rule::CallbackForm,
+            "the callback factory `printer` is also used elsewhere",
+        );
     }
 
     #[test]
