@@ -70,7 +70,19 @@ pub struct Manifest {
     /// do not run.
     #[serde(default)]
     pub scratch_missing: Vec<String>,
+    /// A tc program (guest path of its object) that the agent attaches to loopback's egress
+    /// before the programs load, for the workload's `tcp-drop` step: it drops the first TCP
+    /// segment with data sent to `TCP_DROP_PORT`, once.
+    #[serde(default)]
+    pub tcp_drop: Option<String>,
 }
+
+/// The workload's terminal (its `readline` step's), opened before the tools start: the
+/// guest's first, for a tool that watches a terminal given by its path.
+pub const GUEST_TERMINAL: &str = "/dev/pts/0";
+
+/// The port of the workload's `tcp-drop` step.
+pub const TCP_DROP_PORT: u16 = 47011;
 
 /// The agent starts the tools in waves of this many processes (a program's three instances
 /// two at a time), each wave once the one before waits for events: a C, Rust or Go tool
@@ -206,6 +218,7 @@ impl Default for Manifest {
             modules: Vec::new(),
             scratch_disks: Vec::new(),
             scratch_missing: Vec::new(),
+            tcp_drop: None,
         }
     }
 }
@@ -544,6 +557,7 @@ mod tests {
             modules: vec!["/modules/9p.ko".into()],
             scratch_disks: vec!["ext4".into(), MD_MEMBER.into(), "xfs".into()],
             scratch_missing: vec!["btrfs".into()],
+            tcp_drop: Some("/objs/tcp_drop.o".into()),
         }
     }
 

@@ -368,6 +368,19 @@ fn run_boot(
         ),
         "the ring buffer poison program",
     )?;
+    let tcp_drop = build_own_program(
+        opts,
+        kernel,
+        wd,
+        &objdir,
+        &mut cpio,
+        "tcp_drop",
+        &format!(
+            "#define DROP_PORT {}\n{TCP_DROP}",
+            bpf_migrate_protocol::TCP_DROP_PORT
+        ),
+        "the workload's tc program that drops a TCP segment",
+    )?;
     // The perf path of --strategy compat: the guest refuses ring buffers (`REFUSE_RINGBUF`).
     let refuse_ringbuf = if perf {
         Some(build_own_program(
@@ -413,6 +426,7 @@ fn run_boot(
         modules,
         scratch_disks,
         scratch_missing,
+        tcp_drop: Some(tcp_drop),
     };
     // Each built program loads three times for the events, three more for its loader.
     let map_bytes = pairs
@@ -1430,6 +1444,46 @@ int BPF_PROG(refuse_ringbuf, int cmd, union bpf_attr *attr, unsigned int size, i
 	if (cmd == BPF_MAP_CREATE && attr->map_type == BPF_MAP_TYPE_RINGBUF)
 		return -1;
 	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"#;
+
+/// The workload's `tcp-drop` step: on loopback's egress, the first IPv4 TCP segment with data
+/// sent to `DROP_PORT` is dropped (`TC_ACT_SHOT`, which the kernel frees with the reason
+/// `TC_EGRESS`, the socket still its owner), once; the sender sends it again. Without headers
+/// (helpers by number, the packet read by offset), like `RING_POISON`, so that it builds fast.
+const TCP_DROP: &str = r#"
+#define SEC(n) __attribute__((section(n), used))
+
+static long (*bpf_skb_load_bytes)(const void *skb, unsigned int offset, void *to,
+				  unsigned int len) = (void *)26;
+
+unsigned int dropped;
+
+SEC("tc")
+int drop_once(void *skb)
+{
+	unsigned char ip[20], tcp[14];
+	unsigned int ihl, data;
+
+	if (dropped)
+		return 0;
+	/* loopback frames carry an Ethernet header: IPv4 is 0x0800 */
+	if (bpf_skb_load_bytes(skb, 12, ip, 2) || ip[0] != 0x08 || ip[1] != 0x00)
+		return 0;
+	if (bpf_skb_load_bytes(skb, 14, ip, 20) || ip[9] != 6 /* TCP */)
+		return 0;
+	ihl = (ip[0] & 0xf) * 4;
+	if (ihl < 20 || ihl > 60 || bpf_skb_load_bytes(skb, 14 + ihl, tcp, 14))
+		return 0;
+	if (((tcp[2] << 8) | tcp[3]) != DROP_PORT)
+		return 0;
+	data = ((ip[2] << 8) | ip[3]) - ihl - (tcp[12] >> 4) * 4;
+	if (data == 0)
+		return 0;
+	dropped = 1;
+	return 2; /* TC_ACT_SHOT */
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -189,10 +189,12 @@ fn migrated_fixtures_verify_equivalent() {
         "direct-reclaim",
         "packets",
         "tcp-retransmit",
+        "tcp-drop",
         "sync",
         "shm",
         "threads",
         "readline",
+        "runq-delay",
     ] {
         assert!(steps.contains(&step), "{step}: {verdict}");
     }
@@ -859,6 +861,18 @@ fn a_bcc_tool_of_user_space_probes_sees_the_workloads_bash_and_libc() {
         steps.contains("readline") && steps.contains("names"),
         "{steps}"
     );
+}
+
+#[test]
+fn a_bcc_callback_a_factory_makes_prints_the_same_lines() {
+    // The callback is the function a factory of the tool defines inside itself and returns,
+    // closing over the options: migrated there (its `cpu` renamed), the tool prints the same
+    // binds the workload's sockets make.
+    let _guests = alone();
+    let lines = verify_json(&["--cpus", "2", "fixtures/bcc_callback_factory/input"], 0);
+    let t = tool_of(&lines, "bindwatch.py");
+    assert_eq!(t["verdict"], "equivalent", "{t}");
+    assert!(t["lines"]["matched"].as_u64().unwrap() > 1, "{t}");
 }
 
 #[test]

@@ -94,6 +94,9 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
     // The disk step reports what went wrong with the disk.
     let setup_log = tools::load_modules(&m.modules);
     workload::mount_scratch(&m.scratch_disks, &m.scratch_missing);
+    // Before any tool's terminal: the workload's is the guest's first, /dev/pts/0.
+    workload::open_terminal();
+    workload::attach_tcp_drop(m.tcp_drop.as_deref());
     let objects = load_objects(m);
     let (mut links, mut programs) = attach_programs(&objects);
     let mut maps_per_obj: Vec<Vec<libbpf_rs::Map>> = objects.iter().map(Loaded::maps).collect();

@@ -32,6 +32,7 @@ const STEPS: &[Step] = &[
     ("tcp", tcp),
     ("tcp-refused-reset", tcp_refused_and_reset),
     ("tcp-retransmit", tcp_retransmit),
+    ("tcp-drop", tcp_drop),
     ("udp", udp),
     ("names", names),
     ("mount", mount_tmpfs),
@@ -41,6 +42,7 @@ const STEPS: &[Step] = &[
     ("shm", shm),
     ("threads", threads),
     ("readline", readline),
+    ("runq-delay", runq_delay),
     ("sleep", sleep),
 ];
 
@@ -403,6 +405,93 @@ fn tcp_retransmit() -> Result<(), String> {
     Ok(())
 }
 
+/// The `tcp-drop` step's tc program on loopback's egress (attached for the guest's life): its
+/// `.bss` map, whose one `unsigned int` says whether it dropped its segment; or why there is
+/// none.
+static TCP_DROP: std::sync::OnceLock<Result<std::os::fd::OwnedFd, String>> =
+    std::sync::OnceLock::new();
+
+/// Loads the manifest's `tcp_drop` object and attaches its program to loopback's egress
+/// (clsact, made if missing). Before the programs load: what attaching it does is no step's
+/// doing.
+pub fn attach_tcp_drop(path: Option<&str>) {
+    use libbpf_rs::MapCore;
+    use std::os::fd::AsFd;
+    let r = path
+        .ok_or_else(|| "no tc program was given".to_string())
+        .and_then(|p| {
+            let obj = libbpf_rs::ObjectBuilder::default()
+                .open_file(p)
+                .and_then(|o| o.load())
+                .map_err(|e| format!("loading {p}: {e:#}"))?;
+            let bss = obj
+                .maps()
+                .find(|m| m.name().to_string_lossy().ends_with(".bss"))
+                .ok_or(format!("{p}: no .bss map"))?
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| e.to_string())?;
+            let prog = obj.progs_mut().next().ok_or(format!("{p}: no program"))?;
+            let mut hook = libbpf_rs::TcHookBuilder::new(prog.as_fd())
+                .ifindex(1)
+                .replace(true)
+                .handle(1)
+                .priority(1)
+                .hook(libbpf_rs::TC_EGRESS);
+            hook.create().and_then(|mut h| h.attach()).map_err(|e| {
+                format!("attaching {p} to lo's egress (sch_ingress and cls_bpf?): {e:#}")
+            })?;
+            // The filter holds the program; the object stays loaded for the guest's life.
+            std::mem::forget(obj);
+            Ok(bss)
+        });
+    let _ = TCP_DROP.set(r);
+}
+
+/// A TCP segment with data dropped once on its way out (by the tc program `attach_tcp_drop`
+/// attached: the kernel frees it with the reason `TC_EGRESS`, its socket still its owner, as
+/// tools that trace drops see them) and sent again: a connection to `TCP_DROP_PORT` on
+/// loopback, 32 bytes each way. Fails if the program dropped nothing.
+fn tcp_drop() -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let bss = match TCP_DROP.get() {
+        Some(Ok(fd)) => fd,
+        Some(Err(e)) => return Err(format!("the tc program that drops the segment: {e}")),
+        None => return Err("the tc program that drops the segment was not attached".into()),
+    };
+    let listener = TcpListener::bind(("127.0.0.1", bpf_migrate_protocol::TCP_DROP_PORT))
+        .map_err(io("bind"))?;
+    let mut client = TcpStream::connect(listener.local_addr().map_err(io("local_addr"))?)
+        .map_err(io("connect"))?;
+    let (mut server, _) = listener.accept().map_err(io("accept"))?;
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(io("timeout"))?;
+    }
+    let msg = [0x42u8; 32];
+    let mut got = [0u8; 32];
+    client.write_all(&msg).map_err(io("write"))?;
+    server
+        .read_exact(&mut got)
+        .map_err(io("read the resent segment"))?;
+    server.write_all(&got).map_err(io("write"))?;
+    client.read_exact(&mut got).map_err(io("read"))?;
+    drop((client, server));
+    let (key, mut dropped) = (0u32, 0u32);
+    // SAFETY: a lookup in an array map of one 4-byte value, into a 4-byte value.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_lookup_elem(
+            bss.as_raw_fd(),
+            (&key as *const u32).cast(),
+            (&mut dropped as *mut u32).cast(),
+        )
+    };
+    if rc != 0 || dropped == 0 {
+        return Err("the tc program dropped no segment".into());
+    }
+    Ok(())
+}
+
 /// A datagram on loopback.
 fn udp() -> Result<(), String> {
     let r = (|| -> std::io::Result<()> {
@@ -633,12 +722,59 @@ fn threads() -> Result<(), String> {
         .map_err(|_| "the thread panicked".to_string())
 }
 
+/// The `readline` step's terminal, opened before the tools start (`open_terminal`): its
+/// master side, which keeps its slave's device (`GUEST_TERMINAL`, the guest's first
+/// terminal) in place for a tool that watches a terminal by its path (`ttysnoop
+/// /dev/pts/0`) to find when it starts.
+static TERMINAL: std::sync::Mutex<Option<std::os::fd::OwnedFd>> = std::sync::Mutex::new(None);
+
+/// Opens the workload's terminal (`TERMINAL`); the step opens one then if this fails.
+pub fn open_terminal() {
+    if let Ok((master, _slave)) = crate::tools::openpty() {
+        *TERMINAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(master);
+    }
+}
+
+/// The workload's terminal, both sides: the one opened before the tools, else a new one.
+fn terminal() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let Some(master) = TERMINAL.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return crate::tools::openpty();
+    };
+    let mut name = [0 as libc::c_char; 64];
+    // SAFETY: a buffer of its stated length for the slave's name, then open(2) of it.
+    let slave = unsafe {
+        if libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) != 0 {
+            return Err(format!("ptsname: {}", std::io::Error::last_os_error()));
+        }
+        let got = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy();
+        if got != bpf_migrate_protocol::GUEST_TERMINAL {
+            return Err(format!(
+                "the workload's terminal is {got}, not {}: something opened a terminal before it",
+                bpf_migrate_protocol::GUEST_TERMINAL
+            ));
+        }
+        let fd = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(format!(
+                "opening the terminal: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    Ok((master, slave))
+}
+
 /// An interactive bash on a terminal of its own reads two lines with readline() (which
 /// tools trace with a uprobe on bash): `true`, then `exit`.
 fn readline() -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     fs::metadata(BASH).map_err(|e| e.to_string())?;
-    let (master, slave) = crate::tools::openpty()?;
+    let (master, slave) = terminal()?;
     let dup = |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(io("dup"));
     let mut cmd = std::process::Command::new(BASH);
     cmd.args(["--norc", "--noprofile", "-i"])
@@ -685,6 +821,72 @@ fn readline() -> Result<(), String> {
         return Err(format!("bash exited with {status}"));
     }
     Ok(())
+}
+
+/// Pins the calling thread to CPU 0.
+fn pin_to_cpu0() -> Result<(), String> {
+    // SAFETY: a zeroed CPU set with CPU 0 added, passed by pointer for the call.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!(
+                "sched_setaffinity: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A task that waits 30 ms to run once woken (run queue latency, which scheduler tools
+/// report above a threshold, 10 ms by default): on CPU 0, a real-time thread wakes a normal
+/// one and then spins for 30 ms, which the normal one cannot preempt. Far above the 10 ms,
+/// so that no timing decides whether a tool prints it.
+fn runq_delay() -> Result<(), String> {
+    let (wake_tx, wake_rx) = std::sync::mpsc::channel::<std::time::Instant>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let waiter = std::thread::Builder::new()
+        .name("bpfm-runq".into())
+        .spawn(move || -> Result<(), String> {
+            pin_to_cpu0()?;
+            let _ = ready_tx.send(Ok(()));
+            let woken = wake_rx.recv().map_err(|e| e.to_string())?;
+            match woken.elapsed() {
+                d if d >= Duration::from_millis(25) => Ok(()),
+                d => Err(format!(
+                    "the woken thread ran after {d:?}, not after the 30 ms spin"
+                )),
+            }
+        })
+        .map_err(io("spawn"))?;
+    ready_rx.recv().map_err(|e| e.to_string()).and_then(|r| r)?;
+    // The waiter is blocked in recv() (or about to be: it runs only when this thread lets it).
+    std::thread::sleep(Duration::from_millis(20));
+    let spinner = std::thread::Builder::new()
+        .name("bpfm-spin".into())
+        .spawn(move || -> Result<(), String> {
+            pin_to_cpu0()?;
+            let p = libc::sched_param { sched_priority: 1 };
+            // SAFETY: this thread's own scheduling policy, with a param struct for the call.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
+                return Err(format!("SCHED_FIFO: {}", std::io::Error::last_os_error()));
+            }
+            let start = std::time::Instant::now();
+            let _ = wake_tx.send(start);
+            while start.elapsed() < Duration::from_millis(30) {
+                std::hint::spin_loop();
+            }
+            Ok(())
+        })
+        .map_err(io("spawn"))?;
+    let spun = spinner
+        .join()
+        .map_err(|_| "the spinning thread panicked".to_string())?;
+    let waited = waiter
+        .join()
+        .map_err(|_| "the waiting thread panicked".to_string())?;
+    spun.and(waited)
 }
 
 /// Short sleeps.
