@@ -234,6 +234,15 @@ fn md_flush() -> Result<(), String> {
         set(&format!("{MD}/array_state"), "active")
     })();
     let flushed = built.and_then(|()| {
+        // A queue without a write cache completes flushes before md sees them.
+        let cache =
+            fs::read_to_string("/sys/block/md0/queue/write_cache").map_err(|e| e.to_string())?;
+        if cache.trim() != "write back" {
+            return Err(format!(
+                "md0's queue has no write cache ({}): a flush would not reach md",
+                cache.trim()
+            ));
+        }
         let mut f = fs::OpenOptions::new()
             .write(true)
             .open("/dev/md0")
