@@ -854,12 +854,12 @@ fn pin_to_cpu0() -> Result<(), String> {
 /// so that no timing decides whether a tool prints it.
 fn runq_delay() -> Result<(), String> {
     let (wake_tx, wake_rx) = std::sync::mpsc::channel::<std::time::Instant>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let waiter = std::thread::Builder::new()
         .name("bpfm-runq".into())
         .spawn(move || -> Result<(), String> {
             pin_to_cpu0()?;
-            let _ = ready_tx.send(Ok(()));
+            let _ = ready_tx.send(());
             let woken = wake_rx.recv().map_err(|e| e.to_string())?;
             match woken.elapsed() {
                 d if d >= Duration::from_millis(25) => Ok(()),
@@ -869,8 +869,14 @@ fn runq_delay() -> Result<(), String> {
             }
         })
         .map_err(io("spawn"))?;
-    ready_rx.recv().map_err(|e| e.to_string()).and_then(|r| r)?;
-    // The waiter is blocked in recv() (or about to be: it runs only when this thread lets it).
+    if ready_rx.recv().is_err() {
+        // The waiter ended before it was ready: its own error says why.
+        return waiter
+            .join()
+            .map_err(|_| "the waiting thread panicked".to_string())
+            .and_then(|r| r);
+    }
+    // Time for the waiter to block in recv() on CPU 0.
     std::thread::sleep(Duration::from_millis(20));
     let spinner = std::thread::Builder::new()
         .name("bpfm-spin".into())
