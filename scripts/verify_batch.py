@@ -33,10 +33,9 @@ def tree_rss_kib(pid):
     return total
 
 
-def verify(cmd, shown, what, count):
-    """Runs `cmd` (a verify with --format json; `shown` is how to say it), then prints per program its verdict, the
-    lines its tool printed during the workload, how long each instance took to wait for
-    events, and why when not equivalent; then the verdicts, wall time and peak memory."""
+def timed(cmd):
+    """Runs `cmd` (with --format json): its JSON lines, wall time in seconds, and peak memory
+    in KiB of it and all its children (qemu) together; exits when it could not run."""
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
@@ -53,7 +52,16 @@ def verify(cmd, shown, what, count):
     wall = time.monotonic() - t0
     lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     if not lines or proc.returncode == 2:
-        sys.exit(f"verify could not run ({proc.returncode}): {err}\n{out}")
+        sys.exit(f"{' '.join(cmd)} could not run ({proc.returncode}): {err}\n{out}")
+    return lines, wall, peak[0]
+
+
+def verify(cmd, shown, what, count):
+    """Runs `cmd` (a verify with --format json; `shown` is how to say it), then prints per program its verdict, the
+    lines its tool printed during the workload, how long each instance took to wait for
+    events, and why when not equivalent; then the verdicts, wall time and peak memory
+    (returned, in KiB)."""
+    lines, wall, peak = timed(cmd)
     progs = {l["program"]: l for l in lines if l["type"] == "program"}
     runs = {l["program"]: l for l in lines if l["type"] == "tool"}
     maps = {}
@@ -81,4 +89,5 @@ def verify(cmd, shown, what, count):
             print(f"{'':<22} {why}")
     print(f"verdicts: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}")
     print(f"wall time: {wall:.0f} s for {count} tools, {wall / max(count, 1):.0f} s a tool")
-    print(f"peak memory, bpf-migrate + qemu: {peak[0] / 1024:.0f} MiB")
+    print(f"peak memory, bpf-migrate + qemu: {peak / 1024:.0f} MiB")
+    return peak

@@ -9,7 +9,8 @@ use fs_err as fs;
 use serde_json::json;
 
 use super::{
-    VerifyOptions, agent_path, boot_agent, collect_pairs, compile, initramfs, kernel, work_dir,
+    VerifyOptions, agent_path, boot_agent, collect_pairs, compile, initramfs, kernel, prepare_boot,
+    work_dir,
 };
 use bpf_migrate_core::engine::Strategy;
 use bpf_migrate_protocol::{BenchOutcome, Manifest, ObjSpec, Report};
@@ -117,5 +118,80 @@ pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
         vm.boot.as_secs_f64(),
         vm.total.as_secs_f64()
     );
+    Ok(())
+}
+
+/// `bpf-migrate verify --bench-start`: how long each program's original tool alone takes
+/// from its start to waiting for events (a BCC tool compiles its C and attaches), in the
+/// guest verify gives that program (its CPUs, memory, modules and disks, the host's root),
+/// one boot a program, with no other instance, no object of verify's own and no workload.
+/// The baseline of verify's tool-level budget: a whole verify of a tool within twice this
+/// (scripts/bench-bcc).
+pub fn start(opts: &VerifyOptions) -> Result<()> {
+    let work = work_dir("bpf-migrate-start-")?;
+    let wd = work.path();
+    let pairs = collect_pairs(opts, wd)?;
+    if pairs.is_empty() {
+        bail!("nothing to start: no migratable BPF program found");
+    }
+    let (kernel, _) = kernel::find(opts.kernel.as_deref())?;
+    let agent = agent_path()?;
+    for (k, p) in pairs.iter().enumerate() {
+        let bwd = wd.join(format!("b{k}"));
+        fs::create_dir_all(&bwd)?;
+        let mut prep = prepare_boot(opts, &kernel, &agent, std::slice::from_ref(p), &bwd, false)?;
+        prep.manifest.tools.retain(|t| t.id.ends_with("/orig-1"));
+        let (ready_ms, finding) = if prep.manifest.tools.is_empty() {
+            (
+                None,
+                Some("no tool of its own to start (the tool level does not run it)".to_string()),
+            )
+        } else {
+            prep.manifest.objects.clear();
+            prep.manifest.workload = None;
+            prep.manifest.builtin_workload = false;
+            let (_, report) = boot_agent(
+                opts,
+                &kernel,
+                prep.cpio,
+                &prep.manifest,
+                &bwd,
+                prep.map_bytes,
+            )?;
+            let Report::Run(result) = report else {
+                bail!("the guest agent answered a start with something else: {report:?}");
+            };
+            match result.tools.first() {
+                Some(t) if t.ready => (t.ready_ms, None),
+                Some(t) => (
+                    None,
+                    Some(format!(
+                        "it never waited for events (exit {:?}, signal {:?}): {}",
+                        t.exit_code,
+                        t.signal,
+                        t.spawn_error
+                            .clone()
+                            .unwrap_or_else(|| crate::qemu::tail(&t.stderr, 5))
+                    )),
+                ),
+                None => (None, Some("the guest agent reported no tool".to_string())),
+            }
+        };
+        if opts.json {
+            println!(
+                "{}",
+                json!({"type": "start", "program": p.name, "ready_ms": ready_ms, "finding": finding})
+            );
+        } else {
+            match (ready_ms, finding) {
+                (Some(ms), _) => println!(
+                    "{}: the original alone waited for events after {:.1} s",
+                    p.name,
+                    ms as f64 / 1000.0
+                ),
+                (None, f) => println!("{}: {}", p.name, f.unwrap_or_default()),
+            }
+        }
+    }
     Ok(())
 }

@@ -47,6 +47,8 @@ pub struct VerifyOptions {
     pub engine: Options,
     /// Measure events per second (this many events a program) instead of comparing.
     pub bench: Option<u64>,
+    /// Measure how long each original tool alone takes to start instead (`bench::start`).
+    pub bench_start: bool,
     /// Run the programs' own tools (tool level), not only their events.
     pub tools: bool,
     /// The command-line arguments the tools run with (tool level).
@@ -111,6 +113,15 @@ pub fn run(opts: &VerifyOptions) -> u8 {
     }
     if let Some(n) = opts.bench {
         return match bench::run(opts, n) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: the benchmark could not run: {e:#}");
+                2
+            }
+        };
+    }
+    if opts.bench_start {
+        return match bench::start(opts) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: the benchmark could not run: {e:#}");
@@ -281,7 +292,9 @@ fn run_boots(
             wd.join(format!("b{b}"))
         };
         fs::create_dir_all(&bwd)?;
-        match run_boot(opts, kernel, agent, &group, &bwd, perf) {
+        let done = prepare_boot(opts, kernel, agent, &group, &bwd, perf)
+            .and_then(|boot| run_boot(opts, kernel, boot, &group, &bwd, perf));
+        match done {
             Ok(done) => {
                 for (&k, r) in ks.iter().zip(done.reports) {
                     reports[k] = Some(r);
@@ -323,17 +336,90 @@ fn run_boots(
     Ok(reports.into_iter().map(Option::unwrap).collect())
 }
 
-/// Verifies `pairs` in one boot, in the work directory `wd`; on `--strategy compat`'s perf
+/// One boot put together: its initramfs and manifest, the guest's map bytes, and what the
+/// judging needs of its programs.
+pub(crate) struct Prepared {
+    pub(crate) cpio: initramfs::Cpio,
+    pub(crate) manifest: Manifest,
+    pub(crate) map_bytes: u64,
+    unbuilt: Vec<Option<ProgramReport>>,
+    tool_plans: Vec<ToolPlan>,
+    objdir: PathBuf,
+}
+
+/// Verifies `pairs` in one boot (`boot`, as `prepare_boot` made it), in the work directory
+/// `wd`; on `--strategy compat`'s perf
 /// path when `perf` (the guest refuses ring buffers, and the agent makes the migrated maps
 /// perf event arrays as the loader would).
 fn run_boot(
+    opts: &VerifyOptions,
+    kernel: &Path,
+    boot: Prepared,
+    pairs: &[Pair],
+    wd: &Path,
+    perf: bool,
+) -> Result<Boot> {
+    let Prepared {
+        cpio,
+        manifest,
+        map_bytes,
+        unbuilt,
+        mut tool_plans,
+        objdir,
+    } = boot;
+    let (vm, report) = boot_agent(opts, kernel, cpio, &manifest, wd, map_bytes)?;
+    let Report::Run(result) = report else {
+        bail!("the guest agent answered a verify run with something else: {report:?}");
+    };
+    // What each tool printed, for a look with --keep.
+    for t in &result.tools {
+        let base = objdir.join("tools").join(t.id.replace('/', "-"));
+        fs::write(base.with_extension("stdout"), &t.stdout)?;
+        fs::write(base.with_extension("stderr"), &t.stderr)?;
+    }
+    // On the perf path the migrated maps are perf event arrays.
+    let migrated_kind = if perf {
+        BufferKind::Perf
+    } else {
+        BufferKind::Ring
+    };
+    let mut reports = judge_all(opts, pairs, unbuilt, &result, &objdir, migrated_kind)?;
+    // Without the refusal, the perf path was not taken: nothing was proven of it.
+    if let Some(e) = &result.refuse_ringbuf_error {
+        for r in &mut reports {
+            r.verdict = Verdict::Inconclusive;
+            r.problems.push(format!(
+                "the guest could not be made to refuse ring buffers, so the perf path was not tried: {e}"
+            ));
+        }
+    }
+    for ((k, r), p) in reports.iter_mut().enumerate().zip(pairs) {
+        let plan = std::mem::take(&mut tool_plans[k]);
+        // The migrated BPF source counts lost records (`MAP_lost_count()`, bpf-migrate's
+        // lost counter) for the loader's callback.
+        let lost_kept = fs::read_to_string(&p.after).is_ok_and(|t| t.contains("_lost_count("));
+        judge_tool(r, k, p.bcc, plan, &result, opts.cpus == 1, lost_kept);
+    }
+    Ok(Boot {
+        reports,
+        accel: vm.accel,
+        boot: vm.boot,
+        vm: vm.total,
+        workload_log: result.workload_log,
+        workload_steps: result.workload_steps,
+    })
+}
+
+/// Builds what one boot of `pairs` needs in `wd` (see [`run_boot`]): the objects, the
+/// tools, the workload's own programs, the modules and disks, and the manifest.
+pub(crate) fn prepare_boot(
     opts: &VerifyOptions,
     kernel: &Path,
     agent: &Path,
     pairs: &[Pair],
     wd: &Path,
     perf: bool,
-) -> Result<Boot> {
+) -> Result<Prepared> {
     let objdir = wd.join("objs");
     fs::create_dir_all(&objdir)?;
     let mut cpio = initramfs::Cpio::default();
@@ -397,7 +483,7 @@ fn run_boot(
         None
     };
     let mut host_root = None;
-    let (tools, mut tool_plans) = build_tools(
+    let (tools, tool_plans) = build_tools(
         opts,
         kernel,
         pairs,
@@ -443,46 +529,13 @@ fn run_boot(
             loads * (2 * of("orig") + of("new"))
         })
         .sum();
-    let (vm, report) = boot_agent(opts, kernel, cpio, &manifest, wd, map_bytes)?;
-    let Report::Run(result) = report else {
-        bail!("the guest agent answered a verify run with something else: {report:?}");
-    };
-    // What each tool printed, for a look with --keep.
-    for t in &result.tools {
-        let base = objdir.join("tools").join(t.id.replace('/', "-"));
-        fs::write(base.with_extension("stdout"), &t.stdout)?;
-        fs::write(base.with_extension("stderr"), &t.stderr)?;
-    }
-    // On the perf path the migrated maps are perf event arrays.
-    let migrated_kind = if perf {
-        BufferKind::Perf
-    } else {
-        BufferKind::Ring
-    };
-    let mut reports = judge_all(opts, pairs, unbuilt, &result, &objdir, migrated_kind)?;
-    // Without the refusal, the perf path was not taken: nothing was proven of it.
-    if let Some(e) = &result.refuse_ringbuf_error {
-        for r in &mut reports {
-            r.verdict = Verdict::Inconclusive;
-            r.problems.push(format!(
-                "the guest could not be made to refuse ring buffers, so the perf path was not tried: {e}"
-            ));
-        }
-    }
-    for ((k, r), p) in reports.iter_mut().enumerate().zip(pairs) {
-        let plan = std::mem::take(&mut tool_plans[k]);
-        // The migrated BPF source counts lost records (`MAP_lost_count()`, bpf-migrate's
-        // lost counter) for the loader's callback.
-        let lost_kept = fs::read_to_string(&p.after).is_ok_and(|t| t.contains("_lost_count("));
-        judge_tool(r, k, p.bcc, plan, &result, opts.cpus == 1, lost_kept);
-    }
-    Ok(Boot {
-        reports,
-        accel: vm.accel,
-        boot: vm.boot,
-        vm: vm.total,
-        workload_log: result.workload_log,
-        workload_steps: result.workload_steps,
+    Ok(Prepared {
+        cpio,
+        manifest,
+        map_bytes,
+        unbuilt,
+        tool_plans,
+        objdir,
     })
 }
 

@@ -70,6 +70,11 @@ struct VerifyArgs {
     /// sys_enter_getpid; see benches/events).
     #[arg(long, value_name = "EVENTS", conflicts_with_all = ["before", "after"])]
     bench: Option<u64>,
+    /// Instead of comparing, measure how long each program's original tool alone takes from
+    /// its start to waiting for events (a BCC tool compiles its C), in the guest verify
+    /// gives it, without the workload: the baseline of scripts/bench-bcc's time budget.
+    #[arg(long, conflicts_with_all = ["bench", "events_only"])]
+    bench_start: bool,
     /// Compare the events only: do not build and run the programs' own tools.
     #[arg(long)]
     events_only: bool,
@@ -165,6 +170,7 @@ fn main() -> ExitCode {
             lost: v.lost.parse().expect("clap checked it"),
         },
         bench: v.bench,
+        bench_start: v.bench_start,
         tools: !v.events_only,
         per_boot: v.per_boot as usize,
         build: v.build,

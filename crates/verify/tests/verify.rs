@@ -964,6 +964,24 @@ fn the_events_benchmark_runs_all_three_variants_and_loses_nothing() {
     }
 }
 
+/// `--bench-start`, the baseline of the BCC time budget (scripts/bench-bcc): the original's
+/// tool alone starts in the guest verify gives it, and its time to wait for events is
+/// reported. Not a timing test: the figures go to the README.
+#[test]
+fn the_start_benchmark_times_the_original_tool_alone() {
+    let lines = verify_json(&["--bench-start", "fixtures/execsnoop/input"], 0);
+    let starts: Vec<&Value> = lines.iter().filter(|v| v["type"] == "start").collect();
+    assert_eq!(starts.len(), 1, "{lines:?}");
+    assert!(
+        starts[0]["program"].as_str().unwrap().contains("execsnoop"),
+        "{lines:?}"
+    );
+    assert!(starts[0]["ready_ms"].as_u64().unwrap() > 0, "{lines:?}");
+    assert!(starts[0]["finding"].is_null(), "{lines:?}");
+    // Nothing but the start: no verdict, no map compared.
+    assert!(lines.iter().all(|v| v["type"] == "start"), "{lines:?}");
+}
+
 /// A program named by an absolute path is verified from a copy: the user's files are not
 /// touched (the migrated text of `/abs/x.bpf.c` was once written over the original, which
 /// then had no perf event array left to compare).
