@@ -1456,6 +1456,20 @@ int trace_exec(struct pt_regs *ctx)
         );
     }
 
+    /// A method that makes the callback (`self.printer(True)`) is not followed (only a
+    /// function of the file is): refused, naming it, where migrating would have to rename the
+    /// CPU parameter of a function defined inside a method.
+    #[test]
+    fn a_method_factory_is_refused_by_name() {
+        let class = "class Tracer:\n    def printer(self, wide):\n        def print_event(cpu, data, size):\n            event = b[\"events\"].event(data)\n            print(event.pid)\n\n        return print_event\n\n    def run(self):\n        b[\"events\"].open_perf_buffer(self.printer(True))\n        while 1:\n            b.perf_buffer_poll()\n\n\nTracer().run()\n";
+        let py = tool("", class);
+        check_refused(
+            &[("t.py", &py)],
+            Rule::CallbackForm,
+            "the callback is built by `self.printer(...)`, which bpf-migrate cannot follow",
+        );
+    }
+
     #[test]
     fn a_callback_parameter_is_refused_when_its_callers_disagree_or_it_is_used_otherwise() {
         let poll = "def poll(bpf, handler):\n    bpf[\"events\"].open_perf_buffer(handler)\n    while 1:\n        bpf.perf_buffer_poll()\n\n";

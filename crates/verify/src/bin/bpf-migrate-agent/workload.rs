@@ -932,7 +932,21 @@ fn sleep() -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::figure;
+    use super::{NOT_ASKED, disk_btrfs, disk_xfs, figure, mount_scratch};
+
+    /// A file system the host could not make (`Manifest::scratch_missing`): its step fails
+    /// saying which package the host lacks; one not asked for does not run at all. No disk is
+    /// given, so nothing is mounted on the host running the test.
+    #[test]
+    fn a_scratch_file_system_the_host_could_not_make_names_its_package() {
+        mount_scratch(&[], &["xfs".to_string()]);
+        let e = disk_xfs().unwrap_err();
+        assert!(
+            e.contains("no xfs scratch disk") && e.contains("apt-get install xfsprogs"),
+            "{e}"
+        );
+        assert_eq!(disk_btrfs().unwrap_err(), NOT_ASKED);
+    }
 
     #[test]
     fn figures_of_meminfo_and_vmstat() {
