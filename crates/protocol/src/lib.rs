@@ -81,8 +81,10 @@ pub struct Manifest {
 /// guest's first, for a tool that watches a terminal given by its path.
 pub const GUEST_TERMINAL: &str = "/dev/pts/0";
 
-/// The port of the workload's `tcp-drop` step.
-pub const TCP_DROP_PORT: u16 = 47011;
+/// The port of the workload's `tcp-drop` step: below Linux's ephemeral ports (32768 to
+/// 60999), so that no socket another step has open (`tcp-retransmit`'s run beside the
+/// others) can hold it.
+pub const TCP_DROP_PORT: u16 = 27011;
 
 /// The agent starts the tools in waves of this many processes (a program's three instances
 /// two at a time), each wave once the one before waits for events: a C, Rust or Go tool

@@ -2,15 +2,16 @@
 //! migrated with the copy strategy, and migrated with the reserve strategy, measured in the
 //! same VM one program at a time. The guest agent attaches one object, makes N `getpid`
 //! system calls (the benchmark programs hook `sys_enter_getpid`), drains its buffer every 64
-//! calls, and reports the time and the records received.
+//! calls, and reports the time and the records received. `--bench-start` (`start`): how long
+//! each program's original tool alone takes to start.
 
 use anyhow::{Context, Result, bail};
 use fs_err as fs;
 use serde_json::json;
 
 use super::{
-    VerifyOptions, agent_path, boot_agent, collect_pairs, compile, initramfs, kernel, prepare_boot,
-    work_dir,
+    ToolPlan, VerifyOptions, agent_path, boot_agent, collect_pairs, compile, initramfs, kernel,
+    prepare_boot, tools_wait_ms, work_dir,
 };
 use bpf_migrate_core::engine::Strategy;
 use bpf_migrate_protocol::{BenchOutcome, Manifest, ObjSpec, Report};
@@ -122,11 +123,12 @@ pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
 }
 
 /// `bpf-migrate verify --bench-start`: how long each program's original tool alone takes
-/// from its start to waiting for events (a BCC tool compiles its C and attaches), in the
-/// guest verify gives that program (its CPUs, memory, modules and disks, the host's root),
-/// one boot a program, with no other instance, no object of verify's own and no workload.
-/// The baseline of verify's tool-level budget: a whole verify of a tool within twice this
-/// (scripts/bench-bcc).
+/// from its start to waiting for events (a BCC tool compiles its C and attaches), in a guest
+/// made as verify makes that program's (its CPUs, modules and disks, the host's root), one
+/// boot a program, with no other instance, no
+/// object of verify's own and no workload. The baseline of verify's tool-level budget: a
+/// whole verify of a tool within twice this (scripts/bench-bcc). A program whose tool does
+/// not start, or whose boot fails, gets the reason, and the others go on.
 pub fn start(opts: &VerifyOptions) -> Result<()> {
     let work = work_dir("bpf-migrate-start-")?;
     let wd = work.path();
@@ -139,43 +141,10 @@ pub fn start(opts: &VerifyOptions) -> Result<()> {
     for (k, p) in pairs.iter().enumerate() {
         let bwd = wd.join(format!("b{k}"));
         fs::create_dir_all(&bwd)?;
-        let mut prep = prepare_boot(opts, &kernel, &agent, std::slice::from_ref(p), &bwd, false)?;
-        prep.manifest.tools.retain(|t| t.id.ends_with("/orig-1"));
-        let (ready_ms, finding) = if prep.manifest.tools.is_empty() {
-            (
-                None,
-                Some("no tool of its own to start (the tool level does not run it)".to_string()),
-            )
-        } else {
-            prep.manifest.objects.clear();
-            prep.manifest.workload = None;
-            prep.manifest.builtin_workload = false;
-            let (_, report) = boot_agent(
-                opts,
-                &kernel,
-                prep.cpio,
-                &prep.manifest,
-                &bwd,
-                prep.map_bytes,
-            )?;
-            let Report::Run(result) = report else {
-                bail!("the guest agent answered a start with something else: {report:?}");
-            };
-            match result.tools.first() {
-                Some(t) if t.ready => (t.ready_ms, None),
-                Some(t) => (
-                    None,
-                    Some(format!(
-                        "it never waited for events (exit {:?}, signal {:?}): {}",
-                        t.exit_code,
-                        t.signal,
-                        t.spawn_error
-                            .clone()
-                            .unwrap_or_else(|| crate::qemu::tail(&t.stderr, 5))
-                    )),
-                ),
-                None => (None, Some("the guest agent reported no tool".to_string())),
-            }
+        let (ready_ms, finding) = match start_alone(opts, &kernel, &agent, p, &bwd) {
+            Ok(Ok(ms)) => (Some(ms), None),
+            Ok(Err(why)) => (None, Some(why)),
+            Err(e) => (None, Some(format!("{e:#}"))),
         };
         if opts.json {
             println!(
@@ -194,4 +163,47 @@ pub fn start(opts: &VerifyOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The original's first tool instance of `p`, alone in its boot: its time from start to
+/// waiting for events, or why it has none.
+fn start_alone(
+    opts: &VerifyOptions,
+    kernel: &std::path::Path,
+    agent: &std::path::Path,
+    p: &super::Pair,
+    wd: &std::path::Path,
+) -> Result<std::result::Result<u64, String>> {
+    let mut prep = prepare_boot(opts, kernel, agent, std::slice::from_ref(p), wd, false)?;
+    prep.manifest.tools.retain(|t| t.id.ends_with("/orig-1"));
+    if prep.manifest.tools.is_empty() {
+        let why = match (&prep.unbuilt[0], &prep.tool_plans[0]) {
+            (Some(r), _) => r.problems.join("; "),
+            (None, ToolPlan::Skipped(why) | ToolPlan::Unbuilt(_, why)) => why.clone(),
+            (None, _) => "no tool of its own to start".to_string(),
+        };
+        return Ok(Err(why));
+    }
+    prep.manifest.objects.clear();
+    prep.manifest.workload = None;
+    prep.manifest.builtin_workload = false;
+    prep.manifest.tools_ready_ms = tools_wait_ms(&prep.manifest.tools);
+    let (_, report) = boot_agent(opts, kernel, prep.cpio, &prep.manifest, wd, prep.map_bytes)?;
+    let Report::Run(result) = report else {
+        bail!("the guest agent answered a start with something else: {report:?}");
+    };
+    Ok(match result.tools.first() {
+        Some(t) if t.ready => t
+            .ready_ms
+            .ok_or_else(|| "the guest agent gave no start time".to_string()),
+        Some(t) => Err(format!(
+            "it never waited for events (exit {:?}, signal {:?}): {}",
+            t.exit_code,
+            t.signal,
+            t.spawn_error
+                .clone()
+                .unwrap_or_else(|| crate::qemu::tail(&t.stderr, 5))
+        )),
+        None => Err("the guest agent reported no tool".to_string()),
+    })
 }

@@ -492,11 +492,7 @@ pub(crate) fn prepare_boot(
         &mut cpio,
         &mut host_root,
     )?;
-    // BCC tools compile their C when they start: under emulation, up to minutes each. The
-    // others start all at once, each parsing the kernel's BTF: a boot of 16 libbpf tools (48
-    // processes on one vCPU) took over a minute.
-    let own_tools = own_tool_processes(&tools);
-    let bcc_tools = tools.len() as u64 - own_tools;
+    let tools_ready_ms = tools_wait_ms(&tools);
     let manifest = Manifest {
         objects: manifest_objs,
         workload,
@@ -504,9 +500,7 @@ pub(crate) fn prepare_boot(
         ring_poison: Some(ring_poison),
         bench: None,
         tools,
-        // --timeout does not count the wait (qemu::VmConfig::tools_wait): the workload has
-        // all of it, however long the tools took to start.
-        tools_ready_ms: 60_000 + 120_000 * bcc_tools + 3_000 * own_tools,
+        tools_ready_ms,
         host_root,
         refuse_ringbuf,
         modules,
@@ -786,6 +780,17 @@ const LOCALTIME: &str = "/etc/localtime";
 /// root): what sizes a boot's guest memory and its wait for the tools to start.
 fn own_tool_processes(tools: &[ToolSpec]) -> u64 {
     tools.iter().filter(|t| !t.host_root).count() as u64
+}
+
+/// How long the agent waits for `tools` to start. BCC tools compile their C when they
+/// start: under emulation, up to minutes each. The others start all at once, each parsing
+/// the kernel's BTF: a boot of 16 libbpf tools (48 processes on one vCPU) took over a
+/// minute. --timeout does not count the wait (qemu::VmConfig::tools_wait): the workload has
+/// all of it, however long the tools took to start.
+fn tools_wait_ms(tools: &[ToolSpec]) -> u64 {
+    let own_tools = own_tool_processes(tools);
+    let bcc_tools = tools.len() as u64 - own_tools;
+    60_000 + 120_000 * bcc_tools + 3_000 * own_tools
 }
 
 /// A program's name for `--tool-args`: its BPF source's or BCC tool's file name without

@@ -969,16 +969,44 @@ fn the_events_benchmark_runs_all_three_variants_and_loses_nothing() {
 /// reported. Not a timing test: the figures go to the README.
 #[test]
 fn the_start_benchmark_times_the_original_tool_alone() {
-    let lines = verify_json(&["--bench-start", "fixtures/execsnoop/input"], 0);
+    // And a program whose loader does not build: its reason, and the other is still timed.
+    let bare = tempfile::Builder::new()
+        .prefix("bpfm-test-")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let mut input = read_tree(&root().join("fixtures/execsnoop/input"));
+    let loader = input.get_mut("execsnoop.c").unwrap();
+    loader.insert_str(0, "#error this loader is broken on purpose\n");
+    write_tree(bare.path(), &input);
+    let lines = verify_json(
+        &[
+            "--bench-start",
+            bare.path().to_str().unwrap(),
+            "fixtures/execsnoop/input",
+        ],
+        0,
+    );
     let starts: Vec<&Value> = lines.iter().filter(|v| v["type"] == "start").collect();
-    assert_eq!(starts.len(), 1, "{lines:?}");
+    assert_eq!(starts.len(), 2, "{lines:?}");
+    let of = |dir: &str| {
+        *starts
+            .iter()
+            .find(|v| v["program"].as_str().unwrap().contains(dir))
+            .unwrap_or_else(|| panic!("no start of {dir}: {lines:?}"))
+    };
+    let timed = of("fixtures/execsnoop/input");
+    assert!(timed["ready_ms"].as_u64().unwrap() > 0, "{lines:?}");
+    assert!(timed["finding"].is_null(), "{lines:?}");
+    let untimed = of(bare.path().to_str().unwrap());
+    assert!(untimed["ready_ms"].is_null(), "{lines:?}");
     assert!(
-        starts[0]["program"].as_str().unwrap().contains("execsnoop"),
+        untimed["finding"]
+            .as_str()
+            .unwrap()
+            .contains("does not build: cc failed"),
         "{lines:?}"
     );
-    assert!(starts[0]["ready_ms"].as_u64().unwrap() > 0, "{lines:?}");
-    assert!(starts[0]["finding"].is_null(), "{lines:?}");
-    // Nothing but the start: no verdict, no map compared.
+    // Nothing but the starts: no verdict, no map compared.
     assert!(lines.iter().all(|v| v["type"] == "start"), "{lines:?}");
 }
 

@@ -402,7 +402,8 @@ fn tcp_retransmit() -> Result<(), String> {
     // SAFETY: plain socket calls on descriptors this function owns; the address structs live
     // through the calls.
     unsafe {
-        let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        // Close-on-exec, as std's sockets are: the steps running meanwhile exec children.
+        let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if l < 0 {
             return Err(format!("socket: {}", std::io::Error::last_os_error()));
         }
@@ -936,7 +937,8 @@ mod tests {
 
     /// A file system the host could not make (`Manifest::scratch_missing`): its step fails
     /// saying which package the host lacks; one not asked for does not run at all. No disk is
-    /// given, so nothing is mounted on the host running the test.
+    /// given, so nothing is mounted on the host running the test. `mount_scratch` sets the
+    /// process's scratch table once: the only test that may call it.
     #[test]
     fn a_scratch_file_system_the_host_could_not_make_names_its_package() {
         mount_scratch(&[], &["xfs".to_string()]);
