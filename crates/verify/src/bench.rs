@@ -125,10 +125,10 @@ pub fn run(opts: &VerifyOptions, events: u64) -> Result<()> {
 /// `bpf-migrate verify --bench-start`: how long each program's original tool alone takes
 /// from its start to waiting for events (a BCC tool compiles its C and attaches), in a guest
 /// made as verify makes that program's (its CPUs, modules and disks, the host's root), one
-/// boot a program, with no other instance, no
-/// object of verify's own and no workload. The baseline of verify's tool-level budget: a
-/// whole verify of a tool within twice this (scripts/bench-bcc). A program whose tool does
-/// not start, or whose boot fails, gets the reason, and the others go on.
+/// boot a program, with no other instance, no object of verify's own and no workload. The
+/// baseline of verify's tool-level budget: a whole verify of a tool within twice this
+/// (scripts/bench-bcc). A program whose tool does not start, or whose boot fails, gets the
+/// reason, and the others go on.
 pub fn start(opts: &VerifyOptions) -> Result<()> {
     let work = work_dir("bpf-migrate-start-")?;
     let wd = work.path();

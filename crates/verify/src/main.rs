@@ -71,8 +71,8 @@ struct VerifyArgs {
     #[arg(long, value_name = "EVENTS", conflicts_with_all = ["before", "after"])]
     bench: Option<u64>,
     /// Instead of comparing, measure how long each program's original tool alone takes from
-    /// its start to waiting for events (a BCC tool compiles its C), in the guest verify
-    /// gives it, without the workload: the baseline of scripts/bench-bcc's time budget.
+    /// its start to waiting for events (a BCC tool compiles its C), in a guest made as
+    /// verify's, without the workload: the baseline of scripts/bench-bcc's time budget.
     #[arg(long, conflicts_with_all = ["bench", "events_only"])]
     bench_start: bool,
     /// Compare the events only: do not build and run the programs' own tools.

@@ -965,8 +965,9 @@ fn the_events_benchmark_runs_all_three_variants_and_loses_nothing() {
 }
 
 /// `--bench-start`, the baseline of the BCC time budget (scripts/bench-bcc): the original's
-/// tool alone starts in the guest verify gives it, and its time to wait for events is
-/// reported. Not a timing test: the figures go to the README.
+/// tool alone starts in a guest made as verify's, and its time to wait for events is
+/// reported; a program whose tool cannot start says why, and the others go on. Not a timing
+/// test: the figures go to the README.
 #[test]
 fn the_start_benchmark_times_the_original_tool_alone() {
     // And a program whose loader does not build: its reason, and the other is still timed.
