@@ -820,11 +820,14 @@ pub fn judge(
     } else {
         compare_as_multisets(&o1.during, &n.during, &noise)
     };
+    let mut unmatched = Default::default();
     if during.finding.is_some() {
         let unordered = compare_as_multisets(&o1.during, &n.during, &noise);
         if unordered.finding.is_none() {
             reordered = true;
             during = unordered;
+        } else {
+            unmatched = unordered.unmatched;
         }
     }
     lines.matched += during.matched;
@@ -839,8 +842,11 @@ pub fn judge(
         )
     });
     let summary = summary_kept(&o1.after, &o2.after, &n.after, &mut kept);
+    // The header, the summary and the lost reports kept: what differs, if anything, is the
+    // workload's lines.
+    let only_during = finding.is_none() && summary.is_none() && lost_report.is_none();
     // Every difference is one word whose value no event carried: read when printing.
-    let uncarried = (finding.is_none() && summary.is_none() && lost_report.is_none())
+    let uncarried = only_during
         .then_some(during.words.as_ref())
         .flatten()
         .filter(|w| {
@@ -886,6 +892,25 @@ pub fn judge(
             ),
         );
     }
+    let (missing, extra) = &unmatched;
+    let before_orig: Vec<&String> = o1.before.iter().chain(&o2.before).collect();
+    let before_new: Vec<&String> = n.before.iter().collect();
+    let unprompted = printed_unprompted(missing, &before_orig, &noise)
+        .zip(printed_unprompted(extra, &before_new, &noise))
+        .and_then(|(a, b)| a.or(b));
+    if let (Some(f), Some(l)) = (&finding, unprompted) {
+        // Only the workload's lines are different, and each is one its side printed before
+        // the workload too: how many fall within the workload is a matter of timing.
+        if only_during {
+            return report(
+                Verdict::Inconclusive,
+                &lines,
+                format!(
+                    "{f}; but `{l}`, as every line one side printed during the workload and the other did not, is one that side printed before the workload began too, unprompted by it (on a timer, as interval summaries are), so how many fall within the workload is timing, which one run of each cannot tell from a difference"
+                ),
+            );
+        }
+    }
     match finding {
         Some(f) => report(Verdict::Different, &lines, f),
         None => ToolReport {
@@ -898,6 +923,24 @@ pub fn judge(
             }),
         },
     }
+}
+
+/// Whether each of `unmatched` (lines of the workload's output that one side printed and the
+/// other did not) matches, beyond the noise, a line that side printed before the workload
+/// began (`before`): a line the tool prints without the workload, so that how many fall
+/// within it is timing. `Some` with the first of them (None when there is none), or `None`
+/// when one of them is new.
+fn printed_unprompted<'a>(
+    unmatched: &'a [String],
+    before: &[&String],
+    noise: &Noise,
+) -> Option<Option<&'a String>> {
+    let seen: std::collections::HashSet<String> =
+        before.iter().map(|l| noise.exact_part(l)).collect();
+    let unprompted = |l: &String| {
+        seen.contains(&noise.exact_part(l)) && before.iter().any(|b| noise.differs(l, b).is_none())
+    };
+    unmatched.iter().all(unprompted).then(|| unmatched.first())
 }
 
 /// Columns (whitespace-separated words) that differ between the two original runs, as
@@ -1065,6 +1108,9 @@ struct Compared {
     /// that differs in one word of lines of one shape; None when a difference is of another
     /// kind (a line missing, more words, several columns).
     words: Option<Vec<(String, String)>>,
+    /// As multisets: the original's lines that no line of the migrated tool matched, and
+    /// the migrated tool's that none of the original matched.
+    unmatched: (Vec<String>, Vec<String>),
 }
 
 impl Compared {
@@ -1117,6 +1163,7 @@ fn compare_in_order(orig: &[String], new: &[String], noise: &Noise) -> Compared 
         matched: 0,
         finding: None,
         words: Some(Vec::new()),
+        unmatched: Default::default(),
     };
     for (i, (a, b)) in orig.iter().zip(new).enumerate() {
         match noise.differs(a, b) {
@@ -1189,6 +1236,10 @@ fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compa
         matched,
         finding: None,
         words: (missing.len() == left.len()).then(Vec::new),
+        unmatched: (
+            missing.iter().map(|l| l.to_string()).collect(),
+            left.iter().map(|l| l.to_string()).collect(),
+        ),
     };
     // Each missing line against the migrated line left that is closest to it; the first's
     // names the column of the finding.
@@ -1482,6 +1533,62 @@ mod tests {
         let r = judge(&a, &a, &short, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Different);
         assert!(r.finding.unwrap().contains("did not print `y 2`"));
+    }
+
+    /// An interval tool (a summary line a second, whatever the events): how many of its lines
+    /// fall within the workload is timing, so one more or one fewer says nothing, as long as
+    /// each such line is one its side printed before the workload too.
+    #[test]
+    fn interval_lines_printed_before_the_workload_too_are_timing() {
+        const TICK: &str = "%CPU   0.00%, unclaimed idle 0.00%\n";
+        let printing = |before: usize, during: usize| {
+            let head = format!("Sampling run queues...\n{}", TICK.repeat(before));
+            let stdout = format!("{head}{}", TICK.repeat(during));
+            ToolRun {
+                id: "t".into(),
+                workload_at: head.len(),
+                workload_end: stdout.len(),
+                stdout,
+                ready: true,
+                exit_code: Some(0),
+                ..ToolRun::default()
+            }
+        };
+        let r = judge(
+            &printing(3, 1),
+            &printing(2, 1),
+            &printing(3, 0),
+            true,
+            true,
+            &[],
+        );
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        let f = r.finding.unwrap();
+        assert!(f.contains("did not print") && f.contains("timing"), "{f}");
+        let r = judge(
+            &printing(3, 1),
+            &printing(2, 1),
+            &printing(0, 2),
+            true,
+            true,
+            &[],
+        );
+        assert_eq!(
+            r.verdict,
+            Verdict::Different,
+            "the migrated tool's extra line is new to it"
+        );
+        // Lines no side printed before the workload are the workload's: one missing is one
+        // missing.
+        let r = judge(
+            &printing(0, 1),
+            &printing(0, 1),
+            &printing(0, 0),
+            true,
+            true,
+            &[],
+        );
+        assert_eq!(r.verdict, Verdict::Different);
     }
 
     #[test]

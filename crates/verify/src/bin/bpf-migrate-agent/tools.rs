@@ -420,23 +420,55 @@ pub fn wait_ready(tools: &mut [Running], timeout: Duration, drain: &mut dyn FnMu
     }
 }
 
-/// One thread of `pid` waits in a poll-family call and none is running (the others may
-/// wait on anything: a lock, a signal, a sleep).
+/// A sleep: tools that sleep between polls of their buffer (`sleep(0.1)` then a poll that
+/// finds events at once, as BCC's cpuunclaimed does) are seldom seen in the poll.
+const SLEEP_SYSCALLS: &[u64] = &[
+    35,  // nanosleep
+    230, // clock_nanosleep
+];
+
+/// Waits that a thread of a ready tool may be in while one sleeps: a lock, a signal.
+const IDLE_SYSCALLS: &[u64] = &[
+    34,  // pause
+    61,  // wait4
+    202, // futex
+    128, // rt_sigtimedwait
+];
+
+/// `pid` waits for its buffer's events: one thread waits in a poll-family call and none is
+/// running (the others may wait on anything: a lock, a signal, a sleep); or, for a tool
+/// that sleeps between polls, one thread sleeps, the others sleep or wait too (none is in
+/// another call, such as loading a program), and it has mapped a buffer (`maps_a_buffer`).
 fn polling(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
-    let mut polls = false;
+    let (mut polls, mut sleeps, mut all_idle) = (false, false, true);
     for t in tasks.flatten() {
         let Ok(s) = std::fs::read_to_string(t.path().join("syscall")) else {
             return false;
         };
-        match s.split_whitespace().next() {
+        let n = match s.split_whitespace().next() {
             None | Some("running") => return false,
-            Some(n) => polls |= n.parse::<u64>().is_ok_and(|n| POLL_SYSCALLS.contains(&n)),
-        }
+            Some(n) => n.parse::<u64>().ok(),
+        };
+        let is = |set: &[u64]| n.is_some_and(|n| set.contains(&n));
+        polls |= is(POLL_SYSCALLS);
+        sleeps |= is(SLEEP_SYSCALLS);
+        all_idle &= is(POLL_SYSCALLS) || is(SLEEP_SYSCALLS) || is(IDLE_SYSCALLS);
     }
-    polls
+    polls || (sleeps && all_idle && maps_a_buffer(pid))
+}
+
+/// `pid` has mapped a perf buffer (`anon_inode:[perf_event]`) or a BPF map (`bpf-map`: a
+/// ring buffer, or a libbpf object's global data), as a tool does once it has loaded.
+fn maps_a_buffer(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| maps_list_a_buffer(&m))
+}
+
+fn maps_list_a_buffer(maps: &str) -> bool {
+    maps.lines()
+        .any(|l| l.ends_with("anon_inode:[perf_event]") || l.ends_with("anon_inode:bpf-map"))
 }
 
 /// Where the workload begins in each tool's output: what the tools printed so far, once
@@ -532,5 +564,23 @@ fn finish(mut t: Running, deadline: Instant) -> ToolRun {
         exit_code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
         ready_ms: t.ready.then_some(t.ready_ms).flatten(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapped_perf_or_ring_buffer_is_seen_in_maps() {
+        let python = "55d0c0a00000-55d0c0a6e000 r--p 00000000 00:1f 131 /usr/bin/python3.11\n\
+                      7f2c5a000000-7f2c5a011000 rw-s 00000000 00:0e 1042 anon_inode:[perf_event]\n";
+        assert!(maps_list_a_buffer(python));
+        let ring = "7f2c5a000000-7f2c5a001000 rw-s 00000000 00:0e 1043 anon_inode:bpf-map\n";
+        assert!(maps_list_a_buffer(ring));
+        // Still compiling: a library, the heap, no buffer.
+        let compiling = "55d0c0a00000-55d0c0a6e000 r--p 00000000 00:1f 131 /usr/bin/python3.11\n\
+                         7f2c50000000-7f2c58000000 rw-p 00000000 00:00 0 [heap]\n";
+        assert!(!maps_list_a_buffer(compiling));
     }
 }

@@ -798,11 +798,16 @@ fn terminal() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), String> {
 }
 
 /// An interactive bash on a terminal of its own reads two lines with readline() (which
-/// tools trace with a uprobe on bash): `true`, then `exit`.
+/// tools trace with a uprobe on bash): `true`, then `exit`. Before it, a line is written to
+/// that terminal in two parts with one writev(2) (`write_in_parts`).
 fn readline() -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     fs::metadata(BASH).map_err(|e| e.to_string())?;
     let (master, slave) = terminal()?;
+    write_in_parts(
+        &slave,
+        &[b"bpf-migrate workload: ", b"a line in two parts\n"],
+    )?;
     let dup = |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(io("dup"));
     let mut cmd = std::process::Command::new(BASH);
     cmd.args(["--norc", "--noprofile", "-i"])
@@ -849,6 +854,32 @@ fn readline() -> Result<(), String> {
         return Err(format!("bash exited with {status}"));
     }
     Ok(())
+}
+
+/// Writes `parts` to `fd` with one writev(2), as a program writes a prefix and its text.
+/// Tools that trace a terminal's writes see this one on every kernel: since 6.0 a write(2)
+/// (bash's) reaches `tty_write` as an `ITER_UBUF` iterator, which some (bcc 0.26's
+/// ttysnoop) skip, reading only `ITER_IOVEC` ones, which a writev(2) of two parts still is.
+fn write_in_parts(fd: &std::os::fd::OwnedFd, parts: &[&[u8]]) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    let want: usize = parts.iter().map(|p| p.len()).sum();
+    // SAFETY: each iovec points into a slice borrowed for the call, with its length.
+    let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+    match usize::try_from(n) {
+        Ok(n) if n == want => Ok(()),
+        Ok(n) => Err(format!("writev to the terminal wrote {n} of {want} bytes")),
+        Err(_) => Err(format!(
+            "writev to the terminal: {}",
+            std::io::Error::last_os_error()
+        )),
+    }
 }
 
 /// Pins the calling thread to CPU 0.
