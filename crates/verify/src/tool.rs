@@ -866,11 +866,16 @@ pub fn judge(
         return report(
             Verdict::Inconclusive,
             &lines,
-            format!(
-                "the original's two runs printed different lines during the workload ({} against {}), so its output cannot be compared",
-                o1.during.len(),
-                o2.during.len()
-            ),
+            match &noise.unpaired {
+                Some(l) => format!(
+                    "the original's two runs printed different lines during the workload: the second printed nothing like `{l}` of the first, so its output cannot be compared"
+                ),
+                None => format!(
+                    "the original's two runs printed different lines during the workload ({} against {}), so its output cannot be compared",
+                    o1.during.len(),
+                    o2.during.len()
+                ),
+            },
         );
     }
     if finding.is_none() && silent_losses {
@@ -953,6 +958,9 @@ struct Noise {
     stable: bool,
     /// ... and in the same order.
     in_order: bool,
+    /// When as many lines but not the same: the first line of the first run that has no
+    /// counterpart in the second.
+    unpaired: Option<String>,
 }
 
 fn words(l: &str) -> Vec<&str> {
@@ -992,6 +1000,7 @@ impl Noise {
             let best = best_in(&mut near.clone()).or_else(|| best_in(&mut (0..b.len())));
             let Some(j) = best else {
                 n.stable = false;
+                n.unpaired = Some(x.clone());
                 return n;
             };
             used[j] = true;
@@ -1719,6 +1728,13 @@ mod tests {
             judge(&a, &b, &a, true, true, &[]).verdict,
             Verdict::Inconclusive
         );
+        // As many lines, not the same ones: the finding names the line without a counterpart.
+        let c = run("a 1\nmodprobe -q -- net-pf-10\n", "a");
+        let d = run("a 1\nc 3\n", "a");
+        let r = judge(&c, &d, &c, true, true, &[]);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        let f = r.finding.unwrap();
+        assert!(f.contains("nothing like `modprobe -q -- net-pf-10`"), "{f}");
     }
 
     #[test]
