@@ -868,7 +868,7 @@ pub fn judge(
             &lines,
             match &noise.unpaired {
                 Some(l) => format!(
-                    "the original's two runs printed different lines during the workload: the second printed nothing like `{l}` of the first, so its output cannot be compared"
+                    "the original's two runs printed different lines during the workload: `{l}` of the first has no counterpart in the second, so its output cannot be compared"
                 ),
                 None => format!(
                     "the original's two runs printed different lines during the workload ({} against {}), so its output cannot be compared",
@@ -898,10 +898,12 @@ pub fn judge(
         );
     }
     let (missing, extra) = &unmatched;
-    let before_orig: Vec<&String> = o1.before.iter().chain(&o2.before).collect();
-    let before_new: Vec<&String> = n.before.iter().collect();
-    let unprompted = printed_unprompted(missing, &before_orig, &noise)
-        .zip(printed_unprompted(extra, &before_new, &noise))
+    let orig_before: Vec<&String> = o1.before.iter().chain(&o2.before).collect();
+    let orig_all: Vec<&String> = orig_before.iter().copied().chain(&o1.during).collect();
+    let new_before: Vec<&String> = n.before.iter().collect();
+    let new_all: Vec<&String> = new_before.iter().copied().chain(&n.during).collect();
+    let unprompted = printed_unprompted(missing, &orig_before, &new_all, &noise)
+        .zip(printed_unprompted(extra, &new_before, &orig_all, &noise))
         .and_then(|(a, b)| a.or(b));
     if let (Some(f), Some(l)) = (&finding, unprompted) {
         // Only the workload's lines are different, and each is one its side printed before
@@ -911,7 +913,7 @@ pub fn judge(
                 Verdict::Inconclusive,
                 &lines,
                 format!(
-                    "{f}; but `{l}`, as every line one side printed during the workload and the other did not, is one that side printed before the workload began too, unprompted by it (on a timer, as interval summaries are), so how many fall within the workload is timing, which one run of each cannot tell from a difference"
+                    "{f}; but `{l}`, as every line one side printed during the workload and the other did not, is one both sides print and that side printed again and again before the workload began, unprompted by it (on a timer, as interval summaries are), so how many fall within the workload is timing, which one run of each cannot tell from a difference"
                 ),
             );
         }
@@ -931,21 +933,29 @@ pub fn judge(
 }
 
 /// Whether each of `unmatched` (lines of the workload's output that one side printed and the
-/// other did not) matches, beyond the noise, a line that side printed before the workload
-/// began (`before`): a line the tool prints without the workload, so that how many fall
-/// within it is timing. `Some` with the first of them (None when there is none), or `None`
-/// when one of them is new.
+/// other did not) is a line printed on a timer, so that how many fall within the workload
+/// is timing: that side printed it (beyond the noise) at least twice before the workload
+/// began (`before`: it recurs without the workload), the other side printed it too, before
+/// or during the workload (`other`: only how many differs, not what), and no two of them
+/// are alike (a window's edge moves one tick of each line out or in, not more). `Some` with
+/// the first of them (None when there is none), or `None` when one of them is not.
 fn printed_unprompted<'a>(
     unmatched: &'a [String],
     before: &[&String],
+    other: &[&String],
     noise: &Noise,
 ) -> Option<Option<&'a String>> {
-    let seen: std::collections::HashSet<String> =
-        before.iter().map(|l| noise.exact_part(l)).collect();
-    let unprompted = |l: &String| {
-        seen.contains(&noise.exact_part(l)) && before.iter().any(|b| noise.differs(l, b).is_none())
+    let count = |l: &String, among: &[&String]| {
+        among
+            .iter()
+            .filter(|b| noise.differs(l, b).is_none())
+            .count()
     };
-    unmatched.iter().all(unprompted).then(|| unmatched.first())
+    let alike = |l: &String| count(l, &unmatched.iter().collect::<Vec<_>>());
+    unmatched
+        .iter()
+        .all(|l| count(l, before) >= 2 && count(l, other) >= 1 && alike(l) == 1)
+        .then(|| unmatched.first())
 }
 
 /// Columns (whitespace-separated words) that differ between the two original runs, as
@@ -1550,9 +1560,9 @@ mod tests {
     #[test]
     fn interval_lines_printed_before_the_workload_too_are_timing() {
         const TICK: &str = "%CPU   0.00%, unclaimed idle 0.00%\n";
-        let printing = |before: usize, during: usize| {
-            let head = format!("Sampling run queues...\n{}", TICK.repeat(before));
-            let stdout = format!("{head}{}", TICK.repeat(during));
+        let printing_of = |tick: &str, before: usize, during: usize| {
+            let head = format!("Sampling run queues...\n{}", tick.repeat(before));
+            let stdout = format!("{head}{}", tick.repeat(during));
             ToolRun {
                 id: "t".into(),
                 workload_at: head.len(),
@@ -1563,36 +1573,42 @@ mod tests {
                 ..ToolRun::default()
             }
         };
-        let r = judge(
-            &printing(3, 1),
-            &printing(2, 1),
-            &printing(3, 0),
-            true,
-            true,
-            &[],
-        );
+        let printing = |before: usize, during: usize| printing_of(TICK, before, during);
+        // (ticks before, ticks during) of the two original runs and the migrated tool.
+        let judged = |runs: [(usize, usize); 3]| {
+            let [a, b, n] = runs.map(|(before, during)| printing(before, during));
+            judge(&a, &b, &n, true, true, &[])
+        };
+        let r = judged([(3, 1), (2, 1), (3, 0)]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         let f = r.finding.unwrap();
         assert!(f.contains("did not print") && f.contains("timing"), "{f}");
+        for (runs, why) in [
+            (
+                [(3, 1), (2, 1), (0, 2)],
+                "the migrated tool's extra line is new to it",
+            ),
+            (
+                [(3, 1), (2, 1), (0, 0)],
+                "the migrated tool never prints the tick",
+            ),
+            (
+                [(3, 2), (2, 2), (3, 0)],
+                "two fewer: more than a window's edge moves",
+            ),
+            (
+                [(0, 1), (0, 1), (0, 0)],
+                "no side printed it before: the workload's line",
+            ),
+        ] {
+            assert_eq!(judged(runs).verdict, Verdict::Different, "{why}");
+        }
+        // A migrated tool whose every tick is wrong: the original's tick is nothing it prints.
+        let busy = "%CPU 100.00%, unclaimed idle 0.00%\n";
         let r = judge(
+            &printing_of(busy, 3, 1),
+            &printing_of(busy, 2, 1),
             &printing(3, 1),
-            &printing(2, 1),
-            &printing(0, 2),
-            true,
-            true,
-            &[],
-        );
-        assert_eq!(
-            r.verdict,
-            Verdict::Different,
-            "the migrated tool's extra line is new to it"
-        );
-        // Lines no side printed before the workload are the workload's: one missing is one
-        // missing.
-        let r = judge(
-            &printing(0, 1),
-            &printing(0, 1),
-            &printing(0, 0),
             true,
             true,
             &[],
@@ -1734,7 +1750,10 @@ mod tests {
         let r = judge(&c, &d, &c, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         let f = r.finding.unwrap();
-        assert!(f.contains("nothing like `modprobe -q -- net-pf-10`"), "{f}");
+        assert!(
+            f.contains("`modprobe -q -- net-pf-10` of the first has no counterpart"),
+            "{f}"
+        );
     }
 
     #[test]

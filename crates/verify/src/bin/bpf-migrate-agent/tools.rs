@@ -437,13 +437,15 @@ const IDLE_SYSCALLS: &[u64] = &[
 
 /// `pid` waits for its buffer's events: one thread waits in a poll-family call and none is
 /// running (the others may wait on anything: a lock, a signal, a sleep); or, for a tool
-/// that sleeps between polls, one thread sleeps, the others sleep or wait too (none is in
-/// another call, such as loading a program), and it has mapped a buffer (`maps_a_buffer`).
+/// that sleeps between polls, its main thread sleeps, the others sleep or wait too (none is
+/// in another call, such as loading or attaching a program), and it has mapped a perf or
+/// ring buffer (`maps_a_buffer`), which tools make once their programs are attached. (A Go
+/// runtime's own thread always sleeps: only the main thread's sleep counts.)
 fn polling(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
-    let (mut polls, mut sleeps, mut all_idle) = (false, false, true);
+    let (mut polls, mut main_sleeps, mut all_idle) = (false, false, true);
     for t in tasks.flatten() {
         let Ok(s) = std::fs::read_to_string(t.path().join("syscall")) else {
             return false;
@@ -454,21 +456,63 @@ fn polling(pid: u32) -> bool {
         };
         let is = |set: &[u64]| n.is_some_and(|n| set.contains(&n));
         polls |= is(POLL_SYSCALLS);
-        sleeps |= is(SLEEP_SYSCALLS);
+        main_sleeps |= is(SLEEP_SYSCALLS) && t.file_name().to_str() == Some(&pid.to_string());
         all_idle &= is(POLL_SYSCALLS) || is(SLEEP_SYSCALLS) || is(IDLE_SYSCALLS);
     }
-    polls || (sleeps && all_idle && maps_a_buffer(pid))
+    polls || (main_sleeps && all_idle && maps_a_buffer(pid))
 }
 
-/// `pid` has mapped a perf buffer (`anon_inode:[perf_event]`) or a BPF map (`bpf-map`: a
-/// ring buffer, or a libbpf object's global data), as a tool does once it has loaded.
+/// `pid` has mapped a perf buffer or a ring buffer: an `anon_inode:[perf_event]` mapping,
+/// or an `anon_inode:bpf-map` one of a ring's size (a page and twice the data, what
+/// libbpf's consumer maps) for one of the ring buffer maps it holds (its fdinfo). Not any
+/// BPF map's: libbpf maps an object's global data as soon as it loads.
 fn maps_a_buffer(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| maps_list_a_buffer(&m))
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return false;
+    };
+    let mut rings = Vec::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
+        for fd in fds.flatten() {
+            if let Ok(info) = std::fs::read_to_string(fd.path()) {
+                rings.extend(ring_data_size(&info));
+            }
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    buffer_mapped(&maps, &rings, page)
 }
 
-fn maps_list_a_buffer(maps: &str) -> bool {
-    maps.lines()
-        .any(|l| l.ends_with("anon_inode:[perf_event]") || l.ends_with("anon_inode:bpf-map"))
+/// A ring buffer map's data size (its `max_entries`), from an fd's fdinfo.
+fn ring_data_size(fdinfo: &str) -> Option<u64> {
+    let field = |name: &str| {
+        fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    const BPF_MAP_TYPE_RINGBUF: u64 = 27;
+    (field("map_type:") == Some(BPF_MAP_TYPE_RINGBUF))
+        .then(|| field("max_entries:"))
+        .flatten()
+}
+
+fn buffer_mapped(maps: &str, rings: &[u64], page: u64) -> bool {
+    maps.lines().any(|l| {
+        if l.ends_with("anon_inode:[perf_event]") {
+            return true;
+        }
+        if !l.ends_with("anon_inode:bpf-map") {
+            return false;
+        }
+        let size = l
+            .split_whitespace()
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| {
+                Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
+            });
+        size.is_some_and(|size| rings.iter().any(|&data| size == page + 2 * data))
+    })
 }
 
 /// Where the workload begins in each tool's output: what the tools printed so far, once
@@ -575,12 +619,27 @@ mod tests {
     fn a_mapped_perf_or_ring_buffer_is_seen_in_maps() {
         let python = "55d0c0a00000-55d0c0a6e000 r--p 00000000 00:1f 131 /usr/bin/python3.11\n\
                       7f2c5a000000-7f2c5a011000 rw-s 00000000 00:0e 1042 anon_inode:[perf_event]\n";
-        assert!(maps_list_a_buffer(python));
-        let ring = "7f2c5a000000-7f2c5a001000 rw-s 00000000 00:0e 1043 anon_inode:bpf-map\n";
-        assert!(maps_list_a_buffer(ring));
+        assert!(buffer_mapped(python, &[], 4096));
+        // A 64 KiB ring: its consumer page, then its producer page and the data twice.
+        let ring = "7f2c5a000000-7f2c5a001000 rw-s 00000000 00:0e 1043 anon_inode:bpf-map\n\
+                    7f2c5b000000-7f2c5b021000 r--s 00001000 00:0e 1043 anon_inode:bpf-map\n";
+        assert!(buffer_mapped(ring, &[65536], 4096));
+        // A loaded object's global data (.bss, .rodata), before its consumer: not a buffer.
+        let loaded = "7f2c5a000000-7f2c5a001000 rw-s 00000000 00:0e 1043 anon_inode:bpf-map\n\
+                      7f2c5a100000-7f2c5a102000 r--s 00000000 00:0e 1044 anon_inode:bpf-map\n";
+        assert!(!buffer_mapped(loaded, &[65536], 4096));
         // Still compiling: a library, the heap, no buffer.
         let compiling = "55d0c0a00000-55d0c0a6e000 r--p 00000000 00:1f 131 /usr/bin/python3.11\n\
                          7f2c50000000-7f2c58000000 rw-p 00000000 00:00 0 [heap]\n";
-        assert!(!maps_list_a_buffer(compiling));
+        assert!(!buffer_mapped(compiling, &[], 4096));
+    }
+
+    #[test]
+    fn a_ring_buffer_maps_data_size_is_read_from_its_fdinfo() {
+        let ring = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1043\nmap_type:\t27\n\
+                    key_size:\t0\nvalue_size:\t0\nmax_entries:\t262144\nmap_flags:\t0x0\n";
+        assert_eq!(ring_data_size(ring), Some(262144));
+        let perf = ring.replace("map_type:\t27", "map_type:\t4");
+        assert_eq!(ring_data_size(&perf), None);
     }
 }
