@@ -427,12 +427,15 @@ const SLEEP_SYSCALLS: &[u64] = &[
     230, // clock_nanosleep
 ];
 
-/// Waits that a thread of a ready tool may be in while one sleeps: a lock, a signal.
+/// Waits that a thread of a ready tool may be in while one sleeps: a lock, a child, a
+/// signal.
 const IDLE_SYSCALLS: &[u64] = &[
     34,  // pause
     61,  // wait4
-    202, // futex
     128, // rt_sigtimedwait
+    130, // rt_sigsuspend
+    202, // futex
+    449, // futex_waitv
 ];
 
 /// `pid` waits for its buffer's events: one thread waits in a poll-family call and none is
