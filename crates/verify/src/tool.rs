@@ -815,19 +815,19 @@ pub fn judge(
     // not, with several CPUs, or when only the order differs: a tool polling several
     // buffers prints their events as the buffers come, and a ring buffer manager polls its
     // rings in another order than perf buffers did.
-    let mut during = if in_order && noise.in_order {
+    let ordered = in_order && noise.in_order;
+    let mut during = if ordered {
         compare_in_order(&o1.during, &n.during, &noise)
     } else {
         compare_as_multisets(&o1.during, &n.during, &noise)
     };
-    let mut unmatched = Default::default();
-    if during.finding.is_some() {
+    if ordered && during.finding.is_some() {
         let unordered = compare_as_multisets(&o1.during, &n.during, &noise);
         if unordered.finding.is_none() {
             reordered = true;
             during = unordered;
         } else {
-            unmatched = unordered.unmatched;
+            during.unmatched = unordered.unmatched;
         }
     }
     lines.matched += during.matched;
@@ -897,18 +897,18 @@ pub fn judge(
             ),
         );
     }
-    let (missing, extra) = &unmatched;
-    let orig_before: Vec<&String> = o1.before.iter().chain(&o2.before).collect();
-    let orig_all: Vec<&String> = orig_before.iter().copied().chain(&o1.during).collect();
-    let new_before: Vec<&String> = n.before.iter().collect();
-    let new_all: Vec<&String> = new_before.iter().copied().chain(&n.during).collect();
-    let unprompted = printed_unprompted(missing, &orig_before, &new_all, &noise)
-        .zip(printed_unprompted(extra, &new_before, &orig_all, &noise))
-        .and_then(|(a, b)| a.or(b));
-    if let (Some(f), Some(l)) = (&finding, unprompted) {
-        // Only the workload's lines are different, and each is one its side printed before
-        // the workload too: how many fall within the workload is a matter of timing.
-        if only_during {
+    // Only the workload's lines are different, and each is one its side printed before the
+    // workload too: how many fall within the workload is a matter of timing.
+    if let (Some(f), true) = (&finding, only_during) {
+        let (missing, extra) = &during.unmatched;
+        let orig_before: Vec<&String> = o1.before.iter().chain(&o2.before).collect();
+        let orig_all: Vec<&String> = orig_before.iter().copied().chain(&o1.during).collect();
+        let new_before: Vec<&String> = n.before.iter().collect();
+        let new_all: Vec<&String> = new_before.iter().copied().chain(&n.during).collect();
+        if let Some(l) = missing.first().or(extra.first()).filter(|_| {
+            printed_unprompted(missing, &orig_before, &new_all, &noise)
+                && printed_unprompted(extra, &new_before, &orig_all, &noise)
+        }) {
             return report(
                 Verdict::Inconclusive,
                 &lines,
@@ -937,25 +937,21 @@ pub fn judge(
 /// is timing: that side printed it (beyond the noise) at least twice before the workload
 /// began (`before`: it recurs without the workload), the other side printed it too, before
 /// or during the workload (`other`: only how many differs, not what), and no two of them
-/// are alike (a window's edge moves one tick of each line out or in, not more). `Some` with
-/// the first of them (None when there is none), or `None` when one of them is not.
-fn printed_unprompted<'a>(
-    unmatched: &'a [String],
+/// are alike (a window's edge moves one tick of each line out or in, not more).
+fn printed_unprompted(
+    unmatched: &[String],
     before: &[&String],
     other: &[&String],
     noise: &Noise,
-) -> Option<Option<&'a String>> {
-    let count = |l: &String, among: &[&String]| {
-        among
-            .iter()
-            .filter(|b| noise.differs(l, b).is_none())
-            .count()
+) -> bool {
+    let count = |l: &String, among: &mut dyn Iterator<Item = &String>| {
+        among.filter(|b| noise.differs(l, b).is_none()).count()
     };
-    let alike = |l: &String| count(l, &unmatched.iter().collect::<Vec<_>>());
-    unmatched
-        .iter()
-        .all(|l| count(l, before) >= 2 && count(l, other) >= 1 && alike(l) == 1)
-        .then(|| unmatched.first())
+    unmatched.iter().all(|l| {
+        count(l, &mut before.iter().copied()) >= 2
+            && count(l, &mut other.iter().copied()) >= 1
+            && count(l, &mut unmatched.iter()) == 1
+    })
 }
 
 /// Columns (whitespace-separated words) that differ between the two original runs, as

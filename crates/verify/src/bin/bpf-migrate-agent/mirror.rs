@@ -72,6 +72,14 @@ pub struct Learned {
 const KERNEL_NAME: usize = sys::BPF_OBJ_NAME_LEN as usize - 1;
 
 /// A program's name as the kernel keeps it.
+/// A number of a descriptor's fdinfo (`/proc/PID/fdinfo/FD`): `prog_id`, `map_type`...
+pub fn fdinfo_field(info: &str, name: &str) -> Option<u64> {
+    info.lines().find_map(|l| {
+        let v = l.strip_prefix(name)?.strip_prefix(':')?;
+        v.trim().parse().ok()
+    })
+}
+
 pub fn kernel_name(name: &str) -> String {
     let mut end = name.len().min(KERNEL_NAME);
     while !name.is_char_boundary(end) {
@@ -108,12 +116,9 @@ pub fn learn(pid: u32, btfs: &mut Btfs) -> Learned {
             perf_fds.push(fd);
         } else if link.contains("bpf")
             && let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-            && let Some(id) = info
-                .lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse::<u32>().ok())
+            && let Some(id) = fdinfo_field(&info, "prog_id")
         {
-            prog_ids.insert(id);
+            prog_ids.insert(id as u32);
         }
     }
     let mut names = HashMap::new();

@@ -448,6 +448,7 @@ fn polling(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
+    let main = pid.to_string();
     let (mut polls, mut main_sleeps, mut all_idle) = (false, false, true);
     for t in tasks.flatten() {
         let Ok(s) = std::fs::read_to_string(t.path().join("syscall")) else {
@@ -459,7 +460,7 @@ fn polling(pid: u32) -> bool {
         };
         let is = |set: &[u64]| n.is_some_and(|n| set.contains(&n));
         polls |= is(POLL_SYSCALLS);
-        main_sleeps |= is(SLEEP_SYSCALLS) && t.file_name().to_str() == Some(&pid.to_string());
+        main_sleeps |= is(SLEEP_SYSCALLS) && t.file_name().to_str() == Some(main.as_str());
         all_idle &= is(POLL_SYSCALLS) || is(SLEEP_SYSCALLS) || is(IDLE_SYSCALLS);
     }
     polls || (main_sleeps && all_idle && maps_a_buffer(pid))
@@ -467,55 +468,68 @@ fn polling(pid: u32) -> bool {
 
 /// `pid` has mapped a perf buffer or a ring buffer: an `anon_inode:[perf_event]` mapping,
 /// or an `anon_inode:bpf-map` one of a ring's size (a page and twice the data, what
-/// libbpf's consumer maps) for one of the ring buffer maps it holds (its fdinfo). Not any
-/// BPF map's: libbpf maps an object's global data as soon as it loads.
+/// libbpf's consumer maps) for one of the ring buffer maps it holds (its fdinfo, read only
+/// when there is such a mapping). Not any BPF map's: libbpf maps an object's global data as
+/// soon as it loads.
 fn maps_a_buffer(pid: u32) -> bool {
     let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
         return false;
     };
-    let mut rings = Vec::new();
-    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
-        for fd in fds.flatten() {
-            if let Ok(info) = std::fs::read_to_string(fd.path()) {
-                rings.extend(ring_data_size(&info));
-            }
-        }
-    }
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    buffer_mapped(&maps, &rings, page)
-}
-
-/// A ring buffer map's data size (its `max_entries`), from an fd's fdinfo.
-fn ring_data_size(fdinfo: &str) -> Option<u64> {
-    let field = |name: &str| {
-        fdinfo
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    let sizes = match mapped_buffers(&maps) {
+        Mapped::Perf => return true,
+        Mapped::BpfMaps(sizes) if !sizes.is_empty() => sizes,
+        Mapped::BpfMaps(_) => return false,
     };
     const BPF_MAP_TYPE_RINGBUF: u64 = 27;
-    (field("map_type:") == Some(BPF_MAP_TYPE_RINGBUF))
-        .then(|| field("max_entries:"))
-        .flatten()
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        let field = |name| crate::mirror::fdinfo_field(&info, name);
+        field("map_type") == Some(BPF_MAP_TYPE_RINGBUF)
+            && field("max_entries").is_some_and(|data| maps_ring(&sizes, data, page))
+    })
 }
 
-fn buffer_mapped(maps: &str, rings: &[u64], page: u64) -> bool {
-    maps.lines().any(|l| {
+/// One of a process's BPF map mappings (`sizes`) is a ring of `data` bytes as libbpf's
+/// consumer maps it: its producer page and the data twice.
+fn maps_ring(sizes: &[u64], data: u64, page: u64) -> bool {
+    sizes.contains(&(page + 2 * data))
+}
+
+enum Mapped {
+    /// A perf buffer.
+    Perf,
+    /// The sizes of the BPF map mappings.
+    BpfMaps(Vec<u64>),
+}
+
+/// What of a process's mappings (`/proc/PID/maps`) may be its buffer.
+fn mapped_buffers(maps: &str) -> Mapped {
+    let mut sizes = Vec::new();
+    for l in maps.lines() {
         if l.ends_with("anon_inode:[perf_event]") {
-            return true;
+            return Mapped::Perf;
         }
-        if !l.ends_with("anon_inode:bpf-map") {
-            return false;
+        if l.ends_with("anon_inode:bpf-map") {
+            sizes.extend(
+                l.split_whitespace()
+                    .next()
+                    .and_then(|r| r.split_once('-'))
+                    .and_then(|(a, b)| {
+                        let (a, b) = (
+                            u64::from_str_radix(a, 16).ok()?,
+                            u64::from_str_radix(b, 16).ok()?,
+                        );
+                        b.checked_sub(a)
+                    }),
+            );
         }
-        let size = l
-            .split_whitespace()
-            .next()
-            .and_then(|r| r.split_once('-'))
-            .and_then(|(a, b)| {
-                Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
-            });
-        size.is_some_and(|size| rings.iter().any(|&data| size == page + 2 * data))
-    })
+    }
+    Mapped::BpfMaps(sizes)
 }
 
 /// Where the workload begins in each tool's output: what the tools printed so far, once
@@ -619,30 +633,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_mapped_perf_or_ring_buffer_is_seen_in_maps() {
+    fn a_mapped_perf_buffer_or_bpf_maps_sizes_are_seen_in_maps() {
         let python = "55d0c0a00000-55d0c0a6e000 r--p 00000000 00:1f 131 /usr/bin/python3.11\n\
                       7f2c5a000000-7f2c5a011000 rw-s 00000000 00:0e 1042 anon_inode:[perf_event]\n";
-        assert!(buffer_mapped(python, &[], 4096));
+        assert!(matches!(mapped_buffers(python), Mapped::Perf));
         // A 64 KiB ring: its consumer page, then its producer page and the data twice.
         let ring = "7f2c5a000000-7f2c5a001000 rw-s 00000000 00:0e 1043 anon_inode:bpf-map\n\
                     7f2c5b000000-7f2c5b021000 r--s 00001000 00:0e 1043 anon_inode:bpf-map\n";
-        assert!(buffer_mapped(ring, &[65536], 4096));
+        let Mapped::BpfMaps(sizes) = mapped_buffers(ring) else {
+            panic!("a ring is no perf buffer")
+        };
+        assert!(maps_ring(&sizes, 65536, 4096));
         // A loaded object's global data (.bss, .rodata), before its consumer: not a buffer.
         let loaded = "7f2c5a000000-7f2c5a001000 rw-s 00000000 00:0e 1043 anon_inode:bpf-map\n\
                       7f2c5a100000-7f2c5a102000 r--s 00000000 00:0e 1044 anon_inode:bpf-map\n";
-        assert!(!buffer_mapped(loaded, &[65536], 4096));
+        let Mapped::BpfMaps(sizes) = mapped_buffers(loaded) else {
+            panic!("global data is no perf buffer")
+        };
+        assert!(!maps_ring(&sizes, 65536, 4096));
         // Still compiling: a library, the heap, no buffer.
         let compiling = "55d0c0a00000-55d0c0a6e000 r--p 00000000 00:1f 131 /usr/bin/python3.11\n\
                          7f2c50000000-7f2c58000000 rw-p 00000000 00:00 0 [heap]\n";
-        assert!(!buffer_mapped(compiling, &[], 4096));
+        assert!(matches!(mapped_buffers(compiling), Mapped::BpfMaps(s) if s.is_empty()));
     }
 
     #[test]
-    fn a_ring_buffer_maps_data_size_is_read_from_its_fdinfo() {
+    fn a_ring_buffer_maps_fields_are_read_from_its_fdinfo() {
         let ring = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1043\nmap_type:\t27\n\
                     key_size:\t0\nvalue_size:\t0\nmax_entries:\t262144\nmap_flags:\t0x0\n";
-        assert_eq!(ring_data_size(ring), Some(262144));
-        let perf = ring.replace("map_type:\t27", "map_type:\t4");
-        assert_eq!(ring_data_size(&perf), None);
+        assert_eq!(crate::mirror::fdinfo_field(ring, "map_type"), Some(27));
+        assert_eq!(
+            crate::mirror::fdinfo_field(ring, "max_entries"),
+            Some(262144)
+        );
+        // A field name is whole: `map_id` is not `map_id_x`, nor a prefix of another.
+        assert_eq!(
+            crate::mirror::fdinfo_field("map_type_x:\t3\n", "map_type"),
+            None
+        );
     }
 }

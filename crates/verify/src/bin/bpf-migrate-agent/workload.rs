@@ -861,24 +861,16 @@ fn readline() -> Result<(), String> {
 /// (bash's) reaches `tty_write` as an `ITER_UBUF` iterator, which some (bcc 0.26's
 /// ttysnoop) skip, reading only `ITER_IOVEC` ones, which a writev(2) of two parts still is.
 fn write_in_parts(fd: &std::os::fd::OwnedFd, parts: &[&[u8]]) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    let iov: Vec<libc::iovec> = parts
-        .iter()
-        .map(|p| libc::iovec {
-            iov_base: p.as_ptr() as *mut libc::c_void,
-            iov_len: p.len(),
-        })
-        .collect();
+    let iov: Vec<std::io::IoSlice> = parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
     let want: usize = parts.iter().map(|p| p.len()).sum();
-    // SAFETY: each iovec points into a slice borrowed for the call, with its length.
-    let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
-    match usize::try_from(n) {
-        Ok(n) if n == want => Ok(()),
-        Ok(n) => Err(format!("writev to the terminal wrote {n} of {want} bytes")),
-        Err(_) => Err(format!(
-            "writev to the terminal: {}",
-            std::io::Error::last_os_error()
-        )),
+    // A File's write_vectored is one writev(2).
+    let mut term = std::fs::File::from(fd.try_clone().map_err(io("dup"))?);
+    match term
+        .write_vectored(&iov)
+        .map_err(io("writev to the terminal"))?
+    {
+        n if n == want => Ok(()),
+        n => Err(format!("writev to the terminal wrote {n} of {want} bytes")),
     }
 }
 
