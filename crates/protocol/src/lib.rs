@@ -75,7 +75,34 @@ pub struct Manifest {
     /// segment with data sent to `TCP_DROP_PORT`, once.
     #[serde(default)]
     pub tcp_drop: Option<String>,
+    /// A PostgreSQL server for tools that trace a database's queries (its USDT probes
+    /// `query__start` and `query__done`), started in the host's root before the tools, with
+    /// one client connection open; the workload's `database` step sends queries on it.
+    #[serde(default)]
+    pub database: Option<Database>,
 }
+
+/// The workload's database server: the host's PostgreSQL, run in the host's root (so the
+/// manifest has a `host_root` too) on a data directory made once by the host's `initdb`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// The server's binary, a path in the host's root.
+    pub server: String,
+    /// Its data directory, a path in the host's root, owned by the user it runs as (not root:
+    /// PostgreSQL refuses to), who is also the database's superuser.
+    pub data: String,
+    /// The user (a name in the host's `/etc/passwd`) and the database to connect as.
+    pub user: String,
+    /// What went wrong when the host could not make the data directory: the `database` step
+    /// says it, and no server starts.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Written in a tool's command line (`--tool-args 'mysqld_qslower=DATABASE_PID'`), it becomes
+/// the process ID of the database server's backend serving the workload's connection: the
+/// one process that runs its queries.
+pub const DATABASE_PID: &str = "{database-pid}";
 
 /// The workload's terminal (its `readline` step's), opened before the tools start: the
 /// guest's first, for a tool that watches a terminal given by its path.
@@ -221,6 +248,7 @@ impl Default for Manifest {
             scratch_disks: Vec::new(),
             scratch_missing: Vec::new(),
             tcp_drop: None,
+            database: None,
         }
     }
 }
@@ -560,6 +588,12 @@ mod tests {
             scratch_disks: vec!["ext4".into(), MD_MEMBER.into(), "xfs".into()],
             scratch_missing: vec!["btrfs".into()],
             tcp_drop: Some("/objs/tcp_drop.o".into()),
+            database: Some(Database {
+                server: "/usr/lib/postgresql/15/bin/postgres".into(),
+                data: "/root/.cache/bpf-migrate/postgres-15/data".into(),
+                user: "bpfm".into(),
+                error: None,
+            }),
         }
     }
 

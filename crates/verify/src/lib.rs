@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod btf;
 pub mod compare;
+pub mod database;
 pub mod initramfs;
 pub mod kernel;
 pub mod libbpf_headers;
@@ -438,7 +439,8 @@ pub(crate) fn prepare_boot(
         bail!("no program builds:\n{}", why.join("\n"));
     }
     let workload = guest_workload(opts, &mut cpio)?;
-    let file_systems = wanted_file_systems(opts, pairs);
+    let texts = boot_texts(opts, pairs);
+    let file_systems = wanted_file_systems(&texts);
     let (modules, scratch_disks, scratch_missing) =
         guest_modules_and_disks(kernel, wd, &file_systems, &mut cpio)?;
     let ring_poison = build_own_program(
@@ -493,6 +495,13 @@ pub(crate) fn prepare_boot(
         &mut host_root,
     )?;
     let tools_ready_ms = tools_wait_ms(&tools);
+    // The server runs in the host's root, which only BCC tools' boots share.
+    let database = database::wanted(&texts).then(|| match host_root {
+        Some(_) => database::provision(&kernel::cache_dir()),
+        None => database::unavailable(
+            "the database server runs on the host's root file system, which the guest shares only with BCC tools",
+        ),
+    });
     let manifest = Manifest {
         objects: manifest_objs,
         workload,
@@ -507,6 +516,7 @@ pub(crate) fn prepare_boot(
         scratch_disks,
         scratch_missing,
         tcp_drop: Some(tcp_drop),
+        database,
     };
     // Each built program loads three times for the events, three more for its loader.
     let map_bytes = pairs
@@ -1331,27 +1341,33 @@ fn scratch_image(wd: &Path, what: &str) -> PathBuf {
     wd.join(format!("scratch-{what}.img"))
 }
 
-/// Whether `text` names the file system `fs`: the word (`-t xfs`) or an identifier it starts
-/// (`xfs_file_read_iter`, `btrfs_sync_file`).
-fn names_file_system(text: &str, fs: &str) -> bool {
+/// Whether `text` names `word`: the word itself (a file system, `-t xfs`) or an identifier it
+/// starts (`xfs_file_read_iter`, `btrfs_sync_file`).
+pub(crate) fn names_word(text: &str, word: &str) -> bool {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .any(|w| {
-            w.strip_prefix(fs)
+            w.strip_prefix(word)
                 .is_some_and(|r| r.is_empty() || r.starts_with('_'))
         })
 }
 
 /// The scratch file systems a boot of `pairs` gets: ext4 always, another where a program
-/// names it (`names_file_system`) in its source, its libbpf loader's files or its command
+/// names it (`names_word`) in its source, its libbpf loader's files or its command
 /// line: a tool for one file system traces that file system's functions.
-fn wanted_file_systems(opts: &VerifyOptions, pairs: &[Pair]) -> Vec<&'static str> {
-    let mut texts: Vec<String> = pairs.iter().flat_map(program_texts).collect();
-    texts.extend(pairs.iter().map(|p| tool_argv(opts, p).join(" ")));
+fn wanted_file_systems(texts: &[String]) -> Vec<&'static str> {
     SCRATCH_FILE_SYSTEMS
         .iter()
         .map(|f| f.fs)
-        .filter(|&fs| fs == "ext4" || texts.iter().any(|t| names_file_system(t, fs)))
+        .filter(|&fs| fs == "ext4" || texts.iter().any(|t| names_word(t, fs)))
         .collect()
+}
+
+/// The texts of a boot's programs (`program_texts`) and of their tools' command lines: what
+/// says which scratch file systems and whether a database server the boot wants.
+fn boot_texts(opts: &VerifyOptions, pairs: &[Pair]) -> Vec<String> {
+    let mut texts: Vec<String> = pairs.iter().flat_map(program_texts).collect();
+    texts.extend(pairs.iter().map(|p| tool_argv(opts, p).join(" ")));
+    texts
 }
 
 /// The texts of a program's BPF source (a BCC tool's whole script) and of its libbpf
@@ -2412,20 +2428,17 @@ mod tests {
 
     #[test]
     fn file_systems_are_named_by_word_or_function() {
-        assert!(names_file_system(
+        assert!(names_word(
             "b.attach_kprobe(event=\"xfs_file_read_iter\")",
             "xfs"
         ));
-        assert!(names_file_system("fsslower -t xfs -m 0", "xfs"));
-        assert!(names_file_system(
-            "SEC(\"kprobe/btrfs_sync_file\")",
-            "btrfs"
-        ));
-        assert!(!names_file_system(
+        assert!(names_word("fsslower -t xfs -m 0", "xfs"));
+        assert!(names_word("SEC(\"kprobe/btrfs_sync_file\")", "btrfs"));
+        assert!(!names_word(
             "struct xfsx; noxfs_thing; btrfs_sync_file",
             "xfs"
         ));
-        assert!(!names_file_system("ext4_file_write_iter", "btrfs"));
+        assert!(!names_word("ext4_file_write_iter", "btrfs"));
     }
 
     #[test]
@@ -2452,8 +2465,8 @@ mod tests {
         };
         let texts = program_texts(&p);
         assert_eq!(texts.len(), 2, "{texts:?}");
-        assert!(texts.iter().any(|t| names_file_system(t, "xfs")));
-        assert!(!texts.iter().any(|t| names_file_system(t, "btrfs")));
+        assert!(texts.iter().any(|t| names_word(t, "xfs")));
+        assert!(!texts.iter().any(|t| names_word(t, "btrfs")));
     }
 
     #[test]

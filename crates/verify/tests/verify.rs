@@ -864,6 +864,29 @@ fn a_bcc_tool_of_user_space_probes_sees_the_workloads_bash_and_libc() {
 }
 
 #[test]
+fn a_bcc_tool_of_database_probes_sees_the_workloads_queries() {
+    // The tool names the query probes: its boot gets the host's PostgreSQL, started before
+    // the tools with one connection open, whose backend's PID its command line is given.
+    // Both versions print the `database` step's two slow queries.
+    let _guests = alone();
+    let lines = verify_json(
+        &[
+            "--cpus",
+            "2",
+            "--tool-args",
+            "querywatch=-p {database-pid}",
+            "fixtures/bcc_querywatch/input",
+        ],
+        0,
+    );
+    let t = tool_of(&lines, "querywatch.py");
+    assert_eq!(t["verdict"], "equivalent", "{t}");
+    assert_eq!(t["lines"]["matched"].as_u64(), Some(2), "{t}");
+    let steps = lines.last().unwrap()["workload"].to_string();
+    assert!(steps.contains("database"), "{steps}");
+}
+
+#[test]
 fn a_bcc_callback_a_factory_makes_prints_the_same_lines() {
     // The callback is the function a factory of the tool defines inside itself and returns,
     // closing over the options: migrated there (its `cpu` renamed), the tool prints the same

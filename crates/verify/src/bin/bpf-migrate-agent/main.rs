@@ -9,6 +9,7 @@
 //! It refuses to run anywhere but as PID 1: BPF programs under test never load into the
 //! host's kernel.
 
+mod database;
 mod mirror;
 mod tools;
 mod workload;
@@ -105,6 +106,10 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
         .host_root
         .as_ref()
         .and_then(|h| tools::mount_host_root(h).err());
+    // Before the tools: one may look for the server's processes when it starts.
+    if let Some(db) = &m.database {
+        database::start(db, tools::NEW_ROOT, host_root_error.as_deref());
+    }
     // The tools start now, so that what their starting does (execs, opens, BPF loads) is
     // discarded with the other attach-time events; in waves (`TOOL_WAVE`).
     let waiting = Instant::now();

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bpf_migrate_protocol::{HostRoot, ToolRun, ToolSpec};
+use bpf_migrate_protocol::{DATABASE_PID, HostRoot, ToolRun, ToolSpec};
 
 /// Where the host's root file system is mounted (with its overlay) for tools that run on the
 /// host's own user space.
-const NEW_ROOT: &str = "/newroot";
+pub const NEW_ROOT: &str = "/newroot";
 
 /// Loads the kernel modules `modules` (guest paths), in order; one already there is fine.
 /// Returns what went wrong with each that did not load, for the workload log.
@@ -146,7 +146,7 @@ pub fn mount(
 }
 
 /// `from` at `to`, with what is mounted below it.
-fn bind(from: &str, to: &str) -> Result<(), String> {
+pub fn bind(from: &str, to: &str) -> Result<(), String> {
     mount(from, to, "", libc::MS_BIND | libc::MS_REC, "")
 }
 
@@ -243,13 +243,31 @@ fn start_one(spec: &ToolSpec) -> Running {
     r
 }
 
+/// `argv` with `DATABASE_PID` replaced by the database backend's PID; `Err` when it names it
+/// and the boot has none.
+fn with_database_pid(argv: &[String]) -> Result<Vec<String>, String> {
+    if !argv.iter().any(|a| a.contains(DATABASE_PID)) {
+        return Ok(argv.to_vec());
+    }
+    let pid = match crate::database::backend_pid() {
+        Some(Ok(pid)) => pid,
+        Some(Err(e)) => return Err(format!("{DATABASE_PID}: no database server: {e}")),
+        None => return Err(format!("{DATABASE_PID}: this boot has no database server")),
+    };
+    Ok(argv
+        .iter()
+        .map(|a| a.replace(DATABASE_PID, &pid.to_string()))
+        .collect())
+}
+
 /// The tool with its standard output on a new terminal and its standard error on a pipe;
 /// returns the terminal's master side and the pipe's read side.
 fn spawn(spec: &ToolSpec) -> Result<(Child, OwnedFd, OwnedFd), String> {
     let (master, slave) = openpty()?;
     let (err_r, err_w) = pipe()?;
-    let mut cmd = Command::new(spec.argv.first().ok_or("an empty command line")?);
-    cmd.args(&spec.argv[1..])
+    let argv = with_database_pid(&spec.argv)?;
+    let mut cmd = Command::new(argv.first().ok_or("an empty command line")?);
+    cmd.args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::from(slave))
         .stderr(Stdio::from(err_w))
@@ -292,7 +310,7 @@ fn spawn(spec: &ToolSpec) -> Result<(Child, OwnedFd, OwnedFd), String> {
     }
     let child = cmd
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", spec.argv[0]))?;
+        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
     // The child holds the terminal and the pipe now: the readers see their end when it exits.
     drop(cmd);
     Ok((child, master, err_r))

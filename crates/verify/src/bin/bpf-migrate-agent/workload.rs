@@ -34,6 +34,7 @@ const STEPS: &[Step] = &[
     ("tcp-drop", tcp_drop),
     ("udp", udp),
     ("names", names),
+    ("database", database),
     ("mount", mount_tmpfs),
     ("memcg-oom", memcg_oom),
     ("direct-reclaim", direct_reclaim),
@@ -560,6 +561,12 @@ fn names() -> Result<(), String> {
 }
 
 /// Mount and unmount a tmpfs.
+/// Queries on the database server's connection (`database::QUERIES`), when the boot has one:
+/// a program names a database's query probes.
+fn database() -> Result<(), String> {
+    crate::database::queries().unwrap_or_else(|| Err(NOT_ASKED.into()))
+}
+
 fn mount_tmpfs() -> Result<(), String> {
     crate::tools::mount("tmpfs", "/mnt/w", "tmpfs", 0, "")?;
     let p = CString::new("/mnt/w").expect("no NUL");
