@@ -80,7 +80,42 @@ pub struct Manifest {
     /// one client connection open; the workload's `database` step sends queries on it.
     #[serde(default)]
     pub database: Option<Database>,
+    /// An NFS server and a client mount of it (`NFS_MOUNT`), for tools that trace NFS: the
+    /// host's nfs-kernel-server run in the host's root before the tools (their modules,
+    /// `NFS_MODULES`, loaded with the others); the workload's `nfs` step does file I/O there.
+    #[serde(default)]
+    pub nfs: Option<Nfs>,
 }
+
+/// The workload's NFS server and client (`Manifest::nfs`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Nfs {
+    /// Why the boot cannot have them, when it cannot: the `nfs` step says it.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The host's programs (nfs-kernel-server's, nfs-common's) that set up the workload's NFS
+/// server and mount it, run in the host's root: export, the export cache's daemon, the
+/// server's threads, the client's mount.
+pub const NFS_EXPORTFS: &str = "/usr/sbin/exportfs";
+pub const NFS_MOUNTD: &str = "/usr/sbin/rpc.mountd";
+pub const NFS_NFSD: &str = "/usr/sbin/rpc.nfsd";
+pub const NFS_MOUNT_PROGRAM: &str = "/sbin/mount.nfs4";
+
+/// The guest kernel modules (file names) of the workload's NFS server (nfsd) and client
+/// (NFS version 4), in the order they load; only a boot with `nfs` gets them.
+pub const NFS_MODULES: &[&str] = &[
+    "sunrpc.ko",
+    "grace.ko",
+    "lockd.ko",
+    "nfs_acl.ko",
+    "auth_rpcgss.ko",
+    "nfsd.ko",
+    "dns_resolver.ko",
+    "nfs.ko",
+    "nfsv4.ko",
+];
 
 /// The workload's database server: the host's PostgreSQL, run in the host's root (so the
 /// manifest has a `host_root` too) on a data directory made once by the host's `initdb`.
@@ -249,6 +284,7 @@ impl Default for Manifest {
             scratch_missing: Vec::new(),
             tcp_drop: None,
             database: None,
+            nfs: None,
         }
     }
 }
@@ -594,6 +630,7 @@ mod tests {
                 user: "bpfm".into(),
                 error: None,
             }),
+            nfs: Some(Nfs { error: None }),
         }
     }
 

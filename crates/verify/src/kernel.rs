@@ -142,6 +142,16 @@ pub const GUEST_MODULES: &[&str] = &[
     "lib/raid6/raid6_pq.ko",
     "lib/zstd/zstd_compress.ko",
     "fs/btrfs/btrfs.ko",
+    // The workload's NFS server and client (`NFS_MODULES`), in the order they load.
+    "net/sunrpc/sunrpc.ko",
+    "fs/nfs_common/grace.ko",
+    "fs/lockd/lockd.ko",
+    "fs/nfs_common/nfs_acl.ko",
+    "net/sunrpc/auth_gss/auth_rpcgss.ko",
+    "fs/nfsd/nfsd.ko",
+    "net/dns_resolver/dns_resolver.ko",
+    "fs/nfs/nfs.ko",
+    "fs/nfs/nfsv4.ko",
 ];
 
 /// The file that says a kernel's `modules` directory holds `GUEST_MODULES` (those its package

@@ -10,6 +10,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod libbpf_headers;
 pub mod memory;
+pub mod nfs;
 pub mod qemu;
 pub mod tool;
 
@@ -26,7 +27,7 @@ use bpf_migrate_core::lang::NodeExt;
 use bpf_migrate_core::{discover, report};
 use bpf_migrate_protocol::{
     Attach, BufferKind, CompatFlag, HostRoot, MANIFEST_PATH, MD_MEMBER, Manifest, MapRecords,
-    ObjSpec, ObjectResult, Report, RunResult, SCRATCH_FILE_SYSTEMS, ToolSpec,
+    NFS_MODULES, ObjSpec, ObjectResult, Report, RunResult, SCRATCH_FILE_SYSTEMS, ToolSpec,
 };
 use compare::{MapReport, Verdict, compare_map};
 
@@ -441,8 +442,9 @@ pub(crate) fn prepare_boot(
     let workload = guest_workload(opts, &mut cpio)?;
     let texts = boot_texts(opts, pairs);
     let file_systems = wanted_file_systems(&texts);
+    let nfs_wanted = nfs::wanted(&texts);
     let (modules, scratch_disks, scratch_missing) =
-        guest_modules_and_disks(kernel, wd, &file_systems, &mut cpio)?;
+        guest_modules_and_disks(kernel, wd, &file_systems, nfs_wanted, &mut cpio)?;
     let ring_poison = build_own_program(
         opts,
         kernel,
@@ -502,6 +504,7 @@ pub(crate) fn prepare_boot(
             "the database server runs on the host's root file system, which the guest shares only with BCC tools",
         ),
     });
+    let nfs = nfs_wanted.then(|| nfs::provision(host_root.is_some()));
     let manifest = Manifest {
         objects: manifest_objs,
         workload,
@@ -517,6 +520,7 @@ pub(crate) fn prepare_boot(
         scratch_missing,
         tcp_drop: Some(tcp_drop),
         database,
+        nfs,
     };
     // Each built program loads three times for the events, three more for its loader.
     let map_bytes = pairs
@@ -1395,12 +1399,15 @@ fn guest_modules_and_disks(
     kernel: &Path,
     wd: &Path,
     file_systems: &[&str],
+    nfs: bool,
     cpio: &mut initramfs::Cpio,
 ) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
     let wanted = |f: &&bpf_migrate_protocol::ScratchFs| file_systems.contains(&f.fs);
     let needed = |name: &str| {
         let of = |f: &bpf_migrate_protocol::ScratchFs| f.modules.contains(&name);
-        !SCRATCH_FILE_SYSTEMS.iter().any(of) || SCRATCH_FILE_SYSTEMS.iter().filter(wanted).any(of)
+        (nfs || !NFS_MODULES.contains(&name))
+            && (!SCRATCH_FILE_SYSTEMS.iter().any(of)
+                || SCRATCH_FILE_SYSTEMS.iter().filter(wanted).any(of))
     };
     let mut modules = Vec::new();
     if let Ok((_, found)) = kernel::guest_modules(kernel) {

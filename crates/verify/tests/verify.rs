@@ -887,6 +887,20 @@ fn a_bcc_tool_of_database_probes_sees_the_workloads_queries() {
 }
 
 #[test]
+fn a_bcc_tool_of_nfs_client_probes_sees_the_workloads_nfs_io() {
+    // The tool names the NFS client's functions: its boot loads NFS's modules, runs the
+    // host's NFS server in the host's root and mounts its export before the tools start. The
+    // `nfs` step's 16 writes and its reads print the same lines from both versions.
+    let _guests = alone();
+    let lines = verify_json(&["--cpus", "2", "fixtures/bcc_nfsops/input"], 0);
+    let t = tool_of(&lines, "nfsops.py");
+    assert_eq!(t["verdict"], "equivalent", "{t}");
+    assert!(t["lines"]["matched"].as_u64().unwrap() >= 17, "{t}");
+    let steps = lines.last().unwrap()["workload"].to_string();
+    assert!(steps.contains("\"nfs\""), "{steps}");
+}
+
+#[test]
 fn a_bcc_callback_a_factory_makes_prints_the_same_lines() {
     // The callback is the function a factory of the tool defines inside itself and returns,
     // closing over the options: migrated there (its `cpu` renamed), the tool prints the same

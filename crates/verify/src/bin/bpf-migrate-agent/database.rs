@@ -118,23 +118,7 @@ fn start_server(db: &Database, root: &str) -> Result<(), String> {
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| format!("{LOG}: {e}"))?)
         .stderr(log);
-    let root = std::ffi::CString::new(root).map_err(|_| "a NUL in the root's path")?;
-    // SAFETY: only async-signal-safe calls between fork and exec, on a C string made before.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0
-                || libc::chroot(root.as_ptr()) != 0
-                || libc::chdir(c"/".as_ptr()) != 0
-                || libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::tools::in_root(&mut cmd, root, Some((uid, gid)))?;
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", db.server))?;

@@ -11,6 +11,7 @@
 
 mod database;
 mod mirror;
+mod nfs;
 mod tools;
 mod workload;
 
@@ -106,9 +107,12 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
         .host_root
         .as_ref()
         .and_then(|h| tools::mount_host_root(h).err());
-    // Before the tools: one may look for the server's processes when it starts.
+    // Before the tools: one may look for a server's processes when it starts.
     if let Some(db) = &m.database {
         database::start(db, tools::NEW_ROOT, host_root_error.as_deref());
+    }
+    if let Some(n) = &m.nfs {
+        nfs::start(n, tools::NEW_ROOT, host_root_error.as_deref());
     }
     // The tools start now, so that what their starting does (execs, opens, BPF loads) is
     // discarded with the other attach-time events; in waves (`TOOL_WAVE`).

@@ -145,6 +145,54 @@ pub fn mount(
     Ok(())
 }
 
+/// Makes `cmd` run in `root` (a session of its own, `/` its working directory), as the user
+/// and group `ids` when given.
+pub fn in_root(cmd: &mut Command, root: &str, ids: Option<(u32, u32)>) -> Result<(), String> {
+    let root = std::ffi::CString::new(root).map_err(|_| format!("a NUL in {root}"))?;
+    // SAFETY: only async-signal-safe calls between fork and exec, on a C string made before.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0
+                || libc::chroot(root.as_ptr()) != 0
+                || libc::chdir(c"/".as_ptr()) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some((uid, gid)) = ids
+                && (libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Runs `argv` in `root` to its end; `Err` names it with what it printed when it fails.
+pub fn run_in_root(root: &str, argv: &[&str]) -> Result<(), String> {
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null());
+    in_root(&mut cmd, root, None)?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        let said = said.trim();
+        let said = if said.is_empty() {
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        } else {
+            said.to_string()
+        };
+        return Err(format!("{} exited {}: {said}", argv.join(" "), out.status));
+    }
+    Ok(())
+}
+
 /// `from` at `to`, with what is mounted below it.
 pub fn bind(from: &str, to: &str) -> Result<(), String> {
     mount(from, to, "", libc::MS_BIND | libc::MS_REC, "")

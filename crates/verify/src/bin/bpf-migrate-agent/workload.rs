@@ -26,6 +26,7 @@ const STEPS: &[Step] = &[
     ("disk", disk),
     ("disk-xfs", disk_xfs),
     ("disk-btrfs", disk_btrfs),
+    ("nfs", nfs),
     ("md-flush", md_flush),
     ("stat", stat),
     ("signal", signal),
@@ -186,14 +187,26 @@ fn disk_btrfs() -> Result<(), String> {
     file_io_on("btrfs")
 }
 
+/// The same file I/O on the NFS mount, when the boot has one: a program names NFS.
+fn nfs() -> Result<(), String> {
+    match crate::nfs::mounted() {
+        None => Err(NOT_ASKED.into()),
+        Some(r) => file_io_in(&r?),
+    }
+}
+
 /// File I/O on a disk-backed file system `fs` (on a scratch virtio disk), through to the
 /// block layer: create a directory and a file, write 64 KiB in 4 KiB writes, fsync, drop the
 /// file's cached pages, read it back from the disk, rename, unlink, remove the directory and
 /// syncfs (the journal's commit of it all within the step).
 fn file_io_on(fs: &str) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
     scratch(fs)?;
-    let root = scratch_mount(fs);
+    file_io_in(&scratch_mount(fs))
+}
+
+/// `file_io_on`'s I/O in the directory `root`.
+fn file_io_in(root: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
     let dir = format!("{root}/w");
     let (a, b) = (format!("{dir}/a.dat"), format!("{dir}/b.dat"));
     let r = (|| -> std::io::Result<()> {
@@ -214,7 +227,7 @@ fn file_io_on(fs: &str) -> Result<(), String> {
         fs::rename(&a, &b)?;
         fs::remove_file(&b)?;
         fs::remove_dir(&dir)?;
-        let d = fs::File::open(&root)?;
+        let d = fs::File::open(root)?;
         // SAFETY: syncfs on a descriptor open for the call.
         if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
             return Err(std::io::Error::last_os_error());
