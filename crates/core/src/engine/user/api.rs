@@ -132,13 +132,25 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
     );
 }
 
-/// `n` is `x < 0` or `x >= 0`.
+/// `n` is `x < 0` or `x >= 0`, or compares `x` with an error code (`x != -EINTR`,
+/// `x == -EAGAIN`): the same answer for 0 and for a count of records, neither of which is
+/// negative.
 fn is_sign_test(n: Node, src: &str) -> bool {
-    n.kind() == "binary_expression"
-        && n.field("operator")
-            .is_some_and(|o| matches!(c::text(o, src), "<" | ">="))
-        && n.field("right")
-            .is_some_and(|r| c::strip_parens(c::text(r, src)) == "0")
+    if n.kind() != "binary_expression" {
+        return false;
+    }
+    let (Some(op), Some(right)) = (n.field("operator"), n.field("right")) else {
+        return false;
+    };
+    let right = c::strip_parens(c::text(right, src));
+    match c::text(op, src) {
+        "<" | ">=" => right == "0",
+        "==" | "!=" => right.strip_prefix('-').is_some_and(|e| {
+            let e = c::strip_parens(e.trim());
+            c::is_ident(e) && e.starts_with('E') || e.parse::<u32>().is_ok_and(|k| k > 0)
+        }),
+        _ => false,
+    }
 }
 
 /// The result read where the call stands (`parent`): thrown away or tested for sign, it means
@@ -206,13 +218,26 @@ fn stored_for_sign(cx: &Ctx, call: Node, parent: Node) -> bool {
     true
 }
 
-/// Inside `if (v < 0) ...` the value is an error code in both APIs.
+/// Inside `if (v < 0) ...`, or `if (v < 0 && ...)`, the value is an error code in both APIs.
 fn in_error_branch(n: Node, v: &str, src: &str) -> bool {
+    let negative = format!("{v}<0");
+    let tests_negative = |cond: &str| {
+        let cond: String = c::strip_parens(cond)
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        // A conjunction of plain tests: every one holds in the branch.
+        !cond.contains("||")
+            && !cond.contains('?')
+            && cond
+                .split("&&")
+                .any(|t| t.trim_start_matches('(').trim_end_matches(')') == negative)
+    };
     let mut a = n.parent();
     while let Some(x) = a {
         if x.kind() == "if_statement"
             && let (Some(cond), Some(then)) = (x.field("condition"), x.field("consequence"))
-            && c::strip_parens(c::text(cond, src)).replace(' ', "") == format!("{v}<0")
+            && tests_negative(c::text(cond, src))
             && n.start_byte() >= then.start_byte()
             && n.end_byte() <= then.end_byte()
         {
@@ -308,6 +333,50 @@ static int drain(struct ring_buffer *pb)
     }
 
     #[test]
+    fn a_consume_result_tested_for_an_error_code_means_the_same() {
+        // Compared with -EINTR, and read in the branch where it is negative: the same for a
+        // count of records as for 0.
+        let body = |api: &str| {
+            format!(
+                "\twhile (!exiting) {{\n\
+                 \t\terr = {api}__consume(pb);\n\
+                 \t\tif (err < 0 && err != -EINTR) {{\n\
+                 \t\t\tfprintf(stderr, \"consume: %d\\n\", err);\n\
+                 \t\t\tbreak;\n\
+                 \t\t}}\n\
+                 \t\tif (err == -EAGAIN)\n\
+                 \t\t\tcontinue;\n\
+                 \t\tusleep(1000);\n\
+                 \t}}\n\
+                 \terr = 0;\n\
+                 \t{api}__free(pb);\n\treturn err;\n"
+            )
+        };
+        let before = loader(
+            "#include <errno.h>\n#include <unistd.h>\n",
+            PERF_CALLBACK,
+            &format!("{PERF_DECLS}\tint err;\n\n"),
+            &format!("{CREATE}{}", body("perf_buffer")),
+        );
+        let after = loader(
+            "#include <errno.h>\n#include <unistd.h>\n",
+            RING_CALLBACK,
+            &format!("{RING_DECLS}\tint err;\n\n"),
+            &format!(
+                "{}{}",
+                CREATE
+                    .replace("perf_buffer__new", "ring_buffer__new")
+                    .replace(
+                        ", 8, handle_event, NULL, NULL, NULL",
+                        ", handle_event, NULL, NULL"
+                    ),
+                body("ring_buffer")
+            ),
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
+    }
+
+    #[test]
     fn refuses_a_consume_result_read_as_0_or_error() {
         let before = loader(
             "",
@@ -317,6 +386,22 @@ static int drain(struct ring_buffer *pb)
                 "{CREATE}\twhile (perf_buffer__poll(pb, 100) >= 0)\n\t\t;\n\
                  \terr = perf_buffer__consume(pb);\n\
                  \tperf_buffer__free(pb);\n\treturn err == 0 ? 0 : 1;\n"
+            ),
+        );
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", &before)],
+            Rule::ConsumeResult,
+            "ring_buffer__consume() returns the number of records consumed",
+        );
+        // Read where it may be a count: in the branch of a test that is not only of its sign.
+        let before = loader(
+            "#include <errno.h>\n",
+            PERF_CALLBACK,
+            &format!("{PERF_DECLS}\tint err;\n\n"),
+            &format!(
+                "{CREATE}\terr = perf_buffer__consume(pb);\n\
+                 \tif (err < 0 || err != -EINTR)\n\t\treturn err;\n\
+                 \tperf_buffer__free(pb);\n\treturn 0;\n"
             ),
         );
         check_refused(
