@@ -443,8 +443,11 @@ pub(crate) fn prepare_boot(
     let texts = boot_texts(opts, pairs);
     let file_systems = wanted_file_systems(&texts);
     let nfs_wanted = nfs::wanted(&texts);
+    // Its server runs in the host's root, which only BCC tools' boots share (`nfs::provision`
+    // says so to the others): the modules only there.
+    let nfs_modules = nfs_wanted && pairs.iter().any(|p| p.bcc);
     let (modules, scratch_disks, scratch_missing) =
-        guest_modules_and_disks(kernel, wd, &file_systems, nfs_wanted, &mut cpio)?;
+        guest_modules_and_disks(kernel, wd, &file_systems, nfs_modules, &mut cpio)?;
     let ring_poison = build_own_program(
         opts,
         kernel,

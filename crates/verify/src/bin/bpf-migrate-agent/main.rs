@@ -1107,6 +1107,14 @@ fn setup_system() {
             rlim_max: libc::RLIM_INFINITY,
         };
         libc::setrlimit(libc::RLIMIT_MEMLOCK, &r);
+        // Three loads of every program of a batch, each with its maps', programs', links' and
+        // BTF's descriptors, and a perf buffer's per CPU: a batch of 18 real programs went past
+        // the kernel's 1024 for PID 1. The tools get a user's usual limit back (`tools::spawn`).
+        let n = libc::rlimit {
+            rlim_cur: tools::AGENT_NOFILE,
+            rlim_max: tools::AGENT_NOFILE,
+        };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &n);
         // Bring the loopback interface up for the network workload.
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
         if fd >= 0 {

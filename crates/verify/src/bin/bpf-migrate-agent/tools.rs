@@ -18,6 +18,11 @@ use bpf_migrate_protocol::{DATABASE_PID, HostRoot, ToolRun, ToolSpec};
 /// host's own user space.
 pub const NEW_ROOT: &str = "/newroot";
 
+/// The agent's limit of open files (`setup_system`), and a tool's: the soft limit a user's
+/// shell has on Debian (programs that `select()` rely on it), the agent's as the hard one.
+pub const AGENT_NOFILE: libc::rlim_t = 65536;
+const TOOL_NOFILE: libc::rlim_t = 1024;
+
 /// Loads the kernel modules `modules` (guest paths), in order; one already there is fine.
 /// Returns what went wrong with each that did not load, for the workload log.
 pub fn load_modules(modules: &[String]) -> Vec<String> {
@@ -340,7 +345,14 @@ fn spawn(spec: &ToolSpec) -> Result<(Child, OwnedFd, OwnedFd), String> {
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
-            if libc::setsid() < 0 || libc::ioctl(1, libc::TIOCSCTTY, 0) < 0 {
+            let files = libc::rlimit {
+                rlim_cur: TOOL_NOFILE,
+                rlim_max: AGENT_NOFILE,
+            };
+            if libc::setsid() < 0
+                || libc::ioctl(1, libc::TIOCSCTTY, 0) < 0
+                || libc::setrlimit(libc::RLIMIT_NOFILE, &files) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             if let Some(r) = &root
