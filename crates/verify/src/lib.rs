@@ -1369,8 +1369,8 @@ fn wanted_file_systems(texts: &[String]) -> Vec<&'static str> {
         .collect()
 }
 
-/// The texts of a boot's programs (`program_texts`) and of their tools' command lines: what
-/// says which scratch file systems and whether a database server the boot wants.
+/// The texts of a boot's programs (`program_texts`) and of their tools' command lines: they
+/// say which scratch file systems the boot wants, and whether a database server or NFS.
 fn boot_texts(opts: &VerifyOptions, pairs: &[Pair]) -> Vec<String> {
     let mut texts: Vec<String> = pairs.iter().flat_map(program_texts).collect();
     texts.extend(pairs.iter().map(|p| tool_argv(opts, p).join(" ")));
