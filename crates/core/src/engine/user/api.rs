@@ -184,7 +184,9 @@ fn read_in_place(cx: &mut Ctx, call: Node, parent: Node) -> bool {
     }
 }
 
-/// `v = perf_buffer__consume(pb);`: every read of v until it is set again tests its sign.
+/// `v = perf_buffer__consume(pb);`: every read of v until it is set again tests its sign. In a
+/// loop, the reads before the call that the loop comes back to count too (its condition,
+/// `while (!err)`, and the statements above the call), whatever is set between.
 fn stored_for_sign(cx: &Ctx, call: Node, parent: Node) -> bool {
     let src = cx.src();
     let var = match parent.kind() {
@@ -198,20 +200,42 @@ fn stored_for_sign(cx: &Ctx, call: Node, parent: Node) -> bool {
     if !c::is_ident(v) {
         return false;
     }
-    for n in cx.of_kind("identifier").iter().filter(|n| {
-        n.kind() == "identifier"
-            && c::text(**n, src) == v
-            && n.start_byte() > call.end_byte()
-            && n.end_byte() <= f.end_byte()
-    }) {
-        let p = n.parent();
-        if p.is_some_and(|p| p.kind() == "assignment_expression" && p.field("left") == Some(*n)) {
+    // The outermost loop around the call, within its function.
+    let mut loop_start = None;
+    let mut a = call.parent();
+    while let Some(x) = a.filter(|x| x.id() != f.id()) {
+        if matches!(
+            x.kind(),
+            "while_statement" | "for_statement" | "do_statement"
+        ) {
+            loop_start = Some(x.start_byte());
+        }
+        a = x.parent();
+    }
+    let reads_of_v = |from: usize, to: usize| {
+        cx.of_kind("identifier")
+            .into_iter()
+            .filter(move |n| c::text(*n, src) == v && n.start_byte() >= from && n.end_byte() <= to)
+    };
+    let assigned = |n: Node| {
+        n.parent()
+            .is_some_and(|p| p.kind() == "assignment_expression" && p.field("left") == Some(n))
+    };
+    let for_sign = |n: Node| {
+        n.parent()
+            .is_some_and(|p| is_sign_test(p, src) && p.field("left") == Some(n))
+            || in_error_branch(n, v, src)
+    };
+    if let Some(from) = loop_start
+        && reads_of_v(from, call.start_byte()).any(|n| !assigned(n) && !for_sign(n))
+    {
+        return false;
+    }
+    for n in reads_of_v(call.end_byte() + 1, f.end_byte()) {
+        if assigned(n) {
             break;
         }
-        if p.is_some_and(|p| is_sign_test(p, src) && p.field("left") == Some(*n)) {
-            continue;
-        }
-        if !in_error_branch(*n, v, src) {
+        if !for_sign(n) {
             return false;
         }
     }
@@ -386,6 +410,23 @@ static int drain(struct ring_buffer *pb)
                 "{CREATE}\twhile (perf_buffer__poll(pb, 100) >= 0)\n\t\t;\n\
                  \terr = perf_buffer__consume(pb);\n\
                  \tperf_buffer__free(pb);\n\treturn err == 0 ? 0 : 1;\n"
+            ),
+        );
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", &before)],
+            Rule::ConsumeResult,
+            "ring_buffer__consume() returns the number of records consumed",
+        );
+        // Read where it may be a count: in a loop's condition, before the call that sets it
+        // (`while (!err)` stops after the first records a ring hands over).
+        let before = loader(
+            "#include <unistd.h>\n",
+            PERF_CALLBACK,
+            &format!("{PERF_DECLS}\tint err = 0;\n\n"),
+            &format!(
+                "{CREATE}\twhile (!err) {{\n\t\tusleep(1000);\n\
+                 \t\terr = perf_buffer__consume(pb);\n\t}}\n\
+                 \tperf_buffer__free(pb);\n\treturn 0;\n"
             ),
         );
         check_refused(
