@@ -587,8 +587,12 @@ fn summary_kept(a: &[String], b: &[String], n: &[String], matched: &mut usize) -
 /// The migrated tool ended otherwise than the original's two runs did: it stopped during
 /// the workload when they did not, or, stopped by Ctrl-C, it failed where they succeeded.
 /// How a tool ends on Ctrl-C can depend on which of its threads takes the signal (a poll
-/// interrupted returns EINTR, which many tools pass on as their exit code): the migration
-/// ending better than the original, or failing on an interrupted call, is no finding.
+/// interrupted returns EINTR, which many tools pass on as their exit code), or on what it is
+/// doing then: a BCC tool's Ctrl-C that lands in its callback raises KeyboardInterrupt in a
+/// ctypes callback, which ctypes prints and ignores, so the tool polls on until it is killed
+/// (the original's would as well, in either buffer's callback). The migration ending better
+/// than the original, or failing on an interrupted call or so, is no finding: what it
+/// printed is still compared.
 fn exit_differs(orig: &ToolRun, second: &ToolRun, new: &ToolRun) -> bool {
     let status = |r: &ToolRun| (r.exit_code, r.signal);
     if status(orig) != status(second) || status(orig) == status(new) {
@@ -603,7 +607,14 @@ fn exit_differs(orig: &ToolRun, second: &ToolRun, new: &ToolRun) -> bool {
     let interrupted = ["Interrupted system call", "os error 4", "EINTR"]
         .iter()
         .any(|w| new.stderr.contains(w));
-    new.exit_code != Some(0) && !interrupted
+    let ctrl_c_in_callback = new
+        .stderr
+        .contains("Exception ignored on calling ctypes callback")
+        && new
+            .stderr
+            .lines()
+            .any(|l| l.trim_end() == "KeyboardInterrupt");
+    new.exit_code != Some(0) && !interrupted && !ctrl_c_in_callback
 }
 
 /// A load or a tool that failed for want of memory in the guest (libbpf's `-ENOMEM`), not
@@ -1900,6 +1911,36 @@ mod tests {
         assert_eq!(
             judge(&o, &o, &m, true, true, &[]).verdict,
             Verdict::Equivalent
+        );
+        // A BCC tool's Ctrl-C landed in its ring callback: ctypes ignored the
+        // KeyboardInterrupt, the tool polled on and was killed. What it printed still counts.
+        let mut k = run("a 1\n", "a");
+        k.exit_code = None;
+        k.signal = Some(9);
+        k.stderr = "Exception ignored on calling ctypes callback function: <function RingBuf.open_ring_buffer.<locals>.ringbuf_cb_ at 0x7f>\n\
+                    Traceback (most recent call last):\n  File \"/usr/lib/python3/dist-packages/bcc/table.py\", line 1260, in ringbuf_cb_\n\
+                    KeyboardInterrupt\n"
+            .into();
+        assert_eq!(
+            judge(&o, &o, &k, true, true, &[]).verdict,
+            Verdict::Equivalent
+        );
+        let mut wrong = k.clone();
+        wrong.stdout = "b 1\n".into();
+        wrong.workload_end = wrong.stdout.len();
+        assert_eq!(
+            judge(&o, &o, &wrong, true, true, &[]).verdict,
+            Verdict::Different
+        );
+        // Killed after another exception in its callback: a finding.
+        let mut e = k.clone();
+        e.stderr = e.stderr.replace(
+            "KeyboardInterrupt",
+            "struct.error: unpack requires a buffer of 8 bytes",
+        );
+        assert_eq!(
+            judge(&o, &o, &e, true, true, &[]).verdict,
+            Verdict::Different
         );
     }
 
