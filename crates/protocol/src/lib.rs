@@ -77,22 +77,15 @@ pub struct Manifest {
     pub tcp_drop: Option<String>,
     /// A PostgreSQL server for tools that trace a database's queries (its USDT probes
     /// `query__start` and `query__done`), started in the host's root before the tools, with
-    /// one client connection open; the workload's `database` step sends queries on it.
+    /// one client connection open; the workload's `database` step sends queries on it. `Err`:
+    /// why the boot that wants one cannot have it (the step says so).
     #[serde(default)]
-    pub database: Option<Database>,
-    /// An NFS server and a client mount of it (`NFS_MOUNT`), for tools that trace NFS: the
-    /// host's nfs-kernel-server run in the host's root before the tools (their modules,
-    /// `NFS_MODULES`, loaded with the others); the workload's `nfs` step does file I/O there.
+    pub database: Option<Result<Database, String>>,
+    /// An NFS server and a client mount of it, for tools that trace NFS: the host's
+    /// nfs-kernel-server run in the host's root before the tools (their modules loaded with
+    /// the others); the workload's `nfs` step does file I/O there. `Err` as for `database`.
     #[serde(default)]
-    pub nfs: Option<Nfs>,
-}
-
-/// The workload's NFS server and client (`Manifest::nfs`).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
-pub struct Nfs {
-    /// Why the boot cannot have them, when it cannot: the `nfs` step says it.
-    #[serde(default)]
-    pub error: Option<String>,
+    pub nfs: Option<Result<(), String>>,
 }
 
 /// The host's programs (nfs-kernel-server's, nfs-common's) that set up the workload's NFS
@@ -103,20 +96,6 @@ pub const NFS_MOUNTD: &str = "/usr/sbin/rpc.mountd";
 pub const NFS_NFSD: &str = "/usr/sbin/rpc.nfsd";
 pub const NFS_MOUNT_PROGRAM: &str = "/sbin/mount.nfs4";
 
-/// The guest kernel modules (file names) of the workload's NFS server (nfsd) and client
-/// (NFS version 4), in the order they load; only a boot with `nfs` gets them.
-pub const NFS_MODULES: &[&str] = &[
-    "sunrpc.ko",
-    "grace.ko",
-    "lockd.ko",
-    "nfs_acl.ko",
-    "auth_rpcgss.ko",
-    "nfsd.ko",
-    "dns_resolver.ko",
-    "nfs.ko",
-    "nfsv4.ko",
-];
-
 /// The workload's database server: the host's PostgreSQL, run in the host's root (so the
 /// manifest has a `host_root` too) on a data directory made once by the host's `initdb`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -124,15 +103,13 @@ pub struct Database {
     /// The server's binary, a path in the host's root.
     pub server: String,
     /// Its data directory, a path in the host's root, owned by the user it runs as (not root:
-    /// PostgreSQL refuses to), who is also the database's superuser.
+    /// PostgreSQL refuses to).
     pub data: String,
-    /// The user (a name in the host's `/etc/passwd`) and the database to connect as.
-    pub user: String,
-    /// What went wrong when the host could not make the data directory: the `database` step
-    /// says it, and no server starts.
-    #[serde(default)]
-    pub error: Option<String>,
 }
+
+/// The database's superuser (`initdb -U`), whom the workload connects as, to the database
+/// PostgreSQL always has (`postgres`).
+pub const DATABASE_USER: &str = "bpfm";
 
 /// Written in a tool's command line (`--tool-args 'mysqld_qslower=DATABASE_PID'`), it becomes
 /// the process ID of the database server's backend serving the workload's connection: the
@@ -624,13 +601,11 @@ mod tests {
             scratch_disks: vec!["ext4".into(), MD_MEMBER.into(), "xfs".into()],
             scratch_missing: vec!["btrfs".into()],
             tcp_drop: Some("/objs/tcp_drop.o".into()),
-            database: Some(Database {
+            database: Some(Ok(Database {
                 server: "/usr/lib/postgresql/15/bin/postgres".into(),
                 data: "/root/.cache/bpf-migrate/postgres-15/data".into(),
-                user: "bpfm".into(),
-                error: None,
-            }),
-            nfs: Some(Nfs { error: None }),
+            })),
+            nfs: Some(Err("the host has no /usr/sbin/rpc.nfsd".into())),
         }
     }
 

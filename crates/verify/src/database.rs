@@ -9,11 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
-use bpf_migrate_protocol::{DATABASE_PID, Database};
+use bpf_migrate_protocol::{DATABASE_PID, DATABASE_USER, Database};
 use fs_err as fs;
-
-/// The database's superuser, whom the workload connects as.
-const USER: &str = "bpfm";
 
 /// An unprivileged user for `initdb` and the server when verify runs as root: PostgreSQL
 /// refuses to run as root. `nobody`, in every Debian's `/etc/passwd`.
@@ -32,32 +29,17 @@ pub fn wanted(texts: &[String]) -> bool {
 }
 
 /// The server for a boot: the host's newest PostgreSQL and its data directory in `cache`
-/// (made now unless it is there), or, in `error`, why there is none.
-pub fn provision(cache: &Path) -> Database {
-    let Some((version, bin)) = find_server(Path::new("/usr/lib/postgresql")) else {
-        return unavailable(
-            "the host has no PostgreSQL server in /usr/lib/postgresql/VERSION/bin (apt-get install postgresql)",
-        );
-    };
-    match data_directory(&cache.join(format!("postgres-{version}")), &bin) {
-        Ok(data) => Database {
-            server: bin.join("postgres").display().to_string(),
-            data: data.display().to_string(),
-            user: USER.into(),
-            error: None,
-        },
-        Err(e) => unavailable(&format!("{e:#}")),
-    }
-}
-
-/// No server, for the reason `why`.
-pub fn unavailable(why: &str) -> Database {
-    Database {
-        server: String::new(),
-        data: String::new(),
-        user: USER.into(),
-        error: Some(why.into()),
-    }
+/// (made now unless it is there), or why there is none.
+pub fn provision(cache: &Path) -> Result<Database, String> {
+    let (version, bin) = find_server(Path::new("/usr/lib/postgresql")).ok_or(
+        "the host has no PostgreSQL server in /usr/lib/postgresql/VERSION/bin (apt-get install postgresql)",
+    )?;
+    let data = data_directory(&cache.join(format!("postgres-{version}")), &bin)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(Database {
+        server: bin.join("postgres").display().to_string(),
+        data: data.display().to_string(),
+    })
 }
 
 /// The newest `ROOT/VERSION/bin` that has both `postgres` and `initdb`, with its version.
@@ -84,22 +66,24 @@ fn data_directory(dir: &Path, bin: &Path) -> Result<PathBuf> {
     crate::kernel::make_once(dir, &made, "the database's data directory", || {
         // initdb, as the user it runs as, must reach the directory: a fresh one of its own in
         // the temporary directory (the cache may be in root's home), copied in after.
-        let scratch =
-            std::env::temp_dir().join(format!("bpf-migrate-initdb-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&scratch);
-        fs::create_dir_all(&scratch)?;
-        let root = nix_is_root();
+        let scratch = tempfile::Builder::new()
+            .prefix("bpf-migrate-initdb-")
+            .tempdir()
+            .context("cannot create a temporary directory for initdb")?;
+        // SAFETY: no arguments, cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
         if root {
-            std::os::unix::fs::chown(&scratch, Some(NOBODY), Some(NOBODY))
-                .with_context(|| format!("{}", scratch.display()))?;
+            std::os::unix::fs::chown(scratch.path(), Some(NOBODY), Some(NOBODY))
+                .with_context(|| format!("{}", scratch.path().display()))?;
         }
+        let new = scratch.path().join("data");
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
             .arg("-D")
-            .arg(scratch.join("data"))
+            .arg(&new)
             .args([
                 "-U",
-                USER,
+                DATABASE_USER,
                 "--auth=trust",
                 "--no-sync",
                 "--no-instructions",
@@ -116,7 +100,6 @@ fn data_directory(dir: &Path, bin: &Path) -> Result<PathBuf> {
             .output()
             .with_context(|| format!("running {}", bin.join("initdb").display()))?;
         if !out.status.success() {
-            let _ = fs::remove_dir_all(&scratch);
             bail!(
                 "{} failed ({}): {}",
                 bin.join("initdb").display(),
@@ -128,11 +111,10 @@ fn data_directory(dir: &Path, bin: &Path) -> Result<PathBuf> {
         // `cp -a` keeps the owner and the modes the server checks (0700).
         let cp = Command::new("cp")
             .arg("-a")
-            .arg(scratch.join("data"))
+            .arg(&new)
             .arg(&data)
             .status()
             .context("running cp")?;
-        let _ = fs::remove_dir_all(&scratch);
         if !cp.success() {
             bail!(
                 "cp -a of the new data directory into {} failed",
@@ -143,11 +125,6 @@ fn data_directory(dir: &Path, bin: &Path) -> Result<PathBuf> {
         Ok(())
     })?;
     Ok(data)
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[cfg(test)]
@@ -171,8 +148,7 @@ mod tests {
     fn the_data_directory_is_made_once_by_the_hosts_initdb() {
         // The host's real PostgreSQL (scripts/test installs it).
         let cache = tempfile::tempdir().unwrap();
-        let db = provision(cache.path());
-        assert_eq!(db.error, None);
+        let db = provision(cache.path()).unwrap();
         assert!(db.server.ends_with("/bin/postgres"), "{db:?}");
         let data = Path::new(&db.data);
         assert!(data.join("PG_VERSION").is_file(), "{db:?}");
@@ -183,7 +159,7 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o077, 0);
         // Made once: a second boot finds it.
         fs::write(data.join("kept"), "").unwrap();
-        assert_eq!(provision(cache.path()), db);
+        assert_eq!(provision(cache.path()), Ok(db.clone()));
         assert!(data.join("kept").is_file());
         let _ = fs::remove_dir_all(cache.path());
     }

@@ -142,7 +142,7 @@ pub const GUEST_MODULES: &[&str] = &[
     "lib/raid6/raid6_pq.ko",
     "lib/zstd/zstd_compress.ko",
     "fs/btrfs/btrfs.ko",
-    // The workload's NFS server and client (`NFS_MODULES`), in the order they load.
+    // The workload's NFS server and client (`nfs::MODULES`), in the order they load.
     "net/sunrpc/sunrpc.ko",
     "fs/nfs_common/grace.ko",
     "fs/lockd/lockd.ko",

@@ -27,7 +27,7 @@ use bpf_migrate_core::lang::NodeExt;
 use bpf_migrate_core::{discover, report};
 use bpf_migrate_protocol::{
     Attach, BufferKind, CompatFlag, HostRoot, MANIFEST_PATH, MD_MEMBER, Manifest, MapRecords,
-    NFS_MODULES, ObjSpec, ObjectResult, Report, RunResult, SCRATCH_FILE_SYSTEMS, ToolSpec,
+    ObjSpec, ObjectResult, Report, RunResult, SCRATCH_FILE_SYSTEMS, ToolSpec,
 };
 use compare::{MapReport, Verdict, compare_map};
 
@@ -442,12 +442,6 @@ pub(crate) fn prepare_boot(
     let workload = guest_workload(opts, &mut cpio)?;
     let texts = boot_texts(opts, pairs);
     let file_systems = wanted_file_systems(&texts);
-    let nfs_wanted = nfs::wanted(&texts);
-    // Its server runs in the host's root, which only BCC tools' boots share (`nfs::provision`
-    // says so to the others): the modules only there.
-    let nfs_modules = nfs_wanted && pairs.iter().any(|p| p.bcc);
-    let (modules, scratch_disks, scratch_missing) =
-        guest_modules_and_disks(kernel, wd, &file_systems, nfs_modules, &mut cpio)?;
     let ring_poison = build_own_program(
         opts,
         kernel,
@@ -500,14 +494,26 @@ pub(crate) fn prepare_boot(
         &mut host_root,
     )?;
     let tools_ready_ms = tools_wait_ms(&tools);
-    // The server runs in the host's root, which only BCC tools' boots share.
-    let database = database::wanted(&texts).then(|| match host_root {
-        Some(_) => database::provision(&kernel::cache_dir()),
-        None => database::unavailable(
-            "the database server runs on the host's root file system, which the guest shares only with BCC tools",
-        ),
-    });
-    let nfs = nfs_wanted.then(|| nfs::provision(host_root.is_some()));
+    let database = in_host_root(
+        database::wanted(&texts),
+        &host_root,
+        "database server",
+        || database::provision(&kernel::cache_dir()),
+    );
+    let nfs = in_host_root(
+        nfs::wanted(&texts),
+        &host_root,
+        "NFS server",
+        nfs::provision,
+    );
+    // The NFS modules only where its server can run.
+    let (modules, scratch_disks, scratch_missing) = guest_modules_and_disks(
+        kernel,
+        wd,
+        &file_systems,
+        matches!(nfs, Some(Ok(()))),
+        &mut cpio,
+    )?;
     let manifest = Manifest {
         objects: manifest_objs,
         workload,
@@ -1369,6 +1375,22 @@ fn wanted_file_systems(texts: &[String]) -> Vec<&'static str> {
         .collect()
 }
 
+/// A server (`what`) for the workload when a boot `wanted` one: it runs in the host's root,
+/// which only BCC tools' boots share (`host_root`); `provision` says why not when it cannot.
+fn in_host_root<T>(
+    wanted: bool,
+    host_root: &Option<HostRoot>,
+    what: &str,
+    provision: impl FnOnce() -> Result<T, String>,
+) -> Option<Result<T, String>> {
+    wanted.then(|| match host_root {
+        Some(_) => provision(),
+        None => Err(format!(
+            "the {what} runs on the host's root file system, which the guest shares only with BCC tools"
+        )),
+    })
+}
+
 /// The texts of a boot's programs (`program_texts`) and of their tools' command lines: they
 /// say which scratch file systems the boot wants, and whether a database server or NFS.
 fn boot_texts(opts: &VerifyOptions, pairs: &[Pair]) -> Vec<String> {
@@ -1408,7 +1430,7 @@ fn guest_modules_and_disks(
     let wanted = |f: &&bpf_migrate_protocol::ScratchFs| file_systems.contains(&f.fs);
     let needed = |name: &str| {
         let of = |f: &bpf_migrate_protocol::ScratchFs| f.modules.contains(&name);
-        (nfs || !NFS_MODULES.contains(&name))
+        (nfs || !nfs::MODULES.contains(&name))
             && (!SCRATCH_FILE_SYSTEMS.iter().any(of)
                 || SCRATCH_FILE_SYSTEMS.iter().filter(wanted).any(of))
     };
@@ -2435,6 +2457,24 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_run_only_in_boots_that_share_the_hosts_root() {
+        let root = Some(HostRoot {
+            release: "6.1.0-57-amd64".into(),
+            headers: "/h".into(),
+            headers_common: "/c".into(),
+        });
+        assert_eq!(in_host_root(false, &root, "NFS server", || Ok(())), None);
+        assert_eq!(
+            in_host_root(true, &root, "NFS server", || Ok(())),
+            Some(Ok(()))
+        );
+        let e = in_host_root(true, &None, "NFS server", || Ok(()))
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("NFS server") && e.contains("BCC tools"), "{e}");
+    }
 
     #[test]
     fn file_systems_are_named_by_word_or_function() {

@@ -1,11 +1,25 @@
 //! The workload's NFS server and client (`Manifest::nfs`): for a boot whose programs trace
 //! NFS (BCC's nfsslower), the guest runs the host's nfs-kernel-server in the host's root,
 //! exports a directory in memory to itself and mounts it; the workload's `nfs` step does
-//! file I/O there. Only the boots that want it load the modules (`NFS_MODULES`) and start it.
+//! file I/O there. Only the boots that want it load the modules (`MODULES`) and start it.
 
 use std::path::Path;
 
-use bpf_migrate_protocol::{NFS_EXPORTFS, NFS_MOUNT_PROGRAM, NFS_MOUNTD, NFS_NFSD, Nfs};
+use bpf_migrate_protocol::{NFS_EXPORTFS, NFS_MOUNT_PROGRAM, NFS_MOUNTD, NFS_NFSD};
+
+/// The guest kernel modules (file names, of `kernel::GUEST_MODULES`) of the NFS server
+/// (nfsd) and client (NFS version 4): only a boot with NFS gets them.
+pub const MODULES: &[&str] = &[
+    "sunrpc.ko",
+    "grace.ko",
+    "lockd.ko",
+    "nfs_acl.ko",
+    "auth_rpcgss.ko",
+    "nfsd.ko",
+    "dns_resolver.ko",
+    "nfs.ko",
+    "nfsv4.ko",
+];
 
 /// Whether a boot of programs with these texts gets the NFS server: a program names NFS's
 /// client or server functions (`nfs_file_read`, `nfs4_file_open`, `nfsd_open`), or a tool's
@@ -18,20 +32,15 @@ pub fn wanted(texts: &[String]) -> bool {
     })
 }
 
-/// The boot's NFS server, or why it cannot have one: its programs run in the host's root
-/// (`host_root`: BCC tools' boots share it), which must have nfs-kernel-server's programs.
-pub fn provision(host_root: bool) -> Nfs {
-    let error = if !host_root {
-        Some(
-            "the NFS server runs on the host's root file system, which the guest shares only with BCC tools"
-                .to_string(),
-        )
-    } else {
-        missing(Path::new("/")).map(|p| {
-            format!("the host has no {p} (apt-get install nfs-kernel-server): the guest runs the host's NFS server")
-        })
-    };
-    Nfs { error }
+/// The boot's NFS server, or why it cannot have one: the host's root, where it runs, must
+/// have nfs-kernel-server's programs.
+pub fn provision() -> Result<(), String> {
+    match missing(Path::new("/")) {
+        Some(p) => Err(format!(
+            "the host has no {p} (apt-get install nfs-kernel-server): the guest runs the host's NFS server"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The first of the programs the guest runs that `root` lacks.
@@ -59,6 +68,16 @@ mod tests {
     }
 
     #[test]
+    fn the_nfs_modules_are_guest_modules_in_their_order() {
+        let names: Vec<&str> = crate::kernel::GUEST_MODULES
+            .iter()
+            .map(|m| m.rsplit('/').next().unwrap())
+            .filter(|n| MODULES.contains(n))
+            .collect();
+        assert_eq!(names, MODULES);
+    }
+
+    #[test]
     fn a_host_without_the_servers_programs_is_named() {
         let root = tempfile::tempdir().unwrap();
         assert_eq!(missing(root.path()), Some(NFS_EXPORTFS));
@@ -68,6 +87,5 @@ mod tests {
             std::fs::write(f, "").unwrap();
         }
         assert_eq!(missing(root.path()), Some(NFS_MOUNT_PROGRAM));
-        assert!(provision(false).error.unwrap().contains("BCC tools"));
     }
 }

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bpf_migrate_protocol::Database;
+use bpf_migrate_protocol::{DATABASE_USER, Database};
 
 /// Where the data directory is bound in the host's root: a short path (the server's socket
 /// is made there, and a socket's path is at most 107 bytes) that the server's unprivileged
@@ -58,21 +58,10 @@ struct Connection {
 
 static CONNECTION: OnceLock<Result<Mutex<Connection>, String>> = OnceLock::new();
 
-/// Starts the server in `root` (the host's root, mounted or not: `root_error`) and connects.
-/// What went wrong is the `database` step's error.
-pub fn start(db: &Database, root: &str, root_error: Option<&str>) {
-    let r = match (&db.error, root_error) {
-        (Some(e), _) => Err(e.clone()),
-        (None, Some(e)) => Err(format!("the host's root file system: {e}")),
-        (None, None) => start_server(db, root).and_then(|()| {
-            connect(
-                &format!("{root}{DATA}/.s.PGSQL.5432"),
-                &db.user,
-                START_TIMEOUT,
-            )
-        }),
-    };
-    let _ = CONNECTION.set(r.map(Mutex::new));
+/// Starts the server in `root` (the host's root) and connects, unless the boot cannot have
+/// it (`db`'s error). What went wrong is the `database` step's error.
+pub fn start(db: Result<&Database, String>, root: &str) {
+    let _ = CONNECTION.set(db.and_then(|db| start_server(db, root)).map(Mutex::new));
 }
 
 /// The PID of the backend serving the connection, or why there is none (`None`: the boot
@@ -96,8 +85,10 @@ pub fn queries() -> Option<Result<(), String>> {
     })
 }
 
-/// The server on the data directory bound at `DATA`, as the directory's owner, in `root`.
-fn start_server(db: &Database, root: &str) -> Result<(), String> {
+/// The server on the data directory bound at `DATA`, as the directory's owner, in `root`,
+/// and a connection to it once it accepts one (it listens before it accepts: "the database
+/// system is starting up").
+fn start_server(db: &Database, root: &str) -> Result<Connection, String> {
     use std::os::unix::fs::MetadataExt;
     let at = format!("{root}{DATA}");
     crate::tools::bind(&format!("{root}{}", db.data), &at)?;
@@ -124,21 +115,24 @@ fn start_server(db: &Database, root: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot run {}: {e}", db.server))?;
     let socket = format!("{at}/.s.PGSQL.5432");
     let deadline = Instant::now() + START_TIMEOUT;
-    while std::fs::metadata(&socket).is_err() {
+    loop {
+        let e = match connect(&socket) {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("{} exited {status}: {}", db.server, log_tail()));
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "{} did not listen within {} s: {}",
+                "{} took no connection within {} s ({e}): {}",
                 db.server,
                 START_TIMEOUT.as_secs(),
                 log_tail()
             ));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(())
 }
 
 fn log_tail() -> String {
@@ -147,27 +141,15 @@ fn log_tail() -> String {
     lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
-/// A connection to the server listening at `socket` as `user` to its database of the same
-/// name as PostgreSQL's default (`postgres`), retried while the server starts (it listens
-/// before it accepts: "the database system is starting up").
-fn connect(socket: &str, user: &str, timeout: Duration) -> Result<Connection, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match try_connect(socket, user) {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-fn try_connect(socket: &str, user: &str) -> Result<Connection, String> {
+/// A connection to the server listening at `socket`, as `DATABASE_USER` to the database
+/// PostgreSQL always has (`postgres`).
+fn connect(socket: &str) -> Result<Connection, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| format!("{socket}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| format!("{socket}: {e}"))?;
     let mut body = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
-    for (k, v) in [("user", user), ("database", "postgres")] {
+    for (k, v) in [("user", DATABASE_USER), ("database", "postgres")] {
         for s in [k, v] {
             body.extend_from_slice(s.as_bytes());
             body.push(0);

@@ -109,10 +109,16 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
         .and_then(|h| tools::mount_host_root(h).err());
     // Before the tools: one may look for a server's processes when it starts.
     if let Some(db) = &m.database {
-        database::start(db, tools::NEW_ROOT, host_root_error.as_deref());
+        database::start(
+            in_host_root(db, host_root_error.as_deref()),
+            tools::NEW_ROOT,
+        );
     }
     if let Some(n) = &m.nfs {
-        nfs::start(n, tools::NEW_ROOT, host_root_error.as_deref());
+        nfs::start(
+            in_host_root(n, host_root_error.as_deref()).map(|_| ()),
+            tools::NEW_ROOT,
+        );
     }
     // The tools start now, so that what their starting does (execs, opens, BPF loads) is
     // discarded with the other attach-time events; in waves (`TOOL_WAVE`).
@@ -196,6 +202,19 @@ fn run(m: &Manifest, out: &mut Serial) -> RunResult {
         nr_cpus: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
+    }
+}
+
+/// A workload server of the manifest (`server`, or why the host could not provide it), which
+/// runs in the host's root: not when that could not be mounted (`root_error`).
+fn in_host_root<'a, T>(
+    server: &'a Result<T, String>,
+    root_error: Option<&str>,
+) -> Result<&'a T, String> {
+    let server = server.as_ref().map_err(Clone::clone)?;
+    match root_error {
+        Some(e) => Err(format!("the host's root file system: {e}")),
+        None => Ok(server),
     }
 }
 

@@ -2,11 +2,11 @@
 //! attaches to the NFS client's functions when it starts: its modules are loaded at boot):
 //! the host's nfs-kernel-server in the host's root exports a directory in memory to the guest
 //! itself over loopback, NFS version 4 only (no rpcbind, no lock daemon), and the client
-//! mounts it at `NFS_MOUNT` in that root. The workload's `nfs` step does file I/O there.
+//! mounts it at `MOUNT` in that root. The workload's `nfs` step does file I/O there.
 
 use std::sync::OnceLock;
 
-use bpf_migrate_protocol::{NFS_EXPORTFS, NFS_MOUNT_PROGRAM, NFS_MOUNTD, NFS_NFSD, Nfs};
+use bpf_migrate_protocol::{NFS_EXPORTFS, NFS_MOUNT_PROGRAM, NFS_MOUNTD, NFS_NFSD};
 
 /// The exported directory (a tmpfs) and the client's mount of it, in the host's root.
 const EXPORT: &str = "/tmp/bpf-migrate-nfs-export";
@@ -15,15 +15,13 @@ const MOUNT: &str = "/tmp/bpf-migrate-nfs";
 /// The mount's path as the agent sees it, or why there is none.
 static MOUNTED: OnceLock<Result<String, String>> = OnceLock::new();
 
-/// Sets up the server and the mount in `root` (the host's root, mounted or not:
-/// `root_error`). What went wrong is the `nfs` step's error.
-pub fn start(nfs: &Nfs, root: &str, root_error: Option<&str>) {
-    let r = match (&nfs.error, root_error) {
-        (Some(e), _) => Err(e.clone()),
-        (None, Some(e)) => Err(format!("the host's root file system: {e}")),
-        (None, None) => setup(root).map(|()| format!("{root}{MOUNT}")),
-    };
-    let _ = MOUNTED.set(r);
+/// Sets up the server and the mount in `root` (the host's root), unless the boot cannot have
+/// them (`nfs`'s error). What went wrong is the `nfs` step's error.
+pub fn start(nfs: Result<(), String>, root: &str) {
+    let _ = MOUNTED.set(
+        nfs.and_then(|()| setup(root))
+            .map(|()| format!("{root}{MOUNT}")),
+    );
 }
 
 /// The mounted directory (`None`: the boot has no NFS).
