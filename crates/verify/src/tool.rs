@@ -10,6 +10,7 @@
 //! that builds it with bpf2go or loads its object by name), built with `go` in GOPATH mode by
 //! the repository's `scripts/go-build-check`, embedded here.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -1001,12 +1002,21 @@ impl Noise {
         }
         let wb: Vec<Vec<&str>> = b.iter().map(|l| words(l)).collect();
         let mut used = vec![false; b.len()];
+        // Where each line of the second run is, by its text, for the identical counterpart.
+        let mut same: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (j, l) in b.iter().enumerate() {
+            same.entry(l.as_str()).or_default().push(j);
+        }
         for (i, x) in a.iter().enumerate() {
             let wx = words(x);
             let shared = |w: &[&str]| wx.iter().zip(w).filter(|(p, q)| p == q).count();
             // A counterpart shares at least half of its words; else the runs differ. Looked
             // for near line i first (events interleave locally), then everywhere: each line
-            // with each only when the runs' orders are far apart.
+            // with each only when the runs' orders are far apart. But an identical line,
+            // wherever it is, before a near one that only shares words: with several buffers
+            // a line may print far from where the other run had it, and a near line taken in
+            // its place leaves another line without its counterpart (a false "the two runs
+            // differ"), or makes a column that never varied look like noise.
             let best_in = |js: &mut dyn Iterator<Item = usize>| {
                 js.filter(|&j| !used[j] && wb[j].len() == wx.len())
                     .max_by_key(|&j| (shared(&wb[j]), std::cmp::Reverse(j.abs_diff(i))))
@@ -1014,7 +1024,13 @@ impl Noise {
             };
             const NEAR: usize = 64;
             let near = i.saturating_sub(NEAR)..(i + NEAR + 1).min(b.len());
-            let best = best_in(&mut near.clone()).or_else(|| best_in(&mut (0..b.len())));
+            let identical = |js: &[usize]| js.iter().copied().find(|&j| !used[j]);
+            let near_best = best_in(&mut near.clone());
+            let best = near_best
+                .filter(|&j| b[j] == *x)
+                .or_else(|| same.get(x.as_str()).and_then(|js| identical(js)))
+                .or(near_best)
+                .or_else(|| best_in(&mut (0..b.len())));
             let Some(j) = best else {
                 n.stable = false;
                 n.unpaired = Some(x.clone());
@@ -1234,8 +1250,7 @@ fn compare_as_multisets(orig: &[String], new: &[String], noise: &Noise) -> Compa
     // The migrated tool's lines not matched yet, by the part of them that must match to the
     // letter (`Noise::exact_part`): a line matches one of its bucket that differs from it in
     // no column beyond the noise (measured values within their jitter), as in order.
-    let mut buckets: std::collections::HashMap<String, Vec<(usize, &String)>> =
-        std::collections::HashMap::new();
+    let mut buckets: HashMap<String, Vec<(usize, &String)>> = HashMap::new();
     for (i, l) in new.iter().enumerate() {
         buckets.entry(noise.exact_part(l)).or_default().push((i, l));
     }
@@ -1672,6 +1687,33 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Different);
         let f = r.finding.unwrap();
         assert!(f.contains("`EXIT 92 code=1`, differs in column 3"), "{f}");
+    }
+
+    #[test]
+    fn a_line_printed_far_from_where_the_other_run_had_it_still_pairs_with_itself() {
+        // Six buffers polled at once: the second run printed `A` 200 lines later, `B` and
+        // `C` earlier. Paired by nearness alone, `A` took the near `B` (two words of four in
+        // common), `B` the near `C`, and `C` found nothing: "the two runs differ" (CI, with
+        // syswatch's `new-thread init 1 0 0`). Identical lines pair first.
+        let filler = |from: usize| {
+            (from..from + 99)
+                .map(|k| format!("f{k}\n"))
+                .collect::<String>()
+        };
+        let (a, b, c) = ("a b c d\n", "a b x y\n", "e f x y\n");
+        let first = format!("{a}{}{b}{}{c}", filler(0), filler(100));
+        let second = format!("{b}{}{c}{}{a}", filler(0), filler(100));
+        let noise = Noise::calibrate(&lines_of(&first), &lines_of(&second));
+        assert!(noise.stable, "{noise:?}");
+        assert!(noise.columns.is_empty(), "{noise:?}");
+        assert!(!noise.in_order);
+        let (one, two) = (run(&first, "a b"), run(&second, "a b"));
+        let r = judge(&one, &two, &one, false, true, &[]);
+        assert_eq!(r.verdict, Verdict::Equivalent, "{r:?}");
+        // And a line of the migrated run that differs is still found.
+        let wrong = run(&first.replace("e f x y", "e g x y"), "a b");
+        let r = judge(&one, &two, &wrong, false, true, &[]);
+        assert_eq!(r.verdict, Verdict::Different, "{r:?}");
     }
 
     #[test]
