@@ -1896,11 +1896,11 @@ fn load_failure(orig: &ObjectResult, new: &ObjectResult) -> Option<(Verdict, Str
                 ),
             ));
         }
-        if tool::out_of_memory(e) {
+        if let Some(what) = tool::out_of_resource(e) {
             return Some((
                 Verdict::Inconclusive,
                 format!(
-                    "the guest ran out of memory loading the migrated program after the original's two loads (fewer programs a run, or fewer --cpus, leave it more):\n{}",
+                    "the guest ran out of {what} loading the migrated program after the original's two loads (fewer programs a run, or fewer --cpus, leave it more):\n{}",
                     qemu::tail(e, 10)
                 ),
             ));
@@ -2653,6 +2653,15 @@ mod tests {
             ..orig
         };
         assert_eq!(load_failure(&orig, &new).unwrap().0, Verdict::Different);
+        // Only the migrated load ran out of open files (CI, 18 programs in one boot, before
+        // the agent raised its limit): the run's size, not the migration.
+        let files = ObjectResult {
+            load_error: Some("Too many open files (os error 24)".into()),
+            ..Default::default()
+        };
+        let (v, why) = load_failure(&orig, &files).unwrap();
+        assert_eq!(v, Verdict::Inconclusive, "{why}");
+        assert!(why.contains("ran out of open files"), "{why}");
     }
 
     #[test]

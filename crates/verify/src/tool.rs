@@ -618,12 +618,31 @@ fn exit_differs(orig: &ToolRun, second: &ToolRun, new: &ToolRun) -> bool {
     new.exit_code != Some(0) && !interrupted && !ctrl_c_in_callback
 }
 
-/// A load or a tool that failed for want of memory in the guest (libbpf's `-ENOMEM`), not
-/// for anything the migration did.
-pub fn out_of_memory(log: &str) -> bool {
-    ["Cannot allocate memory", "-ENOMEM", "os error 12"]
+/// What a load or a tool failed for want of in the guest, if its error says so: memory
+/// (libbpf's `-ENOMEM`) or open files (`EMFILE`, `ENFILE`: a batch's three loads hold every
+/// program's maps, programs, links and per-CPU perf buffers), which the run's size decides,
+/// not the migration (a ring takes one descriptor where a perf buffer took one a CPU).
+pub fn out_of_resource(log: &str) -> Option<&'static str> {
+    const SIGNS: &[(&str, &[&str])] = &[
+        (
+            "memory",
+            &["Cannot allocate memory", "-ENOMEM", "os error 12"],
+        ),
+        (
+            "open files",
+            &[
+                "Too many open files",
+                "-EMFILE",
+                "-ENFILE",
+                "os error 24",
+                "os error 23",
+            ],
+        ),
+    ];
+    SIGNS
         .iter()
-        .any(|w| log.contains(w))
+        .find(|(_, signs)| signs.iter().any(|w| log.contains(w)))
+        .map(|(what, _)| *what)
 }
 
 fn status_of(run: &ToolRun) -> String {
@@ -772,11 +791,11 @@ pub fn judge(
     }
     if !new.ready {
         let said = first_lines(&format!("{}\n{}", new.stderr, new.stdout), 3);
-        if out_of_memory(&new.stderr) {
+        if let Some(what) = out_of_resource(&new.stderr) {
             return report(
                 Verdict::Inconclusive,
                 &lines,
-                format!("the guest ran out of memory for the migrated tool: {said}"),
+                format!("the guest ran out of {what} for the migrated tool: {said}"),
             );
         }
         return report(
@@ -1830,7 +1849,7 @@ mod tests {
     }
 
     #[test]
-    fn a_migrated_tool_the_guest_had_no_memory_for_is_inconclusive() {
+    fn a_migrated_tool_the_guest_had_no_memory_or_files_for_is_inconclusive() {
         let a = run("a 1\n", "a");
         let mut n = run("", "");
         n.ready = false;
@@ -1839,6 +1858,17 @@ mod tests {
         let r = judge(&a, &a, &n, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         assert!(r.finding.unwrap().contains("out of memory"));
+        n.stderr =
+            "libbpf: failed to open perf buffer event on cpu #1: Too many open files\n".into();
+        let r = judge(&a, &a, &n, true, true, &[]);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(r.finding.unwrap().contains("out of open files"));
+        // Any other failure to start is the migration's.
+        n.stderr = "libbpf: prog 'handle': BPF program load failed: Permission denied\n".into();
+        assert_eq!(
+            judge(&a, &a, &n, true, true, &[]).verdict,
+            Verdict::Different
+        );
     }
 
     #[test]
