@@ -381,6 +381,10 @@ pub struct ToolRun {
     /// attach, say).
     #[serde(default)]
     pub ready_ms: Option<u64>,
+    /// How many times Ctrl-C was typed on its terminal to stop it: once, or twice when it
+    /// was seen back waiting for events after the first (0 when it had ended before).
+    #[serde(default)]
+    pub ctrl_c_typed: u8,
 }
 
 impl RunResult {

@@ -1252,6 +1252,7 @@ fn judge_tool(
                 ready_ms: tool::ReadyMs::default(),
                 finding: Some(why),
                 loss_reports: None,
+                ended: None,
             });
         }
         ToolPlan::Run => {
@@ -2320,6 +2321,12 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
                     secs(a),
                     secs(b),
                     secs(n)
+                ));
+            }
+            if let Some(e) = t.ended.as_ref().filter(|e| !e.plain()) {
+                s.push_str(&format!(
+                    "  tool                 ended: original {} (second run {}), migrated {}\n",
+                    e.original, e.second_run, e.migrated
                 ));
             }
             if let Some(f) = &t.finding {

@@ -478,6 +478,25 @@ pub struct ToolReport {
     /// migration changes. Present when a run printed any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_reports: Option<Lines>,
+    /// How each run ended (`exit code 0`, `signal 9`, `... after Ctrl-C twice`), when they ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ended {
+    pub original: String,
+    pub second_run: String,
+    pub migrated: String,
+}
+
+impl Ended {
+    /// All three exited with 0 after one Ctrl-C: nothing worth a line of the report.
+    pub fn plain(&self) -> bool {
+        [&self.original, &self.second_run, &self.migrated]
+            .iter()
+            .all(|e| *e == "exit code 0")
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -646,10 +665,16 @@ pub fn out_of_resource(log: &str) -> Option<&'static str> {
 }
 
 fn status_of(run: &ToolRun) -> String {
-    match (run.exit_code, run.signal) {
+    let status = match (run.exit_code, run.signal) {
         (Some(c), _) => format!("exit code {c}"),
         (None, Some(s)) => format!("signal {s}"),
         _ => "no exit status".into(),
+    };
+    // The agent typed it again on seeing the tool back waiting for events.
+    if run.ctrl_c_typed > 1 {
+        format!("{status} after Ctrl-C twice")
+    } else {
+        status
     }
 }
 
@@ -725,12 +750,18 @@ pub fn judge(
         second_run: second.ready_ms,
         migrated: new.ready_ms,
     };
+    let ended = Ended {
+        original: status_of(orig),
+        second_run: status_of(second),
+        migrated: status_of(new),
+    };
     let report = |verdict, lines: &Lines, finding: String| ToolReport {
         verdict,
         lines: lines.clone(),
         ready_ms: ready_ms.clone(),
         finding: Some(finding),
         loss_reports: loss_reports.clone(),
+        ended: Some(ended.clone()),
     };
     for (r, what) in [(orig, "the original"), (new, "the migrated tool")] {
         if let Some(e) = &r.spawn_error {
@@ -956,6 +987,7 @@ pub fn judge(
             lines,
             ready_ms,
             loss_reports,
+            ended: Some(ended),
             finding: reordered.then(|| {
                 "the same lines, in another order (several buffers, or several CPUs, interleave as they come)".into()
             }),

@@ -171,6 +171,18 @@ fn migrated_fixtures_verify_equivalent() {
         // One boot for all: this is about equivalence, not how a batch is split.
         &["--workload", "true", "--per-boot", "20"],
     );
+    // A tool seen back waiting for events after Ctrl-C gets a second one, as a user would
+    // type it, and ends as it means to, not killed 10 s later; the others end at the first.
+    let ended = &tool_of(&lines, "/sleep_consume/")["ended"];
+    for run in ["original", "second_run", "migrated"] {
+        assert_eq!(ended[run], "exit code 0 after Ctrl-C twice", "{ended}");
+    }
+    assert!(
+        tool_of(&lines, "/execsnoop/")["ended"]["migrated"]
+            .as_str()
+            .is_some_and(|e| !e.contains("twice")),
+        "{lines:?}"
+    );
     // Every step ran, and each of workload_reach's maps saw events (checked above).
     let verdict = lines.last().unwrap();
     let steps: Vec<&str> = verdict["workload"]
@@ -887,6 +899,28 @@ fn a_bcc_tool_of_database_probes_sees_the_workloads_queries() {
     assert_eq!(t["lines"]["matched"].as_u64(), Some(2), "{t}");
     let steps = lines.last().unwrap()["workload"].to_string();
     assert!(steps.contains("database"), "{steps}");
+}
+
+#[test]
+fn a_bcc_tool_that_writes_its_c_with_percent_templates_prints_the_same_lines() {
+    // Its C is written per probe from templates that Python's `%` fills in, its tables
+    // named by format fields: migrated with its fields kept and the context's argument out
+    // of the tuple, each probe's lines (the workload's kills and its sync) are the same.
+    let _guests = alone();
+    let lines = verify_json(
+        &[
+            "--cpus",
+            "2",
+            "--tool-args",
+            "probewatch=t:syscalls:sys_enter_kill:sig p:ksys_sync",
+            "fixtures/bcc_probewatch/input",
+        ],
+        0,
+    );
+    let t = tool_of(&lines, "probewatch.py");
+    assert_eq!(t["verdict"], "equivalent", "{t}");
+    let n = t["lines"]["matched"].as_u64().unwrap();
+    assert!(n >= 2, "{t}");
 }
 
 #[test]

@@ -67,26 +67,46 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 let args = c::arg_spans(call);
                 let name = args
                     .first()
-                    .map(|&(s, e)| &src[s..e])
-                    .filter(|n| args.len() == 1 && c::is_ident(n));
+                    .filter(|_| args.len() == 1)
+                    .and_then(|&(s, e)| cx.name_at(s, e));
                 let Some(name) = name else {
                     cx.report(
                         call.start_byte(),
                         Rule::UnsupportedForm,
-                        "BPF_PERF_OUTPUT() takes one table name",
+                        match args.first().map(|&(s, e)| &src[s..e]) {
+                            Some(t) if args.len() == 1 && t.contains('%') => format!(
+                                "the table's name `{t}` is filled in by the tool's `%` formatting from an argument bpf-migrate cannot follow (a variable bound more than once, a parameter, a call)"
+                            ),
+                            _ => "BPF_PERF_OUTPUT() takes one table name".to_string(),
+                        },
                         "migrate by hand",
                     );
                     continue;
                 };
                 let (s, e) = args[0];
+                // As written: a format field stays one, for the tool's formatting to fill.
+                let written = &src[s..e];
+                let templated = written != name;
                 // Migrated by --strategy compat already: the perf table of its `#ifdef`.
-                if super::lost_counter::mentions(src, &format!("{name}{}", compat::FLAG_SUFFIX)) {
+                if !templated
+                    && super::lost_counter::mentions(src, &format!("{name}{}", compat::FLAG_SUFFIX))
+                {
                     continue;
                 }
-                defs.push((name.to_string(), (s, e)));
-                let ring = format!("BPF_RINGBUF_OUTPUT({name}, {})", pages_marker(name));
+                if templated && cx.opts.strategy == Strategy::Compat {
+                    compat::refuse(
+                        cx,
+                        call.start_byte(),
+                        format!(
+                            "the table's name `{written}` is filled in by the tool's `%` formatting, and the helper both paths share is named after the table"
+                        ),
+                    );
+                    continue;
+                }
+                let ring = format!("BPF_RINGBUF_OUTPUT({written}, {})", pages_marker(&name));
+                defs.push((name.clone(), (s, e)));
                 let (end, text) = if cx.opts.strategy == Strategy::Compat {
-                    match compat::bcc_table(src, call.start_byte(), call.end_byte(), name, &ring) {
+                    match compat::bcc_table(src, call.start_byte(), call.end_byte(), &name, &ring) {
                         Ok(t) => t,
                         Err(why) => {
                             compat::refuse(cx, call.start_byte(), why);
@@ -124,7 +144,18 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     );
                     continue;
                 };
-                let map = c::text(table, src).to_string();
+                let Some(map) = cx.name_at(table.start_byte(), table.end_byte()) else {
+                    cx.report(
+                        call.start_byte(),
+                        Rule::MapOtherUse,
+                        format!(
+                            "{method}() is called on `{}`, a table name filled in by the tool's `%` formatting from an argument bpf-migrate cannot follow",
+                            c::text(table, src)
+                        ),
+                        "migrate by hand",
+                    );
+                    continue;
+                };
                 let args = c::arg_spans(call);
                 let mut site = OutputSite {
                     map: map.clone(),
@@ -229,6 +260,45 @@ fn submit<'t>(
         return None;
     }
     let arg = |k: usize| src[args[k].0..args[k].1].to_string();
+    let table = c::text(f.field("argument").unwrap(), src);
+    // A table named by a format field: its C is a template that Python's `%` fills in.
+    let templated = table != map;
+    if templated && cx.opts.strategy == Strategy::Compat {
+        compat::refuse(
+            cx,
+            call.start_byte(),
+            format!(
+                "the table's name `{table}` is filled in by the tool's `%` formatting, and the helper both paths share is named after the table"
+            ),
+        );
+        return None;
+    }
+    // `ringbuf_output()` takes no context: a context that is a format field goes, and its
+    // argument out of the format's with it, or the fields after it would take the wrong ones.
+    let ctx_fields: Vec<_> = cx
+        .format_fields
+        .iter()
+        .filter(|x| x.at >= args[0].0 && x.end <= args[0].1)
+        .cloned()
+        .collect();
+    let drop_ctx = match &ctx_fields[..] {
+        [] => None,
+        [one] if (one.at, one.end) == args[0] => Some(Edit::replace(
+            one.remove.0.start,
+            one.remove.0.end,
+            one.remove.1.clone(),
+            Rule::BccPerfSubmit,
+        )),
+        _ => {
+            cx.report(
+                args[0].0,
+                Rule::UnsupportedForm,
+                format!("the context `{}` holds format fields that are not the whole argument, and ringbuf_output() takes no context", arg(0)),
+                "migrate by hand",
+            );
+            return None;
+        }
+    };
     if cx.opts.strategy == Strategy::Compat {
         // `MAP_output(ctx, data, size)`, the helper `compat` adds before the first function
         // that outputs, taking the event's type.
@@ -260,10 +330,7 @@ fn submit<'t>(
         ));
         return Some(event);
     }
-    let callee = format!(
-        "{}.ringbuf_output",
-        c::text(f.field("argument").unwrap(), src)
-    );
+    let callee = format!("{table}.ringbuf_output");
     let new_args = vec![arg(1), arg(2), "0".to_string()];
     let text = c::layout_call(src, call.start_byte(), call.end_byte(), &callee, &new_args);
     let copy = Edit::replace(
@@ -272,6 +339,21 @@ fn submit<'t>(
         text,
         Rule::BccPerfSubmit,
     );
+    cx.edits.extend(drop_ctx);
+    if templated {
+        // A reservation would write the table's field again (`%s.ringbuf_reserve`), and a
+        // field more takes an argument the format does not have: copied.
+        if cx.opts.strategy == Strategy::Reserve {
+            cx.diag(
+                call.start_byte(),
+                Rule::ReserveFallback,
+                format!("this event is copied into the ring buffer, not reserved in it: the table's name `{table}` is a format field, and a reservation would add another"),
+                None,
+            );
+        }
+        cx.edits.push(copy);
+        return None;
+    }
     reserve::offer(
         cx,
         cands,
@@ -280,7 +362,7 @@ fn submit<'t>(
             data: args[1],
             size: args[2],
             dialect: reserve::Dialect::Bcc {
-                table: c::text(f.field("argument").unwrap(), src).to_string(),
+                table: table.to_string(),
             },
             copy,
         },

@@ -190,6 +190,9 @@ pub struct Ctx<'a, 't> {
     pub opts: &'a Options,
     pub edits: Vec<Edit>,
     pub diags: Vec<Diagnostic>,
+    /// The format fields of a BCC string that Python's `%` fills in (`bcc_format`): none
+    /// elsewhere.
+    pub format_fields: Vec<super::bcc_format::FormatField>,
 }
 
 impl<'a, 't> Ctx<'a, 't> {
@@ -216,7 +219,34 @@ impl<'a, 't> Ctx<'a, 't> {
             opts,
             edits: Vec::new(),
             diags: Vec::new(),
+            format_fields: Vec::new(),
         }
+    }
+
+    /// The name the C at `s..e` gives a table: its text, for an identifier; for one made
+    /// of format fields (`%s`, `%s_events`), the text with each field's argument as
+    /// `bcc_format::identity` knows it. None when a field's argument is not known so.
+    pub fn name_at(&self, s: usize, e: usize) -> Option<String> {
+        let t = &self.src()[s..e];
+        if self.format_fields.is_empty() || c::is_ident(t) {
+            return c::is_ident(t).then(|| t.to_string());
+        }
+        let mut out = String::new();
+        let mut i = s;
+        while i < e {
+            if let Some(f) = self.format_fields.iter().find(|f| f.at == i) {
+                out.push_str(f.name.as_deref()?);
+                i = f.end;
+                continue;
+            }
+            let ch = self.src()[i..].chars().next()?;
+            if !(ch.is_ascii_alphanumeric() || ch == '_') {
+                return None;
+            }
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+        Some(out)
     }
 
     pub fn src(&self) -> &'a str {
@@ -323,15 +353,17 @@ pub fn other_map_uses(
     message: &dyn Fn(&str) -> String,
     help: &str,
 ) {
-    let src = cx.src();
     for n in cx.of_kind("identifier") {
-        let t = c::text(n, src);
-        if names.iter().any(|m| m == t)
+        // A name of a template's format fields (`%s`) is the argument that fills it.
+        let Some(t) = cx.name_at(n.start_byte(), n.end_byte()) else {
+            continue;
+        };
+        if names.contains(&t)
             && !allowed
                 .iter()
                 .any(|&(s, e)| n.start_byte() >= s && n.end_byte() <= e)
         {
-            cx.report(n.start_byte(), Rule::MapOtherUse, message(t), help);
+            cx.report(n.start_byte(), Rule::MapOtherUse, message(&t), help);
         }
     }
 }

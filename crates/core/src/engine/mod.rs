@@ -12,6 +12,7 @@
 
 pub mod bcc;
 mod bcc_compat;
+mod bcc_format;
 mod bcc_lost_counter;
 pub mod bpf;
 mod check;

@@ -13,7 +13,7 @@ use super::bcc_lost_counter::{self, LostOpen};
 use super::check::{Kept, check_bcc_c, wants_check_ahead};
 use super::context::{Analysis, Consumer, CpuUse, Ctx, Report};
 use super::options::{Lost, Options, Strategy};
-use super::{bcc, bcc_compat};
+use super::{bcc, bcc_compat, bcc_format};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, descendants, of_kind, text};
@@ -34,6 +34,8 @@ pub use crate::lang::python::parse;
 struct Py<'a, 't> {
     file: &'a SourceFile,
     nodes: &'a [Node<'t>],
+    /// The tables the tool's C templates name by a format field's argument.
+    format_tables: Vec<String>,
     edits: Vec<Edit>,
     diags: Vec<Diagnostic>,
     explained: Vec<(usize, usize)>,
@@ -90,6 +92,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         };
         let cnodes = c::named_descendants(parsed.tree.root_node());
         let mut cx = Ctx::new(file, &parsed.tree, &cnodes, &toks, opts);
+        cx.format_fields = bcc_format::fields(&nodes, s, src);
         if let Some((ts, te)) = cx.trigger_in_error(bcc::has_trigger) {
             a.diags.push(
                 Diagnostic::at(file, ts, Rule::ParseError, format!("cannot parse the C code around `{}` in this string; the tool is left untouched", &src[ts..te]))
@@ -108,9 +111,17 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         a.diags.append(&mut cx.diags);
     }
 
+    // Tables a template names by the argument that fills its field (`bcc_format`).
+    let format_tables: Vec<String> = a
+        .maps
+        .iter()
+        .map(|m| m.name.clone())
+        .filter(|n| n.starts_with("%("))
+        .collect();
     let mut py = Py {
         file,
         nodes: &nodes,
+        format_tables,
         edits: Vec::new(),
         diags: Vec::new(),
         explained: Vec::new(),
@@ -440,8 +451,14 @@ fn table_name(py: &Py, expr: Node, depth: usize) -> Option<String> {
     if depth > 4 {
         return None;
     }
+    // A key that is no literal may be the argument a template named its table by.
+    let key = |k: Node| {
+        literal_string(k, src).or_else(|| {
+            bcc_format::identity(py.nodes, k, src).filter(|n| py.format_tables.contains(n))
+        })
+    };
     match expr.kind() {
-        "subscript" => literal_string(expr.field("subscript")?, src),
+        "subscript" => key(expr.field("subscript")?),
         "call" => {
             let f = expr.field("function")?;
             let attr = f.field("attribute")?;
@@ -449,7 +466,7 @@ fn table_name(py: &Py, expr: Node, depth: usize) -> Option<String> {
                 return None;
             }
             let args = expr.field("arguments")?;
-            literal_string(args.named_child(0)?, src)
+            key(args.named_child(0)?)
         }
         "identifier" | "attribute" => {
             let want = text(expr, src);
@@ -474,7 +491,8 @@ fn table_name(py: &Py, expr: Node, depth: usize) -> Option<String> {
     }
 }
 
-fn ancestor_any<'t>(n: Node<'t>, kinds: &[&str]) -> Option<Node<'t>> {
+/// The nearest ancestor of `n` of one of `kinds`.
+pub(super) fn ancestor_any<'t>(n: Node<'t>, kinds: &[&str]) -> Option<Node<'t>> {
     let mut p = n.parent();
     while let Some(x) = p {
         if kinds.contains(&x.kind()) {
@@ -1334,6 +1352,70 @@ int trace_exec(struct pt_regs *ctx)
         .replace("def print_event(cpu,", "def print_event(ctx,")
         .replace("perf_buffer_poll", "ring_buffer_poll")
         .replace(".open_perf_buffer(", ".open_ring_buffer(")
+    }
+
+    /// A tool that writes its C per table with `%`: the tables are told by the argument
+    /// that fills `BPF_PERF_OUTPUT(%s)` and the subscript that reads them; the context's
+    /// field goes with its argument. With a name that two assignments bind, or a
+    /// parameter, nothing says which table is read: refused.
+    #[test]
+    fn a_percent_template_is_migrated_by_the_arguments_that_fill_it() {
+        let py = r#"from bcc import BPF
+
+class Watch(object):
+    def __init__(self, n):
+        self.table = "w%d_events" % n
+
+    def text(self, ctx):
+        decl = """
+BPF_PERF_OUTPUT(%s);
+""" % self.table
+        body = """int kprobe__ksys_sync(struct pt_regs *ctx) {
+    u32 v = 1 %% 2;
+    %s.perf_submit(%s, &v, sizeof(v));
+    return 0;
+}
+""" % (self.table, ctx)
+        return decl + body
+
+    def show(self, cpu, data, size):
+        print(size)
+
+    def open(self, b):
+        b[self.table].open_perf_buffer(self.show)
+
+w = Watch(1)
+b = BPF(text=w.text("ctx"))
+w.open(b)
+while 1:
+    b.perf_buffer_poll()
+"#;
+        let want = py
+            .replace("BPF_PERF_OUTPUT(%s);", "BPF_RINGBUF_OUTPUT(%s, 64);")
+            .replace(
+                "%s.perf_submit(%s, &v, sizeof(v));",
+                "%s.ringbuf_output(&v, sizeof(v), 0);",
+            )
+            .replace("% (self.table, ctx)", "% (self.table,)")
+            .replace("def show(self, cpu,", "def show(self, ctx,")
+            .replace("open_perf_buffer", "open_ring_buffer")
+            .replace("perf_buffer_poll", "ring_buffer_poll");
+        check_migrate(&[("watch.py", py)], &[("watch.py", &want)]);
+        let twice = py.replace("% n\n", "% n\n        self.table += \"_x\"\n");
+        assert_ne!(twice, py);
+        check_refused(
+            &[("watch.py", &twice)],
+            Rule::UnsupportedForm,
+            "cannot follow",
+        );
+        let parameter = py
+            .replace("b[self.table]", "b[table]")
+            .replace("def open(self, b)", "def open(self, b, table)");
+        check_refused(
+            &[("watch.py", &parameter)],
+            Rule::UnresolvedMap,
+            "cannot tell which table",
+        );
     }
 
     /// A tool that polls perf buffers only to wait (BCC's inject) opens none: its poll stays,

@@ -313,6 +313,45 @@ fn mask_placeholders(text: &str, ranges: &[Range<usize>], out: &mut [u8]) {
     }
 }
 
+/// Words after which a `%s` is a placeholder, not a modulo: C keywords and common type
+/// names (`struct %s`, `return %d;`, `u32 %s = ...`).
+const BEFORE_A_NAME: &[&str] = &[
+    "struct", "union", "enum", "return", "case", "sizeof", "int", "char", "short", "long",
+    "unsigned", "signed", "void", "const", "volatile", "static", "bool", "u8", "u16", "u32", "u64",
+    "s8", "s16", "s32", "s64", "__u8", "__u16", "__u32", "__u64", "__s32", "__s64",
+];
+
+/// At token `k`, a `%`: `Some(true)` when it starts a Python format field (`%s`, `%d`,
+/// `%u`, `%i`, `%x` written against the next word) where C wants an operand (not after one:
+/// `x %s` is a modulo by `s`), `Some(false)` for `%%`, else `None`. Only BCC C is asked: a
+/// %-formatted template's text before Python fills it in.
+fn format_spec_at(text: &str, toks: &[(Tok, usize, usize)], k: usize) -> Option<bool> {
+    let (_, s, e) = toks[k];
+    let (nt, ns, _) = *toks.get(k + 1)?;
+    if ns != e {
+        return None;
+    }
+    if nt == Tok::Punct(b'%') {
+        return Some(false);
+    }
+    if nt != Tok::Ident || !text[ns..].starts_with(['s', 'd', 'u', 'i', 'x']) {
+        return None;
+    }
+    let prev = toks[..k].iter().rev().find(|p| p.0 != Tok::Comment);
+    let operand_before = prev.is_some_and(|&(pt, ps, pe)| {
+        // A line that starts with the field is a statement or declaration of its own.
+        let same_line = !text[pe..s].contains('\n');
+        same_line
+            && match pt {
+                Tok::Ident => !BEFORE_A_NAME.contains(&&text[ps..pe]),
+                Tok::Number | Tok::Str | Tok::Char => true,
+                Tok::Punct(c) => c == b')' || c == b']',
+                Tok::Comment => false,
+            }
+    });
+    (!operand_before).then_some(true)
+}
+
 /// BCC's table macros, whose arguments are types: `BPF_HASH(start, u32, struct val_t)`.
 const BCC_TABLE_MACROS: &[&str] = &[
     "BPF_TABLE",
@@ -381,6 +420,19 @@ fn mask_bcc_macros(text: &str, toks: &[(Tok, usize, usize)], out: &mut [u8]) {
         {
             out[s..w[4].2].fill(b'_');
             k += 5;
+            continue;
+        }
+        if t == Tok::Punct(b'%') && out[s] == b'%' {
+            match format_spec_at(text, toks, k) {
+                // `%s` of a %-formatted template where a name or value goes
+                // (`BPF_PERF_OUTPUT(%s)`, `%s.perf_submit(%s, ...)`, `pid != %d`): read as
+                // an identifier (`_s`), the one character masked.
+                Some(true) => out[s] = b'_',
+                // `%%`, a modulo once formatted: one `%`.
+                Some(false) => out[toks[k + 1].1] = b' ',
+                None => {}
+            }
+            k += 1;
             continue;
         }
         if t != Tok::Ident || !punct(k + 1, b'(') {
@@ -1071,6 +1123,32 @@ mod tests {
         let nodes = descendants(root);
         assert_eq!(of_kind(&nodes, "init_declarator").len(), 1);
         assert_eq!(of_kind(&nodes, "function_definition").len(), 1);
+    }
+
+    #[test]
+    fn format_fields_of_a_percent_template_parse_as_names() {
+        // A tool that makes its C per probe with Python's `%`: names, values and whole
+        // lines are format fields until it runs.
+        let src = "struct %s\n{\n%s\n        u32 pid;\n};\n\nBPF_PERF_OUTPUT(%s);\n%s\n\nint %s_entry(struct pt_regs *ctx)\n{\n        if (!(%s)) return 0;\n        if (bpf_get_current_pid_tgid() >> 32 != %d) return 0;\n        struct %s __data = {0};\n        __data.pid = 7 %% 3;\n        %s.perf_submit(%s, &__data, sizeof(__data));\n        return 0;\n}\n";
+        assert!(parse(src, None).unwrap().tree.root_node().has_error());
+        let p = parse_bcc(src, None).unwrap();
+        let root = p.tree.root_node();
+        assert!(!root.has_error(), "{}", root.to_sexp());
+        let nodes = descendants(root);
+        let calls: Vec<&str> = of_kind(&nodes, "call_expression")
+            .iter()
+            .map(|n| text(*n, src))
+            .collect();
+        assert!(calls.contains(&"BPF_PERF_OUTPUT(%s)"), "{calls:?}");
+        assert!(
+            calls.contains(&"%s.perf_submit(%s, &__data, sizeof(__data))"),
+            "{calls:?}"
+        );
+        // After an operand, `%` is a modulo, left as it is.
+        let modulo = "int f(int a, int s)\n{\n\tevents.perf_submit(ctx, &a, a %s);\n\treturn a%s + (a) %s;\n}\n";
+        let p = parse_bcc(modulo, None).unwrap();
+        assert!(!p.tree.root_node().has_error());
+        assert_eq!(p.masked.iter().filter(|&&c| c == b'%').count(), 3);
     }
 
     #[test]

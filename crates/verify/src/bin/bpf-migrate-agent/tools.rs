@@ -230,6 +230,7 @@ pub struct Running {
     workload_end: usize,
     /// The terminal's master side, to type Ctrl-C on.
     keyboard: Option<OwnedFd>,
+    ctrl_c_typed: u8,
     started: Instant,
     ready_ms: Option<u64>,
 }
@@ -279,6 +280,7 @@ fn start_one(spec: &ToolSpec) -> Running {
         workload_at: 0,
         workload_end: 0,
         keyboard: None,
+        ctrl_c_typed: 0,
         started: Instant::now(),
         ready_ms: None,
     };
@@ -624,7 +626,8 @@ pub fn mark_workload(tools: &mut [Running]) {
     }
 }
 
-/// Ctrl-C for every tool, then what each printed. A tool still running 10 s later is killed.
+/// Ctrl-C for every tool (again for one seen back waiting for events: `ctrl_c_again`), then
+/// what each printed. A tool still running 10 s later is killed.
 pub fn stop(mut tools: Vec<Running>) -> Vec<ToolRun> {
     if tools.is_empty() {
         return Vec::new();
@@ -640,14 +643,63 @@ pub fn stop(mut tools: Vec<Running>) -> Vec<ToolRun> {
             .as_mut()
             .is_some_and(|c| !matches!(c.try_wait(), Ok(None)));
     }
-    for t in &tools {
-        if let Some(k) = &t.keyboard {
-            // SAFETY: one byte from a local buffer to an open descriptor.
-            unsafe { libc::write(k.as_raw_fd(), b"\x03".as_ptr().cast(), 1) };
-        }
+    for t in &mut tools {
+        ctrl_c(t);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
+    ctrl_c_again(&mut tools, deadline);
     tools.into_iter().map(|t| finish(t, deadline)).collect()
+}
+
+/// Types Ctrl-C on the terminal of a tool still running.
+fn ctrl_c(t: &mut Running) {
+    let running = t
+        .child
+        .as_mut()
+        .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+    if let (Some(k), true) = (&t.keyboard, running) {
+        // SAFETY: one byte from a local buffer to an open descriptor.
+        unsafe { libc::write(k.as_raw_fd(), b"\x03".as_ptr().cast(), 1) };
+        t.ctrl_c_typed += 1;
+    }
+}
+
+/// How long a tool must be seen waiting for events again after Ctrl-C before it is typed
+/// once more.
+const BACK_POLLING: Duration = Duration::from_secs(2);
+
+/// Types Ctrl-C a second time, as a user would, on a tool seen back waiting for events for
+/// `BACK_POLLING` after the first: a BCC tool whose Ctrl-C landed in its callback, which
+/// Python runs through ctypes, which prints the KeyboardInterrupt raised there and ignores
+/// it, so that the tool polls on (else killed at `deadline`, its summary lost). Only then:
+/// a tool printing its summary is not waiting for events, and a second Ctrl-C there would
+/// cut it short.
+fn ctrl_c_again(tools: &mut [Running], deadline: Instant) {
+    let mut since: Vec<Option<Instant>> = vec![None; tools.len()];
+    while Instant::now() < deadline {
+        let mut waiting = false;
+        for (t, since) in tools.iter_mut().zip(&mut since) {
+            let Some(child) = t.child.as_mut() else {
+                continue;
+            };
+            if t.ctrl_c_typed != 1 || !matches!(child.try_wait(), Ok(None)) {
+                continue;
+            }
+            waiting = true;
+            if !polling(child.id()) {
+                *since = None;
+                continue;
+            }
+            let from = *since.get_or_insert_with(Instant::now);
+            if from.elapsed() >= BACK_POLLING {
+                ctrl_c(t);
+            }
+        }
+        if !waiting {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn finish(mut t: Running, deadline: Instant) -> ToolRun {
@@ -703,6 +755,7 @@ fn finish(mut t: Running, deadline: Instant) -> ToolRun {
         exit_code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
         ready_ms: t.ready.then_some(t.ready_ms).flatten(),
+        ctrl_c_typed: t.ctrl_c_typed,
     }
 }
 
