@@ -402,13 +402,63 @@ fn may_hold_an_event(path: &Path, text: &str) -> bool {
         && text.contains("struct")
 }
 
+/// `p` with `.` gone and each `..` that follows a name taken with it: one key for a file
+/// however it is reached (a Go reader's `//go:generate ... ../x.bpf.c`, the walk's
+/// `dir/x.bpf.c`), and a path `git apply` takes in a diff's header.
 fn clean(p: &Path) -> PathBuf {
-    p.components().collect()
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partner_reached_through_a_parent_directory_is_one_file() {
+        for (p, want) in [
+            ("r/go/../prog.bpf.c", "r/prog.bpf.c"),
+            ("./r/./go/main.go", "r/go/main.go"),
+            ("../x/../y.c", "../y.c"),
+            ("/a/b/../../c.c", "/c.c"),
+        ] {
+            assert_eq!(clean(Path::new(p)), PathBuf::from(want), "{p}");
+        }
+        // A Go package whose bpf2go line names its C one directory up, walked from above:
+        // that C is read once, under its own path.
+        let dir = std::env::temp_dir().join(format!("bpfm-clean-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("go")).unwrap();
+        fs::write(
+            dir.join("prog.bpf.c"),
+            "struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); } events SEC(\".maps\");\n",
+        )
+        .unwrap();
+        fs::write(dir.join("go/main.go"), "package main\n\n//go:generate go run github.com/cilium/ebpf/cmd/bpf2go bpf ../prog.bpf.c\n\nimport \"github.com/cilium/ebpf/perf\"\n\nvar _ = perf.NewReader\n").unwrap();
+        for given in [dir.clone(), dir.join("go")] {
+            let found = discover(std::slice::from_ref(&given));
+            let c: Vec<&Path> = found
+                .files
+                .iter()
+                .filter(|f| f.path.ends_with("prog.bpf.c"))
+                .map(|f| f.path.as_path())
+                .collect();
+            assert_eq!(c, [dir.join("prog.bpf.c").as_path()], "{given:?}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn partners_come_from_include_lines_and_src_file_in_any_line_ending() {
