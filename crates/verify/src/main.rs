@@ -79,14 +79,15 @@ struct VerifyArgs {
     #[arg(long)]
     events_only: bool,
     /// The command-line arguments of the programs' own tools (tool level: each program's
-    /// loader runs with them, original and migrated; space separated).
-    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
-    args: Option<String>,
+    /// loader runs with them, original and migrated; split as a shell splits words, quotes
+    /// keeping spaces).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true, value_parser = parse_words)]
+    args: Option<Words>,
     /// The command-line arguments of one program's tool, by its name (its BPF source's or
     /// BCC tool's file name without `.bpf.c`, `.py` or `-bpfcc`), instead of --args:
     /// `--tool-args 'ksnoop=trace vfs_read'`. Repeatable, for a batch.
     #[arg(long, value_name = "NAME=ARGS", allow_hyphen_values = true, value_parser = parse_tool_args)]
-    tool_args: Vec<(String, String)>,
+    tool_args: Vec<(String, Words)>,
     /// Build each C program's tool with this shell command instead (e.g. `make execsnoop`),
     /// run in a copy of the program's directory (or of --build-root) for each version, the
     /// migrated files laid over the copy; the tool is the executable named after the loader
@@ -121,11 +122,22 @@ enum Format {
     Json,
 }
 
+/// A tool's command line, split into words.
+#[derive(Clone, Debug)]
+struct Words(Vec<String>);
+
+/// Words as a shell splits them: `t:syscalls:sys_enter_kill "sig %d", args->sig` is two.
+fn parse_words(v: &str) -> Result<Words, String> {
+    shlex::split(v)
+        .map(Words)
+        .ok_or_else(|| format!("`{v}` has an unclosed quote"))
+}
+
 /// `NAME=ARGS` of `--tool-args`.
-fn parse_tool_args(v: &str) -> Result<(String, String), String> {
+fn parse_tool_args(v: &str) -> Result<(String, Words), String> {
     match v.split_once('=') {
         Some((name, args)) if !name.trim().is_empty() => {
-            Ok((name.trim().to_string(), args.to_string()))
+            Ok((name.trim().to_string(), parse_words(args)?))
         }
         _ => Err(format!(
             "`{v}` is not NAME=ARGS (the program's name, then its tool's command line)"
@@ -175,15 +187,30 @@ fn main() -> ExitCode {
         per_boot: v.per_boot as usize,
         build: v.build,
         build_root: v.build_root,
-        args: v
-            .args
-            .map(|a| a.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default(),
-        tool_args: v
-            .tool_args
-            .into_iter()
-            .map(|(n, a)| (n, a.split_whitespace().map(str::to_string).collect()))
-            .collect(),
+        args: v.args.map(|a| a.0).unwrap_or_default(),
+        tool_args: v.tool_args.into_iter().map(|(n, a)| (n, a.0)).collect(),
     };
     ExitCode::from(bpf_migrate_verify::run(&opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tools_command_line_is_split_as_a_shell_splits_it() {
+        let (name, words) =
+            parse_tool_args("trace=t:syscalls:sys_enter_kill \"sig %d\", args->sig").unwrap();
+        assert_eq!(name, "trace");
+        assert_eq!(
+            words.0,
+            ["t:syscalls:sys_enter_kill", "sig %d,", "args->sig"]
+        );
+        assert_eq!(
+            parse_words("-C /dev/pts/0").unwrap().0,
+            ["-C", "/dev/pts/0"]
+        );
+        assert!(parse_words("'open").unwrap_err().contains("unclosed quote"));
+        assert!(parse_tool_args("=x").is_err());
+    }
 }

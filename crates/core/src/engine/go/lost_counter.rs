@@ -179,7 +179,10 @@ fn after_error_check<'t>(g: &GoFile<'_, 't>, stmt: Node<'t>) -> Node<'t> {
         .unwrap_or(stmt)
 }
 
-/// The type every counter of a file is, added once at its end.
+/// The name of the counters' type.
+pub(super) const LOST_COUNTER_TYPE_NAME: &str = "lostCounter";
+
+/// The type every counter of a file is, added once at its end (once a package: `package`).
 pub(super) const LOST_COUNTER_TYPE: &str = "
 // lostCounter tells how many records the BPF program could not put in its ring buffer: the
 // program counts them per CPU in a map beside the ring (added by bpf-migrate: a ring buffer

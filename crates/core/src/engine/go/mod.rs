@@ -14,6 +14,8 @@ mod cilium;
 mod imports;
 mod libbpfgo;
 mod lost_counter;
+mod package;
+pub(super) use package::link_go_packages;
 
 use tree_sitter::Node;
 

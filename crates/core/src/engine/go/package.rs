@@ -1,0 +1,257 @@
+//! A Go package compiles as one: its files migrate together or not at all. A file that
+//! only names the reader's types (`reader *perf.Reader` in a struct, `perf.Record` in a
+//! test) belongs with the file that makes the reader; the type the lost counter needs is
+//! written once a package.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::lost_counter::LOST_COUNTER_TYPE_NAME;
+use crate::engine::context::Analysis;
+use crate::engine::link::{Dsu, dir_of};
+use crate::report::{Diagnostic, Severity};
+use crate::rules::Rule;
+use crate::source::SourceFile;
+
+/// The package clause of Go source `text` (`package main`), if any.
+fn package_of(text: &str) -> Option<&str> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("package "))
+        .and_then(|l| l.split_whitespace().nth(1))
+}
+
+/// The directory of the Go module holding `dir` (the nearest with a `go.mod`), if any.
+fn module_of(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join("go.mod").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// Joins each Go package's files that have something to say into one program, joins a file
+/// that only names reader types to the readers of its module when its package makes none,
+/// refuses it when there are none at all, and keeps one `lostCounter` type a package.
+pub(in crate::engine) fn link_go_packages(
+    files: &[SourceFile],
+    analyses: &mut [Analysis],
+    dsu: &mut Dsu,
+    link_diags: &mut Vec<Diagnostic>,
+) {
+    let go: Vec<usize> = (0..files.len())
+        .filter(|&i| files[i].path.extension().is_some_and(|e| e == "go"))
+        .collect();
+    let says = |a: &Analysis| !a.edits.is_empty() || !a.diags.is_empty();
+    // A reader's file: it makes a reader (a consumer), or one was refused there.
+    let reads = |a: &Analysis| {
+        !a.consumers.is_empty() || a.diags.iter().any(|d| d.severity == Severity::Manual)
+    };
+    let mut packages: BTreeMap<(PathBuf, String), Vec<usize>> = BTreeMap::new();
+    for &i in &go {
+        if let Some(p) = package_of(&files[i].text) {
+            packages
+                .entry((dir_of(&files[i].path).to_path_buf(), p.to_string()))
+                .or_default()
+                .push(i);
+        }
+    }
+    for members in packages.values() {
+        let active: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&i| says(&analyses[i]))
+            .collect();
+        for w in active.windows(2) {
+            dsu.union(w[0], w[1]);
+        }
+        if active.is_empty() || active.iter().any(|&i| reads(&analyses[i])) {
+            keep_one_lost_counter_type(files, analyses, members, link_diags);
+            continue;
+        }
+        // Only reader types here: the reader is made in another package.
+        let at = active[0];
+        let module = module_of(dir_of(&files[at].path));
+        let readers: Vec<usize> = go
+            .iter()
+            .copied()
+            .filter(|&j| {
+                reads(&analyses[j])
+                    && module_of(dir_of(&files[j].path)) == module
+                    && !members.contains(&j)
+            })
+            .collect();
+        for &j in &readers {
+            dsu.union(at, j);
+        }
+        if readers.is_empty() {
+            link_diags.push(
+                Diagnostic::at(
+                    &files[at],
+                    analyses[at].edits.first().map_or(0, |e| e.start),
+                    Rule::UnlinkedProgram,
+                    "this package only names a perf reader's types; the reader is made in a package of its own that bpf-migrate was not given, and the two must change together",
+                )
+                .help("pass the package that calls perf.NewReader too (the whole module, say), or migrate by hand"),
+            );
+        }
+    }
+}
+
+/// The lost counter's type (`lostCounter`, written at the end of each file that counts) once
+/// a package: kept in one file, dropped from the others when they import cilium/ebpf
+/// themselves (else the type was their only use of it, and its import was added for it: that
+/// file is refused), and dropped from all when a file of the package has it already.
+fn keep_one_lost_counter_type(
+    files: &[SourceFile],
+    analyses: &mut [Analysis],
+    members: &[usize],
+    link_diags: &mut Vec<Diagnostic>,
+) {
+    let is_type = |e: &crate::edit::Edit| {
+        e.rule == Rule::LostCounter
+            && e.text
+                .contains(&format!("type {LOST_COUNTER_TYPE_NAME} struct"))
+    };
+    let writing: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&i| analyses[i].edits.iter().any(is_type))
+        .collect();
+    let had = members.iter().any(|&i| {
+        files[i]
+            .text
+            .contains(&format!("type {LOST_COUNTER_TYPE_NAME} struct"))
+    });
+    if writing.len() < 2 && !had {
+        return;
+    }
+    let imports_ebpf = |i: usize| files[i].text.contains("\"github.com/cilium/ebpf\"");
+    // The keeper: the first that would not import cilium/ebpf but for the type.
+    let keeper = (!had).then(|| {
+        writing
+            .iter()
+            .copied()
+            .find(|&i| !imports_ebpf(i))
+            .unwrap_or(writing[0])
+    });
+    for &i in &writing {
+        if Some(i) == keeper {
+            continue;
+        }
+        if imports_ebpf(i) {
+            analyses[i].edits.retain(|e| !is_type(e));
+        } else {
+            let at = analyses[i]
+                .edits
+                .iter()
+                .find(|e| is_type(e))
+                .map_or(0, |e| e.start);
+            let other = keeper.map_or("another file of the package", |k| files[k].display.as_str());
+            link_diags.push(
+                Diagnostic::at(
+                    &files[i],
+                    at,
+                    Rule::UnsupportedForm,
+                    format!("this file would get the `{LOST_COUNTER_TYPE_NAME}` type, which {other} of its package gets too (Go allows one), and would import cilium/ebpf for it alone"),
+                )
+                .help("migrate with --lost drop, or import github.com/cilium/ebpf in this file, or migrate by hand"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::Options;
+    use crate::engine::testkit::{check_refused, run};
+    use crate::rules::Rule;
+
+    const BPF: &str = "#include \"vmlinux.h\"\n#include <bpf/bpf_helpers.h>\n\nstruct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\t__uint(key_size, sizeof(u32));\n\t__uint(value_size, sizeof(u32));\n} events SEC(\".maps\");\n\nSEC(\"tp/syscalls/sys_enter_kill\")\nint on_kill(void *ctx)\n{\n\tu32 pid = bpf_get_current_pid_tgid() >> 32;\n\n\tbpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n\treturn 0;\n}\n\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n";
+
+    /// A file of package `main` that holds the reader in a struct, and nothing else.
+    const TYPES: &str = "package main\n\nimport \"github.com/cilium/ebpf/perf\"\n\ntype watcher struct {\n\treader *perf.Reader\n\tlast   perf.Record\n}\n";
+
+    /// `main.go` making the reader from `map_expr`; with `lost`, testing `LostSamples`.
+    fn reader(map_expr: &str, lost: bool) -> String {
+        let test = if lost {
+            "\t\tif rec.LostSamples != 0 {\n\t\t\tlog.Printf(\"lost %d\", rec.LostSamples)\n\t\t\tcontinue\n\t\t}\n"
+        } else {
+            ""
+        };
+        format!(
+            "package main\n\n//go:generate go run github.com/cilium/ebpf/cmd/bpf2go watch kill.bpf.c\n\nimport (\n\t\"log\"\n\n\t\"github.com/cilium/ebpf/perf\"\n)\n\nfunc main() {{\n\tvar objs watchObjects\n\t_ = loadWatchObjects(&objs, nil)\n\trd, err := perf.NewReader({map_expr}, 4096)\n\tif err != nil {{\n\t\tlog.Fatal(err)\n\t}}\n\tw := watcher{{reader: rd}}\n\tfor {{\n\t\trec, err := w.reader.Read()\n\t\tif err != nil {{\n\t\t\treturn\n\t\t}}\n{test}\t\tlog.Print(rec.RawSample)\n\t}}\n}}\n"
+        )
+    }
+
+    #[test]
+    fn a_file_naming_the_readers_types_changes_only_with_its_reader() {
+        // Migrated together: the struct's field takes the ring reader the other file makes.
+        let (changed, diags) = run(
+            &[
+                ("kill.bpf.c", BPF),
+                ("main.go", &reader("objs.Events", false)),
+                ("types.go", TYPES),
+            ],
+            &Options::default(),
+        );
+        assert!(changed.contains_key("main.go"), "{diags:?}");
+        assert!(
+            changed["types.go"].contains("\treader *ringbuf.Reader\n\tlast   ringbuf.Record\n"),
+            "{changed:?}"
+        );
+        // The reader refused (a map it cannot follow): the types stay perf's, or the
+        // package would not build.
+        check_refused(
+            &[
+                ("kill.bpf.c", BPF),
+                ("main.go", &reader("pick(objs)", false)),
+                ("types.go", TYPES),
+            ],
+            Rule::UnresolvedMap,
+            "cannot tell which BPF map",
+        );
+        // The reader made in a package that was not given: nothing to change with.
+        check_refused(
+            &[("types.go", TYPES)],
+            Rule::UnlinkedProgram,
+            "only names a perf reader's types",
+        );
+    }
+
+    #[test]
+    fn the_lost_counters_type_is_written_once_a_package() {
+        // Two readers in two files of one package, each counting what its ring lost.
+        let second = reader("objs.Events", true)
+            .replace("func main()", "func second()")
+            .replace("\t\"log\"\n", "\t\"log\"\n\n\t\"github.com/cilium/ebpf\"\n")
+            .replace(
+                "\tw := watcher{reader: rd}\n",
+                "\tw := watcher{reader: rd}\n\tvar _ *ebpf.Map\n",
+            )
+            .replace(
+                "//go:generate go run github.com/cilium/ebpf/cmd/bpf2go watch kill.bpf.c\n\n",
+                "",
+            );
+        let (changed, diags) = run(
+            &[
+                ("kill.bpf.c", BPF),
+                ("main.go", &reader("objs.Events", true)),
+                ("second.go", &second),
+                ("types.go", TYPES),
+            ],
+            &Options::default(),
+        );
+        let types: usize = changed
+            .values()
+            .map(|t| t.matches("type lostCounter struct").count())
+            .sum();
+        assert_eq!(types, 1, "{changed:?} {diags:?}");
+        assert!(
+            changed["main.go"].contains("type lostCounter struct"),
+            "{changed:?}"
+        );
+        assert!(
+            changed["second.go"].contains("&lostCounter{"),
+            "{changed:?}"
+        );
+    }
+}
