@@ -608,11 +608,6 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
             "a ring buffer's size is set in the C text, BPF_RINGBUF_OUTPUT(name, pages) (--ringbuf-size); an option that set the page count does nothing to it",
         );
     }
-    let cb_text = if cb_kw {
-        format!("callback={}", text(cb, src))
-    } else {
-        text(cb, src).to_string()
-    };
     if compat {
         py.edits.push(bcc_compat::open_edit(src, object, args));
     } else {
@@ -638,12 +633,27 @@ fn open_perf_buffer(py: &mut Py, call: Node, f: Node, attr: Node, a: &mut Analys
         }),
         // Under compat the arguments stay, for the perf path.
         None if compat => {}
-        None => py.edits.push(Edit::replace(
-            args.start_byte(),
-            args.end_byte(),
-            format!("({cb_text})"),
-            Rule::BccOpenPerfBuffer,
-        )),
+        // `(cb)` or `(callback=cb)`: what is around the callback goes, the callback itself is
+        // left for its own edits (a lambda's `cpu` renamed).
+        None => {
+            let head = if cb_kw { "(callback=" } else { "(" };
+            if &src[args.start_byte()..cb.start_byte()] != head {
+                py.edits.push(Edit::replace(
+                    args.start_byte(),
+                    cb.start_byte(),
+                    head,
+                    Rule::BccOpenPerfBuffer,
+                ));
+            }
+            if &src[cb.end_byte()..args.end_byte()] != ")" {
+                py.edits.push(Edit::replace(
+                    cb.end_byte(),
+                    args.end_byte(),
+                    ")",
+                    Rule::BccOpenPerfBuffer,
+                ));
+            }
+        }
     }
     a.consumers.push(Consumer {
         map,
@@ -1352,6 +1362,36 @@ int trace_exec(struct pt_regs *ctx)
         .replace("def print_event(cpu,", "def print_event(ctx,")
         .replace("perf_buffer_poll", "ring_buffer_poll")
         .replace(".open_perf_buffer(", ".open_ring_buffer(")
+    }
+
+    /// An inline lambda with the page count after it: the arguments around the lambda go,
+    /// and the lambda's own `cpu` is renamed (the two edits used to overlap: refused).
+    #[test]
+    fn an_inline_lambda_callback_with_a_page_count_is_migrated() {
+        let open = "b[\"events\"].open_perf_buffer(lambda cpu, data, size: print_event(cpu, data, size), page_cnt=64)\n";
+        let py = tool("", &format!("{PRINT}{open}{LOOP}"));
+        let want = migrated(&py).replace(
+            "open_ring_buffer(lambda cpu, data, size: print_event(cpu, data, size), page_cnt=64)",
+            "open_ring_buffer(lambda ctx, data, size: print_event(ctx, data, size))",
+        );
+        // print_event never reads its `cpu`, so it may take the ctx the lambda passes on.
+        let want = want
+            .replace(
+                "BPF_RINGBUF_OUTPUT(events, 64)",
+                "BPF_RINGBUF_OUTPUT(events, 512)",
+            )
+            .replace("def print_event(ctx,", "def print_event(cpu,");
+        check_migrate(&[("lam.py", &py)], &[("lam.py", &want)]);
+        // The callback given by keyword after other arguments.
+        let kw = py.replace(
+            "open_perf_buffer(lambda cpu, data, size: print_event(cpu, data, size), page_cnt=64)",
+            "open_perf_buffer(page_cnt=64, callback=lambda cpu, data, size: print_event(cpu, data, size))",
+        );
+        let want_kw = want.replace(
+            "open_ring_buffer(lambda ctx",
+            "open_ring_buffer(callback=lambda ctx",
+        );
+        check_migrate(&[("lam.py", &kw)], &[("lam.py", &want_kw)]);
     }
 
     /// A tool that writes its C per table with `%`: the tables are told by the argument
