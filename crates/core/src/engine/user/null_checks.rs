@@ -56,12 +56,17 @@ fn null_check(n: Node, name: &str, handle: &str) -> Option<String> {
             "assignment_expression" | "init_declarator" | "return_statement"
         )
     });
+    // An argument of a call keeps the `long` both return: a variadic one (`printf("%ld",
+    // PTR_ERR(pb))`) reads a long, and an int there is undefined.
+    let argument = n.parent().is_some_and(|p| p.kind() == "argument_list");
     Some(match name {
         "libbpf_get_error" if in_condition => format!("!{handle}"),
+        "libbpf_get_error" if argument => format!("({handle} ? 0L : (long)-errno)"),
         "libbpf_get_error" if plain => format!("{handle} ? 0 : -errno"),
         "libbpf_get_error" => format!("({handle} ? 0 : -errno)"),
         "IS_ERR" | "IS_ERR_OR_NULL" if in_condition => format!("!{handle}"),
         "IS_ERR" | "IS_ERR_OR_NULL" => format!("(!{handle})"),
+        "PTR_ERR" if argument => "(long)-errno".to_string(),
         "PTR_ERR" => "-errno".to_string(),
         _ => return None,
     })
@@ -129,6 +134,35 @@ mod tests {
             "#include <bpf/libbpf.h>\n",
             "#include <bpf/libbpf.h>\n#include <errno.h>\n",
             1,
+        );
+        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
+    }
+
+    /// Passed to a variadic function (a test's `CHECK(..., "err %ld\n", PTR_ERR(pb))`), the
+    /// error stays a long.
+    #[test]
+    fn an_error_passed_on_as_an_argument_stays_a_long() {
+        let before = loader_calling(
+            "#include <errno.h>\n",
+            &format!(
+                "{PERF_CALLBACK}\n\
+                 static int run(struct x_bpf *skel)\n{{\n\tstruct perf_buffer *pb;\n\n\
+                 \tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);\n\
+                 \tif (IS_ERR(pb)) {{\n\t\tfprintf(stderr, \"err %ld %ld\\n\", PTR_ERR(pb), libbpf_get_error(pb));\n\t\treturn 1;\n\t}}\n\
+                 {PERF_POLL}\treturn 0;\n}}\n"
+            ),
+            "run(skel)",
+        );
+        let after = loader_calling(
+            "#include <errno.h>\n",
+            &format!(
+                "{RING_CALLBACK}\n\
+                 static int run(struct x_bpf *skel)\n{{\n\tstruct ring_buffer *pb;\n\n\
+                 \tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n\
+                 \tif (!pb) {{\n\t\tfprintf(stderr, \"err %ld %ld\\n\", (long)-errno, (pb ? 0L : (long)-errno));\n\t\treturn 1;\n\t}}\n\
+                 {RING_POLL}\treturn 0;\n}}\n"
+            ),
+            "run(skel)",
         );
         check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
