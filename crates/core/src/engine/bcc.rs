@@ -93,6 +93,8 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                 {
                     continue;
                 }
+                // Known even where it is refused: its outputs and reader link to it.
+                defs.push((name.clone(), (s, e)));
                 if templated && cx.opts.strategy == Strategy::Compat {
                     compat::refuse(
                         cx,
@@ -104,7 +106,6 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     continue;
                 }
                 let ring = format!("BPF_RINGBUF_OUTPUT({written}, {})", pages_marker(&name));
-                defs.push((name.clone(), (s, e)));
                 let (end, text) = if cx.opts.strategy == Strategy::Compat {
                     match compat::bcc_table(src, call.start_byte(), call.end_byte(), &name, &ring) {
                         Ok(t) => t,

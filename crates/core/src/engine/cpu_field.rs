@@ -114,7 +114,8 @@ struct Plan {
     edits: Vec<(usize, Edit)>,
     note: String,
     /// A libbpf-rs callback: its file, and the bytes of the record that hold the CPU
-    /// (`[data[24], data[25], data[26], data[27]]`), for the placeholder in its statement.
+    /// (`data.get(24..28).map_or(-1, |b| i32::from_ne_bytes(...))`), for the placeholder in
+    /// its statement.
     fill: Option<(usize, String)>,
 }
 
@@ -197,11 +198,11 @@ fn plan(
             .clone()
             .map_err(|w| refusal(d, def.close, w))?;
         let data = u.data.as_deref().unwrap_or("data");
+        // Read before the callback's own checks of the record: a record too short for the
+        // field (one the callback would turn away) gives -1, never a panic.
         let bytes = format!(
-            "[{data}[{at}], {data}[{}], {data}[{}], {data}[{}]]",
-            at + 1,
-            at + 2,
-            at + 3
+            "{data}.get({at}..{}).map_or(-1, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))",
+            at + 4
         );
         let mut edits = vec![(d, field)];
         edits.extend(cpu_assignments(&sites));

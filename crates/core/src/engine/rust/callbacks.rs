@@ -226,7 +226,7 @@ fn keep_cpu(
     Some(Edit::insert(
         open,
         format!(
-            "\n{indent}let {cpu} = i32::from_ne_bytes({CPU_BYTES}); // the event's cpu field (added by bpf-migrate)"
+            "\n{indent}let {cpu} = {CPU_BYTES}; // the event's cpu field (added by bpf-migrate)"
         ),
         Rule::CpuField,
     ))
@@ -801,7 +801,7 @@ int handle(void *ctx)
         // ts 0..8, pid 8..12, comm 12..28, flags 28: the field at 32.
         let main = &changed["src/main.rs"];
         assert!(
-            main.contains("builder.add(&skel.maps.events, |data: &[u8]| {\n            let cpu = i32::from_ne_bytes([data[32], data[33], data[34], data[35]]); // the event's cpu field (added by bpf-migrate)\n            if data.len() < 8 {\n                return 0;\n            }"),
+            main.contains("builder.add(&skel.maps.events, |data: &[u8]| {\n            let cpu = data.get(32..36).map_or(-1, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])); // the event's cpu field (added by bpf-migrate)\n            if data.len() < 8 {\n                return 0;\n            }"),
             "{main}"
         );
         let bpf = &changed["src/bpf/x.bpf.c"];
