@@ -287,12 +287,22 @@ fn printed_size(src: &str, inside: &[Node], size: &str, size_ty: &str, edits: &m
         .iter()
         .filter(|n| n.kind() == "identifier" && c::text(**n, src) == size)
     {
-        let printed = n
-            .parent()
-            .filter(|p| p.kind() == "argument_list")
-            .and_then(|p| p.parent())
-            .and_then(|call| c::call_name(call, src))
-            .is_some_and(|f| PRINTF_LIKE.contains(&f));
+        // A known printf, or any call (a tool's own `p_debug`, `log_debug` macro) that has a
+        // format string before it: variadic arguments read as the format says.
+        let args = n.parent().filter(|p| p.kind() == "argument_list");
+        let formatted_before = args.is_some_and(|a| {
+            a.named_children(&mut a.walk())
+                .take_while(|x| x.id() != n.id())
+                .any(|x| {
+                    matches!(x.kind(), "string_literal" | "concatenated_string")
+                        && c::text(x, src).contains('%')
+                })
+        });
+        let printed = formatted_before
+            || args
+                .and_then(|p| p.parent())
+                .and_then(|call| c::call_name(call, src))
+                .is_some_and(|f| PRINTF_LIKE.contains(&f));
         if printed && size_ty != "size_t" {
             edits.push(Edit::replace(
                 n.start_byte(),
@@ -407,6 +417,31 @@ static int handle_event(void *ctx, void *data, size_t data_sz)
             "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n",
         );
         check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
+    }
+
+    /// The size printed through the tool's own logging macro, with a format before it: its
+    /// old type kept too (a size_t read as `%d` is undefined).
+    #[test]
+    fn the_size_printed_by_a_logging_macro_of_the_tool_keeps_its_type() {
+        let logged = CHECKED
+            .replace(
+                "\t(void)cpu;\n",
+                "\t(void)cpu;\n\tp_debug(\"got %d bytes\", data_sz);\n\tlog_at(LOG_DEBUG, \"size=%u\", data_sz);\n",
+            );
+        let before = perf("", &logged, "", CREATE);
+        let (changed, _) = crate::engine::testkit::run(
+            &[("x.bpf.c", BPF), ("x.c", &before)],
+            &crate::engine::Options::default(),
+        );
+        let x = &changed["x.c"];
+        assert!(
+            x.contains("\tp_debug(\"got %d bytes\", (__u32)data_sz);\n"),
+            "{x}"
+        );
+        assert!(
+            x.contains("\tlog_at(LOG_DEBUG, \"size=%u\", (__u32)data_sz);\n"),
+            "{x}"
+        );
     }
 
     #[test]
