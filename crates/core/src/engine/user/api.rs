@@ -34,10 +34,11 @@ pub(super) const NO_EQUIVALENT: &[&str] = &[
 pub(super) fn created_elsewhere(cx: &mut Ctx) -> bool {
     let src = cx.src();
     let toks = cx.tokens();
-    if toks
-        .iter()
-        .any(|&(t, s, e)| t == Tok::Ident && &src[s..e] == "perf_buffer__new")
-    {
+    // Made here, by either constructor (`perf_buffer__new_raw` is then refused on its own:
+    // `no_equivalent`).
+    if toks.iter().any(|&(t, s, e)| {
+        t == Tok::Ident && matches!(&src[s..e], "perf_buffer__new" | "perf_buffer__new_raw")
+    }) {
         return false;
     }
     let Some(&(_, s, e)) = toks
@@ -469,6 +470,21 @@ static int drain(struct ring_buffer *pb)
             &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::NoRingEquivalent,
             "perf_buffer__buffer_cnt() has no ring buffer equivalent",
+        );
+        // Made raw, with its own perf event attributes: refused for that, not as a buffer
+        // made in another file.
+        let raw = loader(
+            "",
+            "static enum bpf_perf_event_ret on_raw(void *ctx, int cpu, struct perf_event_header *h)\n{\n\treturn LIBBPF_PERF_EVENT_CONT;\n}\n",
+            &format!(
+                "{PERF_DECLS}\tstruct perf_event_attr attr = {{ .type = PERF_TYPE_SOFTWARE }};\n\n"
+            ),
+            "\tpb = perf_buffer__new_raw(bpf_map__fd(skel->maps.events), 8, &attr, on_raw, NULL, NULL);\n\twhile (perf_buffer__poll(pb, 100) >= 0)\n\t\t;\n\treturn 0;\n",
+        );
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", &raw)],
+            Rule::NoRingEquivalent,
+            "perf_buffer__new_raw() has no ring buffer equivalent",
         );
     }
     #[test]
