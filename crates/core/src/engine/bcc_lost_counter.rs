@@ -113,6 +113,12 @@ fn why_not(src: &str, root: Node, polls: &[(usize, usize)], maps: &[&str]) -> Op
         return Some(format!("the name `{n}` is taken"));
     }
     for map in maps {
+        // A template's table (`bcc_format`): the counter would need a name filled in too.
+        if map.starts_with("%(") {
+            return Some(format!(
+                "the table's name is filled in by the tool's `%` formatting (`{map}`), and a counter beside it would need a name filled in too"
+            ));
+        }
         let counter = format!("{map}{LOST_MAP_SUFFIX}");
         if src.contains(&counter) {
             return Some(format!("the name `{counter}` is taken"));

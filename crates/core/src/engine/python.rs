@@ -1441,6 +1441,23 @@ while 1:
             .replace("open_perf_buffer", "open_ring_buffer")
             .replace("perf_buffer_poll", "ring_buffer_poll");
         check_migrate(&[("watch.py", py)], &[("watch.py", &want)]);
+        // A lost callback cannot be fed from a counter beside a table a field names: it goes,
+        // with why.
+        let lost = py.replace(
+            "b[self.table].open_perf_buffer(self.show)\n",
+            "b[self.table].open_perf_buffer(self.show, lost_cb=self.gone)\n\n    def gone(self, n):\n        print(n)\n",
+        );
+        let (changed, diags) = run(&[("watch.py", &lost)], &Options::default());
+        assert!(
+            changed["watch.py"].contains("b[self.table].open_ring_buffer(self.show)\n"),
+            "{changed:?}"
+        );
+        assert!(
+            diags.iter().any(|d| d
+                .message
+                .contains("a counter beside it would need a name filled in too")),
+            "{diags:?}"
+        );
         let twice = py.replace("% n\n", "% n\n        self.table += \"_x\"\n");
         assert_ne!(twice, py);
         check_refused(

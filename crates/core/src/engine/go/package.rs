@@ -28,6 +28,27 @@ fn module_of(dir: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// The version of cilium/ebpf the module at `module` requires (`go.mod`'s `require`), as
+/// (major, minor), with the text that says so.
+fn cilium_required(module: &Path) -> Option<((u64, u64), String)> {
+    let gomod = std::fs::read_to_string(module.join("go.mod")).ok()?;
+    gomod.lines().find_map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "github.com/cilium/ebpf")?;
+        let v = words.get(at + 1)?.strip_prefix('v')?;
+        let mut parts = v.split(['.', '-', '+']);
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some((
+            (major, minor),
+            format!("github.com/cilium/ebpf {}", words[at + 1]),
+        ))
+    })
+}
+
+/// cilium/ebpf's first release with the `ringbuf` package.
+const CILIUM_RINGBUF: (u64, u64) = (0, 7);
+
 /// Joins each Go package's files that have something to say into one program, joins a file
 /// that only names reader types to the readers of its module when its package makes none,
 /// refuses it when there are none at all, and keeps one `lostCounter` type a package.
@@ -65,6 +86,27 @@ pub(in crate::engine) fn link_go_packages(
         }
         if active.is_empty() || active.iter().any(|&i| reads(&analyses[i])) {
             keep_one_lost_counter_type(files, analyses, members, link_diags);
+            // The ring reader the migration writes must exist in the library the module
+            // builds with.
+            let module = module_of(dir_of(&files[members[0]].path));
+            if let (Some(&at), Some((version, said))) = (
+                active.iter().find(|&&i| {
+                    files[i].text.contains("\"github.com/cilium/ebpf/perf\"")
+                        && !analyses[i].consumers.is_empty()
+                }),
+                module.as_deref().and_then(cilium_required),
+            ) && version < CILIUM_RINGBUF
+            {
+                link_diags.push(
+                    Diagnostic::at(
+                        &files[at],
+                        analyses[at].consumers[0].offset,
+                        Rule::UnsupportedForm,
+                        format!("the module requires {said}, which has no ringbuf package (cilium/ebpf v0.7.0 added it)"),
+                    )
+                    .help("upgrade cilium/ebpf in go.mod (go get github.com/cilium/ebpf@latest), then run bpf-migrate again"),
+                );
+            }
             continue;
         }
         // Only reader types here: the reader is made in another package.
@@ -215,6 +257,34 @@ mod tests {
             Rule::UnlinkedProgram,
             "only names a perf reader's types",
         );
+    }
+
+    #[test]
+    fn a_module_on_a_cilium_ebpf_without_ringbuf_is_refused() {
+        let dir = std::env::temp_dir().join(format!("bpfm-gomod-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let main = dir.join("main.go");
+        let bpf = dir.join("kill.bpf.c");
+        let gomod = |v: &str| {
+            std::fs::write(
+                dir.join("go.mod"),
+                format!("module example.com/w\n\ngo 1.17\n\nrequire (\n\tgithub.com/cilium/ebpf {v}\n\tgolang.org/x/sys v0.0.0-20210906170528-6f6e22806c34 // indirect\n)\n"),
+            )
+            .unwrap()
+        };
+        let (m, b) = (main.to_string_lossy(), bpf.to_string_lossy());
+        let text = reader("objs.Events", false);
+        gomod("v0.6.2");
+        check_refused(
+            &[(&b, BPF), (&m, &text)],
+            Rule::UnsupportedForm,
+            "requires github.com/cilium/ebpf v0.6.2, which has no ringbuf package",
+        );
+        gomod("v0.12.3");
+        let (changed, diags) = run(&[(&b, BPF), (&m, &text)], &Options::default());
+        assert!(changed.contains_key(m.as_ref()), "{diags:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
