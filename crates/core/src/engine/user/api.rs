@@ -122,14 +122,26 @@ fn consume_result(cx: &mut Ctx, ident: Node) {
         return;
     };
     let Some(parent) = call.parent() else { return };
-    if read_in_place(cx, call, parent) || stored_for_sign(cx, call, parent) {
+    if read_in_place(cx, call, parent) {
         return;
     }
+    let message = match stored_for_sign(cx, call, parent) {
+        Some(Ok(())) => return,
+        // Say which read: the one the user must change (a `return -err;` far below).
+        Some(Err((v, at))) => {
+            let (line, _) = cx.file.line_col(at);
+            let stmt = cx.file.line_text(line).trim();
+            format!(
+                "the result of perf_buffer__consume() is kept in `{v}`, read on line {line} (`{stmt}`) for more than its sign; ring_buffer__consume() returns the number of records consumed, which that read would take for an error or a status"
+            )
+        }
+        None => "the result of perf_buffer__consume() is used as 0-or-error, but ring_buffer__consume() returns the number of records consumed".to_string(),
+    };
     cx.report(
         call.start_byte(),
         Rule::ConsumeResult,
-        "the result of perf_buffer__consume() is used as 0-or-error, but ring_buffer__consume() returns the number of records consumed",
-        "test it with `< 0` (errors are negative in both APIs), then run bpf-migrate again",
+        message,
+        "test it with `< 0` (errors are negative in both APIs) everywhere it is read, or set it to 0 after the test, then run bpf-migrate again",
     );
 }
 
@@ -187,8 +199,13 @@ fn read_in_place(cx: &mut Ctx, call: Node, parent: Node) -> bool {
 
 /// `v = perf_buffer__consume(pb);`: every read of v until it is set again tests its sign. In a
 /// loop, the reads before the call that the loop comes back to count too (its condition,
-/// `while (!err)`, and the statements above the call), whatever is set between.
-fn stored_for_sign(cx: &Ctx, call: Node, parent: Node) -> bool {
+/// `while (!err)`, and the statements above the call), whatever is set between. None when the
+/// result is not stored in a variable; Err names the variable and the first other read.
+fn stored_for_sign<'s>(
+    cx: &Ctx<'s, '_>,
+    call: Node,
+    parent: Node,
+) -> Option<Result<(), (&'s str, usize)>> {
     let src = cx.src();
     let var = match parent.kind() {
         "assignment_expression" => parent.field("left").map(|l| c::text(l, src)),
@@ -196,10 +213,10 @@ fn stored_for_sign(cx: &Ctx, call: Node, parent: Node) -> bool {
         _ => None,
     };
     let (Some(v), Some(f)) = (var, c::ancestor(call, "function_definition")) else {
-        return false;
+        return None;
     };
     if !c::is_ident(v) {
-        return false;
+        return None;
     }
     // The outermost loop around the call, within its function.
     let mut loop_start = None;
@@ -228,19 +245,20 @@ fn stored_for_sign(cx: &Ctx, call: Node, parent: Node) -> bool {
             || in_error_branch(n, v, src)
     };
     if let Some(from) = loop_start
-        && reads_of_v(from, call.start_byte()).any(|n| !assigned(n) && !for_sign(n))
+        && let Some(n) =
+            reads_of_v(from, call.start_byte()).find(|n| !assigned(*n) && !for_sign(*n))
     {
-        return false;
+        return Some(Err((v, n.start_byte())));
     }
     for n in reads_of_v(call.end_byte() + 1, f.end_byte()) {
         if assigned(n) {
             break;
         }
         if !for_sign(n) {
-            return false;
+            return Some(Err((v, n.start_byte())));
         }
     }
-    true
+    Some(Ok(()))
 }
 
 /// Inside `if (v < 0) ...`, or `if (v < 0 && ...)`, the value is an error code in both APIs.
@@ -413,10 +431,16 @@ static int drain(struct ring_buffer *pb)
                  \tperf_buffer__free(pb);\n\treturn err == 0 ? 0 : 1;\n"
             ),
         );
+        // The read that refuses is named, with its line: the one to change.
         check_refused(
             &[("x.bpf.c", BPF), ("x.c", &before)],
             Rule::ConsumeResult,
-            "ring_buffer__consume() returns the number of records consumed",
+            "is kept in `err`, read on line",
+        );
+        check_refused(
+            &[("x.bpf.c", BPF), ("x.c", &before)],
+            Rule::ConsumeResult,
+            "(`return err == 0 ? 0 : 1;`) for more than its sign",
         );
         // Read where it may be a count: in a loop's condition, before the call that sets it
         // (`while (!err)` stops after the first records a ring hands over).
