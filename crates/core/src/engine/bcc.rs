@@ -99,9 +99,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     compat::refuse(
                         cx,
                         call.start_byte(),
-                        format!(
-                            "the table's name `{written}` is filled in by the tool's `%` formatting, and the helper both paths share is named after the table"
-                        ),
+                        super::bcc_format::compat_refusal(written),
                     );
                     continue;
                 }
@@ -268,9 +266,7 @@ fn submit<'t>(
         compat::refuse(
             cx,
             call.start_byte(),
-            format!(
-                "the table's name `{table}` is filled in by the tool's `%` formatting, and the helper both paths share is named after the table"
-            ),
+            super::bcc_format::compat_refusal(table),
         );
         return None;
     }

@@ -11,8 +11,22 @@ use std::ops::Range;
 
 use tree_sitter::Node;
 
-use super::python::ancestor_any;
+use super::python::{ancestor_any, literal_string};
 use crate::lang::c::{of_kind, text};
+
+/// Whether a table name is an `identity` made for a format field's argument (`%(...)`), not
+/// a name the C spells out.
+pub fn is_identity(name: &str) -> bool {
+    name.starts_with("%(")
+}
+
+/// Why `--strategy compat` cannot take a table a format field names (`written`, as the C
+/// spells it): the helper both paths share is named after the table.
+pub fn compat_refusal(written: &str) -> String {
+    format!(
+        "the table's name `{written}` is filled in by the tool's `%` formatting, and the helper both paths share is named after the table"
+    )
+}
 
 /// One format field of a BCC string (`%s` at `at..end` of the file).
 #[derive(Debug, Clone)]
@@ -221,15 +235,7 @@ fn formatted_next<'t>(
 /// bindings could hold two tables.
 pub fn identity(nodes: &[Node], e: Node, src: &str) -> Option<String> {
     match e.kind() {
-        "string" => {
-            let mut c = e.walk();
-            let interpolated = e.children(&mut c).any(|x| x.kind() == "interpolation");
-            let v: String = super::python::string_contents(e)
-                .into_iter()
-                .map(|r| &src[r])
-                .collect();
-            (!interpolated && crate::lang::c::is_ident(&v)).then_some(v)
-        }
+        "string" => literal_string(e, src).filter(|v| crate::lang::c::is_ident(v)),
         "identifier" => {
             let name = text(e, src);
             let scope = ancestor_any(e, &["function_definition", "class_definition", "module"])?;

@@ -114,7 +114,7 @@ fn why_not(src: &str, root: Node, polls: &[(usize, usize)], maps: &[&str]) -> Op
     }
     for map in maps {
         // A template's table (`bcc_format`): the counter would need a name filled in too.
-        if map.starts_with("%(") {
+        if super::bcc_format::is_identity(map) {
             return Some(format!(
                 "the table's name is filled in by the tool's `%` formatting (`{map}`), and a counter beside it would need a name filled in too"
             ));

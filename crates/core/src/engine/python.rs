@@ -116,7 +116,7 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
         .maps
         .iter()
         .map(|m| m.name.clone())
-        .filter(|n| n.starts_with("%("))
+        .filter(|n| bcc_format::is_identity(n))
         .collect();
     let mut py = Py {
         file,
@@ -438,7 +438,7 @@ fn string_value(n: Node, src: &str) -> String {
 
 /// The value of `n` when it is a string literal whose value is known before run time: not
 /// an f-string with an interpolation (`f"{name}"`).
-fn literal_string(n: Node, src: &str) -> Option<String> {
+pub(super) fn literal_string(n: Node, src: &str) -> Option<String> {
     let mut cursor = n.walk();
     let interpolated = n.children(&mut cursor).any(|c| c.kind() == "interpolation");
     (n.kind() == "string" && !interpolated).then(|| string_value(n, src))
