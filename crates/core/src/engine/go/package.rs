@@ -3,7 +3,7 @@
 //! test) belongs with the file that makes the reader; the type the lost counter needs is
 //! written once a package.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::lost_counter::LOST_COUNTER_TYPE_NAME;
@@ -75,6 +75,12 @@ pub(in crate::engine) fn link_go_packages(
                 .push(i);
         }
     }
+    // The module of each package's directory, looked up once (an ancestor walk on disk).
+    let modules: HashMap<&Path, Option<PathBuf>> = packages
+        .keys()
+        .map(|(dir, _)| (dir.as_path(), module_of(dir)))
+        .collect();
+    let module_of_file = |i: usize| modules.get(dir_of(&files[i].path)).cloned().flatten();
     for members in packages.values() {
         let active: Vec<usize> = members
             .iter()
@@ -88,14 +94,15 @@ pub(in crate::engine) fn link_go_packages(
             keep_one_lost_counter_type(files, analyses, members, link_diags);
             // The ring reader the migration writes must exist in the library the module
             // builds with.
-            let module = module_of(dir_of(&files[members[0]].path));
-            if let (Some(&at), Some((version, said))) = (
-                active.iter().find(|&&i| {
-                    files[i].text.contains("\"github.com/cilium/ebpf/perf\"")
-                        && !analyses[i].consumers.is_empty()
-                }),
-                module.as_deref().and_then(cilium_required),
-            ) && version < CILIUM_RINGBUF
+            // go.mod is read only for a package that makes a cilium/ebpf perf reader.
+            let reader = active.iter().copied().find(|&i| {
+                files[i].text.contains("\"github.com/cilium/ebpf/perf\"")
+                    && !analyses[i].consumers.is_empty()
+            });
+            if let Some(at) = reader
+                && let Some((version, said)) =
+                    module_of_file(at).as_deref().and_then(cilium_required)
+                && version < CILIUM_RINGBUF
             {
                 link_diags.push(
                     Diagnostic::at(
@@ -111,14 +118,12 @@ pub(in crate::engine) fn link_go_packages(
         }
         // Only reader types here: the reader is made in another package.
         let at = active[0];
-        let module = module_of(dir_of(&files[at].path));
+        let module = module_of_file(at);
         let readers: Vec<usize> = go
             .iter()
             .copied()
             .filter(|&j| {
-                reads(&analyses[j])
-                    && module_of(dir_of(&files[j].path)) == module
-                    && !members.contains(&j)
+                reads(&analyses[j]) && !members.contains(&j) && module_of_file(j) == module
             })
             .collect();
         for &j in &readers {
