@@ -138,59 +138,50 @@ mod tests {
         check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
-    /// Passed to a variadic function (a test's `CHECK(..., "err %ld\n", PTR_ERR(pb))`), the
-    /// error stays a long.
-    #[test]
-    fn an_error_passed_on_as_an_argument_stays_a_long() {
-        let before = loader_calling(
-            "#include <errno.h>\n",
-            &format!(
-                "{PERF_CALLBACK}\n\
-                 static int run(struct x_bpf *skel)\n{{\n\tstruct perf_buffer *pb;\n\n\
-                 \tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);\n\
-                 \tif (IS_ERR(pb)) {{\n\t\tfprintf(stderr, \"err %ld %ld\\n\", PTR_ERR(pb), libbpf_get_error(pb));\n\t\treturn 1;\n\t}}\n\
-                 {PERF_POLL}\treturn 0;\n}}\n"
-            ),
-            "run(skel)",
+    /// A loader whose `run()` makes the buffer, then handles an error with `check` (perf
+    /// buffer) migrated to one with `ring_check`.
+    fn check_error_handling(check: &str, ring_check: &str) {
+        let run = |callback: &str, decl: &str, create: &str, check: &str, poll: &str| {
+            loader_calling(
+                "#include <errno.h>\n",
+                &format!(
+                    "{callback}\nstatic int run(struct x_bpf *skel)\n{{\n\tstruct {decl} *pb;\n\n\tpb = {create}(bpf_map__fd(skel->maps.events), {check}{poll}\treturn 0;\n}}\n"
+                ),
+                "run(skel)",
+            )
+        };
+        let before = run(
+            PERF_CALLBACK,
+            "perf_buffer",
+            "perf_buffer__new",
+            &format!("8, handle_event, NULL, NULL, NULL);\n{check}"),
+            PERF_POLL,
         );
-        let after = loader_calling(
-            "#include <errno.h>\n",
-            &format!(
-                "{RING_CALLBACK}\n\
-                 static int run(struct x_bpf *skel)\n{{\n\tstruct ring_buffer *pb;\n\n\
-                 \tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n\
-                 \tif (!pb) {{\n\t\tfprintf(stderr, \"err %ld %ld\\n\", (long)-errno, (pb ? 0L : (long)-errno));\n\t\treturn 1;\n\t}}\n\
-                 {RING_POLL}\treturn 0;\n}}\n"
-            ),
-            "run(skel)",
+        let after = run(
+            RING_CALLBACK,
+            "ring_buffer",
+            "ring_buffer__new",
+            &format!("handle_event, NULL, NULL);\n{ring_check}"),
+            RING_POLL,
         );
         check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
+    /// Passed to a variadic function (a test's `CHECK(..., "err %ld\n", PTR_ERR(pb))`), the
+    /// error stays a long.
+    #[test]
+    fn an_error_passed_on_as_an_argument_stays_a_long() {
+        check_error_handling(
+            "\tif (IS_ERR(pb)) {\n\t\tfprintf(stderr, \"err %ld %ld\\n\", PTR_ERR(pb), libbpf_get_error(pb));\n\t\treturn 1;\n\t}\n",
+            "\tif (!pb) {\n\t\tfprintf(stderr, \"err %ld %ld\\n\", (long)-errno, (pb ? 0L : (long)-errno));\n\t\treturn 1;\n\t}\n",
+        );
+    }
+
     #[test]
     fn is_err_and_ptr_err_in_a_condition() {
-        let before = loader_calling(
-            "#include <errno.h>\n",
-            &format!(
-                "{PERF_CALLBACK}\n\
-                 static int run(struct x_bpf *skel)\n{{\n\tstruct perf_buffer *pb;\n\n\
-                 \tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL);\n\
-                 \tif (IS_ERR(pb))\n\t\treturn PTR_ERR(pb);\n\
-                 {PERF_POLL}\treturn 0;\n}}\n"
-            ),
-            "run(skel)",
+        check_error_handling(
+            "\tif (IS_ERR(pb))\n\t\treturn PTR_ERR(pb);\n",
+            "\tif (!pb)\n\t\treturn -errno;\n",
         );
-        let after = loader_calling(
-            "#include <errno.h>\n",
-            &format!(
-                "{RING_CALLBACK}\n\
-                 static int run(struct x_bpf *skel)\n{{\n\tstruct ring_buffer *pb;\n\n\
-                 \tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n\
-                 \tif (!pb)\n\t\treturn -errno;\n\
-                 {RING_POLL}\treturn 0;\n}}\n"
-            ),
-            "run(skel)",
-        );
-        check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 }
