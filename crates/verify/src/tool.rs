@@ -1054,9 +1054,11 @@ impl Noise {
         let wb: Vec<Vec<&str>> = b.iter().map(|l| words(l)).collect();
         let mut used = vec![false; b.len()];
         // Where each line of the second run is, by its text, for the identical counterpart.
-        let mut same: HashMap<&str, Vec<usize>> = HashMap::new();
+        // With a cursor past those already paired (a pairing is never undone): linear in
+        // the lines, however many are alike.
+        let mut same: HashMap<&str, (usize, Vec<usize>)> = HashMap::new();
         for (j, l) in b.iter().enumerate() {
-            same.entry(l.as_str()).or_default().push(j);
+            same.entry(l.as_str()).or_default().1.push(j);
         }
         for (i, x) in a.iter().enumerate() {
             let wx = words(x);
@@ -1075,11 +1077,17 @@ impl Noise {
             };
             const NEAR: usize = 64;
             let near = i.saturating_sub(NEAR)..(i + NEAR + 1).min(b.len());
-            let identical = |js: &[usize]| js.iter().copied().find(|&j| !used[j]);
+            let identical = || {
+                let (k, js) = same.get_mut(x.as_str())?;
+                while js.get(*k).is_some_and(|&j| used[j]) {
+                    *k += 1;
+                }
+                js.get(*k).copied()
+            };
             let near_best = best_in(&mut near.clone());
             let best = near_best
                 .filter(|&j| b[j] == *x)
-                .or_else(|| same.get(x.as_str()).and_then(|js| identical(js)))
+                .or_else(identical)
                 .or(near_best)
                 .or_else(|| best_in(&mut (0..b.len())));
             let Some(j) = best else {
