@@ -2248,6 +2248,13 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
         );
         return;
     }
+    print!("{}", human_report(reports, t));
+}
+
+/// The report for a reader: per program, its verdict, each map's events, the tool's lines
+/// (and how its runs started and ended, where worth a line), the findings; then the run's
+/// times and workload.
+fn human_report(reports: &[ProgramReport], t: &Timing) -> String {
     let mut s = String::new();
     for r in reports {
         s.push_str(&format!(
@@ -2359,7 +2366,7 @@ fn print_reports(opts: &VerifyOptions, reports: &[ProgramReport], t: &Timing) {
     for l in &t.workload_log {
         s.push_str(&format!("workload: {l}\n"));
     }
-    print!("{s}");
+    s
 }
 
 /// The struct a migrated program writes to `map`: the type of `e` in
@@ -2464,6 +2471,74 @@ fn event_structs(src_path: &Path, map: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_human_report_says_how_the_tools_runs_ended_when_not_plainly() {
+        let report = |ended: tool::Ended| ProgramReport {
+            name: "probewatch".into(),
+            verdict: Verdict::Equivalent,
+            maps: Vec::new(),
+            problems: Vec::new(),
+            tool: Some(tool::ToolReport {
+                verdict: Verdict::Equivalent,
+                lines: tool::Lines {
+                    original: 3,
+                    second_run: 3,
+                    migrated: 3,
+                    matched: 3,
+                },
+                ready_ms: tool::ReadyMs {
+                    original: Some(7200),
+                    second_run: Some(7400),
+                    migrated: Some(7100),
+                },
+                finding: None,
+                loss_reports: None,
+                ended: Some(ended),
+            }),
+            tool_skipped: None,
+            path: None,
+        };
+        let timing = Timing {
+            accel: "tcg",
+            boot: Duration::from_secs(9),
+            vm: Duration::from_secs(40),
+            total: Duration::from_secs(45),
+            workdir: None,
+            workload_log: Vec::new(),
+            workload_steps: vec!["exec".into(), "signal".into()],
+        };
+        let ended = |migrated: &str| tool::Ended {
+            original: "exit code 0 after Ctrl-C twice".into(),
+            second_run: "exit code 0".into(),
+            migrated: migrated.into(),
+        };
+        let s = human_report(&[report(ended("exit code 0 after Ctrl-C twice"))], &timing);
+        assert!(s.starts_with("probewatch: equivalent\n"), "{s}");
+        assert!(
+            s.contains("lines printed during the workload: original 3 (second run 3), migrated 3, matched 3\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "waiting for events after: original 7.2 s (second run 7.4 s), migrated 7.1 s\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("ended: original exit code 0 after Ctrl-C twice (second run exit code 0), migrated exit code 0 after Ctrl-C twice\n"),
+            "{s}"
+        );
+        assert!(s.ends_with("workload: exec, signal\n"), "{s}");
+        // Three plain exits after one Ctrl-C: no line.
+        let plain = tool::Ended {
+            original: "exit code 0".into(),
+            second_run: "exit code 0".into(),
+            migrated: "exit code 0".into(),
+        };
+        let s = human_report(&[report(plain)], &timing);
+        assert!(!s.contains("ended:"), "{s}");
+    }
 
     #[test]
     fn servers_run_only_in_boots_that_share_the_hosts_root() {

@@ -637,6 +637,19 @@ fn exit_differs(orig: &ToolRun, second: &ToolRun, new: &ToolRun) -> bool {
     new.exit_code != Some(0) && !interrupted && !ctrl_c_in_callback
 }
 
+/// What a run that ended by itself said of an error: its last line (of its errors, else of
+/// its output) when that names one, or, after a failing exit, its first error lines.
+fn gave_up(run: &ToolRun) -> Option<String> {
+    fn last(s: &str) -> Option<&str> {
+        s.lines().rfind(|l| !l.trim().is_empty()).map(str::trim)
+    }
+    let said = last(&run.stderr).or_else(|| last(&run.stdout))?;
+    if said.to_ascii_lowercase().contains("error") {
+        return Some(said.to_string());
+    }
+    (run.exit_code != Some(0)).then(|| first_lines(&format!("{}\n{}", run.stderr, run.stdout), 3))
+}
+
 /// What a load or a tool failed for want of in the guest, if its error says so: memory
 /// (libbpf's `-ENOMEM`) or open files (`EMFILE`, `ENFILE`: a batch's three loads hold every
 /// program's maps, programs, links and per-CPU perf buffers), which the run's size decides,
@@ -726,7 +739,22 @@ pub fn judge(
     lost_kept: bool,
     events: &[&[u8]],
 ) -> ToolReport {
-    let (mut o1, mut o2, mut n) = (output_of(orig), output_of(second), output_of(new));
+    // Every run ended by itself before the workload was over (a tool given a count of
+    // intervals, or one that gave up): each printed what it had to, and where the workload
+    // began in each is timing. The whole of each is compared.
+    let ended_alone = orig.exited_early && second.exited_early && new.exited_early;
+    let output = |r: &ToolRun| {
+        if ended_alone {
+            Output {
+                before: Vec::new(),
+                during: lines_of(&r.stdout),
+                after: Vec::new(),
+            }
+        } else {
+            output_of(r)
+        }
+    };
+    let (mut o1, mut o2, mut n) = (output(orig), output(second), output(new));
     let (l1, l2, ln) = (
         take_loss_reports(&mut o1),
         take_loss_reports(&mut o2),
@@ -835,6 +863,22 @@ pub fn judge(
             format!(
                 "the migrated tool never waited for events, unlike the original ({}): {said}",
                 status_of(new)
+            ),
+        );
+    }
+    // The original gave up by itself in both runs: it cannot run its course in this guest
+    // (a kernel or an emulated CPU it does not expect), and what the migration printed beside
+    // it proves nothing either way.
+    if let (true, Some(said)) = (
+        orig.exited_early && second.exited_early,
+        gave_up(orig).and(gave_up(second)),
+    ) {
+        return report(
+            Verdict::Inconclusive,
+            &lines,
+            format!(
+                "the original ended by itself before the workload was over, in both runs ({}): `{said}`; it did not run its course in this guest, so what it printed is not compared (if it needs arguments, give them with --args)",
+                status_of(orig)
             ),
         );
     }
@@ -1985,6 +2029,60 @@ mod tests {
             judge(&a, &a, &n, true, true, &[]).verdict,
             Verdict::Different
         );
+    }
+
+    /// Runs that all ended by themselves before the workload was over: compared whole, for
+    /// where the workload began in each is timing; an original that gave up with an error in
+    /// both runs (cpuunclaimed under emulation: its CPUs' samples come skewed) is no proof.
+    #[test]
+    fn runs_that_ended_by_themselves_are_compared_whole_unless_the_original_gave_up() {
+        let ended = |stdout: &str, at: usize| ToolRun {
+            workload_at: at,
+            workload_end: stdout.len(),
+            exited_early: true,
+            ..run(stdout, "")
+        };
+        // A count of two intervals: one run printed both before the workload began, one
+        // the second during it, one both during it.
+        let out = "Tracing... Ctrl-C to end.\n%CPU  40.00%\n%CPU  12.50%\n";
+        let (a, b, n) = (ended(out, out.len()), ended(out, 40), ended(out, 0));
+        let r = judge(&a, &b, &n, true, true, &[]);
+        assert_eq!(r.verdict, Verdict::Equivalent, "{r:?}");
+        assert_eq!(r.lines.matched, 3);
+        let short = ended("Tracing... Ctrl-C to end.\n%CPU  40.00%\n", 0);
+        assert_eq!(
+            judge(&a, &b, &short, true, true, &[]).verdict,
+            Verdict::Different
+        );
+        // Gave up with an error line, exit code 0, as cpuunclaimed does.
+        let skew = |ns: u32, at: usize| {
+            let out = format!(
+                "Sampling run queues...\nERROR: CPU samples arrived at skewed offsets, spanning {ns} ns, exiting.\n"
+            );
+            ended(&out, at.min(out.len()))
+        };
+        let r = judge(
+            &skew(7356580, 999),
+            &skew(7554200, 23),
+            &skew(4074790, 999),
+            true,
+            true,
+            &[],
+        );
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+        let f = r.finding.unwrap();
+        assert!(
+            f.contains("ended by itself before the workload was over, in both runs (exit code 0): `ERROR: CPU samples arrived"),
+            "{f}"
+        );
+        // A failing exit says so too, with the tool's first lines.
+        let mut failed = ended("Attaching...\n", 0);
+        failed.exit_code = Some(1);
+        failed.stderr =
+            "Traceback (most recent call last):\n  File \"x\", line 3\nKeyboardInterrupt\n".into();
+        let r = judge(&failed, &failed, &n, true, true, &[]);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+        assert!(r.finding.unwrap().contains("(exit code 1): `Traceback"));
     }
 
     #[test]

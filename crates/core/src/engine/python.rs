@@ -693,6 +693,17 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
     let cpu = params[names.len() - 3];
     let cpu_name = text(cpu, src);
     let body = def.field("body").unwrap_or(def);
+    if let Some(r) = valued_returns(body, src).first() {
+        py.diags.push(
+            Diagnostic::at(
+                py.file,
+                r.start_byte(),
+                Rule::BccCallback,
+                format!("the callback for `{map}` returns a value (`{}`): BCC ignored a perf buffer callback's value, but passes a ring buffer callback's on to libbpf, where a negative number ends that poll early (the records after it come at the next poll, not with this one)", text(*r, src)),
+            )
+            .help("if the value can be negative and the tool relies on one poll taking every record, return nothing from the callback"),
+        );
+    }
     let (forwarded, uses): (Vec<Node>, Vec<Node>) = descendants(body)
         .into_iter()
         .filter(|n| text(*n, src) == cpu_name && is_variable(*n))
@@ -803,6 +814,34 @@ fn callback(py: &mut Py, cb: Node, map: &str) -> bool {
         }
     }
     true
+}
+
+/// The `return X` statements of a function's body (not of functions or classes inside it)
+/// whose value may be a negative number: any but `None`, `True`, `False` and a literal
+/// of 0 or more.
+fn valued_returns<'t>(body: Node<'t>, src: &str) -> Vec<Node<'t>> {
+    let mut found = Vec::new();
+    let mut stack = vec![body];
+    while let Some(n) = stack.pop() {
+        match n.kind() {
+            "function_definition" | "lambda" | "class_definition" if n != body => continue,
+            "return_statement" => {
+                let harmless = n.named_child(0).is_none_or(|v| {
+                    matches!(v.kind(), "none" | "true" | "false" | "integer" | "float")
+                        && !text(v, src).starts_with('-')
+                });
+                if !harmless {
+                    found.push(n);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let mut cursor = n.walk();
+        stack.extend(n.named_children(&mut cursor));
+    }
+    found.sort_by_key(|n| n.start_byte());
+    found
 }
 
 /// A callback's `NAME = TABLE.event(data)`.
@@ -1316,6 +1355,7 @@ fn param_names<'t>(params: Node<'t>, src: &str) -> Vec<Node<'t>> {
 mod tests {
     use crate::engine::Options;
     use crate::engine::testkit::{check_fallback, check_migrate, check_refused, run};
+    use crate::report::Severity;
     use crate::rules::Rule;
 
     /// A BCC tool's C: one table, one submit.
@@ -1392,6 +1432,45 @@ int trace_exec(struct pt_regs *ctx)
             "open_ring_buffer(callback=lambda ctx",
         );
         check_migrate(&[("lam.py", &kw)], &[("lam.py", &want_kw)]);
+    }
+
+    /// A callback that returns a number is migrated as it is, with a note at its first
+    /// `return` that may give a negative one (BCC passes it to libbpf on the ring path);
+    /// `return`, `return None` or `return 0`, and returns of functions inside it, say nothing.
+    #[test]
+    fn a_callback_that_returns_a_value_is_migrated_with_a_note() {
+        let returns = |body: &str| {
+            let print = PRINT.replace(
+                "    event = b[\"events\"].event(data)\n",
+                &format!("    event = b[\"events\"].event(data)\n{body}"),
+            );
+            let open = "b[\"events\"].open_perf_buffer(print_event)\n";
+            let py = tool("", &format!("{print}{open}{LOOP}"));
+            let (out, diags) = run(&[("ret.py", &py)], &Options::default());
+            assert_eq!(out.get("ret.py"), Some(&migrated(&py)), "{diags:?}");
+            let line_of = |s: &str| py.lines().position(|l| l.trim() == s).map(|i| i + 1);
+            diags
+                .into_iter()
+                .filter(|d| d.message.contains("returns a value"))
+                .map(|d| (d.severity, Some(d.line) == line_of("return -1"), d.message))
+                .collect::<Vec<_>>()
+        };
+        let notes = returns(
+            "    if event.pid == 0:\n        return -1\n    if not event.comm:\n        return check(event)\n",
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let (severity, at_return, message) = &notes[0];
+        assert_eq!(*severity, Severity::Note);
+        assert!(at_return, "{message}");
+        assert!(
+            message.contains("callback for `events` returns a value (`return -1`)")
+                && message.contains("ends that poll early"),
+            "{message}"
+        );
+        assert!(
+            returns("    if event.pid == 0:\n        return\n    if not event.comm:\n        return None\n    def inner():\n        return -1\n    return 0\n")
+                .is_empty()
+        );
     }
 
     /// A tool that writes its C per table with `%`: the tables are told by the argument
