@@ -209,27 +209,67 @@ pub(super) fn rewrite_chain(rs: &mut Rs, col: &Collect, c: &Chain, a: &mut Analy
     });
 }
 
-/// A builder variable that does not clash with a name already in the function.
-fn builder_var(rs: &Rs, func: Option<Func>) -> &'static str {
+/// The first of `names` that no code of the function uses (the last when all are): the
+/// builder's variable (`builder`), the skeleton's maps accessor's (`maps`).
+fn free_name(rs: &Rs, func: Option<Func>, names: [&'static str; 3]) -> &'static str {
     let fn_range = func
         .map(|f| rs.range(f.span))
         .unwrap_or((0, rs.src().len()));
-    ["builder", "ringbuf_builder", "rb_builder"]
+    names
         .into_iter()
         .find(|n| rs.uses_in(n, fn_range.0, fn_range.1).is_empty())
-        .unwrap_or("ringbuf_builder")
+        .unwrap_or(names[2])
+}
+
+/// The map read through a skeleton's accessor of libbpf-rs before 0.24,
+/// `SKEL.maps().NAME()` or `SKEL.maps_mut().NAME()`: (`SKEL.maps_mut()`, its method, `NAME()`).
+/// The accessor's value is a temporary, dropped at the end of the statement it is made in,
+/// which a ring buffer builder of 0.21 to 0.23 (`add(&mut self, map: &'slf MapHandle, ..)`)
+/// must outlive until `build()`.
+fn accessor_temporary(rs: &Rs, map: &Expr) -> Option<(String, String, String)> {
+    let Expr::MethodCall(field) = map else {
+        return None;
+    };
+    let Expr::MethodCall(accessor) = &*field.receiver else {
+        return None;
+    };
+    let method = accessor.method.to_string();
+    (field.args.is_empty()
+        && accessor.args.is_empty()
+        && matches!(method.as_str(), "maps" | "maps_mut"))
+    .then(|| {
+        (
+            rs.text(accessor.span()).to_string(),
+            method,
+            format!("{}()", field.method),
+        )
+    })
 }
 
 /// The chain's new text: a `let` of the buffer becomes the builder's `let`, the `add` and the
-/// buffer's `let`; a chain elsewhere becomes a block.
+/// buffer's `let`; a chain elsewhere becomes a block. When `add` and `build` are statements
+/// of their own and the map is read through a skeleton accessor of libbpf-rs before 0.24
+/// (`skel.maps_mut().events()`), the accessor is bound to a variable first
+/// (`let mut maps = skel.maps_mut();`), which lives until `build()`: in 0.21 to 0.23 the
+/// builder borrows the map until then, and a temporary would be dropped after `add` (E0716).
 fn replace_chain(rs: &mut Rs, col: &Collect, c: &Chain, func: Option<Func>, cb_text: &str) {
     let src = rs.src().to_string();
     let at = c.whole.0;
-    let builder = builder_var(rs, func);
-    let map_text = rs.text(c.map.span()).to_string();
+    let builder = free_name(rs, func, ["builder", "ringbuf_builder", "rb_builder"]);
+    let mut map_text = rs.text(c.map.span()).to_string();
     // Error handling written over several lines is copied onto one.
     let tail: String = message_text(&c.tail).lines().map(str::trim).collect();
     let new = format!("{}RingBufferBuilder::new()", c.prefix);
+    // `let mut maps = skel.maps_mut();`, put after the builder's `let`.
+    let mut bind_maps = String::new();
+    if let (false, Some((accessor, method, field))) =
+        (tail.is_empty(), accessor_temporary(rs, c.map))
+    {
+        let var = free_name(rs, func, ["maps", "skel_maps", "ringbuf_maps"]);
+        let mutable = if method == "maps_mut" { "mut " } else { "" };
+        bind_maps = format!("let {mutable}{var} = {accessor};");
+        map_text = format!("{var}.{field}");
+    }
     let add = format!("{builder}.add({map_text}, {cb_text})");
     let local = col.locals.iter().find(|l| {
         l.init
@@ -246,8 +286,13 @@ fn replace_chain(rs: &mut Rs, col: &Collect, c: &Chain, func: Option<Func>, cb_t
                     "let mut {builder} = {new};\n{indent}let {pat} = {add}.map(|_| ()).and_then(|_| {builder}.build());"
                 )
             } else {
+                let bind = if bind_maps.is_empty() {
+                    String::new()
+                } else {
+                    format!("{bind_maps}\n{indent}")
+                };
                 format!(
-                    "let mut {builder} = {new};\n{indent}{add}{tail};\n{indent}let {pat} = {builder}.build(){tail};"
+                    "let mut {builder} = {new};\n{indent}{bind}{add}{tail};\n{indent}let {pat} = {builder}.build(){tail};"
                 )
             };
             rs.explained.push((ls, le));
@@ -260,9 +305,14 @@ fn replace_chain(rs: &mut Rs, col: &Collect, c: &Chain, func: Option<Func>, cb_t
                     "{{ let mut {builder} = {new}; {add}.map(|_| ()).and_then(|_| {builder}.build()) }}"
                 )
             } else {
+                let i = indent_at(&src, at);
+                let bind = if bind_maps.is_empty() {
+                    String::new()
+                } else {
+                    format!("{i}    {bind_maps}\n")
+                };
                 format!(
-                    "{{\n{i}    let mut {builder} = {new};\n{i}    {add}{tail};\n{i}    {builder}.build(){tail}\n{i}}}",
-                    i = indent_at(&src, at)
+                    "{{\n{i}    let mut {builder} = {new};\n{bind}{i}    {add}{tail};\n{i}    {builder}.build(){tail}\n{i}}}"
                 )
             };
             rs.edits.push(Edit::replace(
@@ -389,6 +439,74 @@ mod tests {
                 }
             }
             "#,
+        );
+    }
+
+    /// libbpf-rs 0.21 to 0.23: the map read through the skeleton's accessor, a temporary
+    /// that the builder would borrow past its statement (E0716), is bound first, under a
+    /// name the function does not use; `maps()` binds without `mut`. A chain whose `add` and
+    /// `build` are one expression keeps the temporary (it lives to the end of it).
+    #[test]
+    fn an_old_skeleton_accessor_is_bound_before_the_builder_borrows_it() {
+        let before = r#"
+            use libbpf_rs::PerfBufferBuilder;
+            use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
+            use x::*;
+
+            fn handle(_cpu: i32, data: &[u8]) {
+                println!("{} bytes", data.len());
+            }
+
+            fn main() -> anyhow::Result<()> {
+                let maps = 3;
+                let mut skel = XSkelBuilder::default().open()?.load()?;
+                let perf = PerfBufferBuilder::new(skel.maps_mut().events())
+                    .sample_cb(handle)
+                    .build()?;
+                println!("{maps}");
+                loop {
+                    perf.poll(std::time::Duration::from_millis(100))?;
+                }
+            }
+            "#;
+        let after = r#"
+            use libbpf_rs::RingBufferBuilder;
+            use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+
+            use x::*;
+
+            fn handle(data: &[u8]) -> i32 {
+                println!("{} bytes", data.len());
+                0
+            }
+
+            fn main() -> anyhow::Result<()> {
+                let maps = 3;
+                let mut skel = XSkelBuilder::default().open()?.load()?;
+                let mut builder = RingBufferBuilder::new();
+                let mut skel_maps = skel.maps_mut();
+                builder.add(skel_maps.events(), handle)?;
+                let perf = builder.build()?;
+                println!("{maps}");
+                loop {
+                    perf.poll(std::time::Duration::from_millis(100))?;
+                }
+            }
+            "#;
+        migrates(before, after);
+        let shared = |s: &str| {
+            s.replace("maps_mut()", "maps()")
+                .replace("let mut skel_maps", "let skel_maps")
+        };
+        migrates(&shared(before), &shared(after));
+        // No error handling: `add` and `build` in one expression.
+        migrates(
+            &before.replace(".build()?;", ".build();\n                let perf = perf?;"),
+            &after.replace(
+                "let mut skel_maps = skel.maps_mut();\n                builder.add(skel_maps.events(), handle)?;\n                let perf = builder.build()?;",
+                "let perf = builder.add(skel.maps_mut().events(), handle).map(|_| ()).and_then(|_| builder.build());\n                let perf = perf?;",
+            ),
         );
     }
 
