@@ -133,28 +133,36 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
         for d in rest {
             walker.add(d);
         }
-        let walked = std::sync::Mutex::new((Vec::new(), Vec::new()));
+        let walked = std::sync::Mutex::new((Vec::new(), Vec::new(), Vec::new()));
         walker.follow_links(false).build_parallel().run(|| {
             Box::new(|entry| {
                 // The first bytes of a file without an extension are read here, in parallel
                 // and before the lock.
-                let keep = entry.as_ref().is_ok_and(|e| {
-                    e.file_type().is_some_and(|t| t.is_file())
-                        && (is_candidate(e.path()) || is_python_by_shebang(e.path()))
+                let source =
+                    |e: &ignore::DirEntry| is_candidate(e.path()) || is_python_by_shebang(e.path());
+                let kind = entry.as_ref().ok().and_then(|e| {
+                    let t = e.file_type()?;
+                    (t.is_file() || t.is_symlink())
+                        .then_some(t.is_symlink())
+                        .filter(|_| source(e))
                 });
                 let mut w = walked.lock().unwrap_or_else(|e| e.into_inner());
-                match entry {
-                    Ok(e) if keep => w.0.push(e.into_path()),
-                    Ok(_) => {}
-                    Err(err) => w.1.push(err.to_string()),
+                match (entry, kind) {
+                    (Ok(e), Some(false)) => w.0.push(e.into_path()),
+                    (Ok(e), Some(true)) => w.2.push(e.into_path()),
+                    (Ok(_), None) => {}
+                    (Err(err), _) => w.1.push(err.to_string()),
                 }
                 ignore::WalkState::Continue
             })
         });
-        let (files, mut errors) = walked.into_inner().unwrap_or_else(|e| e.into_inner());
+        let (files, mut errors, links) = walked.into_inner().unwrap_or_else(|e| e.into_inner());
         for f in files.iter().filter(|f| !is_excluded(f)) {
             found.entry(clean(f)).or_insert(false);
         }
+        let reached: Vec<&PathBuf> = files.iter().chain(found.keys()).collect();
+        out.errors
+            .extend(links_not_followed(&links, &reached, is_excluded));
         errors.sort();
         for err in errors {
             // The error names the path; the diagnostic, the directory given that holds it.
@@ -216,6 +224,47 @@ fn discover_paths(paths: &[PathBuf], is_excluded: &dyn Fn(&Path) -> bool) -> Dis
     }
     out.files.sort_by(|a, b| a.display.cmp(&b.display));
     out
+}
+
+/// Symbolic links met while walking are not followed (a write would change a file the paths
+/// given do not hold, or one file twice). A link to a source that bpf-migrate would read, and
+/// that the walk does not reach otherwise, gets a note naming its target.
+fn links_not_followed(
+    links: &[PathBuf],
+    walked: &[&PathBuf],
+    is_excluded: &dyn Fn(&Path) -> bool,
+) -> Vec<Diagnostic> {
+    let reached: std::collections::HashSet<PathBuf> = walked
+        .iter()
+        .filter_map(|f| fs::canonicalize(f).ok())
+        .collect();
+    let mut notes = Vec::new();
+    for link in links.iter().filter(|l| !is_excluded(l)) {
+        let Ok(target) = fs::canonicalize(link) else {
+            continue;
+        };
+        if reached.contains(&target) || !target.is_file() {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(&target) else {
+            continue;
+        };
+        if !crate::engine::worth_analysing(&target, &text) {
+            continue;
+        }
+        let mut d = Diagnostic::file_error(
+            &display_path(link),
+            Rule::IoError,
+            format!(
+                "a symbolic link to {}, which none of the paths given holds: not followed, and its program not migrated",
+                display_path(&target)
+            ),
+        )
+        .help("pass the link's target (or its directory) to migrate it");
+        d.demote(crate::report::Severity::Note);
+        notes.push(d);
+    }
+    notes
 }
 
 enum Read {
@@ -457,6 +506,48 @@ mod tests {
                 .collect();
             assert_eq!(c, [dir.join("prog.bpf.c").as_path()], "{given:?}");
         }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A link met while walking is not followed: a note when its target is a source with a
+    /// perf buffer that the walk does not reach otherwise; none for a link to a file of the
+    /// tree (read under its own path) or to a file without one (`vmlinux.h`).
+    #[test]
+    fn a_symbolic_link_to_a_source_outside_the_paths_is_noted_not_followed() {
+        let dir = std::env::temp_dir().join(format!("bpfm-links-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("shared")).unwrap();
+        fs::create_dir_all(dir.join("tool")).unwrap();
+        let perf =
+            "struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); } events SEC(\".maps\");\n";
+        fs::write(dir.join("shared/events.bpf.c"), perf).unwrap();
+        fs::write(dir.join("shared/vmlinux.h"), "struct task_struct;\n").unwrap();
+        fs::write(dir.join("tool/own.bpf.c"), perf).unwrap();
+        std::os::unix::fs::symlink("../shared/events.bpf.c", dir.join("tool/events.bpf.c"))
+            .unwrap();
+        std::os::unix::fs::symlink("../shared/vmlinux.h", dir.join("tool/vmlinux.h")).unwrap();
+        std::os::unix::fs::symlink("own.bpf.c", dir.join("tool/alias.bpf.c")).unwrap();
+        let found = discover(&[dir.join("tool")]);
+        let notes: Vec<(&str, &str)> = found
+            .errors
+            .iter()
+            .map(|d| (d.file.as_str(), d.message.as_str()))
+            .collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].0.ends_with("tool/events.bpf.c"), "{notes:?}");
+        assert!(
+            notes[0].1.starts_with("a symbolic link to ")
+                && notes[0]
+                    .1
+                    .contains("shared/events.bpf.c, which none of the paths given holds"),
+            "{notes:?}"
+        );
+        assert_eq!(found.errors[0].severity, crate::report::Severity::Note);
+        let read: Vec<&Path> = found.files.iter().map(|f| f.path.as_path()).collect();
+        assert_eq!(read, [dir.join("tool/own.bpf.c").as_path()]);
+        // Given both directories, the target is read, and nothing is said of the link.
+        let found = discover(&[dir.join("tool"), dir.join("shared")]);
+        assert!(found.errors.is_empty(), "{:?}", found.errors);
         fs::remove_dir_all(&dir).unwrap();
     }
 
