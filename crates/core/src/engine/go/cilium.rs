@@ -254,6 +254,9 @@ fn new_reader<'t>(
         return (options, None);
     };
     let pages = pages_of(g, args[1]);
+    if pages.is_none() {
+        g.size_chosen_at_run_time(args[1], "per-CPU buffer size", Rule::GoPerfReader);
+    }
     g.replace(
         func.start_byte(),
         func.end_byte(),
@@ -1080,6 +1083,23 @@ mod tests {
         );
     }
 
+    /// Messages passed to calls name the ring buffer reader now; a string that is no call's
+    /// argument (a flag's default) keeps its words.
+    #[test]
+    fn messages_that_name_the_perf_reader_follow() {
+        let body = "\t_ = errors.Is\n\t_ = os.Args\n\tname := \"perf reader\"\n\trd, err := perf.NewReader(objs.ExecEvents, 4096)\n\tif err != nil {\n\t\tlog.Fatalf(\"creating perf event reader: %s\", err)\n\t}\n\tdefer rd.Close()\n\tfor {\n\t\trec, err := rd.Read()\n\t\tif err != nil {\n\t\t\tlog.Printf(`reading from perf buffer (%s): %v`, name, err)\n\t\t\tcontinue\n\t\t}\n\t\tlog.Print(rec.RawSample)\n\t}\n";
+        let (go, _) = migrate(
+            &reader("\t\"github.com/cilium/ebpf/perf\"\n", body),
+            &Options::default(),
+        );
+        assert!(
+            go.contains("log.Fatalf(\"creating ring buffer reader: %s\", err)")
+                && go.contains("log.Printf(`reading from ring buffer (%s): %v`, name, err)")
+                && go.contains("name := \"perf reader\""),
+            "{go}"
+        );
+    }
+
     #[test]
     fn a_size_from_a_constant_and_a_variable_whose_value_may_act_is_kept_as_a_blank() {
         let body = "\t_ = errors.Is\n\t_ = os.Args\n\tsize := pickSize()\n\trd, _ := perf.NewReader(objs.ExecEvents, size)\n\t_, _ = rd.Read()\n\trd2, _ := perf.NewReader(objs.ExecEvents, pages*4096)\n\t_, _ = rd2.Read()\n";
@@ -1087,6 +1107,16 @@ mod tests {
             .replace("func main() {", "const pages = 32\n\nfunc main() {");
         let (go, diags) = migrate(&go, &Options::default());
         assert!(go.contains("\t_ = pickSize()\n"), "{go}");
+        // The size no literal or constant gives is said to apply no more; the constant's not.
+        let run_time: Vec<&str> = diags
+            .iter()
+            .filter(|d| d.message.contains("chosen at run time"))
+            .map(|d| d.message.as_str())
+            .collect();
+        assert_eq!(
+            run_time,
+            ["the per-CPU buffer size `size` is chosen at run time and no longer applies"]
+        );
         assert!(
             diags
                 .iter()

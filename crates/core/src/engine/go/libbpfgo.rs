@@ -96,6 +96,9 @@ fn init_perf_buf(g: &mut GoFile, opts: &Options, a: &mut Analysis, call: Node, s
         return;
     }
     let pages = g.int_value(args[3]);
+    if pages.is_none() {
+        g.size_chosen_at_run_time(args[3], "page count", Rule::GoInitPerfBuf);
+    }
     if let Some(f) = sel.field("field") {
         g.replace(
             f.start_byte(),
@@ -254,6 +257,21 @@ mod tests {
         );
         assert!(
             diags.iter().any(|d| d.rule == Rule::LostCallback),
+            "{diags:?}"
+        );
+        assert!(
+            !diags
+                .iter()
+                .any(|d| d.message.contains("chosen at run time")),
+            "{diags:?}"
+        );
+        // A page count from a flag: gone from the call, and said to apply no more.
+        let (out, diags) = migrate(&go.replace("lost, 64)", "lost, *pageCount)"));
+        assert!(out.contains("m.InitRingBuf(\"events\", events)\n"), "{out}");
+        assert!(
+            diags.iter().any(|d| d.rule == Rule::GoInitPerfBuf
+                && d.message
+                    == "the page count `*pageCount` is chosen at run time and no longer applies"),
             "{diags:?}"
         );
     }

@@ -56,6 +56,22 @@ impl Report for GoFile<'_, '_> {
 }
 
 impl<'a, 't> GoFile<'a, 't> {
+    /// A note that the buffer size `size`, which no literal or constant of the file gives
+    /// (a flag, a function's value), no longer sizes anything: the ring's size is the BPF
+    /// map's, fixed in its source.
+    fn size_chosen_at_run_time(&mut self, size: Node, what: &str, rule: Rule) {
+        let text = self.text(size).to_string();
+        self.diags.push(
+            Diagnostic::at(
+                self.file,
+                size.start_byte(),
+                rule,
+                format!("the {what} `{text}` is chosen at run time and no longer applies"),
+            )
+            .help("a ring buffer's size is the BPF map's max_entries, set in its source (--ringbuf-size); an option that set the buffer's size does nothing to it"),
+        );
+    }
+
     fn src(&self) -> &'a str {
         &self.file.text
     }
@@ -207,6 +223,9 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     a.bpf_sources = bpf_sources(&g);
     let switch = cilium::analyze(&mut g, opts, &mut a);
     libbpfgo::analyze(&mut g, opts, &mut a);
+    if !a.consumers.is_empty() {
+        messages(&mut g);
+    }
     drop_unused_locals(&mut g);
     imports::finish(
         &mut g,
@@ -216,6 +235,40 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> Analysis {
     a.edits = g.edits;
     a.diags.extend(g.diags);
     a
+}
+
+/// Messages that name the perf reader or buffer, in a file whose reader migrated: string
+/// literals passed to a call (`log.Fatalf("creating perf event reader: %s", err)`,
+/// `fmt.Errorf("perf buffer: %w", err)`) now name the ring buffer. Other strings keep
+/// their words (a flag's name, a map's).
+fn messages(g: &mut GoFile) {
+    const PAIRS: &[(&str, &str)] = &[
+        ("perf event reader", "ring buffer reader"),
+        ("Perf event reader", "Ring buffer reader"),
+        ("perf reader", "ring buffer reader"),
+        ("Perf reader", "Ring buffer reader"),
+        ("perf event buffer", "ring buffer"),
+        ("perf buffer", "ring buffer"),
+        ("Perf buffer", "Ring buffer"),
+    ];
+    let strings: Vec<Node> = ["interpreted_string_literal", "raw_string_literal"]
+        .iter()
+        .flat_map(|k| g.of_kind(k))
+        .filter(|n| n.parent().is_some_and(|p| p.kind() == "argument_list"))
+        .collect();
+    for n in strings {
+        let (s, e) = (n.start_byte(), n.end_byte());
+        if g.removed.iter().any(|&(a, b)| a < e && s < b) {
+            continue;
+        }
+        let old = g.text(n);
+        let new = PAIRS
+            .iter()
+            .fold(old.to_string(), |t, (a, b)| t.replace(a, b));
+        if new != old {
+            g.replace(s, e, new, Rule::PerfBufferMessage);
+        }
+    }
 }
 
 /// Local variables whose every use went with the edits (a page count `size :=
