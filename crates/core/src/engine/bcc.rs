@@ -6,7 +6,7 @@ use tree_sitter::Node;
 
 use super::bpf::packet::{self, Dialect};
 use super::context::{Analysis, Ctx, MapDef, MapKind, OutputSite, Report, other_map_uses};
-use super::options::Strategy;
+use super::options::{Strategy, size_marker};
 use super::{compat, reserve};
 use crate::edit::Edit;
 use crate::lang::NodeExt;
@@ -15,29 +15,6 @@ use crate::rules::Rule;
 
 /// Identifiers whose every occurrence must be explained by a site this module understood.
 const TRIGGERS: &[&str] = &["BPF_PERF_OUTPUT", "perf_submit", "perf_submit_skb"];
-
-/// Marks the page count of `BPF_RINGBUF_OUTPUT(name, PAGES)` in a planned edit; linking puts
-/// the number in once it knows what the Python side asked for.
-pub fn pages_marker(map: &str) -> String {
-    format!("\u{1}{map}\u{1}")
-}
-
-/// `text` with each page-count marker replaced by a number: what linking will make of it,
-/// as far as a parser can tell.
-pub fn stand_in_pages(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(s) = rest.find('\u{1}') {
-        let Some(len) = rest[s + 1..].find('\u{1}') else {
-            break;
-        };
-        out.push_str(&rest[..s]);
-        out.push('8');
-        rest = &rest[s + len + 2..];
-    }
-    out.push_str(rest);
-    out
-}
 
 pub fn has_trigger(text: &str) -> bool {
     TRIGGERS.iter().any(|t| text.contains(t))
@@ -103,7 +80,7 @@ pub fn analyze(cx: &mut Ctx, out: &mut Analysis) {
                     );
                     continue;
                 }
-                let ring = format!("BPF_RINGBUF_OUTPUT({written}, {})", pages_marker(&name));
+                let ring = format!("BPF_RINGBUF_OUTPUT({written}, {})", size_marker(&name));
                 let (end, text) = if cx.opts.strategy == Strategy::Compat {
                     match compat::bcc_table(src, call.start_byte(), call.end_byte(), &name, &ring) {
                         Ok(t) => t,

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use super::context::{Analysis, refuses};
 use super::gate::{is_go, is_python_source, is_rust};
-use super::{bcc, python, rust};
+use super::options::{has_size_marker, size_marker, stand_in_sizes};
+use super::{python, rust};
 use crate::edit::{self, Edit};
 use crate::lang::c;
 use crate::report::Diagnostic;
@@ -36,17 +37,15 @@ pub(super) fn apply_checked(
     file: &SourceFile,
     mut edits: Vec<Edit>,
     analysis: &Analysis,
-    bcc_pages: &HashMap<(usize, String), u64>,
+    sizes: &HashMap<(usize, String), String>,
     i: usize,
 ) -> Applied {
-    // BPF_RINGBUF_OUTPUT page counts, now that the consumer's request is known.
-    for e in edits
-        .iter_mut()
-        .filter(|e| e.rule == Rule::BccPerfOutput && e.text.contains('\u{1}'))
-    {
-        for ((f, name), pages) in bcc_pages {
+    // The rings' sizes (BPF_RINGBUF_OUTPUT page counts, libbpf maps' max_entries), now that
+    // what the readers asked for is known.
+    for e in edits.iter_mut().filter(|e| has_size_marker(&e.text)) {
+        for ((f, name), size) in sizes {
             if *f == i {
-                e.text = e.text.replace(&bcc::pages_marker(name), &pages.to_string());
+                e.text = e.text.replace(&size_marker(name), size);
             }
         }
     }
@@ -65,12 +64,11 @@ pub(super) fn apply_checked(
     }
     let errors_before = analysis.errors_before;
     let new_text = edit::apply(&file.text, &edits, file.crlf);
-    // A page-count marker left in an edit (its table had no reader) must not reach a file;
-    // the input itself may hold any byte.
-    let unresolved = edits.iter().any(|e| {
-        e.rule == Rule::BccPerfOutput && e.text.contains('\u{1}')
-            || e.text.contains(super::rust::callbacks::CPU_BYTES)
-    });
+    // A size marker left in an edit (its map had no reader) must not reach a file; the
+    // input itself may hold any byte.
+    let unresolved = edits
+        .iter()
+        .any(|e| has_size_marker(&e.text) || e.text.contains(super::rust::callbacks::CPU_BYTES));
     // Counted ahead, during the analysis: no more errors than before settles it; anything
     // else is decided by a full parse of the new text.
     let errors_after = analysis
@@ -78,7 +76,7 @@ pub(super) fn apply_checked(
         .filter(|&n| n <= errors_before)
         .unwrap_or_else(|| parse_errors(&file.path, &new_text));
     if unresolved || errors_after > errors_before {
-        // A page-count marker left unresolved is a bug of ours whatever the count.
+        // A size marker left unresolved is a bug of ours whatever the count.
         let before = if unresolved { 0 } else { errors_before };
         return Err(Box::new(parse_check_refusal(
             file,
@@ -106,7 +104,7 @@ pub(super) fn apply_checked(
 }
 
 /// `parse_errors` of the text `edits` make of the file, by an incremental re-parse of
-/// `kept` (with a stand-in for the page counts linking fills in: a number either way).
+/// `kept` (with a stand-in for the ring sizes linking fills in: a number either way).
 /// Done at the end of the analysis, while the tree is alive: trees are many times the size
 /// of their text, too big to keep until linking. Not done for a file that needs manual work:
 /// its program keeps none of its edits.
@@ -229,11 +227,11 @@ fn parse_check_refusal(
 }
 
 /// A file's edits as linking will apply them, as far as a parser can tell before linking:
-/// normalized, with a stand-in for the page counts it fills in. None if they overlap.
+/// normalized, with a stand-in for the ring sizes it fills in. None if they overlap.
 pub(super) fn edits_ahead(edits: &[Edit]) -> Option<Vec<Edit>> {
     let mut edits = edits.to_vec();
-    for e in edits.iter_mut().filter(|e| e.text.contains('\u{1}')) {
-        e.text = bcc::stand_in_pages(&e.text);
+    for e in edits.iter_mut().filter(|e| has_size_marker(&e.text)) {
+        e.text = stand_in_sizes(&e.text);
     }
     edit::normalize(&mut edits).ok()?;
     Some(edits)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tree_sitter::{Node, Tree};
 
-use super::options::{Options, size_expr};
+use super::options::Options;
 use crate::edit::Edit;
 use crate::lang::c::{self, Tok};
 use crate::report::Diagnostic;
@@ -310,10 +310,6 @@ impl<'a, 't> Ctx<'a, 't> {
 
     pub fn tokens(&self) -> &'a [(Tok, usize, usize)] {
         self.toks
-    }
-
-    pub fn size_expr(&self) -> String {
-        size_expr(self.opts.ring_size)
     }
 }
 

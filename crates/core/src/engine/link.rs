@@ -11,7 +11,7 @@ use super::cpu_field::link_cpu_fields;
 use super::gate::{is_cpp, is_python_source};
 use super::lost_counter::link_lost_counters;
 use super::macro_maps::link_macro_maps;
-use super::options::{Options, Strategy};
+use super::options::{Options, Strategy, size_expr, size_marker};
 use super::user::FIRST_MAP;
 use crate::edit::Edit;
 use crate::report::{Diagnostic, Severity};
@@ -217,7 +217,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     super::go::link_go_packages(files, analyses, &mut dsu, &mut link_diags);
     let named_by_refused = link_named_sources(files, &index, analyses, &mut dsu);
     link_cpu_fields(files, analyses, &mut dsu, &mut link_diags);
-    let bcc_pages = report_maps(
+    let sizes = report_maps(
         files,
         analyses,
         &consumed,
@@ -250,7 +250,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
                 .any(|&i| analyses[i].edits.iter().any(|e| !opts.rules.allows(e.rule))),
         })
         .collect();
-    let mut applied = apply_programs(files, analyses, &verdicts, &bcc_pages);
+    let mut applied = apply_programs(files, analyses, &verdicts, &sizes);
     outcome(files, analyses, &verdicts, &mut applied, &mut diags_by_file)
 }
 
@@ -640,7 +640,9 @@ fn link_named_sources(
 }
 
 /// A map with no consumer in sight cannot be migrated alone: its reader would break. Every
-/// other map gets a note of its ring buffer's size; the BCC page counts come back.
+/// other map gets a note of its ring buffer's size. The sizes come back, as the text that
+/// fills each map's size marker (`options::size_marker`): BCC's page count, a libbpf map's
+/// `max_entries`.
 fn report_maps(
     files: &[SourceFile],
     analyses: &[Analysis],
@@ -648,10 +650,18 @@ fn report_maps(
     named_by_refused: &HashSet<usize>,
     opts: &Options,
     link_diags: &mut Vec<Diagnostic>,
-) -> HashMap<(usize, String), u64> {
-    let mut bcc_pages: HashMap<(usize, String), u64> = HashMap::new();
+) -> HashMap<(usize, String), String> {
+    let mut sizes: HashMap<(usize, String), String> = HashMap::new();
     for (j, a) in analyses.iter().enumerate() {
         for m in &a.maps {
+            // A libbpf map whose own definition the edits size (not a macro's shared text).
+            let marked = m.kind != MapKind::Bcc
+                && a.edits
+                    .iter()
+                    .any(|e| e.text.contains(&size_marker(&m.name)));
+            if marked {
+                sizes.insert((j, m.name.clone()), size_expr(opts.ring_size));
+            }
             match consumed.get(&(j, m.name.clone())) {
                 None if named_by_refused.contains(&j) => {}
                 // A BCC tool whose own reader was refused: that refusal says it all.
@@ -677,10 +687,14 @@ fn report_maps(
                 Some(pages) => {
                     let (rule, msg) = if m.kind == MapKind::Bcc {
                         let (ring_pages, msg) = bcc_ring_pages(&m.name, pages, opts);
-                        bcc_pages.insert((j, m.name.clone()), ring_pages);
+                        sizes.insert((j, m.name.clone()), ring_pages.to_string());
                         (Rule::BccPerfOutput, msg)
                     } else {
-                        ring_note(m, pages, opts)
+                        let bytes = ring_bytes(pages, opts).filter(|_| marked);
+                        if let Some(b) = bytes {
+                            sizes.insert((j, m.name.clone()), size_expr(b));
+                        }
+                        ring_note(m, pages, bytes.unwrap_or(opts.ring_size), bytes.is_some())
                     };
                     let mut d = Diagnostic::at(&files[j], m.offset, rule, msg);
                     if !opts.ring_size_given {
@@ -693,19 +707,37 @@ fn report_maps(
             }
         }
     }
-    bcc_pages
+    sizes
 }
 
-/// The note on a libbpf map's ring buffer: its size, and the perf buffer's pages per CPU
-/// when a reader's page count is known.
-fn ring_note(m: &MapDef, pages: &[Option<u64>], opts: &Options) -> (Rule, String) {
+/// A libbpf map's ring size when its readers asked for more per CPU than the default ring
+/// holds: as much as one CPU's perf buffer had (the largest reader's), rounded up to a power
+/// of two, so that the ring is never smaller than one CPU's buffer was (a tool sized for
+/// bursts keeps room for one). None when the default (or `--ringbuf-size`) stands.
+fn ring_bytes(pages: &[Option<u64>], opts: &Options) -> Option<u64> {
+    let per_cpu = pages.iter().flatten().max()? * 4096;
+    (!opts.ring_size_given && per_cpu > opts.ring_size)
+        .then(|| per_cpu.next_power_of_two().min(MAX_RING_BYTES))
+}
+
+/// The largest ring `ring_bytes` makes: 1 GiB (a per-CPU buffer that large is a typo).
+const MAX_RING_BYTES: u64 = 1 << 30;
+
+/// The note on a libbpf map's ring buffer: its size (`grown` to one CPU's perf buffer, by
+/// `ring_bytes`), and the perf buffer's pages per CPU when a reader's page count is known.
+fn ring_note(m: &MapDef, pages: &[Option<u64>], ring: u64, grown: bool) -> (Rule, String) {
     let rule = if m.kind == MapKind::Legacy {
         Rule::LegacyPerfMapDef
     } else {
         Rule::PerfMapDef
     };
-    let kib = opts.ring_size / 1024;
+    let kib = ring / 1024;
     let msg = match pages.iter().flatten().max() {
+        Some(p) if grown => format!(
+            "ring buffer `{}`: {kib} KiB shared by all CPUs, no less than the perf buffer had for one CPU ({p} pages, {} KiB)",
+            m.name,
+            p * 4
+        ),
         Some(p) => format!(
             "ring buffer `{}`: {kib} KiB shared by all CPUs; the perf buffer had {p} page{} ({} KiB) per CPU",
             m.name,
@@ -837,7 +869,7 @@ fn apply_programs(
     files: &[SourceFile],
     analyses: &mut [Analysis],
     verdicts: &[Verdict],
-    bcc_pages: &HashMap<(usize, String), u64>,
+    sizes: &HashMap<(usize, String), String>,
 ) -> Vec<Option<Applied>> {
     let n = files.len();
     let candidate: Vec<bool> = {
@@ -856,12 +888,7 @@ fn apply_programs(
         .collect();
     let done: Vec<(usize, Applied)> = jobs
         .into_par_iter()
-        .map(|(i, edits)| {
-            (
-                i,
-                apply_checked(&files[i], edits, &analyses[i], bcc_pages, i),
-            )
-        })
+        .map(|(i, edits)| (i, apply_checked(&files[i], edits, &analyses[i], sizes, i)))
         .collect();
     let mut v: Vec<Option<_>> = (0..n).map(|_| None).collect();
     for (i, r) in done {

@@ -160,6 +160,35 @@ pub fn check_ring_size(bytes: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// A ring's size in an edit's text, which linking fills in once it knows what the map's
+/// readers asked for (`link::report_maps`): the page count of BCC's
+/// `BPF_RINGBUF_OUTPUT(name, PAGES)`, the `max_entries` of a libbpf map.
+pub fn size_marker(map: &str) -> String {
+    format!("\u{1}{map}\u{1}")
+}
+
+/// Whether an edit's text holds a size linking has yet to fill in.
+pub fn has_size_marker(text: &str) -> bool {
+    text.contains('\u{1}')
+}
+
+/// `text` with each size marker replaced by a number: what linking will make of it, as far
+/// as a parser can tell.
+pub fn stand_in_sizes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(s) = rest.find('\u{1}') {
+        let Some(len) = rest[s + 1..].find('\u{1}') else {
+            break;
+        };
+        out.push_str(&rest[..s]);
+        out.push('8');
+        rest = &rest[s + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The C expression written for a ring buffer size: `256 * 1024`, `4 * 1024 * 1024`.
 pub fn size_expr(bytes: u64) -> String {
     if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {

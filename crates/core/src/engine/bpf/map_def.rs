@@ -7,6 +7,7 @@ use tree_sitter::Node;
 
 use super::super::context::{Ctx, Report};
 use super::super::edits::{delete_member, delete_member_with_comment, own_line};
+use super::super::options::size_marker;
 use crate::edit::Edit;
 use crate::lang::NodeExt;
 use crate::lang::c::{self, Tok};
@@ -142,7 +143,7 @@ fn plan_btf(cx: &mut Ctx, def: &BtfDef) {
     }
     edits.extend(stale_comments(src, def.body));
     if !has_max {
-        edits.push(btf_max_entries(cx, ty_member.span));
+        edits.push(btf_max_entries(cx, name, ty_member.span));
     }
     if ok {
         cx.edits.extend(edits);
@@ -171,7 +172,7 @@ fn btf_member_edits(
                 edits.push(Edit::replace(
                     m.value.0,
                     m.value.1,
-                    cx.size_expr(),
+                    size_marker(name),
                     Rule::PerfMapDef,
                 ));
             }
@@ -220,19 +221,19 @@ fn stale_comments(src: &str, body: Node) -> Vec<Edit> {
 
 /// `__uint(max_entries, size);` after the type member (`s..semi`): on a line of its own when
 /// the type has one.
-fn btf_max_entries(cx: &Ctx, (s, semi): (usize, usize)) -> Edit {
+fn btf_max_entries(cx: &Ctx, name: &str, (s, semi): (usize, usize)) -> Edit {
     let src = cx.src();
     if own_line(src, s, semi) {
         let indent = indent_at(src, s).to_string();
         Edit::insert(
             line_end_incl(src, semi),
-            format!("{indent}__uint(max_entries, {});\n", cx.size_expr()),
+            format!("{indent}__uint(max_entries, {});\n", size_marker(name)),
             Rule::PerfMapDef,
         )
     } else {
         Edit::insert(
             semi,
-            format!(" __uint(max_entries, {});", cx.size_expr()),
+            format!(" __uint(max_entries, {});", size_marker(name)),
             Rule::PerfMapDef,
         )
     }
@@ -378,7 +379,7 @@ fn plan_legacy(cx: &mut Ctx, def: &LegacyDef) {
     )];
     let (ok, has_max) = legacy_field_edits(cx, &def.site.name, &def.pairs, &mut edits);
     if !has_max {
-        edits.push(legacy_max_entries(cx, ty.span));
+        edits.push(legacy_max_entries(cx, &def.site.name, ty.span));
     }
     if ok {
         cx.edits.extend(edits);
@@ -406,7 +407,7 @@ fn legacy_field_edits(
                 edits.push(Edit::replace(
                     value.start_byte(),
                     value.end_byte(),
-                    cx.size_expr(),
+                    size_marker(name),
                     Rule::LegacyPerfMapDef,
                 ));
             }
@@ -427,26 +428,26 @@ fn legacy_field_edits(
 
 /// `.max_entries = size,` after the type's initialiser (`s..e`, its comma included when it
 /// has one): on a line of its own when the type has one.
-fn legacy_max_entries(cx: &Ctx, (s, e): (usize, usize)) -> Edit {
+fn legacy_max_entries(cx: &Ctx, name: &str, (s, e): (usize, usize)) -> Edit {
     let src = cx.src();
     let has_comma = src[s..e].trim_end().ends_with(',');
     if own_line(src, s, e) && has_comma {
         let indent = indent_at(src, s).to_string();
         Edit::insert(
             line_end_incl(src, e),
-            format!("{indent}.max_entries = {},\n", cx.size_expr()),
+            format!("{indent}.max_entries = {},\n", size_marker(name)),
             Rule::LegacyPerfMapDef,
         )
     } else if has_comma {
         Edit::insert(
             e,
-            format!(" .max_entries = {},", cx.size_expr()),
+            format!(" .max_entries = {},", size_marker(name)),
             Rule::LegacyPerfMapDef,
         )
     } else {
         Edit::insert(
             e,
-            format!(", .max_entries = {}", cx.size_expr()),
+            format!(", .max_entries = {}", size_marker(name)),
             Rule::LegacyPerfMapDef,
         )
     }

@@ -227,7 +227,7 @@ mod tests {
                 Ok(())
             }
             "#,
-            "the perf buffer had 1024 pages",
+            "4096 KiB shared by all CPUs, no less than the perf buffer had for one CPU (1024 pages, 4096 KiB)",
         );
     }
 

@@ -161,6 +161,62 @@ mod tests {
         check_migrate(&[("x.bpf.c", BPF), ("x.c", &before)], &[("x.c", &after)]);
     }
 
+    /// The ring is never smaller than one CPU's perf buffer was: 1024 pages a CPU (4 MiB)
+    /// make a 4 MiB ring, 64 pages (256 KiB) the default 256 KiB; `--ringbuf-size` decides
+    /// when given.
+    #[test]
+    fn a_ring_is_no_smaller_than_one_cpus_perf_buffer() {
+        let with_pages = |pages: u64| {
+            perf(
+                "",
+                &format!("#define PERF_BUFFER_PAGES\t{pages}\n\n{PERF_CALLBACK}"),
+                "",
+                "\tpb = perf_buffer__new(bpf_map__fd(skel->maps.events), PERF_BUFFER_PAGES,\n\
+                 \t\t\t      handle_event, NULL, NULL, NULL);\n",
+            )
+        };
+        let ring_of = |pages: u64, opts: &crate::engine::Options| {
+            let loader = with_pages(pages);
+            let (out, diags) =
+                crate::engine::testkit::run(&[("x.bpf.c", BPF), ("x.c", &loader)], opts);
+            let bpf = out.get("x.bpf.c").cloned().unwrap_or_default();
+            let size = bpf
+                .lines()
+                .find(|l| l.contains("max_entries"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let note = diags
+                .into_iter()
+                .find(|d| d.rule == Rule::PerfMapDef)
+                .map(|d| d.message)
+                .unwrap_or_default();
+            (size, note)
+        };
+        let default = crate::engine::Options::default();
+        let (size, note) = ring_of(1024, &default);
+        assert_eq!(size, "__uint(max_entries, 4 * 1024 * 1024);");
+        assert!(
+            note.ends_with("4096 KiB shared by all CPUs, no less than the perf buffer had for one CPU (1024 pages, 4096 KiB)"),
+            "{note}"
+        );
+        let (size, note) = ring_of(64, &default);
+        assert_eq!(size, "__uint(max_entries, 256 * 1024);");
+        assert!(
+            note.ends_with(
+                "256 KiB shared by all CPUs; the perf buffer had 64 pages (256 KiB) per CPU"
+            ),
+            "{note}"
+        );
+        let given = crate::engine::Options {
+            ring_size: 1 << 20,
+            ring_size_given: true,
+            ..default
+        };
+        let (size, _) = ring_of(1024, &given);
+        assert_eq!(size, "__uint(max_entries, 1 * 1024 * 1024);");
+    }
+
     #[test]
     fn notes_a_page_count_chosen_at_run_time() {
         let env = "static struct env {\n\tint pages;\n} env = { .pages = 8 };\n\n";
