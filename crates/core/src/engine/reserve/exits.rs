@@ -14,7 +14,8 @@ use crate::lang::c;
 use crate::rules::Rule;
 use crate::source::{indent_at, line_end_incl, line_start};
 
-/// Every way out of the region but through the submit gets a discard.
+/// Every way out of the region but through the submit gets a discard; where the first of
+/// them is.
 pub(super) fn discard_exits(
     cx: &Ctx,
     ev: &Event,
@@ -22,11 +23,12 @@ pub(super) fn discard_exits(
     discard: &str,
     unit: &str,
     edits: &mut Vec<Edit>,
-) -> Result<(), String> {
+) -> Result<Option<usize>, String> {
+    let mut first = None;
     for s in &reg.stmts {
-        exits(cx, *s, ev, discard, unit, reg.span, edits)?;
+        first = first.or(exits(cx, *s, ev, discard, unit, reg.span, edits)?);
     }
-    Ok(())
+    Ok(first)
 }
 
 /// Every way out of the region statement `stmt` but through the submit gets a discard:
@@ -39,9 +41,10 @@ fn exits(
     unit: &str,
     region: (usize, usize),
     edits: &mut Vec<Edit>,
-) -> Result<(), String> {
+) -> Result<Option<usize>, String> {
     let src = cx.src();
     let var = ev.var.as_str();
+    let mut first = None;
     for n in c::descendants(stmt) {
         match n.kind() {
             "labeled_statement" => {
@@ -52,6 +55,7 @@ fn exits(
                     return Err(format!("a return reads `{var}` before it is submitted"));
                 }
                 edits.push(discard_before(src, n, discard, unit)?);
+                first.get_or_insert(n.start_byte());
             }
             "goto_statement" => {
                 let label = n.field("label").map(|l| c::text(l, src)).unwrap_or("");
@@ -66,14 +70,16 @@ fn exits(
                     );
                 }
                 edits.push(discard_before(src, n, discard, unit)?);
+                first.get_or_insert(n.start_byte());
             }
             "break_statement" | "continue_statement" if leaves_block(stmt, n)? => {
                 edits.push(discard_before(src, n, discard, unit)?);
+                first.get_or_insert(n.start_byte());
             }
             _ => {}
         }
     }
-    Ok(())
+    Ok(first)
 }
 
 /// Whether the break or continue `n` in the region statement `stmt` leaves the block (to the
@@ -181,7 +187,7 @@ mod tests {
     //! A test per fallback reason of this file. Not reached from C input: "a statement outside
     //! any block", "an exit outside any statement", "an if without a body".
 
-    use super::super::snippets::{converts, fallback};
+    use super::super::snippets::{converts, fallback, lines_noted};
 
     #[test]
     fn a_label_sits_in_the_region() {
@@ -262,31 +268,16 @@ int handle(void *ctx)
     }
 
     /// Every way out before the output discards: braces are added around a lone return, a
-    /// goto to a label outside gets its discard, and a guarded output gets an else.
+    /// goto to a label outside gets its discard, and a guarded output gets an else. A note at
+    /// the first says that a full ring now counts such events lost too.
     #[test]
     fn exits_discard() {
+        assert_eq!(
+            lines_noted(EXITS, crate::rules::Rule::ReserveSubmit),
+            ["return 0; /* hidden */"]
+        );
         converts(
-            r#"SEC("tp/a")
-int handle(void *ctx)
-{
-	struct event e = {};
-	u32 pid = bpf_get_current_pid_tgid() >> 32;
-
-	if (pid == 0)
-		return 0;
-	e.pid = pid;
-	bpf_get_current_comm(&e.comm, sizeof(e.comm));
-	if (e.comm[0] == '.')
-		return 0; /* hidden */
-	if (e.comm[0] == 0) {
-		goto out;
-	}
-	if (e.comm[1])
-		bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &e, sizeof(e));
-out:
-	return 0;
-}
-"#,
+            EXITS,
             r#"SEC("tp/a")
 int handle(void *ctx)
 {
@@ -319,4 +310,26 @@ out:
 "#,
         );
     }
+
+    const EXITS: &str = r#"SEC("tp/a")
+int handle(void *ctx)
+{
+	struct event e = {};
+	u32 pid = bpf_get_current_pid_tgid() >> 32;
+
+	if (pid == 0)
+		return 0;
+	e.pid = pid;
+	bpf_get_current_comm(&e.comm, sizeof(e.comm));
+	if (e.comm[0] == '.')
+		return 0; /* hidden */
+	if (e.comm[0] == 0) {
+		goto out;
+	}
+	if (e.comm[1])
+		bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &e, sizeof(e));
+out:
+	return 0;
+}
+"#;
 }

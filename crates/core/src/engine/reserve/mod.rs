@@ -83,6 +83,8 @@ struct Plan {
     heap: Option<heap::HeapUse>,
     /// The function (its start) where the plan adds a label for the failure branch.
     adds_label: Option<usize>,
+    /// The first way out of the region that discards the record (a filter's `return 0;`).
+    first_discard: Option<usize>,
 }
 
 /// Where an output call's edit goes: straight into the file's edits with the copy strategy,
@@ -105,7 +107,17 @@ pub fn settle(cx: &mut Ctx, cands: Vec<Candidate>, out: &mut Analysis) -> Vec<bo
     for (k, p) in cands.into_iter().zip(plans) {
         converted.push(p.is_ok());
         match p {
-            Ok(p) => cx.edits.extend(p.edits),
+            Ok(p) => {
+                if let Some(at) = p.first_discard {
+                    cx.diag(
+                        at,
+                        Rule::ReserveSubmit,
+                        "the record is reserved before this way out, which discards it: when the ring is full, an event that would have left here is not reserved either, and a tool that counts its ring's losses counts it as lost, where the copy counted only the records it output".to_string(),
+                        Some("to count only records that are output, make the checks that leave before the event is first written, then run bpf-migrate again: the reservation goes after them"),
+                    );
+                }
+                cx.edits.extend(p.edits);
+            }
             Err(why) => {
                 let at = k.call.start_byte();
                 cx.edits.push(k.copy);
@@ -159,7 +171,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
     let mut edits: Vec<Edit> = label.into_iter().collect();
     let unit = indent_unit(src, ev.func, ev.body);
     let discard = k.dialect.discard(&ev.var);
-    exits::discard_exits(cx, &ev, &reg, &discard, &unit, &mut edits)?;
+    let first_discard = exits::discard_exits(cx, &ev, &reg, &discard, &unit, &mut edits)?;
     if ev.stack {
         stack::rewrite_uses(src, &ev, &reg, &mut edits)?;
     }
@@ -173,6 +185,7 @@ fn plan(cx: &Ctx, k: &Candidate) -> Result<Plan, String> {
         region: reg.span,
         heap,
         adds_label,
+        first_discard,
     })
 }
 

@@ -54,6 +54,18 @@ pub fn converts(code: &str, want: &str) {
     );
 }
 
+/// The lines of `code` (trimmed) where, with the reserve strategy, a diagnostic of `rule`
+/// points.
+pub fn lines_noted(code: &str, rule: crate::rules::Rule) -> Vec<String> {
+    let bpf = format!("{INCLUDES}{PERF_MAP}{code}{LICENSE}");
+    let (_, diags) = super::super::testkit::run(&[("x.bpf.c", &bpf), ("x.c", LOADER)], &reserve());
+    diags
+        .iter()
+        .filter(|d| d.rule == rule && d.file == "x.bpf.c")
+        .map(|d| bpf.lines().nth(d.line - 1).unwrap_or("").trim().to_string())
+        .collect()
+}
+
 /// With the default copy strategy, `code` becomes `want`.
 pub fn copies(code: &str, want: &str) {
     let bpf = format!("{INCLUDES}{PERF_MAP}{code}{LICENSE}");
