@@ -468,10 +468,6 @@ static inline __attribute__((always_inline)) int events_lost_count(int err)
         assert!(!dropped_because(&plain, &drop).contains("counter"));
         for (text, why) in [
             (
-                tool("\"\"\"", open, "time.sleep(1)"),
-                "does not poll its buffers in this file",
-            ),
-            (
                 plain.replace("import time", "import time\nlost_check = None"),
                 "the name `lost_check` is taken",
             ),

@@ -554,7 +554,17 @@ fn consumer_target(
     cons: &Consumer,
 ) -> Result<usize, String> {
     let a = &analyses[i];
-    let all: Vec<usize> = defs.get(cons.map.as_str()).cloned().unwrap_or_default();
+    let mut all: Vec<usize> = defs.get(cons.map.as_str()).cloned().unwrap_or_default();
+    // A BCC tool reads BCC tables only (`BPF_PERF_OUTPUT`, its own C or a file it loads): a
+    // libbpf map of the same name elsewhere is another program's.
+    if is_python_source(&files[i].path, &files[i].text) {
+        all.retain(|&j| {
+            analyses[j]
+                .maps
+                .iter()
+                .any(|m| m.name == cons.map && m.kind == MapKind::Bcc)
+        });
+    }
     let named = named_sources(files, index, a, i);
     if !named.is_empty() {
         let hit: Vec<usize> = named.iter().copied().filter(|j| all.contains(j)).collect();

@@ -201,9 +201,20 @@ pub fn analyze(file: &SourceFile, opts: &Options) -> (Analysis, Option<Kept>) {
     }
     // A poll of a tool that opens no perf buffer and has none in its C waits for nothing
     // (inject polls to sleep until Ctrl-C): BCC's ring_buffer_poll() would raise there.
-    let opens = of_kind(&nodes, "identifier")
-        .iter()
-        .any(|n| text(*n, src) == "open_perf_buffer");
+    let first_open = of_kind(&nodes, "identifier")
+        .into_iter()
+        .find(|n| text(*n, src) == "open_perf_buffer");
+    let opens = first_open.is_some();
+    // A tool that opens its buffer here and polls it elsewhere (a framework's module): that
+    // poll, `perf_buffer_poll()`, never reads a ring, and nothing here can change it.
+    if let (Some(open), true) = (first_open, py.polls.is_empty()) {
+        py.report(
+            open.start_byte(),
+            Rule::UnsupportedForm,
+            "this tool opens its perf buffer here but polls it nowhere in this file (no perf_buffer_poll(), perf_buffer_consume() or kprobe_poll() call): the code that polls it would go on polling perf buffers only, and the ring would never be read",
+            "migrate it with the module that polls (its poll becomes ring_buffer_poll()), by hand, or move the poll into this file and run bpf-migrate again",
+        );
+    }
     if opens || !a.maps.is_empty() {
         py.edits.extend(poll_renames);
     } else if let Some(first) = poll_renames.first() {
@@ -1432,6 +1443,45 @@ int trace_exec(struct pt_regs *ctx)
             "open_ring_buffer(callback=lambda ctx",
         );
         check_migrate(&[("lam.py", &kw)], &[("lam.py", &want_kw)]);
+    }
+
+    /// A tool whose own C defines its table through a macro bpf-migrate does not know reads
+    /// that table, not a libbpf map of the same name in another file: nothing is migrated.
+    #[test]
+    fn a_bcc_tool_never_reads_a_libbpf_map_of_another_file() {
+        let py = tool(
+            "",
+            &format!("{PRINT}b[\"events\"].open_perf_buffer(print_event)\n{LOOP}"),
+        )
+        .replace(
+            "BPF_PERF_OUTPUT(events);",
+            "LBC_PERF_OUTPUT(events, struct data_t, 128);",
+        );
+        let other = "#include \"vmlinux.h\"\n#include <bpf/bpf_helpers.h>\n\nstruct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\t__uint(key_size, sizeof(u32));\n\t__uint(value_size, sizeof(u32));\n} events SEC(\".maps\");\n\nSEC(\"tp/sched/sched_process_exec\")\nint on_exec(void *ctx)\n{\n\tu32 pid = 1;\n\n\tbpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n\treturn 0;\n}\n";
+        let (changed, diags) = run(
+            &[("tool.py", &py), ("example.bpf.c", other)],
+            &Options::default(),
+        );
+        assert!(changed.is_empty(), "{changed:?}");
+        assert!(
+            diags.iter().any(|d| d.file == "tool.py"
+                && d.rule == Rule::UnlinkedProgram
+                && d.message.contains("reads map `events`, but no BPF source")),
+            "{diags:?}"
+        );
+    }
+
+    /// A tool that opens its perf buffer but polls it in another module (a framework's):
+    /// that poll would never read the ring. Refused, the tool left as it is.
+    #[test]
+    fn a_tool_that_polls_its_buffer_elsewhere_is_refused() {
+        let open = "b[\"events\"].open_perf_buffer(print_event)\nframework.run(b)\n";
+        let py = tool("import framework\n", &format!("{PRINT}{open}"));
+        check_refused(
+            &[("t.py", &py)],
+            Rule::UnsupportedForm,
+            "polls it nowhere in this file",
+        );
     }
 
     /// A callback that returns a number is migrated as it is, with a note at its first

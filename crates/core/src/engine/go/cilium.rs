@@ -385,13 +385,19 @@ fn options_ok(g: &mut GoFile, o: Node, pkg: &str) -> bool {
     ok
 }
 
-/// The map `expr` names: bpf2go's `objs.Events` (a field name, matched at linking), a
-/// collection's `coll.Maps["events"]`, or a variable set from one of those in the same
-/// function.
+/// The map `expr` names: bpf2go's `objs.Events` (a field name, matched at linking: bpf2go's
+/// fields are exported, so `t.events`, a struct's own field, names no map that can be
+/// followed), a collection's `coll.Maps["events"]`, or a variable set from one of those in
+/// the same function.
 fn map_of(g: &GoFile, expr: Node, depth: u8) -> Option<(String, bool)> {
     match expr.kind() {
         "parenthesized_expression" => map_of(g, expr.named_child(0)?, depth),
-        "selector_expression" => Some((g.text(expr.field("field")?).to_string(), true)),
+        "selector_expression" => {
+            let field = g.text(expr.field("field")?);
+            field
+                .starts_with(|c: char| c.is_ascii_uppercase())
+                .then(|| (field.to_string(), true))
+        }
         "index_expression" => {
             let operand = expr.field("operand")?;
             let index = expr.field("index")?;
@@ -1121,6 +1127,25 @@ mod tests {
             diags
                 .iter()
                 .any(|d| d.rule == Rule::PerfMapDef && d.message.contains("32 pages")),
+            "{diags:?}"
+        );
+    }
+
+    /// A struct's own (unexported) field is no bpf2go object's: its map is not followed (it
+    /// may hold a pinned map of another tool), the reader is refused.
+    #[test]
+    fn an_unexported_field_names_no_bpf2go_map() {
+        let body = "\t_ = errors.Is\n\t_ = os.Args\n\tt := &tracer{events: objs.ExecEvents}\n\trd, _ := perf.NewReader(t.events, 4096)\n\t_, _ = rd.Read()\n";
+        let go = reader("\t\"github.com/cilium/ebpf/perf\"\n", body).replace(
+            "func main() {",
+            "type tracer struct{ events *ebpf.Map }\n\nfunc main() {",
+        );
+        let (changed, diags) = run(&[("x.bpf.c", BPF), ("main.go", &go)], &Options::default());
+        assert!(changed.is_empty(), "{changed:?}");
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.rule == Rule::UnresolvedMap && d.message.contains("`t.events`")),
             "{diags:?}"
         );
     }
