@@ -278,13 +278,20 @@ fn link_outputs(
             if a.maps.iter().any(|m| m.name == o.map) {
                 continue;
             }
-            let cands: Vec<usize> = defs
-                .get(o.map.as_str())
-                .map(|v| included_among(files, &a.includes, i, v))
-                .unwrap_or_default();
+            let all = defs.get(o.map.as_str()).map_or(&[][..], |v| &v[..]);
+            let mut cands: Vec<usize> = included_among(files, &a.includes, i, all);
+            if cands.is_empty() {
+                cands = defined_beside(files, analyses, i, all);
+            }
             if let [j] = cands[..] {
                 dsu.union(i, j);
             } else {
+                // The refusal goes to every program that defines a map of that name: one of
+                // them is this output's (a header of the same BPF source, which was not
+                // read), and it must not migrate without the output.
+                for &j in all {
+                    dsu.union(i, j);
+                }
                 link_diags.push(
                     Diagnostic::at(&files[i], o.offset, Rule::UnlinkedProgram,
                         format!("the perf event array `{}` written here is not defined in this file or in a header it includes that bpf-migrate was given", o.map))
@@ -293,6 +300,29 @@ fn link_outputs(
             }
         }
     }
+}
+
+/// For a header `i` that writes to a map it neither defines nor includes: the files among
+/// `all` (those defining the map) that a file including `i` defines the map in or includes
+/// as well (`events.bpf.c` includes `maps.h`, the map, then `helpers.h`, the output; a
+/// unity build's `tracer.c` defines the maps and includes `events.c`).
+fn defined_beside(
+    files: &[SourceFile],
+    analyses: &[Analysis],
+    i: usize,
+    all: &[usize],
+) -> Vec<usize> {
+    let mut found = std::collections::BTreeSet::new();
+    for (k, b) in analyses.iter().enumerate() {
+        if k == i || included_among(files, &b.includes, k, &[i]).is_empty() {
+            continue;
+        }
+        if all.contains(&k) {
+            found.insert(k);
+        }
+        found.extend(included_among(files, &b.includes, k, all));
+    }
+    found.into_iter().collect()
 }
 
 /// The page counts each perf map's readers asked for, by the file defining the map and its

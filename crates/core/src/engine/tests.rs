@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::check::{edits_ahead, parse_errors};
+use super::testkit::{LICENSE, LOADER, run};
 use super::*;
 use crate::edit;
 use crate::report::Severity;
@@ -250,4 +251,51 @@ fn a_wrong_guess_about_a_program_changes_nothing() {
     // full parse here.
     let (a, kept) = analyze_keeping(&with_tool[1], &opts);
     assert!(wants_check_ahead(&a) && kept.is_some());
+}
+
+/// An output in one header to a map another header defines, both included by the BPF source
+/// (tracee's and kubeshark's layout): the header of the output joins the map's program
+/// through the source that includes both. When that source is not among the files read (it
+/// names no perf buffer API itself), the output's refusal covers the map's program: nothing
+/// of it migrates (the map and its reader did, the output left: a program that no longer
+/// loads).
+#[test]
+fn an_output_in_a_header_beside_the_maps_header_is_one_program() {
+    let maps = "struct {\n\t__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);\n\t__uint(key_size, sizeof(u32));\n\t__uint(value_size, sizeof(u32));\n} events SEC(\".maps\");\n";
+    let helpers = "static __always_inline void submit(void *ctx, u32 pid)\n{\n\tbpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n}\n";
+    // The source writes to the map too, so it is read (one that does not write is not read
+    // at all, and then the header of the output cannot be placed).
+    let bpf = format!(
+        "#include \"vmlinux.h\"\n#include <bpf/bpf_helpers.h>\n#include \"maps.h\"\n#include \"helpers.h\"\n\nSEC(\"tp/syscalls/sys_enter_execve\")\nint trace_exec(void *ctx)\n{{\n\tu32 pid = bpf_get_current_pid_tgid() >> 32;\n\n\tif (pid & 1)\n\t\tsubmit(ctx, pid);\n\telse\n\t\tbpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &pid, sizeof(pid));\n\treturn 0;\n}}\n{LICENSE}"
+    );
+    let (changed, diags) = run(
+        &[
+            ("maps.h", maps),
+            ("helpers.h", helpers),
+            ("x.bpf.c", &bpf),
+            ("x.c", LOADER),
+        ],
+        &Options::default(),
+    );
+    assert!(
+        changed
+            .get("helpers.h")
+            .is_some_and(|t| t.contains("bpf_ringbuf_output(&events, &pid, sizeof(pid), 0);"))
+            && changed
+                .get("maps.h")
+                .is_some_and(|t| t.contains("BPF_MAP_TYPE_RINGBUF"))
+            && changed.contains_key("x.c"),
+        "{changed:?} {diags:?}"
+    );
+    let (changed, diags) = run(
+        &[("maps.h", maps), ("helpers.h", helpers), ("x.c", LOADER)],
+        &Options::default(),
+    );
+    assert!(changed.is_empty(), "{changed:?}");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.file == "helpers.h" && d.rule == Rule::UnlinkedProgram),
+        "{diags:?}"
+    );
 }
