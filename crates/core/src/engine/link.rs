@@ -215,6 +215,7 @@ pub fn link_and_apply(files: &[SourceFile], analyses: &mut [Analysis], opts: &Op
     }
     link_bpf2go_types(files, analyses, &mut dsu);
     super::go::link_go_packages(files, analyses, &mut dsu, &mut link_diags);
+    super::rust::link_rust_crates(files, analyses, &mut dsu, &mut link_diags);
     let named_by_refused = link_named_sources(files, &index, analyses, &mut dsu);
     link_cpu_fields(files, analyses, &mut dsu, &mut link_diags);
     let sizes = report_maps(

@@ -291,7 +291,69 @@ int handle(void *ctx)
 mod tests {
     use super::skeleton_sources;
     use super::test_crate::{BPF, main_rs};
-    use crate::engine::testkit::check_fallback;
+    use crate::engine::Options;
+    use crate::engine::testkit::{check_fallback, run};
+    use crate::rules::Rule;
+
+    /// A file that only names `PerfBuffer` (a struct's field) changes with the crate's
+    /// builder: refused with it (flaregun: its fields became `RingBuffer` while the buffer,
+    /// built in a macro, stayed a perf buffer), migrated with it, and refused alone.
+    #[test]
+    fn a_file_that_only_names_the_types_goes_with_its_crates_builder() {
+        let state = "pub struct State<'a> {\n    pub buf: libbpf_rs::PerfBuffer<'a>,\n}\n";
+        let refused_builder = main_rs(
+            r#"
+            mod state;
+            use libbpf_rs::PerfBufferBuilder;
+
+            fn main() -> anyhow::Result<()> {
+                let mut open_object = std::mem::MaybeUninit::uninit();
+                let skel = x::XSkelBuilder::default().open(&mut open_object)?.load()?;
+                let buf = PerfBufferBuilder::new(&skel.maps.events).build()?;
+                let _s = state::State { buf };
+                Ok(())
+            }
+            "#,
+        );
+        let files = |main: &'static str| {
+            [
+                ("src/main.rs", main),
+                ("src/state.rs", state),
+                ("src/bpf/x.bpf.c", BPF),
+            ]
+        };
+        let refused_builder: &'static str = refused_builder.leak();
+        let given = files(refused_builder);
+        let (changed, diags) = run(&given, &Options::default());
+        assert!(changed.is_empty(), "{changed:?}");
+        assert!(
+            diags.iter().any(|d| d.rule == Rule::CallbackForm),
+            "{diags:?}"
+        );
+        let builds = refused_builder.replace(
+            "PerfBufferBuilder::new(&skel.maps.events).build()?",
+            "PerfBufferBuilder::new(&skel.maps.events).sample_cb(|_cpu: i32, _d: &[u8]| {}).build()?",
+        );
+        let (changed, diags) = run(&files(builds.leak()), &Options::default());
+        assert!(
+            changed
+                .get("src/state.rs")
+                .is_some_and(|t| t.contains("libbpf_rs::RingBuffer<'a>"))
+                && changed.contains_key("src/main.rs"),
+            "{changed:?} {diags:?}"
+        );
+        let (changed, diags) = run(
+            &[("src/state.rs", state), ("src/bpf/x.bpf.c", BPF)],
+            &Options::default(),
+        );
+        assert!(changed.is_empty(), "{changed:?}");
+        assert!(
+            diags.iter().any(|d| d.file == "src/state.rs"
+                && d.rule == Rule::UnlinkedProgram
+                && d.message.contains("only names the perf buffer's types")),
+            "{diags:?}"
+        );
+    }
 
     #[test]
     fn skeletons_name_their_bpf_sources() {
@@ -325,5 +387,64 @@ mod b { include!("../bpf/.output/b.skel.rs"); }
             &[("src/main.rs", &main), ("src/bpf/x.bpf.c", &bpf)],
             "`pid` is used after it is output",
         );
+    }
+}
+
+/// The directory of the crate holding `dir` (the nearest with a `Cargo.toml`), if any.
+fn crate_of(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join("Cargo.toml").is_file())
+        .map(std::path::Path::to_path_buf)
+}
+
+/// A crate compiles as one: its Rust files that have something to say migrate together or
+/// not at all (a file that only names `PerfBuffer` in a struct field changes with the file
+/// that builds the buffer, and is refused with it). A crate whose files only name the types,
+/// its buffers built nowhere bpf-migrate was given, is refused. Files outside any crate on
+/// disk count as one crate.
+pub(in crate::engine) fn link_rust_crates(
+    files: &[SourceFile],
+    analyses: &[Analysis],
+    dsu: &mut super::link::Dsu,
+    link_diags: &mut Vec<Diagnostic>,
+) {
+    use crate::report::Severity;
+    use std::collections::BTreeMap;
+    let mut crates: BTreeMap<Option<std::path::PathBuf>, Vec<usize>> = BTreeMap::new();
+    for (i, f) in files.iter().enumerate() {
+        let a = &analyses[i];
+        if super::gate::is_rust(&f.path) && (!a.edits.is_empty() || !a.diags.is_empty()) {
+            crates
+                .entry(crate_of(super::link::dir_of(&f.path)))
+                .or_default()
+                .push(i);
+        }
+    }
+    for members in crates.values() {
+        for w in members.windows(2) {
+            dsu.union(w[0], w[1]);
+        }
+        // A buffer built here (a consumer), or one refused here.
+        let reads = members.iter().any(|&i| {
+            !analyses[i].consumers.is_empty()
+                || analyses[i]
+                    .diags
+                    .iter()
+                    .any(|d| d.severity == Severity::Manual)
+        });
+        if let (false, Some(&at)) = (
+            reads,
+            members.iter().find(|&&i| !analyses[i].edits.is_empty()),
+        ) {
+            link_diags.push(
+                Diagnostic::at(
+                    &files[at],
+                    analyses[at].edits[0].start,
+                    crate::rules::Rule::UnlinkedProgram,
+                    "this crate only names the perf buffer's types; the buffer is built in a file bpf-migrate was not given, and the two must change together",
+                )
+                .help("pass the file that calls PerfBufferBuilder::new too (the whole crate, say), or migrate by hand"),
+            );
+        }
     }
 }
