@@ -94,9 +94,14 @@ pub(super) fn link_macro_maps(
                     mac.offset,
                     Rule::UnsupportedForm,
                     format!(
-                        "the macro `{}` defines perf event arrays (`{}` at {}:{}), but {why}",
+                        "the macro `{}` defines perf event arrays ({} at {}:{}), but {why}",
                         mac.name,
-                        if map.is_empty() { "?" } else { map },
+                        // The map's name, when a parameter tells it.
+                        if map.is_empty() {
+                            "its use".to_string()
+                        } else {
+                            format!("`{map}`")
+                        },
                         files[j].display,
                         files[j].line_col(call.offset).0
                     ),

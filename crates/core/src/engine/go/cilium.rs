@@ -1090,10 +1090,11 @@ mod tests {
     }
 
     /// Messages passed to calls name the ring buffer reader now; a string that is no call's
-    /// argument (a flag's default) keeps its words.
+    /// argument (a flag's default), or one about the perf buffer's size (a setting that
+    /// sizes nothing now), keeps its words.
     #[test]
     fn messages_that_name_the_perf_reader_follow() {
-        let body = "\t_ = errors.Is\n\t_ = os.Args\n\tname := \"perf reader\"\n\trd, err := perf.NewReader(objs.ExecEvents, 4096)\n\tif err != nil {\n\t\tlog.Fatalf(\"creating perf event reader: %s\", err)\n\t}\n\tdefer rd.Close()\n\tfor {\n\t\trec, err := rd.Read()\n\t\tif err != nil {\n\t\t\tlog.Printf(`reading from perf buffer (%s): %v`, name, err)\n\t\t\tcontinue\n\t\t}\n\t\tlog.Print(rec.RawSample)\n\t}\n";
+        let body = "\t_ = errors.Is\n\t_ = os.Args\n\tname := \"perf reader\"\n\trd, err := perf.NewReader(objs.ExecEvents, 4096)\n\tif err != nil {\n\t\tlog.Fatalf(\"creating perf event reader: %s\", err)\n\t}\n\tif len(os.Args) > 2 {\n\t\tlog.Fatalf(\"invalid perf buffer size %s\", os.Args[2])\n\t}\n\tdefer rd.Close()\n\tfor {\n\t\trec, err := rd.Read()\n\t\tif err != nil {\n\t\t\tlog.Printf(`reading from perf buffer (%s): %v`, name, err)\n\t\t\tcontinue\n\t\t}\n\t\tlog.Print(rec.RawSample)\n\t}\n";
         let (go, _) = migrate(
             &reader("\t\"github.com/cilium/ebpf/perf\"\n", body),
             &Options::default(),
@@ -1101,7 +1102,8 @@ mod tests {
         assert!(
             go.contains("log.Fatalf(\"creating ring buffer reader: %s\", err)")
                 && go.contains("log.Printf(`reading from ring buffer (%s): %v`, name, err)")
-                && go.contains("name := \"perf reader\""),
+                && go.contains("name := \"perf reader\"")
+                && go.contains("log.Fatalf(\"invalid perf buffer size %s\", os.Args[2])"),
             "{go}"
         );
     }

@@ -92,8 +92,18 @@ fn init_perf_buf(g: &mut GoFile, opts: &Options, a: &mut Analysis, call: Node, s
         return;
     }
     let lost = args[2];
-    if lost.kind() == "identifier" && !settle_lost_channel(g, opts, lost) {
-        return;
+    if lost.kind() == "identifier" {
+        if !settle_lost_channel(g, opts, lost) {
+            return;
+        }
+    } else if g.text(lost) != "nil" {
+        // A channel held elsewhere (`t.lostEvChannel`): it stays, unwritten.
+        g.report(
+            lost.start_byte(),
+            Rule::LostCallback,
+            format!("a ring buffer has no lost channel: `{}` is no longer given to the buffer, so it stays, and what receives from it never runs; records that do not fit are dropped without a word", g.text(lost)),
+            "to count drops, have the BPF program count failed bpf_ringbuf_output() calls in a per-CPU array and print it from the reader",
+        );
     }
     let pages = g.int_value(args[3]);
     if pages.is_none() {
@@ -263,6 +273,22 @@ mod tests {
             !diags
                 .iter()
                 .any(|d| d.message.contains("chosen at run time")),
+            "{diags:?}"
+        );
+        // A lost channel held in a struct: it stays, and a note says it is written no more.
+        let held = go
+            .replace(
+                "\tlost := make(chan uint64)\n",
+                "\tt := struct{ lost chan uint64 }{make(chan uint64)}\n",
+            )
+            .replace("events, lost, 64)", "events, t.lost, 64)")
+            .replace("case n := <-lost:", "case n := <-t.lost:");
+        let (out, diags) = migrate(&held);
+        assert!(out.contains("m.InitRingBuf(\"events\", events)\n"), "{out}");
+        assert!(
+            diags.iter().any(|d| d.rule == Rule::LostCallback
+                && d.message
+                    .contains("`t.lost` is no longer given to the buffer, so it stays")),
             "{diags:?}"
         );
         // A page count from a flag: gone from the call, and said to apply no more.

@@ -262,6 +262,9 @@ fn messages(g: &mut GoFile) {
             continue;
         }
         let old = g.text(n);
+        if super::user::messages::about_its_size(old) {
+            continue;
+        }
         let new = PAIRS
             .iter()
             .fold(old.to_string(), |t, (a, b)| t.replace(a, b));

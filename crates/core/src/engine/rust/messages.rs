@@ -20,6 +20,9 @@ pub(super) fn messages(rs: &mut Rs, skip: &[(usize, usize)]) {
             continue;
         }
         let lit = &src[s..e];
+        if crate::engine::user::messages::about_its_size(lit) {
+            continue;
+        }
         let new = lit
             .replace("perf buffer", "ring buffer")
             .replace("Perf buffer", "Ring buffer");

@@ -24,7 +24,7 @@ mod compat;
 mod lost;
 mod lost_counter;
 mod maps;
-mod messages;
+pub(in crate::engine) mod messages;
 mod new_site;
 mod null_checks;
 mod opts;
