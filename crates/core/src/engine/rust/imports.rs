@@ -53,22 +53,30 @@ pub(super) fn refuse_imported_elsewhere(rs: &mut Rs, col: &Collect) -> bool {
     true
 }
 
+/// Which of the ring buffer's names the file imports already.
+#[derive(Clone, Copy, Default)]
+pub(super) struct RingImported {
+    pub(super) builder: bool,
+    pub(super) buffer: bool,
+}
+
 /// The names the builder goes by (`PerfBufferBuilder` and its aliases: `use
-/// libbpf_rs::PerfBufferBuilder as PerfBuilder;`), and whether `RingBufferBuilder` is
-/// imported already.
-pub(super) fn builder_names(col: &Collect) -> (Vec<String>, bool) {
+/// libbpf_rs::PerfBufferBuilder as PerfBuilder;`), and which of `RingBufferBuilder` and
+/// `RingBuffer` are imported already.
+pub(super) fn builder_names(col: &Collect) -> (Vec<String>, RingImported) {
     let mut builder_names = vec!["PerfBufferBuilder".to_string()];
-    let mut ring_imported = false;
+    let mut ring = RingImported::default();
     for u in &col.uses {
         walk_use(&u.tree, &mut |t| match t {
             UseTree::Rename(r) if r.ident == "PerfBufferBuilder" => {
                 builder_names.push(r.rename.to_string())
             }
-            UseTree::Name(n) if n.ident == "RingBufferBuilder" => ring_imported = true,
+            UseTree::Name(n) if n.ident == "RingBufferBuilder" => ring.builder = true,
+            UseTree::Name(n) if n.ident == "RingBuffer" => ring.buffer = true,
             _ => {}
         });
     }
-    (builder_names, ring_imported)
+    (builder_names, ring)
 }
 
 fn walk_use<'a>(t: &'a UseTree, f: &mut dyn FnMut(&'a UseTree)) {
@@ -121,32 +129,57 @@ pub(super) fn rewrite_names(
 }
 
 /// `use libbpf_rs::PerfBufferBuilder;` → `RingBufferBuilder` (the alias dropped: the new code
-/// names RingBufferBuilder), or removed when RingBufferBuilder is imported already; under
-/// compat, removed (the shim's names are the file's own).
-pub(super) fn rewrite_use(rs: &mut Rs, u: &ItemUse, ring_imported: bool) {
+/// names RingBufferBuilder), or removed when RingBufferBuilder is imported already, and
+/// `PerfBuffer` → `RingBuffer` likewise (a group whose every name goes goes whole: `use
+/// libbpf_rs::{PerfBuffer, PerfBufferBuilder};` beside `use libbpf_rs::{RingBuffer,
+/// RingBufferBuilder};`); under compat, removed (the shim's names are the file's own).
+pub(super) fn rewrite_use(rs: &mut Rs, u: &ItemUse, ring: RingImported) {
     // Under compat, every name goes, as if the ring's were imported already.
-    let ring_imported = ring_imported || rs.opts.strategy == Strategy::Compat;
+    let compat = rs.opts.strategy == Strategy::Compat;
+    let ring = RingImported {
+        builder: ring.builder || compat,
+        buffer: ring.buffer || compat,
+    };
     let src = rs.src().to_string();
     let mut edits = Vec::new();
+    // Whether the use of `name` goes (its ring twin imported already).
+    let goes = |name: &syn::Ident| {
+        (name == "PerfBufferBuilder" && ring.builder) || (name == "PerfBuffer" && ring.buffer)
+    };
+    // `use PATH::{...};` whose every name goes: the whole item.
+    if let UseTree::Path(p) = &u.tree
+        && let UseTree::Group(g) = &*p.tree
+        && g.items.iter().all(|i| match i {
+            UseTree::Name(n) => goes(&n.ident),
+            UseTree::Rename(r) => r.ident == "PerfBufferBuilder" && ring.builder,
+            _ => false,
+        })
+    {
+        let e = remove_use_tree(rs, &u.tree, None, u, &src);
+        rs.explained.push((e.start, e.end));
+        rs.edits.push(e);
+        return;
+    }
+    #[allow(clippy::too_many_arguments)]
     fn visit(
         rs: &Rs,
         t: &UseTree,
         parent: Option<&syn::UseGroup>,
-        ring_imported: bool,
+        ring: RingImported,
+        goes: &dyn Fn(&syn::Ident) -> bool,
         item: &ItemUse,
         src: &str,
         out: &mut Vec<Edit>,
     ) {
         match t {
-            UseTree::Path(p) => visit(rs, &p.tree, None, ring_imported, item, src, out),
+            UseTree::Path(p) => visit(rs, &p.tree, None, ring, goes, item, src, out),
             UseTree::Group(g) => g
                 .items
                 .iter()
-                .for_each(|i| visit(rs, i, Some(g), ring_imported, item, src, out)),
+                .for_each(|i| visit(rs, i, Some(g), ring, goes, item, src, out)),
             UseTree::Name(n) if n.ident == "PerfBufferBuilder" || n.ident == "PerfBuffer" => {
                 let (s, e) = rs.range(n.ident.span());
-                let compat = rs.opts.strategy == Strategy::Compat;
-                if (n.ident == "PerfBufferBuilder" || compat) && ring_imported {
+                if goes(&n.ident) {
                     out.push(remove_use_tree(rs, t, parent, item, src));
                 } else {
                     out.push(Edit::replace(
@@ -159,7 +192,7 @@ pub(super) fn rewrite_use(rs: &mut Rs, u: &ItemUse, ring_imported: bool) {
             }
             UseTree::Rename(r) if r.ident == "PerfBufferBuilder" => {
                 let (s, e) = rs.range(r.span());
-                if ring_imported {
+                if ring.builder {
                     out.push(remove_use_tree(rs, t, parent, item, src));
                 } else {
                     out.push(Edit::replace(
@@ -173,7 +206,7 @@ pub(super) fn rewrite_use(rs: &mut Rs, u: &ItemUse, ring_imported: bool) {
             _ => {}
         }
     }
-    visit(rs, &u.tree, None, ring_imported, u, &src, &mut edits);
+    visit(rs, &u.tree, None, ring, &goes, u, &src, &mut edits);
     for e in edits {
         rs.explained.push((e.start, e.end));
         rs.edits.push(e);
@@ -343,6 +376,47 @@ mod tests {
                 builder.add(&skel.maps.events, handle)?;
                 let buffer = builder.build()?;
                 Ok(Reader { buffer })
+            }
+            "#,
+        );
+    }
+
+    /// Both ring names imported already, on a line of their own (scx's monitors): the perf
+    /// names' whole `use` goes, not `use libbpf_rs::{RingBuffer};` again (E0252).
+    #[test]
+    fn perf_imports_go_whole_when_both_ring_names_are_imported() {
+        migrates(
+            r#"
+            use libbpf_rs::{PerfBuffer, PerfBufferBuilder};
+            use libbpf_rs::{RingBuffer, RingBufferBuilder};
+
+            struct Reader<'a> {
+                buffer: PerfBuffer<'a>,
+                _ring: Option<RingBuffer<'a>>,
+            }
+
+            fn open<'a>(skel: &'a x::XSkel) -> anyhow::Result<Reader<'a>> {
+                let _unused = RingBufferBuilder::new();
+                let buffer = PerfBufferBuilder::new(&skel.maps.events)
+                    .sample_cb(|_cpu: i32, _data: &[u8]| {})
+                    .build()?;
+                Ok(Reader { buffer, _ring: None })
+            }
+            "#,
+            r#"
+            use libbpf_rs::{RingBuffer, RingBufferBuilder};
+
+            struct Reader<'a> {
+                buffer: RingBuffer<'a>,
+                _ring: Option<RingBuffer<'a>>,
+            }
+
+            fn open<'a>(skel: &'a x::XSkel) -> anyhow::Result<Reader<'a>> {
+                let _unused = RingBufferBuilder::new();
+                let mut builder = RingBufferBuilder::new();
+                builder.add(&skel.maps.events, |_data: &[u8]| { 0 })?;
+                let buffer = builder.build()?;
+                Ok(Reader { buffer, _ring: None })
             }
             "#,
         );
