@@ -29,8 +29,8 @@ fn module_of(dir: &Path) -> Option<PathBuf> {
 }
 
 /// The version of cilium/ebpf the module at `module` requires (`go.mod`'s `require`), as
-/// (major, minor), with the text that says so.
-fn cilium_required(module: &Path) -> Option<((u64, u64), String)> {
+/// (major, minor, patch), with the text that says so.
+fn cilium_required(module: &Path) -> Option<((u64, u64, u64), String)> {
     let gomod = std::fs::read_to_string(module.join("go.mod")).ok()?;
     gomod.lines().find_map(|l| {
         let words: Vec<&str> = l.split_whitespace().collect();
@@ -39,15 +39,32 @@ fn cilium_required(module: &Path) -> Option<((u64, u64), String)> {
         let mut parts = v.split(['.', '-', '+']);
         let major = parts.next()?.parse().ok()?;
         let minor = parts.next()?.parse().ok()?;
+        let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
         Some((
-            (major, minor),
+            (major, minor, patch),
             format!("github.com/cilium/ebpf {}", words[at + 1]),
         ))
     })
 }
 
-/// cilium/ebpf's first release with the `ringbuf` package.
-const CILIUM_RINGBUF: (u64, u64) = (0, 7);
+/// The cilium/ebpf release from which the `ringbuf` package has what a migrated reader calls:
+/// the package itself (v0.7.0), and each method the perf reader was called with
+/// (`ringbuf.Reader` gained `ReadInto` in v0.9.0, `SetDeadline` in v0.9.2, `BufferSize` in
+/// v0.13.0, `Flush` in v0.16.0), by the package's text.
+fn ring_version_needed(texts: &[&str]) -> ((u64, u64, u64), &'static str) {
+    const METHODS: &[(&str, (u64, u64, u64))] = &[
+        (".ReadInto(", (0, 9, 0)),
+        (".SetDeadline(", (0, 9, 2)),
+        (".BufferSize(", (0, 13, 0)),
+        (".Flush(", (0, 16, 0)),
+    ];
+    METHODS
+        .iter()
+        .filter(|(m, _)| texts.iter().any(|t| t.contains(m)))
+        .map(|&(m, v)| (v, m))
+        .max()
+        .unwrap_or(((0, 7, 0), "the ringbuf package"))
+}
 
 /// Joins each Go package's files that have something to say into one program, joins a file
 /// that only names reader types to the readers of its module when its package makes none,
@@ -99,17 +116,28 @@ pub(in crate::engine) fn link_go_packages(
                 files[i].text.contains("\"github.com/cilium/ebpf/perf\"")
                     && !analyses[i].consumers.is_empty()
             });
+            let texts: Vec<&str> = active.iter().map(|&i| files[i].text.as_str()).collect();
+            let (needed, what) = ring_version_needed(&texts);
             if let Some(at) = reader
                 && let Some((version, said)) =
                     module_of_file(at).as_deref().and_then(cilium_required)
-                && version < CILIUM_RINGBUF
+                && version < needed
             {
+                let (a, b, c) = needed;
+                let lacks = if what.starts_with('.') {
+                    format!(
+                        "whose ring buffer reader has no `{}` (cilium/ebpf v{a}.{b}.{c} added it), which this package calls",
+                        what.trim_matches(['.', '('])
+                    )
+                } else {
+                    format!("which has no ringbuf package (cilium/ebpf v{a}.{b}.{c} added it)")
+                };
                 link_diags.push(
                     Diagnostic::at(
                         &files[at],
                         analyses[at].consumers[0].offset,
                         Rule::UnsupportedForm,
-                        format!("the module requires {said}, which has no ringbuf package (cilium/ebpf v0.7.0 added it)"),
+                        format!("the module requires {said}, {lacks}"),
                     )
                     .help("upgrade cilium/ebpf in go.mod (go get github.com/cilium/ebpf@latest), then run bpf-migrate again"),
                 );
@@ -265,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn a_module_on_a_cilium_ebpf_without_ringbuf_is_refused() {
+    fn a_module_on_a_cilium_ebpf_without_ringbuf_or_a_method_it_calls_is_refused() {
         let dir = std::env::temp_dir().join(format!("bpfm-gomod-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -288,6 +316,18 @@ mod tests {
         );
         gomod("v0.12.3");
         let (changed, diags) = run(&[(&b, BPF), (&m, &text)], &Options::default());
+        assert!(changed.contains_key(m.as_ref()), "{diags:?}");
+        // A method the ring reader gained later than the perf reader: SetDeadline (v0.9.2).
+        let deadline = text.replace("\tfor {\n", "\trd.SetDeadline(time.Time{})\n\tfor {\n");
+        assert_ne!(deadline, text);
+        gomod("v0.9.1");
+        check_refused(
+            &[(&b, BPF), (&m, &deadline)],
+            Rule::UnsupportedForm,
+            "requires github.com/cilium/ebpf v0.9.1, whose ring buffer reader has no `SetDeadline` (cilium/ebpf v0.9.2 added it)",
+        );
+        gomod("v0.9.2");
+        let (changed, diags) = run(&[(&b, BPF), (&m, &deadline)], &Options::default());
         assert!(changed.contains_key(m.as_ref()), "{diags:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
