@@ -158,7 +158,18 @@ fn account_triggers(cx: &mut Ctx, st: &State) {
                 .descendant_for_byte_range(s, e)
                 .and_then(|n| n.parent())
                 .is_some_and(|p| p.kind() == "struct_specifier" && p.field("body").is_some());
-        if (w.starts_with("perf_buffer_") || is_struct_tag)
+        // libbpf's names: `perf_buffer__*` and its types; not a program's own
+        // `perf_buffer_create()` helper.
+        let libbpf_name = w.starts_with("perf_buffer__")
+            || matches!(
+                w,
+                "perf_buffer_opts"
+                    | "perf_buffer_raw_opts"
+                    | "perf_buffer_sample_fn"
+                    | "perf_buffer_lost_fn"
+                    | "perf_buffer_event_fn"
+            );
+        if (libbpf_name || is_struct_tag)
             && !defines_struct
             && !st.explained.iter().any(|&(a, b)| s >= a && e <= b)
             && !c::is_declared_name(cx.root(), s, e)
@@ -385,6 +396,42 @@ mod tests {
                 "\tpb = ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL);\n\
                  \tif (!pb)\n\t\tgoto out;\n{RING_POLL}{OUT}"
             ),
+        );
+        check_migrate(
+            &[("x.bpf.c", BPF), ("x.c", &before)],
+            &[("x.bpf.c", BPF_AFTER), ("x.c", &after)],
+        );
+    }
+
+    /// A program's own helper named like libbpf's (`perf_buffer_create()`, xd_scsiiotrace) is
+    /// no libbpf name: its calls are left alone, its body migrates.
+    #[test]
+    fn a_helper_named_like_libbpf_is_not_refused() {
+        let helper = |kind: &str, new: &str| {
+            format!(
+                "{PERF_CALLBACK}\nstatic struct {kind} *{kind}_create(struct x_bpf *skel)\n{{\n\treturn {new};\n}}\n"
+            )
+        };
+        let create = "\tpb = perf_buffer_create(skel);\n\tif (!pb)\n\t\tgoto out;\n";
+        let before = loader(
+            "",
+            &helper(
+                "perf_buffer",
+                "perf_buffer__new(bpf_map__fd(skel->maps.events), 8, handle_event, NULL, NULL, NULL)",
+            ),
+            &format!("{PERF_DECLS}\n"),
+            &format!("{create}{PERF_POLL}{OUT}"),
+        );
+        let after = loader(
+            "",
+            &helper(
+                "perf_buffer",
+                "ring_buffer__new(bpf_map__fd(skel->maps.events), handle_event, NULL, NULL)",
+            )
+            .replace("static struct perf_buffer *", "static struct ring_buffer *")
+            .replace(PERF_CALLBACK, RING_CALLBACK),
+            &format!("{RING_DECLS}\n"),
+            &format!("{create}{RING_POLL}{OUT}"),
         );
         check_migrate(
             &[("x.bpf.c", BPF), ("x.c", &before)],
