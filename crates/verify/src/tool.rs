@@ -637,6 +637,12 @@ fn exit_differs(orig: &ToolRun, second: &ToolRun, new: &ToolRun) -> bool {
     new.exit_code != Some(0) && !interrupted && !ctrl_c_in_callback
 }
 
+/// Whether a run ended by itself: before the workload was over, or before any Ctrl-C was
+/// typed (between the workload's end and the Ctrl-C).
+fn by_itself(run: &ToolRun) -> bool {
+    run.exited_early || (run.ctrl_c_typed == 0 && (run.exit_code.is_some() || run.signal.is_some()))
+}
+
 /// What a run that ended by itself said of an error: its last line (of its errors, else of
 /// its output) when that names one, or, after a failing exit, its first error lines.
 fn gave_up(run: &ToolRun) -> Option<String> {
@@ -742,7 +748,7 @@ pub fn judge(
     // Every run ended by itself before the workload was over (a tool given a count of
     // intervals, or one that gave up): each printed what it had to, and where the workload
     // began in each is timing. The whole of each is compared.
-    let ended_alone = orig.exited_early && second.exited_early && new.exited_early;
+    let ended_alone = by_itself(orig) && by_itself(second) && by_itself(new);
     let output = |r: &ToolRun| {
         if ended_alone {
             Output {
@@ -870,14 +876,14 @@ pub fn judge(
     // (a kernel or an emulated CPU it does not expect), and what the migration printed beside
     // it proves nothing either way.
     if let (true, Some(said)) = (
-        orig.exited_early && second.exited_early,
+        by_itself(orig) && by_itself(second),
         gave_up(orig).and(gave_up(second)),
     ) {
         return report(
             Verdict::Inconclusive,
             &lines,
             format!(
-                "the original ended by itself before the workload was over, in both runs ({}): `{said}`; it did not run its course in this guest, so what it printed is not compared (if it needs arguments, give them with --args)",
+                "the original ended by itself, before it was stopped, in both runs ({}): `{said}`; it did not run its course in this guest, so what it printed is not compared (if it needs arguments, give them with --args)",
                 status_of(orig)
             ),
         );
@@ -1516,6 +1522,7 @@ mod tests {
         }
     }
 
+    /// A run stopped by one Ctrl-C after the workload.
     fn run(stdout: &str, at: &str) -> ToolRun {
         ToolRun {
             id: "t".into(),
@@ -1524,6 +1531,7 @@ mod tests {
             workload_end: stdout.find("SUMMARY").unwrap_or(stdout.len()),
             ready: true,
             exit_code: Some(0),
+            ctrl_c_typed: 1,
             ..ToolRun::default()
         }
     }
@@ -1695,6 +1703,7 @@ mod tests {
                 stdout,
                 ready: true,
                 exit_code: Some(0),
+                ctrl_c_typed: 1,
                 ..ToolRun::default()
             }
         };
@@ -2040,6 +2049,7 @@ mod tests {
             workload_at: at,
             workload_end: stdout.len(),
             exited_early: true,
+            ctrl_c_typed: 0,
             ..run(stdout, "")
         };
         // A count of two intervals: one run printed both before the workload began, one
@@ -2072,9 +2082,17 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
         let f = r.finding.unwrap();
         assert!(
-            f.contains("ended by itself before the workload was over, in both runs (exit code 0): `ERROR: CPU samples arrived"),
+            f.contains("ended by itself, before it was stopped, in both runs (exit code 0): `ERROR: CPU samples arrived"),
             "{f}"
         );
+        // The originals gave up just after the workload, before the Ctrl-C; the migration,
+        // not yet, was stopped by it (SIGINT): timing, not a difference.
+        let mut late = skew(7356580, 23);
+        (late.exited_early, late.ctrl_c_typed) = (false, 0);
+        let mut stopped = run("Sampling run queues...\n", "");
+        (stopped.exit_code, stopped.signal) = (None, Some(2));
+        let r = judge(&late, &late, &stopped, true, true, &[]);
+        assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
         // A failing exit says so too, with the tool's first lines.
         let mut failed = ended("Attaching...\n", 0);
         failed.exit_code = Some(1);
