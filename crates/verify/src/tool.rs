@@ -637,10 +637,11 @@ fn exit_differs(orig: &ToolRun, second: &ToolRun, new: &ToolRun) -> bool {
     new.exit_code != Some(0) && !interrupted && !ctrl_c_in_callback
 }
 
-/// Whether a run ended by itself: before the workload was over, or before any Ctrl-C was
-/// typed (between the workload's end and the Ctrl-C).
+/// Whether a run ended by itself: before the workload was over, or with an exit code before
+/// any Ctrl-C was typed (between the workload's end and the Ctrl-C; a run killed at the
+/// deadline has a signal).
 fn by_itself(run: &ToolRun) -> bool {
-    run.exited_early || (run.ctrl_c_typed == 0 && (run.exit_code.is_some() || run.signal.is_some()))
+    run.exited_early || (run.ctrl_c_typed == 0 && run.exit_code.is_some())
 }
 
 /// What a run that ended by itself said of an error: its last line (of its errors, else of
