@@ -746,9 +746,9 @@ pub fn judge(
     lost_kept: bool,
     events: &[&[u8]],
 ) -> ToolReport {
-    // Every run ended by itself before the workload was over (a tool given a count of
-    // intervals, or one that gave up): each printed what it had to, and where the workload
-    // began in each is timing. The whole of each is compared.
+    // Every run ended by itself, before the workload was over or before the Ctrl-C (a tool
+    // given a count of intervals, or one that gave up): each printed what it had to, and
+    // where the workload began in each is timing. The whole of each is compared.
     let ended_alone = by_itself(orig) && by_itself(second) && by_itself(new);
     let output = |r: &ToolRun| {
         if ended_alone {
@@ -2041,7 +2041,7 @@ mod tests {
         );
     }
 
-    /// Runs that all ended by themselves before the workload was over: compared whole, for
+    /// Runs that all ended by themselves before they were stopped: compared whole, for
     /// where the workload began in each is timing; an original that gave up with an error in
     /// both runs (cpuunclaimed under emulation: its CPUs' samples come skewed) is no proof.
     #[test]
