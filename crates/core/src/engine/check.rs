@@ -42,7 +42,7 @@ pub(super) fn apply_checked(
 ) -> Applied {
     // The rings' sizes (BPF_RINGBUF_OUTPUT page counts, libbpf maps' max_entries), now that
     // what the readers asked for is known.
-    for e in edits.iter_mut().filter(|e| has_size_marker(&e.text)) {
+    for e in edits.iter_mut().filter(|e| has_size_marker(e)) {
         for ((f, name), size) in sizes {
             if *f == i {
                 e.text = e.text.replace(&size_marker(name), size);
@@ -68,7 +68,7 @@ pub(super) fn apply_checked(
     // input itself may hold any byte.
     let unresolved = edits
         .iter()
-        .any(|e| has_size_marker(&e.text) || e.text.contains(super::rust::callbacks::CPU_BYTES));
+        .any(|e| has_size_marker(e) || e.text.contains(super::rust::callbacks::CPU_BYTES));
     // Counted ahead, during the analysis: no more errors than before settles it; anything
     // else is decided by a full parse of the new text.
     let errors_after = analysis
@@ -230,7 +230,7 @@ fn parse_check_refusal(
 /// normalized, with a stand-in for the ring sizes it fills in. None if they overlap.
 pub(super) fn edits_ahead(edits: &[Edit]) -> Option<Vec<Edit>> {
     let mut edits = edits.to_vec();
-    for e in edits.iter_mut().filter(|e| has_size_marker(&e.text)) {
+    for e in edits.iter_mut().filter(|e| has_size_marker(e)) {
         e.text = stand_in_sizes(&e.text);
     }
     edit::normalize(&mut edits).ok()?;

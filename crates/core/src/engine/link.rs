@@ -11,7 +11,7 @@ use super::cpu_field::link_cpu_fields;
 use super::gate::{is_cpp, is_python_source};
 use super::lost_counter::link_lost_counters;
 use super::macro_maps::link_macro_maps;
-use super::options::{Options, Strategy, size_expr, size_marker};
+use super::options::{Options, Strategy, has_size_marker, size_expr, size_marker};
 use super::user::FIRST_MAP;
 use crate::edit::Edit;
 use crate::report::{Diagnostic, Severity};
@@ -699,7 +699,7 @@ fn report_maps(
             let marked = m.kind != MapKind::Bcc
                 && a.edits
                     .iter()
-                    .any(|e| e.text.contains(&size_marker(&m.name)));
+                    .any(|e| has_size_marker(e) && e.text.contains(&size_marker(&m.name)));
             if marked {
                 sizes.insert((j, m.name.clone()), size_expr(opts.ring_size));
             }

@@ -167,9 +167,15 @@ pub fn size_marker(map: &str) -> String {
     format!("\u{1}{map}\u{1}")
 }
 
-/// Whether an edit's text holds a size linking has yet to fill in.
-pub fn has_size_marker(text: &str) -> bool {
-    text.contains('\u{1}')
+/// Whether an edit holds a size linking has yet to fill in: one that writes a ring's size
+/// (a map definition's, BCC's table), not text the edit copies from the input, which may
+/// hold any byte.
+pub fn has_size_marker(e: &crate::edit::Edit) -> bool {
+    use crate::rules::Rule;
+    matches!(
+        e.rule,
+        Rule::BccPerfOutput | Rule::PerfMapDef | Rule::LegacyPerfMapDef
+    ) && e.text.contains('\u{1}')
 }
 
 /// `text` with each size marker replaced by a number: what linking will make of it, as far
