@@ -234,15 +234,22 @@ fn links_not_followed(
     walked: &[&PathBuf],
     is_excluded: &dyn Fn(&Path) -> bool,
 ) -> Vec<Diagnostic> {
+    let targets: Vec<(&PathBuf, PathBuf)> = links
+        .iter()
+        .filter(|l| !is_excluded(l))
+        .filter_map(|l| Some((l, fs::canonicalize(l).ok()?)))
+        .collect();
+    // Only the walked files named as a link target are resolved (a syscall each): a walk with
+    // no links, the usual one, resolves none.
+    let names: std::collections::HashSet<&std::ffi::OsStr> =
+        targets.iter().filter_map(|(_, t)| t.file_name()).collect();
     let reached: std::collections::HashSet<PathBuf> = walked
         .iter()
+        .filter(|f| f.file_name().is_some_and(|n| names.contains(n)))
         .filter_map(|f| fs::canonicalize(f).ok())
         .collect();
     let mut notes = Vec::new();
-    for link in links.iter().filter(|l| !is_excluded(l)) {
-        let Ok(target) = fs::canonicalize(link) else {
-            continue;
-        };
+    for (link, target) in targets {
         if reached.contains(&target) || !target.is_file() {
             continue;
         }

@@ -411,13 +411,15 @@ pub(in crate::engine) fn link_rust_crates(
     use crate::report::Severity;
     use std::collections::BTreeMap;
     let mut crates: BTreeMap<Option<std::path::PathBuf>, Vec<usize>> = BTreeMap::new();
+    // Each directory's crate looked up once (an ancestor walk on disk).
+    let mut crate_of_dir: std::collections::HashMap<&std::path::Path, Option<std::path::PathBuf>> =
+        std::collections::HashMap::new();
     for (i, f) in files.iter().enumerate() {
         let a = &analyses[i];
         if super::gate::is_rust(&f.path) && (!a.edits.is_empty() || !a.diags.is_empty()) {
-            crates
-                .entry(crate_of(super::link::dir_of(&f.path)))
-                .or_default()
-                .push(i);
+            let dir = super::link::dir_of(&f.path);
+            let krate = crate_of_dir.entry(dir).or_insert_with(|| crate_of(dir));
+            crates.entry(krate.clone()).or_default().push(i);
         }
     }
     for members in crates.values() {
