@@ -2094,6 +2094,11 @@ mod tests {
         (stopped.exit_code, stopped.signal) = (None, Some(2));
         let r = judge(&late, &late, &stopped, true, true, &[]);
         assert_eq!(r.verdict, Verdict::Inconclusive, "{r:?}");
+        // Ended before the Ctrl-C with an exit code: by itself; killed at the deadline with
+        // no Ctrl-C typed (a signal): not; stopped by the Ctrl-C: not.
+        let mut killed = run("Sampling run queues...\n", "");
+        (killed.exit_code, killed.signal, killed.ctrl_c_typed) = (None, Some(9), 0);
+        assert!(by_itself(&late) && !by_itself(&killed) && !by_itself(&stopped));
         // A failing exit says so too, with the tool's first lines.
         let mut failed = ended("Attaching...\n", 0);
         failed.exit_code = Some(1);
